@@ -1,0 +1,159 @@
+//! The engine's keyspace: every key it writes, built in one place with the tuple layer.
+//!
+//! Layout (all under the root subspace `("sv",)`):
+//! - `("task", tenant, id)` → task record
+//! - `("out", tenant, id, chunk)` → output text in chunks under the value limit
+//! - `("ev", tenant, id, seq)` → task event
+//! - `("idem", tenant, key)` → task id
+//! - `("ready", 4 - priority, id)` → tenant: tasks waiting to be leased, highest priority
+//!   first, oldest first within a priority (ids are time-ordered)
+//! - `("timer", due_micros, id)` → timer entry: a retry waiting to vest or a lease to check
+//! - `("ix", "status"|"type"|"label", tenant, value, id)` → empty: list indexes
+//! - `("stat", "status", status)` / `("stat", "provider", name, field)` → counters
+//! - `("qver",)` → bumped whenever a task becomes ready (dispatchers watch it)
+//! - `("node", id)` → node record; `("inbox", node, tenant, id)` → cancel notice,
+//!   `("inboxver", node)` → bumped on each notice (the node watches it)
+
+use supervisor_model::{TaskId, TaskStatus};
+use supervisor_store::keys::{Subspace, pack};
+
+/// Root of every key the engine writes.
+fn root() -> Subspace {
+    Subspace::from_bytes(pack(&("sv",)))
+}
+
+pub(crate) fn task(tenant: &str, id: TaskId) -> Vec<u8> {
+    root().pack(&("task", tenant, id.to_string()))
+}
+
+pub(crate) fn task_range(tenant: &str) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("task", tenant)).range()
+}
+
+pub(crate) fn output_chunk(tenant: &str, id: TaskId, chunk: u32) -> Vec<u8> {
+    root().pack(&("out", tenant, id.to_string(), chunk as i64))
+}
+
+pub(crate) fn output_range(tenant: &str, id: TaskId) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("out", tenant, id.to_string())).range()
+}
+
+pub(crate) fn event(tenant: &str, id: TaskId, seq: u64) -> Vec<u8> {
+    root().pack(&("ev", tenant, id.to_string(), seq as i64))
+}
+
+/// Events of a task with `seq > after`.
+pub(crate) fn events_after(tenant: &str, id: TaskId, after: u64) -> (Vec<u8>, Vec<u8>) {
+    let begin = event(tenant, id, after.saturating_add(1));
+    let (_, end) = root().subspace(&("ev", tenant, id.to_string())).range();
+    (begin, end)
+}
+
+pub(crate) fn idempotency(tenant: &str, key: &str) -> Vec<u8> {
+    root().pack(&("idem", tenant, key))
+}
+
+pub(crate) fn ready(priority_rank: u8, id: TaskId) -> Vec<u8> {
+    root().pack(&("ready", 4 - priority_rank as i64, id.to_string()))
+}
+
+pub(crate) fn ready_range() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("ready",)).range()
+}
+
+pub(crate) fn parse_ready(key: &[u8]) -> Option<TaskId> {
+    let (_, _, id): (String, i64, String) = root().unpack(key).ok()?;
+    id.parse().ok()
+}
+
+pub(crate) fn timer(due_micros: i64, id: TaskId) -> Vec<u8> {
+    root().pack(&("timer", due_micros, id.to_string()))
+}
+
+/// Timers due at or before `now`.
+pub(crate) fn timers_due(now_micros: i64) -> (Vec<u8>, Vec<u8>) {
+    let (begin, _) = root().subspace(&("timer",)).range();
+    (begin, root().pack(&("timer", now_micros.saturating_add(1))))
+}
+
+pub(crate) fn timer_range() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("timer",)).range()
+}
+
+pub(crate) fn parse_timer(key: &[u8]) -> Option<(i64, TaskId)> {
+    let (_, due, id): (String, i64, String) = root().unpack(key).ok()?;
+    Some((due, id.parse().ok()?))
+}
+
+/// The list indexes a task appears in.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Index<'a> {
+    Status(TaskStatus),
+    Type(&'a str),
+    Label(&'a str),
+}
+
+impl Index<'_> {
+    fn parts(&self) -> (&'static str, String) {
+        match self {
+            Index::Status(s) => ("status", s.as_str().to_string()),
+            Index::Type(t) => ("type", t.to_string()),
+            Index::Label(l) => ("label", l.to_string()),
+        }
+    }
+}
+
+pub(crate) fn index(tenant: &str, ix: Index<'_>, id: TaskId) -> Vec<u8> {
+    let (name, value) = ix.parts();
+    root().pack(&("ix", name, tenant, value, id.to_string()))
+}
+
+pub(crate) fn index_range(tenant: &str, ix: Index<'_>) -> (Vec<u8>, Vec<u8>) {
+    let (name, value) = ix.parts();
+    root().subspace(&("ix", name, tenant, value)).range()
+}
+
+/// The task id at the end of an index key.
+pub(crate) fn parse_index(key: &[u8]) -> Option<TaskId> {
+    let (_, _, _, _, id): (String, String, String, String, String) = root().unpack(key).ok()?;
+    id.parse().ok()
+}
+
+/// The task id at the end of a primary task key.
+pub(crate) fn parse_task(key: &[u8]) -> Option<TaskId> {
+    let (_, _, id): (String, String, String) = root().unpack(key).ok()?;
+    id.parse().ok()
+}
+
+pub(crate) fn status_counter(status: TaskStatus) -> Vec<u8> {
+    root().pack(&("stat", "status", status.as_str()))
+}
+
+pub(crate) fn provider_counter(provider: &str, field: &str) -> Vec<u8> {
+    root().pack(&("stat", "provider", provider, field))
+}
+
+pub(crate) fn queue_version() -> Vec<u8> {
+    root().pack(&("qver",))
+}
+
+pub(crate) fn node(id: &str) -> Vec<u8> {
+    root().pack(&("node", id))
+}
+
+pub(crate) fn inbox(node: &str, tenant: &str, id: TaskId) -> Vec<u8> {
+    root().pack(&("inbox", node, tenant, id.to_string()))
+}
+
+pub(crate) fn inbox_range(node: &str) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("inbox", node)).range()
+}
+
+pub(crate) fn parse_inbox(key: &[u8]) -> Option<(String, TaskId)> {
+    let (_, _, tenant, id): (String, String, String, String) = root().unpack(key).ok()?;
+    Some((tenant, id.parse().ok()?))
+}
+
+pub(crate) fn inbox_version(node: &str) -> Vec<u8> {
+    root().pack(&("inboxver", node))
+}

@@ -1,0 +1,203 @@
+//! Reading and writing task records inside a transaction. Every status change goes through
+//! [`transition`], which keeps the status index and counters in step and appends the event,
+//! so no code path can change a status without leaving its trace.
+
+use serde::{Deserialize, Serialize};
+use supervisor_model::{EventKind, Task, TaskEvent, TaskId, TaskStatus};
+use supervisor_store::Transaction;
+
+use crate::codec::{decode, encode};
+use crate::keyspace::{self, Index};
+use crate::EngineError;
+
+/// Reads a task record (with a read conflict).
+pub(crate) async fn load(
+    txn: &mut Transaction<'_>,
+    tenant: &str,
+    id: TaskId,
+) -> Result<Option<Task>, EngineError> {
+    match txn.get(&keyspace::task(tenant, id)).await? {
+        Some(bytes) => Ok(Some(decode("task record", &bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// Reads a task record that must exist.
+pub(crate) async fn load_existing(
+    txn: &mut Transaction<'_>,
+    tenant: &str,
+    id: TaskId,
+) -> Result<Task, EngineError> {
+    load(txn, tenant, id)
+        .await?
+        .ok_or(EngineError::NotFound { id })
+}
+
+/// Writes a task record.
+pub(crate) fn put(txn: &mut Transaction<'_>, task: &Task) -> Result<(), EngineError> {
+    txn.set(&keyspace::task(&task.tenant, task.id), &encode(task)?);
+    Ok(())
+}
+
+/// Appends an event to the task's log (the caller writes the record afterwards, which
+/// persists the advanced sequence number).
+pub(crate) fn append_event(
+    txn: &mut Transaction<'_>,
+    task: &mut Task,
+    now: i64,
+    kind: EventKind,
+    message: String,
+    output: String,
+) -> Result<TaskEvent, EngineError> {
+    let event = TaskEvent {
+        seq: task.next_event_seq,
+        at: now,
+        kind,
+        status: task.status,
+        attempt: task.attempt,
+        message,
+        output,
+    };
+    txn.set(
+        &keyspace::event(&task.tenant, task.id, event.seq),
+        &encode(&event)?,
+    );
+    task.next_event_seq += 1;
+    Ok(event)
+}
+
+/// Moves a task to `to`, keeping the status index and counters in step, and appends the
+/// event that records it. Refuses transitions the state machine does not allow.
+pub(crate) fn transition(
+    txn: &mut Transaction<'_>,
+    task: &mut Task,
+    to: TaskStatus,
+    now: i64,
+    kind: EventKind,
+    message: String,
+) -> Result<TaskEvent, EngineError> {
+    let from = task.status;
+    if !from.can_become(to) {
+        debug_assert!(false, "illegal transition {from} -> {to} for task {}", task.id);
+        return Err(EngineError::Internal(format!(
+            "illegal transition {from} -> {to} for task {}",
+            task.id
+        )));
+    }
+    txn.clear(&keyspace::index(&task.tenant, Index::Status(from), task.id));
+    txn.set(&keyspace::index(&task.tenant, Index::Status(to), task.id), &[]);
+    txn.atomic_add(&keyspace::status_counter(from), -1);
+    txn.atomic_add(&keyspace::status_counter(to), 1);
+    task.status = to;
+    task.updated_at = now;
+    if to.is_terminal() {
+        task.finished_at = Some(now);
+        task.lease = None;
+        // Any write still carrying an earlier token is now stale.
+        task.fence += 1;
+    }
+    append_event(txn, task, now, kind, message, String::new())
+}
+
+/// Writes the indexes and counters of a brand-new task (status index included).
+pub(crate) fn index_new(txn: &mut Transaction<'_>, task: &Task) {
+    txn.set(
+        &keyspace::index(&task.tenant, Index::Status(task.status), task.id),
+        &[],
+    );
+    txn.set(
+        &keyspace::index(&task.tenant, Index::Type(task.task_type.as_str()), task.id),
+        &[],
+    );
+    for label in &task.labels {
+        txn.set(&keyspace::index(&task.tenant, Index::Label(label), task.id), &[]);
+    }
+    txn.atomic_add(&keyspace::status_counter(task.status), 1);
+}
+
+/// Puts a task in the ready range and wakes dispatchers watching the queue.
+pub(crate) fn make_ready(txn: &mut Transaction<'_>, task: &Task) {
+    txn.set(
+        &keyspace::ready(task.priority.rank(), task.id),
+        task.tenant.as_bytes(),
+    );
+    txn.atomic_add(&keyspace::queue_version(), 1);
+}
+
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum TimerKind {
+    /// A retry waiting to vest.
+    Retry,
+    /// A lease to check for expiry.
+    Lease,
+}
+
+/// The value of a timer key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TimerEntry {
+    pub tenant: String,
+    pub kind: TimerKind,
+    /// For lease timers: the fence of the lease it guards.
+    pub fence: u64,
+    /// For lease timers: the node and epoch that hold it.
+    pub node: String,
+    pub epoch: u64,
+}
+
+pub(crate) fn arm_timer(
+    txn: &mut Transaction<'_>,
+    due: i64,
+    id: TaskId,
+    entry: &TimerEntry,
+) -> Result<(), EngineError> {
+    txn.set(&keyspace::timer(due, id), &encode(entry)?);
+    Ok(())
+}
+
+/// Disarms whatever timer the task's current state armed (its lease or its retry).
+pub(crate) fn disarm_timers(txn: &mut Transaction<'_>, task: &Task) {
+    if let Some(lease) = &task.lease {
+        txn.clear(&keyspace::timer(lease.expires_at, task.id));
+    }
+    if let Some(at) = task.next_attempt_at {
+        txn.clear(&keyspace::timer(at, task.id));
+    }
+}
+
+/// Stores output text in chunks under the value limit; returns its length.
+pub(crate) fn write_output(
+    txn: &mut Transaction<'_>,
+    task: &Task,
+    output: &str,
+    chunk_bytes: usize,
+) -> u64 {
+    let (begin, end) = keyspace::output_range(&task.tenant, task.id);
+    txn.clear_range(&begin, &end);
+    let bytes = output.as_bytes();
+    for (i, chunk) in bytes.chunks(chunk_bytes.max(1)).enumerate() {
+        txn.set(&keyspace::output_chunk(&task.tenant, task.id, i as u32), chunk);
+    }
+    bytes.len() as u64
+}
+
+/// Reads output text back from its chunks.
+pub(crate) async fn read_output(
+    txn: &mut Transaction<'_>,
+    task: &Task,
+) -> Result<String, EngineError> {
+    if task.output_bytes == 0 {
+        return Ok(String::new());
+    }
+    let (begin, end) = keyspace::output_range(&task.tenant, task.id);
+    let chunks = txn
+        .get_range(&begin, &end, supervisor_store::RangeOptions::new().snapshot())
+        .await?;
+    let mut bytes = Vec::with_capacity(task.output_bytes as usize);
+    for kv in chunks {
+        bytes.extend_from_slice(&kv.value);
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        EngineError::Corrupt(format!("stored output of task {} is not UTF-8", task.id))
+    })
+}

@@ -1,0 +1,421 @@
+//! The runner's side of the lease protocol: lease a batch of ready tasks, stream progress,
+//! finish, renew. Every write after the lease carries the fencing token and is refused when
+//! the token is stale, so a task is never completed twice even if two nodes ran it.
+
+use std::time::Duration;
+
+use supervisor_model::{EventKind, Lease, Task, TaskId, TaskResult, TaskStatus};
+use supervisor_store::{RangeOptions, Watch};
+
+use crate::keyspace;
+use crate::nodes::NodeIdentity;
+use crate::records::{self, TimerEntry, TimerKind};
+use crate::{Engine, EngineError, Inner};
+
+/// Names a running task and the lease under which a write is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRef {
+    /// Tenant of the task.
+    pub tenant: String,
+    /// The task.
+    pub id: TaskId,
+    /// The fencing token of the lease.
+    pub fence: u64,
+}
+
+/// A task this node now holds a lease on.
+#[derive(Debug, Clone)]
+pub struct LeasedTask {
+    /// The task as leased (status `Running`, attempt already counted).
+    pub task: Task,
+    /// The reference every runner write must carry.
+    pub task_ref: TaskRef,
+}
+
+/// The outcome of [`Engine::lease`].
+pub struct LeaseBatch {
+    /// Tasks now leased to the caller.
+    pub tasks: Vec<LeasedTask>,
+    /// Fires when more tasks may have become ready since this lease's snapshot, so a
+    /// dispatcher that found nothing can sleep on it without missing a submit.
+    pub ready_watch: Watch,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// It produced a result.
+    Succeeded(TaskResult),
+    /// It failed. `retryable` failures are retried with backoff while attempts remain.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+}
+
+/// A finished attempt, as reported by the runner.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// The task and lease.
+    pub task_ref: TaskRef,
+    /// The provider that ran it (for the durable per-provider counters).
+    pub provider: String,
+    /// Output streamed since the last progress write, recorded before the outcome.
+    pub trailing_output: Vec<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum RunnerWrite {
+    Progress { task_ref: TaskRef, output: Vec<String> },
+    Finish(Finish),
+}
+
+/// What became of a runner write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunnerWriteResult {
+    /// Written; the task's status after the write.
+    Accepted(TaskStatus),
+    /// Refused because the lease is no longer this runner's (the task was cancelled,
+    /// its lease lapsed and another runner took it, or it already finished).
+    Refused(String),
+}
+
+pub(crate) async fn write_batch(
+    inner: &Inner,
+    items: Vec<RunnerWrite>,
+) -> Result<Vec<Result<RunnerWriteResult, EngineError>>, EngineError> {
+    let now = inner.clock.now_micros();
+    let jitter: Vec<f64> = items.iter().map(|_| rand::random::<f64>()).collect();
+    let items = &items;
+    let jitter = &jitter;
+    let cfg = &inner.cfg;
+    let (results, armed_retry) = inner
+        .db
+        .run(|txn| {
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(items.len());
+                let mut armed_retry = false;
+                for (i, item) in items.iter().enumerate() {
+                    let task_ref = match item {
+                        RunnerWrite::Progress { task_ref, .. } => task_ref,
+                        RunnerWrite::Finish(f) => &f.task_ref,
+                    };
+                    let Some(mut task) = records::load(txn, &task_ref.tenant, task_ref.id).await? else {
+                        out.push(Ok(RunnerWriteResult::Refused(format!("task {} does not exist", task_ref.id))));
+                        continue;
+                    };
+                    if let Some(reason) = stale(&task, task_ref.fence) {
+                        if let RunnerWrite::Finish(f) = item {
+                            txn.atomic_add(&keyspace::provider_counter(&f.provider, "refused"), 1);
+                        }
+                        out.push(Ok(RunnerWriteResult::Refused(reason)));
+                        continue;
+                    }
+                    let output = match item {
+                        RunnerWrite::Progress { output, .. } => output,
+                        RunnerWrite::Finish(f) => &f.trailing_output,
+                    };
+                    for text in output.iter().filter(|t| !t.is_empty()) {
+                        records::append_event(txn, &mut task, now, EventKind::Output, String::new(), text.clone())?;
+                    }
+                    if let RunnerWrite::Finish(f) = item {
+                        armed_retry |= finish(txn, &mut task, f, now, jitter[i], cfg)?;
+                    }
+                    records::put(txn, &task)?;
+                    out.push(Ok(RunnerWriteResult::Accepted(task.status)));
+                }
+                Ok::<_, EngineError>((out, armed_retry))
+            })
+        })
+        .await?;
+    if armed_retry {
+        inner.timers.notify_one();
+    }
+    Ok(results)
+}
+
+/// Why a write under `fence` must be refused, if it must.
+fn stale(task: &Task, fence: u64) -> Option<String> {
+    if task.status != TaskStatus::Running {
+        return Some(format!("task {} is {}, no longer running under this lease", task.id, task.status));
+    }
+    match &task.lease {
+        Some(lease) if lease.fence == fence => None,
+        Some(lease) => Some(format!(
+            "stale fencing token {fence} for task {}: the current lease (token {}) belongs to node {}",
+            task.id, lease.fence, lease.node_id
+        )),
+        None => Some(format!("task {} has no lease", task.id)),
+    }
+}
+
+/// Applies an attempt's outcome. Returns whether a retry timer was armed.
+fn finish(
+    txn: &mut supervisor_store::Transaction<'_>,
+    task: &mut Task,
+    f: &Finish,
+    now: i64,
+    jitter: f64,
+    cfg: &crate::EngineConfig,
+) -> Result<bool, EngineError> {
+    records::disarm_timers(txn, task);
+    match &f.outcome {
+        Outcome::Succeeded(result) => {
+            let mut stored = result.clone();
+            task.output_bytes = records::write_output(txn, task, &result.output, cfg.output_chunk_bytes);
+            stored.output = String::new();
+            let message = format!(
+                "succeeded on attempt {} via {} ({} in / {} out tokens)",
+                task.attempt, result.provider, result.usage.input_tokens, result.usage.output_tokens
+            );
+            task.result = Some(stored);
+            task.error = None;
+            records::transition(txn, task, TaskStatus::Succeeded, now, EventKind::Succeeded, message)?;
+            let counter = |field| keyspace::provider_counter(&f.provider, field);
+            txn.atomic_add(&counter("accepted"), 1);
+            txn.atomic_add(&counter("input_tokens"), result.usage.input_tokens as i64);
+            txn.atomic_add(&counter("output_tokens"), result.usage.output_tokens as i64);
+            txn.atomic_add(&counter("cost_micros"), result.cost_micros as i64);
+            Ok(false)
+        }
+        Outcome::Failed { error, retryable } => {
+            task.error = Some(error.clone());
+            if *retryable && task.attempt < task.max_attempts {
+                let delay = cfg.backoff(task.attempt, jitter);
+                let due = now + delay.as_micros() as i64;
+                task.lease = None;
+                task.next_attempt_at = Some(due);
+                let message = format!(
+                    "attempt {} of {} failed: {error}; retrying in {}",
+                    task.attempt,
+                    task.max_attempts,
+                    humanize(delay)
+                );
+                records::transition(txn, task, TaskStatus::RetryWait, now, EventKind::RetryScheduled, message)?;
+                records::arm_timer(
+                    txn,
+                    due,
+                    task.id,
+                    &TimerEntry {
+                        tenant: task.tenant.clone(),
+                        kind: TimerKind::Retry,
+                        fence: task.fence,
+                        node: String::new(),
+                        epoch: 0,
+                    },
+                )?;
+                Ok(true)
+            } else {
+                let why = if *retryable {
+                    format!("failed after {} of {} attempts: {error}", task.attempt, task.max_attempts)
+                } else {
+                    format!("failed with a permanent error on attempt {}: {error}", task.attempt)
+                };
+                records::transition(txn, task, TaskStatus::Failed, now, EventKind::Failed, why)?;
+                Ok(false)
+            }
+        }
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+impl Engine {
+    /// Leases up to `max` ready tasks to `node`, highest priority and oldest first. Each gets
+    /// a fresh fencing token and a lease timer. Scans with snapshot reads and claims only
+    /// the entries it takes, so it never conflicts with concurrent submits.
+    pub async fn lease(&self, node: &NodeIdentity, max: usize) -> Result<LeaseBatch, EngineError> {
+        let now = self.now_micros();
+        let lease_micros = self.inner.cfg.lease_duration.as_micros() as i64;
+        let (begin, end) = keyspace::ready_range();
+        let (tasks, ready_watch) = self
+            .inner
+            .db
+            .run(|txn| {
+                let (begin, end) = (begin.clone(), end.clone());
+                Box::pin(async move {
+                    let ready_watch = txn.watch(&keyspace::queue_version());
+                    // Read the version so the watch compares against this snapshot.
+                    txn.get_snapshot(&keyspace::queue_version()).await?;
+                    let mut leased = Vec::new();
+                    if max == 0 {
+                        return Ok((leased, ready_watch));
+                    }
+                    let entries = txn
+                        .get_range(&begin, &end, RangeOptions::new().snapshot().limit(max))
+                        .await?;
+                    for kv in entries {
+                        txn.add_read_conflict_key(&kv.key);
+                        txn.clear(&kv.key);
+                        let Some(id) = keyspace::parse_ready(&kv.key) else {
+                            tracing::warn!("dropping an unparsable ready-queue entry");
+                            continue;
+                        };
+                        let tenant = String::from_utf8_lossy(&kv.value).into_owned();
+                        let Some(mut task) = records::load(txn, &tenant, id).await? else {
+                            continue;
+                        };
+                        if task.status != TaskStatus::Queued {
+                            continue;
+                        }
+                        task.attempt += 1;
+                        task.fence += 1;
+                        let expires_at = now + lease_micros;
+                        task.lease = Some(Lease {
+                            node_id: node.id.clone(),
+                            node_epoch: node.epoch,
+                            fence: task.fence,
+                            expires_at,
+                        });
+                        task.started_at = Some(now);
+                        let message = format!(
+                            "attempt {} of {} started on node {}",
+                            task.attempt, task.max_attempts, node.id
+                        );
+                        records::transition(txn, &mut task, TaskStatus::Running, now, EventKind::Started, message)?;
+                        records::arm_timer(
+                            txn,
+                            expires_at,
+                            task.id,
+                            &TimerEntry {
+                                tenant: tenant.clone(),
+                                kind: TimerKind::Lease,
+                                fence: task.fence,
+                                node: node.id.clone(),
+                                epoch: node.epoch,
+                            },
+                        )?;
+                        records::put(txn, &task)?;
+                        let task_ref = TaskRef {
+                            tenant,
+                            id: task.id,
+                            fence: task.fence,
+                        };
+                        leased.push(LeasedTask { task, task_ref });
+                    }
+                    Ok::<_, EngineError>((leased, ready_watch))
+                })
+            })
+            .await?;
+        Ok(LeaseBatch { tasks, ready_watch })
+    }
+
+    /// Records streamed output of a running attempt (fenced; batched with other writes).
+    pub async fn progress(&self, task_ref: TaskRef, output: Vec<String>) -> Result<RunnerWriteResult, EngineError> {
+        self.inner
+            .runner_writes
+            .call(RunnerWrite::Progress { task_ref, output })
+            .await
+    }
+
+    /// Records how an attempt ended (fenced; batched with other writes). A refused finish
+    /// means another runner owns the task now: the caller must drop its result.
+    pub async fn finish(&self, finish: Finish) -> Result<RunnerWriteResult, EngineError> {
+        self.inner.runner_writes.call(RunnerWrite::Finish(finish)).await
+    }
+
+    /// Extends the leases of running attempts by the lease duration, in one transaction.
+    /// Returns, per task, whether the lease is still this runner's.
+    pub async fn renew(&self, refs: &[TaskRef]) -> Result<Vec<bool>, EngineError> {
+        let now = self.now_micros();
+        let lease_micros = self.inner.cfg.lease_duration.as_micros() as i64;
+        self.inner
+            .db
+            .run(|txn| {
+                Box::pin(async move {
+                    let mut out = Vec::with_capacity(refs.len());
+                    for r in refs {
+                        let Some(mut task) = records::load(txn, &r.tenant, r.id).await? else {
+                            out.push(false);
+                            continue;
+                        };
+                        if stale(&task, r.fence).is_some() {
+                            out.push(false);
+                            continue;
+                        }
+                        let Some(lease) = task.lease.as_mut() else {
+                            out.push(false);
+                            continue;
+                        };
+                        let old = lease.expires_at;
+                        lease.expires_at = now + lease_micros;
+                        let entry = TimerEntry {
+                            tenant: r.tenant.clone(),
+                            kind: TimerKind::Lease,
+                            fence: lease.fence,
+                            node: lease.node_id.clone(),
+                            epoch: lease.node_epoch,
+                        };
+                        let due = lease.expires_at;
+                        txn.clear(&keyspace::timer(old, r.id));
+                        records::arm_timer(txn, due, r.id, &entry)?;
+                        records::put(txn, &task)?;
+                        out.push(true);
+                    }
+                    Ok::<_, EngineError>(out)
+                })
+            })
+            .await
+    }
+
+    /// Hands a running task back to the queue without spending its attempt (a node that
+    /// drains gives back what it cannot finish in time). Fenced like every runner write.
+    pub async fn release(&self, task_ref: &TaskRef, reason: &str) -> Result<RunnerWriteResult, EngineError> {
+        let now = self.now_micros();
+        self.inner
+            .db
+            .run(|txn| {
+                Box::pin(async move {
+                    let Some(mut task) = records::load(txn, &task_ref.tenant, task_ref.id).await? else {
+                        return Ok(RunnerWriteResult::Refused(format!("task {} does not exist", task_ref.id)));
+                    };
+                    if let Some(why) = stale(&task, task_ref.fence) {
+                        return Ok(RunnerWriteResult::Refused(why));
+                    }
+                    records::disarm_timers(txn, &task);
+                    task.lease = None;
+                    task.attempt = task.attempt.saturating_sub(1);
+                    let message = format!("handed back: {reason}; the attempt does not count");
+                    records::transition(txn, &mut task, TaskStatus::Queued, now, EventKind::Requeued, message)?;
+                    records::make_ready(txn, &task);
+                    records::put(txn, &task)?;
+                    Ok::<_, EngineError>(RunnerWriteResult::Accepted(task.status))
+                })
+            })
+            .await
+    }
+
+    /// Takes the cancel notices addressed to `node`, and a watch that fires on the next one.
+    pub async fn take_inbox(&self, node: &str) -> Result<(Vec<(String, TaskId)>, Watch), EngineError> {
+        let (begin, end) = keyspace::inbox_range(node);
+        self.inner
+            .db
+            .run(|txn| {
+                let (begin, end) = (begin.clone(), end.clone());
+                Box::pin(async move {
+                    let watch = txn.watch(&keyspace::inbox_version(node));
+                    txn.get_snapshot(&keyspace::inbox_version(node)).await?;
+                    let kvs = txn.get_range(&begin, &end, RangeOptions::new()).await?;
+                    let mut notices = Vec::with_capacity(kvs.len());
+                    for kv in &kvs {
+                        if let Some(notice) = keyspace::parse_inbox(&kv.key) {
+                            notices.push(notice);
+                        }
+                        txn.clear(&kv.key);
+                    }
+                    Ok::<_, EngineError>((notices, watch))
+                })
+            })
+            .await
+    }
+}

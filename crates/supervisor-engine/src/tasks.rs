@@ -1,0 +1,507 @@
+//! What users do with tasks: submit, read, list, cancel, retry, follow events, count.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::Stream;
+use supervisor_model::{
+    EventKind, NewTask, Task, TaskEvent, TaskId, TaskStatus, TaskType,
+};
+use supervisor_store::{RangeOptions, Transaction, Watch};
+
+use crate::codec::{counter, decode};
+use crate::keyspace::{self, Index};
+use crate::records;
+use crate::{COUNTED_STATUSES, Engine, EngineError, Inner};
+
+/// The result of a submit.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The task (the earlier one when the idempotency key was already used).
+    pub task: Task,
+    /// False when an idempotency key matched an existing task.
+    pub created: bool,
+}
+
+/// One submit waiting in the batcher. The id and time are fixed before the transaction so
+/// a rerun of the transaction creates the very same task.
+#[derive(Debug, Clone)]
+pub(crate) struct SubmitItem {
+    tenant: String,
+    task_type: TaskType,
+    request: NewTask,
+    id: TaskId,
+    now: i64,
+    retry_of: Option<TaskId>,
+}
+
+/// Filters and paging of a list request.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only this status.
+    pub status: Option<TaskStatus>,
+    /// Only this type.
+    pub task_type: Option<TaskType>,
+    /// Only tasks with this label.
+    pub label: Option<String>,
+    /// Page size (1 to 1000).
+    pub page_size: usize,
+    /// Continue after this task (from a previous page).
+    pub page_token: Option<TaskId>,
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    /// Tasks, without output text.
+    pub tasks: Vec<Task>,
+    /// Where to continue, if more may follow.
+    pub next_page_token: Option<TaskId>,
+}
+
+/// Task counts by status, cluster-wide.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    /// `(status, count)` for every status.
+    pub counts: Vec<(TaskStatus, u64)>,
+}
+
+impl StatusCounts {
+    /// The count of one status.
+    pub fn get(&self, status: TaskStatus) -> u64 {
+        self.counts
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    }
+}
+
+/// Durable counters of one provider, cluster-wide.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderStats {
+    /// Completions the store accepted from this provider.
+    pub completions_accepted: u64,
+    /// Completions refused because the runner's fencing token was stale.
+    pub completions_refused: u64,
+    /// Input tokens of accepted completions.
+    pub input_tokens: u64,
+    /// Output tokens of accepted completions.
+    pub output_tokens: u64,
+    /// Cost of accepted completions, in millionths of a dollar.
+    pub cost_micros: u64,
+}
+
+/// Most index entries one list call examines before returning a (possibly short) page.
+const LIST_SCAN_BUDGET: usize = 5_000;
+
+fn build_task(item: &SubmitItem, cfg: &crate::EngineConfig) -> Task {
+    let r = &item.request;
+    Task {
+        id: item.id,
+        tenant: item.tenant.clone(),
+        task_type: item.task_type,
+        status: TaskStatus::Queued,
+        prompt: r.prompt.clone(),
+        priority: r.priority,
+        labels: r.labels.clone(),
+        context: r.context.clone(),
+        idempotency_key: r.idempotency_key.clone(),
+        max_attempts: r.max_attempts.unwrap_or(cfg.default_max_attempts),
+        timeout_ms: r
+            .timeout_ms
+            .unwrap_or(cfg.default_attempt_timeout.as_millis() as u64),
+        attempt: 0,
+        lease: None,
+        fence: 0,
+        next_attempt_at: None,
+        result: None,
+        output_bytes: 0,
+        error: None,
+        retry_of: item.retry_of,
+        next_event_seq: 1,
+        created_at: item.now,
+        updated_at: item.now,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+/// Writes every submit of a batch in one transaction.
+pub(crate) async fn submit_batch(
+    inner: &Inner,
+    items: Vec<SubmitItem>,
+) -> Result<Vec<Result<Submitted, EngineError>>, EngineError> {
+    let cfg = &inner.cfg;
+    let items = &items;
+    let results = inner
+        .db
+        .run(|txn| {
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(items.len());
+                let mut batch_keys: HashMap<(String, String), usize> = HashMap::new();
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(key) = &item.request.idempotency_key {
+                        let slot = (item.tenant.clone(), key.clone());
+                        if let Some(&first) = batch_keys.get(&slot) {
+                            let earlier: &Result<Submitted, EngineError> = &out[first];
+                            out.push(earlier.clone().map(|s| Submitted {
+                                task: s.task,
+                                created: false,
+                            }));
+                            continue;
+                        }
+                        let idem_key = keyspace::idempotency(&item.tenant, key);
+                        if let Some(existing) = txn.get(&idem_key).await? {
+                            let id = decode::<TaskId>("idempotency entry", &existing)?;
+                            let task = records::load_existing(txn, &item.tenant, id).await?;
+                            out.push(Ok(Submitted {
+                                task,
+                                created: false,
+                            }));
+                            continue;
+                        }
+                        txn.set(&idem_key, &crate::codec::encode(&item.id)?);
+                        batch_keys.insert(slot, i);
+                    }
+                    out.push(Ok(Submitted {
+                        task: create(txn, item, cfg)?,
+                        created: true,
+                    }));
+                }
+                Ok::<_, EngineError>(out)
+            })
+        })
+        .await?;
+    if results.iter().any(|r| matches!(r, Ok(s) if s.created)) {
+        inner.ready.notify_one();
+    }
+    Ok(results)
+}
+
+fn create(
+    txn: &mut Transaction<'_>,
+    item: &SubmitItem,
+    cfg: &crate::EngineConfig,
+) -> Result<Task, EngineError> {
+    let mut task = build_task(item, cfg);
+    records::index_new(txn, &task);
+    let message = match item.retry_of {
+        Some(original) => format!("submitted as a retry of {original}"),
+        None => "submitted".to_string(),
+    };
+    records::append_event(txn, &mut task, item.now, EventKind::Submitted, message, String::new())?;
+    records::make_ready(txn, &task);
+    records::put(txn, &task)?;
+    Ok(task)
+}
+
+impl Engine {
+    /// Validates and durably queues a task. With an idempotency key this tenant already
+    /// used, returns the first task (`created == false`) and creates nothing.
+    pub async fn submit(&self, tenant: &str, request: NewTask) -> Result<Submitted, EngineError> {
+        let task_type = request.validate()?;
+        self.inner
+            .submits
+            .call(SubmitItem {
+                tenant: tenant.to_string(),
+                task_type,
+                request,
+                id: TaskId::generate(),
+                now: self.now_micros(),
+                retry_of: None,
+            })
+            .await
+    }
+
+    /// Reads a task with its full output.
+    pub async fn get(&self, tenant: &str, id: TaskId) -> Result<Task, EngineError> {
+        let mut txn = self.inner.db.begin().await?;
+        let mut task = records::load_existing(&mut txn, tenant, id).await?;
+        if task.result.is_some() {
+            let output = records::read_output(&mut txn, &task).await?;
+            if let Some(result) = task.result.as_mut() {
+                result.output = output;
+            }
+        }
+        Ok(task)
+    }
+
+    /// Lists tasks newest first. Picks the most selective index among the filters, applies
+    /// the others while scanning, and examines a bounded number of entries per call (a
+    /// page may come back short with a token to continue).
+    pub async fn list(&self, tenant: &str, query: &ListQuery) -> Result<ListPage, EngineError> {
+        let page_size = query.page_size.clamp(1, 1000);
+        // The most selective filter picks the range; the others are applied while scanning.
+        let index = match (&query.label, query.status, query.task_type) {
+            (Some(label), _, _) => Some(Index::Label(label)),
+            (None, Some(status), _) => Some(Index::Status(status)),
+            (None, None, Some(t)) => Some(Index::Type(t.as_str())),
+            (None, None, None) => None,
+        };
+        let primary = index.is_none();
+        let (begin, mut end) = match index {
+            Some(ix) => keyspace::index_range(tenant, ix),
+            None => keyspace::task_range(tenant),
+        };
+        if let Some(token) = query.page_token {
+            // Reverse scans continue strictly before the last key of the previous page.
+            end = match index {
+                Some(ix) => keyspace::index(tenant, ix, token),
+                None => keyspace::task(tenant, token),
+            };
+        }
+        let mut txn = self.inner.db.begin().await?;
+        let mut tasks = Vec::new();
+        let mut scanned = 0usize;
+        let mut last_seen: Option<TaskId> = None;
+        let mut exhausted = false;
+        while tasks.len() < page_size && scanned < LIST_SCAN_BUDGET {
+            let want = (page_size - tasks.len()).max(32).min(LIST_SCAN_BUDGET - scanned);
+            let kvs = txn
+                .get_range(&begin, &end, RangeOptions::new().snapshot().reverse().limit(want))
+                .await?;
+            if kvs.is_empty() {
+                exhausted = true;
+                break;
+            }
+            let short = kvs.len() < want;
+            for kv in &kvs {
+                scanned += 1;
+                let task = if primary {
+                    let id = keyspace::parse_task(&kv.key).ok_or_else(|| {
+                        EngineError::Corrupt("a task key could not be parsed".into())
+                    })?;
+                    last_seen = Some(id);
+                    decode::<Task>("task record", &kv.value)?
+                } else {
+                    let id = keyspace::parse_index(&kv.key).ok_or_else(|| {
+                        EngineError::Corrupt("an index key could not be parsed".into())
+                    })?;
+                    last_seen = Some(id);
+                    match txn.get_snapshot(&keyspace::task(tenant, id)).await? {
+                        Some(bytes) => decode::<Task>("task record", &bytes)?,
+                        None => continue,
+                    }
+                };
+                if matches(&task, query) {
+                    tasks.push(task);
+                    if tasks.len() == page_size {
+                        break;
+                    }
+                }
+            }
+            if let Some(last) = kvs.last() {
+                end = last.key.clone();
+            }
+            if short && tasks.len() < page_size {
+                exhausted = true;
+                break;
+            }
+        }
+        let next_page_token = if exhausted { None } else { last_seen };
+        Ok(ListPage {
+            tasks,
+            next_page_token,
+        })
+    }
+
+    /// Cancels an unfinished task. A running task's node is told through its inbox; its
+    /// later writes are refused because cancelling advances the fencing token.
+    pub async fn cancel(&self, tenant: &str, id: TaskId, reason: &str) -> Result<Task, EngineError> {
+        let now = self.now_micros();
+        let reason = if reason.trim().is_empty() {
+            "cancelled by request".to_string()
+        } else {
+            format!("cancelled: {}", reason.trim())
+        };
+        self.inner
+            .db
+            .run(|txn| {
+                let reason = reason.clone();
+                Box::pin(async move {
+                    let mut task = records::load_existing(txn, tenant, id).await?;
+                    match task.status {
+                        TaskStatus::Cancelled => return Ok(task),
+                        s if s.is_terminal() => {
+                            return Err(EngineError::FailedPrecondition(format!(
+                                "task {id} already {s}; only unfinished tasks can be cancelled"
+                            )));
+                        }
+                        TaskStatus::Queued => {
+                            txn.clear(&keyspace::ready(task.priority.rank(), task.id));
+                        }
+                        TaskStatus::Running => {
+                            if let Some(lease) = &task.lease {
+                                txn.set(&keyspace::inbox(&lease.node_id, tenant, id), &[]);
+                                txn.atomic_add(&keyspace::inbox_version(&lease.node_id), 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    records::disarm_timers(txn, &task);
+                    task.next_attempt_at = None;
+                    task.error = Some(reason.clone());
+                    records::transition(txn, &mut task, TaskStatus::Cancelled, now, EventKind::Cancelled, reason)?;
+                    records::put(txn, &task)?;
+                    Ok(task)
+                })
+            })
+            .await
+    }
+
+    /// Re-runs a failed or cancelled task as a new task; the original never changes.
+    pub async fn retry(&self, tenant: &str, id: TaskId) -> Result<Task, EngineError> {
+        let original = {
+            let mut txn = self.inner.db.begin().await?;
+            records::load_existing(&mut txn, tenant, id).await?
+        };
+        if !matches!(original.status, TaskStatus::Failed | TaskStatus::Cancelled) {
+            return Err(EngineError::FailedPrecondition(format!(
+                "task {id} is {}; only failed or cancelled tasks can be retried",
+                original.status
+            )));
+        }
+        let item = SubmitItem {
+            tenant: tenant.to_string(),
+            task_type: original.task_type,
+            request: NewTask {
+                task_type: Some(original.task_type),
+                prompt: original.prompt.clone(),
+                priority: original.priority,
+                labels: original.labels.clone(),
+                idempotency_key: None,
+                context: original.context.clone(),
+                max_attempts: Some(original.max_attempts),
+                timeout_ms: Some(original.timeout_ms),
+            },
+            id: TaskId::generate(),
+            now: self.now_micros(),
+            retry_of: Some(original.id),
+        };
+        Ok(self.inner.submits.call(item).await?.task)
+    }
+
+    /// Reads up to `limit` events after `after_seq`, the task record, and a watch that fires
+    /// when the task changes next, all from one snapshot.
+    pub async fn read_events(
+        &self,
+        tenant: &str,
+        id: TaskId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<TaskEvent>, Task, Watch), EngineError> {
+        let mut txn = self.inner.db.begin().await?;
+        let task = records::load_existing(&mut txn, tenant, id).await?;
+        let watch = txn.watch(&keyspace::task(tenant, id));
+        let (begin, end) = keyspace::events_after(tenant, id, after_seq);
+        let kvs = txn
+            .get_range(&begin, &end, RangeOptions::new().snapshot().limit(limit.max(1)))
+            .await?;
+        let mut events = Vec::with_capacity(kvs.len());
+        for kv in kvs {
+            events.push(decode::<TaskEvent>("task event", &kv.value)?);
+        }
+        txn.commit().await?;
+        Ok((events, task, watch))
+    }
+
+    /// A live stream of a task's events after `after_seq`, ending after the terminal event.
+    /// Fails with `NotFound` first if there is no such task.
+    pub async fn watch_events(
+        &self,
+        tenant: &str,
+        id: TaskId,
+        after_seq: u64,
+    ) -> Result<impl Stream<Item = Result<TaskEvent, EngineError>> + Send + 'static, EngineError> {
+        // Surface NotFound before the stream starts.
+        let first = self.read_events(tenant, id, after_seq, 256).await?;
+        let engine = self.clone();
+        let tenant = tenant.to_string();
+        struct State {
+            pending: std::collections::VecDeque<TaskEvent>,
+            next: Option<(Task, Watch)>,
+            after: u64,
+            done: bool,
+        }
+        let (events, task, watch) = first;
+        let after = events.last().map(|e| e.seq).unwrap_or(after_seq);
+        let state = State {
+            pending: events.into(),
+            next: Some((task, watch)),
+            after,
+            done: false,
+        };
+        Ok(futures::stream::unfold(state, move |mut st| {
+            let engine = engine.clone();
+            let tenant = tenant.clone();
+            async move {
+                loop {
+                    if let Some(ev) = st.pending.pop_front() {
+                        return Some((Ok(ev), st));
+                    }
+                    if st.done {
+                        return None;
+                    }
+                    let (task, watch) = st.next.take()?;
+                    if task.status.is_terminal() && task.next_event_seq <= st.after + 1 {
+                        return None;
+                    }
+                    if task.next_event_seq <= st.after + 1 {
+                        // Nothing new yet: wait for the task to change (re-check now and
+                        // then in case a watch was lost with a store connection).
+                        let _ = tokio::time::timeout(Duration::from_secs(30), watch).await;
+                    }
+                    match engine.read_events(&tenant, id, st.after, 256).await {
+                        Ok((events, task, watch)) => {
+                            if let Some(last) = events.last() {
+                                st.after = last.seq;
+                            }
+                            st.pending = events.into();
+                            st.next = Some((task, watch));
+                        }
+                        Err(err) => {
+                            st.done = true;
+                            return Some((Err(err), st));
+                        }
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Counts tasks by status (durable counters kept by every transition).
+    pub async fn status_counts(&self) -> Result<StatusCounts, EngineError> {
+        let mut txn = self.inner.db.begin().await?;
+        let mut counts = Vec::with_capacity(COUNTED_STATUSES.len());
+        for status in COUNTED_STATUSES {
+            let value = txn.get_snapshot(&keyspace::status_counter(*status)).await?;
+            counts.push((*status, counter(value.as_deref()).max(0) as u64));
+        }
+        Ok(StatusCounts { counts })
+    }
+
+    /// Durable counters of one provider.
+    pub async fn provider_stats(&self, provider: &str) -> Result<ProviderStats, EngineError> {
+        let mut txn = self.inner.db.begin().await?;
+        let mut read = async |field: &str| -> Result<u64, EngineError> {
+            let v = txn
+                .get_snapshot(&keyspace::provider_counter(provider, field))
+                .await?;
+            Ok(counter(v.as_deref()).max(0) as u64)
+        };
+        Ok(ProviderStats {
+            completions_accepted: read("accepted").await?,
+            completions_refused: read("refused").await?,
+            input_tokens: read("input_tokens").await?,
+            output_tokens: read("output_tokens").await?,
+            cost_micros: read("cost_micros").await?,
+        })
+    }
+}
+
+fn matches(task: &Task, q: &ListQuery) -> bool {
+    q.status.is_none_or(|s| task.status == s)
+        && q.task_type.is_none_or(|t| task.task_type == t)
+        && q.label.as_ref().is_none_or(|l| task.labels.iter().any(|x| x == l))
+}

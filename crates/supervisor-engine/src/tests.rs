@@ -1,0 +1,473 @@
+//! Engine invariants, pinned with a real embedded store and a hand-moved clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use supervisor_model::{
+    EventKind, NewTask, Priority, TaskResult, TaskStatus, TaskType, Usage,
+};
+use supervisor_store::embedded::{EmbeddedOptions, open_db};
+
+use crate::*;
+
+struct Fixture {
+    engine: Engine,
+    clock: ManualClock,
+    node: NodeIdentity,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    fixture_with(EngineConfig {
+        lease_duration: Duration::from_secs(10),
+        retry_initial_backoff: Duration::from_secs(2),
+        ..EngineConfig::default()
+    })
+    .await
+}
+
+async fn fixture_with(cfg: EngineConfig) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open_db(&dir.path().join("db.redb"), EmbeddedOptions::default()).expect("open store");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let engine = Engine::new(db, cfg, Arc::new(clock.clone()));
+    let node = engine.register_node("node-a", "127.0.0.1:1").await.expect("register");
+    Fixture {
+        engine,
+        clock,
+        node,
+        _dir: dir,
+    }
+}
+
+fn new_task(prompt: &str) -> NewTask {
+    NewTask {
+        task_type: Some(TaskType::BugFix),
+        prompt: prompt.to_string(),
+        ..NewTask::default()
+    }
+}
+
+fn success(output: &str) -> Outcome {
+    Outcome::Succeeded(TaskResult {
+        output: output.to_string(),
+        usage: Usage {
+            input_tokens: 10,
+            output_tokens: 20,
+        },
+        cost_micros: 30,
+        provider: "mock".into(),
+        model: "mock-1".into(),
+    })
+}
+
+fn finish(task_ref: &TaskRef, outcome: Outcome) -> Finish {
+    Finish {
+        task_ref: task_ref.clone(),
+        provider: "mock".into(),
+        trailing_output: vec![],
+        outcome,
+    }
+}
+
+async fn lease_one(f: &Fixture) -> LeasedTask {
+    let mut batch = f.engine.lease(&f.node, 1).await.expect("lease");
+    assert_eq!(batch.tasks.len(), 1, "expected one task to lease");
+    batch.tasks.remove(0)
+}
+
+async fn events_of(f: &Fixture, id: supervisor_model::TaskId) -> Vec<supervisor_model::TaskEvent> {
+    f.engine
+        .read_events("default", id, 0, 1000)
+        .await
+        .expect("events")
+        .0
+}
+
+#[tokio::test]
+async fn submit_lease_finish_records_one_terminal_event() {
+    let f = fixture().await;
+    let submitted = f.engine.submit("default", new_task("fix the bug")).await.unwrap();
+    assert!(submitted.created);
+    assert_eq!(submitted.task.status, TaskStatus::Queued);
+    let leased = lease_one(&f).await;
+    assert_eq!(leased.task.attempt, 1);
+    assert_eq!(leased.task.status, TaskStatus::Running);
+    let res = f.engine.finish(finish(&leased.task_ref, success("done"))).await.unwrap();
+    assert_eq!(res, RunnerWriteResult::Accepted(TaskStatus::Succeeded));
+    let task = f.engine.get("default", submitted.task.id).await.unwrap();
+    assert_eq!(task.status, TaskStatus::Succeeded);
+    assert_eq!(task.result.as_ref().unwrap().output, "done");
+    let kinds: Vec<EventKind> = events_of(&f, task.id).await.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![EventKind::Submitted, EventKind::Started, EventKind::Succeeded]);
+    let stats = f.engine.provider_stats("mock").await.unwrap();
+    assert_eq!(stats.completions_accepted, 1);
+    assert_eq!(stats.cost_micros, 30);
+    let counts = f.engine.status_counts().await.unwrap();
+    assert_eq!(counts.get(TaskStatus::Succeeded), 1);
+    assert_eq!(counts.get(TaskStatus::Queued), 0);
+    assert_eq!(counts.get(TaskStatus::Running), 0);
+}
+
+#[tokio::test]
+async fn lapsed_lease_makes_the_task_eligible_again() {
+    let f = fixture().await;
+    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let first = lease_one(&f).await;
+    assert!(f.engine.lease(&f.node, 10).await.unwrap().tasks.is_empty(), "leased task must not be leased twice");
+    // Not yet due: nothing happens.
+    f.clock.advance(Duration::from_secs(9));
+    assert_eq!(f.engine.sweep_timers(100).await.unwrap().leases_reclaimed, 0);
+    f.clock.advance(Duration::from_secs(2));
+    let sweep = f.engine.sweep_timers(100).await.unwrap();
+    assert_eq!(sweep.leases_reclaimed, 1);
+    let second = lease_one(&f).await;
+    assert_eq!(second.task.id, id);
+    assert_eq!(second.task.attempt, 2);
+    assert!(second.task_ref.fence > first.task_ref.fence);
+}
+
+#[tokio::test]
+async fn stale_fencing_token_is_refused() {
+    let f = fixture().await;
+    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let first = lease_one(&f).await;
+    f.clock.advance(Duration::from_secs(11));
+    f.engine.sweep_timers(100).await.unwrap();
+    let second = lease_one(&f).await;
+    // The first runner wakes up late and tries to complete: refused.
+    let late = f.engine.finish(finish(&first.task_ref, success("late"))).await.unwrap();
+    assert!(matches!(late, RunnerWriteResult::Refused(ref why) if why.contains("stale fencing token")), "{late:?}");
+    let late_progress = f.engine.progress(first.task_ref.clone(), vec!["x".into()]).await.unwrap();
+    assert!(matches!(late_progress, RunnerWriteResult::Refused(_)));
+    // The current runner completes.
+    let ok = f.engine.finish(finish(&second.task_ref, success("fresh"))).await.unwrap();
+    assert_eq!(ok, RunnerWriteResult::Accepted(TaskStatus::Succeeded));
+    assert_eq!(f.engine.get("default", id).await.unwrap().result.unwrap().output, "fresh");
+    let stats = f.engine.provider_stats("mock").await.unwrap();
+    assert_eq!((stats.completions_accepted, stats.completions_refused), (1, 1));
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_first_task() {
+    let f = fixture().await;
+    let mut req = new_task("p");
+    req.idempotency_key = Some("deploy-42".into());
+    let a = f.engine.submit("default", req.clone()).await.unwrap();
+    let b = f.engine.submit("default", req.clone()).await.unwrap();
+    assert!(a.created && !b.created);
+    assert_eq!(a.task.id, b.task.id);
+    // Concurrent duplicates (same batch or not) still make one task.
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            let engine = f.engine.clone();
+            let mut r = req.clone();
+            r.idempotency_key = Some("burst".into());
+            tokio::spawn(async move { engine.submit("default", r).await })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for h in handles {
+        let s = h.await.unwrap().unwrap();
+        ids.insert(s.task.id);
+        created += s.created as usize;
+    }
+    assert_eq!((ids.len(), created), (1, 1));
+    assert_eq!(f.engine.status_counts().await.unwrap().get(TaskStatus::Queued), 2);
+}
+
+#[tokio::test]
+async fn terminal_task_never_changes() {
+    let f = fixture().await;
+    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let leased = lease_one(&f).await;
+    f.engine.finish(finish(&leased.task_ref, success("out"))).await.unwrap();
+    let before = f.engine.get("default", id).await.unwrap();
+    let events_before = events_of(&f, id).await;
+    // Another finish, progress, renewal, cancel, sweeps: none may change it.
+    let again = f.engine.finish(finish(&leased.task_ref, Outcome::Failed { error: "x".into(), retryable: true })).await.unwrap();
+    assert!(matches!(again, RunnerWriteResult::Refused(_)));
+    assert!(matches!(f.engine.progress(leased.task_ref.clone(), vec!["y".into()]).await.unwrap(), RunnerWriteResult::Refused(_)));
+    assert_eq!(f.engine.renew(std::slice::from_ref(&leased.task_ref)).await.unwrap(), vec![false]);
+    let cancel = f.engine.cancel("default", id, "late").await.unwrap_err();
+    assert!(matches!(cancel, EngineError::FailedPrecondition(ref m) if m.contains("already succeeded")), "{cancel}");
+    f.clock.advance(Duration::from_secs(3600));
+    f.engine.sweep_timers(100).await.unwrap();
+    assert!(f.engine.lease(&f.node, 10).await.unwrap().tasks.is_empty());
+    assert_eq!(f.engine.get("default", id).await.unwrap(), before);
+    assert_eq!(events_of(&f, id).await, events_before);
+}
+
+#[tokio::test]
+async fn retry_vests_after_its_backoff() {
+    let f = fixture().await;
+    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let leased = lease_one(&f).await;
+    let res = f
+        .engine
+        .finish(finish(&leased.task_ref, Outcome::Failed { error: "provider overloaded".into(), retryable: true }))
+        .await
+        .unwrap();
+    assert_eq!(res, RunnerWriteResult::Accepted(TaskStatus::RetryWait));
+    let task = f.engine.get("default", id).await.unwrap();
+    let due = task.next_attempt_at.expect("retry time");
+    // Equal jitter on a 2s initial backoff: between 1s and 2s from now.
+    let delay = due - f.engine.now_micros();
+    assert!((1_000_000..=2_000_000).contains(&delay), "delay {delay}us");
+    assert!(f.engine.lease(&f.node, 10).await.unwrap().tasks.is_empty(), "not vested yet");
+    f.clock.advance(Duration::from_micros(delay as u64 - 1));
+    assert_eq!(f.engine.sweep_timers(10).await.unwrap().retries_vested, 0);
+    f.clock.advance(Duration::from_micros(1));
+    let sweep = f.engine.sweep_timers(10).await.unwrap();
+    assert_eq!(sweep.retries_vested, 1);
+    let again = lease_one(&f).await;
+    assert_eq!((again.task.id, again.task.attempt), (id, 2));
+}
+
+#[tokio::test]
+async fn attempts_run_out_and_permanent_errors_fail_at_once() {
+    let f = fixture().await;
+    let mut req = new_task("p");
+    req.max_attempts = Some(2);
+    let id = f.engine.submit("default", req).await.unwrap().task.id;
+    for attempt in 1..=2 {
+        let leased = lease_one(&f).await;
+        assert_eq!(leased.task.attempt, attempt);
+        f.engine
+            .finish(finish(&leased.task_ref, Outcome::Failed { error: "boom".into(), retryable: true }))
+            .await
+            .unwrap();
+        f.clock.advance(Duration::from_secs(60));
+        f.engine.sweep_timers(10).await.unwrap();
+    }
+    let task = f.engine.get("default", id).await.unwrap();
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert!(task.error.unwrap().contains("boom"));
+
+    let id = f.engine.submit("default", new_task("q")).await.unwrap().task.id;
+    let leased = lease_one(&f).await;
+    f.engine
+        .finish(finish(&leased.task_ref, Outcome::Failed { error: "bad request".into(), retryable: false }))
+        .await
+        .unwrap();
+    assert_eq!(f.engine.get("default", id).await.unwrap().status, TaskStatus::Failed);
+}
+
+#[tokio::test]
+async fn higher_priority_is_leased_first_then_oldest() {
+    let f = fixture().await;
+    let mut ids = Vec::new();
+    for (prompt, priority) in [("a", Priority::Low), ("b", Priority::Normal), ("c", Priority::Critical), ("d", Priority::Normal), ("e", Priority::Urgent)] {
+        let mut req = new_task(prompt);
+        req.priority = priority;
+        ids.push(f.engine.submit("default", req).await.unwrap().task.id);
+    }
+    let batch = f.engine.lease(&f.node, 10).await.unwrap();
+    let order: Vec<_> = batch.tasks.iter().map(|t| t.task.prompt.as_str()).collect();
+    assert_eq!(order, vec!["c", "e", "b", "d", "a"]);
+}
+
+#[tokio::test]
+async fn cancel_running_task_notifies_its_node_and_fences_the_runner() {
+    let f = fixture().await;
+    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let leased = lease_one(&f).await;
+    let (empty, _) = f.engine.take_inbox(&f.node.id).await.unwrap();
+    assert!(empty.is_empty());
+    let task = f.engine.cancel("default", id, "user changed their mind").await.unwrap();
+    assert_eq!(task.status, TaskStatus::Cancelled);
+    let (notices, _) = f.engine.take_inbox(&f.node.id).await.unwrap();
+    assert_eq!(notices, vec![("default".to_string(), id)]);
+    let late = f.engine.finish(finish(&leased.task_ref, success("x"))).await.unwrap();
+    assert!(matches!(late, RunnerWriteResult::Refused(_)));
+    // Cancelling again is a no-op.
+    assert_eq!(f.engine.cancel("default", id, "").await.unwrap().status, TaskStatus::Cancelled);
+    // A queued task leaves the queue when cancelled.
+    let queued = f.engine.submit("default", new_task("q")).await.unwrap().task.id;
+    f.engine.cancel("default", queued, "").await.unwrap();
+    assert!(f.engine.lease(&f.node, 10).await.unwrap().tasks.is_empty());
+}
+
+#[tokio::test]
+async fn retry_creates_a_new_task_and_leaves_the_original() {
+    let f = fixture().await;
+    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let running = lease_one(&f).await;
+    let err = f.engine.retry("default", id).await.unwrap_err();
+    assert!(matches!(err, EngineError::FailedPrecondition(ref m) if m.contains("is running")), "{err}");
+    f.engine.cancel("default", id, "").await.unwrap();
+    let original = f.engine.get("default", id).await.unwrap();
+    let retried = f.engine.retry("default", id).await.unwrap();
+    assert_ne!(retried.id, id);
+    assert_eq!(retried.retry_of, Some(id));
+    assert_eq!(retried.status, TaskStatus::Queued);
+    assert_eq!(f.engine.get("default", id).await.unwrap(), original);
+    drop(running);
+}
+
+#[tokio::test]
+async fn orphaned_leases_of_an_earlier_epoch_are_reclaimed_at_once() {
+    let f = fixture().await;
+    for i in 0..3 {
+        f.engine.submit("default", new_task(&format!("t{i}"))).await.unwrap();
+    }
+    let batch = f.engine.lease(&f.node, 10).await.unwrap();
+    assert_eq!(batch.tasks.len(), 3);
+    // The node restarts: new epoch, and nothing waits for the 10s lease.
+    let restarted = f.engine.register_node("node-a", "127.0.0.1:1").await.unwrap();
+    assert_eq!(restarted.epoch, f.node.epoch + 1);
+    assert_eq!(f.engine.reclaim_orphaned_leases(&restarted).await.unwrap(), 3);
+    let again = f.engine.lease(&restarted, 10).await.unwrap();
+    assert_eq!(again.tasks.len(), 3);
+    assert!(again.tasks.iter().all(|t| t.task.attempt == 2));
+    // Reclaiming twice finds nothing more.
+    assert_eq!(f.engine.reclaim_orphaned_leases(&restarted).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn renewal_keeps_a_lease_alive() {
+    let f = fixture().await;
+    f.engine.submit("default", new_task("p")).await.unwrap();
+    let leased = lease_one(&f).await;
+    for _ in 0..5 {
+        f.clock.advance(Duration::from_secs(6));
+        assert_eq!(f.engine.renew(std::slice::from_ref(&leased.task_ref)).await.unwrap(), vec![true]);
+        assert_eq!(f.engine.sweep_timers(10).await.unwrap().leases_reclaimed, 0);
+    }
+    f.clock.advance(Duration::from_secs(11));
+    assert_eq!(f.engine.sweep_timers(10).await.unwrap().leases_reclaimed, 1);
+}
+
+#[tokio::test]
+async fn event_log_is_resumable_and_the_stream_ends_at_terminal() {
+    let f = fixture().await;
+    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let stream = f.engine.watch_events("default", id, 0).await.unwrap();
+    let engine = f.engine.clone();
+    let node = f.node.clone();
+    let runner = tokio::spawn(async move {
+        let leased = engine.lease(&node, 1).await.unwrap().tasks.remove(0);
+        engine.progress(leased.task_ref.clone(), vec!["part one ".into()]).await.unwrap();
+        let mut fin = finish(&leased.task_ref, success("part one part two"));
+        fin.trailing_output = vec!["part two".into()];
+        engine.finish(fin).await.unwrap();
+    });
+    let events: Vec<_> = tokio::time::timeout(Duration::from_secs(30), stream.collect::<Vec<_>>())
+        .await
+        .expect("stream ends after the terminal event");
+    runner.await.unwrap();
+    let events: Vec<_> = events.into_iter().map(|e| e.unwrap()).collect();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap().kind, EventKind::Succeeded);
+    let outputs: String = events.iter().filter(|e| e.kind == EventKind::Output).map(|e| e.output.as_str()).collect();
+    assert_eq!(outputs, "part one part two");
+    // Resume after seq 2: exactly the rest.
+    let rest: Vec<_> = f.engine.watch_events("default", id, 2).await.unwrap().collect().await;
+    assert_eq!(rest.len(), events.len() - 2);
+    assert_eq!(rest[0].as_ref().unwrap().seq, 3);
+}
+
+#[tokio::test]
+async fn unknown_task_is_not_found() {
+    let f = fixture().await;
+    let id = supervisor_model::TaskId::generate();
+    assert!(matches!(f.engine.get("default", id).await, Err(EngineError::NotFound { .. })));
+    assert!(matches!(f.engine.cancel("default", id, "").await, Err(EngineError::NotFound { .. })));
+    assert!(matches!(f.engine.watch_events("default", id, 0).await, Err(EngineError::NotFound { .. })));
+    // Tenants are isolated.
+    let own = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    assert!(matches!(f.engine.get("other", own).await, Err(EngineError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn list_filters_and_pages_newest_first() {
+    let f = fixture().await;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let mut req = new_task(&format!("t{i}"));
+        req.task_type = Some(if i % 2 == 0 { TaskType::BugFix } else { TaskType::Testing });
+        if i % 5 == 0 {
+            req.labels = vec!["team-a".into()];
+        }
+        ids.push(f.engine.submit("default", req).await.unwrap().task.id);
+    }
+    // Page through everything, 10 at a time.
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = f
+            .engine
+            .list("default", &ListQuery { page_size: 10, page_token: token, ..Default::default() })
+            .await
+            .unwrap();
+        seen.extend(page.tasks.iter().map(|t| t.id));
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+    let label = f
+        .engine
+        .list("default", &ListQuery { label: Some("team-a".into()), page_size: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(label.tasks.len(), 5);
+    let testing_labelled = f
+        .engine
+        .list(
+            "default",
+            &ListQuery { label: Some("team-a".into()), task_type: Some(TaskType::Testing), page_size: 100, ..Default::default() },
+        )
+        .await
+        .unwrap();
+    assert_eq!(testing_labelled.tasks.len(), 2); // i = 5, 15
+    f.engine.lease(&f.node, 3).await.unwrap();
+    let running = f
+        .engine
+        .list("default", &ListQuery { status: Some(TaskStatus::Running), page_size: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(running.tasks.len(), 3);
+}
+
+#[tokio::test]
+async fn large_output_is_chunked_and_read_back_whole() {
+    let f = fixture_with(EngineConfig { output_chunk_bytes: 1024, ..EngineConfig::default() }).await;
+    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let leased = lease_one(&f).await;
+    let big: String = (0..300_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    f.engine.finish(finish(&leased.task_ref, success(&big))).await.unwrap();
+    let task = f.engine.get("default", id).await.unwrap();
+    assert_eq!(task.output_bytes, big.len() as u64);
+    assert_eq!(task.result.unwrap().output, big);
+}
+
+#[tokio::test]
+async fn concurrent_submits_share_transactions_and_all_land() {
+    let f = fixture().await;
+    let handles: Vec<_> = (0..500)
+        .map(|i| {
+            let engine = f.engine.clone();
+            tokio::spawn(async move { engine.submit("default", new_task(&format!("t{i}"))).await })
+        })
+        .collect();
+    for h in handles {
+        assert!(h.await.unwrap().unwrap().created);
+    }
+    assert_eq!(f.engine.status_counts().await.unwrap().get(TaskStatus::Queued), 500);
+    let mut leased = 0;
+    loop {
+        let batch = f.engine.lease(&f.node, 128).await.unwrap();
+        if batch.tasks.is_empty() {
+            break;
+        }
+        leased += batch.tasks.len();
+    }
+    assert_eq!(leased, 500);
+}

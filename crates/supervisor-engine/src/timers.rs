@@ -1,0 +1,179 @@
+//! Housekeeping over the timer range: retries that vested go back to the queue, leases
+//! that lapsed are taken back, and leases held by an earlier incarnation of a node are
+//! reclaimed at once when it restarts.
+
+use supervisor_model::{EventKind, Task, TaskStatus};
+use supervisor_store::{RangeOptions, Transaction};
+
+use crate::codec::decode;
+use crate::keyspace;
+use crate::nodes::NodeIdentity;
+use crate::records::{self, TimerEntry, TimerKind};
+use crate::{Engine, EngineError};
+
+/// What one sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimerSweep {
+    /// Retries requeued.
+    pub retries_vested: usize,
+    /// Lapsed or orphaned leases taken back (requeued, or failed on the last attempt).
+    pub leases_reclaimed: usize,
+    /// When the earliest remaining timer is due (unix microseconds), if any.
+    pub next_due: Option<i64>,
+}
+
+/// Takes back a running task whose lease can no longer be trusted. Counts as a spent
+/// attempt: requeued while attempts remain, failed otherwise.
+fn reclaim(
+    txn: &mut Transaction<'_>,
+    task: &mut Task,
+    now: i64,
+    why: &str,
+) -> Result<(), EngineError> {
+    records::disarm_timers(txn, task);
+    let node = task
+        .lease
+        .as_ref()
+        .map(|l| l.node_id.clone())
+        .unwrap_or_default();
+    task.lease = None;
+    if task.attempt < task.max_attempts {
+        let message = format!("attempt {} abandoned: {why} (node {node}); requeued", task.attempt);
+        records::transition(txn, task, TaskStatus::Queued, now, EventKind::Requeued, message)?;
+        records::make_ready(txn, task);
+    } else {
+        let message = format!(
+            "attempt {} of {} abandoned: {why} (node {node}); no attempts left",
+            task.attempt, task.max_attempts
+        );
+        task.error = Some(message.clone());
+        records::transition(txn, task, TaskStatus::Failed, now, EventKind::Failed, message)?;
+    }
+    records::put(txn, task)
+}
+
+impl Engine {
+    /// Handles up to `limit` timers that are due: vests retries and reclaims lapsed leases.
+    pub async fn sweep_timers(&self, limit: usize) -> Result<TimerSweep, EngineError> {
+        let now = self.now_micros();
+        let (begin, end) = keyspace::timers_due(now);
+        let (all_begin, all_end) = keyspace::timer_range();
+        let sweep = self
+            .inner
+            .db
+            .run(|txn| {
+                let (begin, end) = (begin.clone(), end.clone());
+                let (all_begin, all_end) = (all_begin.clone(), all_end.clone());
+                Box::pin(async move {
+                    let mut sweep = TimerSweep::default();
+                    let due = txn
+                        .get_range(&begin, &end, RangeOptions::new().snapshot().limit(limit.max(1)))
+                        .await?;
+                    for kv in &due {
+                        txn.add_read_conflict_key(&kv.key);
+                        txn.clear(&kv.key);
+                        let Some((at, id)) = keyspace::parse_timer(&kv.key) else {
+                            continue;
+                        };
+                        let entry: TimerEntry = decode("timer entry", &kv.value)?;
+                        let Some(mut task) = records::load(txn, &entry.tenant, id).await? else {
+                            continue;
+                        };
+                        match entry.kind {
+                            TimerKind::Retry => {
+                                if task.status == TaskStatus::RetryWait && task.next_attempt_at == Some(at) {
+                                    task.next_attempt_at = None;
+                                    let message = format!("retry vested; attempt {} queued", task.attempt + 1);
+                                    records::transition(txn, &mut task, TaskStatus::Queued, now, EventKind::Requeued, message)?;
+                                    records::make_ready(txn, &task);
+                                    records::put(txn, &task)?;
+                                    sweep.retries_vested += 1;
+                                }
+                            }
+                            TimerKind::Lease => {
+                                let live = task.status == TaskStatus::Running
+                                    && task.lease.as_ref().is_some_and(|l| l.fence == entry.fence && l.expires_at == at);
+                                if live {
+                                    reclaim(txn, &mut task, now, "lease lapsed without renewal")?;
+                                    sweep.leases_reclaimed += 1;
+                                }
+                            }
+                        }
+                    }
+                    // The earliest timer left (after this transaction's own clears).
+                    let next = txn
+                        .get_range(&all_begin, &all_end, RangeOptions::new().snapshot().limit(1))
+                        .await?;
+                    sweep.next_due = next.first().and_then(|kv| keyspace::parse_timer(&kv.key)).map(|(at, _)| at);
+                    Ok::<_, EngineError>(sweep)
+                })
+            })
+            .await?;
+        if sweep.retries_vested + sweep.leases_reclaimed > 0 {
+            self.inner.ready.notify_one();
+        }
+        Ok(sweep)
+    }
+
+    /// Requeues at once every task leased by an earlier epoch of `node` (its previous
+    /// process is gone: it crashed or was killed). Returns how many were reclaimed.
+    pub async fn reclaim_orphaned_leases(&self, node: &NodeIdentity) -> Result<usize, EngineError> {
+        let now = self.now_micros();
+        let (begin, end) = keyspace::timer_range();
+        let mut total = 0;
+        let mut cursor = begin;
+        loop {
+            let (reclaimed, next) = self
+                .inner
+                .db
+                .run(|txn| {
+                    let (cursor, end) = (cursor.clone(), end.clone());
+                    Box::pin(async move {
+                        let kvs = txn
+                            .get_range(&cursor, &end, RangeOptions::new().snapshot().limit(500))
+                            .await?;
+                        let next = if kvs.len() == 500 {
+                            kvs.last().map(|kv| supervisor_store::keys::key_after(&kv.key))
+                        } else {
+                            None
+                        };
+                        let mut reclaimed = 0;
+                        for kv in &kvs {
+                            let entry: TimerEntry = decode("timer entry", &kv.value)?;
+                            if entry.kind != TimerKind::Lease || entry.node != node.id || entry.epoch >= node.epoch {
+                                continue;
+                            }
+                            let Some((at, id)) = keyspace::parse_timer(&kv.key) else {
+                                continue;
+                            };
+                            txn.add_read_conflict_key(&kv.key);
+                            let Some(mut task) = records::load(txn, &entry.tenant, id).await? else {
+                                txn.clear(&kv.key);
+                                continue;
+                            };
+                            let live = task.status == TaskStatus::Running
+                                && task.lease.as_ref().is_some_and(|l| l.fence == entry.fence && l.expires_at == at);
+                            if live {
+                                let why = format!("node restarted (epoch {} replaced {})", node.epoch, entry.epoch);
+                                reclaim(txn, &mut task, now, &why)?;
+                                reclaimed += 1;
+                            } else {
+                                txn.clear(&kv.key);
+                            }
+                        }
+                        Ok::<_, EngineError>((reclaimed, next))
+                    })
+                })
+                .await?;
+            total += reclaimed;
+            match next {
+                Some(n) => cursor = n,
+                None => break,
+            }
+        }
+        if total > 0 {
+            self.inner.ready.notify_one();
+        }
+        Ok(total)
+    }
+}

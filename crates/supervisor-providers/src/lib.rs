@@ -1,0 +1,145 @@
+//! Providers: what actually runs a task's prompt (an AI model behind an API or a CLI, or the
+//! local mock). The node wraps each in a ProviderActor for limits, health and accounting;
+//! this crate only knows how to call one.
+//!
+//! Errors are typed for routing: a [`ProviderError::Retryable`] may succeed on another
+//! attempt or another provider; a [`ProviderError::Permanent`] will not.
+
+pub mod mock;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use supervisor_model::{TaskType, Usage};
+use tokio::sync::mpsc;
+
+/// What a provider is asked to do: one attempt of one task.
+#[derive(Debug, Clone)]
+pub struct ProviderRequest {
+    /// The task's id (for logs and deterministic behaviour of the mock).
+    pub task_id: String,
+    /// The attempt number, from 1.
+    pub attempt: u32,
+    /// The kind of work.
+    pub task_type: TaskType,
+    /// The prompt.
+    pub prompt: String,
+    /// Extra inputs.
+    pub context: BTreeMap<String, String>,
+    /// Time limit of this attempt (the caller also enforces it).
+    pub timeout: Duration,
+}
+
+/// Something a provider reports while it works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderEvent {
+    /// A piece of output text, in order.
+    Output(String),
+}
+
+/// Where a provider sends its events while executing. Sending never blocks; a closed sink
+/// (the attempt was abandoned) is not an error for the provider.
+#[derive(Debug, Clone)]
+pub struct EventSink(mpsc::UnboundedSender<ProviderEvent>);
+
+impl EventSink {
+    /// A sink and the receiver its events arrive on.
+    pub fn channel() -> (EventSink, mpsc::UnboundedReceiver<ProviderEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (EventSink(tx), rx)
+    }
+
+    /// Reports an event.
+    pub fn send(&self, event: ProviderEvent) {
+        let _ = self.0.send(event);
+    }
+}
+
+/// What a successful execution produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderOutput {
+    /// The full output text.
+    pub output: String,
+    /// Tokens used.
+    pub usage: Usage,
+    /// Cost in millionths of a dollar.
+    pub cost_micros: u64,
+    /// The model that answered.
+    pub model: String,
+}
+
+/// Why an execution failed, typed for retries and routing.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// Another attempt (or another provider) may succeed: rate limited, overloaded,
+    /// unavailable, timed out, connection dropped.
+    #[error("{kind}: {message}")]
+    Retryable {
+        /// Short category, e.g. `rate_limited`, `overloaded`, `timeout`.
+        kind: &'static str,
+        /// What happened.
+        message: String,
+        /// How long the provider asked callers to wait, if it said.
+        retry_after: Option<Duration>,
+    },
+    /// Retrying will not help: bad request, authentication, context too long, budget.
+    #[error("{kind}: {message}")]
+    Permanent {
+        /// Short category, e.g. `bad_request`, `auth`.
+        kind: &'static str,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl ProviderError {
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ProviderError::Retryable { .. })
+    }
+}
+
+/// What a provider can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Task types it serves.
+    pub task_types: Vec<TaskType>,
+    /// Models it can use.
+    pub models: Vec<String>,
+    /// Largest context, in tokens.
+    pub max_context_tokens: u64,
+    /// Whether it streams output as it goes.
+    pub streaming: bool,
+    /// Whether it can use tools (edit files, run commands).
+    pub tools: bool,
+}
+
+/// The result of a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Whether it can take work.
+    pub healthy: bool,
+    /// What the check saw.
+    pub detail: String,
+}
+
+/// A way to run prompts.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// The configured name (unique on a node), e.g. `mock`.
+    fn name(&self) -> &str;
+    /// The implementation, e.g. `mock`, `anthropic`.
+    fn kind(&self) -> &'static str;
+    /// What it can do.
+    fn capabilities(&self) -> Capabilities;
+    /// Runs one attempt, streaming output to `sink` as it arrives.
+    async fn execute(
+        &self,
+        request: ProviderRequest,
+        sink: EventSink,
+    ) -> Result<ProviderOutput, ProviderError>;
+    /// Checks that it can take work (a real probe, not a flag).
+    async fn health(&self) -> Health;
+    /// Estimated cost of a request, in millionths of a dollar.
+    fn estimate_cost(&self, request: &ProviderRequest) -> u64;
+}
