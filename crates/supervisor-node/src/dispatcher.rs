@@ -1,0 +1,393 @@
+//! The dispatcher leases ready tasks and runs each in its own agent actor.
+//!
+//! It never polls: after a lease that found less than it asked for, it sleeps on the store
+//! watch of the ready queue (which fires on any node's submit) and on the engine's local
+//! notification (a submit on this node), whichever comes first. It also renews the leases
+//! of running attempts, relays cancel notices from its inbox, fails the attempt of an agent
+//! that panicked, and drains (finish or hand back) on shutdown.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use supervisor_engine::{Engine, Finish, NodeIdentity, Outcome, RunnerWriteResult, TaskRef};
+use supervisor_model::TaskId;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::agent::{Agent, AgentArgs};
+
+/// Settings of the dispatcher.
+#[derive(Debug, Clone)]
+pub struct DispatcherSettings {
+    /// Most attempts running at once on this node.
+    pub max_in_flight: usize,
+    /// Most tasks taken in one lease transaction.
+    pub lease_batch: usize,
+    /// How often agents write streamed output.
+    pub flush_interval: Duration,
+    /// The provider tasks run on, and the registry name of its actor.
+    pub provider_name: String,
+    /// Registry name of the provider actor.
+    pub provider_actor: String,
+    /// How long an idle dispatcher sleeps before re-checking the queue even without a
+    /// wake-up (a safety net against a lost store watch, not the normal path).
+    pub idle_recheck: Duration,
+}
+
+/// What a drain did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Attempts that finished during the drain.
+    pub finished: usize,
+    /// Attempts handed back to the queue for another node or a later start.
+    pub handed_back: usize,
+}
+
+/// Messages of the dispatcher.
+pub enum DispatcherMsg {
+    /// Lease what is ready, up to free capacity.
+    Pump,
+    /// Renew the leases of running attempts.
+    Renew,
+    /// Results of a renewal: tasks whose lease was lost.
+    LeasesLost(Vec<TaskId>),
+    /// Abandon these attempts (they were cancelled).
+    Abandon(Vec<TaskId>),
+    /// Stop leasing; finish what runs within the timeout, hand back the rest.
+    Drain(Duration, RpcReplyPort<DrainReport>),
+    /// The drain's time is up.
+    DrainDeadline,
+    /// How many attempts are running.
+    InFlight(RpcReplyPort<usize>),
+}
+
+impl ractor::Message for DispatcherMsg {}
+
+/// Arguments of the dispatcher.
+pub struct DispatcherArgs {
+    /// The engine.
+    pub engine: Engine,
+    /// This node.
+    pub node: NodeIdentity,
+    /// Settings.
+    pub settings: DispatcherSettings,
+}
+
+struct Running {
+    task_ref: TaskRef,
+    abandon: watch::Sender<bool>,
+}
+
+struct Draining {
+    reply: Option<RpcReplyPort<DrainReport>>,
+    finished: usize,
+}
+
+/// The dispatcher actor.
+pub struct Dispatcher;
+
+/// Its state.
+pub struct DispatcherState {
+    engine: Engine,
+    node: NodeIdentity,
+    settings: DispatcherSettings,
+    running: HashMap<TaskId, Running>,
+    by_actor: HashMap<ActorId, TaskId>,
+    waiter: Option<JoinHandle<()>>,
+    inbox: Option<JoinHandle<()>>,
+    pump_queued: bool,
+    draining: Option<Draining>,
+}
+
+impl DispatcherState {
+    fn queue_pump(&mut self, myself: &ActorRef<DispatcherMsg>) {
+        if !self.pump_queued && self.draining.is_none() {
+            self.pump_queued = true;
+            let _ = myself.cast(DispatcherMsg::Pump);
+        }
+    }
+
+    fn abandon(&mut self, ids: &[TaskId]) {
+        for id in ids {
+            if let Some(run) = self.running.get(id) {
+                let _ = run.abandon.send(true);
+            }
+        }
+    }
+}
+
+async fn lease_and_spawn(
+    myself: &ActorRef<DispatcherMsg>,
+    state: &mut DispatcherState,
+) -> Result<(), ActorProcessingErr> {
+    let free = state.settings.max_in_flight.saturating_sub(state.running.len());
+    if free == 0 {
+        // A finishing agent queues the next pump.
+        return Ok(());
+    }
+    let want = free.min(state.settings.lease_batch);
+    let batch = match state.engine.lease(&state.node, want).await {
+        Ok(b) => b,
+        Err(err) => {
+            tracing::warn!(error = %err, "leasing failed; trying again shortly");
+            myself.send_after(Duration::from_millis(250), || DispatcherMsg::Pump);
+            return Ok(());
+        }
+    };
+    let got = batch.tasks.len();
+    for leased in batch.tasks {
+        let id = leased.task.id;
+        let (abandon_tx, abandon_rx) = watch::channel(false);
+        let task_ref = leased.task_ref.clone();
+        let args = AgentArgs {
+            leased,
+            engine: state.engine.clone(),
+            provider_actor: state.settings.provider_actor.clone(),
+            provider_name: state.settings.provider_name.clone(),
+            flush_interval: state.settings.flush_interval,
+            abandon: abandon_rx,
+        };
+        match Actor::spawn_linked(None, Agent, args, myself.get_cell()).await {
+            Ok((agent, _)) => {
+                state.by_actor.insert(agent.get_id(), id);
+                state.running.insert(id, Running { task_ref, abandon: abandon_tx });
+            }
+            Err(err) => {
+                tracing::error!(task = %id, error = %err, "could not start an agent; handing the task back");
+                let engine = state.engine.clone();
+                tokio::spawn(async move {
+                    let _ = engine.release(&task_ref, "agent could not start").await;
+                });
+            }
+        }
+    }
+    if got == want {
+        // There may be more ready right now.
+        state.queue_pump(myself);
+    } else if state.running.len() < state.settings.max_in_flight {
+        // Sleep until something becomes ready.
+        if let Some(old) = state.waiter.take() {
+            old.abort();
+        }
+        let engine = state.engine.clone();
+        let me = myself.clone();
+        let recheck = state.settings.idle_recheck;
+        let watch = batch.ready_watch;
+        state.waiter = Some(tokio::spawn(async move {
+            tokio::select! {
+                _ = watch => {}
+                _ = engine.ready_notified() => {}
+                _ = tokio::time::sleep(recheck) => {}
+            }
+            let _ = me.cast(DispatcherMsg::Pump);
+        }));
+    }
+    Ok(())
+}
+
+fn spawn_inbox(engine: Engine, node: String, myself: ActorRef<DispatcherMsg>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match engine.take_inbox(&node).await {
+                Ok((notices, watch)) => {
+                    if !notices.is_empty() {
+                        let ids = notices.into_iter().map(|(_, id)| id).collect();
+                        if myself.cast(DispatcherMsg::Abandon(ids)).is_err() {
+                            return;
+                        }
+                    }
+                    let _ = tokio::time::timeout(Duration::from_secs(30), watch).await;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "reading the cancel inbox failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
+}
+
+fn finish_drain_if_idle(state: &mut DispatcherState) {
+    if state.running.is_empty()
+        && let Some(draining) = state.draining.as_mut()
+        && let Some(reply) = draining.reply.take()
+    {
+        let _ = reply.send(DrainReport {
+            finished: draining.finished,
+            handed_back: 0,
+        });
+    }
+}
+
+impl Actor for Dispatcher {
+    type Msg = DispatcherMsg;
+    type State = DispatcherState;
+    type Arguments = DispatcherArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: DispatcherArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let renew_every = args.engine.config().lease_duration / 3;
+        myself.send_interval(renew_every, || DispatcherMsg::Renew);
+        let inbox = spawn_inbox(args.engine.clone(), args.node.id.clone(), myself.clone());
+        let mut state = DispatcherState {
+            engine: args.engine,
+            node: args.node,
+            settings: args.settings,
+            running: HashMap::new(),
+            by_actor: HashMap::new(),
+            waiter: None,
+            inbox: Some(inbox),
+            pump_queued: false,
+            draining: None,
+        };
+        state.queue_pump(&myself);
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        for handle in [state.waiter.take(), state.inbox.take()].into_iter().flatten() {
+            handle.abort();
+        }
+        // Agents are linked children and stop with us; their leases lapse or are
+        // reclaimed, so nothing is lost.
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DispatcherMsg::Pump => {
+                state.pump_queued = false;
+                if state.draining.is_none() {
+                    lease_and_spawn(&myself, state).await?;
+                }
+            }
+            DispatcherMsg::Renew => {
+                if state.running.is_empty() {
+                    return Ok(());
+                }
+                let refs: Vec<TaskRef> = state.running.values().map(|r| r.task_ref.clone()).collect();
+                let engine = state.engine.clone();
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    match engine.renew(&refs).await {
+                        Ok(kept) => {
+                            let lost: Vec<TaskId> = refs
+                                .iter()
+                                .zip(kept)
+                                .filter(|(_, ok)| !ok)
+                                .map(|(r, _)| r.id)
+                                .collect();
+                            if !lost.is_empty() {
+                                let _ = me.cast(DispatcherMsg::LeasesLost(lost));
+                            }
+                        }
+                        Err(err) => tracing::warn!(error = %err, "lease renewal failed; will retry"),
+                    }
+                });
+            }
+            DispatcherMsg::LeasesLost(ids) => {
+                tracing::info!(count = ids.len(), "leases lost; abandoning those attempts");
+                state.abandon(&ids);
+            }
+            DispatcherMsg::Abandon(ids) => state.abandon(&ids),
+            DispatcherMsg::Drain(timeout, reply) => {
+                if let Some(w) = state.waiter.take() {
+                    w.abort();
+                }
+                state.draining = Some(Draining {
+                    reply: Some(reply),
+                    finished: 0,
+                });
+                myself.send_after(timeout, || DispatcherMsg::DrainDeadline);
+                finish_drain_if_idle(state);
+            }
+            DispatcherMsg::DrainDeadline => {
+                let Some(draining) = state.draining.as_mut() else {
+                    return Ok(());
+                };
+                let Some(reply) = draining.reply.take() else {
+                    return Ok(());
+                };
+                let finished = draining.finished;
+                let refs: Vec<TaskRef> = state.running.values().map(|r| r.task_ref.clone()).collect();
+                for run in state.running.values() {
+                    let _ = run.abandon.send(true);
+                }
+                let engine = state.engine.clone();
+                tokio::spawn(async move {
+                    let mut handed_back = 0;
+                    for r in &refs {
+                        match engine.release(r, "node draining").await {
+                            Ok(RunnerWriteResult::Accepted(_)) => handed_back += 1,
+                            Ok(RunnerWriteResult::Refused(_)) => {}
+                            Err(err) => tracing::warn!(task = %r.id, error = %err, "hand-back failed; the lease will lapse instead"),
+                        }
+                    }
+                    let _ = reply.send(DrainReport { finished, handed_back });
+                });
+            }
+            DispatcherMsg::InFlight(reply) => {
+                let _ = reply.send(state.running.len());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, panic) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
+            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
+            _ => return Ok(()),
+        };
+        let Some(id) = state.by_actor.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        let Some(run) = state.running.remove(&id) else {
+            return Ok(());
+        };
+        if let Some(err) = panic {
+            tracing::error!(task = %id, error = %err, "agent panicked; failing the attempt");
+            let engine = state.engine.clone();
+            let provider = state.settings.provider_name.clone();
+            tokio::spawn(async move {
+                let finish = Finish {
+                    task_ref: run.task_ref,
+                    provider,
+                    trailing_output: vec![],
+                    outcome: Outcome::Failed {
+                        error: format!("agent panicked: {err}"),
+                        retryable: true,
+                    },
+                };
+                if let Err(e) = engine.finish(finish).await {
+                    tracing::error!(task = %id, error = %e, "could not record the panic; the lease will lapse");
+                }
+            });
+        }
+        if let Some(draining) = state.draining.as_mut() {
+            draining.finished += 1;
+            finish_drain_if_idle(state);
+        } else {
+            state.queue_pump(&myself);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,338 @@
+//! The actor side of a Supervisor node: the supervision tree that leases tasks, runs them in
+//! agent actors on provider actors, and keeps timers moving.
+//!
+//! ```text
+//! node (OneForOne: restart budget + backoff)
+//! ├── provider:<name>   ProviderActor per provider: concurrency, health probe, live stats
+//! ├── dispatcher        leases ready tasks, one Agent actor per running attempt
+//! │   └── agents        run the provider call, stream output, write the fenced outcome
+//! └── housekeeper       vests retries, takes back lapsed leases
+//! ```
+//!
+//! All durable state lives in the engine (and so in the store). Killing the process at any
+//! point loses nothing: on the next start the node takes a new epoch and reclaims the
+//! leases its previous incarnation held.
+
+pub mod agent;
+pub mod dispatcher;
+pub mod housekeeper;
+pub mod provider_actor;
+pub mod supervision;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use serde::{Deserialize, Serialize};
+use supervisor_engine::{Engine, EngineError, NodeIdentity};
+use supervisor_providers::Provider;
+use tokio::sync::watch;
+
+use dispatcher::{Dispatcher, DispatcherArgs, DispatcherMsg, DispatcherSettings, DrainReport};
+use housekeeper::{Housekeeper, HousekeeperArgs};
+use provider_actor::{ProviderActor, ProviderArgs, ProviderMsg, ProviderSnapshot};
+use supervision::{ChildSpec, OneForOne, OneForOneArgs, RestartPolicy, SupervisorMsg, TreeHealth};
+
+/// Tunables of the node's actors. Every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Stable id of this node; leases and epochs are recorded under it. Default: the host
+    /// name, or `node-1` if it cannot be read.
+    pub id: String,
+    /// Most attempts running at once. Default 1024.
+    pub max_in_flight: usize,
+    /// Most tasks taken per lease transaction. Default 256.
+    pub lease_batch: usize,
+    /// How often running attempts write streamed output. Default 100ms.
+    #[serde(with = "humantime_serde")]
+    pub progress_flush: Duration,
+    /// Longest sleep of the housekeeper between timer sweeps. Default 1s.
+    #[serde(with = "humantime_serde")]
+    pub housekeeping_max_idle: Duration,
+    /// Safety-net re-check of an idle queue (normally a watch wakes the dispatcher).
+    /// Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub idle_recheck: Duration,
+    /// How often providers are health-probed. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub provider_probe_interval: Duration,
+    /// How long a graceful shutdown waits for running attempts before handing them back.
+    /// Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Restarts of the node's actors.
+    pub restart: RestartPolicy,
+}
+
+fn default_node_id() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "node-1".to_string())
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: default_node_id(),
+            max_in_flight: 1024,
+            lease_batch: 256,
+            progress_flush: Duration::from_millis(100),
+            housekeeping_max_idle: Duration::from_secs(1),
+            idle_recheck: Duration::from_secs(30),
+            provider_probe_interval: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+            restart: RestartPolicy::default(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Checks the values, naming the first wrong one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.trim().is_empty() || self.id.len() > 128 {
+            return Err("node.id must be 1 to 128 characters".into());
+        }
+        if self.max_in_flight == 0 || self.lease_batch == 0 {
+            return Err("node.max_in_flight and node.lease_batch must be at least 1".into());
+        }
+        if self.progress_flush.is_zero() || self.provider_probe_interval.is_zero() || self.housekeeping_max_idle.is_zero() {
+            return Err("node.progress_flush, node.housekeeping_max_idle and node.provider_probe_interval must be above zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// A provider to run, with its node-local concurrency limit.
+#[derive(Clone)]
+pub struct ProviderSpec {
+    /// The provider.
+    pub provider: Arc<dyn Provider>,
+    /// Most concurrent executions on this node.
+    pub max_concurrency: u32,
+}
+
+/// Errors starting or stopping a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The engine failed (registering the node, reclaiming leases).
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    /// An actor could not start.
+    #[error("could not start the node's actors: {0}")]
+    Spawn(String),
+    /// No provider was configured.
+    #[error("no provider is configured; configure at least one under [providers]")]
+    NoProvider,
+}
+
+/// A running node.
+pub struct Node {
+    engine: Engine,
+    identity: NodeIdentity,
+    cfg: NodeConfig,
+    supervisor: ActorRef<SupervisorMsg>,
+    health: watch::Receiver<TreeHealth>,
+    providers: Vec<String>,
+    tree: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Node {
+    /// Registers the node (a new epoch), reclaims leases its previous incarnation held,
+    /// and starts the supervision tree. The first provider serves every task.
+    pub async fn start(
+        engine: Engine,
+        cfg: NodeConfig,
+        advertise: &str,
+        providers: Vec<ProviderSpec>,
+    ) -> Result<Node, NodeError> {
+        let first = providers.first().ok_or(NodeError::NoProvider)?;
+        let default_provider = first.provider.name().to_string();
+        let identity = engine.register_node(&cfg.id, advertise).await?;
+        let reclaimed = engine.reclaim_orphaned_leases(&identity).await?;
+        if reclaimed > 0 {
+            tracing::info!(reclaimed, epoch = identity.epoch, "requeued tasks held by this node's previous run");
+        }
+        let scope = format!("{}#{}", cfg.id, identity.epoch);
+        let mut children = Vec::new();
+        let mut names = Vec::new();
+        for spec in providers {
+            let name = spec.provider.name().to_string();
+            let actor = format!("{scope}/{}", provider_actor::actor_name(&name));
+            names.push(name);
+            let probe = cfg.provider_probe_interval;
+            let actor_name = actor.clone();
+            children.push(ChildSpec {
+                name: actor,
+                start: Arc::new(move |sup| {
+                    let spec = spec.clone();
+                    let actor_name = actor_name.clone();
+                    Box::pin(async move {
+                        let args = ProviderArgs {
+                            provider: spec.provider,
+                            max_concurrency: spec.max_concurrency,
+                            probe_interval: probe,
+                        };
+                        let (a, _) = Actor::spawn_linked(Some(actor_name), ProviderActor, args, sup).await?;
+                        Ok(a.get_cell())
+                    })
+                }),
+            });
+        }
+        let settings = DispatcherSettings {
+            max_in_flight: cfg.max_in_flight,
+            lease_batch: cfg.lease_batch,
+            flush_interval: cfg.progress_flush,
+            provider_actor: format!("{scope}/{}", provider_actor::actor_name(&default_provider)),
+            provider_name: default_provider,
+            idle_recheck: cfg.idle_recheck,
+        };
+        let dispatcher_name = format!("{scope}/dispatcher");
+        {
+            let engine = engine.clone();
+            let identity = identity.clone();
+            let name = dispatcher_name.clone();
+            children.push(ChildSpec {
+                name: dispatcher_name.clone(),
+                start: Arc::new(move |sup| {
+                    let args = DispatcherArgs {
+                        engine: engine.clone(),
+                        node: identity.clone(),
+                        settings: settings.clone(),
+                    };
+                    let name = name.clone();
+                    Box::pin(async move {
+                        let (a, _) = Actor::spawn_linked(Some(name), Dispatcher, args, sup).await?;
+                        Ok(a.get_cell())
+                    })
+                }),
+            });
+        }
+        {
+            let engine = engine.clone();
+            let max_idle = cfg.housekeeping_max_idle;
+            children.push(ChildSpec {
+                name: format!("{scope}/housekeeper"),
+                start: Arc::new(move |sup| {
+                    let args = HousekeeperArgs {
+                        engine: engine.clone(),
+                        max_idle,
+                        batch: 512,
+                    };
+                    Box::pin(async move {
+                        let (a, _) = Actor::spawn_linked(None, Housekeeper, args, sup).await?;
+                        Ok(a.get_cell())
+                    })
+                }),
+            });
+        }
+        let (health_tx, health) = watch::channel(TreeHealth::Restarting("starting".into()));
+        let (supervisor, tree) = Actor::spawn(
+            Some(format!("{scope}/node")),
+            OneForOne,
+            OneForOneArgs {
+                children,
+                policy: cfg.restart,
+                health: health_tx,
+            },
+        )
+        .await
+        .map_err(|e| NodeError::Spawn(e.to_string()))?;
+        let tree = tokio::spawn(async move {
+            let _ = tree.await;
+        });
+        tracing::info!(node = %identity.id, epoch = identity.epoch, "node started");
+        Ok(Node {
+            engine,
+            identity,
+            cfg,
+            supervisor,
+            health,
+            providers: names,
+            tree: std::sync::Mutex::new(Some(tree)),
+        })
+    }
+
+    /// This node's id and epoch.
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    /// The engine it runs on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Live health of the supervision tree.
+    pub fn health(&self) -> watch::Receiver<TreeHealth> {
+        self.health.clone()
+    }
+
+    fn scope(&self) -> String {
+        format!("{}#{}", self.cfg.id, self.identity.epoch)
+    }
+
+    fn dispatcher(&self) -> Option<ActorRef<DispatcherMsg>> {
+        ractor::registry::where_is(format!("{}/dispatcher", self.scope())).map(Into::into)
+    }
+
+    /// Attempts running on this node now.
+    pub async fn in_flight(&self) -> usize {
+        match self.dispatcher() {
+            Some(d) => ractor::call!(d, DispatcherMsg::InFlight).unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    /// Live numbers of every provider on this node, in configuration order. A provider
+    /// whose actor is restarting is reported unhealthy with that reason.
+    pub async fn provider_snapshots(&self) -> Vec<ProviderSnapshot> {
+        let mut out = Vec::with_capacity(self.providers.len());
+        for name in &self.providers {
+            let actor = format!("{}/{}", self.scope(), provider_actor::actor_name(name));
+            let snapshot = match ractor::registry::where_is(actor) {
+                Some(cell) => {
+                    let actor: ActorRef<ProviderMsg> = cell.into();
+                    ractor::call!(actor, ProviderMsg::Snapshot).ok()
+                }
+                None => None,
+            };
+            out.push(snapshot.unwrap_or_else(|| ProviderSnapshot {
+                name: name.clone(),
+                kind: "unknown".into(),
+                healthy: false,
+                health_detail: "provider actor is not running (restarting)".into(),
+                in_flight: 0,
+                max_concurrency: 0,
+                executions_started: 0,
+                executions_failed: 0,
+                latency_p50: None,
+                latency_p95: None,
+            }));
+        }
+        out
+    }
+
+    /// Stops leasing, lets running attempts finish within the drain timeout, hands back the
+    /// rest, then stops the tree. Nothing is lost either way.
+    pub async fn shutdown(&self) -> DrainReport {
+        let timeout = self.cfg.drain_timeout;
+        let report = match self.dispatcher() {
+            Some(d) => ractor::call_t!(
+                d,
+                |reply| DispatcherMsg::Drain(timeout, reply),
+                (timeout + Duration::from_secs(30)).as_millis() as u64
+            )
+            .unwrap_or_default(),
+            None => DrainReport::default(),
+        };
+        self.supervisor.stop(Some("node shutting down".into()));
+        let tree = self.tree.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tree) = tree {
+            let _ = tree.await;
+        }
+        report
+    }
+}

@@ -1,0 +1,317 @@
+//! The restart behaviour every supervisor of the node uses. ractor reports a child's
+//! failure to its parent but restarts nothing; this module adds one-for-one restarts with
+//! a restart budget (at most N restarts within a window, else give up and escalate) and
+//! exponential backoff between restarts of the same child.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// How a supervisor restarts its children.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestartPolicy {
+    /// Most restarts of one child within `window` before the supervisor gives up.
+    /// Default 5.
+    pub max_restarts: u32,
+    /// The window the budget counts over. Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Delay before the first restart of a child; doubles with each restart inside the
+    /// window. Default 100ms.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Largest delay between restarts. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What to do about a child that stopped unexpectedly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Restart it after this delay.
+    Restart(Duration),
+    /// The budget is spent: stop the supervisor and let its own parent decide.
+    Escalate,
+}
+
+/// Counts restarts per child and applies the policy. Pure logic, tested on its own.
+#[derive(Debug, Default)]
+pub struct RestartBudget {
+    policy: RestartPolicy,
+    history: HashMap<String, VecDeque<Instant>>,
+}
+
+impl RestartBudget {
+    /// A budget under `policy`.
+    pub fn new(policy: RestartPolicy) -> Self {
+        RestartBudget {
+            policy,
+            history: HashMap::new(),
+        }
+    }
+
+    /// Records a failure of `child` at `now` and decides.
+    pub fn on_failure(&mut self, child: &str, now: Instant) -> Decision {
+        let window = self.policy.window;
+        let history = self.history.entry(child.to_string()).or_default();
+        while history
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            history.pop_front();
+        }
+        if history.len() as u32 >= self.policy.max_restarts {
+            return Decision::Escalate;
+        }
+        let exp = history.len().min(16) as u32;
+        history.push_back(now);
+        let delay = self
+            .policy
+            .initial_backoff
+            .saturating_mul(1 << exp)
+            .min(self.policy.max_backoff);
+        Decision::Restart(delay)
+    }
+}
+
+/// The future a child spec returns: the started child.
+pub type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
+
+/// How to start (and restart) one child, linked to the given supervisor.
+#[derive(Clone)]
+pub struct ChildSpec {
+    /// Stable name of the child (used in logs and the restart budget).
+    pub name: String,
+    /// Starts the child linked to the supervisor cell it is given.
+    pub start: Arc<dyn Fn(ActorCell) -> StartFuture + Send + Sync>,
+}
+
+impl std::fmt::Debug for ChildSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSpec").field("name", &self.name).finish()
+    }
+}
+
+/// Whether a supervised tree is whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeHealth {
+    /// Every child is running.
+    Serving,
+    /// A child is down and waiting for its restart.
+    Restarting(String),
+    /// The supervisor gave up (restart budget spent) or stopped.
+    Stopped(String),
+}
+
+/// Messages of a [`OneForOne`] supervisor.
+pub enum SupervisorMsg {
+    /// Restart the named child now (sent to itself after a backoff).
+    Restart(String),
+}
+
+impl ractor::Message for SupervisorMsg {}
+
+/// A one-for-one supervisor: starts its children in order, restarts one that fails
+/// under the restart budget, and stops itself (escalating) when the budget is spent.
+pub struct OneForOne;
+
+/// Arguments of [`OneForOne`].
+pub struct OneForOneArgs {
+    /// Children, started in this order.
+    pub children: Vec<ChildSpec>,
+    /// The restart policy.
+    pub policy: RestartPolicy,
+    /// Where the supervisor publishes the tree's health.
+    pub health: watch::Sender<TreeHealth>,
+}
+
+/// State of a [`OneForOne`] supervisor.
+pub struct OneForOneState {
+    specs: HashMap<String, ChildSpec>,
+    running: HashMap<ractor::ActorId, String>,
+    budget: RestartBudget,
+    health: watch::Sender<TreeHealth>,
+    stopping: bool,
+}
+
+impl OneForOneState {
+    fn publish(&self) {
+        let next = if self.running.len() == self.specs.len() {
+            TreeHealth::Serving
+        } else {
+            let down: Vec<&str> = self
+                .specs
+                .keys()
+                .filter(|n| !self.running.values().any(|r| r == *n))
+                .map(String::as_str)
+                .collect();
+            TreeHealth::Restarting(down.join(", "))
+        };
+        self.health.send_replace(next);
+    }
+}
+
+async fn start_child(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut OneForOneState,
+    name: &str,
+) -> Result<(), ActorProcessingErr> {
+    let spec = state
+        .specs
+        .get(name)
+        .cloned()
+        .ok_or_else(|| format!("no child named {name}"))?;
+    let cell = (spec.start)(myself.get_cell()).await?;
+    state.running.insert(cell.get_id(), name.to_string());
+    tracing::debug!(child = name, "child started");
+    Ok(())
+}
+
+impl Actor for OneForOne {
+    type Msg = SupervisorMsg;
+    type State = OneForOneState;
+    type Arguments = OneForOneArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: OneForOneArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let order: Vec<String> = args.children.iter().map(|c| c.name.clone()).collect();
+        let mut state = OneForOneState {
+            specs: args
+                .children
+                .into_iter()
+                .map(|c| (c.name.clone(), c))
+                .collect(),
+            running: HashMap::new(),
+            budget: RestartBudget::new(args.policy),
+            health: args.health,
+            stopping: false,
+        };
+        for name in order {
+            start_child(&myself, &mut state, &name).await?;
+        }
+        state.publish();
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if !matches!(*state.health.borrow(), TreeHealth::Stopped(_)) {
+            state.health.send_replace(TreeHealth::Stopped("stopped".into()));
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Restart(name) => {
+                if state.stopping {
+                    return Ok(());
+                }
+                if let Err(err) = start_child(&myself, state, &name).await {
+                    tracing::error!(child = %name, error = %err, "restart failed");
+                    decide(&myself, state, &name, &format!("restart failed: {err}"));
+                }
+                state.publish();
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match &event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                format!("stopped: {}", reason.as_deref().unwrap_or("no reason given")),
+            ),
+            _ => return Ok(()),
+        };
+        let Some(name) = state.running.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        if state.stopping {
+            return Ok(());
+        }
+        tracing::warn!(child = %name, %why, "supervised child went down");
+        decide(&myself, state, &name, &why);
+        state.publish();
+        Ok(())
+    }
+}
+
+fn decide(myself: &ActorRef<SupervisorMsg>, state: &mut OneForOneState, name: &str, why: &str) {
+    match state.budget.on_failure(name, Instant::now()) {
+        Decision::Restart(delay) => {
+            tracing::info!(child = %name, ?delay, "restarting child");
+            let name = name.to_string();
+            myself.send_after(delay, move || SupervisorMsg::Restart(name));
+        }
+        Decision::Escalate => {
+            let reason = format!("child {name} exceeded its restart budget (last: {why})");
+            tracing::error!(%reason, "supervisor giving up");
+            state.stopping = true;
+            state.health.send_replace(TreeHealth::Stopped(reason.clone()));
+            myself.stop(Some(reason));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_budget_escalates() {
+        let policy = RestartPolicy {
+            max_restarts: 3,
+            window: Duration::from_secs(10),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(250),
+        };
+        let mut budget = RestartBudget::new(policy);
+        let t0 = Instant::now();
+        assert_eq!(budget.on_failure("a", t0), Decision::Restart(Duration::from_millis(100)));
+        assert_eq!(budget.on_failure("a", t0), Decision::Restart(Duration::from_millis(200)));
+        assert_eq!(budget.on_failure("a", t0), Decision::Restart(Duration::from_millis(250)));
+        assert_eq!(budget.on_failure("a", t0), Decision::Escalate);
+        // Other children have their own budget.
+        assert_eq!(budget.on_failure("b", t0), Decision::Restart(Duration::from_millis(100)));
+        // Outside the window the budget is back.
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(budget.on_failure("a", later), Decision::Restart(Duration::from_millis(100)));
+    }
+}
