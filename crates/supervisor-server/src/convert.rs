@@ -1,0 +1,239 @@
+//! Mapping between domain types and protobuf messages, and from engine errors to gRPC
+//! statuses. Input checks that belong to the wire format (enum numbers, id syntax, paging)
+//! live here; everything else is validated by the domain.
+
+use std::collections::HashMap;
+
+use supervisor_engine::EngineError;
+use supervisor_model::{
+    EventKind, NewTask, Priority, Task, TaskEvent, TaskId, TaskStatus, TaskType,
+};
+use supervisor_proto::convert::timestamp_from_micros;
+use supervisor_proto::v1;
+use tonic::Status;
+
+pub(crate) fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {message}"))
+}
+
+fn names<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> String {
+    all.iter().map(|v| name(*v)).collect::<Vec<_>>().join(", ")
+}
+
+/// Task type from the wire; unspecified is `None`, an unknown number is an error.
+pub(crate) fn task_type_in(field: &str, raw: i32) -> Result<Option<TaskType>, Status> {
+    let t = v1::TaskType::try_from(raw).map_err(|_| {
+        invalid(
+            field,
+            format!(
+                "unknown task type {raw}; expected one of: {}",
+                names(TaskType::ALL, TaskType::as_str)
+            ),
+        )
+    })?;
+    Ok(match t {
+        v1::TaskType::Unspecified => None,
+        v1::TaskType::PrReview => Some(TaskType::PrReview),
+        v1::TaskType::IssueSummary => Some(TaskType::IssueSummary),
+        v1::TaskType::CodeAnalysis => Some(TaskType::CodeAnalysis),
+        v1::TaskType::Refactor => Some(TaskType::Refactor),
+        v1::TaskType::BugFix => Some(TaskType::BugFix),
+        v1::TaskType::Feature => Some(TaskType::Feature),
+        v1::TaskType::Documentation => Some(TaskType::Documentation),
+        v1::TaskType::Testing => Some(TaskType::Testing),
+        v1::TaskType::Deployment => Some(TaskType::Deployment),
+        v1::TaskType::SecurityAudit => Some(TaskType::SecurityAudit),
+    })
+}
+
+fn task_type_out(t: TaskType) -> v1::TaskType {
+    match t {
+        TaskType::PrReview => v1::TaskType::PrReview,
+        TaskType::IssueSummary => v1::TaskType::IssueSummary,
+        TaskType::CodeAnalysis => v1::TaskType::CodeAnalysis,
+        TaskType::Refactor => v1::TaskType::Refactor,
+        TaskType::BugFix => v1::TaskType::BugFix,
+        TaskType::Feature => v1::TaskType::Feature,
+        TaskType::Documentation => v1::TaskType::Documentation,
+        TaskType::Testing => v1::TaskType::Testing,
+        TaskType::Deployment => v1::TaskType::Deployment,
+        TaskType::SecurityAudit => v1::TaskType::SecurityAudit,
+    }
+}
+
+/// Status from the wire; unspecified is `None`.
+pub(crate) fn status_in(field: &str, raw: i32) -> Result<Option<TaskStatus>, Status> {
+    let s = v1::TaskStatus::try_from(raw).map_err(|_| {
+        invalid(
+            field,
+            format!(
+                "unknown task status {raw}; expected one of: {}",
+                names(TaskStatus::ALL, TaskStatus::as_str)
+            ),
+        )
+    })?;
+    Ok(match s {
+        v1::TaskStatus::Unspecified => None,
+        v1::TaskStatus::Queued => Some(TaskStatus::Queued),
+        v1::TaskStatus::Running => Some(TaskStatus::Running),
+        v1::TaskStatus::RetryWait => Some(TaskStatus::RetryWait),
+        v1::TaskStatus::Succeeded => Some(TaskStatus::Succeeded),
+        v1::TaskStatus::Failed => Some(TaskStatus::Failed),
+        v1::TaskStatus::Cancelled => Some(TaskStatus::Cancelled),
+    })
+}
+
+pub(crate) fn status_out(s: TaskStatus) -> v1::TaskStatus {
+    match s {
+        TaskStatus::Queued => v1::TaskStatus::Queued,
+        TaskStatus::Running => v1::TaskStatus::Running,
+        TaskStatus::RetryWait => v1::TaskStatus::RetryWait,
+        TaskStatus::Succeeded => v1::TaskStatus::Succeeded,
+        TaskStatus::Failed => v1::TaskStatus::Failed,
+        TaskStatus::Cancelled => v1::TaskStatus::Cancelled,
+    }
+}
+
+fn priority_in(raw: i32) -> Result<Priority, Status> {
+    let p = v1::Priority::try_from(raw).map_err(|_| {
+        invalid(
+            "priority",
+            format!(
+                "unknown priority {raw}; expected one of: {}",
+                names(Priority::ALL, Priority::as_str)
+            ),
+        )
+    })?;
+    Ok(match p {
+        v1::Priority::Unspecified | v1::Priority::Normal => Priority::Normal,
+        v1::Priority::Low => Priority::Low,
+        v1::Priority::High => Priority::High,
+        v1::Priority::Urgent => Priority::Urgent,
+        v1::Priority::Critical => Priority::Critical,
+    })
+}
+
+fn priority_out(p: Priority) -> v1::Priority {
+    match p {
+        Priority::Low => v1::Priority::Low,
+        Priority::Normal => v1::Priority::Normal,
+        Priority::High => v1::Priority::High,
+        Priority::Urgent => v1::Priority::Urgent,
+        Priority::Critical => v1::Priority::Critical,
+    }
+}
+
+fn event_kind_out(k: EventKind) -> v1::TaskEventType {
+    match k {
+        EventKind::Submitted => v1::TaskEventType::Submitted,
+        EventKind::Started => v1::TaskEventType::Started,
+        EventKind::Output => v1::TaskEventType::Output,
+        EventKind::RetryScheduled => v1::TaskEventType::RetryScheduled,
+        EventKind::Requeued => v1::TaskEventType::Requeued,
+        EventKind::Succeeded => v1::TaskEventType::Succeeded,
+        EventKind::Failed => v1::TaskEventType::Failed,
+        EventKind::Cancelled => v1::TaskEventType::Cancelled,
+    }
+}
+
+/// Parses a task id field.
+pub(crate) fn task_id_in(field: &str, raw: &str) -> Result<TaskId, Status> {
+    if raw.trim().is_empty() {
+        return Err(invalid(field, "a task id is required"));
+    }
+    raw.parse::<TaskId>().map_err(|_| {
+        invalid(
+            field,
+            format!("{raw:?} is not a task id; expected a UUID such as 0192f5e4-7c2a-7b3e-9f00-1a2b3c4d5e6f"),
+        )
+    })
+}
+
+/// A submit request as the domain's `NewTask`.
+pub(crate) fn new_task_in(r: v1::SubmitTaskRequest) -> Result<NewTask, Status> {
+    let task_type = task_type_in("type", r.r#type)?;
+    let priority = priority_in(r.priority)?;
+    let new = NewTask {
+        task_type,
+        prompt: r.prompt,
+        priority,
+        labels: r.labels,
+        idempotency_key: Some(r.idempotency_key).filter(|k| !k.is_empty()),
+        context: r.context.into_iter().collect(),
+        max_attempts: Some(r.max_attempts).filter(|n| *n > 0),
+        timeout_ms: Some(r.timeout_ms).filter(|n| *n > 0),
+    };
+    new.validate()
+        .map_err(|e| invalid(e.field, &e.message))?;
+    Ok(new)
+}
+
+/// A task as its protobuf message.
+pub(crate) fn task_out(t: Task) -> v1::Task {
+    let ts = |m: Option<i64>| m.map(timestamp_from_micros);
+    let output_bytes = t.output_bytes;
+    v1::Task {
+        id: t.id.to_string(),
+        r#type: task_type_out(t.task_type) as i32,
+        status: status_out(t.status) as i32,
+        prompt: t.prompt,
+        priority: priority_out(t.priority) as i32,
+        labels: t.labels,
+        context: t.context.into_iter().collect::<HashMap<_, _>>(),
+        idempotency_key: t.idempotency_key.unwrap_or_default(),
+        max_attempts: t.max_attempts,
+        timeout_ms: t.timeout_ms,
+        attempt: t.attempt,
+        result: t.result.map(|r| v1::TaskResult {
+            output: r.output,
+            usage: Some(v1::Usage {
+                input_tokens: r.usage.input_tokens,
+                output_tokens: r.usage.output_tokens,
+            }),
+            cost_usd: r.cost_micros as f64 / 1_000_000.0,
+            cost_micros: r.cost_micros,
+            provider: r.provider,
+            model: r.model,
+            output_bytes,
+        }),
+        error: t.error.unwrap_or_default(),
+        node_id: t.lease.map(|l| l.node_id).unwrap_or_default(),
+        retry_of: t.retry_of.map(|id| id.to_string()).unwrap_or_default(),
+        tenant: t.tenant,
+        created_at: Some(timestamp_from_micros(t.created_at)),
+        updated_at: Some(timestamp_from_micros(t.updated_at)),
+        started_at: ts(t.started_at),
+        finished_at: ts(t.finished_at),
+        next_attempt_at: ts(t.next_attempt_at),
+    }
+}
+
+/// An event as its protobuf message.
+pub(crate) fn event_out(task_id: TaskId, e: TaskEvent) -> v1::TaskEvent {
+    v1::TaskEvent {
+        task_id: task_id.to_string(),
+        seq: e.seq,
+        r#type: event_kind_out(e.kind) as i32,
+        status: status_out(e.status) as i32,
+        attempt: e.attempt,
+        message: e.message,
+        output: e.output,
+        at: Some(timestamp_from_micros(e.at)),
+    }
+}
+
+/// The gRPC status for an engine error.
+pub(crate) fn status_from(err: EngineError) -> Status {
+    match err {
+        EngineError::InvalidArgument(e) => invalid(e.field, &e.message),
+        EngineError::NotFound { id } => Status::not_found(format!("no task with id {id}")),
+        EngineError::FailedPrecondition(m) => Status::failed_precondition(m),
+        EngineError::Store(e) if e.is_retryable() => {
+            Status::unavailable(format!("the store is busy or unreachable ({e}); retry the call"))
+        }
+        EngineError::Store(e) => Status::internal(format!("store error: {e}")),
+        EngineError::Corrupt(m) => Status::data_loss(m),
+        EngineError::Internal(m) => Status::internal(m),
+        EngineError::ShuttingDown => Status::unavailable("the node is shutting down; retry on another node or later"),
+    }
+}

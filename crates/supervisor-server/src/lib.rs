@@ -1,0 +1,256 @@
+//! The gRPC face of a node: `TaskService`, `ProviderService`, the standard health service
+//! and server reflection (`v1` and `v1alpha`, so every grpcurl release works).
+//!
+//! Services are thin adapters: decode and check the wire format, call the engine or the
+//! node, encode. Domain logic never sees a `tonic::Request`.
+
+mod convert;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use supervisor_engine::{Engine, ListQuery};
+use supervisor_model::{DEFAULT_TENANT, TaskStatus};
+use supervisor_node::Node;
+use supervisor_node::supervision::TreeHealth;
+use supervisor_proto::v1;
+use supervisor_proto::v1::provider_service_server::{ProviderService, ProviderServiceServer};
+use supervisor_proto::v1::task_service_server::{TaskService, TaskServiceServer};
+use tonic::{Request, Response, Status};
+
+use convert::{event_out, invalid, new_task_in, status_from, status_in, task_id_in, task_out, task_type_in};
+
+/// Largest page a list call returns.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// Page size when the request gives none.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// The tenant of a request. Until authentication arrives, every caller is `default`.
+fn tenant<T>(_req: &Request<T>) -> &'static str {
+    DEFAULT_TENANT
+}
+
+/// `supervisor.v1.TaskService` over an engine.
+#[derive(Clone)]
+pub struct TaskApi {
+    engine: Engine,
+}
+
+impl TaskApi {
+    /// A task service over `engine`.
+    pub fn new(engine: Engine) -> Self {
+        TaskApi { engine }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::TaskEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TaskService for TaskApi {
+    async fn submit_task(&self, req: Request<v1::SubmitTaskRequest>) -> Result<Response<v1::Task>, Status> {
+        let tenant = tenant(&req);
+        let new = new_task_in(req.into_inner())?;
+        let submitted = self.engine.submit(tenant, new).await.map_err(status_from)?;
+        Ok(Response::new(task_out(submitted.task)))
+    }
+
+    async fn get_task(&self, req: Request<v1::GetTaskRequest>) -> Result<Response<v1::Task>, Status> {
+        let tenant = tenant(&req);
+        let id = task_id_in("id", &req.get_ref().id)?;
+        let task = self.engine.get(tenant, id).await.map_err(status_from)?;
+        Ok(Response::new(task_out(task)))
+    }
+
+    async fn list_tasks(&self, req: Request<v1::ListTasksRequest>) -> Result<Response<v1::ListTasksResponse>, Status> {
+        let tenant = tenant(&req);
+        let r = req.into_inner();
+        if r.page_size > MAX_PAGE_SIZE {
+            return Err(invalid("page_size", format!("{} is too large; the limit is {MAX_PAGE_SIZE}", r.page_size)));
+        }
+        let page_token = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(task_id_in("page_token", &r.page_token).map_err(|_| {
+                invalid("page_token", "not a token from a previous ListTasks response")
+            })?)
+        };
+        let query = ListQuery {
+            status: status_in("status", r.status)?,
+            task_type: task_type_in("type", r.r#type)?,
+            label: Some(r.label).filter(|l| !l.is_empty()),
+            page_size: if r.page_size == 0 { DEFAULT_PAGE_SIZE } else { r.page_size } as usize,
+            page_token,
+        };
+        let page = self.engine.list(tenant, &query).await.map_err(status_from)?;
+        Ok(Response::new(v1::ListTasksResponse {
+            tasks: page.tasks.into_iter().map(task_out).collect(),
+            next_page_token: page.next_page_token.map(|t| t.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn cancel_task(&self, req: Request<v1::CancelTaskRequest>) -> Result<Response<v1::Task>, Status> {
+        let tenant = tenant(&req);
+        let r = req.into_inner();
+        let id = task_id_in("id", &r.id)?;
+        let task = self.engine.cancel(tenant, id, &r.reason).await.map_err(status_from)?;
+        Ok(Response::new(task_out(task)))
+    }
+
+    async fn retry_task(&self, req: Request<v1::RetryTaskRequest>) -> Result<Response<v1::Task>, Status> {
+        let tenant = tenant(&req);
+        let id = task_id_in("id", &req.get_ref().id)?;
+        let task = self.engine.retry(tenant, id).await.map_err(status_from)?;
+        Ok(Response::new(task_out(task)))
+    }
+
+    type WatchTaskStream = EventStream;
+
+    async fn watch_task(&self, req: Request<v1::WatchTaskRequest>) -> Result<Response<Self::WatchTaskStream>, Status> {
+        let tenant = tenant(&req);
+        let r = req.into_inner();
+        let id = task_id_in("id", &r.id)?;
+        let events = self.engine.watch_events(tenant, id, r.after_seq).await.map_err(status_from)?;
+        let stream = events.map(move |item| item.map(|e| event_out(id, e)).map_err(status_from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_task_stats(&self, _req: Request<v1::GetTaskStatsRequest>) -> Result<Response<v1::TaskStats>, Status> {
+        let counts = self.engine.status_counts().await.map_err(status_from)?;
+        Ok(Response::new(v1::TaskStats {
+            queued: counts.get(TaskStatus::Queued),
+            running: counts.get(TaskStatus::Running),
+            retry_wait: counts.get(TaskStatus::RetryWait),
+            succeeded: counts.get(TaskStatus::Succeeded),
+            failed: counts.get(TaskStatus::Failed),
+            cancelled: counts.get(TaskStatus::Cancelled),
+        }))
+    }
+}
+
+/// `supervisor.v1.ProviderService` over a running node.
+#[derive(Clone)]
+pub struct ProviderApi {
+    node: Arc<Node>,
+}
+
+impl ProviderApi {
+    /// A provider service over `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        ProviderApi { node }
+    }
+}
+
+#[tonic::async_trait]
+impl ProviderService for ProviderApi {
+    async fn list_providers(
+        &self,
+        _req: Request<v1::ListProvidersRequest>,
+    ) -> Result<Response<v1::ListProvidersResponse>, Status> {
+        let mut providers = Vec::new();
+        for snap in self.node.provider_snapshots().await {
+            let durable = self.node.engine().provider_stats(&snap.name).await.map_err(status_from)?;
+            providers.push(v1::ProviderInfo {
+                name: snap.name,
+                kind: snap.kind,
+                healthy: snap.healthy,
+                health_detail: snap.health_detail,
+                in_flight: snap.in_flight,
+                max_concurrency: snap.max_concurrency,
+                executions_started: snap.executions_started,
+                executions_failed: snap.executions_failed,
+                completions_accepted: durable.completions_accepted,
+                input_tokens: durable.input_tokens,
+                output_tokens: durable.output_tokens,
+                cost_micros: durable.cost_micros,
+                completions_refused: durable.completions_refused,
+            });
+        }
+        Ok(Response::new(v1::ListProvidersResponse { providers }))
+    }
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Reflection could not be built from the descriptor set (a build problem).
+    #[error("could not build server reflection: {0}")]
+    Reflection(String),
+    /// The listener failed.
+    #[error("gRPC server on {addr} failed: {source}")]
+    Transport {
+        /// The address it served on.
+        addr: SocketAddr,
+        /// What failed.
+        source: tonic::transport::Error,
+    },
+}
+
+/// Service names the health service reports on (besides the empty "whole server" name).
+pub const HEALTH_SERVICES: &[&str] = &["supervisor.v1.TaskService", "supervisor.v1.ProviderService"];
+
+/// Serves every service on `listener` until `shutdown` resolves. Health follows the node's
+/// supervision tree: SERVING while it is whole, NOT_SERVING while a child restarts, after
+/// it gave up, and from the moment shutdown begins.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: Arc<Node>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let mut tree = node.health();
+    let follow = {
+        let reporter = reporter.clone();
+        tokio::spawn(async move {
+            loop {
+                let serving = matches!(*tree.borrow_and_update(), TreeHealth::Serving);
+                let status = if serving {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                reporter.set_service_status("", status).await;
+                for name in HEALTH_SERVICES {
+                    reporter.set_service_status(*name, status).await;
+                }
+                if tree.changed().await.is_err() {
+                    reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                    return;
+                }
+            }
+        })
+    };
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(supervisor_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(supervisor_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let engine = node.engine().clone();
+    // Small request/response frames must not wait for delayed ACKs (Nagle).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let drain_reporter = reporter.clone();
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(TaskServiceServer::new(TaskApi::new(engine)))
+        .add_service(ProviderServiceServer::new(ProviderApi::new(node)))
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            follow.abort();
+            drain_reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        })
+        .await;
+    result.map_err(|source| ServeError::Transport { addr, source })
+}
