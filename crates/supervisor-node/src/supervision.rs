@@ -154,6 +154,10 @@ pub struct OneForOneState {
 
 impl OneForOneState {
     fn publish(&self) {
+        if self.stopping {
+            // The escalation reason stays visible.
+            return;
+        }
         let next = if self.running.len() == self.specs.len() {
             TreeHealth::Serving
         } else {
@@ -314,4 +318,90 @@ mod tests {
         let later = t0 + Duration::from_secs(11);
         assert_eq!(budget.on_failure("a", later), Decision::Restart(Duration::from_millis(100)));
     }
+
+    /// A child that fails whenever it is told to.
+    struct Fragile;
+
+    impl Actor for Fragile {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+        async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+        async fn handle(&self, _: ActorRef<()>, _: (), _: &mut ()) -> Result<(), ActorProcessingErr> {
+            Err("told to fail".into())
+        }
+    }
+
+    fn fragile_spec(name: &'static str) -> ChildSpec {
+        ChildSpec {
+            name: name.to_string(),
+            start: Arc::new(move |sup| {
+                Box::pin(async move {
+                    let (a, _) = Actor::spawn_linked(Some(name.to_string()), Fragile, (), sup).await?;
+                    Ok(a.get_cell())
+                })
+            }),
+        }
+    }
+
+    async fn wait_for(rx: &mut watch::Receiver<TreeHealth>, want: impl Fn(&TreeHealth) -> bool) -> TreeHealth {
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|h| want(h))).await;
+        got.expect("health reached the expected state in time").expect("sender alive").clone()
+    }
+
+    /// Makes the named child fail; returns the id it had.
+    fn fail_child(name: &str) -> ractor::ActorId {
+        let cell = ractor::registry::where_is(name.to_string()).expect("child registered");
+        let id = cell.get_id();
+        let child: ActorRef<()> = cell.into();
+        child.cast(()).expect("cast");
+        id
+    }
+
+    /// Waits until a different actor is registered under `name`.
+    async fn wait_replaced(name: &str, old: ractor::ActorId) {
+        for _ in 0..500 {
+            if ractor::registry::where_is(name.to_string()).is_some_and(|c| c.get_id() != old) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{name} was not restarted");
+    }
+
+    #[tokio::test]
+    async fn failed_child_is_restarted_and_a_spent_budget_escalates() {
+        let (tx, mut rx) = watch::channel(TreeHealth::Restarting("starting".into()));
+        let policy = RestartPolicy {
+            max_restarts: 2,
+            window: Duration::from_secs(60),
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(20),
+        };
+        let (sup, handle) = Actor::spawn(
+            None,
+            OneForOne,
+            OneForOneArgs { children: vec![fragile_spec("test-fragile"), fragile_spec("test-steady")], policy, health: tx },
+        )
+        .await
+        .expect("supervisor starts");
+        wait_for(&mut rx, |h| *h == TreeHealth::Serving).await;
+        let steady = ractor::registry::where_is("test-steady".to_string()).expect("steady").get_id();
+        for _ in 0..2 {
+            let old = fail_child("test-fragile");
+            wait_replaced("test-fragile", old).await;
+            wait_for(&mut rx, |h| *h == TreeHealth::Serving).await;
+        }
+        // One-for-one: the sibling was never touched.
+        assert_eq!(ractor::registry::where_is("test-steady".to_string()).map(|c| c.get_id()), Some(steady));
+        // The third failure inside the window spends the budget.
+        fail_child("test-fragile");
+        let last = wait_for(&mut rx, |h| matches!(h, TreeHealth::Stopped(_))).await;
+        assert!(matches!(last, TreeHealth::Stopped(ref why) if why.contains("test-fragile")), "{last:?}");
+        tokio::time::timeout(Duration::from_secs(10), handle).await.expect("supervisor stops").ok();
+        drop(sup);
+    }
 }
+
