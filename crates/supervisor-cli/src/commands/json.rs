@@ -1,0 +1,375 @@
+//! The JSON shapes of `--output json`, mapped from the protobuf types.
+//!
+//! Field names are snake_case and stable; enums are their short names (`"succeeded"`,
+//! `"bug_fix"`), timestamps RFC 3339 in UTC with microseconds (null when unset), and
+//! optional strings null when empty. An unspecified priority reads `"normal"` (its
+//! meaning in the contract).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use supervisor_proto::{
+    convert::EnumName,
+    v1::{
+        ProviderInfo, Task, TaskEvent, TaskEventType, TaskResult, TaskStats, TaskStatus, TaskType,
+    },
+};
+
+use super::format::{priority_name, rfc3339};
+
+/// A task.
+#[derive(Debug, Serialize)]
+pub struct TaskJson {
+    id: String,
+    #[serde(rename = "type")]
+    task_type: String,
+    status: String,
+    priority: String,
+    prompt: String,
+    labels: Vec<String>,
+    context: BTreeMap<String, String>,
+    idempotency_key: Option<String>,
+    max_attempts: u32,
+    timeout_ms: u64,
+    attempt: u32,
+    result: Option<ResultJson>,
+    error: Option<String>,
+    node_id: Option<String>,
+    retry_of: Option<String>,
+    tenant: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    next_attempt_at: Option<String>,
+}
+
+/// What a successful task produced.
+#[derive(Debug, Serialize)]
+pub struct ResultJson {
+    output: String,
+    output_bytes: u64,
+    usage: UsageJson,
+    cost_usd: f64,
+    cost_micros: u64,
+    provider: String,
+    model: String,
+}
+
+/// Tokens used.
+#[derive(Debug, Serialize)]
+pub struct UsageJson {
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+/// One event of a task's log.
+#[derive(Debug, Serialize)]
+pub struct EventJson {
+    task_id: String,
+    seq: u64,
+    #[serde(rename = "type")]
+    event_type: String,
+    status: String,
+    attempt: u32,
+    message: String,
+    output: String,
+    at: Option<String>,
+}
+
+/// Task counts by status.
+#[derive(Debug, Serialize)]
+pub struct StatsJson {
+    queued: u64,
+    running: u64,
+    retry_wait: u64,
+    succeeded: u64,
+    failed: u64,
+    cancelled: u64,
+    total: u64,
+}
+
+/// A provider and its counters.
+#[derive(Debug, Serialize)]
+pub struct ProviderJson {
+    name: String,
+    kind: String,
+    healthy: bool,
+    health_detail: Option<String>,
+    in_flight: u32,
+    max_concurrency: u32,
+    executions_started: u64,
+    executions_failed: u64,
+    completions_accepted: u64,
+    completions_refused: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_micros: u64,
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+fn time(ts: Option<&prost_types::Timestamp>) -> Option<String> {
+    ts.map(rfc3339)
+}
+
+impl From<&Task> for TaskJson {
+    fn from(task: &Task) -> Self {
+        Self {
+            id: task.id.clone(),
+            task_type: TaskType::name_of(task.r#type).into_owned(),
+            status: TaskStatus::name_of(task.status).into_owned(),
+            priority: priority_name(task.priority).into_owned(),
+            prompt: task.prompt.clone(),
+            labels: task.labels.clone(),
+            context: task
+                .context
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            idempotency_key: non_empty(&task.idempotency_key),
+            max_attempts: task.max_attempts,
+            timeout_ms: task.timeout_ms,
+            attempt: task.attempt,
+            result: task.result.as_ref().map(ResultJson::from),
+            error: non_empty(&task.error),
+            node_id: non_empty(&task.node_id),
+            retry_of: non_empty(&task.retry_of),
+            tenant: non_empty(&task.tenant),
+            created_at: time(task.created_at.as_ref()),
+            updated_at: time(task.updated_at.as_ref()),
+            started_at: time(task.started_at.as_ref()),
+            finished_at: time(task.finished_at.as_ref()),
+            next_attempt_at: time(task.next_attempt_at.as_ref()),
+        }
+    }
+}
+
+impl From<&TaskResult> for ResultJson {
+    fn from(result: &TaskResult) -> Self {
+        let usage = result.usage.unwrap_or_default();
+        Self {
+            output: result.output.clone(),
+            output_bytes: result.output_bytes,
+            usage: UsageJson {
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+            },
+            cost_usd: result.cost_usd,
+            cost_micros: result.cost_micros,
+            provider: result.provider.clone(),
+            model: result.model.clone(),
+        }
+    }
+}
+
+impl From<&TaskEvent> for EventJson {
+    fn from(event: &TaskEvent) -> Self {
+        Self {
+            task_id: event.task_id.clone(),
+            seq: event.seq,
+            event_type: TaskEventType::name_of(event.r#type).into_owned(),
+            status: TaskStatus::name_of(event.status).into_owned(),
+            attempt: event.attempt,
+            message: event.message.clone(),
+            output: event.output.clone(),
+            at: time(event.at.as_ref()),
+        }
+    }
+}
+
+impl From<&TaskStats> for StatsJson {
+    fn from(stats: &TaskStats) -> Self {
+        Self {
+            queued: stats.queued,
+            running: stats.running,
+            retry_wait: stats.retry_wait,
+            succeeded: stats.succeeded,
+            failed: stats.failed,
+            cancelled: stats.cancelled,
+            total: [
+                stats.queued,
+                stats.running,
+                stats.retry_wait,
+                stats.succeeded,
+                stats.failed,
+                stats.cancelled,
+            ]
+            .iter()
+            .fold(0u64, |sum, n| sum.saturating_add(*n)),
+        }
+    }
+}
+
+impl From<&ProviderInfo> for ProviderJson {
+    fn from(provider: &ProviderInfo) -> Self {
+        Self {
+            name: provider.name.clone(),
+            kind: provider.kind.clone(),
+            healthy: provider.healthy,
+            health_detail: non_empty(&provider.health_detail),
+            in_flight: provider.in_flight,
+            max_concurrency: provider.max_concurrency,
+            executions_started: provider.executions_started,
+            executions_failed: provider.executions_failed,
+            completions_accepted: provider.completions_accepted,
+            completions_refused: provider.completions_refused,
+            input_tokens: provider.input_tokens,
+            output_tokens: provider.output_tokens,
+            cost_micros: provider.cost_micros,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use supervisor_proto::{
+        convert::timestamp_from_micros,
+        v1::{Priority, Usage},
+    };
+
+    use super::*;
+
+    fn sample_task() -> Task {
+        Task {
+            id: "t1".into(),
+            r#type: TaskType::BugFix as i32,
+            status: TaskStatus::Succeeded as i32,
+            prompt: "fix it".into(),
+            priority: Priority::Unspecified as i32,
+            labels: vec!["ci".into()],
+            context: [("repo".to_owned(), "/src".to_owned())].into(),
+            max_attempts: 3,
+            timeout_ms: 30_000,
+            attempt: 1,
+            result: Some(TaskResult {
+                output: "done".into(),
+                usage: Some(Usage {
+                    input_tokens: 10,
+                    output_tokens: 20,
+                }),
+                cost_usd: 0.0015,
+                cost_micros: 1500,
+                provider: "mock".into(),
+                model: "mock-1".into(),
+                output_bytes: 4,
+            }),
+            tenant: "default".into(),
+            created_at: Some(timestamp_from_micros(1_700_000_000_123_456)),
+            finished_at: Some(timestamp_from_micros(1_700_000_005_000_000)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn task_json_shape() {
+        let value = serde_json::to_value(TaskJson::from(&sample_task())).expect("serializes");
+        assert_eq!(
+            value,
+            json!({
+                "id": "t1",
+                "type": "bug_fix",
+                "status": "succeeded",
+                "priority": "normal",
+                "prompt": "fix it",
+                "labels": ["ci"],
+                "context": {"repo": "/src"},
+                "idempotency_key": null,
+                "max_attempts": 3,
+                "timeout_ms": 30000,
+                "attempt": 1,
+                "result": {
+                    "output": "done",
+                    "output_bytes": 4,
+                    "usage": {"input_tokens": 10, "output_tokens": 20},
+                    "cost_usd": 0.0015,
+                    "cost_micros": 1500,
+                    "provider": "mock",
+                    "model": "mock-1",
+                },
+                "error": null,
+                "node_id": null,
+                "retry_of": null,
+                "tenant": "default",
+                "created_at": "2023-11-14T22:13:20.123456Z",
+                "updated_at": null,
+                "started_at": null,
+                "finished_at": "2023-11-14T22:13:25.000000Z",
+                "next_attempt_at": null,
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_enum_values_read_as_numbers() {
+        let task = Task {
+            status: 42,
+            ..Default::default()
+        };
+        let value = serde_json::to_value(TaskJson::from(&task)).expect("serializes");
+        assert_eq!(value["status"], "42");
+        assert_eq!(value["type"], "unspecified");
+        assert_eq!(value["result"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn event_json_shape() {
+        let event = TaskEvent {
+            task_id: "t1".into(),
+            seq: 3,
+            r#type: TaskEventType::RetryScheduled as i32,
+            status: TaskStatus::RetryWait as i32,
+            attempt: 2,
+            message: "provider timed out".into(),
+            output: String::new(),
+            at: Some(timestamp_from_micros(0)),
+        };
+        let value = serde_json::to_value(EventJson::from(&event)).expect("serializes");
+        assert_eq!(
+            value,
+            json!({
+                "task_id": "t1",
+                "seq": 3,
+                "type": "retry_scheduled",
+                "status": "retry_wait",
+                "attempt": 2,
+                "message": "provider timed out",
+                "output": "",
+                "at": "1970-01-01T00:00:00.000000Z",
+            })
+        );
+    }
+
+    #[test]
+    fn stats_json_adds_a_total() {
+        let stats = TaskStats {
+            queued: 1,
+            running: 2,
+            retry_wait: 3,
+            succeeded: 4,
+            failed: 5,
+            cancelled: 6,
+        };
+        let value = serde_json::to_value(StatsJson::from(&stats)).expect("serializes");
+        assert_eq!(value["total"], 21);
+        assert_eq!(value["retry_wait"], 3);
+    }
+
+    #[test]
+    fn provider_json_shape() {
+        let provider = ProviderInfo {
+            name: "mock".into(),
+            kind: "mock".into(),
+            healthy: true,
+            max_concurrency: 4,
+            ..Default::default()
+        };
+        let value = serde_json::to_value(ProviderJson::from(&provider)).expect("serializes");
+        assert_eq!(value["healthy"], true);
+        assert_eq!(value["health_detail"], serde_json::Value::Null);
+        assert_eq!(value["max_concurrency"], 4);
+    }
+}

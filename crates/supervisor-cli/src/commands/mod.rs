@@ -1,0 +1,166 @@
+//! The client side of the `supervisor` command: `task ...` and `providers ...`.
+//!
+//! Each command group is a clap subcommand enum with an async `run` function:
+//! [`task::run`] for [`TaskCommand`] and [`providers::run`] for [`ProviderCommand`].
+//! Both take the [`GlobalArgs`] (server address, output format). Errors are returned as
+//! [`anyhow::Error`]; [`report_error`] prints them as one line and picks the exit code.
+
+mod format;
+mod json;
+mod parse;
+pub mod providers;
+pub mod task;
+mod watch;
+
+use std::{
+    fmt,
+    io::{self, Write as _},
+    process::ExitCode,
+};
+
+use supervisor_client::{Client, ClientError};
+
+pub use providers::ProviderCommand;
+pub use task::TaskCommand;
+
+/// Exit code of a command that failed (bad input, server error, server unreachable).
+/// (clap itself exits 2 on invalid arguments.)
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code when the task waited for or watched ended `failed`.
+pub const EXIT_TASK_FAILED: u8 = 3;
+/// Exit code when the task waited for or watched ended `cancelled`.
+pub const EXIT_TASK_CANCELLED: u8 = 4;
+/// Exit code after Ctrl-C stopped a watch (the task itself keeps running).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Options shared by every client command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
+    /// Address of the Supervisor server (host:port or http://host:port).
+    #[arg(
+        long = "server",
+        value_name = "ADDR",
+        env = "SUPERVISOR_SERVER",
+        default_value = supervisor_client::DEFAULT_ADDR,
+        global = true
+    )]
+    pub server: String,
+    /// How commands print their results.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Text, global = true)]
+    pub output: OutputFormat,
+}
+
+/// How commands print their results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Readable text: summaries, tables, live progress.
+    Text,
+    /// JSON: one object or array (watch: one event object per line).
+    Json,
+}
+
+/// An error that asks for a given exit code; its message (if any) was not printed yet.
+///
+/// Commands return it when the task they followed ended failed or cancelled: the
+/// outcome was already printed, so there is no message.
+#[derive(Debug)]
+pub struct Exit {
+    /// The process exit code.
+    pub code: u8,
+    /// Printed as `error: <message>` by [`report_error`], when present.
+    pub message: Option<String>,
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.message {
+            Some(message) => f.write_str(message),
+            None => write!(f, "exit code {}", self.code),
+        }
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// Prints `err` to stderr as one line (`error: NOT_FOUND: no task with id x`) and
+/// returns the exit code to end with: the code of an [`Exit`], otherwise
+/// [`EXIT_ERROR`]. Writing to a closed pipe (`supervisor task list | head`) ends
+/// quietly with success.
+pub fn report_error(err: &anyhow::Error) -> ExitCode {
+    if let Some(exit) = err.downcast_ref::<Exit>() {
+        if let Some(message) = &exit.message {
+            eprintln!("error: {message}");
+        }
+        return ExitCode::from(exit.code);
+    }
+    let broken_pipe = err
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<io::Error>())
+        .any(|io_err| io_err.kind() == io::ErrorKind::BrokenPipe);
+    if broken_pipe {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: {}", error_line(err));
+    ExitCode::from(EXIT_ERROR)
+}
+
+/// The one-line text of an error, with a hint for an unreachable server.
+fn error_line(err: &anyhow::Error) -> String {
+    let client_error = err
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<ClientError>());
+    let mut line = format!("{err:#}");
+    if let Some(ClientError::Status { code, .. }) = client_error
+        && *code == tonic::Code::Unavailable
+    {
+        line.push_str(" — is `supervisor up` running?");
+    }
+    line
+}
+
+/// Connects to the server named by the global options.
+async fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
+    Ok(Client::connect(&global.server).await?)
+}
+
+/// Writes `text` to stdout at once and flushes.
+fn print_stdout(text: &str) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
+}
+
+/// Writes a value as pretty JSON, followed by a newline, to stdout.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    Ok(print_stdout(&text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_statuses_get_the_hint() {
+        let err = anyhow::Error::from(ClientError::from(tonic::Status::unavailable(
+            "tcp connect error",
+        )));
+        assert_eq!(
+            error_line(&err),
+            "UNAVAILABLE: tcp connect error — is `supervisor up` running?"
+        );
+        let err = anyhow::Error::from(ClientError::from(tonic::Status::not_found(
+            "no task with id t1",
+        )));
+        assert_eq!(error_line(&err), "NOT_FOUND: no task with id t1");
+        let err = anyhow::Error::from(ClientError::Connect {
+            addr: "http://127.0.0.1:1".into(),
+            detail: "connection refused".into(),
+        });
+        assert_eq!(
+            error_line(&err),
+            "could not connect to Supervisor at http://127.0.0.1:1: connection refused — is `supervisor up` running?"
+        );
+    }
+}

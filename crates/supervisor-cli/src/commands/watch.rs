@@ -1,0 +1,507 @@
+//! Following a task: a live one-line display on a terminal, plain lines when piped,
+//! JSON lines with `--output json`.
+
+use std::{
+    io::{self, Write},
+    time::{Duration, Instant, SystemTime},
+};
+
+use futures::StreamExt as _;
+use supervisor_client::Client;
+use supervisor_proto::{
+    convert::EnumName,
+    v1::{Task, TaskEvent, TaskEventType, TaskStatus},
+};
+
+use super::{
+    EXIT_INTERRUPTED, Exit,
+    format::{attempts, elapsed, outcome_line, rfc3339, system_time},
+    json::EventJson,
+};
+
+/// How often the live display is redrawn.
+const TICK: Duration = Duration::from_millis(100);
+/// Spinner frames of the live display.
+const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+/// Moves to the start of the line and erases it.
+const CLEAR_LINE: &str = "\r\x1b[2K";
+
+/// How a watch shows the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// A redrawn status line, with output text printed above it (stdout is a terminal).
+    Live,
+    /// One line per event and `  | `-prefixed output lines (stdout is not a terminal).
+    Plain,
+    /// One JSON object per event and line.
+    JsonLines,
+    /// Nothing until the end (the caller prints the final task).
+    Quiet,
+}
+
+/// What a watch ended with.
+#[derive(Debug)]
+pub struct Watched {
+    /// The task as it ended, read after its terminal event.
+    pub task: Task,
+    /// How many OUTPUT events were shown.
+    pub output_events: u64,
+}
+
+/// Follows task `id`'s events after `after_seq` until its terminal event, showing them
+/// in `mode` on stdout, then reads the finished task. Ctrl-C stops the watch (not the
+/// task) with exit code 130.
+pub async fn watch(
+    client: &Client,
+    id: &str,
+    after_seq: u64,
+    mode: WatchMode,
+) -> anyhow::Result<Watched> {
+    let initial = client.get(id).await?;
+    let mut display = Display::new(mode, io::stdout(), &initial, terminal_width());
+    let mut events = client.follow(id, after_seq);
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut ctrl_c_armed = true;
+    let mut last_seq = after_seq;
+
+    loop {
+        tokio::select! {
+            item = events.next() => match item {
+                Some(Ok(event)) => {
+                    last_seq = last_seq.max(event.seq);
+                    display.event(&event, SystemTime::now())?;
+                }
+                Some(Err(err)) => {
+                    display.clear()?;
+                    return Err(err.into());
+                }
+                None => break,
+            },
+            _ = ticker.tick(), if mode == WatchMode::Live => {
+                display.redraw(SystemTime::now())?;
+            }
+            signal = &mut ctrl_c, if ctrl_c_armed => {
+                if signal.is_err() {
+                    // No signal handling here: keep watching without it.
+                    ctrl_c_armed = false;
+                    continue;
+                }
+                display.clear()?;
+                eprintln!(
+                    "interrupted: task {id} keeps running; resume with \
+                     `supervisor task watch {id} --after-seq {last_seq}`"
+                );
+                return Err(Exit { code: EXIT_INTERRUPTED, message: None }.into());
+            }
+        }
+    }
+    display.flush_output()?;
+    let task = client.get(id).await?;
+    display.finish(&task)?;
+    Ok(Watched {
+        output_events: display.output_events,
+        task,
+    })
+}
+
+/// The terminal's width in columns (`$COLUMNS`, else 80).
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|cols| cols.trim().parse::<usize>().ok())
+        .filter(|cols| *cols >= 20)
+        .unwrap_or(80)
+}
+
+/// Splits streamed text into complete lines, keeping the unfinished end.
+#[derive(Debug, Default)]
+struct LineBuffer {
+    partial: String,
+}
+
+impl LineBuffer {
+    /// Adds text; returns the lines it completed, without their line ends.
+    fn push(&mut self, text: &str) -> Vec<String> {
+        self.partial.push_str(text);
+        let mut lines = Vec::new();
+        while let Some(end) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=end).collect();
+            lines.push(line.trim_end_matches(['\n', '\r']).to_owned());
+        }
+        lines
+    }
+
+    /// The unfinished last line, if any, emptying the buffer.
+    fn take_rest(&mut self) -> Option<String> {
+        (!self.partial.is_empty()).then(|| std::mem::take(&mut self.partial))
+    }
+}
+
+/// What the live status line shows.
+#[derive(Debug)]
+struct LiveState {
+    id: String,
+    status: TaskStatus,
+    attempt: u32,
+    max_attempts: u32,
+    message: String,
+    created: Option<SystemTime>,
+    started: Instant,
+    frame: usize,
+}
+
+impl LiveState {
+    /// The status line, cut to `width - 1` characters.
+    fn line(&self, now: SystemTime, width: usize) -> String {
+        let age = match self.created {
+            Some(created) => now.duration_since(created).unwrap_or_default(),
+            None => self.started.elapsed(),
+        };
+        let mut line = format!(
+            "{} {}  {}  attempt {}  {}",
+            SPINNER[self.frame % SPINNER.len()],
+            self.id,
+            self.status.name(),
+            attempts(self.attempt, self.max_attempts),
+            elapsed(age),
+        );
+        if !self.message.is_empty() {
+            line.push_str("  ");
+            line.push_str(&single_line(&self.message));
+        }
+        truncate(&line, width.saturating_sub(1))
+    }
+}
+
+/// `text` on one line (line breaks become spaces).
+fn single_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
+}
+
+/// At most `max` characters of `text`, ending with `…` when cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// The plain line of an event:
+/// `<seq> <rfc3339> <event_type> <status> attempt=<n> <message>`.
+fn plain_event_line(event: &TaskEvent) -> String {
+    let at = event.at.as_ref().map_or_else(|| "-".to_owned(), rfc3339);
+    let line = format!(
+        "{} {} {} {} attempt={} {}",
+        event.seq,
+        at,
+        TaskEventType::name_of(event.r#type),
+        TaskStatus::name_of(event.status),
+        event.attempt,
+        single_line(&event.message),
+    );
+    line.trim_end().to_owned()
+}
+
+/// Shows events on `out` in one of the [`WatchMode`]s.
+struct Display<W: Write> {
+    mode: WatchMode,
+    out: W,
+    lines: LineBuffer,
+    state: LiveState,
+    width: usize,
+    /// Whether the live status line is on screen.
+    drawn: bool,
+    output_events: u64,
+}
+
+impl<W: Write> Display<W> {
+    fn new(mode: WatchMode, out: W, task: &Task, width: usize) -> Self {
+        Self {
+            mode,
+            out,
+            lines: LineBuffer::default(),
+            state: LiveState {
+                id: task.id.clone(),
+                status: task.status(),
+                attempt: task.attempt,
+                max_attempts: task.max_attempts,
+                message: String::new(),
+                created: task.created_at.as_ref().and_then(system_time),
+                started: Instant::now(),
+                frame: 0,
+            },
+            width,
+            drawn: false,
+            output_events: 0,
+        }
+    }
+
+    /// Shows one event.
+    fn event(&mut self, event: &TaskEvent, now: SystemTime) -> io::Result<()> {
+        let is_output = event.r#type() == TaskEventType::Output;
+        if is_output {
+            self.output_events += 1;
+        }
+        match self.mode {
+            WatchMode::Quiet => Ok(()),
+            WatchMode::JsonLines => {
+                let line = serde_json::to_string(&EventJson::from(event))?;
+                writeln!(self.out, "{line}")?;
+                self.out.flush()
+            }
+            WatchMode::Plain => {
+                if is_output {
+                    for line in self.lines.push(&event.output) {
+                        writeln!(self.out, "  | {line}")?;
+                    }
+                } else {
+                    self.flush_output()?;
+                    writeln!(self.out, "{}", plain_event_line(event))?;
+                }
+                self.out.flush()
+            }
+            WatchMode::Live => {
+                self.state.status = event.status();
+                self.state.attempt = self.state.attempt.max(event.attempt);
+                if is_output {
+                    let lines = self.lines.push(&event.output);
+                    self.print_above(&lines)?;
+                } else {
+                    self.flush_output()?;
+                    self.state.message = event.message.clone();
+                    if matches!(
+                        event.r#type(),
+                        TaskEventType::RetryScheduled | TaskEventType::Requeued
+                    ) {
+                        let note = format!(
+                            "{} (attempt {}): {}",
+                            TaskEventType::name_of(event.r#type),
+                            event.attempt,
+                            single_line(&event.message)
+                        );
+                        self.print_above(&[note])?;
+                    }
+                }
+                self.redraw(now)
+            }
+        }
+    }
+
+    /// Prints lines above the live status line.
+    fn print_above(&mut self, lines: &[String]) -> io::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.clear()?;
+        for line in lines {
+            writeln!(self.out, "{line}")?;
+        }
+        Ok(())
+    }
+
+    /// Prints the unfinished last line of output, if any.
+    fn flush_output(&mut self) -> io::Result<()> {
+        let Some(rest) = self.lines.take_rest() else {
+            return Ok(());
+        };
+        match self.mode {
+            WatchMode::Plain => writeln!(self.out, "  | {rest}"),
+            WatchMode::Live => self.print_above(&[rest]),
+            WatchMode::JsonLines | WatchMode::Quiet => Ok(()),
+        }
+    }
+
+    /// Redraws the live status line (a no-op in other modes).
+    fn redraw(&mut self, now: SystemTime) -> io::Result<()> {
+        if self.mode != WatchMode::Live {
+            return Ok(());
+        }
+        self.state.frame = self.state.frame.wrapping_add(1);
+        let line = self.state.line(now, self.width);
+        write!(self.out, "{CLEAR_LINE}{line}")?;
+        self.drawn = true;
+        self.out.flush()
+    }
+
+    /// Erases the live status line if it is on screen.
+    fn clear(&mut self) -> io::Result<()> {
+        if self.drawn {
+            write!(self.out, "{CLEAR_LINE}")?;
+            self.drawn = false;
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the status line with the task's outcome (text modes).
+    fn finish(&mut self, task: &Task) -> io::Result<()> {
+        match self.mode {
+            WatchMode::Live => {
+                self.clear()?;
+                let mark = match task.status() {
+                    TaskStatus::Succeeded => '✓',
+                    TaskStatus::Failed | TaskStatus::Cancelled => '✗',
+                    _ => '•',
+                };
+                writeln!(self.out, "{mark} {}", outcome_line(task))?;
+            }
+            WatchMode::Plain => writeln!(self.out, "{}", outcome_line(task))?,
+            WatchMode::JsonLines | WatchMode::Quiet => {}
+        }
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use supervisor_proto::convert::timestamp_from_micros;
+
+    use super::*;
+
+    const T0: i64 = 1_700_000_000_000_000;
+
+    fn event(seq: u64, kind: TaskEventType, status: TaskStatus, text: &str) -> TaskEvent {
+        let (message, output) = if kind == TaskEventType::Output {
+            (String::new(), text.to_owned())
+        } else {
+            (text.to_owned(), String::new())
+        };
+        TaskEvent {
+            task_id: "t1".into(),
+            seq,
+            r#type: kind as i32,
+            status: status as i32,
+            attempt: 1,
+            message,
+            output,
+            at: Some(timestamp_from_micros(T0 + seq as i64)),
+        }
+    }
+
+    fn task() -> Task {
+        Task {
+            id: "t1".into(),
+            status: TaskStatus::Queued as i32,
+            max_attempts: 3,
+            created_at: Some(timestamp_from_micros(T0)),
+            ..Default::default()
+        }
+    }
+
+    fn now() -> SystemTime {
+        system_time(&timestamp_from_micros(T0 + 12_300_000)).expect("valid")
+    }
+
+    #[test]
+    fn line_buffer_splits_streamed_text() {
+        let mut lines = LineBuffer::default();
+        assert!(lines.push("Hel").is_empty());
+        assert_eq!(lines.push("lo\nwor"), ["Hello"]);
+        assert_eq!(lines.push("ld\r\n\nend"), ["world", ""]);
+        assert_eq!(lines.take_rest().as_deref(), Some("end"));
+        assert_eq!(lines.take_rest(), None);
+    }
+
+    #[test]
+    fn plain_mode_prints_event_lines_and_prefixed_output() {
+        use {TaskEventType as E, TaskStatus as S};
+        let mut out = Vec::new();
+        let mut display = Display::new(WatchMode::Plain, &mut out, &task(), 80);
+        for e in [
+            event(1, E::Submitted, S::Queued, ""),
+            event(2, E::Started, S::Running, "on node n1"),
+            event(3, E::Output, S::Running, "first line\nsec"),
+            event(4, E::Output, S::Running, "ond"),
+            event(5, E::Succeeded, S::Succeeded, "done"),
+        ] {
+            display.event(&e, now()).expect("write");
+        }
+        let mut done = task();
+        done.status = S::Succeeded as i32;
+        done.attempt = 1;
+        display.finish(&done).expect("write");
+        assert_eq!(display.output_events, 2);
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(
+            text,
+            "1 2023-11-14T22:13:20.000001Z submitted queued attempt=1\n\
+             2 2023-11-14T22:13:20.000002Z started running attempt=1 on node n1\n  \
+             | first line\n  \
+             | second\n\
+             5 2023-11-14T22:13:20.000005Z succeeded succeeded attempt=1 done\n\
+             task t1 succeeded (1 attempt)\n"
+        );
+    }
+
+    #[test]
+    fn json_mode_prints_one_event_per_line() {
+        let mut out = Vec::new();
+        let mut display = Display::new(WatchMode::JsonLines, &mut out, &task(), 80);
+        let e = event(1, TaskEventType::Submitted, TaskStatus::Queued, "");
+        display.event(&e, now()).expect("write");
+        display.event(&e, now()).expect("write");
+        display.finish(&task()).expect("write");
+        let text = String::from_utf8(out).expect("utf-8");
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let value: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
+        assert_eq!(value["type"], "submitted");
+        assert_eq!(value["seq"], 1);
+    }
+
+    #[test]
+    fn live_mode_redraws_one_line_and_prints_output_above() {
+        use {TaskEventType as E, TaskStatus as S};
+        let mut out = Vec::new();
+        let mut display = Display::new(WatchMode::Live, &mut out, &task(), 80);
+        display
+            .event(&event(2, E::Started, S::Running, "on n1"), now())
+            .expect("write");
+        display
+            .event(&event(3, E::Output, S::Running, "hello\n"), now())
+            .expect("write");
+        let mut failed = task();
+        failed.status = S::Failed as i32;
+        failed.attempt = 3;
+        failed.error = "boom".into();
+        display.finish(&failed).expect("write");
+        let text = String::from_utf8(out).expect("utf-8");
+        let status = "t1  running  attempt 1/3  12.3s  on n1";
+        assert!(text.starts_with(CLEAR_LINE), "{text:?}");
+        assert!(text.contains(status), "{text:?}");
+        assert!(text.contains(&format!("{CLEAR_LINE}hello\n")), "{text:?}");
+        assert!(
+            text.ends_with(&format!(
+                "{CLEAR_LINE}✗ task t1 failed after 3 attempts: boom\n"
+            )),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn status_line_is_cut_to_the_width() {
+        let state = LiveState {
+            id: "t1".into(),
+            status: TaskStatus::Running,
+            attempt: 2,
+            max_attempts: 0,
+            message: "a very long message\nwith a line break".into(),
+            created: system_time(&timestamp_from_micros(T0)),
+            started: Instant::now(),
+            frame: 0,
+        };
+        let line = state.line(now(), 200);
+        assert_eq!(
+            line,
+            "⠋ t1  running  attempt 2  12.3s  a very long message with a line break"
+        );
+        let cut = state.line(now(), 30);
+        assert_eq!(cut.chars().count(), 29);
+        assert!(cut.ends_with('…'));
+    }
+}

@@ -1,0 +1,238 @@
+//! The node's configuration: one TOML file with a documented default for every tunable
+//! (`supervisor config default` prints it), each overridable by a `SUPERVISOR_*`
+//! environment variable with `__` between levels, e.g. `SUPERVISOR_ENGINE__LEASE_DURATION=5s`
+//! or `SUPERVISOR_PROVIDERS__MOCK__LATENCY=50ms`. Precedence: defaults < file < environment
+//! < command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use supervisor_engine::EngineConfig;
+use supervisor_node::NodeConfig;
+use supervisor_providers::mock::MockConfig;
+
+/// The annotated default configuration, shipped with the binary.
+pub const EXAMPLE: &str = include_str!("../../../supervisor.example.toml");
+
+/// Everything a node reads at start.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded store keeps its file.
+    pub data_dir: DataDir,
+    /// The gRPC listener.
+    pub server: ServerConfig,
+    /// The embedded store.
+    pub store: StoreConfig,
+    /// The durable layer.
+    pub engine: EngineConfig,
+    /// The node's actors.
+    pub node: NodeConfig,
+    /// Providers.
+    pub providers: ProvidersConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// The data directory (a newtype so its default is documented in one place).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DataDir(pub PathBuf);
+
+impl Default for DataDir {
+    fn default() -> Self {
+        DataDir(PathBuf::from("supervisor-data"))
+    }
+}
+
+/// The gRPC listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:50051`.
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:50051".into(),
+        }
+    }
+}
+
+/// How the embedded store commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilityMode {
+    /// Every acknowledged write is on disk (fsync per group commit). The default.
+    #[default]
+    Immediate,
+    /// Writes are acknowledged before they reach the disk; a crash may lose the last
+    /// moments of work. For benchmarks and throwaway nodes.
+    Relaxed,
+}
+
+/// The embedded store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `immediate` (default) or `relaxed`.
+    pub durability: DurabilityMode,
+    /// Most transactions applied per disk commit. Default 1024.
+    pub max_batch: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            durability: DurabilityMode::Immediate,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// Providers.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvidersConfig {
+    /// The mock provider (always present; serves every task for now).
+    pub mock: MockConfig,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `supervisor_engine=debug,info`. `RUST_LOG`
+    /// overrides it. Default `info`.
+    pub level: String,
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given; it must exist), then `SUPERVISOR_*`
+    /// variables, and validates the result.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!(
+                    "config file {} does not exist; `supervisor config default > {}` writes one with every default",
+                    path.display(),
+                    path.display()
+                );
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        // SUPERVISOR_SERVER is the client's server address, not part of the node's config.
+        figment = figment.merge(Env::prefixed("SUPERVISOR_").split("__").ignore(&["server"]));
+        let config: Config = figment.extract().map_err(|e| {
+            let source = file
+                .map(|p| format!("{} or the SUPERVISOR_* environment", p.display()))
+                .unwrap_or_else(|| "the SUPERVISOR_* environment".into());
+            anyhow::anyhow!("invalid configuration in {source}: {e}")
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every section, naming the first wrong value.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let checks = [
+            self.engine.validate(),
+            self.node.validate(),
+            self.providers.mock.validate(),
+        ];
+        for check in checks {
+            if let Err(msg) = check {
+                bail!("invalid configuration: {msg}");
+            }
+        }
+        if self.store.max_batch == 0 {
+            bail!("invalid configuration: store.max_batch must be at least 1");
+        }
+        self.server
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| format!("invalid configuration: server.listen {:?} is not an address like 127.0.0.1:50051", self.server.listen))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_is_exactly_the_defaults() {
+        let parsed: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(EXAMPLE))
+            .extract()
+            .expect("the shipped example parses");
+        assert_eq!(parsed, Config::default());
+        // And every key in it is a real key: a file with only the example's content and
+        // no defaults underneath must parse too (deny_unknown_fields catches typos).
+        let strict: Config = toml::from_str(EXAMPLE).expect("example parses on its own");
+        assert_eq!(strict.engine, EngineConfig::default());
+        assert_eq!(strict.providers, ProvidersConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[engine]\nlease_duraton = \"5s\"\n"))
+            .extract::<Config>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lease_duraton"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_nested_values() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SUPERVISOR_ENGINE__LEASE_DURATION", "5s");
+            jail.set_env("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "50ms");
+            jail.set_env("SUPERVISOR_SERVER", "127.0.0.1:1");
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.engine.lease_duration, std::time::Duration::from_secs(5));
+            assert_eq!(cfg.providers.mock.latency, std::time::Duration::from_millis(50));
+            assert_eq!(cfg.server.listen, "127.0.0.1:50051");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SUPERVISOR_PROVIDERS__MOCK__FAILURE_RATE", "2");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("failure_rate"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,204 @@
+//! End to end over gRPC through the Rust client, against a real `supervisor up` process,
+//! and every bad input with its status code and message.
+
+mod common;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use supervisor_client::Client;
+use supervisor_proto::v1;
+use tonic::Code;
+
+use common::NodeProcess;
+
+fn submit_req(prompt: &str) -> v1::SubmitTaskRequest {
+    v1::SubmitTaskRequest {
+        r#type: v1::TaskType::BugFix as i32,
+        prompt: prompt.into(),
+        ..Default::default()
+    }
+}
+
+async fn connect(node: &NodeProcess) -> Client {
+    Client::connect(&node.url()).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_watch_get_list_cancel_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "200ms")]);
+    let client = connect(&node).await;
+
+    let mut req = submit_req("fix the off-by-one in the pager");
+    req.labels = vec!["team-a".into()];
+    req.priority = v1::Priority::High as i32;
+    let task = client.submit(req).await.unwrap();
+    assert_eq!(task.status, v1::TaskStatus::Queued as i32);
+    assert_eq!(task.priority, v1::Priority::High as i32);
+
+    // Watch from the start: events in order, output streamed, ends at the terminal event.
+    let events: Vec<_> = tokio::time::timeout(Duration::from_secs(60), client.watch(&task.id, 0).collect::<Vec<_>>())
+        .await
+        .expect("watch ends");
+    let events: Vec<v1::TaskEvent> = events.into_iter().map(|e| e.unwrap()).collect();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    assert_eq!(events.first().unwrap().r#type, v1::TaskEventType::Submitted as i32);
+    assert_eq!(events.last().unwrap().r#type, v1::TaskEventType::Succeeded as i32);
+    let streamed: String = events
+        .iter()
+        .filter(|e| e.r#type == v1::TaskEventType::Output as i32)
+        .map(|e| e.output.as_str())
+        .collect();
+
+    let done = client.get(&task.id).await.unwrap();
+    assert_eq!(done.status, v1::TaskStatus::Succeeded as i32);
+    let result = done.result.expect("result");
+    assert_eq!(result.output, streamed);
+    assert!(result.output.contains("[mock provider] bug_fix"));
+    assert!(result.usage.unwrap().output_tokens > 0);
+    assert_eq!(done.attempt, 1);
+    assert!(done.finished_at.is_some());
+
+    // Resume a watch after seq 2.
+    let rest: Vec<_> = client.watch(&task.id, 2).collect().await;
+    assert_eq!(rest.len(), events.len() - 2);
+
+    // List by label and by status.
+    let listed = client
+        .list(v1::ListTasksRequest { label: "team-a".into(), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(listed.tasks.len(), 1);
+    assert_eq!(listed.tasks[0].id, task.id);
+
+    // Idempotency: the same key returns the same task.
+    let mut keyed = submit_req("deploy once");
+    keyed.idempotency_key = "deploy-7".into();
+    let a = client.submit(keyed.clone()).await.unwrap();
+    let b = client.submit(keyed).await.unwrap();
+    assert_eq!(a.id, b.id);
+
+    // Cancel a slow task, then retry it as a new task.
+    let slow = client.submit(submit_req("slow one")).await.unwrap();
+    let cancelled = client.cancel(&slow.id, "changed plans").await.unwrap();
+    assert_eq!(cancelled.status, v1::TaskStatus::Cancelled as i32);
+    assert!(cancelled.error.contains("changed plans"));
+    let retried = client.retry(&slow.id).await.unwrap();
+    assert_ne!(retried.id, slow.id);
+    assert_eq!(retried.retry_of, slow.id);
+    let retried_done = tokio::time::timeout(Duration::from_secs(60), client.wait(&retried.id)).await.unwrap().unwrap();
+    assert_eq!(retried_done.status, v1::TaskStatus::Succeeded as i32);
+
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.cancelled, 1);
+    assert!(stats.succeeded >= 3);
+    let providers = client.providers().await.unwrap();
+    assert_eq!(providers.len(), 1);
+    assert_eq!(providers[0].name, "mock");
+    assert!(providers[0].healthy, "{}", providers[0].health_detail);
+    assert_eq!(providers[0].completions_accepted, stats.succeeded);
+}
+
+async fn expect_status<T: std::fmt::Debug>(
+    result: Result<T, supervisor_client::ClientError>,
+    code: Code,
+    needles: &[&str],
+) {
+    let err = result.expect_err("call must fail");
+    assert_eq!(err.code(), code, "{err}");
+    let message = err.message();
+    for needle in needles {
+        assert!(message.contains(needle), "message {message:?} lacks {needle:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_right_status_and_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "5s")]);
+    let client = connect(&node).await;
+
+    let mut r = submit_req("x");
+    r.r#type = v1::TaskType::Unspecified as i32;
+    expect_status(client.submit(r).await, Code::InvalidArgument, &["type", "required", "bug_fix"]).await;
+
+    let mut r = submit_req("x");
+    r.r#type = 99;
+    expect_status(client.submit(r).await, Code::InvalidArgument, &["type", "unknown task type 99"]).await;
+
+    let r = submit_req("   ");
+    expect_status(client.submit(r).await, Code::InvalidArgument, &["prompt", "empty"]).await;
+
+    let r = submit_req(&"a".repeat(65_537));
+    expect_status(client.submit(r).await, Code::InvalidArgument, &["prompt", "65537 bytes", "limit is 65536"]).await;
+
+    let mut r = submit_req("x");
+    r.priority = 42;
+    expect_status(client.submit(r).await, Code::InvalidArgument, &["priority", "unknown priority 42"]).await;
+
+    let mut r = submit_req("x");
+    r.max_attempts = 1000;
+    expect_status(client.submit(r).await, Code::InvalidArgument, &["max_attempts", "1000"]).await;
+
+    expect_status(client.get("not-a-uuid").await, Code::InvalidArgument, &["id", "not-a-uuid", "UUID"]).await;
+    expect_status(client.get("").await, Code::InvalidArgument, &["id", "required"]).await;
+    let unknown = "0192f5e4-7c2a-7b3e-9f00-1a2b3c4d5e6f";
+    expect_status(client.get(unknown).await, Code::NotFound, &[unknown]).await;
+    expect_status(client.cancel(unknown, "").await, Code::NotFound, &[unknown]).await;
+    expect_status(client.retry(unknown).await, Code::NotFound, &[unknown]).await;
+    let mut watch = client.watch(unknown, 0);
+    let first = watch.next().await.expect("an error item");
+    let err = first.expect_err("watching an unknown task fails");
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+
+    expect_status(
+        client.list(v1::ListTasksRequest { page_size: 5000, ..Default::default() }).await,
+        Code::InvalidArgument,
+        &["page_size", "1000"],
+    )
+    .await;
+    expect_status(
+        client.list(v1::ListTasksRequest { page_token: "garbage".into(), ..Default::default() }).await,
+        Code::InvalidArgument,
+        &["page_token"],
+    )
+    .await;
+    expect_status(
+        client.list(v1::ListTasksRequest { status: 17, ..Default::default() }).await,
+        Code::InvalidArgument,
+        &["status", "17"],
+    )
+    .await;
+
+    // Retry of a task that is running (or queued) is a failed precondition.
+    let t = client.submit(submit_req("long running")).await.unwrap();
+    expect_status(client.retry(&t.id).await, Code::FailedPrecondition, &[&t.id, "only failed or cancelled"]).await;
+    let quick = client.cancel(&t.id, "").await.unwrap();
+    assert_eq!(quick.status, v1::TaskStatus::Cancelled as i32);
+    let again = client.retry(&t.id).await.unwrap();
+    client.cancel(&again.id, "").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_a_restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start(dir.path(), &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "100ms")]);
+    let client = connect(&node).await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(client.submit(submit_req(&format!("task {i}"))).await.unwrap().id);
+    }
+    let status = node.terminate();
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    drop(node);
+    let node = NodeProcess::start(dir.path(), &[]);
+    let client = connect(&node).await;
+    for id in &ids {
+        let t = tokio::time::timeout(Duration::from_secs(60), client.wait(id)).await.unwrap().unwrap();
+        assert_eq!(t.status, v1::TaskStatus::Succeeded as i32);
+    }
+    let providers = client.providers().await.unwrap();
+    assert_eq!(providers[0].completions_accepted, ids.len() as u64);
+}
