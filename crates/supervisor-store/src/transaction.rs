@@ -1,0 +1,169 @@
+//! The caller-facing transaction: validates FoundationDB's size limits once, for every
+//! backend, and defers a violation to commit so closures stay simple.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+use crate::{
+    CommitInfo, KeyValue, MAX_KEY_BYTES, MAX_TXN_BYTES, MAX_VALUE_BYTES, RangeOptions,
+    RawTransaction, StoreError, Watch,
+};
+
+/// The future a [`crate::Db::run`] closure returns.
+pub type TxnFuture<'a, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>;
+
+/// A transaction in progress. Writes are buffered until [`Transaction::commit`].
+///
+/// The lifetime `'c` is the scope of the [`crate::Db::run`] call: because a closure receives
+/// `&'a mut Transaction<'c>`, the compiler knows `'c: 'a`, so the closure's future may
+/// borrow anything the caller's scope holds. Outside `run` it is simply `'static`.
+pub struct Transaction<'c> {
+    raw: Box<dyn RawTransaction>,
+    written: usize,
+    deferred: Option<StoreError>,
+    _scope: PhantomData<&'c ()>,
+}
+
+impl Transaction<'_> {
+    pub(crate) fn new(raw: Box<dyn RawTransaction>) -> Self {
+        Transaction {
+            raw,
+            written: 0,
+            deferred: None,
+            _scope: PhantomData,
+        }
+    }
+
+    fn check_key(&mut self, key: &[u8]) -> bool {
+        if key.len() > MAX_KEY_BYTES {
+            self.deferred
+                .get_or_insert(StoreError::KeyTooLarge { len: key.len() });
+            return false;
+        }
+        true
+    }
+
+    fn account(&mut self, key: &[u8], value: &[u8]) -> bool {
+        if !self.check_key(key) {
+            return false;
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            self.deferred
+                .get_or_insert(StoreError::ValueTooLarge { len: value.len() });
+            return false;
+        }
+        self.written += key.len() + value.len();
+        if self.written > MAX_TXN_BYTES {
+            self.deferred
+                .get_or_insert(StoreError::TransactionTooLarge { len: self.written });
+            return false;
+        }
+        true
+    }
+
+    /// Reads `key`, adding a read conflict on it.
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.raw.get(key, false).await
+    }
+
+    /// Reads `key` without adding a read conflict.
+    pub async fn get_snapshot(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.raw.get(key, true).await
+    }
+
+    /// Reads pairs with `begin <= key < end` as `opts` says.
+    pub async fn get_range(
+        &mut self,
+        begin: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        if begin >= end {
+            return Ok(Vec::new());
+        }
+        self.raw.get_range(begin, end, opts).await
+    }
+
+    /// Writes `key = value`.
+    pub fn set(&mut self, key: &[u8], value: &[u8]) {
+        if self.account(key, value) {
+            self.raw.set(key, value);
+        }
+    }
+
+    /// Removes `key`.
+    pub fn clear(&mut self, key: &[u8]) {
+        if self.account(key, &[]) {
+            self.raw.clear(key);
+        }
+    }
+
+    /// Removes every key in `[begin, end)`.
+    pub fn clear_range(&mut self, begin: &[u8], end: &[u8]) {
+        if begin < end && self.account(begin, end) {
+            self.raw.clear_range(begin, end);
+        }
+    }
+
+    /// Adds `delta` to the little-endian i64 counter at `key`, without a read conflict.
+    pub fn atomic_add(&mut self, key: &[u8], delta: i64) {
+        if self.account(key, &[0; 8]) {
+            self.raw.atomic_add(key, delta);
+        }
+    }
+
+    /// Writes a key built by [`crate::keys::versionstamped`]: its placeholder becomes the
+    /// commit's versionstamp, so such keys sort in commit order.
+    pub fn set_versionstamped_key(&mut self, key_with_offset: &[u8], value: &[u8]) {
+        if key_with_offset.len() < 4 {
+            self.deferred.get_or_insert(StoreError::InvalidVersionstamp(
+                "key is shorter than its 4-byte offset suffix".into(),
+            ));
+            return;
+        }
+        let body = key_with_offset.len() - 4;
+        let mut offset_bytes = [0u8; 4];
+        offset_bytes.copy_from_slice(&key_with_offset[body..]);
+        let offset = u32::from_le_bytes(offset_bytes) as usize;
+        if offset + crate::VERSIONSTAMP_BYTES > body {
+            self.deferred
+                .get_or_insert(StoreError::InvalidVersionstamp(format!(
+                    "placeholder at offset {offset} does not fit in a {body}-byte key"
+                )));
+            return;
+        }
+        if self.account(&key_with_offset[..body], value) {
+            self.raw.set_versionstamped_key(key_with_offset, value);
+        }
+    }
+
+    /// Makes this transaction conflict with writes to `[begin, end)` as if it had read them
+    /// (used after a snapshot read to claim only the keys actually taken).
+    pub fn add_read_conflict_range(&mut self, begin: &[u8], end: &[u8]) {
+        if begin < end {
+            self.raw.add_read_conflict_range(begin, end);
+        }
+    }
+
+    /// Makes this transaction conflict with writes to `key`.
+    pub fn add_read_conflict_key(&mut self, key: &[u8]) {
+        let mut end = key.to_vec();
+        end.push(0);
+        self.raw.add_read_conflict_range(key, &end);
+    }
+
+    /// Watches `key`: the returned future resolves after a commit later than this
+    /// transaction's changes it. Active only once this transaction commits.
+    pub fn watch(&mut self, key: &[u8]) -> Watch {
+        self.raw.watch(key)
+    }
+
+    /// Commits the buffered writes. A size violation recorded earlier fails here.
+    pub async fn commit(self) -> Result<CommitInfo, StoreError> {
+        if let Some(err) = self.deferred {
+            return Err(err);
+        }
+        self.raw.commit().await
+    }
+}

@@ -1,0 +1,590 @@
+//! The embedded backend: the whole conformance suite (in both durability modes), plus what
+//! only the embedded store can show — reopening, crash recovery with a real `kill -9`, file
+//! locking, group commit — and an ignored throughput probe.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use supervisor_store::conformance::{self, HANG_GUARD};
+use supervisor_store::embedded::{Durability, EmbeddedOptions, EmbeddedStore, open_db};
+use supervisor_store::keys::{Subspace, Versionstamp, versionstamped};
+use supervisor_store::{Db, RangeOptions, StoreError};
+use tempfile::TempDir;
+
+#[track_caller]
+fn ok<T>(result: Result<T, StoreError>, what: &str) -> T {
+    match result {
+        Ok(v) => v,
+        Err(err) => panic!("{what}: {err}"),
+    }
+}
+
+fn temp_dir() -> TempDir {
+    match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(err) => panic!("cannot create a temporary directory: {err}"),
+    }
+}
+
+fn db_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("data").join("store.redb")
+}
+
+async fn fresh_db_with(durability: Durability) -> (Db, TempDir) {
+    let dir = temp_dir();
+    let opts = EmbeddedOptions {
+        durability,
+        ..EmbeddedOptions::default()
+    };
+    let db = ok(open_db(&db_path(&dir), opts), "open a fresh database");
+    (db, dir)
+}
+
+async fn fresh_db() -> (Db, TempDir) {
+    fresh_db_with(Durability::Immediate).await
+}
+
+async fn fresh_relaxed_db() -> (Db, TempDir) {
+    fresh_db_with(Durability::Relaxed).await
+}
+
+mod conformance_immediate {
+    supervisor_store::conformance_tests!(super::fresh_db());
+}
+
+mod conformance_relaxed {
+    supervisor_store::conformance_tests!(super::fresh_relaxed_db());
+}
+
+fn open_store(path: &Path, opts: EmbeddedOptions) -> (Arc<EmbeddedStore>, Db) {
+    let store = ok(EmbeddedStore::open(path, opts), "open store");
+    let db = Db::new(store.clone());
+    (store, db)
+}
+
+async fn put(db: &Db, key: &[u8], value: &[u8]) -> Option<u64> {
+    let mut txn = ok(db.begin().await, "begin");
+    txn.set(key, value);
+    ok(txn.commit().await, "commit").version
+}
+
+async fn fetch(db: &Db, key: &[u8]) -> Option<Vec<u8>> {
+    let mut txn = ok(db.begin().await, "begin");
+    ok(txn.get(key).await, "get")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reopen_preserves_data() {
+    let dir = temp_dir();
+    let path = db_path(&dir);
+    let s = Subspace::all().subspace(&("reopen",));
+    {
+        let db = ok(open_db(&path, EmbeddedOptions::default()), "open");
+        let mut txn = ok(db.begin().await, "begin");
+        for i in 0..100i64 {
+            txn.set(&s.pack(&(i,)), &i.to_le_bytes());
+        }
+        ok(txn.commit().await, "commit");
+        let mut txn = ok(db.begin().await, "begin");
+        txn.clear_range(&s.pack(&(10i64,)), &s.pack(&(20i64,)));
+        txn.atomic_add(&s.pack(&("counter",)), 42);
+        ok(txn.commit().await, "commit");
+    }
+    let db = ok(open_db(&path, EmbeddedOptions::default()), "reopen");
+    let (b, e) = s.range();
+    let mut txn = ok(db.begin().await, "begin");
+    let all = ok(txn.get_range(&b, &e, RangeOptions::new()).await, "range");
+    assert_eq!(all.len(), 91, "90 integers and the counter");
+    assert_eq!(
+        ok(txn.get(&s.pack(&("counter",))).await, "counter"),
+        Some(42i64.to_le_bytes().to_vec())
+    );
+    assert_eq!(ok(txn.get(&s.pack(&(15i64,))).await, "cleared"), None);
+    assert_eq!(
+        ok(txn.get(&s.pack(&(99i64,))).await, "last"),
+        Some(99i64.to_le_bytes().to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn versionstamps_stay_monotonic_across_reopen() {
+    let dir = temp_dir();
+    let path = db_path(&dir);
+    let log = Subspace::all().subspace(&("log",));
+    let write_entry = |db: Db, n: i64| {
+        let key = versionstamped(&log, &(Versionstamp::incomplete(0),));
+        async move {
+            let mut txn = ok(db.begin().await, "begin");
+            txn.set_versionstamped_key(&key, &n.to_le_bytes());
+            ok(txn.commit().await, "commit").version
+        }
+    };
+    let mut versions = Vec::new();
+    for round in 0..3i64 {
+        let db = ok(open_db(&path, EmbeddedOptions::default()), "open");
+        for n in 0..3 {
+            versions.push(write_entry(db.clone(), round * 3 + n).await);
+        }
+    }
+    let versions: Vec<u64> = versions.into_iter().flatten().collect();
+    assert_eq!(versions.len(), 9);
+    assert!(
+        versions.windows(2).all(|w| w[0] < w[1]),
+        "versions grow across reopens: {versions:?}"
+    );
+    let db = ok(open_db(&path, EmbeddedOptions::default()), "open");
+    let (b, e) = log.range();
+    let mut txn = ok(db.begin().await, "begin");
+    let entries = ok(txn.get_range(&b, &e, RangeOptions::new()).await, "range");
+    let order: Vec<i64> = entries
+        .iter()
+        .map(|kv| {
+            let mut buf = [0u8; 8];
+            buf.copy_from_slice(&kv.value);
+            i64::from_le_bytes(buf)
+        })
+        .collect();
+    assert_eq!(
+        order,
+        (0..9).collect::<Vec<_>>(),
+        "log order is commit order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_open_reports_the_directory_in_use() {
+    let dir = temp_dir();
+    let path = db_path(&dir);
+    let first = ok(open_db(&path, EmbeddedOptions::default()), "first open");
+    match open_db(&path, EmbeddedOptions::default()) {
+        Err(StoreError::Io(msg)) => assert!(
+            msg.contains("in use by another Supervisor process"),
+            "unclear message: {msg}"
+        ),
+        other => panic!("a second open must fail clearly, got {other:?}"),
+    }
+    drop(first);
+    // Once the first handle is gone the file can be opened again.
+    let again = ok(
+        open_db(&path, EmbeddedOptions::default()),
+        "reopen after close",
+    );
+    put(&again, b"k", b"v").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_incompatible_or_foreign_file_is_refused_clearly() {
+    let dir = temp_dir();
+    let path = db_path(&dir);
+    drop(ok(open_db(&path, EmbeddedOptions::default()), "create"));
+    {
+        let raw = match redb::Database::create(&path) {
+            Ok(db) => db,
+            Err(err) => panic!("raw open: {err}"),
+        };
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("supervisor_meta");
+        let write = || -> Result<(), redb::Error> {
+            let txn = raw.begin_write()?;
+            txn.open_table(meta)?.insert("format_version", 99)?;
+            txn.commit()?;
+            Ok(())
+        };
+        if let Err(err) = write() {
+            panic!("raw write: {err}");
+        }
+    }
+    match open_db(&path, EmbeddedOptions::default()) {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("format 99"), "{msg}"),
+        other => panic!("an incompatible format must be refused, got {other:?}"),
+    }
+
+    let foreign = dir.path().join("foreign.redb");
+    if let Err(err) = std::fs::write(&foreign, vec![0x42u8; 64 * 1024]) {
+        panic!("write foreign file: {err}");
+    }
+    match open_db(&foreign, EmbeddedOptions::default()) {
+        Err(StoreError::Io(msg) | StoreError::Corrupt(msg)) => {
+            assert!(
+                msg.contains("foreign.redb"),
+                "the message names the file: {msg}"
+            )
+        }
+        other => panic!("a foreign file must be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_applies_queued_commits_in_one_batch() {
+    let dir = temp_dir();
+    let (store, db) = open_store(&db_path(&dir), EmbeddedOptions::default());
+    const TXNS: u64 = 200;
+    let before = store.stats();
+    let pause = store.pause_commits();
+    let mut tasks = Vec::new();
+    for i in 0..TXNS {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            put(&db, format!("group-{i}").as_bytes(), b"x").await
+        }));
+    }
+    // Wait (without asserting on time) until every commit is queued behind the pause.
+    let started = Instant::now();
+    while store.stats().submitted < before.submitted + TXNS {
+        assert!(started.elapsed() < HANG_GUARD, "commits never got queued");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    drop(pause);
+    let mut versions = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(v) => versions.push(v),
+            Err(err) => panic!("commit task panicked: {err}"),
+        }
+    }
+    let after = store.stats();
+    assert_eq!(after.committed - before.committed, TXNS);
+    let batches = after.batches - before.batches;
+    let fsyncs = after.durable_commits - before.durable_commits;
+    assert!(batches <= 2, "{TXNS} queued commits took {batches} batches");
+    assert!(fsyncs <= 2, "{TXNS} queued commits took {fsyncs} fsyncs");
+    assert!(versions.iter().all(Option::is_some));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closing_the_store_while_commits_are_paused_finishes_them() {
+    let dir = temp_dir();
+    let (store, db) = open_store(&db_path(&dir), EmbeddedOptions::default());
+    let pause = store.pause_commits();
+    let before = store.stats();
+    // The transaction, unlike a `Db`, does not keep the store open.
+    let mut txn = ok(db.begin().await, "begin");
+    txn.set(b"queued", b"v");
+    let queued = tokio::spawn(async move { ok(txn.commit().await, "queued commit").version });
+    let started = Instant::now();
+    while store.stats().submitted == before.submitted {
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "the commit never got queued"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The last handle goes while the pause is still held: closing must not wait for it.
+    drop(store);
+    drop(db);
+    match queued.await {
+        Ok(version) => assert!(version.is_some(), "the queued commit was applied"),
+        Err(err) => panic!("commit task panicked: {err}"),
+    }
+    drop(pause);
+    let db = ok(
+        open_db(&db_path(&dir), EmbeddedOptions::default()),
+        "reopen",
+    );
+    assert_eq!(fetch(&db, b"queued").await.as_deref(), Some(&b"v"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stats_count_conflicts_and_skip_read_only_commits() {
+    let dir = temp_dir();
+    let (store, db) = open_store(&db_path(&dir), EmbeddedOptions::default());
+    put(&db, b"k", b"0").await;
+    let before = store.stats();
+    let mut reader = ok(db.begin().await, "begin");
+    ok(reader.get(b"k").await, "get");
+    assert_eq!(ok(reader.commit().await, "read-only").version, None);
+    assert_eq!(
+        store.stats().submitted,
+        before.submitted,
+        "a read-only commit never reaches the writer"
+    );
+    let mut a = ok(db.begin().await, "begin");
+    ok(a.get(b"k").await, "get");
+    put(&db, b"k", b"1").await;
+    a.set(b"k", b"2");
+    assert_eq!(a.commit().await, Err(StoreError::Conflict));
+    let after = store.stats();
+    assert_eq!(after.conflicts - before.conflicts, 1);
+    assert_eq!(after.committed - before.committed, 1);
+    assert!(after.version > before.version);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_of_a_conflicting_transaction_fails_with_the_conflict() {
+    let (db, _dir) = fresh_db().await;
+    let mut a = ok(db.begin().await, "begin");
+    ok(a.get(b"k").await, "get");
+    let watch = a.watch(b"w");
+    put(&db, b"k", b"theirs").await;
+    a.set(b"k", b"mine");
+    assert_eq!(a.commit().await, Err(StoreError::Conflict));
+    match tokio::time::timeout(HANG_GUARD, watch).await {
+        Ok(result) => assert_eq!(result, Err(StoreError::Conflict)),
+        Err(_) => panic!("the watch never resolved"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closing_the_store_resolves_active_watches_with_closed() {
+    let (db, _dir) = fresh_db().await;
+    let mut txn = ok(db.begin().await, "begin");
+    let watch = txn.watch(b"k");
+    ok(txn.commit().await, "activate");
+    drop(db);
+    match tokio::time::timeout(HANG_GUARD, watch).await {
+        Ok(result) => assert_eq!(result, Err(StoreError::Closed)),
+        Err(_) => panic!("the watch never resolved"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relaxed_commits_survive_a_clean_shutdown() {
+    let dir = temp_dir();
+    let path = db_path(&dir);
+    let relaxed = EmbeddedOptions {
+        durability: Durability::Relaxed,
+        ..EmbeddedOptions::default()
+    };
+    {
+        let (store, db) = open_store(&path, relaxed);
+        for i in 0..20u32 {
+            put(&db, &i.to_be_bytes(), b"v").await;
+        }
+        assert!(store.stats().batches >= 1);
+    }
+    let db = ok(open_db(&path, EmbeddedOptions::default()), "reopen");
+    for i in 0..20u32 {
+        assert_eq!(
+            fetch(&db, &i.to_be_bytes()).await.as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn generic_crash_helper_with_a_clean_reopen() {
+    let dir = temp_dir();
+    let path = db_path(&dir);
+    let db = ok(open_db(&path, EmbeddedOptions::default()), "open");
+    let reopen_path = path.clone();
+    conformance::committed_writes_survive_crash(db, 30, |db| async move {
+        drop(db);
+        ok(open_db(&reopen_path, EmbeddedOptions::default()), "reopen")
+    })
+    .await;
+}
+
+// ----------------------------------------------------------------------------------------
+// Crash recovery with a real kill -9
+// ----------------------------------------------------------------------------------------
+
+/// Names the database the child writer process commits to.
+const CRASH_CHILD_DB: &str = "SUPERVISOR_STORE_CRASH_CHILD_DB";
+/// What the child prints after each commit returns.
+const COMMITTED_PREFIX: &str = "COMMITTED ";
+/// How many acknowledged commits the parent waits for before killing the child.
+const COMMITS_BEFORE_KILL: usize = 200;
+
+/// Runs this test binary again as a child that commits keys one per transaction and prints
+/// each index once its commit returned; kills it with SIGKILL after 200 of them; reopens
+/// the database and checks that every acknowledged commit is there.
+#[test]
+fn acknowledged_commits_survive_kill_9() {
+    let dir = temp_dir();
+    let path = db_path(&dir);
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => panic!("cannot find the test binary: {err}"),
+    };
+    let mut child = match Command::new(exe)
+        .args(["--exact", "crash_child_writer", "--ignored", "--nocapture"])
+        .env(CRASH_CHILD_DB, &path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => panic!("cannot start the child writer: {err}"),
+    };
+    let mut committed: Vec<u64> = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(index) = line.strip_prefix(COMMITTED_PREFIX) {
+                match index.trim().parse() {
+                    Ok(i) => committed.push(i),
+                    Err(err) => panic!("bad line from the child {line:?}: {err}"),
+                }
+                if committed.len() >= COMMITS_BEFORE_KILL {
+                    break;
+                }
+            }
+        }
+    }
+    // SIGKILL: no destructor, no flush, no clean shutdown.
+    if let Err(err) = child.kill() {
+        panic!("cannot kill the child: {err}");
+    }
+    let status = child.wait();
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut stderr);
+    }
+    assert!(
+        committed.len() >= COMMITS_BEFORE_KILL,
+        "the child stopped after {} commits ({status:?}); its stderr:\n{stderr}",
+        committed.len()
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => panic!("cannot build a runtime: {err}"),
+    };
+    runtime.block_on(async {
+        let db = ok(
+            open_db(&path, EmbeddedOptions::default()),
+            "reopen after kill -9",
+        );
+        conformance::verify_sequence(&db, committed.iter().copied()).await;
+        // The reopened store keeps working.
+        put(&db, b"after-crash", b"ok").await;
+        assert_eq!(
+            fetch(&db, b"after-crash").await.as_deref(),
+            Some(&b"ok"[..])
+        );
+    });
+}
+
+/// The child of [`acknowledged_commits_survive_kill_9`]. Run directly (for example with
+/// `--include-ignored`), it commits 50 keys to a temporary database and checks them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of acknowledged_commits_survive_kill_9"]
+async fn crash_child_writer() {
+    let Some(path) = std::env::var_os(CRASH_CHILD_DB) else {
+        let (db, _dir) = fresh_db().await;
+        let mut committed = Vec::new();
+        ok(
+            conformance::commit_sequence(&db, |i| {
+                committed.push(i);
+                i + 1 < 50
+            })
+            .await,
+            "commit sequence",
+        );
+        conformance::verify_sequence(&db, committed).await;
+        return;
+    };
+    let db = ok(
+        open_db(Path::new(&path), EmbeddedOptions::default()),
+        "child open",
+    );
+    let mut stdout = std::io::stdout();
+    // Runs until killed (or until the parent stops reading).
+    let result = conformance::commit_sequence(&db, |i| {
+        writeln!(stdout, "{COMMITTED_PREFIX}{i}")
+            .and_then(|()| stdout.flush())
+            .is_ok()
+            && i < 10_000_000
+    })
+    .await;
+    ok(result, "child commit loop");
+}
+
+// ----------------------------------------------------------------------------------------
+// Throughput probe
+// ----------------------------------------------------------------------------------------
+
+/// Prints commits per second for 64 concurrent tasks committing one key per transaction,
+/// and for one task committing sequentially. Not a pass/fail test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "throughput probe: cargo test --release -p supervisor-store --test embedded -- --ignored throughput_probe --nocapture"]
+async fn throughput_probe() {
+    for durability in [Durability::Immediate, Durability::Relaxed] {
+        let dir = temp_dir();
+        let opts = EmbeddedOptions {
+            durability,
+            ..EmbeddedOptions::default()
+        };
+        let (store, db) = open_store(&db_path(&dir), opts);
+
+        const TASKS: u64 = 64;
+        const PER_TASK: u64 = 200;
+        let before = store.stats();
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..PER_TASK {
+                    let key = format!("c-{t}-{i}").into_bytes();
+                    let result = db
+                        .run(move |txn| {
+                            let key = key.clone();
+                            Box::pin(async move {
+                                txn.set(&key, b"value");
+                                Ok::<_, StoreError>(())
+                            })
+                        })
+                        .await;
+                    ok(result, "concurrent commit");
+                }
+            }));
+        }
+        for task in tasks {
+            if let Err(err) = task.await {
+                panic!("probe task panicked: {err}");
+            }
+        }
+        let elapsed = started.elapsed();
+        let after = store.stats();
+        let n = TASKS * PER_TASK;
+        println!(
+            "{durability:?}: 64 concurrent tasks: {n} commits in {elapsed:?} = {:.0} commits/s, \
+             {} batches ({:.1} txns/batch), {} fsyncs",
+            n as f64 / elapsed.as_secs_f64(),
+            after.batches - before.batches,
+            n as f64 / (after.batches - before.batches).max(1) as f64,
+            after.durable_commits - before.durable_commits,
+        );
+
+        const SEQUENTIAL: u64 = 2000;
+        let before = store.stats();
+        let started = Instant::now();
+        for i in 0..SEQUENTIAL {
+            put(&db, format!("s-{i}").as_bytes(), b"value").await;
+        }
+        let elapsed = started.elapsed();
+        let after = store.stats();
+        println!(
+            "{durability:?}: sequential: {SEQUENTIAL} commits in {elapsed:?} = {:.0} commits/s, \
+             {} fsyncs",
+            SEQUENTIAL as f64 / elapsed.as_secs_f64(),
+            after.durable_commits - before.durable_commits,
+        );
+    }
+}
+
+#[tokio::test]
+async fn conflict_history_follows_live_readers_not_the_write_rate() {
+    let dir = temp_dir();
+    let (store, db) = open_store(&db_path(&dir), EmbeddedOptions::default());
+    // A long-lived reader pins the history above its snapshot.
+    let mut pinned = ok(db.begin().await, "begin");
+    ok(pinned.get(b"k0").await, "read");
+    for i in 0..200u32 {
+        put(&db, format!("k{i}").as_bytes(), b"v").await;
+    }
+    assert!(store.stats().history_keys >= 199, "{:?}", store.stats());
+    // Its conflict is still detected: history it needs was kept.
+    pinned.set(b"k0", b"mine");
+    assert_eq!(pinned.commit().await, Err(StoreError::Conflict));
+    // With no reader left, the next batch forgets everything older.
+    put(&db, b"after", b"v").await;
+    assert!(store.stats().history_keys <= 1, "{:?}", store.stats());
+}
