@@ -84,6 +84,8 @@ pub struct StoreConfig {
     pub durability: DurabilityMode,
     /// Most transactions applied per disk commit. Default 1024.
     pub max_batch: usize,
+    /// Memory for cached database pages, in MiB. Default 128.
+    pub cache_mb: usize,
 }
 
 impl Default for StoreConfig {
@@ -91,6 +93,7 @@ impl Default for StoreConfig {
         StoreConfig {
             durability: DurabilityMode::Immediate,
             max_batch: 1024,
+            cache_mb: 128,
         }
     }
 }

@@ -88,6 +88,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             DurabilityMode::Relaxed => Durability::Relaxed,
         },
         max_batch: cfg.store.max_batch,
+        cache_bytes: cfg.store.cache_mb.saturating_mul(1024 * 1024),
     };
     let db = open_db(&db_path, options)
         .with_context(|| format!("could not open the store at {}", db_path.display()))?;

@@ -80,13 +80,20 @@ pub struct EmbeddedOptions {
     /// Most transactions applied in one redb write transaction (one fsync). Clamped to
     /// `1..=65535`, since a versionstamp numbers the transactions of a batch with 16 bits.
     pub max_batch: usize,
+    /// Bytes of database pages kept in memory. The process's memory grows with the
+    /// database up to about this much; reads beyond it go to the OS page cache.
+    pub cache_bytes: usize,
 }
+
+/// Default page cache of the embedded store: 128 MiB.
+pub const DEFAULT_CACHE_BYTES: usize = 128 * 1024 * 1024;
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         EmbeddedOptions {
             durability: Durability::Immediate,
             max_batch: 1024,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -283,6 +290,7 @@ impl EmbeddedStore {
             })?;
         }
         let db = redb::Database::builder()
+            .set_cache_size(opts.cache_bytes.max(1024 * 1024))
             .create(path)
             .map_err(|e| open_error(path, e))?;
         let version = initialize(&db, path)?;
