@@ -216,6 +216,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure must return figment::Error
     fn environment_overrides_nested_values() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("SUPERVISOR_ENGINE__LEASE_DURATION", "5s");
@@ -223,13 +224,17 @@ mod tests {
             jail.set_env("SUPERVISOR_SERVER", "127.0.0.1:1");
             let cfg = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(cfg.engine.lease_duration, std::time::Duration::from_secs(5));
-            assert_eq!(cfg.providers.mock.latency, std::time::Duration::from_millis(50));
+            assert_eq!(
+                cfg.providers.mock.latency,
+                std::time::Duration::from_millis(50)
+            );
             assert_eq!(cfg.server.listen, "127.0.0.1:50051");
             Ok(())
         });
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure must return figment::Error
     fn invalid_values_name_the_key() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("SUPERVISOR_PROVIDERS__MOCK__FAILURE_RATE", "2");

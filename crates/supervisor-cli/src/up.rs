@@ -78,9 +78,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = &cfg.data_dir.0;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("could not create the data directory {}", data_dir.display()))?;
-    let data_dir = data_dir
-        .canonicalize()
-        .with_context(|| format!("could not resolve the data directory {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize().with_context(|| {
+        format!(
+            "could not resolve the data directory {}",
+            data_dir.display()
+        )
+    })?;
     let db_path = data_dir.join("supervisor.redb");
     let options = EmbeddedOptions {
         durability: match cfg.store.durability {
@@ -102,7 +105,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 cfg.server.listen
             )
         })?;
-    let addr = listener.local_addr().context("reading the listen address")?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
 
     let mock = MockProvider::new("mock", cfg.providers.mock.clone());
     let providers = vec![ProviderSpec {
@@ -119,7 +124,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         node.identity().id,
         node.identity().epoch
     );
-    println!("data: {} (durability: {:?})", db_path.display(), cfg.store.durability);
+    println!(
+        "data: {} (durability: {:?})",
+        db_path.display(),
+        cfg.store.durability
+    );
     println!("provider: mock; press Ctrl-C to stop");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

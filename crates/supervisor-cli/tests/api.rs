@@ -27,7 +27,10 @@ async fn connect(node: &NodeProcess) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_watch_get_list_cancel_retry() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(dir.path(), &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "200ms")]);
+    let node = NodeProcess::start(
+        dir.path(),
+        &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "200ms")],
+    );
     let client = connect(&node).await;
 
     let mut req = submit_req("fix the off-by-one in the pager");
@@ -38,14 +41,23 @@ async fn submit_watch_get_list_cancel_retry() {
     assert_eq!(task.priority, v1::Priority::High as i32);
 
     // Watch from the start: events in order, output streamed, ends at the terminal event.
-    let events: Vec<_> = tokio::time::timeout(Duration::from_secs(60), client.watch(&task.id, 0).collect::<Vec<_>>())
-        .await
-        .expect("watch ends");
+    let events: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.watch(&task.id, 0).collect::<Vec<_>>(),
+    )
+    .await
+    .expect("watch ends");
     let events: Vec<v1::TaskEvent> = events.into_iter().map(|e| e.unwrap()).collect();
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
-    assert_eq!(events.first().unwrap().r#type, v1::TaskEventType::Submitted as i32);
-    assert_eq!(events.last().unwrap().r#type, v1::TaskEventType::Succeeded as i32);
+    assert_eq!(
+        events.first().unwrap().r#type,
+        v1::TaskEventType::Submitted as i32
+    );
+    assert_eq!(
+        events.last().unwrap().r#type,
+        v1::TaskEventType::Succeeded as i32
+    );
     let streamed: String = events
         .iter()
         .filter(|e| e.r#type == v1::TaskEventType::Output as i32)
@@ -67,7 +79,10 @@ async fn submit_watch_get_list_cancel_retry() {
 
     // List by label and by status.
     let listed = client
-        .list(v1::ListTasksRequest { label: "team-a".into(), ..Default::default() })
+        .list(v1::ListTasksRequest {
+            label: "team-a".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(listed.tasks.len(), 1);
@@ -88,7 +103,10 @@ async fn submit_watch_get_list_cancel_retry() {
     let retried = client.retry(&slow.id).await.unwrap();
     assert_ne!(retried.id, slow.id);
     assert_eq!(retried.retry_of, slow.id);
-    let retried_done = tokio::time::timeout(Duration::from_secs(60), client.wait(&retried.id)).await.unwrap().unwrap();
+    let retried_done = tokio::time::timeout(Duration::from_secs(60), client.wait(&retried.id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(retried_done.status, v1::TaskStatus::Succeeded as i32);
 
     let stats = client.stats().await.unwrap();
@@ -110,7 +128,10 @@ async fn expect_status<T: std::fmt::Debug>(
     assert_eq!(err.code(), code, "{err}");
     let message = err.message();
     for needle in needles {
-        assert!(message.contains(needle), "message {message:?} lacks {needle:?}");
+        assert!(
+            message.contains(needle),
+            "message {message:?} lacks {needle:?}"
+        );
     }
 }
 
@@ -122,28 +143,68 @@ async fn bad_input_gets_the_right_status_and_names_the_field() {
 
     let mut r = submit_req("x");
     r.r#type = v1::TaskType::Unspecified as i32;
-    expect_status(client.submit(r).await, Code::InvalidArgument, &["type", "required", "bug_fix"]).await;
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["type", "required", "bug_fix"],
+    )
+    .await;
 
     let mut r = submit_req("x");
     r.r#type = 99;
-    expect_status(client.submit(r).await, Code::InvalidArgument, &["type", "unknown task type 99"]).await;
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["type", "unknown task type 99"],
+    )
+    .await;
 
     let r = submit_req("   ");
-    expect_status(client.submit(r).await, Code::InvalidArgument, &["prompt", "empty"]).await;
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["prompt", "empty"],
+    )
+    .await;
 
     let r = submit_req(&"a".repeat(65_537));
-    expect_status(client.submit(r).await, Code::InvalidArgument, &["prompt", "65537 bytes", "limit is 65536"]).await;
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["prompt", "65537 bytes", "limit is 65536"],
+    )
+    .await;
 
     let mut r = submit_req("x");
     r.priority = 42;
-    expect_status(client.submit(r).await, Code::InvalidArgument, &["priority", "unknown priority 42"]).await;
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["priority", "unknown priority 42"],
+    )
+    .await;
 
     let mut r = submit_req("x");
     r.max_attempts = 1000;
-    expect_status(client.submit(r).await, Code::InvalidArgument, &["max_attempts", "1000"]).await;
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["max_attempts", "1000"],
+    )
+    .await;
 
-    expect_status(client.get("not-a-uuid").await, Code::InvalidArgument, &["id", "not-a-uuid", "UUID"]).await;
-    expect_status(client.get("").await, Code::InvalidArgument, &["id", "required"]).await;
+    expect_status(
+        client.get("not-a-uuid").await,
+        Code::InvalidArgument,
+        &["id", "not-a-uuid", "UUID"],
+    )
+    .await;
+    expect_status(
+        client.get("").await,
+        Code::InvalidArgument,
+        &["id", "required"],
+    )
+    .await;
     let unknown = "0192f5e4-7c2a-7b3e-9f00-1a2b3c4d5e6f";
     expect_status(client.get(unknown).await, Code::NotFound, &[unknown]).await;
     expect_status(client.cancel(unknown, "").await, Code::NotFound, &[unknown]).await;
@@ -154,19 +215,34 @@ async fn bad_input_gets_the_right_status_and_names_the_field() {
     assert_eq!(err.code(), Code::NotFound, "{err}");
 
     expect_status(
-        client.list(v1::ListTasksRequest { page_size: 5000, ..Default::default() }).await,
+        client
+            .list(v1::ListTasksRequest {
+                page_size: 5000,
+                ..Default::default()
+            })
+            .await,
         Code::InvalidArgument,
         &["page_size", "1000"],
     )
     .await;
     expect_status(
-        client.list(v1::ListTasksRequest { page_token: "garbage".into(), ..Default::default() }).await,
+        client
+            .list(v1::ListTasksRequest {
+                page_token: "garbage".into(),
+                ..Default::default()
+            })
+            .await,
         Code::InvalidArgument,
         &["page_token"],
     )
     .await;
     expect_status(
-        client.list(v1::ListTasksRequest { status: 17, ..Default::default() }).await,
+        client
+            .list(v1::ListTasksRequest {
+                status: 17,
+                ..Default::default()
+            })
+            .await,
         Code::InvalidArgument,
         &["status", "17"],
     )
@@ -174,7 +250,12 @@ async fn bad_input_gets_the_right_status_and_names_the_field() {
 
     // Retry of a task that is running (or queued) is a failed precondition.
     let t = client.submit(submit_req("long running")).await.unwrap();
-    expect_status(client.retry(&t.id).await, Code::FailedPrecondition, &[&t.id, "only failed or cancelled"]).await;
+    expect_status(
+        client.retry(&t.id).await,
+        Code::FailedPrecondition,
+        &[&t.id, "only failed or cancelled"],
+    )
+    .await;
     let quick = client.cancel(&t.id, "").await.unwrap();
     assert_eq!(quick.status, v1::TaskStatus::Cancelled as i32);
     let again = client.retry(&t.id).await.unwrap();
@@ -184,11 +265,20 @@ async fn bad_input_gets_the_right_status_and_names_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_a_restart_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = NodeProcess::start(dir.path(), &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "100ms")]);
+    let mut node = NodeProcess::start(
+        dir.path(),
+        &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "100ms")],
+    );
     let client = connect(&node).await;
     let mut ids = Vec::new();
     for i in 0..40 {
-        ids.push(client.submit(submit_req(&format!("task {i}"))).await.unwrap().id);
+        ids.push(
+            client
+                .submit(submit_req(&format!("task {i}")))
+                .await
+                .unwrap()
+                .id,
+        );
     }
     let status = node.terminate();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
@@ -196,7 +286,10 @@ async fn sigterm_drains_and_a_restart_keeps_everything() {
     let node = NodeProcess::start(dir.path(), &[]);
     let client = connect(&node).await;
     for id in &ids {
-        let t = tokio::time::timeout(Duration::from_secs(60), client.wait(id)).await.unwrap().unwrap();
+        let t = tokio::time::timeout(Duration::from_secs(60), client.wait(id))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(t.status, v1::TaskStatus::Succeeded as i32);
     }
     let providers = client.providers().await.unwrap();

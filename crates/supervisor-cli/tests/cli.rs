@@ -8,27 +8,51 @@ use common::{NodeProcess, cli};
 #[test]
 fn task_commands_work_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(dir.path(), &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "50ms")]);
+    let node = NodeProcess::start(
+        dir.path(),
+        &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "50ms")],
+    );
     let addr = node.addr.as_str();
 
     let (code, out, err) = cli(
         addr,
-        &["task", "submit", "--type", "pr_review", "--prompt", "review the pager change", "--label", "cli", "--wait"],
+        &[
+            "task",
+            "submit",
+            "--type",
+            "pr_review",
+            "--prompt",
+            "review the pager change",
+            "--label",
+            "cli",
+            "--wait",
+        ],
     );
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     let id = out.lines().next().expect("id line").trim().to_string();
     assert_eq!(id.len(), 36, "first line is the task id: {out}");
     assert!(out.contains("succeeded"), "{out}");
-    assert!(out.contains("[mock provider] pr_review"), "streamed output is shown: {out}");
+    assert!(
+        out.contains("[mock provider] pr_review"),
+        "streamed output is shown: {out}"
+    );
 
     let (code, out, _) = cli(addr, &["task", "get", &id, "--output", "json"]);
     assert_eq!(code, 0);
     let task: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(task["status"], "succeeded");
     assert_eq!(task["type"], "pr_review");
-    assert!(task["result"]["output"].as_str().unwrap_or("").contains("pr_review"));
+    assert!(
+        task["result"]["output"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pr_review")
+    );
 
-    let (code, out, _) = cli(addr, &["task", "list", "--label", "cli", "--output", "json"]);
+    let (code, out, _) = cli(
+        addr,
+        &["task", "list", "--label", "cli", "--output", "json"],
+    );
     assert_eq!(code, 0);
     let tasks: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(tasks.as_array().map(|a| a.len()), Some(1));
@@ -37,12 +61,30 @@ fn task_commands_work_end_to_end() {
     let (code, out, _) = cli(addr, &["task", "watch", &id]);
     assert_eq!(code, 0);
     let first = out.lines().next().unwrap_or("");
-    assert!(first.starts_with("1 ") && first.contains("submitted"), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("  | ")), "output lines are prefixed: {out}");
+    assert!(
+        first.starts_with("1 ") && first.contains("submitted"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("  | ")),
+        "output lines are prefixed: {out}"
+    );
     assert!(out.contains("succeeded"), "{out}");
 
     // Cancel and retry.
-    let (code, out, _) = cli(addr, &["task", "submit", "--type", "feature", "--prompt", "later", "--priority", "low"]);
+    let (code, out, _) = cli(
+        addr,
+        &[
+            "task",
+            "submit",
+            "--type",
+            "feature",
+            "--prompt",
+            "later",
+            "--priority",
+            "low",
+        ],
+    );
     assert_eq!(code, 0);
     let second = out.trim().to_string();
     let (code, _, err) = cli(addr, &["task", "cancel", &second, "--reason", "not now"]);
@@ -68,17 +110,26 @@ fn errors_are_one_readable_line() {
     let node = NodeProcess::start(dir.path(), &[]);
     let addr = node.addr.as_str();
 
-    let (code, _, err) = cli(addr, &["task", "submit", "--type", "bugfix", "--prompt", "x"]);
+    let (code, _, err) = cli(
+        addr,
+        &["task", "submit", "--type", "bugfix", "--prompt", "x"],
+    );
     assert_ne!(code, 0);
     assert!(err.contains("bugfix") && err.contains("bug_fix"), "{err}");
 
-    let (code, _, err) = cli(addr, &["task", "get", "0192f5e4-7c2a-7b3e-9f00-1a2b3c4d5e6f"]);
+    let (code, _, err) = cli(
+        addr,
+        &["task", "get", "0192f5e4-7c2a-7b3e-9f00-1a2b3c4d5e6f"],
+    );
     assert_eq!(code, 1);
     assert!(err.contains("NOT_FOUND"), "{err}");
 
     let (code, _, err) = cli("127.0.0.1:1", &["task", "list"]);
     assert_eq!(code, 1);
-    assert!(err.contains("supervisor up"), "says how to start a node: {err}");
+    assert!(
+        err.contains("supervisor up"),
+        "says how to start a node: {err}"
+    );
 }
 
 #[test]

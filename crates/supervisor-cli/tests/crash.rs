@@ -53,7 +53,10 @@ async fn kill_9_mid_run_loses_nothing_and_completes_nothing_twice() {
     loop {
         let s = stats(&client).await;
         if s.succeeded >= 20 {
-            assert!(terminal(&s) < TASKS as u64, "everything finished before the kill; the test proves nothing");
+            assert!(
+                terminal(&s) < TASKS as u64,
+                "everything finished before the kill; the test proves nothing"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no task finished within 60s");
@@ -70,33 +73,61 @@ async fn kill_9_mid_run_loses_nothing_and_completes_nothing_twice() {
         if terminal(&s) == TASKS as u64 && s.running == 0 && s.queued == 0 && s.retry_wait == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "tasks did not all finish after the restart: {s:?}");
+        assert!(
+            Instant::now() < deadline,
+            "tasks did not all finish after the restart: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     let mut rerun = 0;
     for id in &ids {
         let task = client.get(id).await.expect("get");
-        assert_eq!(task.status, v1::TaskStatus::Succeeded as i32, "task {id}: {}", task.error);
+        assert_eq!(
+            task.status,
+            v1::TaskStatus::Succeeded as i32,
+            "task {id}: {}",
+            task.error
+        );
         if task.attempt > 1 {
             rerun += 1;
         }
-        let events: Vec<v1::TaskEvent> = client.watch(id, 0).map(|e| e.expect("event")).collect().await;
+        let events: Vec<v1::TaskEvent> = client
+            .watch(id, 0)
+            .map(|e| e.expect("event"))
+            .collect()
+            .await;
         let terminal_events = events
             .iter()
             .filter(|e| {
-                [v1::TaskEventType::Succeeded, v1::TaskEventType::Failed, v1::TaskEventType::Cancelled]
-                    .iter()
-                    .any(|t| *t as i32 == e.r#type)
+                [
+                    v1::TaskEventType::Succeeded,
+                    v1::TaskEventType::Failed,
+                    v1::TaskEventType::Cancelled,
+                ]
+                .iter()
+                .any(|t| *t as i32 == e.r#type)
             })
             .count();
-        assert_eq!(terminal_events, 1, "task {id} has {terminal_events} terminal events");
+        assert_eq!(
+            terminal_events, 1,
+            "task {id} has {terminal_events} terminal events"
+        );
     }
-    assert!(rerun > 0, "no task was interrupted by the kill; the test proves nothing");
+    assert!(
+        rerun > 0,
+        "no task was interrupted by the kill; the test proves nothing"
+    );
 
     let providers = client.providers().await.expect("providers");
-    let mock = providers.iter().find(|p| p.name == "mock").expect("mock provider");
-    assert_eq!(mock.completions_accepted, TASKS as u64, "completions accepted must equal tasks");
+    let mock = providers
+        .iter()
+        .find(|p| p.name == "mock")
+        .expect("mock provider");
+    assert_eq!(
+        mock.completions_accepted, TASKS as u64,
+        "completions accepted must equal tasks"
+    );
     let s = stats(&client).await;
     assert_eq!(s.succeeded, TASKS as u64);
 }

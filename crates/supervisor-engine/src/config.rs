@@ -53,7 +53,9 @@ impl EngineConfig {
         if self.lease_duration < Duration::from_millis(100) {
             return Err("engine.lease_duration must be at least 100ms".into());
         }
-        if self.default_max_attempts == 0 || self.default_max_attempts > supervisor_model::MAX_ATTEMPTS_LIMIT {
+        if self.default_max_attempts == 0
+            || self.default_max_attempts > supervisor_model::MAX_ATTEMPTS_LIMIT
+        {
             return Err(format!(
                 "engine.default_max_attempts must be 1 to {}",
                 supervisor_model::MAX_ATTEMPTS_LIMIT
@@ -63,7 +65,9 @@ impl EngineConfig {
             return Err("engine.default_attempt_timeout must be above zero".into());
         }
         if self.retry_initial_backoff > self.retry_max_backoff {
-            return Err("engine.retry_initial_backoff must not exceed engine.retry_max_backoff".into());
+            return Err(
+                "engine.retry_initial_backoff must not exceed engine.retry_max_backoff".into(),
+            );
         }
         if self.max_batch == 0 || self.batches_in_flight == 0 {
             return Err("engine.max_batch and engine.batches_in_flight must be at least 1".into());

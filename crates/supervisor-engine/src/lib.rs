@@ -10,6 +10,8 @@
 //! Group commit: submits and runner writes (progress, completions) from concurrent callers
 //! are gathered by [`batch`] into shared transactions; leases are taken in batches.
 
+#![warn(missing_docs)]
+
 mod batch;
 mod clock;
 mod codec;
@@ -34,7 +36,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
 pub use nodes::NodeIdentity;
 pub use runner::{Finish, LeaseBatch, LeasedTask, Outcome, RunnerWriteResult, TaskRef};
-pub use tasks::{ListQuery, ListPage, ProviderStats, StatusCounts, Submitted};
+pub use tasks::{ListPage, ListQuery, ProviderStats, StatusCounts, Submitted};
 pub use timers::TimerSweep;
 
 /// Everything an engine operation can fail with. Each variant maps to one gRPC status.
@@ -95,7 +97,9 @@ struct Inner {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("db", &self.inner.db).finish()
+        f.debug_struct("Engine")
+            .field("db", &self.inner.db)
+            .finish()
     }
 }
 

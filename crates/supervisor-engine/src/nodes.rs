@@ -25,7 +25,11 @@ pub(crate) struct NodeRecord {
 impl Engine {
     /// Registers a start of node `id`: bumps its epoch and records its address. Leases held
     /// under earlier epochs become orphans that [`Engine::reclaim_orphaned_leases`] requeues.
-    pub async fn register_node(&self, id: &str, address: &str) -> Result<NodeIdentity, EngineError> {
+    pub async fn register_node(
+        &self,
+        id: &str,
+        address: &str,
+    ) -> Result<NodeIdentity, EngineError> {
         let now = self.now_micros();
         let key = keyspace::node(id);
         let epoch = self

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use supervisor_model::{EventKind, Task, TaskEvent, TaskId, TaskStatus};
 use supervisor_store::Transaction;
 
+use crate::EngineError;
 use crate::codec::{decode, encode};
 use crate::keyspace::{self, Index};
-use crate::EngineError;
 
 /// Reads a task record (with a read conflict).
 pub(crate) async fn load(
@@ -78,14 +78,21 @@ pub(crate) fn transition(
 ) -> Result<TaskEvent, EngineError> {
     let from = task.status;
     if !from.can_become(to) {
-        debug_assert!(false, "illegal transition {from} -> {to} for task {}", task.id);
+        debug_assert!(
+            false,
+            "illegal transition {from} -> {to} for task {}",
+            task.id
+        );
         return Err(EngineError::Internal(format!(
             "illegal transition {from} -> {to} for task {}",
             task.id
         )));
     }
     txn.clear(&keyspace::index(&task.tenant, Index::Status(from), task.id));
-    txn.set(&keyspace::index(&task.tenant, Index::Status(to), task.id), &[]);
+    txn.set(
+        &keyspace::index(&task.tenant, Index::Status(to), task.id),
+        &[],
+    );
     txn.atomic_add(&keyspace::status_counter(from), -1);
     txn.atomic_add(&keyspace::status_counter(to), 1);
     task.status = to;
@@ -110,7 +117,10 @@ pub(crate) fn index_new(txn: &mut Transaction<'_>, task: &Task) {
         &[],
     );
     for label in &task.labels {
-        txn.set(&keyspace::index(&task.tenant, Index::Label(label), task.id), &[]);
+        txn.set(
+            &keyspace::index(&task.tenant, Index::Label(label), task.id),
+            &[],
+        );
     }
     txn.atomic_add(&keyspace::status_counter(task.status), 1);
 }
@@ -176,7 +186,10 @@ pub(crate) fn write_output(
     txn.clear_range(&begin, &end);
     let bytes = output.as_bytes();
     for (i, chunk) in bytes.chunks(chunk_bytes.max(1)).enumerate() {
-        txn.set(&keyspace::output_chunk(&task.tenant, task.id, i as u32), chunk);
+        txn.set(
+            &keyspace::output_chunk(&task.tenant, task.id, i as u32),
+            chunk,
+        );
     }
     bytes.len() as u64
 }
@@ -191,7 +204,11 @@ pub(crate) async fn read_output(
     }
     let (begin, end) = keyspace::output_range(&task.tenant, task.id);
     let chunks = txn
-        .get_range(&begin, &end, supervisor_store::RangeOptions::new().snapshot())
+        .get_range(
+            &begin,
+            &end,
+            supervisor_store::RangeOptions::new().snapshot(),
+        )
         .await?;
     let mut bytes = Vec::with_capacity(task.output_bytes as usize);
     for kv in chunks {

@@ -70,7 +70,10 @@ pub struct Finish {
 
 #[derive(Debug, Clone)]
 pub(crate) enum RunnerWrite {
-    Progress { task_ref: TaskRef, output: Vec<String> },
+    Progress {
+        task_ref: TaskRef,
+        output: Vec<String>,
+    },
     Finish(Finish),
 }
 
@@ -104,8 +107,12 @@ pub(crate) async fn write_batch(
                         RunnerWrite::Progress { task_ref, .. } => task_ref,
                         RunnerWrite::Finish(f) => &f.task_ref,
                     };
-                    let Some(mut task) = records::load(txn, &task_ref.tenant, task_ref.id).await? else {
-                        out.push(Ok(RunnerWriteResult::Refused(format!("task {} does not exist", task_ref.id))));
+                    let Some(mut task) = records::load(txn, &task_ref.tenant, task_ref.id).await?
+                    else {
+                        out.push(Ok(RunnerWriteResult::Refused(format!(
+                            "task {} does not exist",
+                            task_ref.id
+                        ))));
                         continue;
                     };
                     if let Some(reason) = stale(&task, task_ref.fence) {
@@ -120,7 +127,14 @@ pub(crate) async fn write_batch(
                         RunnerWrite::Finish(f) => &f.trailing_output,
                     };
                     for text in output.iter().filter(|t| !t.is_empty()) {
-                        records::append_event(txn, &mut task, now, EventKind::Output, String::new(), text.clone())?;
+                        records::append_event(
+                            txn,
+                            &mut task,
+                            now,
+                            EventKind::Output,
+                            String::new(),
+                            text.clone(),
+                        )?;
                     }
                     if let RunnerWrite::Finish(f) = item {
                         armed_retry |= finish(txn, &mut task, f, now, jitter[i], cfg)?;
@@ -141,7 +155,10 @@ pub(crate) async fn write_batch(
 /// Why a write under `fence` must be refused, if it must.
 fn stale(task: &Task, fence: u64) -> Option<String> {
     if task.status != TaskStatus::Running {
-        return Some(format!("task {} is {}, no longer running under this lease", task.id, task.status));
+        return Some(format!(
+            "task {} is {}, no longer running under this lease",
+            task.id, task.status
+        ));
     }
     match &task.lease {
         Some(lease) if lease.fence == fence => None,
@@ -166,15 +183,26 @@ fn finish(
     match &f.outcome {
         Outcome::Succeeded(result) => {
             let mut stored = result.clone();
-            task.output_bytes = records::write_output(txn, task, &result.output, cfg.output_chunk_bytes);
+            task.output_bytes =
+                records::write_output(txn, task, &result.output, cfg.output_chunk_bytes);
             stored.output = String::new();
             let message = format!(
                 "succeeded on attempt {} via {} ({} in / {} out tokens)",
-                task.attempt, result.provider, result.usage.input_tokens, result.usage.output_tokens
+                task.attempt,
+                result.provider,
+                result.usage.input_tokens,
+                result.usage.output_tokens
             );
             task.result = Some(stored);
             task.error = None;
-            records::transition(txn, task, TaskStatus::Succeeded, now, EventKind::Succeeded, message)?;
+            records::transition(
+                txn,
+                task,
+                TaskStatus::Succeeded,
+                now,
+                EventKind::Succeeded,
+                message,
+            )?;
             let counter = |field| keyspace::provider_counter(&f.provider, field);
             txn.atomic_add(&counter("accepted"), 1);
             txn.atomic_add(&counter("input_tokens"), result.usage.input_tokens as i64);
@@ -195,7 +223,14 @@ fn finish(
                     task.max_attempts,
                     humanize(delay)
                 );
-                records::transition(txn, task, TaskStatus::RetryWait, now, EventKind::RetryScheduled, message)?;
+                records::transition(
+                    txn,
+                    task,
+                    TaskStatus::RetryWait,
+                    now,
+                    EventKind::RetryScheduled,
+                    message,
+                )?;
                 records::arm_timer(
                     txn,
                     due,
@@ -211,9 +246,15 @@ fn finish(
                 Ok(true)
             } else {
                 let why = if *retryable {
-                    format!("failed after {} of {} attempts: {error}", task.attempt, task.max_attempts)
+                    format!(
+                        "failed after {} of {} attempts: {error}",
+                        task.attempt, task.max_attempts
+                    )
                 } else {
-                    format!("failed with a permanent error on attempt {}: {error}", task.attempt)
+                    format!(
+                        "failed with a permanent error on attempt {}: {error}",
+                        task.attempt
+                    )
                 };
                 records::transition(txn, task, TaskStatus::Failed, now, EventKind::Failed, why)?;
                 Ok(false)
@@ -282,7 +323,14 @@ impl Engine {
                             "attempt {} of {} started on node {}",
                             task.attempt, task.max_attempts, node.id
                         );
-                        records::transition(txn, &mut task, TaskStatus::Running, now, EventKind::Started, message)?;
+                        records::transition(
+                            txn,
+                            &mut task,
+                            TaskStatus::Running,
+                            now,
+                            EventKind::Started,
+                            message,
+                        )?;
                         records::arm_timer(
                             txn,
                             expires_at,
@@ -311,7 +359,11 @@ impl Engine {
     }
 
     /// Records streamed output of a running attempt (fenced; batched with other writes).
-    pub async fn progress(&self, task_ref: TaskRef, output: Vec<String>) -> Result<RunnerWriteResult, EngineError> {
+    pub async fn progress(
+        &self,
+        task_ref: TaskRef,
+        output: Vec<String>,
+    ) -> Result<RunnerWriteResult, EngineError> {
         self.inner
             .runner_writes
             .call(RunnerWrite::Progress { task_ref, output })
@@ -321,7 +373,10 @@ impl Engine {
     /// Records how an attempt ended (fenced; batched with other writes). A refused finish
     /// means another runner owns the task now: the caller must drop its result.
     pub async fn finish(&self, finish: Finish) -> Result<RunnerWriteResult, EngineError> {
-        self.inner.runner_writes.call(RunnerWrite::Finish(finish)).await
+        self.inner
+            .runner_writes
+            .call(RunnerWrite::Finish(finish))
+            .await
     }
 
     /// Extends the leases of running attempts by the lease duration, in one transaction.
@@ -370,14 +425,22 @@ impl Engine {
 
     /// Hands a running task back to the queue without spending its attempt (a node that
     /// drains gives back what it cannot finish in time). Fenced like every runner write.
-    pub async fn release(&self, task_ref: &TaskRef, reason: &str) -> Result<RunnerWriteResult, EngineError> {
+    pub async fn release(
+        &self,
+        task_ref: &TaskRef,
+        reason: &str,
+    ) -> Result<RunnerWriteResult, EngineError> {
         let now = self.now_micros();
         self.inner
             .db
             .run(|txn| {
                 Box::pin(async move {
-                    let Some(mut task) = records::load(txn, &task_ref.tenant, task_ref.id).await? else {
-                        return Ok(RunnerWriteResult::Refused(format!("task {} does not exist", task_ref.id)));
+                    let Some(mut task) = records::load(txn, &task_ref.tenant, task_ref.id).await?
+                    else {
+                        return Ok(RunnerWriteResult::Refused(format!(
+                            "task {} does not exist",
+                            task_ref.id
+                        )));
                     };
                     if let Some(why) = stale(&task, task_ref.fence) {
                         return Ok(RunnerWriteResult::Refused(why));
@@ -386,7 +449,14 @@ impl Engine {
                     task.lease = None;
                     task.attempt = task.attempt.saturating_sub(1);
                     let message = format!("handed back: {reason}; the attempt does not count");
-                    records::transition(txn, &mut task, TaskStatus::Queued, now, EventKind::Requeued, message)?;
+                    records::transition(
+                        txn,
+                        &mut task,
+                        TaskStatus::Queued,
+                        now,
+                        EventKind::Requeued,
+                        message,
+                    )?;
                     records::make_ready(txn, &task);
                     records::put(txn, &task)?;
                     Ok::<_, EngineError>(RunnerWriteResult::Accepted(task.status))
@@ -396,7 +466,10 @@ impl Engine {
     }
 
     /// Takes the cancel notices addressed to `node`, and a watch that fires on the next one.
-    pub async fn take_inbox(&self, node: &str) -> Result<(Vec<(String, TaskId)>, Watch), EngineError> {
+    pub async fn take_inbox(
+        &self,
+        node: &str,
+    ) -> Result<(Vec<(String, TaskId)>, Watch), EngineError> {
         let (begin, end) = keyspace::inbox_range(node);
         self.inner
             .db

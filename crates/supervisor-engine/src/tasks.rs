@@ -4,9 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::Stream;
-use supervisor_model::{
-    EventKind, NewTask, Task, TaskEvent, TaskId, TaskStatus, TaskType,
-};
+use supervisor_model::{EventKind, NewTask, Task, TaskEvent, TaskId, TaskStatus, TaskType};
 use supervisor_store::{RangeOptions, Transaction, Watch};
 
 use crate::codec::{counter, decode};
@@ -190,7 +188,14 @@ fn create(
         Some(original) => format!("submitted as a retry of {original}"),
         None => "submitted".to_string(),
     };
-    records::append_event(txn, &mut task, item.now, EventKind::Submitted, message, String::new())?;
+    records::append_event(
+        txn,
+        &mut task,
+        item.now,
+        EventKind::Submitted,
+        message,
+        String::new(),
+    )?;
     records::make_ready(txn, &task);
     records::put(txn, &task)?;
     Ok(task)
@@ -257,9 +262,15 @@ impl Engine {
         let mut last_seen: Option<TaskId> = None;
         let mut exhausted = false;
         while tasks.len() < page_size && scanned < LIST_SCAN_BUDGET {
-            let want = (page_size - tasks.len()).max(32).min(LIST_SCAN_BUDGET - scanned);
+            let want = (page_size - tasks.len())
+                .max(32)
+                .min(LIST_SCAN_BUDGET - scanned);
             let kvs = txn
-                .get_range(&begin, &end, RangeOptions::new().snapshot().reverse().limit(want))
+                .get_range(
+                    &begin,
+                    &end,
+                    RangeOptions::new().snapshot().reverse().limit(want),
+                )
                 .await?;
             if kvs.is_empty() {
                 exhausted = true;
@@ -308,7 +319,12 @@ impl Engine {
 
     /// Cancels an unfinished task. A running task's node is told through its inbox; its
     /// later writes are refused because cancelling advances the fencing token.
-    pub async fn cancel(&self, tenant: &str, id: TaskId, reason: &str) -> Result<Task, EngineError> {
+    pub async fn cancel(
+        &self,
+        tenant: &str,
+        id: TaskId,
+        reason: &str,
+    ) -> Result<Task, EngineError> {
         let now = self.now_micros();
         let reason = if reason.trim().is_empty() {
             "cancelled by request".to_string()
@@ -342,7 +358,14 @@ impl Engine {
                     records::disarm_timers(txn, &task);
                     task.next_attempt_at = None;
                     task.error = Some(reason.clone());
-                    records::transition(txn, &mut task, TaskStatus::Cancelled, now, EventKind::Cancelled, reason)?;
+                    records::transition(
+                        txn,
+                        &mut task,
+                        TaskStatus::Cancelled,
+                        now,
+                        EventKind::Cancelled,
+                        reason,
+                    )?;
                     records::put(txn, &task)?;
                     Ok(task)
                 })
@@ -396,7 +419,11 @@ impl Engine {
         let watch = txn.watch(&keyspace::task(tenant, id));
         let (begin, end) = keyspace::events_after(tenant, id, after_seq);
         let kvs = txn
-            .get_range(&begin, &end, RangeOptions::new().snapshot().limit(limit.max(1)))
+            .get_range(
+                &begin,
+                &end,
+                RangeOptions::new().snapshot().limit(limit.max(1)),
+            )
             .await?;
         let mut events = Vec::with_capacity(kvs.len());
         for kv in kvs {
@@ -413,7 +440,8 @@ impl Engine {
         tenant: &str,
         id: TaskId,
         after_seq: u64,
-    ) -> Result<impl Stream<Item = Result<TaskEvent, EngineError>> + Send + 'static, EngineError> {
+    ) -> Result<impl Stream<Item = Result<TaskEvent, EngineError>> + Send + 'static, EngineError>
+    {
         // Surface NotFound before the stream starts.
         let first = self.read_events(tenant, id, after_seq, 256).await?;
         let engine = self.clone();
@@ -503,5 +531,7 @@ impl Engine {
 fn matches(task: &Task, q: &ListQuery) -> bool {
     q.status.is_none_or(|s| task.status == s)
         && q.task_type.is_none_or(|t| task.task_type == t)
-        && q.label.as_ref().is_none_or(|l| task.labels.iter().any(|x| x == l))
+        && q.label
+            .as_ref()
+            .is_none_or(|l| task.labels.iter().any(|x| x == l))
 }

@@ -4,9 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use supervisor_model::{
-    EventKind, NewTask, Priority, TaskResult, TaskStatus, TaskType, Usage,
-};
+use supervisor_model::{EventKind, NewTask, Priority, TaskResult, TaskStatus, TaskType, Usage};
 use supervisor_store::embedded::{EmbeddedOptions, open_db};
 
 use crate::*;
@@ -32,7 +30,10 @@ async fn fixture_with(cfg: EngineConfig) -> Fixture {
     let db = open_db(&dir.path().join("db.redb"), EmbeddedOptions::default()).expect("open store");
     let clock = ManualClock::new(1_700_000_000_000_000);
     let engine = Engine::new(db, cfg, Arc::new(clock.clone()));
-    let node = engine.register_node("node-a", "127.0.0.1:1").await.expect("register");
+    let node = engine
+        .register_node("node-a", "127.0.0.1:1")
+        .await
+        .expect("register");
     Fixture {
         engine,
         clock,
@@ -88,19 +89,38 @@ async fn events_of(f: &Fixture, id: supervisor_model::TaskId) -> Vec<supervisor_
 #[tokio::test]
 async fn submit_lease_finish_records_one_terminal_event() {
     let f = fixture().await;
-    let submitted = f.engine.submit("default", new_task("fix the bug")).await.unwrap();
+    let submitted = f
+        .engine
+        .submit("default", new_task("fix the bug"))
+        .await
+        .unwrap();
     assert!(submitted.created);
     assert_eq!(submitted.task.status, TaskStatus::Queued);
     let leased = lease_one(&f).await;
     assert_eq!(leased.task.attempt, 1);
     assert_eq!(leased.task.status, TaskStatus::Running);
-    let res = f.engine.finish(finish(&leased.task_ref, success("done"))).await.unwrap();
+    let res = f
+        .engine
+        .finish(finish(&leased.task_ref, success("done")))
+        .await
+        .unwrap();
     assert_eq!(res, RunnerWriteResult::Accepted(TaskStatus::Succeeded));
     let task = f.engine.get("default", submitted.task.id).await.unwrap();
     assert_eq!(task.status, TaskStatus::Succeeded);
     assert_eq!(task.result.as_ref().unwrap().output, "done");
-    let kinds: Vec<EventKind> = events_of(&f, task.id).await.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, vec![EventKind::Submitted, EventKind::Started, EventKind::Succeeded]);
+    let kinds: Vec<EventKind> = events_of(&f, task.id)
+        .await
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::Submitted,
+            EventKind::Started,
+            EventKind::Succeeded
+        ]
+    );
     let stats = f.engine.provider_stats("mock").await.unwrap();
     assert_eq!(stats.completions_accepted, 1);
     assert_eq!(stats.cost_micros, 30);
@@ -113,12 +133,24 @@ async fn submit_lease_finish_records_one_terminal_event() {
 #[tokio::test]
 async fn lapsed_lease_makes_the_task_eligible_again() {
     let f = fixture().await;
-    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let id = f
+        .engine
+        .submit("default", new_task("p"))
+        .await
+        .unwrap()
+        .task
+        .id;
     let first = lease_one(&f).await;
-    assert!(f.engine.lease(&f.node, 10).await.unwrap().tasks.is_empty(), "leased task must not be leased twice");
+    assert!(
+        f.engine.lease(&f.node, 10).await.unwrap().tasks.is_empty(),
+        "leased task must not be leased twice"
+    );
     // Not yet due: nothing happens.
     f.clock.advance(Duration::from_secs(9));
-    assert_eq!(f.engine.sweep_timers(100).await.unwrap().leases_reclaimed, 0);
+    assert_eq!(
+        f.engine.sweep_timers(100).await.unwrap().leases_reclaimed,
+        0
+    );
     f.clock.advance(Duration::from_secs(2));
     let sweep = f.engine.sweep_timers(100).await.unwrap();
     assert_eq!(sweep.leases_reclaimed, 1);
@@ -131,22 +163,55 @@ async fn lapsed_lease_makes_the_task_eligible_again() {
 #[tokio::test]
 async fn stale_fencing_token_is_refused() {
     let f = fixture().await;
-    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let id = f
+        .engine
+        .submit("default", new_task("p"))
+        .await
+        .unwrap()
+        .task
+        .id;
     let first = lease_one(&f).await;
     f.clock.advance(Duration::from_secs(11));
     f.engine.sweep_timers(100).await.unwrap();
     let second = lease_one(&f).await;
     // The first runner wakes up late and tries to complete: refused.
-    let late = f.engine.finish(finish(&first.task_ref, success("late"))).await.unwrap();
-    assert!(matches!(late, RunnerWriteResult::Refused(ref why) if why.contains("stale fencing token")), "{late:?}");
-    let late_progress = f.engine.progress(first.task_ref.clone(), vec!["x".into()]).await.unwrap();
+    let late = f
+        .engine
+        .finish(finish(&first.task_ref, success("late")))
+        .await
+        .unwrap();
+    assert!(
+        matches!(late, RunnerWriteResult::Refused(ref why) if why.contains("stale fencing token")),
+        "{late:?}"
+    );
+    let late_progress = f
+        .engine
+        .progress(first.task_ref.clone(), vec!["x".into()])
+        .await
+        .unwrap();
     assert!(matches!(late_progress, RunnerWriteResult::Refused(_)));
     // The current runner completes.
-    let ok = f.engine.finish(finish(&second.task_ref, success("fresh"))).await.unwrap();
+    let ok = f
+        .engine
+        .finish(finish(&second.task_ref, success("fresh")))
+        .await
+        .unwrap();
     assert_eq!(ok, RunnerWriteResult::Accepted(TaskStatus::Succeeded));
-    assert_eq!(f.engine.get("default", id).await.unwrap().result.unwrap().output, "fresh");
+    assert_eq!(
+        f.engine
+            .get("default", id)
+            .await
+            .unwrap()
+            .result
+            .unwrap()
+            .output,
+        "fresh"
+    );
     let stats = f.engine.provider_stats("mock").await.unwrap();
-    assert_eq!((stats.completions_accepted, stats.completions_refused), (1, 1));
+    assert_eq!(
+        (stats.completions_accepted, stats.completions_refused),
+        (1, 1)
+    );
 }
 
 #[tokio::test]
@@ -175,24 +240,65 @@ async fn idempotency_key_returns_the_first_task() {
         created += s.created as usize;
     }
     assert_eq!((ids.len(), created), (1, 1));
-    assert_eq!(f.engine.status_counts().await.unwrap().get(TaskStatus::Queued), 2);
+    assert_eq!(
+        f.engine
+            .status_counts()
+            .await
+            .unwrap()
+            .get(TaskStatus::Queued),
+        2
+    );
 }
 
 #[tokio::test]
 async fn terminal_task_never_changes() {
     let f = fixture().await;
-    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let id = f
+        .engine
+        .submit("default", new_task("p"))
+        .await
+        .unwrap()
+        .task
+        .id;
     let leased = lease_one(&f).await;
-    f.engine.finish(finish(&leased.task_ref, success("out"))).await.unwrap();
+    f.engine
+        .finish(finish(&leased.task_ref, success("out")))
+        .await
+        .unwrap();
     let before = f.engine.get("default", id).await.unwrap();
     let events_before = events_of(&f, id).await;
     // Another finish, progress, renewal, cancel, sweeps: none may change it.
-    let again = f.engine.finish(finish(&leased.task_ref, Outcome::Failed { error: "x".into(), retryable: true })).await.unwrap();
+    let again = f
+        .engine
+        .finish(finish(
+            &leased.task_ref,
+            Outcome::Failed {
+                error: "x".into(),
+                retryable: true,
+            },
+        ))
+        .await
+        .unwrap();
     assert!(matches!(again, RunnerWriteResult::Refused(_)));
-    assert!(matches!(f.engine.progress(leased.task_ref.clone(), vec!["y".into()]).await.unwrap(), RunnerWriteResult::Refused(_)));
-    assert_eq!(f.engine.renew(std::slice::from_ref(&leased.task_ref)).await.unwrap(), vec![false]);
+    assert!(matches!(
+        f.engine
+            .progress(leased.task_ref.clone(), vec!["y".into()])
+            .await
+            .unwrap(),
+        RunnerWriteResult::Refused(_)
+    ));
+    assert_eq!(
+        f.engine
+            .renew(std::slice::from_ref(&leased.task_ref))
+            .await
+            .unwrap(),
+        vec![false]
+    );
     let cancel = f.engine.cancel("default", id, "late").await.unwrap_err();
-    assert!(matches!(cancel, EngineError::FailedPrecondition(ref m) if m.contains("already succeeded")), "{cancel}");
+    assert!(
+        matches!(cancel, EngineError::FailedPrecondition(ref m) if m.contains("already succeeded")),
+        "{cancel}"
+    );
     f.clock.advance(Duration::from_secs(3600));
     f.engine.sweep_timers(100).await.unwrap();
     assert!(f.engine.lease(&f.node, 10).await.unwrap().tasks.is_empty());
@@ -203,11 +309,23 @@ async fn terminal_task_never_changes() {
 #[tokio::test]
 async fn retry_vests_after_its_backoff() {
     let f = fixture().await;
-    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let id = f
+        .engine
+        .submit("default", new_task("p"))
+        .await
+        .unwrap()
+        .task
+        .id;
     let leased = lease_one(&f).await;
     let res = f
         .engine
-        .finish(finish(&leased.task_ref, Outcome::Failed { error: "provider overloaded".into(), retryable: true }))
+        .finish(finish(
+            &leased.task_ref,
+            Outcome::Failed {
+                error: "provider overloaded".into(),
+                retryable: true,
+            },
+        ))
         .await
         .unwrap();
     assert_eq!(res, RunnerWriteResult::Accepted(TaskStatus::RetryWait));
@@ -216,7 +334,10 @@ async fn retry_vests_after_its_backoff() {
     // Equal jitter on a 2s initial backoff: between 1s and 2s from now.
     let delay = due - f.engine.now_micros();
     assert!((1_000_000..=2_000_000).contains(&delay), "delay {delay}us");
-    assert!(f.engine.lease(&f.node, 10).await.unwrap().tasks.is_empty(), "not vested yet");
+    assert!(
+        f.engine.lease(&f.node, 10).await.unwrap().tasks.is_empty(),
+        "not vested yet"
+    );
     f.clock.advance(Duration::from_micros(delay as u64 - 1));
     assert_eq!(f.engine.sweep_timers(10).await.unwrap().retries_vested, 0);
     f.clock.advance(Duration::from_micros(1));
@@ -236,7 +357,13 @@ async fn attempts_run_out_and_permanent_errors_fail_at_once() {
         let leased = lease_one(&f).await;
         assert_eq!(leased.task.attempt, attempt);
         f.engine
-            .finish(finish(&leased.task_ref, Outcome::Failed { error: "boom".into(), retryable: true }))
+            .finish(finish(
+                &leased.task_ref,
+                Outcome::Failed {
+                    error: "boom".into(),
+                    retryable: true,
+                },
+            ))
             .await
             .unwrap();
         f.clock.advance(Duration::from_secs(60));
@@ -246,20 +373,41 @@ async fn attempts_run_out_and_permanent_errors_fail_at_once() {
     assert_eq!(task.status, TaskStatus::Failed);
     assert!(task.error.unwrap().contains("boom"));
 
-    let id = f.engine.submit("default", new_task("q")).await.unwrap().task.id;
+    let id = f
+        .engine
+        .submit("default", new_task("q"))
+        .await
+        .unwrap()
+        .task
+        .id;
     let leased = lease_one(&f).await;
     f.engine
-        .finish(finish(&leased.task_ref, Outcome::Failed { error: "bad request".into(), retryable: false }))
+        .finish(finish(
+            &leased.task_ref,
+            Outcome::Failed {
+                error: "bad request".into(),
+                retryable: false,
+            },
+        ))
         .await
         .unwrap();
-    assert_eq!(f.engine.get("default", id).await.unwrap().status, TaskStatus::Failed);
+    assert_eq!(
+        f.engine.get("default", id).await.unwrap().status,
+        TaskStatus::Failed
+    );
 }
 
 #[tokio::test]
 async fn higher_priority_is_leased_first_then_oldest() {
     let f = fixture().await;
     let mut ids = Vec::new();
-    for (prompt, priority) in [("a", Priority::Low), ("b", Priority::Normal), ("c", Priority::Critical), ("d", Priority::Normal), ("e", Priority::Urgent)] {
+    for (prompt, priority) in [
+        ("a", Priority::Low),
+        ("b", Priority::Normal),
+        ("c", Priority::Critical),
+        ("d", Priority::Normal),
+        ("e", Priority::Urgent),
+    ] {
         let mut req = new_task(prompt);
         req.priority = priority;
         ids.push(f.engine.submit("default", req).await.unwrap().task.id);
@@ -272,20 +420,43 @@ async fn higher_priority_is_leased_first_then_oldest() {
 #[tokio::test]
 async fn cancel_running_task_notifies_its_node_and_fences_the_runner() {
     let f = fixture().await;
-    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let id = f
+        .engine
+        .submit("default", new_task("p"))
+        .await
+        .unwrap()
+        .task
+        .id;
     let leased = lease_one(&f).await;
     let (empty, _) = f.engine.take_inbox(&f.node.id).await.unwrap();
     assert!(empty.is_empty());
-    let task = f.engine.cancel("default", id, "user changed their mind").await.unwrap();
+    let task = f
+        .engine
+        .cancel("default", id, "user changed their mind")
+        .await
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Cancelled);
     let (notices, _) = f.engine.take_inbox(&f.node.id).await.unwrap();
     assert_eq!(notices, vec![("default".to_string(), id)]);
-    let late = f.engine.finish(finish(&leased.task_ref, success("x"))).await.unwrap();
+    let late = f
+        .engine
+        .finish(finish(&leased.task_ref, success("x")))
+        .await
+        .unwrap();
     assert!(matches!(late, RunnerWriteResult::Refused(_)));
     // Cancelling again is a no-op.
-    assert_eq!(f.engine.cancel("default", id, "").await.unwrap().status, TaskStatus::Cancelled);
+    assert_eq!(
+        f.engine.cancel("default", id, "").await.unwrap().status,
+        TaskStatus::Cancelled
+    );
     // A queued task leaves the queue when cancelled.
-    let queued = f.engine.submit("default", new_task("q")).await.unwrap().task.id;
+    let queued = f
+        .engine
+        .submit("default", new_task("q"))
+        .await
+        .unwrap()
+        .task
+        .id;
     f.engine.cancel("default", queued, "").await.unwrap();
     assert!(f.engine.lease(&f.node, 10).await.unwrap().tasks.is_empty());
 }
@@ -293,10 +464,19 @@ async fn cancel_running_task_notifies_its_node_and_fences_the_runner() {
 #[tokio::test]
 async fn retry_creates_a_new_task_and_leaves_the_original() {
     let f = fixture().await;
-    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let id = f
+        .engine
+        .submit("default", new_task("p"))
+        .await
+        .unwrap()
+        .task
+        .id;
     let running = lease_one(&f).await;
     let err = f.engine.retry("default", id).await.unwrap_err();
-    assert!(matches!(err, EngineError::FailedPrecondition(ref m) if m.contains("is running")), "{err}");
+    assert!(
+        matches!(err, EngineError::FailedPrecondition(ref m) if m.contains("is running")),
+        "{err}"
+    );
     f.engine.cancel("default", id, "").await.unwrap();
     let original = f.engine.get("default", id).await.unwrap();
     let retried = f.engine.retry("default", id).await.unwrap();
@@ -311,19 +491,32 @@ async fn retry_creates_a_new_task_and_leaves_the_original() {
 async fn orphaned_leases_of_an_earlier_epoch_are_reclaimed_at_once() {
     let f = fixture().await;
     for i in 0..3 {
-        f.engine.submit("default", new_task(&format!("t{i}"))).await.unwrap();
+        f.engine
+            .submit("default", new_task(&format!("t{i}")))
+            .await
+            .unwrap();
     }
     let batch = f.engine.lease(&f.node, 10).await.unwrap();
     assert_eq!(batch.tasks.len(), 3);
     // The node restarts: new epoch, and nothing waits for the 10s lease.
-    let restarted = f.engine.register_node("node-a", "127.0.0.1:1").await.unwrap();
+    let restarted = f
+        .engine
+        .register_node("node-a", "127.0.0.1:1")
+        .await
+        .unwrap();
     assert_eq!(restarted.epoch, f.node.epoch + 1);
-    assert_eq!(f.engine.reclaim_orphaned_leases(&restarted).await.unwrap(), 3);
+    assert_eq!(
+        f.engine.reclaim_orphaned_leases(&restarted).await.unwrap(),
+        3
+    );
     let again = f.engine.lease(&restarted, 10).await.unwrap();
     assert_eq!(again.tasks.len(), 3);
     assert!(again.tasks.iter().all(|t| t.task.attempt == 2));
     // Reclaiming twice finds nothing more.
-    assert_eq!(f.engine.reclaim_orphaned_leases(&restarted).await.unwrap(), 0);
+    assert_eq!(
+        f.engine.reclaim_orphaned_leases(&restarted).await.unwrap(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -333,7 +526,13 @@ async fn renewal_keeps_a_lease_alive() {
     let leased = lease_one(&f).await;
     for _ in 0..5 {
         f.clock.advance(Duration::from_secs(6));
-        assert_eq!(f.engine.renew(std::slice::from_ref(&leased.task_ref)).await.unwrap(), vec![true]);
+        assert_eq!(
+            f.engine
+                .renew(std::slice::from_ref(&leased.task_ref))
+                .await
+                .unwrap(),
+            vec![true]
+        );
         assert_eq!(f.engine.sweep_timers(10).await.unwrap().leases_reclaimed, 0);
     }
     f.clock.advance(Duration::from_secs(11));
@@ -343,13 +542,22 @@ async fn renewal_keeps_a_lease_alive() {
 #[tokio::test]
 async fn event_log_is_resumable_and_the_stream_ends_at_terminal() {
     let f = fixture().await;
-    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let id = f
+        .engine
+        .submit("default", new_task("p"))
+        .await
+        .unwrap()
+        .task
+        .id;
     let stream = f.engine.watch_events("default", id, 0).await.unwrap();
     let engine = f.engine.clone();
     let node = f.node.clone();
     let runner = tokio::spawn(async move {
         let leased = engine.lease(&node, 1).await.unwrap().tasks.remove(0);
-        engine.progress(leased.task_ref.clone(), vec!["part one ".into()]).await.unwrap();
+        engine
+            .progress(leased.task_ref.clone(), vec!["part one ".into()])
+            .await
+            .unwrap();
         let mut fin = finish(&leased.task_ref, success("part one part two"));
         fin.trailing_output = vec!["part two".into()];
         engine.finish(fin).await.unwrap();
@@ -362,10 +570,20 @@ async fn event_log_is_resumable_and_the_stream_ends_at_terminal() {
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
     assert_eq!(events.last().unwrap().kind, EventKind::Succeeded);
-    let outputs: String = events.iter().filter(|e| e.kind == EventKind::Output).map(|e| e.output.as_str()).collect();
+    let outputs: String = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Output)
+        .map(|e| e.output.as_str())
+        .collect();
     assert_eq!(outputs, "part one part two");
     // Resume after seq 2: exactly the rest.
-    let rest: Vec<_> = f.engine.watch_events("default", id, 2).await.unwrap().collect().await;
+    let rest: Vec<_> = f
+        .engine
+        .watch_events("default", id, 2)
+        .await
+        .unwrap()
+        .collect()
+        .await;
     assert_eq!(rest.len(), events.len() - 2);
     assert_eq!(rest[0].as_ref().unwrap().seq, 3);
 }
@@ -374,12 +592,30 @@ async fn event_log_is_resumable_and_the_stream_ends_at_terminal() {
 async fn unknown_task_is_not_found() {
     let f = fixture().await;
     let id = supervisor_model::TaskId::generate();
-    assert!(matches!(f.engine.get("default", id).await, Err(EngineError::NotFound { .. })));
-    assert!(matches!(f.engine.cancel("default", id, "").await, Err(EngineError::NotFound { .. })));
-    assert!(matches!(f.engine.watch_events("default", id, 0).await, Err(EngineError::NotFound { .. })));
+    assert!(matches!(
+        f.engine.get("default", id).await,
+        Err(EngineError::NotFound { .. })
+    ));
+    assert!(matches!(
+        f.engine.cancel("default", id, "").await,
+        Err(EngineError::NotFound { .. })
+    ));
+    assert!(matches!(
+        f.engine.watch_events("default", id, 0).await,
+        Err(EngineError::NotFound { .. })
+    ));
     // Tenants are isolated.
-    let own = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
-    assert!(matches!(f.engine.get("other", own).await, Err(EngineError::NotFound { .. })));
+    let own = f
+        .engine
+        .submit("default", new_task("p"))
+        .await
+        .unwrap()
+        .task
+        .id;
+    assert!(matches!(
+        f.engine.get("other", own).await,
+        Err(EngineError::NotFound { .. })
+    ));
 }
 
 #[tokio::test]
@@ -388,7 +624,11 @@ async fn list_filters_and_pages_newest_first() {
     let mut ids = Vec::new();
     for i in 0..25 {
         let mut req = new_task(&format!("t{i}"));
-        req.task_type = Some(if i % 2 == 0 { TaskType::BugFix } else { TaskType::Testing });
+        req.task_type = Some(if i % 2 == 0 {
+            TaskType::BugFix
+        } else {
+            TaskType::Testing
+        });
         if i % 5 == 0 {
             req.labels = vec!["team-a".into()];
         }
@@ -400,7 +640,14 @@ async fn list_filters_and_pages_newest_first() {
     loop {
         let page = f
             .engine
-            .list("default", &ListQuery { page_size: 10, page_token: token, ..Default::default() })
+            .list(
+                "default",
+                &ListQuery {
+                    page_size: 10,
+                    page_token: token,
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         seen.extend(page.tasks.iter().map(|t| t.id));
@@ -414,7 +661,14 @@ async fn list_filters_and_pages_newest_first() {
     assert_eq!(seen, newest_first);
     let label = f
         .engine
-        .list("default", &ListQuery { label: Some("team-a".into()), page_size: 100, ..Default::default() })
+        .list(
+            "default",
+            &ListQuery {
+                label: Some("team-a".into()),
+                page_size: 100,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(label.tasks.len(), 5);
@@ -422,7 +676,12 @@ async fn list_filters_and_pages_newest_first() {
         .engine
         .list(
             "default",
-            &ListQuery { label: Some("team-a".into()), task_type: Some(TaskType::Testing), page_size: 100, ..Default::default() },
+            &ListQuery {
+                label: Some("team-a".into()),
+                task_type: Some(TaskType::Testing),
+                page_size: 100,
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -430,7 +689,14 @@ async fn list_filters_and_pages_newest_first() {
     f.engine.lease(&f.node, 3).await.unwrap();
     let running = f
         .engine
-        .list("default", &ListQuery { status: Some(TaskStatus::Running), page_size: 100, ..Default::default() })
+        .list(
+            "default",
+            &ListQuery {
+                status: Some(TaskStatus::Running),
+                page_size: 100,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(running.tasks.len(), 3);
@@ -438,11 +704,26 @@ async fn list_filters_and_pages_newest_first() {
 
 #[tokio::test]
 async fn large_output_is_chunked_and_read_back_whole() {
-    let f = fixture_with(EngineConfig { output_chunk_bytes: 1024, ..EngineConfig::default() }).await;
-    let id = f.engine.submit("default", new_task("p")).await.unwrap().task.id;
+    let f = fixture_with(EngineConfig {
+        output_chunk_bytes: 1024,
+        ..EngineConfig::default()
+    })
+    .await;
+    let id = f
+        .engine
+        .submit("default", new_task("p"))
+        .await
+        .unwrap()
+        .task
+        .id;
     let leased = lease_one(&f).await;
-    let big: String = (0..300_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-    f.engine.finish(finish(&leased.task_ref, success(&big))).await.unwrap();
+    let big: String = (0..300_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    f.engine
+        .finish(finish(&leased.task_ref, success(&big)))
+        .await
+        .unwrap();
     let task = f.engine.get("default", id).await.unwrap();
     assert_eq!(task.output_bytes, big.len() as u64);
     assert_eq!(task.result.unwrap().output, big);
@@ -460,7 +741,14 @@ async fn concurrent_submits_share_transactions_and_all_land() {
     for h in handles {
         assert!(h.await.unwrap().unwrap().created);
     }
-    assert_eq!(f.engine.status_counts().await.unwrap().get(TaskStatus::Queued), 500);
+    assert_eq!(
+        f.engine
+            .status_counts()
+            .await
+            .unwrap()
+            .get(TaskStatus::Queued),
+        500
+    );
     let mut leased = 0;
     loop {
         let batch = f.engine.lease(&f.node, 128).await.unwrap();

@@ -38,8 +38,18 @@ fn reclaim(
         .unwrap_or_default();
     task.lease = None;
     if task.attempt < task.max_attempts {
-        let message = format!("attempt {} abandoned: {why} (node {node}); requeued", task.attempt);
-        records::transition(txn, task, TaskStatus::Queued, now, EventKind::Requeued, message)?;
+        let message = format!(
+            "attempt {} abandoned: {why} (node {node}); requeued",
+            task.attempt
+        );
+        records::transition(
+            txn,
+            task,
+            TaskStatus::Queued,
+            now,
+            EventKind::Requeued,
+            message,
+        )?;
         records::make_ready(txn, task);
     } else {
         let message = format!(
@@ -47,7 +57,14 @@ fn reclaim(
             task.attempt, task.max_attempts
         );
         task.error = Some(message.clone());
-        records::transition(txn, task, TaskStatus::Failed, now, EventKind::Failed, message)?;
+        records::transition(
+            txn,
+            task,
+            TaskStatus::Failed,
+            now,
+            EventKind::Failed,
+            message,
+        )?;
     }
     records::put(txn, task)
 }
@@ -67,7 +84,11 @@ impl Engine {
                 Box::pin(async move {
                     let mut sweep = TimerSweep::default();
                     let due = txn
-                        .get_range(&begin, &end, RangeOptions::new().snapshot().limit(limit.max(1)))
+                        .get_range(
+                            &begin,
+                            &end,
+                            RangeOptions::new().snapshot().limit(limit.max(1)),
+                        )
                         .await?;
                     for kv in &due {
                         txn.add_read_conflict_key(&kv.key);
@@ -81,10 +102,22 @@ impl Engine {
                         };
                         match entry.kind {
                             TimerKind::Retry => {
-                                if task.status == TaskStatus::RetryWait && task.next_attempt_at == Some(at) {
+                                if task.status == TaskStatus::RetryWait
+                                    && task.next_attempt_at == Some(at)
+                                {
                                     task.next_attempt_at = None;
-                                    let message = format!("retry vested; attempt {} queued", task.attempt + 1);
-                                    records::transition(txn, &mut task, TaskStatus::Queued, now, EventKind::Requeued, message)?;
+                                    let message = format!(
+                                        "retry vested; attempt {} queued",
+                                        task.attempt + 1
+                                    );
+                                    records::transition(
+                                        txn,
+                                        &mut task,
+                                        TaskStatus::Queued,
+                                        now,
+                                        EventKind::Requeued,
+                                        message,
+                                    )?;
                                     records::make_ready(txn, &task);
                                     records::put(txn, &task)?;
                                     sweep.retries_vested += 1;
@@ -92,7 +125,9 @@ impl Engine {
                             }
                             TimerKind::Lease => {
                                 let live = task.status == TaskStatus::Running
-                                    && task.lease.as_ref().is_some_and(|l| l.fence == entry.fence && l.expires_at == at);
+                                    && task.lease.as_ref().is_some_and(|l| {
+                                        l.fence == entry.fence && l.expires_at == at
+                                    });
                                 if live {
                                     reclaim(txn, &mut task, now, "lease lapsed without renewal")?;
                                     sweep.leases_reclaimed += 1;
@@ -102,9 +137,16 @@ impl Engine {
                     }
                     // The earliest timer left (after this transaction's own clears).
                     let next = txn
-                        .get_range(&all_begin, &all_end, RangeOptions::new().snapshot().limit(1))
+                        .get_range(
+                            &all_begin,
+                            &all_end,
+                            RangeOptions::new().snapshot().limit(1),
+                        )
                         .await?;
-                    sweep.next_due = next.first().and_then(|kv| keyspace::parse_timer(&kv.key)).map(|(at, _)| at);
+                    sweep.next_due = next
+                        .first()
+                        .and_then(|kv| keyspace::parse_timer(&kv.key))
+                        .map(|(at, _)| at);
                     Ok::<_, EngineError>(sweep)
                 })
             })
@@ -123,48 +165,58 @@ impl Engine {
         let mut total = 0;
         let mut cursor = begin;
         loop {
-            let (reclaimed, next) = self
-                .inner
-                .db
-                .run(|txn| {
-                    let (cursor, end) = (cursor.clone(), end.clone());
-                    Box::pin(async move {
-                        let kvs = txn
-                            .get_range(&cursor, &end, RangeOptions::new().snapshot().limit(500))
-                            .await?;
-                        let next = if kvs.len() == 500 {
-                            kvs.last().map(|kv| supervisor_store::keys::key_after(&kv.key))
-                        } else {
-                            None
-                        };
-                        let mut reclaimed = 0;
-                        for kv in &kvs {
-                            let entry: TimerEntry = decode("timer entry", &kv.value)?;
-                            if entry.kind != TimerKind::Lease || entry.node != node.id || entry.epoch >= node.epoch {
-                                continue;
-                            }
-                            let Some((at, id)) = keyspace::parse_timer(&kv.key) else {
-                                continue;
-                            };
-                            txn.add_read_conflict_key(&kv.key);
-                            let Some(mut task) = records::load(txn, &entry.tenant, id).await? else {
-                                txn.clear(&kv.key);
-                                continue;
-                            };
-                            let live = task.status == TaskStatus::Running
-                                && task.lease.as_ref().is_some_and(|l| l.fence == entry.fence && l.expires_at == at);
-                            if live {
-                                let why = format!("node restarted (epoch {} replaced {})", node.epoch, entry.epoch);
-                                reclaim(txn, &mut task, now, &why)?;
-                                reclaimed += 1;
+            let (reclaimed, next) =
+                self.inner
+                    .db
+                    .run(|txn| {
+                        let (cursor, end) = (cursor.clone(), end.clone());
+                        Box::pin(async move {
+                            let kvs = txn
+                                .get_range(&cursor, &end, RangeOptions::new().snapshot().limit(500))
+                                .await?;
+                            let next = if kvs.len() == 500 {
+                                kvs.last()
+                                    .map(|kv| supervisor_store::keys::key_after(&kv.key))
                             } else {
-                                txn.clear(&kv.key);
+                                None
+                            };
+                            let mut reclaimed = 0;
+                            for kv in &kvs {
+                                let entry: TimerEntry = decode("timer entry", &kv.value)?;
+                                if entry.kind != TimerKind::Lease
+                                    || entry.node != node.id
+                                    || entry.epoch >= node.epoch
+                                {
+                                    continue;
+                                }
+                                let Some((at, id)) = keyspace::parse_timer(&kv.key) else {
+                                    continue;
+                                };
+                                txn.add_read_conflict_key(&kv.key);
+                                let Some(mut task) = records::load(txn, &entry.tenant, id).await?
+                                else {
+                                    txn.clear(&kv.key);
+                                    continue;
+                                };
+                                let live = task.status == TaskStatus::Running
+                                    && task.lease.as_ref().is_some_and(|l| {
+                                        l.fence == entry.fence && l.expires_at == at
+                                    });
+                                if live {
+                                    let why = format!(
+                                        "node restarted (epoch {} replaced {})",
+                                        node.epoch, entry.epoch
+                                    );
+                                    reclaim(txn, &mut task, now, &why)?;
+                                    reclaimed += 1;
+                                } else {
+                                    txn.clear(&kv.key);
+                                }
                             }
-                        }
-                        Ok::<_, EngineError>((reclaimed, next))
+                            Ok::<_, EngineError>((reclaimed, next))
+                        })
                     })
-                })
-                .await?;
+                    .await?;
             total += reclaimed;
             match next {
                 Some(n) => cursor = n,

@@ -4,6 +4,8 @@
 //! server maps them to protobuf, the node runs them. Invariants that belong to a type live
 //! with it (which status transitions are legal, which statuses are terminal).
 
+#![warn(missing_docs)]
+
 mod task;
 
 pub use task::*;

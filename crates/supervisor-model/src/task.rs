@@ -475,7 +475,10 @@ mod tests {
     fn unknown_name_lists_expected_values() {
         let err = "bugfix".parse::<TaskType>().unwrap_err().to_string();
         assert!(err.contains("unknown task type \"bugfix\""), "{err}");
-        assert!(err.contains("bug_fix") && err.contains("security_audit"), "{err}");
+        assert!(
+            err.contains("bug_fix") && err.contains("security_audit"),
+            "{err}"
+        );
     }
 
     #[test]

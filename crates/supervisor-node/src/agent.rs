@@ -82,8 +82,11 @@ async fn checkout(actor_name: &str) -> Result<(ActorRef<ProviderMsg>, Checkout),
         message: why,
         retry_after: None,
     };
-    let cell = ractor::registry::where_is(actor_name.to_string())
-        .ok_or_else(|| unavailable(format!("provider actor {actor_name} is not running (restarting?)")))?;
+    let cell = ractor::registry::where_is(actor_name).ok_or_else(|| {
+        unavailable(format!(
+            "provider actor {actor_name} is not running (restarting?)"
+        ))
+    })?;
     let actor: ActorRef<ProviderMsg> = cell.into();
     let checkout = ractor::call!(actor, ProviderMsg::Checkout)
         .map_err(|e| unavailable(format!("provider actor {actor_name} did not answer: {e}")))?;
@@ -135,7 +138,10 @@ async fn run_attempt(args: AgentArgs) {
                 };
                 let exec = checkout.provider.execute(request, sink);
                 tokio::pin!(exec);
-                let mut flush = tokio::time::interval_at(tokio::time::Instant::now() + flush_interval, flush_interval);
+                let mut flush = tokio::time::interval_at(
+                    tokio::time::Instant::now() + flush_interval,
+                    flush_interval,
+                );
                 loop {
                     tokio::select! {
                         biased;

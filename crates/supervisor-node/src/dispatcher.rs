@@ -121,7 +121,10 @@ async fn lease_and_spawn(
     myself: &ActorRef<DispatcherMsg>,
     state: &mut DispatcherState,
 ) -> Result<(), ActorProcessingErr> {
-    let free = state.settings.max_in_flight.saturating_sub(state.running.len());
+    let free = state
+        .settings
+        .max_in_flight
+        .saturating_sub(state.running.len());
     if free == 0 {
         // A finishing agent queues the next pump.
         return Ok(());
@@ -151,7 +154,13 @@ async fn lease_and_spawn(
         match Actor::spawn_linked(None, Agent, args, myself.get_cell()).await {
             Ok((agent, _)) => {
                 state.by_actor.insert(agent.get_id(), id);
-                state.running.insert(id, Running { task_ref, abandon: abandon_tx });
+                state.running.insert(
+                    id,
+                    Running {
+                        task_ref,
+                        abandon: abandon_tx,
+                    },
+                );
             }
             Err(err) => {
                 tracing::error!(task = %id, error = %err, "could not start an agent; handing the task back");
@@ -253,7 +262,10 @@ impl Actor for Dispatcher {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        for handle in [state.waiter.take(), state.inbox.take()].into_iter().flatten() {
+        for handle in [state.waiter.take(), state.inbox.take()]
+            .into_iter()
+            .flatten()
+        {
             handle.abort();
         }
         // Agents are linked children and stop with us; their leases lapse or are
@@ -278,7 +290,8 @@ impl Actor for Dispatcher {
                 if state.running.is_empty() {
                     return Ok(());
                 }
-                let refs: Vec<TaskRef> = state.running.values().map(|r| r.task_ref.clone()).collect();
+                let refs: Vec<TaskRef> =
+                    state.running.values().map(|r| r.task_ref.clone()).collect();
                 let engine = state.engine.clone();
                 let me = myself.clone();
                 tokio::spawn(async move {
@@ -294,7 +307,9 @@ impl Actor for Dispatcher {
                                 let _ = me.cast(DispatcherMsg::LeasesLost(lost));
                             }
                         }
-                        Err(err) => tracing::warn!(error = %err, "lease renewal failed; will retry"),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "lease renewal failed; will retry")
+                        }
                     }
                 });
             }
@@ -322,7 +337,8 @@ impl Actor for Dispatcher {
                     return Ok(());
                 };
                 let finished = draining.finished;
-                let refs: Vec<TaskRef> = state.running.values().map(|r| r.task_ref.clone()).collect();
+                let refs: Vec<TaskRef> =
+                    state.running.values().map(|r| r.task_ref.clone()).collect();
                 for run in state.running.values() {
                     let _ = run.abandon.send(true);
                 }
@@ -333,10 +349,15 @@ impl Actor for Dispatcher {
                         match engine.release(r, "node draining").await {
                             Ok(RunnerWriteResult::Accepted(_)) => handed_back += 1,
                             Ok(RunnerWriteResult::Refused(_)) => {}
-                            Err(err) => tracing::warn!(task = %r.id, error = %err, "hand-back failed; the lease will lapse instead"),
+                            Err(err) => {
+                                tracing::warn!(task = %r.id, error = %err, "hand-back failed; the lease will lapse instead")
+                            }
                         }
                     }
-                    let _ = reply.send(DrainReport { finished, handed_back });
+                    let _ = reply.send(DrainReport {
+                        finished,
+                        handed_back,
+                    });
                 });
             }
             DispatcherMsg::InFlight(reply) => {

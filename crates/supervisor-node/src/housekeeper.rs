@@ -46,7 +46,10 @@ impl Actor for Housekeeper {
         args: HousekeeperArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.cast(HousekeeperMsg::Sweep)?;
-        Ok(HousekeeperState { args, sleeper: None })
+        Ok(HousekeeperState {
+            args,
+            sleeper: None,
+        })
     }
 
     async fn post_stop(
@@ -71,10 +74,16 @@ impl Actor for Housekeeper {
         }
         let engine = state.args.engine.clone();
         let sleep_for = match engine.sweep_timers(state.args.batch).await {
-            Ok(sweep) if sweep.retries_vested + sweep.leases_reclaimed >= state.args.batch => Duration::ZERO,
+            Ok(sweep) if sweep.retries_vested + sweep.leases_reclaimed >= state.args.batch => {
+                Duration::ZERO
+            }
             Ok(sweep) => {
                 if sweep.retries_vested + sweep.leases_reclaimed > 0 {
-                    tracing::debug!(vested = sweep.retries_vested, reclaimed = sweep.leases_reclaimed, "timers handled");
+                    tracing::debug!(
+                        vested = sweep.retries_vested,
+                        reclaimed = sweep.leases_reclaimed,
+                        "timers handled"
+                    );
                 }
                 match sweep.next_due {
                     Some(due) => {

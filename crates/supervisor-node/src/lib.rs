@@ -13,6 +13,8 @@
 //! point loses nothing: on the next start the node takes a new epoch and reclaims the
 //! leases its previous incarnation held.
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod dispatcher;
 pub mod housekeeper;
@@ -98,7 +100,10 @@ impl NodeConfig {
         if self.max_in_flight == 0 || self.lease_batch == 0 {
             return Err("node.max_in_flight and node.lease_batch must be at least 1".into());
         }
-        if self.progress_flush.is_zero() || self.provider_probe_interval.is_zero() || self.housekeeping_max_idle.is_zero() {
+        if self.progress_flush.is_zero()
+            || self.provider_probe_interval.is_zero()
+            || self.housekeeping_max_idle.is_zero()
+        {
             return Err("node.progress_flush, node.housekeeping_max_idle and node.provider_probe_interval must be above zero".into());
         }
         Ok(())
@@ -153,7 +158,11 @@ impl Node {
         let identity = engine.register_node(&cfg.id, advertise).await?;
         let reclaimed = engine.reclaim_orphaned_leases(&identity).await?;
         if reclaimed > 0 {
-            tracing::info!(reclaimed, epoch = identity.epoch, "requeued tasks held by this node's previous run");
+            tracing::info!(
+                reclaimed,
+                epoch = identity.epoch,
+                "requeued tasks held by this node's previous run"
+            );
         }
         let scope = format!("{}#{}", cfg.id, identity.epoch);
         let mut children = Vec::new();
@@ -175,7 +184,8 @@ impl Node {
                             max_concurrency: spec.max_concurrency,
                             probe_interval: probe,
                         };
-                        let (a, _) = Actor::spawn_linked(Some(actor_name), ProviderActor, args, sup).await?;
+                        let (a, _) =
+                            Actor::spawn_linked(Some(actor_name), ProviderActor, args, sup).await?;
                         Ok(a.get_cell())
                     })
                 }),

@@ -184,7 +184,12 @@ impl Actor for ProviderActor {
                 state.probing_since = Some(Instant::now());
                 let provider = state.provider.clone();
                 tokio::spawn(async move {
-                    let health = match tokio::time::timeout(Duration::from_secs(10), provider.health()).await {
+                    let health = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        provider.health(),
+                    )
+                    .await
+                    {
                         Ok(h) => h,
                         Err(_) => Health {
                             healthy: false,

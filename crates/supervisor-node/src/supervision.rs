@@ -106,7 +106,9 @@ pub struct ChildSpec {
 
 impl std::fmt::Debug for ChildSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChildSpec").field("name", &self.name).finish()
+        f.debug_struct("ChildSpec")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -224,7 +226,9 @@ impl Actor for OneForOne {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         if !matches!(*state.health.borrow(), TreeHealth::Stopped(_)) {
-            state.health.send_replace(TreeHealth::Stopped("stopped".into()));
+            state
+                .health
+                .send_replace(TreeHealth::Stopped("stopped".into()));
         }
         Ok(())
     }
@@ -260,7 +264,10 @@ impl Actor for OneForOne {
             SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
             SupervisionEvent::ActorTerminated(cell, _, reason) => (
                 cell,
-                format!("stopped: {}", reason.as_deref().unwrap_or("no reason given")),
+                format!(
+                    "stopped: {}",
+                    reason.as_deref().unwrap_or("no reason given")
+                ),
             ),
             _ => return Ok(()),
         };
@@ -288,7 +295,9 @@ fn decide(myself: &ActorRef<SupervisorMsg>, state: &mut OneForOneState, name: &s
             let reason = format!("child {name} exceeded its restart budget (last: {why})");
             tracing::error!(%reason, "supervisor giving up");
             state.stopping = true;
-            state.health.send_replace(TreeHealth::Stopped(reason.clone()));
+            state
+                .health
+                .send_replace(TreeHealth::Stopped(reason.clone()));
             myself.stop(Some(reason));
         }
     }
@@ -308,15 +317,30 @@ mod tests {
         };
         let mut budget = RestartBudget::new(policy);
         let t0 = Instant::now();
-        assert_eq!(budget.on_failure("a", t0), Decision::Restart(Duration::from_millis(100)));
-        assert_eq!(budget.on_failure("a", t0), Decision::Restart(Duration::from_millis(200)));
-        assert_eq!(budget.on_failure("a", t0), Decision::Restart(Duration::from_millis(250)));
+        assert_eq!(
+            budget.on_failure("a", t0),
+            Decision::Restart(Duration::from_millis(100))
+        );
+        assert_eq!(
+            budget.on_failure("a", t0),
+            Decision::Restart(Duration::from_millis(200))
+        );
+        assert_eq!(
+            budget.on_failure("a", t0),
+            Decision::Restart(Duration::from_millis(250))
+        );
         assert_eq!(budget.on_failure("a", t0), Decision::Escalate);
         // Other children have their own budget.
-        assert_eq!(budget.on_failure("b", t0), Decision::Restart(Duration::from_millis(100)));
+        assert_eq!(
+            budget.on_failure("b", t0),
+            Decision::Restart(Duration::from_millis(100))
+        );
         // Outside the window the budget is back.
         let later = t0 + Duration::from_secs(11);
-        assert_eq!(budget.on_failure("a", later), Decision::Restart(Duration::from_millis(100)));
+        assert_eq!(
+            budget.on_failure("a", later),
+            Decision::Restart(Duration::from_millis(100))
+        );
     }
 
     /// A child that fails whenever it is told to.
@@ -329,7 +353,12 @@ mod tests {
         async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
             Ok(())
         }
-        async fn handle(&self, _: ActorRef<()>, _: (), _: &mut ()) -> Result<(), ActorProcessingErr> {
+        async fn handle(
+            &self,
+            _: ActorRef<()>,
+            _: (),
+            _: &mut (),
+        ) -> Result<(), ActorProcessingErr> {
             Err("told to fail".into())
         }
     }
@@ -339,21 +368,27 @@ mod tests {
             name: name.to_string(),
             start: Arc::new(move |sup| {
                 Box::pin(async move {
-                    let (a, _) = Actor::spawn_linked(Some(name.to_string()), Fragile, (), sup).await?;
+                    let (a, _) =
+                        Actor::spawn_linked(Some(name.to_string()), Fragile, (), sup).await?;
                     Ok(a.get_cell())
                 })
             }),
         }
     }
 
-    async fn wait_for(rx: &mut watch::Receiver<TreeHealth>, want: impl Fn(&TreeHealth) -> bool) -> TreeHealth {
+    async fn wait_for(
+        rx: &mut watch::Receiver<TreeHealth>,
+        want: impl Fn(&TreeHealth) -> bool,
+    ) -> TreeHealth {
         let got = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|h| want(h))).await;
-        got.expect("health reached the expected state in time").expect("sender alive").clone()
+        got.expect("health reached the expected state in time")
+            .expect("sender alive")
+            .clone()
     }
 
     /// Makes the named child fail; returns the id it had.
     fn fail_child(name: &str) -> ractor::ActorId {
-        let cell = ractor::registry::where_is(name.to_string()).expect("child registered");
+        let cell = ractor::registry::where_is(name).expect("child registered");
         let id = cell.get_id();
         let child: ActorRef<()> = cell.into();
         child.cast(()).expect("cast");
@@ -363,7 +398,7 @@ mod tests {
     /// Waits until a different actor is registered under `name`.
     async fn wait_replaced(name: &str, old: ractor::ActorId) {
         for _ in 0..500 {
-            if ractor::registry::where_is(name.to_string()).is_some_and(|c| c.get_id() != old) {
+            if ractor::registry::where_is(name).is_some_and(|c| c.get_id() != old) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -383,25 +418,39 @@ mod tests {
         let (sup, handle) = Actor::spawn(
             None,
             OneForOne,
-            OneForOneArgs { children: vec![fragile_spec("test-fragile"), fragile_spec("test-steady")], policy, health: tx },
+            OneForOneArgs {
+                children: vec![fragile_spec("test-fragile"), fragile_spec("test-steady")],
+                policy,
+                health: tx,
+            },
         )
         .await
         .expect("supervisor starts");
         wait_for(&mut rx, |h| *h == TreeHealth::Serving).await;
-        let steady = ractor::registry::where_is("test-steady".to_string()).expect("steady").get_id();
+        let steady = ractor::registry::where_is("test-steady")
+            .expect("steady")
+            .get_id();
         for _ in 0..2 {
             let old = fail_child("test-fragile");
             wait_replaced("test-fragile", old).await;
             wait_for(&mut rx, |h| *h == TreeHealth::Serving).await;
         }
         // One-for-one: the sibling was never touched.
-        assert_eq!(ractor::registry::where_is("test-steady".to_string()).map(|c| c.get_id()), Some(steady));
+        assert_eq!(
+            ractor::registry::where_is("test-steady").map(|c| c.get_id()),
+            Some(steady)
+        );
         // The third failure inside the window spends the budget.
         fail_child("test-fragile");
         let last = wait_for(&mut rx, |h| matches!(h, TreeHealth::Stopped(_))).await;
-        assert!(matches!(last, TreeHealth::Stopped(ref why) if why.contains("test-fragile")), "{last:?}");
-        tokio::time::timeout(Duration::from_secs(10), handle).await.expect("supervisor stops").ok();
+        assert!(
+            matches!(last, TreeHealth::Stopped(ref why) if why.contains("test-fragile")),
+            "{last:?}"
+        );
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("supervisor stops")
+            .ok();
         drop(sup);
     }
 }
-

@@ -64,14 +64,25 @@ async fn wait_terminal(engine: &Engine, id: TaskId) -> supervisor_model::Task {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_run_to_completion_with_streamed_output() {
     let r = start(
-        MockConfig { latency: Duration::from_millis(60), stream_chunks: 3, ..Default::default() },
+        MockConfig {
+            latency: Duration::from_millis(60),
+            stream_chunks: 3,
+            ..Default::default()
+        },
         EngineConfig::default(),
         node_cfg("n-complete"),
     )
     .await;
     let mut ids = Vec::new();
     for i in 0..50 {
-        ids.push(r.engine.submit("default", task(&format!("analyse module {i}"))).await.unwrap().task.id);
+        ids.push(
+            r.engine
+                .submit("default", task(&format!("analyse module {i}")))
+                .await
+                .unwrap()
+                .task
+                .id,
+        );
     }
     for id in &ids {
         let t = wait_terminal(&r.engine, *id).await;
@@ -79,10 +90,28 @@ async fn tasks_run_to_completion_with_streamed_output() {
         let expected = MockProvider::output_for(TaskType::CodeAnalysis, &t.prompt);
         assert_eq!(t.result.unwrap().output, expected);
     }
-    let (events, _, _) = r.engine.read_events("default", ids[0], 0, 100).await.unwrap();
-    let streamed: String = events.iter().filter(|e| e.kind == EventKind::Output).map(|e| e.output.as_str()).collect();
-    assert_eq!(streamed, MockProvider::output_for(TaskType::CodeAnalysis, "analyse module 0"));
-    assert_eq!(r.engine.provider_stats("mock").await.unwrap().completions_accepted, 50);
+    let (events, _, _) = r
+        .engine
+        .read_events("default", ids[0], 0, 100)
+        .await
+        .unwrap();
+    let streamed: String = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Output)
+        .map(|e| e.output.as_str())
+        .collect();
+    assert_eq!(
+        streamed,
+        MockProvider::output_for(TaskType::CodeAnalysis, "analyse module 0")
+    );
+    assert_eq!(
+        r.engine
+            .provider_stats("mock")
+            .await
+            .unwrap()
+            .completions_accepted,
+        50
+    );
     let snaps = r.node.provider_snapshots().await;
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].executions_started, 50);
@@ -93,8 +122,14 @@ async fn tasks_run_to_completion_with_streamed_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_agent_fails_its_attempt_not_the_node() {
     let r = start(
-        MockConfig { panic_rate: 1.0, ..Default::default() },
-        EngineConfig { retry_initial_backoff: Duration::from_millis(10), ..EngineConfig::default() },
+        MockConfig {
+            panic_rate: 1.0,
+            ..Default::default()
+        },
+        EngineConfig {
+            retry_initial_backoff: Duration::from_millis(10),
+            ..EngineConfig::default()
+        },
         node_cfg("n-panic"),
     )
     .await;
@@ -104,27 +139,51 @@ async fn a_panicking_agent_fails_its_attempt_not_the_node() {
     let t = wait_terminal(&r.engine, id).await;
     assert_eq!(t.status, TaskStatus::Failed);
     assert_eq!(t.attempt, 2, "each panic cost one attempt");
-    assert!(t.error.as_deref().unwrap_or("").contains("panicked"), "{:?}", t.error);
+    assert!(
+        t.error.as_deref().unwrap_or("").contains("panicked"),
+        "{:?}",
+        t.error
+    );
     // The node is still whole and still leasing.
     assert_eq!(*r.node.health().borrow(), TreeHealth::Serving);
-    let again = r.engine.submit("default", task("and another")).await.unwrap().task.id;
-    assert_eq!(wait_terminal(&r.engine, again).await.status, TaskStatus::Failed);
+    let again = r
+        .engine
+        .submit("default", task("and another"))
+        .await
+        .unwrap()
+        .task
+        .id;
+    assert_eq!(
+        wait_terminal(&r.engine, again).await.status,
+        TaskStatus::Failed
+    );
     r.node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_task_stops_its_agent() {
     let r = start(
-        MockConfig { latency: Duration::from_secs(30), ..Default::default() },
+        MockConfig {
+            latency: Duration::from_secs(30),
+            ..Default::default()
+        },
         EngineConfig::default(),
         node_cfg("n-cancel"),
     )
     .await;
-    let id = r.engine.submit("default", task("slow")).await.unwrap().task.id;
+    let id = r
+        .engine
+        .submit("default", task("slow"))
+        .await
+        .unwrap()
+        .task
+        .id;
     // Wait until it runs.
     let mut running = false;
     for _ in 0..200 {
-        if r.engine.get("default", id).await.unwrap().status == TaskStatus::Running && r.node.in_flight().await == 1 {
+        if r.engine.get("default", id).await.unwrap().status == TaskStatus::Running
+            && r.node.in_flight().await == 1
+        {
             running = true;
             break;
         }
@@ -141,20 +200,42 @@ async fn cancelling_a_running_task_stops_its_agent() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(stopped, "the agent kept running after the cancel");
-    assert_eq!(r.engine.get("default", id).await.unwrap().status, TaskStatus::Cancelled);
-    assert_eq!(r.engine.provider_stats("mock").await.unwrap().completions_accepted, 0);
+    assert_eq!(
+        r.engine.get("default", id).await.unwrap().status,
+        TaskStatus::Cancelled
+    );
+    assert_eq!(
+        r.engine
+            .provider_stats("mock")
+            .await
+            .unwrap()
+            .completions_accepted,
+        0
+    );
     r.node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_hands_back_what_it_cannot_finish() {
     let r = start(
-        MockConfig { latency: Duration::from_secs(60), ..Default::default() },
+        MockConfig {
+            latency: Duration::from_secs(60),
+            ..Default::default()
+        },
         EngineConfig::default(),
-        NodeConfig { drain_timeout: Duration::from_millis(200), ..node_cfg("n-drain") },
+        NodeConfig {
+            drain_timeout: Duration::from_millis(200),
+            ..node_cfg("n-drain")
+        },
     )
     .await;
-    let id = r.engine.submit("default", task("long")).await.unwrap().task.id;
+    let id = r
+        .engine
+        .submit("default", task("long"))
+        .await
+        .unwrap()
+        .task
+        .id;
     for _ in 0..200 {
         if r.node.in_flight().await == 1 {
             break;

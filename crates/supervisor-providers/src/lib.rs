@@ -5,6 +5,8 @@
 //! Errors are typed for routing: a [`ProviderError::Retryable`] may succeed on another
 //! attempt or another provider; a [`ProviderError::Permanent`] will not.
 
+#![warn(missing_docs)]
+
 pub mod mock;
 
 use std::collections::BTreeMap;

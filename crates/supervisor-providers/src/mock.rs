@@ -59,9 +59,14 @@ impl Default for MockConfig {
 impl MockConfig {
     /// Checks the values, naming the first wrong one.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [("failure_rate", self.failure_rate), ("panic_rate", self.panic_rate)] {
+        for (name, v) in [
+            ("failure_rate", self.failure_rate),
+            ("panic_rate", self.panic_rate),
+        ] {
             if !(0.0..=1.0).contains(&v) {
-                return Err(format!("providers.mock.{name} must be between 0 and 1, got {v}"));
+                return Err(format!(
+                    "providers.mock.{name} must be between 0 and 1, got {v}"
+                ));
             }
         }
         if self.max_concurrency == 0 {
@@ -276,7 +281,10 @@ mod tests {
     async fn output_is_deterministic_and_streamed_in_pieces() {
         let mock = MockProvider::new("mock", MockConfig::default());
         let (sink, mut rx) = EventSink::channel();
-        let out = mock.execute(request("fix the flaky test in ci"), sink).await.unwrap();
+        let out = mock
+            .execute(request("fix the flaky test in ci"), sink)
+            .await
+            .unwrap();
         let again = MockProvider::output_for(TaskType::BugFix, "fix the flaky test in ci");
         assert_eq!(out.output, again);
         let mut streamed = String::new();
@@ -287,12 +295,21 @@ mod tests {
         }
         assert_eq!(streamed, out.output);
         assert_eq!(pieces, 4);
-        assert_ne!(out.output, MockProvider::output_for(TaskType::BugFix, "another prompt"));
+        assert_ne!(
+            out.output,
+            MockProvider::output_for(TaskType::BugFix, "another prompt")
+        );
     }
 
     #[tokio::test]
     async fn failure_rate_one_always_fails_retryably() {
-        let mock = MockProvider::new("mock", MockConfig { failure_rate: 1.0, ..Default::default() });
+        let mock = MockProvider::new(
+            "mock",
+            MockConfig {
+                failure_rate: 1.0,
+                ..Default::default()
+            },
+        );
         let (sink, _rx) = EventSink::channel();
         let err = mock.execute(request("x"), sink).await.unwrap_err();
         assert!(err.is_retryable());
@@ -302,11 +319,22 @@ mod tests {
     async fn token_counts_follow_config_and_price() {
         let mock = MockProvider::new(
             "mock",
-            MockConfig { input_tokens: 1000, output_tokens: 3000, price_micros_per_mtok: 2_000_000, ..Default::default() },
+            MockConfig {
+                input_tokens: 1000,
+                output_tokens: 3000,
+                price_micros_per_mtok: 2_000_000,
+                ..Default::default()
+            },
         );
         let (sink, _rx) = EventSink::channel();
         let out = mock.execute(request("x"), sink).await.unwrap();
-        assert_eq!(out.usage, Usage { input_tokens: 1000, output_tokens: 3000 });
+        assert_eq!(
+            out.usage,
+            Usage {
+                input_tokens: 1000,
+                output_tokens: 3000
+            }
+        );
         assert_eq!(out.cost_micros, 8_000); // 4000 tokens at $2 per million
     }
 
@@ -320,7 +348,10 @@ mod tests {
 
     #[test]
     fn rates_outside_unit_interval_are_rejected() {
-        let cfg = MockConfig { failure_rate: 1.5, ..Default::default() };
+        let cfg = MockConfig {
+            failure_rate: 1.5,
+            ..Default::default()
+        };
         assert!(cfg.validate().unwrap_err().contains("failure_rate"));
     }
 }

@@ -163,8 +163,7 @@ pub(crate) fn new_task_in(r: v1::SubmitTaskRequest) -> Result<NewTask, Status> {
         max_attempts: Some(r.max_attempts).filter(|n| *n > 0),
         timeout_ms: Some(r.timeout_ms).filter(|n| *n > 0),
     };
-    new.validate()
-        .map_err(|e| invalid(e.field, &e.message))?;
+    new.validate().map_err(|e| invalid(e.field, &e.message))?;
     Ok(new)
 }
 
@@ -228,12 +227,14 @@ pub(crate) fn status_from(err: EngineError) -> Status {
         EngineError::InvalidArgument(e) => invalid(e.field, &e.message),
         EngineError::NotFound { id } => Status::not_found(format!("no task with id {id}")),
         EngineError::FailedPrecondition(m) => Status::failed_precondition(m),
-        EngineError::Store(e) if e.is_retryable() => {
-            Status::unavailable(format!("the store is busy or unreachable ({e}); retry the call"))
-        }
+        EngineError::Store(e) if e.is_retryable() => Status::unavailable(format!(
+            "the store is busy or unreachable ({e}); retry the call"
+        )),
         EngineError::Store(e) => Status::internal(format!("store error: {e}")),
         EngineError::Corrupt(m) => Status::data_loss(m),
         EngineError::Internal(m) => Status::internal(m),
-        EngineError::ShuttingDown => Status::unavailable("the node is shutting down; retry on another node or later"),
+        EngineError::ShuttingDown => {
+            Status::unavailable("the node is shutting down; retry on another node or later")
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! Services are thin adapters: decode and check the wire format, call the engine or the
 //! node, encode. Domain logic never sees a `tonic::Request`.
 
+#![warn(missing_docs)]
+
 mod convert;
 
 use std::net::SocketAddr;
@@ -20,7 +22,9 @@ use supervisor_proto::v1::provider_service_server::{ProviderService, ProviderSer
 use supervisor_proto::v1::task_service_server::{TaskService, TaskServiceServer};
 use tonic::{Request, Response, Status};
 
-use convert::{event_out, invalid, new_task_in, status_from, status_in, task_id_in, task_out, task_type_in};
+use convert::{
+    event_out, invalid, new_task_in, status_from, status_in, task_id_in, task_out, task_type_in,
+};
 
 /// Largest page a list call returns.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -49,56 +53,92 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<v1::TaskEvent, Status>> + Se
 
 #[tonic::async_trait]
 impl TaskService for TaskApi {
-    async fn submit_task(&self, req: Request<v1::SubmitTaskRequest>) -> Result<Response<v1::Task>, Status> {
+    async fn submit_task(
+        &self,
+        req: Request<v1::SubmitTaskRequest>,
+    ) -> Result<Response<v1::Task>, Status> {
         let tenant = tenant(&req);
         let new = new_task_in(req.into_inner())?;
         let submitted = self.engine.submit(tenant, new).await.map_err(status_from)?;
         Ok(Response::new(task_out(submitted.task)))
     }
 
-    async fn get_task(&self, req: Request<v1::GetTaskRequest>) -> Result<Response<v1::Task>, Status> {
+    async fn get_task(
+        &self,
+        req: Request<v1::GetTaskRequest>,
+    ) -> Result<Response<v1::Task>, Status> {
         let tenant = tenant(&req);
         let id = task_id_in("id", &req.get_ref().id)?;
         let task = self.engine.get(tenant, id).await.map_err(status_from)?;
         Ok(Response::new(task_out(task)))
     }
 
-    async fn list_tasks(&self, req: Request<v1::ListTasksRequest>) -> Result<Response<v1::ListTasksResponse>, Status> {
+    async fn list_tasks(
+        &self,
+        req: Request<v1::ListTasksRequest>,
+    ) -> Result<Response<v1::ListTasksResponse>, Status> {
         let tenant = tenant(&req);
         let r = req.into_inner();
         if r.page_size > MAX_PAGE_SIZE {
-            return Err(invalid("page_size", format!("{} is too large; the limit is {MAX_PAGE_SIZE}", r.page_size)));
+            return Err(invalid(
+                "page_size",
+                format!("{} is too large; the limit is {MAX_PAGE_SIZE}", r.page_size),
+            ));
         }
         let page_token = if r.page_token.is_empty() {
             None
         } else {
             Some(task_id_in("page_token", &r.page_token).map_err(|_| {
-                invalid("page_token", "not a token from a previous ListTasks response")
+                invalid(
+                    "page_token",
+                    "not a token from a previous ListTasks response",
+                )
             })?)
         };
         let query = ListQuery {
             status: status_in("status", r.status)?,
             task_type: task_type_in("type", r.r#type)?,
             label: Some(r.label).filter(|l| !l.is_empty()),
-            page_size: if r.page_size == 0 { DEFAULT_PAGE_SIZE } else { r.page_size } as usize,
+            page_size: if r.page_size == 0 {
+                DEFAULT_PAGE_SIZE
+            } else {
+                r.page_size
+            } as usize,
             page_token,
         };
-        let page = self.engine.list(tenant, &query).await.map_err(status_from)?;
+        let page = self
+            .engine
+            .list(tenant, &query)
+            .await
+            .map_err(status_from)?;
         Ok(Response::new(v1::ListTasksResponse {
             tasks: page.tasks.into_iter().map(task_out).collect(),
-            next_page_token: page.next_page_token.map(|t| t.to_string()).unwrap_or_default(),
+            next_page_token: page
+                .next_page_token
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
         }))
     }
 
-    async fn cancel_task(&self, req: Request<v1::CancelTaskRequest>) -> Result<Response<v1::Task>, Status> {
+    async fn cancel_task(
+        &self,
+        req: Request<v1::CancelTaskRequest>,
+    ) -> Result<Response<v1::Task>, Status> {
         let tenant = tenant(&req);
         let r = req.into_inner();
         let id = task_id_in("id", &r.id)?;
-        let task = self.engine.cancel(tenant, id, &r.reason).await.map_err(status_from)?;
+        let task = self
+            .engine
+            .cancel(tenant, id, &r.reason)
+            .await
+            .map_err(status_from)?;
         Ok(Response::new(task_out(task)))
     }
 
-    async fn retry_task(&self, req: Request<v1::RetryTaskRequest>) -> Result<Response<v1::Task>, Status> {
+    async fn retry_task(
+        &self,
+        req: Request<v1::RetryTaskRequest>,
+    ) -> Result<Response<v1::Task>, Status> {
         let tenant = tenant(&req);
         let id = task_id_in("id", &req.get_ref().id)?;
         let task = self.engine.retry(tenant, id).await.map_err(status_from)?;
@@ -107,16 +147,26 @@ impl TaskService for TaskApi {
 
     type WatchTaskStream = EventStream;
 
-    async fn watch_task(&self, req: Request<v1::WatchTaskRequest>) -> Result<Response<Self::WatchTaskStream>, Status> {
+    async fn watch_task(
+        &self,
+        req: Request<v1::WatchTaskRequest>,
+    ) -> Result<Response<Self::WatchTaskStream>, Status> {
         let tenant = tenant(&req);
         let r = req.into_inner();
         let id = task_id_in("id", &r.id)?;
-        let events = self.engine.watch_events(tenant, id, r.after_seq).await.map_err(status_from)?;
+        let events = self
+            .engine
+            .watch_events(tenant, id, r.after_seq)
+            .await
+            .map_err(status_from)?;
         let stream = events.map(move |item| item.map(|e| event_out(id, e)).map_err(status_from));
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn get_task_stats(&self, _req: Request<v1::GetTaskStatsRequest>) -> Result<Response<v1::TaskStats>, Status> {
+    async fn get_task_stats(
+        &self,
+        _req: Request<v1::GetTaskStatsRequest>,
+    ) -> Result<Response<v1::TaskStats>, Status> {
         let counts = self.engine.status_counts().await.map_err(status_from)?;
         Ok(Response::new(v1::TaskStats {
             queued: counts.get(TaskStatus::Queued),
@@ -150,7 +200,12 @@ impl ProviderService for ProviderApi {
     ) -> Result<Response<v1::ListProvidersResponse>, Status> {
         let mut providers = Vec::new();
         for snap in self.node.provider_snapshots().await {
-            let durable = self.node.engine().provider_stats(&snap.name).await.map_err(status_from)?;
+            let durable = self
+                .node
+                .engine()
+                .provider_stats(&snap.name)
+                .await
+                .map_err(status_from)?;
             providers.push(v1::ProviderInfo {
                 name: snap.name,
                 kind: snap.kind,
@@ -188,7 +243,8 @@ pub enum ServeError {
 }
 
 /// Service names the health service reports on (besides the empty "whole server" name).
-pub const HEALTH_SERVICES: &[&str] = &["supervisor.v1.TaskService", "supervisor.v1.ProviderService"];
+pub const HEALTH_SERVICES: &[&str] =
+    &["supervisor.v1.TaskService", "supervisor.v1.ProviderService"];
 
 /// Serves every service on `listener` until `shutdown` resolves. Health follows the node's
 /// supervision tree: SERVING while it is whole, NOT_SERVING while a child restarts, after
@@ -218,7 +274,9 @@ pub async fn serve(
                     reporter.set_service_status(*name, status).await;
                 }
                 if tree.changed().await.is_err() {
-                    reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                    reporter
+                        .set_service_status("", tonic_health::ServingStatus::NotServing)
+                        .await;
                     return;
                 }
             }

@@ -20,6 +20,8 @@
 //!   [`MAX_KEY_BYTES`], values under [`MAX_VALUE_BYTES`], transactions under
 //!   [`MAX_TXN_BYTES`].
 
+#![warn(missing_docs)]
+
 pub mod conformance;
 pub mod embedded;
 pub mod keys;

@@ -76,7 +76,10 @@ impl NodeProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "node did not exit within 60s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "node did not exit within 60s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
