@@ -295,3 +295,84 @@ async fn sigterm_drains_and_a_restart_keeps_everything() {
     let providers = client.providers().await.unwrap();
     assert_eq!(providers[0].completions_accepted, ids.len() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1_and_v1alpha_and_health_answer() {
+    use tonic_reflection::pb::{v1 as refl_v1, v1alpha as refl_v1alpha};
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]);
+    let channel = tonic::transport::Endpoint::from_shared(node.url())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+
+    let mut v1 = refl_v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = refl_v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            refl_v1::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut stream = v1
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("v1 reflection")
+        .into_inner();
+    let response = stream.next().await.expect("a response").expect("ok");
+    let Some(refl_v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("unexpected v1 reflection response");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.iter().any(|n| n == "supervisor.v1.TaskService"),
+        "{names:?}"
+    );
+
+    let mut alpha =
+        refl_v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = refl_v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            refl_v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "supervisor.v1.TaskService".into(),
+            ),
+        ),
+    };
+    let mut stream = alpha
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("v1alpha reflection")
+        .into_inner();
+    let response = stream.next().await.expect("a response").expect("ok");
+    assert!(
+        matches!(
+            response.message_response,
+            Some(refl_v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()
+        ),
+        "v1alpha returns the file defining TaskService"
+    );
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in [
+        "",
+        "supervisor.v1.TaskService",
+        "supervisor.v1.ProviderService",
+    ] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+}

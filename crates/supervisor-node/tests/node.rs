@@ -248,3 +248,37 @@ async fn drain_hands_back_what_it_cannot_finish() {
     assert_eq!(t.status, TaskStatus::Queued);
     assert_eq!(t.attempt, 0, "a hand-back does not spend an attempt");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_over_its_time_limit_fails_and_is_retried() {
+    let r = start(
+        MockConfig {
+            latency: Duration::from_secs(30),
+            ..Default::default()
+        },
+        EngineConfig {
+            retry_initial_backoff: Duration::from_millis(10),
+            ..EngineConfig::default()
+        },
+        node_cfg("n-timeout"),
+    )
+    .await;
+    let mut req = task("too slow for its budget");
+    req.timeout_ms = Some(150);
+    req.max_attempts = Some(2);
+    let id = r.engine.submit("default", req).await.unwrap().task.id;
+    let t = wait_terminal(&r.engine, id).await;
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert_eq!(t.attempt, 2);
+    assert!(
+        t.error.as_deref().unwrap_or("").contains("time limit"),
+        "{:?}",
+        t.error
+    );
+    let (events, _, _) = r.engine.read_events("default", id, 0, 100).await.unwrap();
+    assert!(
+        events.iter().any(|e| e.kind == EventKind::RetryScheduled),
+        "the first timeout was retried"
+    );
+    r.node.shutdown().await;
+}
