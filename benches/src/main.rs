@@ -88,7 +88,11 @@ fn start_server(bin: &PathBuf, durability: &str, latency: &str) -> anyhow::Resul
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    Ok(Server { child, addr, _dir: dir })
+    Ok(Server {
+        child,
+        addr,
+        _dir: dir,
+    })
 }
 
 /// (peak resident set in KiB, CPU seconds) of a process, from /proc.
@@ -104,7 +108,12 @@ fn proc_usage(pid: u32) -> (u64, f64) {
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of /proc/pid/stat; index 11 and 12 here.
     let hz = 100.0;
     (hwm, (ticks(11) + ticks(12)) / hz)
@@ -207,7 +216,10 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&report)?);
     std::fs::create_dir_all(&args.out)?;
     let stem = format!("{date}-{}-{}", args.label, args.durability);
-    std::fs::write(args.out.join(format!("{stem}.json")), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        args.out.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     if final_stats.failed > 0 {
         bail!("{} tasks failed", final_stats.failed);
     }
