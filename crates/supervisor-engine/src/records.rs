@@ -134,6 +134,26 @@ pub(crate) fn make_ready(txn: &mut Transaction<'_>, task: &Task) {
     txn.atomic_add(&keyspace::queue_version(), 1);
 }
 
+/// Sends a task back to the queue: `QUEUED` with a `Requeued` event, a ready entry, and
+/// the record written. The caller has already disarmed its timers and cleared its lease.
+pub(crate) fn requeue(
+    txn: &mut Transaction<'_>,
+    task: &mut Task,
+    now: i64,
+    message: String,
+) -> Result<(), EngineError> {
+    transition(
+        txn,
+        task,
+        TaskStatus::Queued,
+        now,
+        EventKind::Requeued,
+        message,
+    )?;
+    make_ready(txn, task);
+    put(txn, task)
+}
+
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum TimerKind {

@@ -449,16 +449,7 @@ impl Engine {
                     task.lease = None;
                     task.attempt = task.attempt.saturating_sub(1);
                     let message = format!("handed back: {reason}; the attempt does not count");
-                    records::transition(
-                        txn,
-                        &mut task,
-                        TaskStatus::Queued,
-                        now,
-                        EventKind::Requeued,
-                        message,
-                    )?;
-                    records::make_ready(txn, &task);
-                    records::put(txn, &task)?;
+                    records::requeue(txn, &mut task, now, message)?;
                     Ok::<_, EngineError>(RunnerWriteResult::Accepted(task.status))
                 })
             })

@@ -42,15 +42,7 @@ fn reclaim(
             "attempt {} abandoned: {why} (node {node}); requeued",
             task.attempt
         );
-        records::transition(
-            txn,
-            task,
-            TaskStatus::Queued,
-            now,
-            EventKind::Requeued,
-            message,
-        )?;
-        records::make_ready(txn, task);
+        records::requeue(txn, task, now, message)
     } else {
         let message = format!(
             "attempt {} of {} abandoned: {why} (node {node}); no attempts left",
@@ -65,8 +57,8 @@ fn reclaim(
             EventKind::Failed,
             message,
         )?;
+        records::put(txn, task)
     }
-    records::put(txn, task)
 }
 
 impl Engine {
@@ -110,16 +102,7 @@ impl Engine {
                                         "retry vested; attempt {} queued",
                                         task.attempt + 1
                                     );
-                                    records::transition(
-                                        txn,
-                                        &mut task,
-                                        TaskStatus::Queued,
-                                        now,
-                                        EventKind::Requeued,
-                                        message,
-                                    )?;
-                                    records::make_ready(txn, &task);
-                                    records::put(txn, &task)?;
+                                    records::requeue(txn, &mut task, now, message)?;
                                     sweep.retries_vested += 1;
                                 }
                             }
