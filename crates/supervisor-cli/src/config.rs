@@ -10,9 +10,13 @@ use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use supervisor_engine::EngineConfig;
 use supervisor_node::NodeConfig;
+
+use supervisor_providers::config::ProviderConfig;
 use supervisor_providers::mock::MockConfig;
+use supervisor_providers::pricing::PriceTable;
 
 /// The annotated default configuration, shipped with the binary.
 pub const EXAMPLE: &str = include_str!("../../../supervisor.example.toml");
@@ -31,8 +35,11 @@ pub struct Config {
     pub engine: EngineConfig,
     /// The node's actors.
     pub node: NodeConfig,
-    /// Providers.
+    /// Providers by name, each `[providers.<name>]` with a `kind`. Default: one mock
+    /// provider named `mock`.
     pub providers: ProvidersConfig,
+    /// Prices per million tokens by model (or model prefix), over the built-in table.
+    pub prices: PriceTable,
     /// Logging.
     pub log: LogConfig,
 }
@@ -98,12 +105,20 @@ impl Default for StoreConfig {
     }
 }
 
-/// Providers.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ProvidersConfig {
-    /// The mock provider (always present; serves every task for now).
-    pub mock: MockConfig,
+/// Providers by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProvidersConfig(pub BTreeMap<String, ProviderConfig>);
+
+impl Default for ProvidersConfig {
+    fn default() -> Self {
+        let mut map = BTreeMap::new();
+        map.insert(
+            "mock".to_string(),
+            ProviderConfig::Mock(MockConfig::default()),
+        );
+        ProvidersConfig(map)
+    }
 }
 
 /// Logging.
@@ -166,11 +181,20 @@ impl Config {
 
     /// Checks every section, naming the first wrong value.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks = [
-            self.engine.validate(),
-            self.node.validate(),
-            self.providers.mock.validate(),
-        ];
+        let mut checks = vec![self.engine.validate(), self.node.validate()];
+        for (name, provider) in &self.providers.0 {
+            if let ProviderConfig::Mock(m) = provider {
+                checks.push(
+                    m.validate()
+                        .map_err(|e| e.replace("providers.mock", &format!("providers.{name}"))),
+                );
+            }
+        }
+        if !self.providers.0.values().any(ProviderConfig::enabled) {
+            checks.push(Err(
+                "no provider is enabled; configure at least one under [providers.<name>]".into(),
+            ));
+        }
         for check in checks {
             if let Err(msg) = check {
                 bail!("invalid configuration: {msg}");
@@ -225,7 +249,10 @@ mod tests {
             let cfg = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(cfg.engine.lease_duration, std::time::Duration::from_secs(5));
             assert_eq!(
-                cfg.providers.mock.latency,
+                match cfg.providers.0.get("mock") {
+                    Some(ProviderConfig::Mock(m)) => m.latency,
+                    other => panic!("mock provider missing: {other:?}"),
+                },
                 std::time::Duration::from_millis(50)
             );
             assert_eq!(cfg.server.listen, "127.0.0.1:50051");

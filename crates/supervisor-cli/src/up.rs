@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use supervisor_engine::{Engine, SystemClock};
 use supervisor_node::{Node, ProviderSpec};
-use supervisor_providers::mock::MockProvider;
+use supervisor_providers::factory::BuildContext;
 use supervisor_store::embedded::{Durability, EmbeddedOptions, open_db};
 
 use crate::config::{Config, DurabilityMode, LogFormat};
@@ -109,11 +109,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .local_addr()
         .context("reading the listen address")?;
 
-    let mock = MockProvider::new("mock", cfg.providers.mock.clone());
-    let providers = vec![ProviderSpec {
-        provider: Arc::new(mock),
-        max_concurrency: cfg.providers.mock.max_concurrency,
-    }];
+    let prices = Arc::new(cfg.prices.clone());
+    let build_ctx = BuildContext {
+        data_dir: data_dir.clone(),
+    };
+    let mut providers = Vec::new();
+    for (name, provider_cfg) in &cfg.providers.0 {
+        if !provider_cfg.enabled() {
+            continue;
+        }
+        let provider =
+            supervisor_providers::factory::build(name, provider_cfg, prices.clone(), &build_ctx)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        providers.push(ProviderSpec {
+            provider,
+            max_concurrency: provider_cfg.max_concurrency(),
+        });
+    }
     let node = Arc::new(
         Node::start(engine, cfg.node.clone(), &addr.to_string(), providers)
             .await
@@ -129,7 +141,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         db_path.display(),
         cfg.store.durability
     );
-    println!("provider: mock; press Ctrl-C to stop");
+    let names: Vec<&str> = cfg
+        .providers
+        .0
+        .iter()
+        .filter(|(_, p)| p.enabled())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    println!("providers: {}; press Ctrl-C to stop", names.join(", "));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_timeout = cfg.node.drain_timeout;

@@ -56,6 +56,7 @@ fn success(output: &str) -> Outcome {
         usage: Usage {
             input_tokens: 10,
             output_tokens: 20,
+            ..Usage::default()
         },
         cost_micros: 30,
         provider: "mock".into(),

@@ -6,8 +6,11 @@
 
 #![warn(missing_docs)]
 
+#[macro_use]
 mod task;
+mod specialty;
 
+pub use specialty::*;
 pub use task::*;
 
 /// The tenant every task belongs to until authentication introduces more.

@@ -37,21 +37,21 @@ macro_rules! named_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl FromStr for $name {
-            type Err = ParseError;
-            fn from_str(s: &str) -> Result<Self, ParseError> {
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::ParseError;
+            fn from_str(s: &str) -> Result<Self, $crate::ParseError> {
                 let norm = s.trim().to_ascii_lowercase().replace('-', "_");
                 $name::ALL
                     .iter()
                     .copied()
                     .find(|v| v.as_str() == norm)
-                    .ok_or_else(|| ParseError {
+                    .ok_or_else(|| $crate::ParseError {
                         what: $what,
                         given: s.to_string(),
                         expected: $name::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", "),
@@ -172,7 +172,7 @@ impl TaskId {
 }
 
 impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
         self.0.hyphenated().fmt(f)
     }
 }
@@ -197,6 +197,12 @@ pub struct Usage {
     pub input_tokens: u64,
     /// Completion tokens.
     pub output_tokens: u64,
+    /// Prompt tokens read from the provider's cache.
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    /// Prompt tokens written to the provider's cache.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
 }
 
 /// What a successful task produced.

@@ -112,6 +112,8 @@ async fn run_attempt(args: AgentArgs) {
     let ending = match checkout(&provider_actor).await {
         Err(err) => Ending::Done(Err(err)),
         Ok((actor, checkout)) => {
+            let choice =
+                supervisor_model::analyze(task.task_type, &task.labels, &task.prompt, None);
             let request = ProviderRequest {
                 task_id: task.id.to_string(),
                 attempt: task.attempt,
@@ -119,6 +121,9 @@ async fn run_attempt(args: AgentArgs) {
                 prompt: task.prompt.clone(),
                 context: task.context.clone(),
                 timeout,
+                specialty: choice.specialty,
+                system_prompt: choice.specialty.system_prompt().to_string(),
+                tools: choice.specialty.tools(),
             };
             let deadline = tokio::time::sleep(timeout);
             tokio::pin!(deadline);

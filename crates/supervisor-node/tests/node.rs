@@ -23,7 +23,7 @@ async fn start(mock: MockConfig, engine_cfg: EngineConfig, node_cfg: NodeConfig)
     let db = open_db(&dir.path().join("db.redb"), EmbeddedOptions::default()).expect("store");
     let engine = Engine::new(db, engine_cfg, Arc::new(SystemClock));
     let provider = ProviderSpec {
-        max_concurrency: mock.max_concurrency,
+        max_concurrency: 1024,
         provider: Arc::new(MockProvider::new("mock", mock)),
     };
     let node = Node::start(engine.clone(), node_cfg, "127.0.0.1:0", vec![provider])

@@ -7,12 +7,21 @@
 
 #![warn(missing_docs)]
 
+pub mod anthropic;
+pub mod claude_cli;
+pub mod config;
+pub mod factory;
+pub mod http;
 pub mod mock;
+pub mod openai;
+pub mod pricing;
+pub mod secret;
+pub mod sse;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use supervisor_model::{TaskType, Usage};
+use supervisor_model::{Specialty, TaskType, ToolPolicy, Usage};
 use tokio::sync::mpsc;
 
 /// What a provider is asked to do: one attempt of one task.
@@ -30,6 +39,30 @@ pub struct ProviderRequest {
     pub context: BTreeMap<String, String>,
     /// Time limit of this attempt (the caller also enforces it).
     pub timeout: Duration,
+    /// The specialty the task was routed to.
+    pub specialty: Specialty,
+    /// The specialty's system prompt.
+    pub system_prompt: String,
+    /// What the agent may do with tools (providers that run tools must enforce it).
+    pub tools: ToolPolicy,
+}
+
+impl ProviderRequest {
+    /// A request for `prompt` with the default specialty of `task_type` (tests, probes).
+    pub fn simple(task_id: &str, task_type: TaskType, prompt: &str, timeout: Duration) -> Self {
+        let specialty = Specialty::default_for(task_type);
+        ProviderRequest {
+            task_id: task_id.to_string(),
+            attempt: 1,
+            task_type,
+            prompt: prompt.to_string(),
+            context: BTreeMap::new(),
+            timeout,
+            specialty,
+            system_prompt: specialty.system_prompt().to_string(),
+            tools: specialty.tools(),
+        }
+    }
 }
 
 /// Something a provider reports while it works.
@@ -37,6 +70,9 @@ pub struct ProviderRequest {
 pub enum ProviderEvent {
     /// A piece of output text, in order.
     Output(String),
+    /// Something the agent did that is not output: a tool call, a tool result, the
+    /// session starting. One line, for people following the task.
+    Activity(String),
 }
 
 /// Where a provider sends its events while executing. Sending never blocks; a closed sink
@@ -68,6 +104,19 @@ pub struct ProviderOutput {
     pub cost_micros: u64,
     /// The model that answered.
     pub model: String,
+    /// Files the execution produced (for example the `git diff` of a worktree).
+    pub artifacts: Vec<Artifact>,
+}
+
+/// A named piece of output beside the text: a diff, a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// Name, unique within the task, e.g. `changes.diff`.
+    pub name: String,
+    /// Media type, e.g. `text/x-diff`.
+    pub media_type: String,
+    /// Content.
+    pub content: String,
 }
 
 /// Why an execution failed, typed for retries and routing.

@@ -16,6 +16,8 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MockConfig {
+    /// Whether routing may use it. Default true.
+    pub enabled: bool,
     /// Time one execution takes. Default 0s.
     #[serde(with = "humantime_serde")]
     pub latency: Duration,
@@ -36,13 +38,14 @@ pub struct MockConfig {
     pub stream_chunks: u32,
     /// Price charged per million tokens, in millionths of a dollar. Default 0 (free).
     pub price_micros_per_mtok: u64,
-    /// Most concurrent executions. Default 1024.
-    pub max_concurrency: u32,
+    /// Limits (concurrency defaults to 1024 for the mock).
+    pub limits: crate::config::Limits,
 }
 
 impl Default for MockConfig {
     fn default() -> Self {
         MockConfig {
+            enabled: true,
             latency: Duration::ZERO,
             latency_jitter: Duration::ZERO,
             failure_rate: 0.0,
@@ -51,7 +54,7 @@ impl Default for MockConfig {
             output_tokens: 0,
             stream_chunks: 4,
             price_micros_per_mtok: 0,
-            max_concurrency: 1024,
+            limits: crate::config::Limits::default(),
         }
     }
 }
@@ -68,9 +71,6 @@ impl MockConfig {
                     "providers.mock.{name} must be between 0 and 1, got {v}"
                 ));
             }
-        }
-        if self.max_concurrency == 0 {
-            return Err("providers.mock.max_concurrency must be at least 1".into());
         }
         Ok(())
     }
@@ -205,6 +205,8 @@ impl Provider for MockProvider {
             });
         }
         let usage = Usage {
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             input_tokens: if self.cfg.input_tokens > 0 {
                 self.cfg.input_tokens
             } else {
@@ -224,6 +226,7 @@ impl Provider for MockProvider {
             usage,
             cost_micros,
             model: "mock-1".into(),
+            artifacts: Vec::new(),
         })
     }
 
@@ -267,14 +270,12 @@ mod tests {
     use super::*;
 
     fn request(prompt: &str) -> ProviderRequest {
-        ProviderRequest {
-            task_id: "0192f5e4-7c2a-7b3e-9f00-1a2b3c4d5e6f".into(),
-            attempt: 1,
-            task_type: TaskType::BugFix,
-            prompt: prompt.into(),
-            context: Default::default(),
-            timeout: Duration::from_secs(5),
-        }
+        ProviderRequest::simple(
+            "0192f5e4-7c2a-7b3e-9f00-1a2b3c4d5e6f",
+            TaskType::BugFix,
+            prompt,
+            Duration::from_secs(5),
+        )
     }
 
     #[tokio::test]
@@ -332,7 +333,8 @@ mod tests {
             out.usage,
             Usage {
                 input_tokens: 1000,
-                output_tokens: 3000
+                output_tokens: 3000,
+                ..Usage::default()
             }
         );
         assert_eq!(out.cost_micros, 8_000); // 4000 tokens at $2 per million

@@ -1,0 +1,219 @@
+//! Provider configuration: one table per provider, `[providers.<name>]`, whose `kind`
+//! says which implementation serves it. API keys are never in the file: `api_key_env`
+//! names an environment variable, `api_key_file` a file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mock::MockConfig;
+use crate::secret::KeySource;
+
+/// Limits and failure handling every provider has, enforced by its actor on each node.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Most concurrent executions on one node (default: 1024 for the mock, 16 otherwise).
+    pub max_concurrency: Option<u32>,
+    /// Requests per minute (token bucket; unset: unlimited).
+    pub requests_per_minute: Option<u32>,
+    /// Tokens per minute, input plus output (token bucket; unset: unlimited).
+    pub tokens_per_minute: Option<u64>,
+    /// Failures within `breaker_window` that open the circuit breaker (default 5).
+    pub breaker_failures: Option<u32>,
+    /// Window over which failures count (default 60s).
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub breaker_window: Option<Duration>,
+    /// How long an open breaker refuses work before one trial request (default 30s).
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub breaker_cooldown: Option<Duration>,
+}
+
+/// The Anthropic Messages API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnthropicConfig {
+    /// Whether routing may use it. Default true.
+    pub enabled: bool,
+    /// Base URL. Default `https://api.anthropic.com`.
+    pub base_url: String,
+    /// Environment variable holding the API key. Default `ANTHROPIC_API_KEY`.
+    pub api_key_env: Option<String>,
+    /// Or a file holding it.
+    pub api_key_file: Option<PathBuf>,
+    /// Model. Default `claude-sonnet-4-5`.
+    pub model: String,
+    /// `max_tokens` of each request. Default 8192.
+    pub max_tokens: u32,
+    /// The `anthropic-version` header. Default `2023-06-01`.
+    pub anthropic_version: String,
+    /// Connect timeout. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Default for AnthropicConfig {
+    fn default() -> Self {
+        AnthropicConfig {
+            enabled: true,
+            base_url: "https://api.anthropic.com".into(),
+            api_key_env: Some("ANTHROPIC_API_KEY".into()),
+            api_key_file: None,
+            model: "claude-sonnet-4-5".into(),
+            max_tokens: 8192,
+            anthropic_version: "2023-06-01".into(),
+            connect_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl AnthropicConfig {
+    /// Where its key comes from.
+    pub fn key_source(&self) -> KeySource {
+        KeySource {
+            api_key_env: self.api_key_env.clone(),
+            api_key_file: self.api_key_file.clone(),
+        }
+    }
+}
+
+/// Any OpenAI-compatible `/v1/chat/completions` server (OpenAI, vLLM, Ollama, llama.cpp).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// Whether routing may use it. Default true.
+    pub enabled: bool,
+    /// Base URL including `/v1`. Default `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Environment variable holding the API key (unset: no key, for local servers).
+    pub api_key_env: Option<String>,
+    /// Or a file holding it.
+    pub api_key_file: Option<PathBuf>,
+    /// Model. Default `gpt-4o-mini`.
+    pub model: String,
+    /// `max_tokens` of each request. Default 4096.
+    pub max_tokens: u32,
+    /// Connect timeout. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        OpenAiConfig {
+            enabled: true,
+            base_url: "https://api.openai.com/v1".into(),
+            api_key_env: None,
+            api_key_file: None,
+            model: "gpt-4o-mini".into(),
+            max_tokens: 4096,
+            connect_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl OpenAiConfig {
+    /// Where its key comes from.
+    pub fn key_source(&self) -> KeySource {
+        KeySource {
+            api_key_env: self.api_key_env.clone(),
+            api_key_file: self.api_key_file.clone(),
+        }
+    }
+}
+
+/// The Claude Code CLI, run headless.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClaudeCliConfig {
+    /// Whether routing may use it. Default true.
+    pub enabled: bool,
+    /// The executable. Default `claude` (looked up on PATH).
+    pub binary: PathBuf,
+    /// `--model` (unset: the CLI's default).
+    pub model: Option<String>,
+    /// `--max-turns`. Default 30.
+    pub max_turns: u32,
+    /// Extra arguments appended to every run.
+    pub extra_args: Vec<String>,
+    /// Where per-task git worktrees are made (unset: `<data_dir>/worktrees`).
+    pub worktree_dir: Option<PathBuf>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Default for ClaudeCliConfig {
+    fn default() -> Self {
+        ClaudeCliConfig {
+            enabled: true,
+            binary: PathBuf::from("claude"),
+            model: None,
+            max_turns: 30,
+            extra_args: Vec::new(),
+            worktree_dir: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// One configured provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProviderConfig {
+    /// The deterministic mock.
+    Mock(MockConfig),
+    /// The Anthropic Messages API.
+    Anthropic(AnthropicConfig),
+    /// An OpenAI-compatible server.
+    Openai(OpenAiConfig),
+    /// The Claude Code CLI.
+    ClaudeCli(ClaudeCliConfig),
+}
+
+impl ProviderConfig {
+    /// The implementation's name (`mock`, `anthropic`, `openai`, `claude_cli`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderConfig::Mock(_) => "mock",
+            ProviderConfig::Anthropic(_) => "anthropic",
+            ProviderConfig::Openai(_) => "openai",
+            ProviderConfig::ClaudeCli(_) => "claude_cli",
+        }
+    }
+
+    /// Whether routing may use it.
+    pub fn enabled(&self) -> bool {
+        match self {
+            ProviderConfig::Mock(c) => c.enabled,
+            ProviderConfig::Anthropic(c) => c.enabled,
+            ProviderConfig::Openai(c) => c.enabled,
+            ProviderConfig::ClaudeCli(c) => c.enabled,
+        }
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> &Limits {
+        match self {
+            ProviderConfig::Mock(c) => &c.limits,
+            ProviderConfig::Anthropic(c) => &c.limits,
+            ProviderConfig::Openai(c) => &c.limits,
+            ProviderConfig::ClaudeCli(c) => &c.limits,
+        }
+    }
+
+    /// Concurrency per node after the kind's default.
+    pub fn max_concurrency(&self) -> u32 {
+        let default = match self {
+            ProviderConfig::Mock(_) => 1024,
+            _ => 16,
+        };
+        self.limits().max_concurrency.unwrap_or(default).max(1)
+    }
+}
