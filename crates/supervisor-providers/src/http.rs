@@ -1,10 +1,15 @@
 //! What the HTTP providers share: one way to turn an HTTP failure into a typed
 //! [`ProviderError`] (so routing treats a 429 the same whichever API sent it), the
-//! `retry-after` header, and the client settings.
+//! `retry-after` header, the client settings, and one way to read a streamed answer
+//! (so a dropped connection or a garbled stream is reported alike by every provider).
 
 use std::time::{Duration, SystemTime};
 
-use crate::ProviderError;
+use futures::StreamExt;
+
+use crate::secret::ApiKey;
+use crate::sse::{SseEvent, SseParser};
+use crate::{Health, ProviderError};
 
 /// Reads a `retry-after` header: either delta-seconds or an HTTP date.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
@@ -76,7 +81,8 @@ pub fn error_for_status(
     }
 }
 
-fn looks_like_context_overflow(body: &str) -> bool {
+/// Whether an error text says the prompt did not fit the model's context window.
+pub fn looks_like_context_overflow(body: &str) -> bool {
     let b = body.to_ascii_lowercase();
     b.contains("context length")
         || b.contains("context_length")
@@ -87,15 +93,36 @@ fn looks_like_context_overflow(body: &str) -> bool {
 
 /// At most 500 characters of a response body, on one line.
 pub fn summarize_body(body: &str) -> String {
-    let one_line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() > 500 {
-        let cut: String = one_line.chars().take(500).collect();
+    excerpt(body, 500)
+}
+
+/// At most `max_chars` characters of `text`, on one line (`…` marks a cut).
+pub fn excerpt(text: &str, max_chars: usize) -> String {
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > max_chars {
+        let cut: String = one_line.chars().take(max_chars).collect();
         format!("{cut}…")
     } else if one_line.is_empty() {
         "(empty body)".into()
     } else {
         one_line
     }
+}
+
+/// An error and its causes on one line (`reqwest` keeps the interesting part, such as
+/// "connection refused", in the causes).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 /// A transport failure (connect, reset, timeout) as a retryable error.
@@ -107,9 +134,207 @@ pub fn transport_error(provider: &str, err: &reqwest::Error) -> ProviderError {
     };
     ProviderError::Retryable {
         kind,
-        message: format!("{provider}: {err}"),
+        message: format!("{provider}: {}", error_chain(err)),
         retry_after: None,
     }
+}
+
+/// The error for an attempt that ran out of its time limit.
+pub fn timeout_error(provider: &str, limit: Duration) -> ProviderError {
+    ProviderError::Retryable {
+        kind: "timeout",
+        message: format!(
+            "{provider}: no complete answer within the attempt's time limit of {limit:?}"
+        ),
+        retry_after: None,
+    }
+}
+
+/// The error for a stream that stopped before the API said it was complete: the
+/// connection dropped, so the output so far is not a result.
+pub fn connection_reset(provider: &str, detail: &str) -> ProviderError {
+    ProviderError::Retryable {
+        kind: "connection_reset",
+        message: format!("{provider}: the stream ended before the answer was complete ({detail})"),
+        retry_after: None,
+    }
+}
+
+/// The error for a stream that is not what the API sends: `what` says what was wrong,
+/// `received` is what arrived (shown truncated).
+pub fn bad_stream(provider: &str, what: &str, received: &str) -> ProviderError {
+    ProviderError::Retryable {
+        kind: "bad_stream",
+        message: format!("{provider}: {what}; received: {}", excerpt(received, 200)),
+        retry_after: None,
+    }
+}
+
+/// `err` with every occurrence of the key's value replaced, so an API that echoes the key
+/// (or a URL holding it) cannot leak it into logs and task records.
+pub fn redact_error(err: ProviderError, key: Option<&ApiKey>) -> ProviderError {
+    let Some(key) = key else { return err };
+    match err {
+        ProviderError::Retryable {
+            kind,
+            message,
+            retry_after,
+        } => ProviderError::Retryable {
+            kind,
+            message: key.redact(&message),
+            retry_after,
+        },
+        ProviderError::Permanent { kind, message } => ProviderError::Permanent {
+            kind,
+            message: key.redact(&message),
+        },
+    }
+}
+
+/// Sends a request; a non-2xx answer becomes the typed error for its status, with the
+/// body as detail and the `retry-after` header parsed.
+pub async fn send(
+    provider: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ProviderError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transport_error(provider, &e))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    // A body that cannot be read still leaves the status to go by.
+    let body = response.text().await.unwrap_or_default();
+    Err(error_for_status(
+        provider,
+        status.as_u16(),
+        retry_after,
+        &body,
+    ))
+}
+
+/// What a stream handler wants after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading.
+    Continue,
+    /// The API said the answer is complete: stop reading.
+    Done,
+}
+
+/// Reads a `text/event-stream` answer, handing each event to `on_event` until it returns
+/// [`Flow::Done`] or an error. A stream that ends (or breaks) before that is a retryable
+/// `connection_reset`; a body that is not an event stream is a retryable `bad_stream`.
+pub async fn read_events(
+    provider: &str,
+    response: reqwest::Response,
+    mut on_event: impl FnMut(SseEvent) -> Result<Flow, ProviderError>,
+) -> Result<(), ProviderError> {
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !content_type.is_empty() && !content_type.starts_with("text/event-stream") {
+        let body = response.text().await.unwrap_or_default();
+        return Err(bad_stream(
+            provider,
+            &format!("expected an event stream, got content-type {content_type}"),
+            &body,
+        ));
+    }
+    let mut parser = SseParser::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let bytes = match chunk {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_timeout() => return Err(transport_error(provider, &e)),
+            Err(e) => return Err(connection_reset(provider, &error_chain(&e))),
+        };
+        let events = parser
+            .push(&bytes)
+            .map_err(|e| bad_stream(provider, &e.to_string(), &String::from_utf8_lossy(&bytes)))?;
+        for event in events {
+            if on_event(event)? == Flow::Done {
+                return Ok(());
+            }
+        }
+    }
+    let detail = if parser.finish() {
+        "the connection closed in the middle of an event"
+    } else {
+        "the connection closed without the end-of-answer event"
+    };
+    Err(connection_reset(provider, detail))
+}
+
+/// A header value carrying the key (`prefix` is e.g. `"Bearer "`), marked sensitive so
+/// the HTTP stack never shows it. The error does not contain the key.
+pub fn key_header(
+    provider: &str,
+    key: &ApiKey,
+    prefix: &str,
+) -> Result<reqwest::header::HeaderValue, String> {
+    let mut value =
+        reqwest::header::HeaderValue::from_str(&format!("{prefix}{}", key.expose())).map_err(
+            |_| format!("provider {provider}: the API key ({key}) contains characters not allowed in an HTTP header"),
+        )?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// How long a health probe may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A health probe: sends `request` (a cheap authenticated GET, `what` names it in the
+/// detail) and reads the answer. 2xx is healthy; 401/403 means the key was rejected; any
+/// other status or a transport failure is unhealthy with what was seen. The key never
+/// appears in the detail.
+pub async fn probe(request: reqwest::RequestBuilder, what: &str, key: Option<&ApiKey>) -> Health {
+    let started = std::time::Instant::now();
+    let (healthy, detail) = match request.timeout(PROBE_TIMEOUT).send().await {
+        Err(e) => (false, format!("{what} failed: {}", error_chain(&e))),
+        Ok(response) => {
+            let status = response.status();
+            let elapsed = started.elapsed();
+            if status.is_success() {
+                (
+                    true,
+                    format!(
+                        "{what} answered {} in {} ms",
+                        status.as_u16(),
+                        elapsed.as_millis()
+                    ),
+                )
+            } else {
+                let body = response.text().await.unwrap_or_default();
+                let seen = format!("HTTP {}: {}", status.as_u16(), excerpt(&body, 200));
+                if status.as_u16() == 401 || status.as_u16() == 403 {
+                    (false, format!("API key rejected ({what} answered {seen})"))
+                } else {
+                    (false, format!("{what} answered {seen}"))
+                }
+            }
+        }
+    };
+    let detail = match key {
+        Some(key) => key.redact(&detail),
+        None => detail,
+    };
+    Health { healthy, detail }
+}
+
+/// The base URL without trailing slashes, so paths can be appended with one.
+pub fn trim_base(base_url: &str) -> &str {
+    base_url.trim_end_matches('/')
 }
 
 /// The HTTP client the providers use: no global timeout (each request gets the attempt's
@@ -186,5 +411,31 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn excerpts_are_one_line_and_cut() {
+        assert_eq!(excerpt("a\n  b", 10), "a b");
+        assert_eq!(excerpt("abcdef", 3), "abc…");
+        assert_eq!(excerpt("  ", 3), "(empty body)");
+    }
+
+    #[test]
+    fn redaction_keeps_the_error_class() {
+        let key = ApiKey::from_value("sk-123", "test");
+        let err = redact_error(
+            ProviderError::Permanent {
+                kind: "auth",
+                message: "bad key sk-123".into(),
+            },
+            Some(&key),
+        );
+        assert_eq!(
+            err,
+            ProviderError::Permanent {
+                kind: "auth",
+                message: "bad key [redacted]".into()
+            }
+        );
     }
 }

@@ -63,6 +63,30 @@ impl ProviderRequest {
             tools: specialty.tools(),
         }
     }
+
+    /// The prompt as a model API receives it: the prompt, then the context (if any) as a
+    /// short `Context:` block, one `key: value` per entry (multi-line values indented).
+    pub fn prompt_with_context(&self) -> String {
+        if self.context.is_empty() {
+            return self.prompt.clone();
+        }
+        let mut text = format!("{}\n\nContext:", self.prompt.trim_end());
+        for (key, value) in &self.context {
+            if value.contains('\n') {
+                text.push_str(&format!("\n- {key}:"));
+                for line in value.lines() {
+                    text.push('\n');
+                    if !line.is_empty() {
+                        text.push_str("    ");
+                        text.push_str(line);
+                    }
+                }
+            } else {
+                text.push_str(&format!("\n- {key}: {value}"));
+            }
+        }
+        text
+    }
 }
 
 /// Something a provider reports while it works.
@@ -193,4 +217,23 @@ pub trait Provider: Send + Sync + 'static {
     async fn health(&self) -> Health;
     /// Estimated cost of a request, in millionths of a dollar.
     fn estimate_cost(&self, request: &ProviderRequest) -> u64;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_is_rendered_after_the_prompt() {
+        let mut r =
+            ProviderRequest::simple("t", TaskType::BugFix, "fix it\n", Duration::from_secs(1));
+        assert_eq!(r.prompt_with_context(), "fix it\n");
+        r.context.insert("file".into(), "src/main.rs".into());
+        r.context
+            .insert("log".into(), "line one\n\nline two".into());
+        assert_eq!(
+            r.prompt_with_context(),
+            "fix it\n\nContext:\n- file: src/main.rs\n- log:\n    line one\n\n    line two"
+        );
+    }
 }

@@ -30,6 +30,14 @@ impl ApiKey {
         &self.value
     }
 
+    /// `text` with every occurrence of the key replaced by `[redacted]`.
+    pub fn redact(&self, text: &str) -> String {
+        if self.value.is_empty() {
+            return text.to_string();
+        }
+        text.replace(&self.value, "[redacted]")
+    }
+
     /// A key given directly (tests).
     pub fn from_value(value: impl Into<String>, origin: impl Into<String>) -> Self {
         ApiKey {
@@ -103,6 +111,10 @@ mod tests {
         assert!(!format!("{k:?}").contains("sk-secret"));
         assert!(!format!("{k}").contains("sk-secret"));
         assert_eq!(k.expose(), "sk-secret-123");
+        assert_eq!(
+            k.redact("bad key sk-secret-123 given"),
+            "bad key [redacted] given"
+        );
     }
 
     #[test]
