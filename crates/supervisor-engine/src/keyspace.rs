@@ -157,3 +157,20 @@ pub(crate) fn parse_inbox(key: &[u8]) -> Option<(String, TaskId)> {
 pub(crate) fn inbox_version(node: &str) -> Vec<u8> {
     root().pack(&("inboxver", node))
 }
+
+pub(crate) fn ledger(tenant: &str, day: &str, provider: &str, field: &str) -> Vec<u8> {
+    root().pack(&("ledger", tenant, day, provider, field))
+}
+
+/// Ledger entries of a tenant for days `from..=to` (`YYYY-MM-DD`).
+pub(crate) fn ledger_days(tenant: &str, from: &str, to: &str) -> (Vec<u8>, Vec<u8>) {
+    let begin = root().pack(&("ledger", tenant, from));
+    let (_, end) = root().subspace(&("ledger", tenant, to)).range();
+    (begin, end)
+}
+
+pub(crate) fn parse_ledger(key: &[u8]) -> Option<(String, String, String)> {
+    let (_, _, day, provider, field): (String, String, String, String, String) =
+        root().unpack(key).ok()?;
+    Some((day, provider, field))
+}

@@ -17,6 +17,7 @@ mod clock;
 mod codec;
 mod config;
 mod keyspace;
+mod ledger;
 mod nodes;
 mod records;
 mod runner;
@@ -34,8 +35,9 @@ use tokio::sync::Notify;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
+pub use ledger::{LedgerRow, utc_day};
 pub use nodes::NodeIdentity;
-pub use runner::{Finish, LeaseBatch, LeasedTask, Outcome, RunnerWriteResult, TaskRef};
+pub use runner::{Finish, LeaseBatch, LeasedTask, Outcome, RunnerWriteResult, Streamed, TaskRef};
 pub use tasks::{ListPage, ListQuery, ProviderStats, StatusCounts, Submitted};
 pub use timers::TimerSweep;
 

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use supervisor_model::{EventKind, Lease, Task, TaskId, TaskResult, TaskStatus};
+use supervisor_model::{AttemptRecord, EventKind, Lease, Task, TaskId, TaskResult, TaskStatus};
 use supervisor_store::{RangeOptions, Watch};
 
 use crate::keyspace;
+use crate::ledger;
 use crate::nodes::NodeIdentity;
 use crate::records::{self, TimerEntry, TimerKind};
 use crate::{Engine, EngineError, Inner};
@@ -50,9 +51,23 @@ pub enum Outcome {
     Failed {
         /// What went wrong.
         error: String,
+        /// A short category (`rate_limited`, `timeout`, `panicked`...).
+        kind: String,
         /// Whether another attempt may succeed.
         retryable: bool,
+        /// The earliest the provider asked to be called again; the next attempt waits
+        /// at least this long.
+        retry_after: Option<Duration>,
     },
+}
+
+/// Something streamed by a running attempt, recorded as an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Streamed {
+    /// Output text (an `Output` event).
+    Output(String),
+    /// A line about what the agent did (an `Activity` event).
+    Activity(String),
 }
 
 /// A finished attempt, as reported by the runner.
@@ -62,8 +77,14 @@ pub struct Finish {
     pub task_ref: TaskRef,
     /// The provider that ran it (for the durable per-provider counters).
     pub provider: String,
-    /// Output streamed since the last progress write, recorded before the outcome.
-    pub trailing_output: Vec<String>,
+    /// The model that answered, if any.
+    pub model: String,
+    /// Tokens the attempt used (zero if the provider reported none).
+    pub usage: supervisor_model::Usage,
+    /// What the attempt cost, in millionths of a dollar.
+    pub cost_micros: u64,
+    /// What was streamed since the last progress write, recorded before the outcome.
+    pub trailing: Vec<Streamed>,
     /// How it ended.
     pub outcome: Outcome,
 }
@@ -72,7 +93,7 @@ pub struct Finish {
 pub(crate) enum RunnerWrite {
     Progress {
         task_ref: TaskRef,
-        output: Vec<String>,
+        items: Vec<Streamed>,
     },
     Finish(Finish),
 }
@@ -122,19 +143,21 @@ pub(crate) async fn write_batch(
                         out.push(Ok(RunnerWriteResult::Refused(reason)));
                         continue;
                     }
-                    let output = match item {
-                        RunnerWrite::Progress { output, .. } => output,
-                        RunnerWrite::Finish(f) => &f.trailing_output,
+                    let streamed = match item {
+                        RunnerWrite::Progress { items, .. } => items,
+                        RunnerWrite::Finish(f) => &f.trailing,
                     };
-                    for text in output.iter().filter(|t| !t.is_empty()) {
-                        records::append_event(
-                            txn,
-                            &mut task,
-                            now,
-                            EventKind::Output,
-                            String::new(),
-                            text.clone(),
-                        )?;
+                    for piece in streamed {
+                        let (kind, message, output) = match piece {
+                            Streamed::Output(t) if !t.is_empty() => {
+                                (EventKind::Output, String::new(), t.clone())
+                            }
+                            Streamed::Activity(m) => {
+                                (EventKind::Activity, m.clone(), String::new())
+                            }
+                            Streamed::Output(_) => continue,
+                        };
+                        records::append_event(txn, &mut task, now, kind, message, output)?;
                     }
                     if let RunnerWrite::Finish(f) = item {
                         armed_retry |= finish(txn, &mut task, f, now, jitter[i], cfg)?;
@@ -170,7 +193,9 @@ fn stale(task: &Task, fence: u64) -> Option<String> {
     }
 }
 
-/// Applies an attempt's outcome. Returns whether a retry timer was armed.
+/// Applies an attempt's outcome: records the attempt, charges its cost to the task and
+/// the ledger, then succeeds, schedules a retry or fails. Returns whether a retry timer
+/// was armed.
 fn finish(
     txn: &mut supervisor_store::Transaction<'_>,
     task: &mut Task,
@@ -180,6 +205,24 @@ fn finish(
     cfg: &crate::EngineConfig,
 ) -> Result<bool, EngineError> {
     records::disarm_timers(txn, task);
+    let outcome_name = match &f.outcome {
+        Outcome::Succeeded(_) => "succeeded".to_string(),
+        Outcome::Failed { kind, .. } => kind.clone(),
+    };
+    task.attempts.push(AttemptRecord {
+        attempt: task.attempt,
+        provider: f.provider.clone(),
+        model: f.model.clone(),
+        outcome: outcome_name,
+        usage: f.usage,
+        cost_micros: f.cost_micros,
+        finished_at: now,
+    });
+    task.cost_micros = task.cost_micros.saturating_add(f.cost_micros);
+    if !f.provider.is_empty() {
+        // Attempts that never reached a provider (no route, agent panic) cost nothing.
+        ledger::charge(txn, &task.tenant, &f.provider, now, &f.usage, f.cost_micros);
+    }
     match &f.outcome {
         Outcome::Succeeded(result) => {
             let mut stored = result.clone();
@@ -210,17 +253,30 @@ fn finish(
             txn.atomic_add(&counter("cost_micros"), result.cost_micros as i64);
             Ok(false)
         }
-        Outcome::Failed { error, retryable } => {
+        Outcome::Failed {
+            error,
+            retryable,
+            retry_after,
+            ..
+        } => {
             task.error = Some(error.clone());
             if *retryable && task.attempt < task.max_attempts {
-                let delay = cfg.backoff(task.attempt, jitter);
+                let backoff = cfg.backoff(task.attempt, jitter);
+                let delay = retry_after.map_or(backoff, |r| backoff.max(r));
                 let due = now + delay.as_micros() as i64;
                 task.lease = None;
                 task.next_attempt_at = Some(due);
+                let why = match retry_after {
+                    Some(r) if *r >= backoff => {
+                        format!(" (the provider asked for {})", humanize(*r))
+                    }
+                    _ => String::new(),
+                };
                 let message = format!(
-                    "attempt {} of {} failed: {error}; retrying in {}",
+                    "attempt {} of {} failed on {}: {error}; retrying in {}{why}",
                     task.attempt,
                     task.max_attempts,
+                    f.provider,
                     humanize(delay)
                 );
                 records::transition(
@@ -362,11 +418,11 @@ impl Engine {
     pub async fn progress(
         &self,
         task_ref: TaskRef,
-        output: Vec<String>,
+        items: Vec<Streamed>,
     ) -> Result<RunnerWriteResult, EngineError> {
         self.inner
             .runner_writes
-            .call(RunnerWrite::Progress { task_ref, output })
+            .call(RunnerWrite::Progress { task_ref, items })
             .await
     }
 

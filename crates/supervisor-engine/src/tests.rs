@@ -65,11 +65,32 @@ fn success(output: &str) -> Outcome {
 }
 
 fn finish(task_ref: &TaskRef, outcome: Outcome) -> Finish {
+    let (usage, cost_micros) = match &outcome {
+        Outcome::Succeeded(r) => (r.usage, r.cost_micros),
+        Outcome::Failed { .. } => (Usage::default(), 0),
+    };
     Finish {
         task_ref: task_ref.clone(),
         provider: "mock".into(),
-        trailing_output: vec![],
+        model: "mock-1".into(),
+        usage,
+        cost_micros,
+        trailing: vec![],
         outcome,
+    }
+}
+
+fn failed(error: &str, retryable: bool) -> Outcome {
+    Outcome::Failed {
+        error: error.to_string(),
+        kind: if retryable {
+            "unavailable"
+        } else {
+            "bad_request"
+        }
+        .into(),
+        retryable,
+        retry_after: None,
     }
 }
 
@@ -187,7 +208,7 @@ async fn stale_fencing_token_is_refused() {
     );
     let late_progress = f
         .engine
-        .progress(first.task_ref.clone(), vec!["x".into()])
+        .progress(first.task_ref.clone(), vec![Streamed::Output("x".into())])
         .await
         .unwrap();
     assert!(matches!(late_progress, RunnerWriteResult::Refused(_)));
@@ -271,19 +292,13 @@ async fn terminal_task_never_changes() {
     // Another finish, progress, renewal, cancel, sweeps: none may change it.
     let again = f
         .engine
-        .finish(finish(
-            &leased.task_ref,
-            Outcome::Failed {
-                error: "x".into(),
-                retryable: true,
-            },
-        ))
+        .finish(finish(&leased.task_ref, failed("x", true)))
         .await
         .unwrap();
     assert!(matches!(again, RunnerWriteResult::Refused(_)));
     assert!(matches!(
         f.engine
-            .progress(leased.task_ref.clone(), vec!["y".into()])
+            .progress(leased.task_ref.clone(), vec![Streamed::Output("y".into())])
             .await
             .unwrap(),
         RunnerWriteResult::Refused(_)
@@ -322,10 +337,7 @@ async fn retry_vests_after_its_backoff() {
         .engine
         .finish(finish(
             &leased.task_ref,
-            Outcome::Failed {
-                error: "provider overloaded".into(),
-                retryable: true,
-            },
+            failed("provider overloaded", true),
         ))
         .await
         .unwrap();
@@ -358,13 +370,7 @@ async fn attempts_run_out_and_permanent_errors_fail_at_once() {
         let leased = lease_one(&f).await;
         assert_eq!(leased.task.attempt, attempt);
         f.engine
-            .finish(finish(
-                &leased.task_ref,
-                Outcome::Failed {
-                    error: "boom".into(),
-                    retryable: true,
-                },
-            ))
+            .finish(finish(&leased.task_ref, failed("boom", true)))
             .await
             .unwrap();
         f.clock.advance(Duration::from_secs(60));
@@ -383,13 +389,7 @@ async fn attempts_run_out_and_permanent_errors_fail_at_once() {
         .id;
     let leased = lease_one(&f).await;
     f.engine
-        .finish(finish(
-            &leased.task_ref,
-            Outcome::Failed {
-                error: "bad request".into(),
-                retryable: false,
-            },
-        ))
+        .finish(finish(&leased.task_ref, failed("bad request", false)))
         .await
         .unwrap();
     assert_eq!(
@@ -556,11 +556,17 @@ async fn event_log_is_resumable_and_the_stream_ends_at_terminal() {
     let runner = tokio::spawn(async move {
         let leased = engine.lease(&node, 1).await.unwrap().tasks.remove(0);
         engine
-            .progress(leased.task_ref.clone(), vec!["part one ".into()])
+            .progress(
+                leased.task_ref.clone(),
+                vec![Streamed::Output("part one ".into())],
+            )
             .await
             .unwrap();
         let mut fin = finish(&leased.task_ref, success("part one part two"));
-        fin.trailing_output = vec!["part two".into()];
+        fin.trailing = vec![
+            Streamed::Output("part two".into()),
+            Streamed::Activity("done streaming".into()),
+        ];
         engine.finish(fin).await.unwrap();
     });
     let events: Vec<_> = tokio::time::timeout(Duration::from_secs(30), stream.collect::<Vec<_>>())
@@ -759,4 +765,130 @@ async fn concurrent_submits_share_transactions_and_all_land() {
         leased += batch.tasks.len();
     }
     assert_eq!(leased, 500);
+}
+
+#[tokio::test]
+async fn retry_after_from_the_provider_outlasts_a_shorter_backoff() {
+    let f = fixture().await;
+    let id = f
+        .engine
+        .submit("default", new_task("p"))
+        .await
+        .unwrap()
+        .task
+        .id;
+    let leased = lease_one(&f).await;
+    let outcome = Outcome::Failed {
+        error: "rate limited".into(),
+        kind: "rate_limited".into(),
+        retryable: true,
+        retry_after: Some(Duration::from_secs(7)),
+    };
+    f.engine
+        .finish(finish(&leased.task_ref, outcome))
+        .await
+        .unwrap();
+    let task = f.engine.get("default", id).await.unwrap();
+    let delay = task.next_attempt_at.unwrap() - f.engine.now_micros();
+    assert_eq!(
+        delay, 7_000_000,
+        "the 2s backoff yields to the provider's 7s"
+    );
+    f.clock.advance(Duration::from_millis(6_999));
+    assert_eq!(f.engine.sweep_timers(10).await.unwrap().retries_vested, 0);
+    f.clock.advance(Duration::from_millis(1));
+    assert_eq!(f.engine.sweep_timers(10).await.unwrap().retries_vested, 1);
+    let (events, _, _) = f.engine.read_events("default", id, 0, 100).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.contains("the provider asked for 7.0s")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn attempts_are_recorded_and_charged_to_the_ledger() {
+    let f = fixture().await;
+    let id = f
+        .engine
+        .submit("default", new_task("p"))
+        .await
+        .unwrap()
+        .task
+        .id;
+    let first = lease_one(&f).await;
+    let mut failing = finish(&first.task_ref, failed("overloaded", true));
+    failing.provider = "anthropic".into();
+    failing.usage = Usage {
+        input_tokens: 100,
+        ..Usage::default()
+    };
+    failing.cost_micros = 5;
+    f.engine.finish(failing).await.unwrap();
+    f.clock.advance(Duration::from_secs(60));
+    f.engine.sweep_timers(10).await.unwrap();
+    let second = lease_one(&f).await;
+    f.engine
+        .finish(finish(&second.task_ref, success("ok")))
+        .await
+        .unwrap();
+    let task = f.engine.get("default", id).await.unwrap();
+    let outcomes: Vec<(&str, &str)> = task
+        .attempts
+        .iter()
+        .map(|a| (a.provider.as_str(), a.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![("anthropic", "unavailable"), ("mock", "succeeded")]
+    );
+    assert_eq!(task.cost_micros, 35);
+    let day = utc_day(f.engine.now_micros());
+    let rows = f.engine.ledger("default", &day, &day).await.unwrap();
+    let by: Vec<(&str, u64, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.provider.as_str(),
+                r.attempts,
+                r.input_tokens,
+                r.cost_micros,
+            )
+        })
+        .collect();
+    assert_eq!(by, vec![("anthropic", 1, 100, 5), ("mock", 1, 10, 30)]);
+    assert!(
+        f.engine
+            .ledger("other", &day, &day)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_completions_never_lose_a_ledger_update() {
+    let f = fixture().await;
+    for i in 0..40 {
+        f.engine
+            .submit("default", new_task(&format!("t{i}")))
+            .await
+            .unwrap();
+    }
+    let batch = f.engine.lease(&f.node, 40).await.unwrap();
+    let handles: Vec<_> = batch
+        .tasks
+        .into_iter()
+        .map(|t| {
+            let engine = f.engine.clone();
+            tokio::spawn(async move { engine.finish(finish(&t.task_ref, success("x"))).await })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    let day = utc_day(f.engine.now_micros());
+    let rows = f.engine.ledger("default", &day, &day).await.unwrap();
+    assert_eq!((rows[0].attempts, rows[0].cost_micros), (40, 40 * 30));
 }

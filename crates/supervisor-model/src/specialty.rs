@@ -32,6 +32,40 @@ named_enum!(
     }
 );
 
+named_enum!(
+    /// How a provider is chosen among those able to take a task.
+    RoutingStrategy, "routing strategy", {
+        /// Each in turn.
+        RoundRobin => "round_robin",
+        /// The one with the most free capacity.
+        LeastLoaded => "least_loaded",
+        /// The one with the lowest observed median latency.
+        Fastest => "fastest",
+        /// The one with the lowest estimated cost for the task.
+        CostOptimized => "cost_optimized",
+        /// The one whose capabilities fit the task best.
+        Capability => "capability",
+        /// The first available in the configured order.
+        FailoverChain => "failover_chain",
+    }
+);
+
+/// How a task wants to be routed; everything optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoutingPrefs {
+    /// The specialty to use instead of the analyzer's choice.
+    pub specialty: Option<Specialty>,
+    /// The strategy to use instead of the configured one.
+    pub strategy: Option<RoutingStrategy>,
+    /// Providers to try first, in this order, when they are available.
+    pub preferred_providers: Vec<String>,
+    /// Providers never to use for this task.
+    pub excluded_providers: Vec<String>,
+    /// Most an attempt may cost by the provider's estimate, in millionths of a dollar.
+    pub max_cost_micros: Option<u64>,
+}
+
 /// What an agent of a specialty may do with tools.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolPolicy {

@@ -252,6 +252,30 @@ pub struct NewTask {
     pub max_attempts: Option<u32>,
     /// Time limit of one attempt in milliseconds (`None`: the configured default).
     pub timeout_ms: Option<u64>,
+    /// Routing preferences.
+    pub routing: crate::RoutingPrefs,
+}
+
+/// Most providers a task may list as preferred or excluded.
+pub const MAX_PROVIDER_PREFS: usize = 16;
+
+/// One attempt of a task, as recorded when it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// The attempt number, from 1.
+    pub attempt: u32,
+    /// The provider that ran it.
+    pub provider: String,
+    /// The model that answered (empty if none did).
+    pub model: String,
+    /// `succeeded`, or the error kind (`rate_limited`, `timeout`, ...).
+    pub outcome: String,
+    /// Tokens it used (zero when the provider reported none).
+    pub usage: Usage,
+    /// What it cost, in millionths of a dollar.
+    pub cost_micros: u64,
+    /// When it ended (unix microseconds).
+    pub finished_at: i64,
 }
 
 /// A rejected field of a request, named so the caller can fix it.
@@ -356,6 +380,26 @@ impl NewTask {
                 ),
             ));
         }
+        for (field, names) in [
+            ("preferred_providers", &self.routing.preferred_providers),
+            ("excluded_providers", &self.routing.excluded_providers),
+        ] {
+            if names.len() > MAX_PROVIDER_PREFS {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "{} names given; at most {MAX_PROVIDER_PREFS} are allowed",
+                        names.len()
+                    ),
+                ));
+            }
+            if let Some(bad) = names.iter().find(|n| n.trim().is_empty() || n.len() > 64) {
+                return Err(FieldError::new(
+                    field,
+                    format!("provider name {bad:?} must be 1 to 64 characters"),
+                ));
+            }
+        }
         if let Some(n) = self.max_attempts
             && (n == 0 || n > crate::MAX_ATTEMPTS_LIMIT)
         {
@@ -413,6 +457,15 @@ pub struct Task {
     pub error: Option<String>,
     /// The task this one re-runs, when created by a retry request.
     pub retry_of: Option<TaskId>,
+    /// How it wants to be routed.
+    #[serde(default)]
+    pub routing: crate::RoutingPrefs,
+    /// Every attempt that ended, in order.
+    #[serde(default)]
+    pub attempts: Vec<AttemptRecord>,
+    /// Cost of every attempt so far, in millionths of a dollar.
+    #[serde(default)]
+    pub cost_micros: u64,
     /// The sequence number the next event will get.
     pub next_event_seq: u64,
     /// Creation time (unix microseconds).
@@ -454,6 +507,8 @@ named_enum!(
         Started => "started",
         /// Partial output streamed by the provider.
         Output => "output",
+        /// Something the agent did (routing, tool use), for people following along.
+        Activity => "activity",
         /// An attempt failed and the task waits to retry.
         RetryScheduled => "retry_scheduled",
         /// Queued again (a retry vested, or a lease lapsed).

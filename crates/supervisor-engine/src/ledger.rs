@@ -1,0 +1,116 @@
+//! The cost ledger: what each tenant spent on each provider each day (UTC), kept with
+//! atomic adds in the same transaction that records the attempt, so concurrent
+//! completions never lose an update and the ledger never disagrees with the tasks.
+
+use std::collections::BTreeMap;
+
+use supervisor_model::Usage;
+use supervisor_store::{RangeOptions, Transaction};
+
+use crate::codec::counter;
+use crate::{Engine, EngineError, keyspace};
+
+/// One day of one provider for one tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// The day, `YYYY-MM-DD` (UTC).
+    pub day: String,
+    /// The provider.
+    pub provider: String,
+    /// Attempts that ended.
+    pub attempts: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cost in millionths of a dollar.
+    pub cost_micros: u64,
+}
+
+/// The UTC day of a unix-microseconds time, as `YYYY-MM-DD`.
+pub fn utc_day(micros: i64) -> String {
+    let days = micros.div_euclid(86_400_000_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Charges one ended attempt to the ledger (atomic adds: no read, no conflict).
+pub(crate) fn charge(
+    txn: &mut Transaction<'_>,
+    tenant: &str,
+    provider: &str,
+    now: i64,
+    usage: &Usage,
+    cost_micros: u64,
+) {
+    let day = utc_day(now);
+    let key = |field| keyspace::ledger(tenant, &day, provider, field);
+    txn.atomic_add(&key("attempts"), 1);
+    txn.atomic_add(&key("input_tokens"), usage.input_tokens as i64);
+    txn.atomic_add(&key("output_tokens"), usage.output_tokens as i64);
+    txn.atomic_add(&key("cost_micros"), cost_micros as i64);
+}
+
+impl Engine {
+    /// The tenant's ledger for days `from..=to` (`YYYY-MM-DD`), by day then provider.
+    pub async fn ledger(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<LedgerRow>, EngineError> {
+        let (begin, end) = keyspace::ledger_days(tenant, from, to);
+        let mut txn = self.db().begin().await?;
+        let kvs = txn
+            .get_range(&begin, &end, RangeOptions::new().snapshot())
+            .await?;
+        let mut rows: BTreeMap<(String, String), LedgerRow> = BTreeMap::new();
+        for kv in kvs {
+            let Some((day, provider, field)) = keyspace::parse_ledger(&kv.key) else {
+                return Err(EngineError::Corrupt(
+                    "a ledger key could not be parsed".into(),
+                ));
+            };
+            let row = rows
+                .entry((day.clone(), provider.clone()))
+                .or_insert_with(|| LedgerRow {
+                    day,
+                    provider,
+                    ..LedgerRow::default()
+                });
+            let v = counter(Some(&kv.value)).max(0) as u64;
+            match field.as_str() {
+                "attempts" => row.attempts = v,
+                "input_tokens" => row.input_tokens = v,
+                "output_tokens" => row.output_tokens = v,
+                "cost_micros" => row.cost_micros = v,
+                _ => {}
+            }
+        }
+        Ok(rows.into_values().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_day;
+
+    #[test]
+    fn utc_days_from_micros() {
+        assert_eq!(utc_day(0), "1970-01-01");
+        assert_eq!(utc_day(951_782_400_000_000), "2000-02-29");
+        assert_eq!(
+            utc_day(1_795_478_400_000_000 + 86_399_999_999),
+            "2026-11-24"
+        );
+    }
+}
