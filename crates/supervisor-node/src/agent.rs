@@ -1,18 +1,23 @@
-//! One agent actor per running attempt: it checks the provider out, runs the call under
-//! the attempt's time limit, streams output to the task's event log (debounced), and
-//! writes the outcome under its fencing token. It never retries by itself: a failure goes
-//! back to the engine, which schedules the next attempt. A panic here is caught by ractor
-//! and reported to the dispatcher, which fails the attempt; the node carries on.
+//! One agent actor per running attempt: it picks the specialty, routes the attempt to a
+//! provider, runs the call under the attempt's time limit, streams output and activity to
+//! the task's event log (debounced), reports to the provider's live state, and writes the
+//! outcome under its fencing token. It never retries by itself: a failure goes back to the
+//! engine, which schedules the next attempt (and the router moves it to another provider).
+//! A panic here is caught by ractor and reported to the dispatcher, which fails the
+//! attempt; the node carries on.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use supervisor_engine::{Engine, Finish, LeasedTask, Outcome, RunnerWriteResult};
-use supervisor_model::TaskResult;
-use supervisor_providers::{EventSink, ProviderError, ProviderEvent, ProviderRequest};
+use supervisor_engine::{Engine, Finish, LeasedTask, Outcome, RunnerWriteResult, Streamed};
+use supervisor_model::{TaskResult, Usage, analyze};
+use supervisor_providers::{
+    EventSink, ProviderError, ProviderEvent, ProviderOutput, ProviderRequest,
+};
 use tokio::sync::watch;
 
-use crate::provider_actor::{Checkout, ExecutionReport, ProviderMsg};
+use crate::routing::{Report, Route, RouteError, RouteRequest, Router};
 
 /// Messages of an agent.
 pub enum AgentMsg {
@@ -28,24 +33,19 @@ pub struct AgentArgs {
     pub leased: LeasedTask,
     /// The engine, for fenced writes.
     pub engine: Engine,
-    /// Registry name of the provider actor to use.
-    pub provider_actor: String,
-    /// The provider's configured name (for durable counters).
-    pub provider_name: String,
+    /// The node's providers.
+    pub router: Arc<Router>,
     /// How often streamed output is written to the event log while the call runs.
     pub flush_interval: Duration,
+    /// Longest wait for a provider to become available before the attempt fails
+    /// (retryably, with the wait the providers asked for).
+    pub route_wait: Duration,
     /// Flips to true when the attempt must be abandoned (cancelled, lease lost, drain).
     pub abandon: watch::Receiver<bool>,
 }
 
 /// The agent actor.
 pub struct Agent;
-
-/// How an attempt ended, seen from inside the agent.
-enum Ending {
-    Done(Result<supervisor_providers::ProviderOutput, ProviderError>),
-    Abandoned,
-}
 
 impl Actor for Agent {
     type Msg = AgentMsg;
@@ -76,72 +76,131 @@ impl Actor for Agent {
     }
 }
 
-async fn checkout(actor_name: &str) -> Result<(ActorRef<ProviderMsg>, Checkout), ProviderError> {
-    let unavailable = |why: String| ProviderError::Retryable {
-        kind: "unavailable",
-        message: why,
-        retry_after: None,
-    };
-    let cell = ractor::registry::where_is(actor_name).ok_or_else(|| {
-        unavailable(format!(
-            "provider actor {actor_name} is not running (restarting?)"
-        ))
-    })?;
-    let actor: ActorRef<ProviderMsg> = cell.into();
-    let checkout = ractor::call!(actor, ProviderMsg::Checkout)
-        .map_err(|e| unavailable(format!("provider actor {actor_name} did not answer: {e}")))?;
-    Ok((actor, checkout))
+/// Resolves once the attempt must be abandoned (never, if the sender is gone).
+async fn abandoned(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|a| *a).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// How the attempt ended, seen from inside the agent.
+enum Ending {
+    /// The provider answered (or failed, or no provider could be had).
+    Done {
+        provider: String,
+        result: Result<ProviderOutput, ProviderError>,
+    },
+    /// Cancelled, lease lost or drained: write nothing.
+    Abandoned,
+}
+
+/// Waits for a provider, within the attempt's deadline and the node's route wait.
+async fn route(
+    router: &Router,
+    req: &RouteRequest<'_>,
+    deadline: tokio::time::Instant,
+    route_wait: Duration,
+    abandon: &mut watch::Receiver<bool>,
+) -> Result<Route, Option<ProviderError>> {
+    let give_up = tokio::time::Instant::now() + route_wait;
+    loop {
+        match router.choose(req) {
+            Ok(route) => return Ok(route),
+            Err(RouteError::NoneCanServe(why)) => {
+                return Err(Some(ProviderError::Permanent {
+                    kind: "no_provider",
+                    message: format!("no configured provider can serve this task: {why}"),
+                }));
+            }
+            Err(RouteError::NoneAvailable { why, retry_in }) => {
+                let wait = retry_in.unwrap_or(Duration::from_secs(1));
+                let wake = tokio::time::Instant::now() + wait;
+                if wake > give_up || wake > deadline {
+                    return Err(Some(ProviderError::Retryable {
+                        kind: "no_provider_available",
+                        message: format!("no provider is available now: {why}"),
+                        retry_after: retry_in,
+                    }));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake) => {}
+                    _ = abandoned(abandon) => return Err(None),
+                }
+            }
+        }
+    }
 }
 
 async fn run_attempt(args: AgentArgs) {
     let AgentArgs {
         leased,
         engine,
-        provider_actor,
-        provider_name,
+        router,
         flush_interval,
+        route_wait,
         mut abandon,
     } = args;
     let task = &leased.task;
     let task_ref = leased.task_ref.clone();
     let timeout = Duration::from_millis(task.timeout_ms);
-    let started = Instant::now();
-    let (sink, mut events) = EventSink::channel();
-    let mut buffered: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buffered: Vec<Streamed> = Vec::new();
 
-    let ending = match checkout(&provider_actor).await {
-        Err(err) => Ending::Done(Err(err)),
-        Ok((actor, checkout)) => {
-            let choice =
-                supervisor_model::analyze(task.task_type, &task.labels, &task.prompt, None);
-            let request = ProviderRequest {
-                task_id: task.id.to_string(),
-                attempt: task.attempt,
-                task_type: task.task_type,
-                prompt: task.prompt.clone(),
-                context: task.context.clone(),
-                timeout,
-                specialty: choice.specialty,
-                system_prompt: choice.specialty.system_prompt().to_string(),
-                tools: choice.specialty.tools(),
-            };
-            let deadline = tokio::time::sleep(timeout);
-            tokio::pin!(deadline);
-            let ending = 'run: {
-                // Wait for a slot under the provider's concurrency limit.
+    let choice = analyze(
+        task.task_type,
+        &task.labels,
+        &task.prompt,
+        task.routing.specialty,
+    );
+    let request = ProviderRequest {
+        task_id: task.id.to_string(),
+        attempt: task.attempt,
+        task_type: task.task_type,
+        prompt: task.prompt.clone(),
+        context: task.context.clone(),
+        timeout,
+        specialty: choice.specialty,
+        system_prompt: choice.specialty.system_prompt().to_string(),
+        tools: choice.specialty.tools(),
+    };
+    let failed_on: Vec<String> = task
+        .attempts
+        .iter()
+        .filter(|a| a.outcome != "succeeded")
+        .map(|a| a.provider.clone())
+        .collect();
+    let route_req = RouteRequest {
+        task_type: task.task_type,
+        request: &request,
+        prefs: &task.routing,
+        failed_on: &failed_on,
+    };
+
+    let ending = match route(&router, &route_req, deadline, route_wait, &mut abandon).await {
+        Err(None) => Ending::Abandoned,
+        Err(Some(err)) => Ending::Done {
+            provider: String::new(),
+            result: Err(err),
+        },
+        Ok(route) => {
+            let handle = route.handle.clone();
+            buffered.push(Streamed::Activity(format!(
+                "attempt {}: specialty {} ({}); provider {} ({})",
+                task.attempt, choice.specialty, choice.reason, handle.name, route.reason
+            )));
+            let started = Instant::now();
+            let (sink, mut events) = EventSink::channel();
+            let result = 'run: {
+                // A slot under the provider's concurrency limit.
                 let _permit = tokio::select! {
-                    permit = checkout.slots.clone().acquire_owned() => match permit {
+                    permit = handle.slots.clone().acquire_owned() => match permit {
                         Ok(p) => p,
-                        Err(_) => break 'run Ending::Done(Err(ProviderError::Retryable {
-                            kind: "unavailable",
-                            message: format!("provider {provider_name} is shutting down"),
-                            retry_after: None,
-                        })),
+                        Err(_) => break 'run None,
                     },
-                    _ = abandoned(&mut abandon) => break 'run Ending::Abandoned,
-                    _ = &mut deadline => break 'run Ending::Done(Err(timeout_error(timeout))),
+                    _ = abandoned(&mut abandon) => break 'run None,
+                    _ = tokio::time::sleep_until(deadline) => break 'run Some(Err(timeout_error(timeout))),
                 };
-                let exec = checkout.provider.execute(request, sink);
+                let exec = handle.provider.execute(request.clone(), sink);
                 tokio::pin!(exec);
                 let mut flush = tokio::time::interval_at(
                     tokio::time::Instant::now() + flush_interval,
@@ -150,60 +209,116 @@ async fn run_attempt(args: AgentArgs) {
                 loop {
                     tokio::select! {
                         biased;
-                        _ = abandoned(&mut abandon) => break 'run Ending::Abandoned,
-                        result = &mut exec => break 'run Ending::Done(result),
-                        Some(ProviderEvent::Output(text)) = events.recv() => buffered.push(text),
+                        _ = abandoned(&mut abandon) => break 'run None,
+                        result = &mut exec => break 'run Some(result),
+                        Some(event) = events.recv() => buffered.push(streamed(event)),
                         _ = flush.tick(), if !buffered.is_empty() => {
-                            let output = std::mem::take(&mut buffered);
-                            match engine.progress(task_ref.clone(), output).await {
+                            let items = std::mem::take(&mut buffered);
+                            match engine.progress(task_ref.clone(), items).await {
                                 Ok(RunnerWriteResult::Accepted(_)) => {}
                                 Ok(RunnerWriteResult::Refused(why)) => {
                                     tracing::info!(task = %task.id, %why, "lease lost while running; abandoning the attempt");
-                                    break 'run Ending::Abandoned;
+                                    break 'run None;
                                 }
                                 Err(err) => tracing::warn!(task = %task.id, error = %err, "could not record progress; will retry with the next flush"),
                             }
                         }
-                        _ = &mut deadline => break 'run Ending::Done(Err(timeout_error(timeout))),
+                        _ = tokio::time::sleep_until(deadline) => break 'run Some(Err(timeout_error(timeout))),
                     }
                 }
             };
-            let ok = matches!(ending, Ending::Done(Ok(_)));
-            let _ = actor.cast(ProviderMsg::Report(ExecutionReport {
-                ok,
-                latency: started.elapsed(),
-            }));
-            ending
+            while let Ok(event) = events.try_recv() {
+                buffered.push(streamed(event));
+            }
+            match result {
+                None => {
+                    handle.abandon();
+                    Ending::Abandoned
+                }
+                Some(result) => {
+                    let (usage, cost) = match &result {
+                        Ok(out) => (out.usage, out.cost_micros),
+                        Err(_) => (Usage::default(), 0),
+                    };
+                    let others = router.others_can_serve(&route_req, &handle.name);
+                    handle.report(&Report {
+                        ok: result.is_ok(),
+                        error_kind: result.as_ref().err().map(|e| error_kind(e).to_string()),
+                        latency: started.elapsed(),
+                        tokens_used: usage.input_tokens + usage.output_tokens,
+                        tokens_estimated: route.tokens_estimated,
+                        input_tokens: usage.input_tokens,
+                        output_tokens: usage.output_tokens,
+                        cost_micros: cost,
+                        retry_after: result.as_ref().err().and_then(retry_after),
+                    });
+                    Ending::Done {
+                        provider: handle.name.clone(),
+                        // The throttle above keeps traffic off this provider; the task
+                        // itself only waits when nothing else could serve it.
+                        result: result.map_err(|e| if others { without_retry_after(e) } else { e }),
+                    }
+                }
+            }
         }
     };
 
-    let result = match ending {
+    let (provider, result) = match ending {
         Ending::Abandoned => {
             tracing::debug!(task = %task.id, "attempt abandoned; writing nothing");
             return;
         }
-        Ending::Done(result) => result,
+        Ending::Done { provider, result } => (provider, result),
     };
-    while let Ok(ProviderEvent::Output(text)) = events.try_recv() {
-        buffered.push(text);
-    }
-    let outcome = match result {
-        Ok(out) => Outcome::Succeeded(TaskResult {
-            output: out.output,
-            usage: out.usage,
-            cost_micros: out.cost_micros,
-            provider: provider_name.clone(),
-            model: out.model,
-        }),
-        Err(err) => Outcome::Failed {
-            retryable: err.is_retryable(),
-            error: format!("provider {provider_name}: {err}"),
-        },
+    let (model, usage, cost_micros, outcome) = match result {
+        Ok(out) => {
+            for artifact in &out.artifacts {
+                buffered.push(Streamed::Activity(format!(
+                    "artifact {} ({}, {} bytes) produced",
+                    artifact.name,
+                    artifact.media_type,
+                    artifact.content.len()
+                )));
+            }
+            (
+                out.model.clone(),
+                out.usage,
+                out.cost_micros,
+                Outcome::Succeeded(TaskResult {
+                    output: out.output,
+                    usage: out.usage,
+                    cost_micros: out.cost_micros,
+                    provider: provider.clone(),
+                    model: out.model,
+                }),
+            )
+        }
+        Err(err) => {
+            let shown = if provider.is_empty() {
+                "routing".to_string()
+            } else {
+                format!("provider {provider}")
+            };
+            (
+                String::new(),
+                Usage::default(),
+                0,
+                Outcome::Failed {
+                    kind: error_kind(&err).to_string(),
+                    retryable: err.is_retryable(),
+                    retry_after: retry_after(&err),
+                    error: format!("{shown}: {err}"),
+                },
+            )
+        }
     };
     let finish = Finish {
         task_ref,
-        provider: provider_name,
-        trailing_output: buffered,
+        provider,
+        model,
+        usage,
+        cost_micros,
+        trailing: buffered,
         outcome,
     };
     match engine.finish(finish).await {
@@ -220,10 +335,34 @@ async fn run_attempt(args: AgentArgs) {
     }
 }
 
-/// Resolves once the attempt must be abandoned (never, if the sender is gone).
-async fn abandoned(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|a| *a).await.is_err() {
-        std::future::pending::<()>().await;
+fn streamed(event: ProviderEvent) -> Streamed {
+    match event {
+        ProviderEvent::Output(text) => Streamed::Output(text),
+        ProviderEvent::Activity(line) => Streamed::Activity(line),
+    }
+}
+
+fn error_kind(err: &ProviderError) -> &'static str {
+    match err {
+        ProviderError::Retryable { kind, .. } | ProviderError::Permanent { kind, .. } => kind,
+    }
+}
+
+fn retry_after(err: &ProviderError) -> Option<Duration> {
+    match err {
+        ProviderError::Retryable { retry_after, .. } => *retry_after,
+        ProviderError::Permanent { .. } => None,
+    }
+}
+
+fn without_retry_after(err: ProviderError) -> ProviderError {
+    match err {
+        ProviderError::Retryable { kind, message, .. } => ProviderError::Retryable {
+            kind,
+            message,
+            retry_after: None,
+        },
+        permanent => permanent,
     }
 }
 

@@ -7,6 +7,7 @@
 //! that panicked, and drains (finish or hand back) on shutdown.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::agent::{Agent, AgentArgs};
+use crate::routing::Router;
 
 /// Settings of the dispatcher.
 #[derive(Debug, Clone)]
@@ -26,10 +28,8 @@ pub struct DispatcherSettings {
     pub lease_batch: usize,
     /// How often agents write streamed output.
     pub flush_interval: Duration,
-    /// The provider tasks run on, and the registry name of its actor.
-    pub provider_name: String,
-    /// Registry name of the provider actor.
-    pub provider_actor: String,
+    /// Longest an agent waits for a provider to become available.
+    pub route_wait: Duration,
     /// How long an idle dispatcher sleeps before re-checking the queue even without a
     /// wake-up (a safety net against a lost store watch, not the normal path).
     pub idle_recheck: Duration,
@@ -68,6 +68,8 @@ impl ractor::Message for DispatcherMsg {}
 pub struct DispatcherArgs {
     /// The engine.
     pub engine: Engine,
+    /// The node's providers.
+    pub router: Arc<Router>,
     /// This node.
     pub node: NodeIdentity,
     /// Settings.
@@ -90,6 +92,7 @@ pub struct Dispatcher;
 /// Its state.
 pub struct DispatcherState {
     engine: Engine,
+    router: Arc<Router>,
     node: NodeIdentity,
     settings: DispatcherSettings,
     running: HashMap<TaskId, Running>,
@@ -146,9 +149,9 @@ async fn lease_and_spawn(
         let args = AgentArgs {
             leased,
             engine: state.engine.clone(),
-            provider_actor: state.settings.provider_actor.clone(),
-            provider_name: state.settings.provider_name.clone(),
+            router: state.router.clone(),
             flush_interval: state.settings.flush_interval,
+            route_wait: state.settings.route_wait,
             abandon: abandon_rx,
         };
         match Actor::spawn_linked(None, Agent, args, myself.get_cell()).await {
@@ -244,6 +247,7 @@ impl Actor for Dispatcher {
         let inbox = spawn_inbox(args.engine.clone(), args.node.id.clone(), myself.clone());
         let mut state = DispatcherState {
             engine: args.engine,
+            router: args.router,
             node: args.node,
             settings: args.settings,
             running: HashMap::new(),
@@ -387,15 +391,19 @@ impl Actor for Dispatcher {
         if let Some(err) = panic {
             tracing::error!(task = %id, error = %err, "agent panicked; failing the attempt");
             let engine = state.engine.clone();
-            let provider = state.settings.provider_name.clone();
             tokio::spawn(async move {
                 let finish = Finish {
                     task_ref: run.task_ref,
-                    provider,
-                    trailing_output: vec![],
+                    provider: String::new(),
+                    model: String::new(),
+                    usage: Default::default(),
+                    cost_micros: 0,
+                    trailing: vec![],
                     outcome: Outcome::Failed {
                         error: format!("agent panicked: {err}"),
+                        kind: "panicked".into(),
                         retryable: true,
+                        retry_after: None,
                     },
                 };
                 if let Err(e) = engine.finish(finish).await {

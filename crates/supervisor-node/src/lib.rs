@@ -19,6 +19,7 @@ pub mod agent;
 pub mod dispatcher;
 pub mod housekeeper;
 pub mod provider_actor;
+pub mod routing;
 pub mod supervision;
 
 use std::sync::Arc;
@@ -32,8 +33,11 @@ use tokio::sync::watch;
 
 use dispatcher::{Dispatcher, DispatcherArgs, DispatcherMsg, DispatcherSettings, DrainReport};
 use housekeeper::{Housekeeper, HousekeeperArgs};
-use provider_actor::{ProviderActor, ProviderArgs, ProviderMsg, ProviderSnapshot};
+use provider_actor::{ProviderActor, ProviderArgs};
+use routing::{ProviderHandle, ProviderSnapshot, Router};
 use supervision::{ChildSpec, OneForOne, OneForOneArgs, RestartPolicy, SupervisorMsg, TreeHealth};
+use supervisor_model::RoutingStrategy;
+use supervisor_providers::config::Limits;
 
 /// Tunables of the node's actors. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,13 +114,40 @@ impl NodeConfig {
     }
 }
 
-/// A provider to run, with its node-local concurrency limit.
+/// A provider to run, with its node-local limits.
 #[derive(Clone)]
 pub struct ProviderSpec {
     /// The provider.
     pub provider: Arc<dyn Provider>,
     /// Most concurrent executions on this node.
     pub max_concurrency: u32,
+    /// Rate limits and circuit breaker settings.
+    pub limits: Limits,
+}
+
+/// How attempts are routed to providers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// `round_robin`, `least_loaded` (default), `fastest`, `cost_optimized`, `capability`
+    /// or `failover_chain`; a task may ask for another.
+    pub strategy: RoutingStrategy,
+    /// Provider order for `failover_chain` (providers not listed follow in config order).
+    pub chain: Vec<String>,
+    /// Longest an attempt waits for a provider to become available (rate limits, open
+    /// circuits) before it fails retryably and is rescheduled. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            strategy: RoutingStrategy::LeastLoaded,
+            chain: Vec::new(),
+            max_wait: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Errors starting or stopping a node.
@@ -131,6 +162,9 @@ pub enum NodeError {
     /// No provider was configured.
     #[error("no provider is configured; configure at least one under [providers]")]
     NoProvider,
+    /// The configuration does not hold together.
+    #[error("invalid configuration: {0}")]
+    Config(String),
 }
 
 /// A running node.
@@ -140,7 +174,7 @@ pub struct Node {
     cfg: NodeConfig,
     supervisor: ActorRef<SupervisorMsg>,
     health: watch::Receiver<TreeHealth>,
-    providers: Vec<String>,
+    router: Arc<Router>,
     tree: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -150,11 +184,20 @@ impl Node {
     pub async fn start(
         engine: Engine,
         cfg: NodeConfig,
+        routing: RoutingConfig,
         advertise: &str,
         providers: Vec<ProviderSpec>,
     ) -> Result<Node, NodeError> {
-        let first = providers.first().ok_or(NodeError::NoProvider)?;
-        let default_provider = first.provider.name().to_string();
+        if providers.is_empty() {
+            return Err(NodeError::NoProvider);
+        }
+        for name in &routing.chain {
+            if !providers.iter().any(|p| p.provider.name() == name) {
+                return Err(NodeError::Config(format!(
+                    "routing.chain names {name:?}, which is not a configured provider"
+                )));
+            }
+        }
         let identity = engine.register_node(&cfg.id, advertise).await?;
         let reclaimed = engine.reclaim_orphaned_leases(&identity).await?;
         if reclaimed > 0 {
@@ -164,24 +207,38 @@ impl Node {
                 "requeued tasks held by this node's previous run"
             );
         }
+        let (changes, _) = watch::channel(0u64);
+        let handles: Vec<Arc<ProviderHandle>> = providers
+            .into_iter()
+            .map(|spec| {
+                Arc::new(ProviderHandle::new(
+                    spec.provider,
+                    spec.max_concurrency,
+                    spec.limits,
+                    changes.clone(),
+                ))
+            })
+            .collect();
+        let router = Arc::new(Router::new(
+            handles.clone(),
+            routing.strategy,
+            routing.chain.clone(),
+            changes,
+        ));
         let scope = format!("{}#{}", cfg.id, identity.epoch);
         let mut children = Vec::new();
-        let mut names = Vec::new();
-        for spec in providers {
-            let name = spec.provider.name().to_string();
-            let actor = format!("{scope}/{}", provider_actor::actor_name(&name));
-            names.push(name);
+        for handle in handles {
+            let actor = format!("{scope}/{}", provider_actor::actor_name(&handle.name));
             let probe = cfg.provider_probe_interval;
             let actor_name = actor.clone();
             children.push(ChildSpec {
                 name: actor,
                 start: Arc::new(move |sup| {
-                    let spec = spec.clone();
+                    let handle = handle.clone();
                     let actor_name = actor_name.clone();
                     Box::pin(async move {
                         let args = ProviderArgs {
-                            provider: spec.provider,
-                            max_concurrency: spec.max_concurrency,
+                            handle,
                             probe_interval: probe,
                         };
                         let (a, _) =
@@ -195,20 +252,21 @@ impl Node {
             max_in_flight: cfg.max_in_flight,
             lease_batch: cfg.lease_batch,
             flush_interval: cfg.progress_flush,
-            provider_actor: format!("{scope}/{}", provider_actor::actor_name(&default_provider)),
-            provider_name: default_provider,
+            route_wait: routing.max_wait,
             idle_recheck: cfg.idle_recheck,
         };
         let dispatcher_name = format!("{scope}/dispatcher");
         {
             let engine = engine.clone();
             let identity = identity.clone();
+            let router = router.clone();
             let name = dispatcher_name.clone();
             children.push(ChildSpec {
                 name: dispatcher_name.clone(),
                 start: Arc::new(move |sup| {
                     let args = DispatcherArgs {
                         engine: engine.clone(),
+                        router: router.clone(),
                         node: identity.clone(),
                         settings: settings.clone(),
                     };
@@ -260,7 +318,7 @@ impl Node {
             cfg,
             supervisor,
             health,
-            providers: names,
+            router,
             tree: std::sync::Mutex::new(Some(tree)),
         })
     }
@@ -296,33 +354,18 @@ impl Node {
         }
     }
 
-    /// Live numbers of every provider on this node, in configuration order. A provider
-    /// whose actor is restarting is reported unhealthy with that reason.
-    pub async fn provider_snapshots(&self) -> Vec<ProviderSnapshot> {
-        let mut out = Vec::with_capacity(self.providers.len());
-        for name in &self.providers {
-            let actor = format!("{}/{}", self.scope(), provider_actor::actor_name(name));
-            let snapshot = match ractor::registry::where_is(actor) {
-                Some(cell) => {
-                    let actor: ActorRef<ProviderMsg> = cell.into();
-                    ractor::call!(actor, ProviderMsg::Snapshot).ok()
-                }
-                None => None,
-            };
-            out.push(snapshot.unwrap_or_else(|| ProviderSnapshot {
-                name: name.clone(),
-                kind: "unknown".into(),
-                healthy: false,
-                health_detail: "provider actor is not running (restarting)".into(),
-                in_flight: 0,
-                max_concurrency: 0,
-                executions_started: 0,
-                executions_failed: 0,
-                latency_p50: None,
-                latency_p95: None,
-            }));
-        }
-        out
+    /// The node's providers and router.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Live numbers of every provider on this node, in configuration order.
+    pub fn provider_snapshots(&self) -> Vec<ProviderSnapshot> {
+        self.router
+            .providers()
+            .iter()
+            .map(|h| h.snapshot())
+            .collect()
     }
 
     /// Stops leasing, lets running attempts finish within the drain timeout, hands back the

@@ -8,7 +8,7 @@ use std::time::Duration;
 use supervisor_engine::{Engine, EngineConfig, SystemClock};
 use supervisor_model::{EventKind, NewTask, TaskId, TaskStatus, TaskType};
 use supervisor_node::supervision::TreeHealth;
-use supervisor_node::{Node, NodeConfig, ProviderSpec};
+use supervisor_node::{Node, NodeConfig, ProviderSpec, RoutingConfig};
 use supervisor_providers::mock::{MockConfig, MockProvider};
 use supervisor_store::embedded::{EmbeddedOptions, open_db};
 
@@ -25,10 +25,17 @@ async fn start(mock: MockConfig, engine_cfg: EngineConfig, node_cfg: NodeConfig)
     let provider = ProviderSpec {
         max_concurrency: 1024,
         provider: Arc::new(MockProvider::new("mock", mock)),
+        limits: Default::default(),
     };
-    let node = Node::start(engine.clone(), node_cfg, "127.0.0.1:0", vec![provider])
-        .await
-        .expect("node starts");
+    let node = Node::start(
+        engine.clone(),
+        node_cfg,
+        RoutingConfig::default(),
+        "127.0.0.1:0",
+        vec![provider],
+    )
+    .await
+    .expect("node starts");
     Running {
         node,
         engine,
@@ -112,7 +119,7 @@ async fn tasks_run_to_completion_with_streamed_output() {
             .completions_accepted,
         50
     );
-    let snaps = r.node.provider_snapshots().await;
+    let snaps = r.node.provider_snapshots();
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].executions_started, 50);
     assert!(snaps[0].latency_p50.is_some());
