@@ -1,0 +1,442 @@
+//! The `claude_cli` provider: runs the Claude Code CLI headless
+//! (`claude -p <prompt> --output-format stream-json ...`) for one attempt.
+//!
+//! Why a CLI and not the API: Claude Code brings its own agent loop and tools (read, edit,
+//! run commands), so a task that has to change a repository is done by the CLI itself.
+//! Supervisor's part is to start it with the specialty's tool policy, follow its stream as
+//! events, bound it in time, collect what it changed as a diff, and leave nothing behind:
+//! no process (the CLI runs in its own process group, killed on timeout and when the
+//! attempt is abandoned) and no worktree.
+//!
+//! The parts: `command` (argv and the process group), `stream` (stream-json lines into
+//! events and an outcome) and `worktree` (the per-attempt git worktree or scratch
+//! directory).
+
+mod command;
+mod stream;
+mod worktree;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use supervisor_model::TaskType;
+use tokio::io::{AsyncReadExt, BufReader};
+use tokio::time::Instant;
+
+use crate::config::ClaudeCliConfig;
+use crate::factory::BuildContext;
+use crate::pricing::PriceTable;
+use crate::{
+    Artifact, Capabilities, EventSink, Health, Provider, ProviderError, ProviderOutput,
+    ProviderRequest,
+};
+use command::ProcessGroup;
+use stream::{Exit, LineReader, StreamParser, Tail};
+use worktree::Workspace;
+
+/// Bytes of stderr kept (the end of it).
+const STDERR_CAP: usize = 64 * 1024;
+/// After the CLI exits, how long its output pipes may stay open (held by a child it left
+/// behind) before the rest of its group is killed.
+const DRAIN: Duration = Duration::from_secs(2);
+/// Time limit of the `--version` health probe.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Model priced by `estimate_cost` when none is configured.
+const ESTIMATE_MODEL: &str = "claude-sonnet-4-5";
+/// Output tokens `estimate_cost` assumes.
+const ESTIMATE_OUTPUT_TOKENS: u64 = 2000;
+
+/// Builds the claude_cli provider named `name` from its config. Worktrees go under
+/// `worktree_dir`, or `<data_dir>/worktrees` when it is unset.
+pub fn build(
+    name: &str,
+    cfg: &ClaudeCliConfig,
+    prices: Arc<PriceTable>,
+    ctx: &BuildContext,
+) -> Result<Arc<dyn Provider>, String> {
+    if cfg.binary.as_os_str().is_empty() {
+        return Err(format!("provider {name}: binary must not be empty"));
+    }
+    if cfg.max_turns == 0 {
+        return Err(format!("provider {name}: max_turns must be at least 1"));
+    }
+    let root = cfg
+        .worktree_dir
+        .clone()
+        .unwrap_or_else(|| ctx.data_dir.join("worktrees"));
+    let root = std::path::absolute(&root).map_err(|e| {
+        format!(
+            "provider {name}: worktree_dir {} cannot be made absolute: {e}",
+            root.display()
+        )
+    })?;
+    Ok(Arc::new(ClaudeCliProvider {
+        name: name.to_string(),
+        cfg: cfg.clone(),
+        prices,
+        worktree_root: root,
+    }))
+}
+
+/// The Claude Code CLI as a provider. Build it with [`build`].
+#[derive(Debug)]
+pub struct ClaudeCliProvider {
+    name: String,
+    cfg: ClaudeCliConfig,
+    prices: Arc<PriceTable>,
+    worktree_root: PathBuf,
+}
+
+/// What one execution holds that must not outlive it. Dropping it (the execute future was
+/// dropped) ends the process group politely in the background, then removes the workspace.
+#[derive(Default)]
+struct Run {
+    process: Option<ProcessGroup>,
+    workspace: Option<Workspace>,
+}
+
+impl Run {
+    async fn cleanup(&mut self) {
+        if let Some(p) = self.process.take() {
+            p.terminate().await;
+        }
+        if let Some(w) = self.workspace.take() {
+            w.remove().await;
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let process = self.process.take();
+        let workspace = self.workspace.take();
+        if process.is_none() && workspace.is_none() {
+            return;
+        }
+        if let Some(p) = &process {
+            p.signal(libc::SIGTERM);
+        }
+        // Without a runtime (or if the task is dropped at shutdown) the parts' own Drop
+        // kills the group at once and removes the workspace, blocking.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Some(p) = process {
+                    p.terminate().await;
+                }
+                if let Some(w) = workspace {
+                    w.remove().await;
+                }
+            });
+        }
+    }
+}
+
+fn describe(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+impl ClaudeCliProvider {
+    fn binary_name(&self) -> String {
+        self.cfg.binary.display().to_string()
+    }
+
+    fn not_installed(&self) -> String {
+        let bin = self.binary_name();
+        if self.cfg.binary.components().count() > 1 {
+            format!(
+                "the Claude Code CLI was not found at {bin}; install it there or set `binary` in [providers.{}] to its path",
+                self.name
+            )
+        } else {
+            format!(
+                "the Claude Code CLI `{bin}` was not found on PATH; install it (npm install -g @anthropic-ai/claude-code) or set `binary` in [providers.{}] to its full path",
+                self.name
+            )
+        }
+    }
+
+    fn spawn_error(&self, e: std::io::Error) -> ProviderError {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => ProviderError::Permanent {
+                kind: "not_installed",
+                message: self.not_installed(),
+            },
+            std::io::ErrorKind::PermissionDenied => ProviderError::Permanent {
+                kind: "not_installed",
+                message: format!(
+                    "{} cannot be executed ({e}); set `binary` in [providers.{}] to the Claude Code CLI",
+                    self.binary_name(),
+                    self.name
+                ),
+            },
+            std::io::ErrorKind::ArgumentListTooLong => ProviderError::Permanent {
+                kind: "context_too_long",
+                message: format!("the prompt is too long for a command line: {e}"),
+            },
+            _ => ProviderError::Retryable {
+                kind: "cli_failed",
+                message: format!("could not start {}: {e}", self.binary_name()),
+                retry_after: None,
+            },
+        }
+    }
+
+    /// Makes the workspace: a worktree of the context's `repo` at `ref`, or a scratch dir.
+    async fn workspace(&self, request: &ProviderRequest) -> Result<Workspace, ProviderError> {
+        let name = worktree::slug(&request.task_id, request.attempt);
+        match request.context.get("repo") {
+            Some(repo) => {
+                let git_ref = request
+                    .context
+                    .get("ref")
+                    .map(String::as_str)
+                    .filter(|r| !r.trim().is_empty())
+                    .unwrap_or("HEAD");
+                Workspace::worktree(
+                    &self.worktree_root,
+                    repo,
+                    git_ref.trim(),
+                    &name,
+                    &format!("supervisor/{name}"),
+                )
+                .await
+            }
+            None => Workspace::scratch(&self.worktree_root, &name).await,
+        }
+    }
+
+    /// Runs the CLI in `run`'s workspace; leaves the process and workspace in `run` for the
+    /// caller to clean up.
+    async fn attempt(
+        &self,
+        request: &ProviderRequest,
+        sink: &EventSink,
+        run: &mut Run,
+        cwd: &Path,
+    ) -> Result<ProviderOutput, ProviderError> {
+        let deadline = Instant::now() + request.timeout;
+        let mut cmd = tokio::process::Command::new(&self.cfg.binary);
+        cmd.args(command::args(&self.cfg, request)).current_dir(cwd);
+        for var in command::GIT_ENV {
+            cmd.env_remove(var);
+        }
+        let (group, stdout, mut stderr) =
+            ProcessGroup::spawn(cmd).map_err(|e| self.spawn_error(e))?;
+        let group = run.process.insert(group);
+
+        let mut lines = LineReader::new(BufReader::new(stdout), stream::MAX_LINE);
+        let mut tail = Tail::new(STDERR_CAP);
+        let mut parser = StreamParser::new();
+        let mut chunk = vec![0u8; 8192];
+        let mut status: Option<ExitStatus> = None;
+        let (mut out_eof, mut err_eof) = (false, false);
+        let mut drain_until: Option<Instant> = None;
+
+        let failure: Option<ProviderError> = loop {
+            if status.is_some() && out_eof && err_eof {
+                break None;
+            }
+            let limit = drain_until.map_or(deadline, |d| d.min(deadline));
+            tokio::select! {
+                line = lines.next_line(), if !out_eof => match line {
+                    Ok(Some(line)) => {
+                        if let Err(e) = parser.line(&line, sink) {
+                            break Some(e);
+                        }
+                    }
+                    Ok(None) => out_eof = true,
+                    Err(e) => break Some(ProviderError::Retryable {
+                        kind: "bad_stream",
+                        message: format!("reading claude's output failed: {e}"),
+                        retry_after: None,
+                    }),
+                },
+                n = stderr.read(&mut chunk), if !err_eof => match n {
+                    Ok(0) | Err(_) => err_eof = true,
+                    Ok(n) => tail.push(&chunk[..n]),
+                },
+                st = group.wait(), if status.is_none() => match st {
+                    Ok(st) => {
+                        status = Some(st);
+                        drain_until = Some(Instant::now() + DRAIN);
+                    }
+                    Err(e) => break Some(ProviderError::Retryable {
+                        kind: "cli_failed",
+                        message: format!("waiting for claude failed: {e}"),
+                        retry_after: None,
+                    }),
+                },
+                _ = tokio::time::sleep_until(limit) => {
+                    if Instant::now() >= deadline {
+                        let excerpt = tail.excerpt();
+                        break Some(ProviderError::Retryable {
+                            kind: "timeout",
+                            message: if excerpt.is_empty() {
+                                format!("claude did not finish within {:?}", request.timeout)
+                            } else {
+                                format!("claude did not finish within {:?}; stderr: {excerpt}", request.timeout)
+                            },
+                            retry_after: None,
+                        });
+                    }
+                    // The CLI exited but something it started holds its output open.
+                    break None;
+                }
+            }
+        };
+
+        // Ends the group (what is left of it) before anything else, also on success: the
+        // CLI may have left background processes.
+        if let Some(p) = run.process.take() {
+            p.terminate().await;
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let exit = match &status {
+            Some(st) => Exit {
+                success: st.success(),
+                description: describe(st),
+            },
+            None => Exit {
+                success: false,
+                description: "exit status unknown".into(),
+            },
+        };
+        let outcome = parser.finish(
+            &exit,
+            &tail.excerpt(),
+            self.cfg.max_turns,
+            self.cfg.model.as_deref(),
+            &self.prices,
+        )?;
+        let mut artifacts = Vec::new();
+        if let Some(ws) = &run.workspace
+            && let Some(diff) = ws.diff().await?
+        {
+            artifacts.push(Artifact {
+                name: "changes.diff".into(),
+                media_type: "text/x-diff".into(),
+                content: diff,
+            });
+        }
+        Ok(ProviderOutput {
+            output: outcome.output,
+            usage: outcome.usage,
+            cost_micros: outcome.cost_micros,
+            model: outcome.model,
+            artifacts,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for ClaudeCliProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "claude_cli"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            task_types: TaskType::ALL.to_vec(),
+            models: vec![self.cfg.model.clone().unwrap_or_else(|| "default".into())],
+            max_context_tokens: 200_000,
+            streaming: true,
+            tools: true,
+        }
+    }
+
+    async fn execute(
+        &self,
+        request: ProviderRequest,
+        sink: EventSink,
+    ) -> Result<ProviderOutput, ProviderError> {
+        let mut run = Run::default();
+        let cwd = {
+            let ws = run.workspace.insert(self.workspace(&request).await?);
+            ws.path().to_path_buf()
+        };
+        let result = self.attempt(&request, &sink, &mut run, &cwd).await;
+        run.cleanup().await;
+        result
+    }
+
+    async fn health(&self) -> Health {
+        let mut cmd = tokio::process::Command::new(&self.cfg.binary);
+        cmd.arg("--version")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        match tokio::time::timeout(HEALTH_TIMEOUT, cmd.output()).await {
+            Err(_) => Health {
+                healthy: false,
+                detail: format!(
+                    "{} --version did not answer within {HEALTH_TIMEOUT:?}",
+                    self.binary_name()
+                ),
+            },
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Health {
+                healthy: false,
+                detail: format!("not installed: {}", self.not_installed()),
+            },
+            Ok(Err(e)) => Health {
+                healthy: false,
+                detail: format!("cannot run {}: {e}", self.binary_name()),
+            },
+            Ok(Ok(out)) if out.status.success() => {
+                let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                Health {
+                    healthy: true,
+                    detail: if version.is_empty() {
+                        "version unknown (empty --version output)".into()
+                    } else {
+                        stream::one_line(&version, 200)
+                    },
+                }
+            }
+            Ok(Ok(out)) => Health {
+                healthy: false,
+                detail: format!(
+                    "{} --version failed ({}): {}",
+                    self.binary_name(),
+                    describe(&out.status),
+                    stream::last_chars(String::from_utf8_lossy(&out.stderr).trim(), 1000)
+                ),
+            },
+        }
+    }
+
+    fn estimate_cost(&self, request: &ProviderRequest) -> u64 {
+        let model = self.cfg.model.as_deref().unwrap_or(ESTIMATE_MODEL);
+        let Some(price) = self
+            .prices
+            .price(model)
+            .or_else(|| self.prices.price(ESTIMATE_MODEL))
+        else {
+            return 0;
+        };
+        let bytes = request.prompt.len()
+            + request.system_prompt.len()
+            + request
+                .context
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        let usage = supervisor_model::Usage {
+            input_tokens: (bytes / 4) as u64,
+            output_tokens: ESTIMATE_OUTPUT_TOKENS,
+            ..Default::default()
+        };
+        price.cost_micros(&usage)
+    }
+}

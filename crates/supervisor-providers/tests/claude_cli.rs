@@ -1,0 +1,659 @@
+//! The claude_cli provider against fake `claude` executables: bash scripts written by each
+//! test that print real stream-json lines and record their argv and cwd, so the tests see
+//! exactly what the provider passes and how it reads the stream, without the real CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use supervisor_model::{Specialty, TaskType};
+use supervisor_providers::config::ClaudeCliConfig;
+use supervisor_providers::factory::BuildContext;
+use supervisor_providers::pricing::PriceTable;
+use supervisor_providers::{
+    EventSink, Provider, ProviderError, ProviderEvent, ProviderOutput, ProviderRequest, claude_cli,
+};
+use tempfile::TempDir;
+
+const MODEL: &str = "claude-sonnet-4-5-20250929";
+
+const INIT: &str = r#"{"type":"system","subtype":"init","cwd":"/tmp/w","session_id":"3f1c2a9e-5d41-4c1a-9a57-0b6f0c6a1e11","tools":["Task","Bash","Glob","Grep","LS","Read","Edit","Write"],"mcp_servers":[],"model":"claude-sonnet-4-5-20250929","permissionMode":"acceptEdits","slash_commands":["compact","cost"],"apiKeySource":"ANTHROPIC_API_KEY","output_style":"default","uuid":"a7e9d7c4-1f0b-4a53-8d0e-2c3b4d5e6f70"}"#;
+
+const ASSISTANT_TEXT: &str = r#"{"type":"assistant","message":{"id":"msg_01A","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"I'll run the tests first."}],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":4,"cache_creation_input_tokens":1200,"cache_read_input_tokens":0,"output_tokens":8,"service_tier":"standard"}},"parent_tool_use_id":null,"session_id":"3f1c2a9e-5d41-4c1a-9a57-0b6f0c6a1e11","uuid":"b1"}"#;
+
+const ASSISTANT_TOOL: &str = r#"{"type":"assistant","message":{"id":"msg_01A","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"tool_use","id":"toolu_01X","name":"Bash","input":{"command":"cargo test -p parser","description":"Run the parser tests"}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":4,"cache_creation_input_tokens":0,"cache_read_input_tokens":1200,"output_tokens":30,"service_tier":"standard"}},"parent_tool_use_id":null,"session_id":"3f1c2a9e-5d41-4c1a-9a57-0b6f0c6a1e11","uuid":"b2"}"#;
+
+const TOOL_RESULT: &str = r#"{"type":"user","message":{"role":"user","content":[{"tool_use_id":"toolu_01X","type":"tool_result","content":"test result: FAILED. 11 passed; 1 failed","is_error":false}]},"parent_tool_use_id":null,"session_id":"3f1c2a9e-5d41-4c1a-9a57-0b6f0c6a1e11","uuid":"b3"}"#;
+
+const ASSISTANT_DONE: &str = r#"{"type":"assistant","message":{"id":"msg_01B","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Fixed the off-by-one in parse()."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":6,"cache_creation_input_tokens":0,"cache_read_input_tokens":2200,"output_tokens":212,"service_tier":"standard"}},"parent_tool_use_id":null,"session_id":"3f1c2a9e-5d41-4c1a-9a57-0b6f0c6a1e11","uuid":"b4"}"#;
+
+const RESULT_OK: &str = r#"{"type":"result","subtype":"success","is_error":false,"duration_ms":12034,"duration_api_ms":11020,"num_turns":4,"result":"Fixed the off-by-one in parse().","session_id":"3f1c2a9e-5d41-4c1a-9a57-0b6f0c6a1e11","total_cost_usd":0.0123,"usage":{"input_tokens":14,"cache_creation_input_tokens":1200,"cache_read_input_tokens":3400,"output_tokens":250,"server_tool_use":{"web_search_requests":0},"service_tier":"standard"},"permission_denials":[],"uuid":"b5"}"#;
+
+/// A fake CLI in its own temp dir, with the provider built on it.
+struct Fake {
+    dir: TempDir,
+    bin: PathBuf,
+}
+
+impl Fake {
+    /// A fake whose script records argv (NUL-separated) and cwd, then runs `body`. `$DIR`
+    /// is the fake's directory.
+    fn new(body: &str) -> Fake {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let src = dir.path().join("claude.src");
+        let bin = dir.path().join("claude");
+        let script = format!(
+            "#!/bin/bash\nDIR='{}'\nprintf '%s\\0' \"$@\" > \"$DIR/argv\"\npwd -P > \"$DIR/cwd\"\n{body}\n",
+            dir.path().display()
+        );
+        std::fs::write(&src, script).expect("write script");
+        // Copied by another process so this multi-threaded test binary never holds the
+        // executable open for writing while another test forks (ETXTBSY).
+        let st = Command::new("install")
+            .args(["-m", "755"])
+            .arg(&src)
+            .arg(&bin)
+            .status()
+            .expect("run install");
+        assert!(st.success());
+        Fake { dir, bin }
+    }
+
+    /// A fake printing `lines` on stdout, then exiting 0.
+    fn printing(lines: &[&str]) -> Fake {
+        let mut body = String::from("cat <<'EOF'\n");
+        for l in lines {
+            body.push_str(l);
+            body.push('\n');
+        }
+        body.push_str("EOF\n");
+        Fake::new(&body)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn worktree_root(&self) -> PathBuf {
+        self.path("worktrees")
+    }
+
+    fn config(&self) -> ClaudeCliConfig {
+        ClaudeCliConfig {
+            binary: self.bin.clone(),
+            worktree_dir: Some(self.worktree_root()),
+            ..ClaudeCliConfig::default()
+        }
+    }
+
+    fn provider(&self) -> Arc<dyn Provider> {
+        self.provider_with(self.config())
+    }
+
+    fn provider_with(&self, cfg: ClaudeCliConfig) -> Arc<dyn Provider> {
+        let ctx = BuildContext {
+            data_dir: self.path("data"),
+        };
+        claude_cli::build("cli", &cfg, Arc::new(PriceTable::default()), &ctx).expect("build")
+    }
+
+    fn argv(&self) -> Vec<String> {
+        let raw = std::fs::read(self.path("argv")).expect("argv recorded");
+        raw.split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    }
+
+    fn cwd(&self) -> PathBuf {
+        PathBuf::from(
+            std::fs::read_to_string(self.path("cwd"))
+                .expect("cwd recorded")
+                .trim(),
+        )
+    }
+}
+
+fn request(task_type: TaskType, timeout: Duration) -> ProviderRequest {
+    ProviderRequest::simple("task-1", task_type, "Fix the parser", timeout)
+}
+
+async fn run(
+    provider: &Arc<dyn Provider>,
+    req: ProviderRequest,
+) -> (Result<ProviderOutput, ProviderError>, Vec<ProviderEvent>) {
+    let (sink, mut rx) = EventSink::channel();
+    let result = provider.execute(req, sink).await;
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    (result, events)
+}
+
+fn flag<'a>(argv: &'a [String], name: &str) -> Option<&'a str> {
+    let i = argv.iter().position(|a| a == name)?;
+    argv.get(i + 1).map(String::as_str)
+}
+
+/// Whether `pid` is a live process (a zombie has exited and is only waiting to be reaped by
+/// its parent, which after a kill is init, not us).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
+            !matches!(state, None | Some('Z') | Some('X'))
+        }
+    }
+}
+
+async fn wait_gone(pid: i32) -> bool {
+    for _ in 0..300 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn read_pid(path: &Path) -> i32 {
+    for _ in 0..300 {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && let Ok(pid) = s.trim().parse::<i32>()
+        {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} was never written", path.display());
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.invalid",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A repository with one commit: README.md and src/lib.rs.
+fn repo(parent: &Path) -> PathBuf {
+    let repo = parent.join("repo");
+    std::fs::create_dir_all(repo.join("src")).expect("mkdir");
+    git(&repo, &["init", "-q"]);
+    std::fs::write(repo.join("README.md"), "# Demo\nold line\n").expect("write");
+    std::fs::write(repo.join("src/lib.rs"), "pub fn f() {}\n").expect("write");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "initial"]);
+    repo
+}
+
+fn assert_worktrees_gone(repo: &Path, root: &Path) {
+    let list = git(repo, &["worktree", "list", "--porcelain"]);
+    assert_eq!(
+        list.lines().filter(|l| l.starts_with("worktree ")).count(),
+        1,
+        "only the main worktree should remain: {list}"
+    );
+    let branches = git(repo, &["branch", "--list", "supervisor/*"]);
+    assert_eq!(branches.trim(), "", "the attempt's branch should be gone");
+    let left: Vec<_> = std::fs::read_dir(root)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "worktree root not empty: {left:?}");
+}
+
+#[tokio::test]
+async fn success_streams_events_and_reports_usage_and_cost() {
+    let fake = Fake::printing(&[
+        INIT,
+        ASSISTANT_TEXT,
+        ASSISTANT_TOOL,
+        TOOL_RESULT,
+        r#"{"type":"rate_limit_event","info":{}}"#,
+        ASSISTANT_DONE,
+        RESULT_OK,
+    ]);
+    let cfg = ClaudeCliConfig {
+        model: Some("claude-opus-4-5".into()),
+        max_turns: 7,
+        extra_args: vec!["--extra".into(), "x".into()],
+        ..fake.config()
+    };
+    let provider = fake.provider_with(cfg);
+    let mut req = request(TaskType::BugFix, Duration::from_secs(30));
+    req.context.insert("issue".into(), "#12".into());
+    let (result, events) = run(&provider, req).await;
+    let out = result.expect("success");
+
+    assert_eq!(out.output, "Fixed the off-by-one in parse().");
+    assert_eq!(out.model, MODEL);
+    assert_eq!(out.cost_micros, 12_300);
+    assert_eq!(out.usage.input_tokens, 14);
+    assert_eq!(out.usage.output_tokens, 250);
+    assert_eq!(out.usage.cache_write_tokens, 1200);
+    assert_eq!(out.usage.cache_read_tokens, 3400);
+    assert!(out.artifacts.is_empty());
+    assert_eq!(
+        events,
+        vec![
+            ProviderEvent::Activity(format!("session started: model {MODEL}, 8 tools")),
+            ProviderEvent::Output("I'll run the tests first.".into()),
+            ProviderEvent::Activity("tool Bash: cargo test -p parser".into()),
+            ProviderEvent::Activity("tool result: test result: FAILED. 11 passed; 1 failed".into()),
+            ProviderEvent::Output("Fixed the off-by-one in parse().".into()),
+        ]
+    );
+
+    let system = Specialty::BugHunter.system_prompt().to_string();
+    assert_eq!(
+        fake.argv(),
+        vec![
+            "-p",
+            "Fix the parser\n\nContext:\n- issue: #12",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--append-system-prompt",
+            &system,
+            "--allowedTools",
+            "Read,Grep,Glob,LS,Edit,MultiEdit,Write,NotebookEdit,Bash",
+            "--permission-mode",
+            "acceptEdits",
+            "--max-turns",
+            "7",
+            "--model",
+            "claude-opus-4-5",
+            "--extra",
+            "x",
+        ]
+    );
+    // Without a repo it ran in a scratch directory under the worktree root, since removed.
+    let root = std::fs::canonicalize(fake.worktree_root()).expect("root");
+    let cwd = fake.cwd();
+    assert!(cwd.starts_with(&root), "{cwd:?} not under {root:?}");
+    assert!(!cwd.exists());
+}
+
+#[tokio::test]
+async fn read_only_specialties_run_in_plan_mode_without_write_tools() {
+    for task_type in [TaskType::SecurityAudit, TaskType::PrReview] {
+        let fake = Fake::printing(&[INIT, RESULT_OK]);
+        let req = request(task_type, Duration::from_secs(30));
+        assert!(matches!(
+            req.specialty,
+            Specialty::SecurityAnalyst | Specialty::CodeReviewer
+        ));
+        let system = req.system_prompt.clone();
+        let (result, _) = run(&fake.provider(), req).await;
+        result.expect("success");
+        let argv = fake.argv();
+        assert_eq!(flag(&argv, "-p"), Some("Fix the parser"));
+        assert_eq!(flag(&argv, "--output-format"), Some("stream-json"));
+        assert!(argv.iter().any(|a| a == "--verbose"));
+        assert_eq!(flag(&argv, "--append-system-prompt"), Some(system.as_str()));
+        assert_eq!(flag(&argv, "--permission-mode"), Some("plan"));
+        assert_eq!(flag(&argv, "--allowedTools"), Some("Read,Grep,Glob,LS"));
+        assert_eq!(
+            flag(&argv, "--disallowedTools"),
+            Some("Edit,MultiEdit,Write,NotebookEdit,Bash")
+        );
+        assert_eq!(flag(&argv, "--max-turns"), Some("30"));
+        assert!(!argv.iter().any(|a| a == "--model"), "no model configured");
+    }
+}
+
+#[tokio::test]
+async fn an_error_result_fails_with_its_text() {
+    let fake = Fake::printing(&[
+        INIT,
+        r#"{"type":"result","subtype":"success","is_error":true,"duration_ms":310,"duration_api_ms":0,"num_turns":1,"result":"Invalid API key · Please run /login","session_id":"s","total_cost_usd":0,"usage":{"input_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":0}}"#,
+    ]);
+    let (result, _) = run(
+        &fake.provider(),
+        request(TaskType::BugFix, Duration::from_secs(30)),
+    )
+    .await;
+    let err = result.expect_err("failure");
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("Invalid API key"), "{err}");
+}
+
+#[tokio::test]
+async fn max_turns_is_permanent() {
+    let fake = Fake::printing(&[
+        INIT,
+        ASSISTANT_TOOL,
+        r#"{"type":"result","subtype":"error_max_turns","is_error":false,"duration_ms":50210,"duration_api_ms":48000,"num_turns":31,"session_id":"s","total_cost_usd":0.41,"usage":{"input_tokens":310,"cache_creation_input_tokens":9000,"cache_read_input_tokens":120000,"output_tokens":4100}}"#,
+    ]);
+    let (result, _) = run(
+        &fake.provider(),
+        request(TaskType::BugFix, Duration::from_secs(30)),
+    )
+    .await;
+    match result {
+        Err(ProviderError::Permanent { kind, message }) => {
+            assert_eq!(kind, "max_turns");
+            assert!(message.contains("hit max turns 30"), "{message}");
+        }
+        other => panic!("expected a permanent error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_failed_exit_without_result_is_retryable_with_stderr() {
+    let fake = Fake::new(&format!(
+        "echo '{INIT}'\necho 'Error: connect ECONNREFUSED api.anthropic.com' >&2\nexit 3"
+    ));
+    let (result, events) = run(
+        &fake.provider(),
+        request(TaskType::BugFix, Duration::from_secs(30)),
+    )
+    .await;
+    match result {
+        Err(ProviderError::Retryable { kind, message, .. }) => {
+            assert_eq!(kind, "cli_failed");
+            assert!(message.contains("exit status 3"), "{message}");
+            assert!(message.contains("ECONNREFUSED"), "{message}");
+        }
+        other => panic!("expected a retryable error, got {other:?}"),
+    }
+    assert_eq!(events.len(), 1, "the init line was still reported");
+}
+
+#[tokio::test]
+async fn a_line_that_is_not_json_is_a_bad_stream() {
+    let fake = Fake::printing(&[INIT, "Welcome to Claude Code!", RESULT_OK]);
+    let (result, _) = run(
+        &fake.provider(),
+        request(TaskType::BugFix, Duration::from_secs(30)),
+    )
+    .await;
+    match result {
+        Err(ProviderError::Retryable { kind, message, .. }) => {
+            assert_eq!(kind, "bad_stream");
+            assert!(message.contains("Welcome to Claude Code!"), "{message}");
+        }
+        other => panic!("expected bad_stream, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_missing_binary_is_not_installed() {
+    let fake = Fake::printing(&[]);
+    let missing = fake.path("no-such-claude");
+    let provider = fake.provider_with(ClaudeCliConfig {
+        binary: missing.clone(),
+        ..fake.config()
+    });
+    let (result, _) = run(
+        &provider,
+        request(TaskType::BugFix, Duration::from_secs(30)),
+    )
+    .await;
+    match result {
+        Err(ProviderError::Permanent { kind, message }) => {
+            assert_eq!(kind, "not_installed");
+            assert!(
+                message.contains(&missing.display().to_string()),
+                "{message}"
+            );
+            assert!(message.contains("binary"), "{message}");
+        }
+        other => panic!("expected not_installed, got {other:?}"),
+    }
+    // Also when looked up on PATH.
+    let provider = fake.provider_with(ClaudeCliConfig {
+        binary: "supervisor-test-no-such-claude".into(),
+        ..fake.config()
+    });
+    let (result, _) = run(
+        &provider,
+        request(TaskType::BugFix, Duration::from_secs(30)),
+    )
+    .await;
+    let err = result.expect_err("failure");
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("on PATH"), "{err}");
+}
+
+/// A fake that prints init, starts a `sleep` child and hangs, writing both pids.
+fn hanging(ignore_term: bool) -> Fake {
+    Fake::new(&format!(
+        "{}echo $$ > \"$DIR/pid.tmp\" && mv \"$DIR/pid.tmp\" \"$DIR/pid\"\nsleep 300 &\necho $! > \"$DIR/child.tmp\" && mv \"$DIR/child.tmp\" \"$DIR/child\"\necho '{INIT}'\nwait\nsleep 300\n",
+        if ignore_term { "trap '' TERM\n" } else { "" }
+    ))
+}
+
+async fn assert_timeout_kills_group(ignore_term: bool) {
+    let fake = hanging(ignore_term);
+    let (result, events) = run(
+        &fake.provider(),
+        request(TaskType::BugFix, Duration::from_secs(3)),
+    )
+    .await;
+    match result {
+        Err(ProviderError::Retryable { kind, .. }) => assert_eq!(kind, "timeout"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(events.len(), 1, "the init line arrived before the timeout");
+    let pid = read_pid(&fake.path("pid")).await;
+    let child = read_pid(&fake.path("child")).await;
+    assert!(wait_gone(pid).await, "the CLI ({pid}) is still running");
+    assert!(
+        wait_gone(child).await,
+        "its child ({child}) is still running"
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_whole_process_group() {
+    assert_timeout_kills_group(false).await;
+}
+
+#[tokio::test]
+async fn a_timeout_kills_a_group_that_ignores_sigterm() {
+    assert_timeout_kills_group(true).await;
+}
+
+#[tokio::test]
+async fn a_dropped_execute_leaves_no_process_and_no_worktree() {
+    let fake = hanging(false);
+    let repo = repo(fake.dir.path());
+    let provider = fake.provider();
+    let mut req = request(TaskType::BugFix, Duration::from_secs(600));
+    req.context
+        .insert("repo".into(), repo.display().to_string());
+    let (sink, _rx) = EventSink::channel();
+    {
+        let fut = provider.execute(req, sink);
+        tokio::pin!(fut);
+        let mut ready = false;
+        for _ in 0..300 {
+            tokio::select! {
+                r = &mut fut => panic!("execute ended: {r:?}"),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            if fake.path("pid").exists() && fake.path("child").exists() {
+                ready = true;
+                break;
+            }
+        }
+        assert!(ready, "the fake CLI never started");
+        // The future is dropped here, as an agent abandoning the attempt does.
+    }
+    let pid = read_pid(&fake.path("pid")).await;
+    let child = read_pid(&fake.path("child")).await;
+    assert!(wait_gone(pid).await, "the CLI ({pid}) is still running");
+    assert!(
+        wait_gone(child).await,
+        "its child ({child}) is still running"
+    );
+    let mut clean = false;
+    for _ in 0..300 {
+        let list = git(&repo, &["worktree", "list", "--porcelain"]);
+        let branches = git(&repo, &["branch", "--list", "supervisor/*"]);
+        if list.lines().filter(|l| l.starts_with("worktree ")).count() == 1
+            && branches.trim().is_empty()
+        {
+            clean = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(clean, "the worktree was not removed");
+    assert_worktrees_gone(&repo, &fake.worktree_root());
+}
+
+#[tokio::test]
+async fn repo_tasks_run_in_a_worktree_and_return_its_diff() {
+    let fake = Fake::new(&format!(
+        "git rev-parse --abbrev-ref HEAD > \"$DIR/branch\"\nsed -i 's/old line/new line/' README.md\nprintf 'fresh\\n' > notes.txt\necho '{INIT}'\necho '{RESULT_OK}'"
+    ));
+    let repo = repo(fake.dir.path());
+    let mut req = request(TaskType::BugFix, Duration::from_secs(30));
+    req.task_id = "t-42".into();
+    req.attempt = 2;
+    req.context
+        .insert("repo".into(), repo.display().to_string());
+    req.context.insert("ref".into(), "main".into());
+    let (result, _) = run(&fake.provider(), req).await;
+    let out = result.expect("success");
+
+    let root = std::fs::canonicalize(fake.worktree_root()).expect("root");
+    let cwd = fake.cwd();
+    assert!(cwd.starts_with(&root), "{cwd:?} not under {root:?}");
+    let branch = std::fs::read_to_string(fake.path("branch")).expect("branch");
+    assert_eq!(branch.trim(), "supervisor/t-42-a2");
+    // The prompt does not repeat the run keys.
+    assert_eq!(flag(&fake.argv(), "-p"), Some("Fix the parser"));
+
+    assert_eq!(out.artifacts.len(), 1);
+    let diff = &out.artifacts[0];
+    assert_eq!(diff.name, "changes.diff");
+    assert_eq!(diff.media_type, "text/x-diff");
+    assert!(diff.content.contains("-old line"), "{}", diff.content);
+    assert!(diff.content.contains("+new line"), "{}", diff.content);
+    assert!(diff.content.contains("+++ b/notes.txt"), "{}", diff.content);
+    assert!(diff.content.contains("+fresh"), "{}", diff.content);
+    // The user's checkout is untouched.
+    let readme = std::fs::read_to_string(repo.join("README.md")).expect("readme");
+    assert!(readme.contains("old line"));
+    assert!(!repo.join("notes.txt").exists());
+    assert_worktrees_gone(&repo, &root);
+}
+
+#[tokio::test]
+async fn a_run_without_changes_has_no_diff_and_failures_still_clean_up() {
+    let fake = Fake::printing(&[INIT, RESULT_OK]);
+    let repo = repo(fake.dir.path());
+    let mut req = request(TaskType::PrReview, Duration::from_secs(30));
+    req.context
+        .insert("repo".into(), repo.display().to_string());
+    let (result, _) = run(&fake.provider(), req.clone()).await;
+    assert!(result.expect("success").artifacts.is_empty());
+    assert_worktrees_gone(&repo, &fake.worktree_root());
+
+    let failing = Fake::new("touch junk.txt\necho 'boom' >&2\nexit 1");
+    let provider = failing.provider_with(ClaudeCliConfig {
+        worktree_dir: Some(fake.worktree_root()),
+        ..failing.config()
+    });
+    let (result, _) = run(&provider, req).await;
+    assert!(result.is_err());
+    assert_worktrees_gone(&repo, &fake.worktree_root());
+}
+
+#[tokio::test]
+async fn a_bad_repo_or_ref_is_a_bad_request() {
+    let fake = Fake::printing(&[INIT, RESULT_OK]);
+    let plain = fake.path("plain");
+    std::fs::create_dir_all(&plain).expect("mkdir");
+    let repo = repo(fake.dir.path());
+    let cases = [
+        (plain.display().to_string(), None),
+        (fake.path("missing").display().to_string(), None),
+        (repo.display().to_string(), Some("no-such-branch")),
+    ];
+    for (path, git_ref) in cases {
+        let mut req = request(TaskType::BugFix, Duration::from_secs(30));
+        req.context.insert("repo".into(), path.clone());
+        if let Some(r) = git_ref {
+            req.context.insert("ref".into(), r.into());
+        }
+        let (result, _) = run(&fake.provider(), req).await;
+        match result {
+            Err(ProviderError::Permanent { kind, message }) => {
+                assert_eq!(kind, "bad_request");
+                let named = git_ref.unwrap_or(&path);
+                assert!(message.contains(named), "{message}");
+            }
+            other => panic!("expected bad_request for {path}, got {other:?}"),
+        }
+    }
+    assert!(!fake.path("argv").exists(), "the CLI must not have run");
+    assert_worktrees_gone(&repo, &fake.worktree_root());
+}
+
+#[tokio::test]
+async fn health_runs_version() {
+    let fake = Fake::new(
+        "if [ \"$1\" = --version ]; then echo '2.0.14 (Claude Code)'; exit 0; fi\nexit 1",
+    );
+    let h = fake.provider().health().await;
+    assert!(h.healthy, "{h:?}");
+    assert_eq!(h.detail, "2.0.14 (Claude Code)");
+    assert_eq!(fake.argv(), vec!["--version"]);
+
+    let broken = Fake::new("echo 'node: not found' >&2\nexit 127");
+    let h = broken.provider().health().await;
+    assert!(!h.healthy);
+    assert!(h.detail.contains("node: not found"), "{h:?}");
+
+    let missing = fake.provider_with(ClaudeCliConfig {
+        binary: fake.path("nope"),
+        ..fake.config()
+    });
+    let h = missing.health().await;
+    assert!(!h.healthy);
+    assert!(h.detail.starts_with("not installed: "), "{h:?}");
+}
+
+#[tokio::test]
+async fn capabilities_and_estimate() {
+    let fake = Fake::printing(&[]);
+    let p = fake.provider();
+    let caps = p.capabilities();
+    assert_eq!(caps.task_types, TaskType::ALL.to_vec());
+    assert_eq!(caps.models, vec!["default".to_string()]);
+    assert_eq!(caps.max_context_tokens, 200_000);
+    assert!(caps.streaming && caps.tools);
+    assert_eq!(p.kind(), "claude_cli");
+    // Sonnet prices: 2000 output tokens are $0.03; the prompt adds a little.
+    let est = p.estimate_cost(&request(TaskType::BugFix, Duration::from_secs(1)));
+    assert!(est > 30_000 && est < 31_000, "{est}");
+}
