@@ -339,8 +339,27 @@ async fn an_error_result_fails_with_its_text() {
     )
     .await;
     let err = result.expect_err("failure");
-    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        matches!(err, ProviderError::Permanent { kind: "auth", .. }),
+        "a login failure cannot be fixed by retrying: {err:?}"
+    );
     assert!(err.to_string().contains("Invalid API key"), "{err}");
+}
+
+#[tokio::test]
+async fn a_transient_error_result_is_retryable() {
+    let fake = Fake::printing(&[
+        INIT,
+        r#"{"type":"result","subtype":"error_during_execution","is_error":true,"duration_ms":310,"duration_api_ms":0,"num_turns":1,"result":"API Error: 529 overloaded","session_id":"s","total_cost_usd":0,"usage":{"input_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":0}}"#,
+    ]);
+    let (result, _) = run(
+        &fake.provider(),
+        request(TaskType::BugFix, Duration::from_secs(30)),
+    )
+    .await;
+    let err = result.expect_err("failure");
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("overloaded"), "{err}");
 }
 
 #[tokio::test]

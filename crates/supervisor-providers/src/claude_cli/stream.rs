@@ -296,6 +296,28 @@ impl StreamParser {
             });
         }
         if result.is_error || result.subtype != "success" {
+            // Failures a retry cannot fix: the CLI is not logged in, or out of credit.
+            let lower = excerpt.to_ascii_lowercase();
+            let permanent = if lower.contains("invalid api key")
+                || lower.contains("/login")
+                || lower.contains("not logged in")
+                || lower.contains("authentication")
+            {
+                Some("auth")
+            } else if lower.contains("credit balance") {
+                Some("budget")
+            } else {
+                None
+            };
+            if let Some(kind) = permanent {
+                return Err(ProviderError::Permanent {
+                    kind,
+                    message: with_stderr(format!(
+                        "claude reported {}: {excerpt} (fix the CLI's login or billing on this node)",
+                        result.subtype
+                    )),
+                });
+            }
             return Err(ProviderError::Retryable {
                 kind: "cli_error",
                 message: with_stderr(format!(
