@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use supervisor_engine::EngineConfig;
-use supervisor_node::NodeConfig;
+use supervisor_node::{NodeConfig, RoutingConfig};
 
 use supervisor_providers::config::ProviderConfig;
 use supervisor_providers::mock::MockConfig;
@@ -38,6 +38,8 @@ pub struct Config {
     /// Providers by name, each `[providers.<name>]` with a `kind`. Default: one mock
     /// provider named `mock`.
     pub providers: ProvidersConfig,
+    /// How attempts are routed to providers.
+    pub routing: RoutingConfig,
     /// Prices per million tokens by model (or model prefix), over the built-in table.
     pub prices: PriceTable,
     /// Logging.
@@ -167,8 +169,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        // SUPERVISOR_SERVER is the client's server address, not part of the node's config.
-        figment = figment.merge(Env::prefixed("SUPERVISOR_").split("__").ignore(&["server"]));
+        // SUPERVISOR_SERVER (the client's server address) and SUPERVISOR_CONFIG (the config
+        // file's path) are not keys of the node's config.
+        figment = figment.merge(
+            Env::prefixed("SUPERVISOR_")
+                .split("__")
+                .ignore(&["server", "config"]),
+        );
         let config: Config = figment.extract().map_err(|e| {
             let source = file
                 .map(|p| format!("{} or the SUPERVISOR_* environment", p.display()))
@@ -188,6 +195,23 @@ impl Config {
                     m.validate()
                         .map_err(|e| e.replace("providers.mock", &format!("providers.{name}"))),
                 );
+            }
+        }
+        for name in &self.routing.chain {
+            match self.providers.0.get(name) {
+                Some(p) if p.enabled() => {}
+                Some(_) => checks.push(Err(format!(
+                    "routing.chain names provider {name:?}, which is disabled"
+                ))),
+                None => checks.push(Err(format!(
+                    "routing.chain names {name:?}, which is not under [providers]; configured: {}",
+                    self.providers
+                        .0
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
             }
         }
         if !self.providers.0.values().any(ProviderConfig::enabled) {
@@ -246,6 +270,7 @@ mod tests {
             jail.set_env("SUPERVISOR_ENGINE__LEASE_DURATION", "5s");
             jail.set_env("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "50ms");
             jail.set_env("SUPERVISOR_SERVER", "127.0.0.1:1");
+            jail.set_env("SUPERVISOR_CONFIG", "/somewhere/supervisor.toml");
             let cfg = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(cfg.engine.lease_duration, std::time::Duration::from_secs(5));
             assert_eq!(

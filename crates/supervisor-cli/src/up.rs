@@ -124,12 +124,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         providers.push(ProviderSpec {
             provider,
             max_concurrency: provider_cfg.max_concurrency(),
+            limits: provider_cfg.limits().clone(),
         });
     }
     let node = Arc::new(
-        Node::start(engine, cfg.node.clone(), &addr.to_string(), providers)
-            .await
-            .context("could not start the node")?,
+        Node::start(
+            engine,
+            cfg.node.clone(),
+            cfg.routing.clone(),
+            &addr.to_string(),
+            providers,
+        )
+        .await
+        .context("could not start the node")?,
     );
     println!(
         "supervisor node {} (epoch {}) listening on {addr}",

@@ -376,3 +376,73 @@ async fn reflection_v1_and_v1alpha_and_health_answer() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_ledger_and_provider_watch_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(
+        dir.path(),
+        &[
+            ("SUPERVISOR_PROVIDERS__MOCK__INPUT_TOKENS", "1000"),
+            ("SUPERVISOR_PROVIDERS__MOCK__OUTPUT_TOKENS", "500"),
+            (
+                "SUPERVISOR_PROVIDERS__MOCK__PRICE_MICROS_PER_MTOK",
+                "2000000",
+            ),
+        ],
+    );
+    let client = connect(&node).await;
+    let mut watch = Box::pin(client.watch_providers(Duration::from_millis(100)));
+    let first = tokio::time::timeout(Duration::from_secs(30), watch.next())
+        .await
+        .expect("the watch sends the current list at once")
+        .expect("an item")
+        .expect("ok");
+    assert_eq!(first[0].name, "mock");
+    assert_eq!(first[0].circuit, "closed");
+    let mut req = submit_req("charge me");
+    req.specialty = "security_analyst".into();
+    let t = client.submit(req).await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(60), client.wait(&t.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.specialty, "security_analyst");
+    assert_eq!(done.attempts.len(), 1);
+    assert_eq!(done.attempts[0].provider, "mock");
+    assert_eq!(done.cost_micros, 3000, "1500 tokens at $2 per million");
+    // The watch reports the change (one more execution).
+    let changed = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(item) = watch.next().await {
+            let list = item.expect("ok");
+            if list[0].executions_succeeded >= 1 {
+                return list;
+            }
+        }
+        panic!("watch ended");
+    })
+    .await
+    .expect("a change arrives");
+    assert!(changed[0].latency_p50_ms >= 0.0);
+    let spend = client.spend(None, None).await.unwrap();
+    assert_eq!(spend.rows.len(), 1);
+    assert_eq!(
+        (
+            spend.rows[0].provider.as_str(),
+            spend.rows[0].attempts,
+            spend.rows[0].cost_micros
+        ),
+        ("mock", 1, 3000)
+    );
+    assert_eq!(spend.total_cost_micros, 3000);
+    // The event log says which specialty and provider ran the attempt.
+    let events: Vec<v1::TaskEvent> = client.watch(&t.id, 0).map(|e| e.unwrap()).collect().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.r#type == v1::TaskEventType::Activity as i32
+                && e.message.contains("specialty security_analyst")
+                && e.message.contains("provider mock")),
+        "{events:?}"
+    );
+}

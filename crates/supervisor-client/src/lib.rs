@@ -27,12 +27,12 @@ mod watch;
 
 use std::time::Duration;
 
-use futures::StreamExt as _;
+use futures::{StreamExt as _, stream::BoxStream};
 use supervisor_proto::v1::{
-    CancelTaskRequest, GetTaskRequest, GetTaskStatsRequest, ListProvidersRequest, ListTasksRequest,
-    ListTasksResponse, ProviderInfo, RetryTaskRequest, SubmitTaskRequest, Task, TaskStats,
-    WatchTaskRequest, provider_service_client::ProviderServiceClient,
-    task_service_client::TaskServiceClient,
+    CancelTaskRequest, GetSpendRequest, GetSpendResponse, GetTaskRequest, GetTaskStatsRequest,
+    ListProvidersRequest, ListTasksRequest, ListTasksResponse, ProviderInfo, RetryTaskRequest,
+    SubmitTaskRequest, Task, TaskStats, WatchProvidersRequest, WatchTaskRequest,
+    provider_service_client::ProviderServiceClient, task_service_client::TaskServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -50,6 +50,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 keep-alive pings, so that a watch notices a vanished server.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A stream of provider lists, as returned by [`Client::watch_providers`].
+pub type ProviderStream = BoxStream<'static, Result<Vec<ProviderInfo>, ClientError>>;
 
 /// A connection to a Supervisor server: tasks and providers.
 ///
@@ -250,6 +253,50 @@ impl Client {
         Ok(response.into_inner().providers)
     }
 
+    /// Streams the providers of the node the client is connected to: the full list at
+    /// once, then again whenever a provider's state changes, at most every
+    /// `min_interval` ([`Duration::ZERO`]: the server's default, 500 ms; the server may
+    /// raise very short intervals). Never ends by itself while the server runs.
+    ///
+    /// The call starts when the stream is first polled; a failure (such as
+    /// `UNIMPLEMENTED` from an older server) is the stream's only item. The stream is
+    /// not resumed when it breaks: its last item is then the error.
+    pub fn watch_providers(&self, min_interval: Duration) -> ProviderStream {
+        let mut providers = self.providers.clone();
+        let request = WatchProvidersRequest {
+            min_interval_ms: interval_millis(min_interval),
+        };
+        futures::stream::once(async move { providers.watch_providers(request).await })
+            .flat_map(|started| match started {
+                Ok(response) => response
+                    .into_inner()
+                    .map(|item| item.map(|list| list.providers).map_err(ClientError::from))
+                    .boxed(),
+                Err(status) => futures::stream::iter([Err(ClientError::from(status))]).boxed(),
+            })
+            .boxed()
+    }
+
+    /// Spend per day and provider from the durable ledger, from `from_day` to `to_day`
+    /// inclusive (`YYYY-MM-DD`, UTC; `None`: today), with the total. The server refuses
+    /// malformed days and a range that ends before it starts with `INVALID_ARGUMENT`.
+    pub async fn spend(
+        &self,
+        from_day: Option<&str>,
+        to_day: Option<&str>,
+    ) -> Result<GetSpendResponse, ClientError> {
+        let request = GetSpendRequest {
+            from_day: from_day.unwrap_or_default().to_owned(),
+            to_day: to_day.unwrap_or_default().to_owned(),
+        };
+        Ok(self
+            .providers
+            .clone()
+            .get_spend(request)
+            .await?
+            .into_inner())
+    }
+
     /// Streams a task's events with a sequence number above `after_seq` (0: all), live,
     /// until its terminal event. The call starts when the stream is first polled; a
     /// failure (such as `NOT_FOUND`) is the stream's only item. The stream is not
@@ -291,6 +338,17 @@ impl Client {
     }
 }
 
+/// `min_interval_ms` of a watch: whole milliseconds, at least 1 unless the interval is
+/// zero (which asks for the server's default), saturating at `u32::MAX`.
+fn interval_millis(interval: Duration) -> u32 {
+    if interval.is_zero() {
+        return 0;
+    }
+    u32::try_from(interval.as_millis())
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +383,168 @@ mod tests {
             text.contains("https://x:1") && text.contains("TLS"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn watch_intervals_become_whole_milliseconds() {
+        assert_eq!(interval_millis(Duration::ZERO), 0);
+        assert_eq!(interval_millis(Duration::from_micros(10)), 1);
+        assert_eq!(interval_millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(interval_millis(Duration::MAX), u32::MAX);
+    }
+
+    /// A `ProviderService` answering from fixed data, to check the SDK's mapping.
+    mod fake {
+        use std::sync::Mutex;
+
+        use futures::stream::BoxStream;
+        use tonic::{Request, Response, Status};
+
+        use crate::v1::{self, provider_service_server::ProviderService};
+
+        /// Remembers the requests it got.
+        #[derive(Default)]
+        pub struct Providers {
+            pub watch_intervals: Mutex<Vec<u32>>,
+            pub spend_requests: Mutex<Vec<(String, String)>>,
+        }
+
+        pub fn provider(name: &str, in_flight: u32) -> v1::ProviderInfo {
+            v1::ProviderInfo {
+                name: name.into(),
+                in_flight,
+                ..Default::default()
+            }
+        }
+
+        #[tonic::async_trait]
+        impl ProviderService for Providers {
+            async fn list_providers(
+                &self,
+                _: Request<v1::ListProvidersRequest>,
+            ) -> Result<Response<v1::ListProvidersResponse>, Status> {
+                Ok(Response::new(v1::ListProvidersResponse {
+                    providers: vec![provider("mock", 0)],
+                }))
+            }
+
+            type WatchProvidersStream =
+                BoxStream<'static, Result<v1::ListProvidersResponse, Status>>;
+
+            async fn watch_providers(
+                &self,
+                request: Request<v1::WatchProvidersRequest>,
+            ) -> Result<Response<Self::WatchProvidersStream>, Status> {
+                let interval = request.into_inner().min_interval_ms;
+                self.watch_intervals.lock().expect("lock").push(interval);
+                if interval == 7 {
+                    return Err(Status::invalid_argument("seven is unlucky"));
+                }
+                let lists = [0, 1].map(|n| {
+                    Ok(v1::ListProvidersResponse {
+                        providers: vec![provider("mock", n)],
+                    })
+                });
+                let items = lists
+                    .into_iter()
+                    .chain([Err(Status::unavailable("server shutting down"))]);
+                Ok(Response::new(Box::pin(futures::stream::iter(items))))
+            }
+
+            async fn get_spend(
+                &self,
+                request: Request<v1::GetSpendRequest>,
+            ) -> Result<Response<v1::GetSpendResponse>, Status> {
+                let request = request.into_inner();
+                self.spend_requests
+                    .lock()
+                    .expect("lock")
+                    .push((request.from_day.clone(), request.to_day.clone()));
+                Ok(Response::new(v1::GetSpendResponse {
+                    rows: vec![v1::SpendRow {
+                        day: request.from_day,
+                        provider: "mock".into(),
+                        attempts: 2,
+                        cost_micros: 1500,
+                        cost_usd: 0.0015,
+                        ..Default::default()
+                    }],
+                    total_cost_micros: 1500,
+                }))
+            }
+        }
+    }
+
+    async fn fake_providers() -> (Client, std::sync::Arc<fake::Providers>) {
+        use v1::provider_service_server::ProviderServiceServer;
+        let fake = std::sync::Arc::new(fake::Providers::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let service = ProviderServiceServer::from_arc(fake.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+        });
+        let client = Client::connect(&addr.to_string())
+            .await
+            .expect("connect to the fake");
+        (client, fake)
+    }
+
+    #[tokio::test]
+    async fn watch_providers_yields_lists_then_the_break() {
+        let (client, fake) = fake_providers().await;
+        let items: Vec<_> = client
+            .watch_providers(Duration::from_millis(250))
+            .collect()
+            .await;
+        assert_eq!(items.len(), 3);
+        let in_flight: Vec<u32> = items[..2]
+            .iter()
+            .map(|item| {
+                let list = item.as_ref().expect("a list");
+                assert_eq!(list.len(), 1);
+                list[0].in_flight
+            })
+            .collect();
+        assert_eq!(in_flight, [0, 1]);
+        let err = items[2].as_ref().expect_err("the break is reported");
+        assert!(err.is_unavailable(), "{err}");
+
+        // A refused call is the stream's only item.
+        let items: Vec<_> = client
+            .watch_providers(Duration::from_millis(7))
+            .collect()
+            .await;
+        assert_eq!(items.len(), 1);
+        let err = items[0].as_ref().expect_err("refused");
+        assert_eq!(err.to_string(), "INVALID_ARGUMENT: seven is unlucky");
+        assert_eq!(*fake.watch_intervals.lock().expect("lock"), [250, 7]);
+    }
+
+    #[tokio::test]
+    async fn spend_sends_the_days_or_empty_for_today() {
+        let (client, fake) = fake_providers().await;
+        let spend = client
+            .spend(Some("2026-01-01"), Some("2026-01-31"))
+            .await
+            .expect("spend");
+        assert_eq!(spend.total_cost_micros, 1500);
+        assert_eq!(spend.rows.len(), 1);
+        assert_eq!(spend.rows[0].day, "2026-01-01");
+        client.spend(None, None).await.expect("spend today");
+        assert_eq!(
+            *fake.spend_requests.lock().expect("lock"),
+            [
+                ("2026-01-01".to_owned(), "2026-01-31".to_owned()),
+                (String::new(), String::new()),
+            ]
+        );
+        assert_eq!(client.providers().await.expect("list").len(), 1);
     }
 
     #[tokio::test]

@@ -158,6 +158,7 @@ enum_names!(TaskEventType, "task event type", "TASK_EVENT_TYPE_", unspecified: U
     Succeeded => "succeeded",
     Failed => "failed",
     Cancelled => "cancelled",
+    Activity => "activity",
 ]);
 
 impl TaskStatus {

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use supervisor_engine::EngineError;
 use supervisor_model::{
-    EventKind, NewTask, Priority, Task, TaskEvent, TaskId, TaskStatus, TaskType,
+    EventKind, NewTask, Priority, RoutingPrefs, RoutingStrategy, Specialty, Task, TaskEvent,
+    TaskId, TaskStatus, TaskType,
 };
 use supervisor_proto::convert::timestamp_from_micros;
 use supervisor_proto::v1;
@@ -128,6 +129,7 @@ fn event_kind_out(k: EventKind) -> v1::TaskEventType {
         EventKind::Submitted => v1::TaskEventType::Submitted,
         EventKind::Started => v1::TaskEventType::Started,
         EventKind::Output => v1::TaskEventType::Output,
+        EventKind::Activity => v1::TaskEventType::Activity,
         EventKind::RetryScheduled => v1::TaskEventType::RetryScheduled,
         EventKind::Requeued => v1::TaskEventType::Requeued,
         EventKind::Succeeded => v1::TaskEventType::Succeeded,
@@ -149,11 +151,62 @@ pub(crate) fn task_id_in(field: &str, raw: &str) -> Result<TaskId, Status> {
     })
 }
 
-/// A submit request as the domain's `NewTask`.
-pub(crate) fn new_task_in(r: v1::SubmitTaskRequest) -> Result<NewTask, Status> {
+/// Checks provider names against the node's providers.
+fn providers_in(field: &str, names: Vec<String>, known: &[String]) -> Result<Vec<String>, Status> {
+    for name in &names {
+        if !known.iter().any(|k| k == name) {
+            return Err(invalid(
+                field,
+                format!(
+                    "unknown provider {name:?}; configured providers: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(names)
+}
+
+/// A submit request as the domain's `NewTask`; `providers` are the configured provider
+/// names, against which preferred and excluded names are checked.
+pub(crate) fn new_task_in(
+    r: v1::SubmitTaskRequest,
+    providers: &[String],
+) -> Result<NewTask, Status> {
     let task_type = task_type_in("type", r.r#type)?;
     let priority = priority_in(r.priority)?;
+    let specialty = match r.specialty.trim() {
+        "" => None,
+        s => Some(
+            s.parse::<Specialty>()
+                .map_err(|e| invalid("specialty", e))?,
+        ),
+    };
+    let strategy = match r.routing_strategy.trim() {
+        "" => None,
+        s => Some(
+            s.parse::<RoutingStrategy>()
+                .map_err(|e| invalid("routing_strategy", e))?,
+        ),
+    };
+    if !r.max_cost_usd.is_finite() || r.max_cost_usd < 0.0 {
+        return Err(invalid(
+            "max_cost_usd",
+            format!(
+                "{} is not a cost; give dollars, 0 for no limit",
+                r.max_cost_usd
+            ),
+        ));
+    }
+    let routing = RoutingPrefs {
+        specialty,
+        strategy,
+        preferred_providers: providers_in("preferred_providers", r.preferred_providers, providers)?,
+        excluded_providers: providers_in("excluded_providers", r.excluded_providers, providers)?,
+        max_cost_micros: (r.max_cost_usd > 0.0).then(|| (r.max_cost_usd * 1e6).round() as u64),
+    };
     let new = NewTask {
+        routing,
         task_type,
         prompt: r.prompt,
         priority,
@@ -183,12 +236,37 @@ pub(crate) fn task_out(t: Task) -> v1::Task {
         max_attempts: t.max_attempts,
         timeout_ms: t.timeout_ms,
         attempt: t.attempt,
+        specialty: t
+            .routing
+            .specialty
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        routing_strategy: t
+            .routing
+            .strategy
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        preferred_providers: t.routing.preferred_providers,
+        excluded_providers: t.routing.excluded_providers,
+        max_cost_usd: t.routing.max_cost_micros.map_or(0.0, |m| m as f64 / 1e6),
+        attempts: t
+            .attempts
+            .into_iter()
+            .map(|a| v1::Attempt {
+                attempt: a.attempt,
+                provider: a.provider,
+                model: a.model,
+                outcome: a.outcome,
+                usage: Some(usage_out(&a.usage)),
+                cost_micros: a.cost_micros,
+                finished_at: Some(timestamp_from_micros(a.finished_at)),
+            })
+            .collect(),
+        cost_usd: t.cost_micros as f64 / 1e6,
+        cost_micros: t.cost_micros,
         result: t.result.map(|r| v1::TaskResult {
             output: r.output,
-            usage: Some(v1::Usage {
-                input_tokens: r.usage.input_tokens,
-                output_tokens: r.usage.output_tokens,
-            }),
+            usage: Some(usage_out(&r.usage)),
             cost_usd: r.cost_micros as f64 / 1_000_000.0,
             cost_micros: r.cost_micros,
             provider: r.provider,
@@ -204,6 +282,15 @@ pub(crate) fn task_out(t: Task) -> v1::Task {
         started_at: ts(t.started_at),
         finished_at: ts(t.finished_at),
         next_attempt_at: ts(t.next_attempt_at),
+    }
+}
+
+fn usage_out(u: &supervisor_model::Usage) -> v1::Usage {
+    v1::Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_read_tokens: u.cache_read_tokens,
+        cache_write_tokens: u.cache_write_tokens,
     }
 }
 

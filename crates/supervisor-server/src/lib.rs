@@ -40,12 +40,17 @@ fn tenant<T>(_req: &Request<T>) -> &'static str {
 #[derive(Clone)]
 pub struct TaskApi {
     engine: Engine,
+    providers: Arc<Vec<String>>,
 }
 
 impl TaskApi {
-    /// A task service over `engine`.
-    pub fn new(engine: Engine) -> Self {
-        TaskApi { engine }
+    /// A task service over `engine`; `providers` are the names a task may prefer or
+    /// exclude.
+    pub fn new(engine: Engine, providers: Vec<String>) -> Self {
+        TaskApi {
+            engine,
+            providers: Arc::new(providers),
+        }
     }
 }
 
@@ -58,7 +63,7 @@ impl TaskService for TaskApi {
         req: Request<v1::SubmitTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
         let tenant = tenant(&req);
-        let new = new_task_in(req.into_inner())?;
+        let new = new_task_in(req.into_inner(), &self.providers)?;
         let submitted = self.engine.submit(tenant, new).await.map_err(status_from)?;
         Ok(Response::new(task_out(submitted.task)))
     }
@@ -192,20 +197,17 @@ impl ProviderApi {
     }
 }
 
-#[tonic::async_trait]
-impl ProviderService for ProviderApi {
-    async fn list_providers(
-        &self,
-        _req: Request<v1::ListProvidersRequest>,
-    ) -> Result<Response<v1::ListProvidersResponse>, Status> {
+impl ProviderApi {
+    async fn list(&self) -> Result<v1::ListProvidersResponse, Status> {
         let mut providers = Vec::new();
-        for snap in self.node.provider_snapshots().await {
+        for snap in self.node.provider_snapshots() {
             let durable = self
                 .node
                 .engine()
                 .provider_stats(&snap.name)
                 .await
                 .map_err(status_from)?;
+            let ms = |d: Option<std::time::Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1000.0);
             providers.push(v1::ProviderInfo {
                 name: snap.name,
                 kind: snap.kind,
@@ -215,14 +217,131 @@ impl ProviderService for ProviderApi {
                 max_concurrency: snap.max_concurrency,
                 executions_started: snap.executions_started,
                 executions_failed: snap.executions_failed,
+                executions_succeeded: snap.executions_succeeded,
                 completions_accepted: durable.completions_accepted,
                 input_tokens: durable.input_tokens,
                 output_tokens: durable.output_tokens,
                 cost_micros: durable.cost_micros,
+                cost_usd: durable.cost_micros as f64 / 1e6,
                 completions_refused: durable.completions_refused,
+                models: snap.models,
+                circuit: snap.circuit,
+                requests_per_minute: snap.requests_per_minute.unwrap_or(0),
+                tokens_per_minute: snap.tokens_per_minute.unwrap_or(0),
+                throttled_for_ms: snap.throttled_for.map_or(0, |d| d.as_millis() as u64),
+                success_rate: snap.success_rate.unwrap_or(-1.0),
+                latency_p50_ms: ms(snap.latency_p50),
+                latency_p95_ms: ms(snap.latency_p95),
             });
         }
-        Ok(Response::new(v1::ListProvidersResponse { providers }))
+        Ok(v1::ListProvidersResponse { providers })
+    }
+}
+
+type ProvidersStream =
+    Pin<Box<dyn Stream<Item = Result<v1::ListProvidersResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ProviderService for ProviderApi {
+    async fn list_providers(
+        &self,
+        _req: Request<v1::ListProvidersRequest>,
+    ) -> Result<Response<v1::ListProvidersResponse>, Status> {
+        Ok(Response::new(self.list().await?))
+    }
+
+    type WatchProvidersStream = ProvidersStream;
+
+    async fn watch_providers(
+        &self,
+        req: Request<v1::WatchProvidersRequest>,
+    ) -> Result<Response<Self::WatchProvidersStream>, Status> {
+        let interval = match req.get_ref().min_interval_ms {
+            0 => std::time::Duration::from_millis(500),
+            ms => std::time::Duration::from_millis(u64::from(ms).max(50)),
+        };
+        let api = self.clone();
+        let mut changes = self.node.router().subscribe();
+        changes.borrow_and_update();
+        let first = api.list().await?;
+        // State: the service, the list still to send, the last list sent, the change feed.
+        let stream = futures::stream::unfold(
+            (api, Some(first), None::<v1::ListProvidersResponse>, changes),
+            move |(api, pending, last, mut changes)| async move {
+                if let Some(p) = pending {
+                    return Some((Ok(p.clone()), (api, None, Some(p), changes)));
+                }
+                loop {
+                    // At most one update per interval; health and breaker changes notify,
+                    // load changes are caught by re-reading now and then.
+                    tokio::time::sleep(interval).await;
+                    let _ = tokio::time::timeout(interval * 20, changes.changed()).await;
+                    match api.list().await {
+                        Ok(now) if Some(&now) == last.as_ref() => continue,
+                        Ok(now) => return Some((Ok(now.clone()), (api, None, Some(now), changes))),
+                        Err(e) => return Some((Err(e), (api, None, last, changes))),
+                    }
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_spend(
+        &self,
+        req: Request<v1::GetSpendRequest>,
+    ) -> Result<Response<v1::GetSpendResponse>, Status> {
+        let tenant = tenant(&req);
+        let r = req.into_inner();
+        let today = supervisor_engine::utc_day(self.node.engine().now_micros());
+        let day = |field: &str, v: String| -> Result<String, Status> {
+            if v.is_empty() {
+                return Ok(today.clone());
+            }
+            let ok = v.len() == 10
+                && v.chars().enumerate().all(|(i, c)| {
+                    if i == 4 || i == 7 {
+                        c == '-'
+                    } else {
+                        c.is_ascii_digit()
+                    }
+                });
+            if ok {
+                Ok(v)
+            } else {
+                Err(invalid(
+                    field,
+                    format!("{v:?} is not a day like 2026-11-24"),
+                ))
+            }
+        };
+        let from = day("from_day", r.from_day)?;
+        let to = day("to_day", r.to_day)?;
+        if from > to {
+            return Err(invalid("from_day", format!("{from} is after to_day {to}")));
+        }
+        let rows = self
+            .node
+            .engine()
+            .ledger(tenant, &from, &to)
+            .await
+            .map_err(status_from)?;
+        let total = rows.iter().map(|r| r.cost_micros).sum();
+        Ok(Response::new(v1::GetSpendResponse {
+            rows: rows
+                .into_iter()
+                .map(|r| v1::SpendRow {
+                    cost_usd: r.cost_micros as f64 / 1e6,
+                    day: r.day,
+                    provider: r.provider,
+                    attempts: r.attempts,
+                    input_tokens: r.input_tokens,
+                    output_tokens: r.output_tokens,
+                    cost_micros: r.cost_micros,
+                })
+                .collect(),
+            total_cost_micros: total,
+        }))
     }
 }
 
@@ -300,7 +419,10 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(TaskServiceServer::new(TaskApi::new(engine)))
+        .add_service(TaskServiceServer::new(TaskApi::new(
+            engine,
+            node.router().names(),
+        )))
         .add_service(ProviderServiceServer::new(ProviderApi::new(node)))
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;

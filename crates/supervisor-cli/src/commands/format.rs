@@ -9,7 +9,10 @@ use std::{
 use prost_types::Timestamp;
 use supervisor_proto::{
     convert::EnumName,
-    v1::{Priority, ProviderInfo, Task, TaskStats, TaskStatus, TaskType},
+    v1::{
+        Attempt, GetSpendResponse, Priority, ProviderInfo, Task, TaskStats, TaskStatus, TaskType,
+        Usage,
+    },
 };
 
 /// First second that RFC 3339 (four-digit years) cannot show: year 10000.
@@ -84,6 +87,34 @@ pub fn between(from: Option<&Timestamp>, to: Option<&Timestamp>) -> Option<Durat
 /// A cost in millionths of a dollar, exactly: `$0.001500`.
 pub fn cost(micros: u64) -> String {
     format!("${}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
+/// A limit in US dollars as given (`$0.5`).
+pub fn dollars(usd: f64) -> String {
+    format!("${usd}")
+}
+
+/// What a task cost in all its attempts, in millionths of a dollar: the task's total,
+/// or its result's cost when that is larger (a server that does not count attempts).
+pub fn total_cost_micros(task: &Task) -> u64 {
+    let result = task.result.as_ref().map_or(0, |r| r.cost_micros);
+    task.cost_micros.max(result)
+}
+
+/// `5 input + 7 output tokens`, with cache reads and writes when there were any.
+pub fn usage_text(usage: &Usage) -> String {
+    let mut text = format!(
+        "{} input + {} output tokens",
+        usage.input_tokens, usage.output_tokens
+    );
+    if usage.cache_read_tokens > 0 || usage.cache_write_tokens > 0 {
+        let _ = write!(
+            text,
+            " ({} cache read, {} cache write)",
+            usage.cache_read_tokens, usage.cache_write_tokens
+        );
+    }
+    text
 }
 
 /// A time limit in milliseconds (`30s`, `1m 30s`); `default` when 0.
@@ -204,6 +235,27 @@ pub fn task_summary(task: &Task, now: SystemTime) -> String {
         let pairs: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
         fields.push(("context", pairs.join(", ")));
     }
+    let routing = [
+        ("specialty", &task.specialty),
+        ("strategy", &task.routing_strategy),
+    ];
+    for (name, value) in routing {
+        if !value.is_empty() {
+            fields.push((name, value.clone()));
+        }
+    }
+    if !task.preferred_providers.is_empty() {
+        fields.push(("prefer", task.preferred_providers.join(", ")));
+    }
+    if !task.excluded_providers.is_empty() {
+        fields.push(("exclude", task.excluded_providers.join(", ")));
+    }
+    if task.max_cost_usd > 0.0 {
+        fields.push((
+            "max cost",
+            format!("{} per attempt", dollars(task.max_cost_usd)),
+        ));
+    }
     let optional = [
         ("idempotency key", &task.idempotency_key),
         ("retry of", &task.retry_of),
@@ -245,15 +297,15 @@ pub fn task_summary(task: &Task, now: SystemTime) -> String {
         if !model.is_empty() {
             fields.push(("provider", model));
         }
-        fields.push((
-            "usage",
-            format!(
-                "{} input + {} output tokens",
-                usage.input_tokens, usage.output_tokens
-            ),
-        ));
-        fields.push(("cost", cost(result.cost_micros)));
+        fields.push(("usage", usage_text(&usage)));
         fields.push(("output size", format!("{} bytes", result.output_bytes)));
+    }
+    if task.result.is_some() || !task.attempts.is_empty() || task.cost_micros > 0 {
+        let mut total = cost(total_cost_micros(task));
+        if task.attempts.len() > 1 {
+            let _ = write!(total, " ({} attempts)", task.attempts.len());
+        }
+        fields.push(("cost", total));
     }
     if !task.error.is_empty() {
         fields.push(("error", task.error.clone()));
@@ -265,6 +317,10 @@ pub fn task_summary(task: &Task, now: SystemTime) -> String {
         let label = format!("{name}:");
         let _ = writeln!(text, "{label:<width$} {value}");
     }
+    if !task.attempts.is_empty() {
+        text.push_str("attempts:\n");
+        text.push_str(&indented(&attempts_table(&task.attempts), "  "));
+    }
     text.push_str("prompt:\n");
     text.push_str(&indented(&task.prompt, "  "));
     if let Some(result) = &task.result
@@ -274,6 +330,30 @@ pub fn task_summary(task: &Task, now: SystemTime) -> String {
         text.push_str(&indented(&result.output, "  "));
     }
     text
+}
+
+/// The ended attempts of a task: number, provider, model, outcome, tokens and cost.
+pub fn attempts_table(attempts: &[Attempt]) -> String {
+    let mut table = Table::new(&["#", "PROVIDER", "MODEL", "OUTCOME", "TOKENS IN/OUT", "COST"]);
+    let or_dash = |text: &str| {
+        if text.is_empty() {
+            "-".to_owned()
+        } else {
+            text.to_owned()
+        }
+    };
+    for attempt in attempts {
+        let usage = attempt.usage.unwrap_or_default();
+        table.row(vec![
+            attempt.attempt.to_string(),
+            or_dash(&attempt.provider),
+            or_dash(&attempt.model),
+            or_dash(&attempt.outcome),
+            format!("{}/{}", usage.input_tokens, usage.output_tokens),
+            cost(attempt.cost_micros),
+        ]);
+    }
+    table.render()
 }
 
 /// The one-line outcome of a finished task (`task t1 succeeded in 8.4s ...`).
@@ -297,7 +377,7 @@ pub fn outcome_line(task: &Task) -> String {
                     ", {} in / {} out tokens, {}",
                     usage.input_tokens,
                     usage.output_tokens,
-                    cost(result.cost_micros)
+                    cost(total_cost_micros(task))
                 );
             }
             line.push(')');
@@ -332,31 +412,49 @@ pub fn stats_text(stats: &TaskStats) -> String {
     table.render()
 }
 
-/// The providers and their counters.
+/// The providers: health, circuit breaker, load, executions, success rate, latency,
+/// rate limits, tokens and spend, and the health check's detail last.
+///
+/// Started executions, accepted and refused completions and the models are left to
+/// `--output json`.
 pub fn providers_table(providers: &[ProviderInfo]) -> String {
     let mut table = Table::new(&[
         "NAME",
         "KIND",
         "HEALTH",
+        "CIRCUIT",
         "IN-FLIGHT",
-        "STARTED",
-        "FAILED",
-        "ACCEPTED",
-        "REFUSED",
+        "OK/FAILED",
+        "SUCCESS",
+        "P50/P95 MS",
+        "LIMITS RPM/TPM",
         "TOKENS IN/OUT",
-        "COST",
+        "SPEND",
         "DETAIL",
     ]);
     for p in providers {
+        let mut circuit = if p.circuit.is_empty() {
+            "-".to_owned()
+        } else {
+            p.circuit.clone()
+        };
+        if p.throttled_for_ms > 0 {
+            let left = elapsed(Duration::from_millis(p.throttled_for_ms));
+            let _ = write!(circuit, ", throttled {left}");
+        }
         table.row(vec![
             p.name.clone(),
             p.kind.clone(),
             if p.healthy { "ok" } else { "unhealthy" }.to_owned(),
+            circuit,
             format!("{}/{}", p.in_flight, p.max_concurrency),
-            p.executions_started.to_string(),
-            p.executions_failed.to_string(),
-            p.completions_accepted.to_string(),
-            p.completions_refused.to_string(),
+            format!("{}/{}", p.executions_succeeded, p.executions_failed),
+            percent(p.success_rate),
+            pair(&latency_ms(p.latency_p50_ms), &latency_ms(p.latency_p95_ms)),
+            pair(
+                &limit(u64::from(p.requests_per_minute)),
+                &limit(p.tokens_per_minute),
+            ),
             format!("{}/{}", p.input_tokens, p.output_tokens),
             cost(p.cost_micros),
             p.health_detail.clone(),
@@ -365,11 +463,85 @@ pub fn providers_table(providers: &[ProviderInfo]) -> String {
     table.render()
 }
 
+/// `a/b`, or `-` when both are `-`.
+fn pair(a: &str, b: &str) -> String {
+    if a == "-" && b == "-" {
+        "-".to_owned()
+    } else {
+        format!("{a}/{b}")
+    }
+}
+
+/// A share as a percentage (`97.5%`, `100%`); `-` when negative (not measured yet).
+pub fn percent(share: f64) -> String {
+    if share.is_nan() || share < 0.0 {
+        return "-".to_owned();
+    }
+    let text = format!("{:.1}", share * 100.0);
+    format!("{}%", text.strip_suffix(".0").unwrap_or(&text))
+}
+
+/// Milliseconds: one decimal under 10 (`0.4`), whole above (`820`); `-` when negative
+/// (not measured yet).
+pub fn latency_ms(ms: f64) -> String {
+    if ms.is_nan() || ms < 0.0 {
+        "-".to_owned()
+    } else if ms < 10.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.0}")
+    }
+}
+
+/// A rate limit; `-` when 0 (none).
+fn limit(per_minute: u64) -> String {
+    if per_minute == 0 {
+        "-".to_owned()
+    } else {
+        per_minute.to_string()
+    }
+}
+
+/// Spend per day and provider, then the total.
+pub fn spend_table(spend: &GetSpendResponse) -> String {
+    let mut table = Table::new(&[
+        "DAY",
+        "PROVIDER",
+        "ATTEMPTS",
+        "TOKENS IN",
+        "TOKENS OUT",
+        "COST",
+    ]);
+    let (mut attempts, mut input, mut output) = (0u64, 0u64, 0u64);
+    for row in &spend.rows {
+        attempts = attempts.saturating_add(row.attempts);
+        input = input.saturating_add(row.input_tokens);
+        output = output.saturating_add(row.output_tokens);
+        table.row(vec![
+            row.day.clone(),
+            row.provider.clone(),
+            row.attempts.to_string(),
+            row.input_tokens.to_string(),
+            row.output_tokens.to_string(),
+            cost(row.cost_micros),
+        ]);
+    }
+    table.row(vec![
+        "total".to_owned(),
+        String::new(),
+        attempts.to_string(),
+        input.to_string(),
+        output.to_string(),
+        cost(spend.total_cost_micros),
+    ]);
+    table.render()
+}
+
 #[cfg(test)]
 mod tests {
     use supervisor_proto::{
         convert::timestamp_from_micros,
-        v1::{TaskResult, Usage},
+        v1::{SpendRow, TaskResult},
     };
 
     use super::*;
@@ -475,6 +647,7 @@ mod tests {
             usage: Some(Usage {
                 input_tokens: 5,
                 output_tokens: 7,
+                ..Default::default()
             }),
             cost_micros: 20,
             provider: "mock".into(),
@@ -524,6 +697,7 @@ mod tests {
             usage: Some(Usage {
                 input_tokens: 5,
                 output_tokens: 7,
+                ..Default::default()
             }),
             cost_micros: 20,
             ..Default::default()
@@ -540,6 +714,94 @@ mod tests {
     }
 
     #[test]
+    fn task_summary_shows_routing_cost_and_attempts() {
+        let mut routed = task();
+        routed.specialty = "security_analyst".into();
+        routed.routing_strategy = "failover_chain".into();
+        routed.preferred_providers = vec!["claude".into(), "mock".into()];
+        routed.excluded_providers = vec!["openai".into()];
+        routed.max_cost_usd = 0.5;
+        routed.cost_micros = 2_500;
+        routed.attempts = vec![
+            Attempt {
+                attempt: 1,
+                outcome: "rate_limited".into(),
+                ..Default::default()
+            },
+            Attempt {
+                attempt: 2,
+                provider: "claude".into(),
+                model: "sonnet".into(),
+                outcome: "timeout".into(),
+                usage: Some(Usage {
+                    input_tokens: 1200,
+                    output_tokens: 30,
+                    ..Default::default()
+                }),
+                cost_micros: 2_500,
+                ..Default::default()
+            },
+        ];
+        let text = task_summary(&routed, at(T0 + 60 * 1_000_000));
+        let squashed: String = text
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" ") + "\n")
+            .collect();
+        for expected in [
+            "specialty: security_analyst\n",
+            "strategy: failover_chain\n",
+            "prefer: claude, mock\n",
+            "exclude: openai\n",
+            "max cost: $0.5 per attempt\n",
+            "cost: $0.002500 (2 attempts)\n",
+        ] {
+            assert!(squashed.contains(expected), "{expected:?} in\n{text}");
+        }
+        assert!(
+            text.contains(
+                "attempts:\n  \
+                 #  PROVIDER  MODEL   OUTCOME       TOKENS IN/OUT  COST\n  \
+                 1  -         -       rate_limited  0/0            $0.000000\n  \
+                 2  claude    sonnet  timeout       1200/30        $0.002500\n\
+                 prompt:\n"
+            ),
+            "{text}"
+        );
+
+        // Nothing about routing or cost for a task that has not run.
+        let text = task_summary(&task(), at(T0));
+        for absent in [
+            "specialty",
+            "strategy",
+            "prefer",
+            "exclude",
+            "max cost",
+            "cost:",
+        ] {
+            assert!(!text.contains(absent), "{absent:?} in\n{text}");
+        }
+        assert!(!text.contains("attempts:"), "{text}");
+    }
+
+    #[test]
+    fn usage_mentions_cache_tokens_when_used() {
+        let usage = Usage {
+            input_tokens: 5,
+            output_tokens: 7,
+            ..Default::default()
+        };
+        assert_eq!(usage_text(&usage), "5 input + 7 output tokens");
+        let cached = Usage {
+            cache_read_tokens: 100,
+            ..usage
+        };
+        assert_eq!(
+            usage_text(&cached),
+            "5 input + 7 output tokens (100 cache read, 0 cache write)"
+        );
+    }
+
+    #[test]
     fn stats_and_providers() {
         let stats = TaskStats {
             queued: 2,
@@ -549,20 +811,101 @@ mod tests {
         let text = stats_text(&stats);
         assert!(text.contains("retry_wait  0\n"), "{text}");
         assert!(text.ends_with("total       7\n"), "{text}");
-        let text = providers_table(&[ProviderInfo {
+        let fresh = ProviderInfo {
             name: "mock".into(),
             kind: "mock".into(),
             healthy: true,
+            circuit: "closed".into(),
             in_flight: 1,
             max_concurrency: 4,
+            success_rate: -1.0,
+            latency_p50_ms: -1.0,
+            latency_p95_ms: -1.0,
             cost_micros: 1,
             ..Default::default()
-        }]);
-        assert!(
-            text.lines()
-                .nth(1)
-                .is_some_and(|l| l.starts_with("mock  mock  ok"))
+        };
+        let busy = ProviderInfo {
+            name: "claude".into(),
+            kind: "anthropic".into(),
+            healthy: false,
+            health_detail: "401 from the API".into(),
+            circuit: "open".into(),
+            throttled_for_ms: 2_500,
+            max_concurrency: 8,
+            executions_succeeded: 39,
+            executions_failed: 1,
+            success_rate: 0.975,
+            latency_p50_ms: 812.4,
+            latency_p95_ms: 2_301.0,
+            requests_per_minute: 50,
+            input_tokens: 1_000,
+            output_tokens: 200,
+            cost_micros: 1_234_567,
+            ..Default::default()
+        };
+        let text = providers_table(&[fresh, busy]);
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "NAME    KIND       HEALTH     CIRCUIT               IN-FLIGHT  OK/FAILED  \
+                 SUCCESS  P50/P95 MS  LIMITS RPM/TPM  TOKENS IN/OUT  SPEND      DETAIL",
+                "mock    mock       ok         closed                1/4        0/0        \
+                 -        -           -               0/0            $0.000001",
+                "claude  anthropic  unhealthy  open, throttled 2.5s  0/8        39/1       \
+                 97.5%    812/2301    50/-            1000/200       $1.234567  401 from the API",
+            ]
         );
-        assert!(text.contains("1/4"), "{text}");
+    }
+
+    #[test]
+    fn percentages_and_latencies() {
+        assert_eq!(percent(1.0), "100%");
+        assert_eq!(percent(0.0), "0%");
+        assert_eq!(percent(0.9751), "97.5%");
+        assert_eq!(percent(-1.0), "-");
+        assert_eq!(percent(f64::NAN), "-");
+        assert_eq!(latency_ms(0.42), "0.4");
+        assert_eq!(latency_ms(12.5), "12");
+        assert_eq!(latency_ms(-1.0), "-");
+        assert_eq!(pair("-", "-"), "-");
+        assert_eq!(pair("50", "-"), "50/-");
+    }
+
+    #[test]
+    fn spend_rows_and_total() {
+        let spend = GetSpendResponse {
+            rows: vec![
+                SpendRow {
+                    day: "2026-01-30".into(),
+                    provider: "claude".into(),
+                    attempts: 3,
+                    input_tokens: 1_000,
+                    output_tokens: 100,
+                    cost_micros: 2_000_000,
+                    cost_usd: 2.0,
+                },
+                SpendRow {
+                    day: "2026-01-31".into(),
+                    provider: "mock".into(),
+                    attempts: 1,
+                    input_tokens: 10,
+                    output_tokens: 5,
+                    cost_micros: 1,
+                    cost_usd: 0.000_001,
+                },
+            ],
+            total_cost_micros: 2_000_001,
+        };
+        let lines: Vec<_> = spend_table(&spend).lines().map(str::to_owned).collect();
+        assert_eq!(
+            lines,
+            [
+                "DAY         PROVIDER  ATTEMPTS  TOKENS IN  TOKENS OUT  COST",
+                "2026-01-30  claude    3         1000       100         $2.000000",
+                "2026-01-31  mock      1         10         5           $0.000001",
+                "total                 4         1010       105         $2.000001",
+            ]
+        );
     }
 }

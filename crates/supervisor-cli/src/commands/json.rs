@@ -3,7 +3,9 @@
 //! Field names are snake_case and stable; enums are their short names (`"succeeded"`,
 //! `"bug_fix"`), timestamps RFC 3339 in UTC with microseconds (null when unset), and
 //! optional strings null when empty. An unspecified priority reads `"normal"` (its
-//! meaning in the contract).
+//! meaning in the contract). Numbers the contract marks as "none" with a sentinel are
+//! null instead: a `max_cost_usd` or rate limit of 0 (no limit), a success rate or
+//! latency of -1 (nothing measured yet).
 
 use std::collections::BTreeMap;
 
@@ -11,7 +13,8 @@ use serde::Serialize;
 use supervisor_proto::{
     convert::EnumName,
     v1::{
-        ProviderInfo, Task, TaskEvent, TaskEventType, TaskResult, TaskStats, TaskStatus, TaskType,
+        Attempt, GetSpendResponse, ProviderInfo, SpendRow, Task, TaskEvent, TaskEventType,
+        TaskResult, TaskStats, TaskStatus, TaskType, Usage,
     },
 };
 
@@ -42,6 +45,27 @@ pub struct TaskJson {
     started_at: Option<String>,
     finished_at: Option<String>,
     next_attempt_at: Option<String>,
+    specialty: Option<String>,
+    routing_strategy: Option<String>,
+    preferred_providers: Vec<String>,
+    excluded_providers: Vec<String>,
+    max_cost_usd: Option<f64>,
+    attempts: Vec<AttemptJson>,
+    cost_usd: f64,
+    cost_micros: u64,
+}
+
+/// One ended attempt of a task.
+#[derive(Debug, Serialize)]
+pub struct AttemptJson {
+    attempt: u32,
+    provider: Option<String>,
+    model: Option<String>,
+    outcome: String,
+    usage: UsageJson,
+    cost_usd: f64,
+    cost_micros: u64,
+    finished_at: Option<String>,
 }
 
 /// What a successful task produced.
@@ -61,6 +85,8 @@ pub struct ResultJson {
 pub struct UsageJson {
     input_tokens: u64,
     output_tokens: u64,
+    cache_read_tokens: u64,
+    cache_write_tokens: u64,
 }
 
 /// One event of a task's log.
@@ -96,14 +122,44 @@ pub struct ProviderJson {
     kind: String,
     healthy: bool,
     health_detail: Option<String>,
+    models: Vec<String>,
+    circuit: String,
+    throttled_for_ms: u64,
+    requests_per_minute: Option<u32>,
+    tokens_per_minute: Option<u64>,
     in_flight: u32,
     max_concurrency: u32,
     executions_started: u64,
+    executions_succeeded: u64,
     executions_failed: u64,
+    success_rate: Option<f64>,
+    latency_p50_ms: Option<f64>,
+    latency_p95_ms: Option<f64>,
     completions_accepted: u64,
     completions_refused: u64,
     input_tokens: u64,
     output_tokens: u64,
+    cost_usd: f64,
+    cost_micros: u64,
+}
+
+/// Spend per day and provider, with the total.
+#[derive(Debug, Serialize)]
+pub struct SpendJson {
+    rows: Vec<SpendRowJson>,
+    total_cost_usd: f64,
+    total_cost_micros: u64,
+}
+
+/// What one provider cost on one day.
+#[derive(Debug, Serialize)]
+pub struct SpendRowJson {
+    day: String,
+    provider: String,
+    attempts: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_usd: f64,
     cost_micros: u64,
 }
 
@@ -113,6 +169,21 @@ fn non_empty(text: &str) -> Option<String> {
 
 fn time(ts: Option<&prost_types::Timestamp>) -> Option<String> {
     ts.map(rfc3339)
+}
+
+/// A count or limit where 0 means "none".
+fn non_zero<N: Default + PartialEq>(n: N) -> Option<N> {
+    (n != N::default()).then_some(n)
+}
+
+/// A measurement where a negative value means "not measured yet".
+fn measured(value: f64) -> Option<f64> {
+    (value >= 0.0).then_some(value)
+}
+
+/// Millionths of a dollar as dollars.
+fn usd(micros: u64) -> f64 {
+    micros as f64 / 1_000_000.0
 }
 
 impl From<&Task> for TaskJson {
@@ -143,20 +214,50 @@ impl From<&Task> for TaskJson {
             started_at: time(task.started_at.as_ref()),
             finished_at: time(task.finished_at.as_ref()),
             next_attempt_at: time(task.next_attempt_at.as_ref()),
+            specialty: non_empty(&task.specialty),
+            routing_strategy: non_empty(&task.routing_strategy),
+            preferred_providers: task.preferred_providers.clone(),
+            excluded_providers: task.excluded_providers.clone(),
+            max_cost_usd: (task.max_cost_usd > 0.0).then_some(task.max_cost_usd),
+            attempts: task.attempts.iter().map(AttemptJson::from).collect(),
+            cost_usd: task.cost_usd,
+            cost_micros: task.cost_micros,
+        }
+    }
+}
+
+impl From<&Attempt> for AttemptJson {
+    fn from(attempt: &Attempt) -> Self {
+        Self {
+            attempt: attempt.attempt,
+            provider: non_empty(&attempt.provider),
+            model: non_empty(&attempt.model),
+            outcome: attempt.outcome.clone(),
+            usage: UsageJson::from(&attempt.usage.unwrap_or_default()),
+            cost_usd: usd(attempt.cost_micros),
+            cost_micros: attempt.cost_micros,
+            finished_at: time(attempt.finished_at.as_ref()),
+        }
+    }
+}
+
+impl From<&Usage> for UsageJson {
+    fn from(usage: &Usage) -> Self {
+        Self {
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cache_read_tokens: usage.cache_read_tokens,
+            cache_write_tokens: usage.cache_write_tokens,
         }
     }
 }
 
 impl From<&TaskResult> for ResultJson {
     fn from(result: &TaskResult) -> Self {
-        let usage = result.usage.unwrap_or_default();
         Self {
             output: result.output.clone(),
             output_bytes: result.output_bytes,
-            usage: UsageJson {
-                input_tokens: usage.input_tokens,
-                output_tokens: usage.output_tokens,
-            },
+            usage: UsageJson::from(&result.usage.unwrap_or_default()),
             cost_usd: result.cost_usd,
             cost_micros: result.cost_micros,
             provider: result.provider.clone(),
@@ -210,15 +311,49 @@ impl From<&ProviderInfo> for ProviderJson {
             kind: provider.kind.clone(),
             healthy: provider.healthy,
             health_detail: non_empty(&provider.health_detail),
+            models: provider.models.clone(),
+            circuit: provider.circuit.clone(),
+            throttled_for_ms: provider.throttled_for_ms,
+            requests_per_minute: non_zero(provider.requests_per_minute),
+            tokens_per_minute: non_zero(provider.tokens_per_minute),
             in_flight: provider.in_flight,
             max_concurrency: provider.max_concurrency,
             executions_started: provider.executions_started,
+            executions_succeeded: provider.executions_succeeded,
             executions_failed: provider.executions_failed,
+            success_rate: measured(provider.success_rate),
+            latency_p50_ms: measured(provider.latency_p50_ms),
+            latency_p95_ms: measured(provider.latency_p95_ms),
             completions_accepted: provider.completions_accepted,
             completions_refused: provider.completions_refused,
             input_tokens: provider.input_tokens,
             output_tokens: provider.output_tokens,
+            cost_usd: provider.cost_usd,
             cost_micros: provider.cost_micros,
+        }
+    }
+}
+
+impl From<&GetSpendResponse> for SpendJson {
+    fn from(spend: &GetSpendResponse) -> Self {
+        Self {
+            rows: spend.rows.iter().map(SpendRowJson::from).collect(),
+            total_cost_usd: usd(spend.total_cost_micros),
+            total_cost_micros: spend.total_cost_micros,
+        }
+    }
+}
+
+impl From<&SpendRow> for SpendRowJson {
+    fn from(row: &SpendRow) -> Self {
+        Self {
+            day: row.day.clone(),
+            provider: row.provider.clone(),
+            attempts: row.attempts,
+            input_tokens: row.input_tokens,
+            output_tokens: row.output_tokens,
+            cost_usd: row.cost_usd,
+            cost_micros: row.cost_micros,
         }
     }
 }
@@ -250,6 +385,8 @@ mod tests {
                 usage: Some(Usage {
                     input_tokens: 10,
                     output_tokens: 20,
+                    cache_read_tokens: 5,
+                    cache_write_tokens: 0,
                 }),
                 cost_usd: 0.0015,
                 cost_micros: 1500,
@@ -260,6 +397,33 @@ mod tests {
             tenant: "default".into(),
             created_at: Some(timestamp_from_micros(1_700_000_000_123_456)),
             finished_at: Some(timestamp_from_micros(1_700_000_005_000_000)),
+            specialty: "bug_hunter".into(),
+            preferred_providers: vec!["mock".into()],
+            max_cost_usd: 0.5,
+            attempts: vec![
+                Attempt {
+                    attempt: 1,
+                    outcome: "rate_limited".into(),
+                    finished_at: Some(timestamp_from_micros(1_700_000_002_000_000)),
+                    ..Default::default()
+                },
+                Attempt {
+                    attempt: 2,
+                    provider: "mock".into(),
+                    model: "mock-1".into(),
+                    outcome: "succeeded".into(),
+                    usage: Some(Usage {
+                        input_tokens: 10,
+                        output_tokens: 20,
+                        cache_read_tokens: 5,
+                        cache_write_tokens: 0,
+                    }),
+                    cost_micros: 1500,
+                    finished_at: Some(timestamp_from_micros(1_700_000_005_000_000)),
+                },
+            ],
+            cost_usd: 0.0015,
+            cost_micros: 1500,
             ..Default::default()
         }
     }
@@ -284,7 +448,12 @@ mod tests {
                 "result": {
                     "output": "done",
                     "output_bytes": 4,
-                    "usage": {"input_tokens": 10, "output_tokens": 20},
+                    "usage": {
+                        "input_tokens": 10,
+                        "output_tokens": 20,
+                        "cache_read_tokens": 5,
+                        "cache_write_tokens": 0,
+                    },
                     "cost_usd": 0.0015,
                     "cost_micros": 1500,
                     "provider": "mock",
@@ -299,6 +468,45 @@ mod tests {
                 "started_at": null,
                 "finished_at": "2023-11-14T22:13:25.000000Z",
                 "next_attempt_at": null,
+                "specialty": "bug_hunter",
+                "routing_strategy": null,
+                "preferred_providers": ["mock"],
+                "excluded_providers": [],
+                "max_cost_usd": 0.5,
+                "attempts": [
+                    {
+                        "attempt": 1,
+                        "provider": null,
+                        "model": null,
+                        "outcome": "rate_limited",
+                        "usage": {
+                            "input_tokens": 0,
+                            "output_tokens": 0,
+                            "cache_read_tokens": 0,
+                            "cache_write_tokens": 0,
+                        },
+                        "cost_usd": 0.0,
+                        "cost_micros": 0,
+                        "finished_at": "2023-11-14T22:13:22.000000Z",
+                    },
+                    {
+                        "attempt": 2,
+                        "provider": "mock",
+                        "model": "mock-1",
+                        "outcome": "succeeded",
+                        "usage": {
+                            "input_tokens": 10,
+                            "output_tokens": 20,
+                            "cache_read_tokens": 5,
+                            "cache_write_tokens": 0,
+                        },
+                        "cost_usd": 0.0015,
+                        "cost_micros": 1500,
+                        "finished_at": "2023-11-14T22:13:25.000000Z",
+                    },
+                ],
+                "cost_usd": 0.0015,
+                "cost_micros": 1500,
             })
         );
     }
@@ -313,6 +521,8 @@ mod tests {
         assert_eq!(value["status"], "42");
         assert_eq!(value["type"], "unspecified");
         assert_eq!(value["result"], serde_json::Value::Null);
+        assert_eq!(value["max_cost_usd"], serde_json::Value::Null);
+        assert_eq!(value["attempts"], json!([]));
     }
 
     #[test]
@@ -371,5 +581,84 @@ mod tests {
         assert_eq!(value["healthy"], true);
         assert_eq!(value["health_detail"], serde_json::Value::Null);
         assert_eq!(value["max_concurrency"], 4);
+
+        let measured = ProviderInfo {
+            name: "claude".into(),
+            kind: "anthropic".into(),
+            models: vec!["m1".into(), "m2".into()],
+            circuit: "half_open".into(),
+            requests_per_minute: 50,
+            tokens_per_minute: 0,
+            throttled_for_ms: 1200,
+            success_rate: 0.75,
+            latency_p50_ms: 800.0,
+            latency_p95_ms: -1.0,
+            executions_succeeded: 3,
+            cost_usd: 1.5,
+            cost_micros: 1_500_000,
+            ..Default::default()
+        };
+        let value = serde_json::to_value(ProviderJson::from(&measured)).expect("serializes");
+        assert_eq!(
+            value,
+            json!({
+                "name": "claude",
+                "kind": "anthropic",
+                "healthy": false,
+                "health_detail": null,
+                "models": ["m1", "m2"],
+                "circuit": "half_open",
+                "throttled_for_ms": 1200,
+                "requests_per_minute": 50,
+                "tokens_per_minute": null,
+                "in_flight": 0,
+                "max_concurrency": 0,
+                "executions_started": 0,
+                "executions_succeeded": 3,
+                "executions_failed": 0,
+                "success_rate": 0.75,
+                "latency_p50_ms": 800.0,
+                "latency_p95_ms": null,
+                "completions_accepted": 0,
+                "completions_refused": 0,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cost_usd": 1.5,
+                "cost_micros": 1_500_000,
+            })
+        );
+    }
+
+    #[test]
+    fn spend_json_shape() {
+        let spend = GetSpendResponse {
+            rows: vec![SpendRow {
+                day: "2026-01-31".into(),
+                provider: "mock".into(),
+                attempts: 3,
+                input_tokens: 100,
+                output_tokens: 200,
+                cost_micros: 2_500_000,
+                cost_usd: 2.5,
+            }],
+            total_cost_micros: 2_500_000,
+        };
+        let value = serde_json::to_value(SpendJson::from(&spend)).expect("serializes");
+        assert_eq!(
+            value,
+            json!({
+                "rows": [{
+                    "day": "2026-01-31",
+                    "provider": "mock",
+                    "attempts": 3,
+                    "input_tokens": 100,
+                    "output_tokens": 200,
+                    "cost_usd": 2.5,
+                    "cost_micros": 2_500_000,
+                }],
+                "total_cost_usd": 2.5,
+                "total_cost_micros": 2_500_000,
+            })
+        );
     }
 }

@@ -55,7 +55,8 @@ pub struct GlobalArgs {
 pub enum OutputFormat {
     /// Readable text: summaries, tables, live progress.
     Text,
-    /// JSON: one object or array (watch: one event object per line).
+    /// JSON: one object or array (task watch: one event object per line; providers
+    /// watch: one array per line).
     Json,
 }
 

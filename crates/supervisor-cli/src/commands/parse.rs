@@ -1,12 +1,14 @@
-//! Parsers of command-line values: enum names, `KEY=VALUE` pairs, durations.
+//! Parsers of command-line values: enum names, `KEY=VALUE` pairs, durations, dollar
+//! amounts and days.
 
-use std::{collections::HashMap, ffi::OsStr, marker::PhantomData, time::Duration};
+use std::{collections::HashMap, ffi::OsStr, marker::PhantomData, str::FromStr, time::Duration};
 
 use clap::{
     Arg, Command,
     builder::{PossibleValue, TypedValueParser},
     error::ErrorKind,
 };
+use supervisor_model::{ParseError, RoutingStrategy, Specialty};
 use supervisor_proto::convert::EnumName;
 
 /// Parses an API enum from its snake_case name (`bug_fix`); `--help` lists the names
@@ -56,6 +58,77 @@ where
     }
 }
 
+/// A named enum of the domain model that the API carries as a string (specialties,
+/// routing strategies). The server checks these names too; parsing them here gives the
+/// same list of valid names before anything is sent.
+pub trait ModelName: FromStr<Err = ParseError> + Copy + Send + Sync + 'static {
+    /// Every value, in declaration order.
+    const ALL: &'static [Self];
+
+    /// The canonical snake_case name, as sent to the server.
+    fn name(self) -> &'static str;
+}
+
+impl ModelName for Specialty {
+    const ALL: &'static [Self] = Specialty::ALL;
+
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl ModelName for RoutingStrategy {
+    const ALL: &'static [Self] = RoutingStrategy::ALL;
+
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// Parses a [`ModelName`] (case and `-` for `_` do not matter); `--help` lists the
+/// names and a wrong name gets an error that lists them too.
+pub struct ModelArg<E>(PhantomData<fn() -> E>);
+
+impl<E> ModelArg<E> {
+    /// A parser of `E`'s names.
+    pub fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<E> Clone for ModelArg<E> {
+    fn clone(&self) -> Self {
+        Self::new()
+    }
+}
+
+impl<E: ModelName> TypedValueParser for ModelArg<E> {
+    type Value = E;
+
+    fn parse_ref(
+        &self,
+        cmd: &Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let arg_name = arg.map_or_else(|| "...".to_owned(), ToString::to_string);
+        let Some(text) = value.to_str() else {
+            let message = format!("invalid value for '{arg_name}': not UTF-8\n");
+            return Err(clap::Error::raw(ErrorKind::InvalidUtf8, message).with_cmd(cmd));
+        };
+        text.parse::<E>().map_err(|err| {
+            let message = format!("invalid value '{text}' for '{arg_name}': {err}\n");
+            clap::Error::raw(ErrorKind::InvalidValue, message).with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            E::ALL.iter().map(|value| PossibleValue::new(value.name())),
+        ))
+    }
+}
+
 /// Parses `KEY=VALUE` (split at the first `=`; the value may be empty, the key not).
 pub fn parse_context(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -81,7 +154,7 @@ pub fn context_map(pairs: Vec<(String, String)>) -> Result<HashMap<String, Strin
     Ok(map)
 }
 
-/// Parses a time limit such as `30s`, `5m`, `1h30m` or `250ms` (at least 1 ms).
+/// Parses a duration such as `30s`, `5m`, `1h30m` or `250ms` (at least 1 ms).
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text.trim()).map_err(|err| {
         format!("invalid duration {text:?}: {err} (examples: 30s, 5m, 1h30m, 500ms)")
@@ -90,6 +163,69 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
         return Err(format!("invalid duration {text:?}: must be at least 1ms"));
     }
     Ok(duration)
+}
+
+/// Parses a provider name (`--prefer`, `--exclude`): anything but blank. The server
+/// checks it against the configured providers.
+pub fn parse_provider(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if name.is_empty() {
+        return Err("the provider name is empty".to_owned());
+    }
+    Ok(name.to_owned())
+}
+
+/// Parses an amount of US dollars such as `0.25` or `$2` (more than 0, at least one
+/// millionth of a dollar, the unit costs are counted in).
+pub fn parse_dollars(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let number = trimmed.strip_prefix('$').unwrap_or(trimmed);
+    let bad = |why: &str| format!("invalid amount {text:?}: {why}");
+    let dollars: f64 = number
+        .parse()
+        .map_err(|_| bad("expected a number of US dollars, such as 0.25"))?;
+    if !dollars.is_finite() {
+        return Err(bad("expected a finite number of US dollars, such as 0.25"));
+    }
+    if dollars <= 0.0 {
+        return Err(bad(
+            "must be more than 0 (leave the option out for no limit)",
+        ));
+    }
+    if dollars < 0.000_001 {
+        return Err(bad("must be at least 0.000001 (one millionth of a dollar)"));
+    }
+    Ok(dollars)
+}
+
+/// Parses a day `YYYY-MM-DD` (a real date of the Gregorian calendar).
+pub fn parse_day(text: &str) -> Result<String, String> {
+    let day = text.trim();
+    let bad = |why: &str| format!("invalid day {text:?}: {why}");
+    let shape_ok = day.len() == 10
+        && day.char_indices().all(|(i, c)| match i {
+            4 | 7 => c == '-',
+            _ => c.is_ascii_digit(),
+        });
+    if !shape_ok {
+        return Err(bad("expected YYYY-MM-DD, such as 2026-01-31"));
+    }
+    let number = |range: std::ops::Range<usize>| day[range].parse::<u32>().unwrap_or(0);
+    let (year, month, day_of_month) = (number(0..4), number(5..7), number(8..10));
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return Err(bad("the month must be 01 to 12")),
+    };
+    if !(1..=days_in_month).contains(&day_of_month) {
+        return Err(bad(&format!(
+            "the day of the month must be 01 to {days_in_month}"
+        )));
+    }
+    Ok(day.to_owned())
 }
 
 /// A duration in whole milliseconds, saturating.
@@ -110,6 +246,42 @@ mod tests {
         task_type: Option<TaskType>,
         #[arg(long, value_parser = EnumArg::<Priority>::new())]
         priority: Option<Priority>,
+        #[arg(long, value_name = "NAME", value_parser = ModelArg::<Specialty>::new())]
+        specialty: Option<Specialty>,
+        #[arg(long, value_name = "NAME", value_parser = ModelArg::<RoutingStrategy>::new())]
+        strategy: Option<RoutingStrategy>,
+    }
+
+    #[test]
+    fn model_names_parse_and_errors_list_them() {
+        let probe = Probe::try_parse_from([
+            "probe",
+            "--specialty",
+            "Bug-Hunter",
+            "--strategy",
+            "cost_optimized",
+        ])
+        .expect("valid names");
+        assert_eq!(probe.specialty, Some(Specialty::BugHunter));
+        assert_eq!(probe.strategy, Some(RoutingStrategy::CostOptimized));
+
+        let err = Probe::try_parse_from(["probe", "--specialty", "wizard"]).expect_err("bad");
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+        let text = err.to_string();
+        assert!(
+            text.contains("invalid value 'wizard' for '--specialty <NAME>': unknown specialty"),
+            "{text}"
+        );
+        assert!(
+            text.contains("expected one of: code_architect, code_reviewer, bug_hunter"),
+            "{text}"
+        );
+        let err = Probe::try_parse_from(["probe", "--strategy", "random"]).expect_err("bad");
+        assert!(
+            err.to_string()
+                .contains("round_robin, least_loaded, fastest, cost_optimized, capability"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -141,6 +313,8 @@ mod tests {
         let help = Probe::command().render_long_help().to_string();
         assert!(help.contains("security_audit"), "{help}");
         assert!(help.contains("critical"), "{help}");
+        assert!(help.contains("general_developer"), "{help}");
+        assert!(help.contains("failover_chain"), "{help}");
     }
 
     #[test]
@@ -165,6 +339,52 @@ mod tests {
         let err = context_map(vec![("a".into(), "1".into()), ("a".into(), "2".into())])
             .expect_err("duplicate");
         assert_eq!(err, "context key \"a\" is given more than once");
+    }
+
+    #[test]
+    fn providers_dollars_and_days() {
+        assert_eq!(parse_provider(" mock "), Ok("mock".into()));
+        assert_eq!(
+            parse_provider(" "),
+            Err("the provider name is empty".into())
+        );
+
+        assert_eq!(parse_dollars("0.25"), Ok(0.25));
+        assert_eq!(parse_dollars("$2"), Ok(2.0));
+        assert_eq!(parse_dollars("0.000001"), Ok(0.000_001));
+        for (bad, why) in [
+            ("cheap", "expected a number of US dollars"),
+            ("", "expected a number of US dollars"),
+            ("inf", "finite"),
+            ("NaN", "finite"),
+            ("0", "must be more than 0"),
+            ("-1", "must be more than 0"),
+            ("0.0000001", "at least 0.000001"),
+        ] {
+            let err = parse_dollars(bad).expect_err(bad);
+            assert!(
+                err.starts_with(&format!("invalid amount {bad:?}: ")),
+                "{err}"
+            );
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+
+        assert_eq!(parse_day("2026-01-31"), Ok("2026-01-31".into()));
+        assert_eq!(parse_day("2024-02-29"), Ok("2024-02-29".into()));
+        for (bad, why) in [
+            ("2026-1-31", "expected YYYY-MM-DD"),
+            ("31-01-2026", "expected YYYY-MM-DD"),
+            ("2026/01/31", "expected YYYY-MM-DD"),
+            ("２０２６-01-31", "expected YYYY-MM-DD"),
+            ("2026-13-01", "month must be 01 to 12"),
+            ("2026-00-01", "month must be 01 to 12"),
+            ("2026-04-31", "01 to 30"),
+            ("2025-02-29", "01 to 28"),
+            ("2026-01-00", "01 to 31"),
+        ] {
+            let err = parse_day(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

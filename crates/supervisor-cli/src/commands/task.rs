@@ -9,6 +9,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use supervisor_client::Client;
+use supervisor_model::{RoutingStrategy, Specialty};
 use supervisor_proto::convert::EnumName as _;
 use supervisor_proto::v1::{
     ListTasksRequest, Priority, SubmitTaskRequest, Task, TaskStatus, TaskType,
@@ -18,7 +19,10 @@ use super::{
     EXIT_TASK_CANCELLED, EXIT_TASK_FAILED, Exit, GlobalArgs, OutputFormat, connect,
     format::{stats_text, task_summary, task_table},
     json::{StatsJson, TaskJson},
-    parse::{EnumArg, context_map, duration_millis, parse_context, parse_timeout},
+    parse::{
+        EnumArg, ModelArg, context_map, duration_millis, parse_context, parse_dollars,
+        parse_provider, parse_timeout,
+    },
     print_json, print_stdout,
     watch::{WatchMode, Watched, watch},
 };
@@ -99,6 +103,28 @@ pub struct SubmitArgs {
     /// Time limit of one attempt, such as 30s or 5m (default: the server's).
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
+    /// The agent specialty to work on it (default: chosen from its labels, prompt and
+    /// type).
+    #[arg(long, value_name = "NAME", value_parser = ModelArg::<Specialty>::new())]
+    pub specialty: Option<Specialty>,
+    /// How to choose its provider (default: the node's configured strategy).
+    #[arg(long, value_name = "NAME", value_parser = ModelArg::<RoutingStrategy>::new())]
+    pub strategy: Option<RoutingStrategy>,
+    /// A provider to try first (repeatable; tried in the order given).
+    #[arg(long = "prefer", value_name = "PROVIDER", value_parser = parse_provider)]
+    pub prefer: Vec<String>,
+    /// A provider never to use (repeatable).
+    #[arg(long = "exclude", value_name = "PROVIDER", value_parser = parse_provider)]
+    pub exclude: Vec<String>,
+    /// Most one attempt may cost by the provider's estimate, in US dollars, such as
+    /// 0.50 (default: no limit).
+    #[arg(
+        long,
+        value_name = "DOLLARS",
+        value_parser = parse_dollars,
+        allow_negative_numbers = true
+    )]
+    pub max_cost: Option<f64>,
     /// Follow the task until it finishes and print its result; exits 3 if it
     /// failed, 4 if it was cancelled.
     #[arg(long)]
@@ -189,6 +215,9 @@ fn submit_request(args: &SubmitArgs) -> anyhow::Result<SubmitTaskRequest> {
         bail!("the prompt is empty");
     }
     let context = context_map(args.context.clone()).map_err(anyhow::Error::msg)?;
+    if let Some(both) = args.prefer.iter().find(|name| args.exclude.contains(name)) {
+        bail!("provider {both:?} is both preferred (--prefer) and excluded (--exclude)");
+    }
     Ok(SubmitTaskRequest {
         r#type: args.task_type as i32,
         prompt,
@@ -198,6 +227,19 @@ fn submit_request(args: &SubmitArgs) -> anyhow::Result<SubmitTaskRequest> {
         context,
         max_attempts: args.max_attempts.unwrap_or(0),
         timeout_ms: args.timeout.map_or(0, duration_millis),
+        specialty: args
+            .specialty
+            .map(Specialty::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        routing_strategy: args
+            .strategy
+            .map(RoutingStrategy::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        preferred_providers: args.prefer.clone(),
+        excluded_providers: args.exclude.clone(),
+        max_cost_usd: args.max_cost.unwrap_or(0.0),
     })
 }
 
@@ -369,6 +411,77 @@ mod tests {
     }
 
     #[test]
+    fn submit_sends_routing_preferences() {
+        let args = submit_args(&[
+            "submit",
+            "--type",
+            "bug_fix",
+            "--prompt",
+            "fix it",
+            "--specialty",
+            "bug-hunter",
+            "--strategy",
+            "FASTEST",
+            "--prefer",
+            "claude",
+            "--prefer",
+            "mock",
+            "--exclude",
+            "openai",
+            "--max-cost",
+            "0.50",
+        ]);
+        let request = submit_request(&args).expect("request");
+        assert_eq!(request.specialty, "bug_hunter");
+        assert_eq!(request.routing_strategy, "fastest");
+        assert_eq!(request.preferred_providers, ["claude", "mock"]);
+        assert_eq!(request.excluded_providers, ["openai"]);
+        assert_eq!(request.max_cost_usd, 0.5);
+    }
+
+    #[test]
+    fn submit_refuses_bad_routing_preferences() {
+        let base = ["submit", "--type", "bug_fix", "--prompt", "x"];
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            parse(&args)
+        };
+        let err = with(&["--specialty", "wizard"]).expect_err("unknown specialty");
+        assert!(
+            err.to_string().contains("expected one of: code_architect"),
+            "{err}"
+        );
+        let err = with(&["--strategy", "random"]).expect_err("unknown strategy");
+        assert!(err.to_string().contains("round_robin"), "{err}");
+        let err = with(&["--max-cost", "free"]).expect_err("not a number");
+        assert!(
+            err.to_string()
+                .contains("invalid amount \"free\": expected a number of US dollars"),
+            "{err}"
+        );
+        for bad in ["0", "-1"] {
+            let err = with(&["--max-cost", bad]).expect_err("not positive");
+            assert!(err.to_string().contains("must be more than 0"), "{err}");
+        }
+        let err = with(&["--prefer", ""]).expect_err("blank provider");
+        assert!(err.to_string().contains("provider name is empty"), "{err}");
+
+        let args = match with(&["--prefer", "mock", "--exclude", "mock"])
+            .expect("valid arguments")
+            .command
+        {
+            TaskCommand::Submit(args) => args,
+            other => panic!("not a submit: {other:?}"),
+        };
+        assert_eq!(
+            submit_request(&args)
+                .expect_err("contradiction")
+                .to_string(),
+            "provider \"mock\" is both preferred (--prefer) and excluded (--exclude)"
+        );
+    }
+
+    #[test]
     fn submit_defaults_leave_choices_to_the_server() {
         let request = submit_request(&submit_args(&[
             "submit", "--type", "testing", "--prompt", "x",
@@ -378,6 +491,11 @@ mod tests {
         assert_eq!(request.max_attempts, 0);
         assert_eq!(request.timeout_ms, 0);
         assert!(request.idempotency_key.is_empty());
+        assert!(request.specialty.is_empty());
+        assert!(request.routing_strategy.is_empty());
+        assert!(request.preferred_providers.is_empty());
+        assert!(request.excluded_providers.is_empty());
+        assert_eq!(request.max_cost_usd, 0.0);
     }
 
     #[test]

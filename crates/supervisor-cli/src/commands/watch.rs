@@ -29,9 +29,11 @@ const CLEAR_LINE: &str = "\r\x1b[2K";
 /// How a watch shows the events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchMode {
-    /// A redrawn status line, with output text printed above it (stdout is a terminal).
+    /// A redrawn status line, with output text and activity printed above it (stdout is
+    /// a terminal).
     Live,
-    /// One line per event and `  | `-prefixed output lines (stdout is not a terminal).
+    /// One line per event (activity included) and `  | `-prefixed output lines (stdout
+    /// is not a terminal).
     Plain,
     /// One JSON object per event and line.
     JsonLines,
@@ -207,6 +209,11 @@ fn plain_event_line(event: &TaskEvent) -> String {
     line.trim_end().to_owned()
 }
 
+/// The live display's line for an ACTIVITY event: `· <message>`, on one line.
+fn activity_line(event: &TaskEvent) -> String {
+    format!("· {}", single_line(event.message.trim()))
+}
+
 /// Shows events on `out` in one of the [`WatchMode`]s.
 struct Display<W: Write> {
     mode: WatchMode,
@@ -271,6 +278,13 @@ impl<W: Write> Display<W> {
                 if is_output {
                     let lines = self.lines.push(&event.output);
                     self.print_above(&lines)?;
+                } else if event.r#type() == TaskEventType::Activity {
+                    // What the agent did goes above the status line, which keeps the
+                    // message of the last lifecycle event.
+                    self.flush_output()?;
+                    if !event.message.trim().is_empty() {
+                        self.print_above(&[activity_line(event)])?;
+                    }
                 } else {
                     self.flush_output()?;
                     self.state.message = event.message.clone();
@@ -435,6 +449,61 @@ mod tests {
              | second\n\
              5 2023-11-14T22:13:20.000005Z succeeded succeeded attempt=1 done\n\
              task t1 succeeded (1 attempt)\n"
+        );
+    }
+
+    #[test]
+    fn plain_mode_prints_activity_like_other_events() {
+        use {TaskEventType as E, TaskStatus as S};
+        let mut out = Vec::new();
+        let mut display = Display::new(WatchMode::Plain, &mut out, &task(), 80);
+        for e in [
+            event(3, E::Output, S::Running, "partial"),
+            event(
+                4,
+                E::Activity,
+                S::Running,
+                "routed to claude (fastest)\np50 800ms",
+            ),
+        ] {
+            display.event(&e, now()).expect("write");
+        }
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(
+            text,
+            "  | partial\n\
+             4 2023-11-14T22:13:20.000004Z activity running attempt=1 \
+             routed to claude (fastest) p50 800ms\n"
+        );
+    }
+
+    #[test]
+    fn live_mode_prints_activity_above_the_status_line() {
+        use {TaskEventType as E, TaskStatus as S};
+        let mut out = Vec::new();
+        let mut display = Display::new(WatchMode::Live, &mut out, &task(), 80);
+        for e in [
+            event(2, E::Started, S::Running, "on n1"),
+            event(3, E::Activity, S::Running, "tool read_file src/lib.rs"),
+            event(4, E::Activity, S::Running, "  "),
+        ] {
+            display.event(&e, now()).expect("write");
+        }
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(
+            text.contains(&format!("{CLEAR_LINE}· tool read_file src/lib.rs\n")),
+            "{text:?}"
+        );
+        assert_eq!(
+            text.matches("· ").count(),
+            1,
+            "blank activity is skipped: {text:?}"
+        );
+        // The status line still shows the last lifecycle message.
+        let last_line = text.rsplit(CLEAR_LINE).next().unwrap_or_default();
+        assert!(
+            last_line.ends_with("t1  running  attempt 1/3  12.3s  on n1"),
+            "{text:?}"
         );
     }
 
