@@ -103,3 +103,101 @@ async fn cancelling_a_running_claude_cli_task_leaves_no_process_behind() {
     let t = client.get(&task.id).await.unwrap();
     assert_eq!(t.status, v1::TaskStatus::Cancelled as i32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_task_returns_its_diff_as_an_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .expect("git runs")
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    std::fs::write(repo.join("lib.rs"), "fn buggy() -> u32 { 1 }\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "start"]);
+
+    // A fake CLI that fixes the file in its working directory and reports success.
+    let fake = dir.path().join("fake-claude");
+    std::fs::write(
+        &fake,
+        "#!/bin/bash\n\
+         if [ \"$1\" = \"--version\" ]; then echo '1.0.0 (Claude Code)'; exit 0; fi\n\
+         echo 'fn buggy() -> u32 { 2 }' > lib.rs\n\
+         echo '{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s\",\"model\":\"claude-test\",\"tools\":[\"Edit\"],\"cwd\":\".\"}'\n\
+         echo '{\"type\":\"assistant\",\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"Fixed the off-by-one.\"}]}}'\n\
+         echo '{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"Fixed the off-by-one.\",\"num_turns\":2,\"total_cost_usd\":0.0123,\"usage\":{\"input_tokens\":100,\"output_tokens\":20}}'\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&fake)
+        .status()
+        .unwrap();
+    let config = dir.path().join("supervisor.toml");
+    std::fs::write(
+        &config,
+        format!("[providers.mock]\nkind = \"mock\"\nenabled = false\n\n[providers.cli]\nkind = \"claude_cli\"\nbinary = \"{}\"\n", fake.display()),
+    )
+    .unwrap();
+    let config_str = config.display().to_string();
+    let node = NodeProcess::start(
+        &dir.path().join("data"),
+        &[("SUPERVISOR_CONFIG", config_str.as_str())],
+    );
+    let client = Client::connect(&node.url()).await.unwrap();
+    let mut context = std::collections::HashMap::new();
+    context.insert("repo".to_string(), repo.display().to_string());
+    let task = client
+        .submit(v1::SubmitTaskRequest {
+            r#type: v1::TaskType::BugFix as i32,
+            prompt: "fix buggy()".into(),
+            context,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(60), client.wait(&task.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        done.status,
+        v1::TaskStatus::Succeeded as i32,
+        "{}",
+        done.error
+    );
+    let result = done.result.expect("result");
+    assert_eq!(result.output, "Fixed the off-by-one.");
+    assert_eq!(result.cost_micros, 12_300);
+    let diff = result
+        .artifacts
+        .iter()
+        .find(|a| a.name == "changes.diff")
+        .expect("a diff artifact");
+    assert!(
+        diff.content.contains("-fn buggy() -> u32 { 1 }")
+            && diff.content.contains("+fn buggy() -> u32 { 2 }"),
+        "{}",
+        diff.content
+    );
+    // The user's checkout is untouched: the work happened in a worktree.
+    assert_eq!(
+        std::fs::read_to_string(repo.join("lib.rs")).unwrap(),
+        "fn buggy() -> u32 { 1 }\n"
+    );
+    let (code, out, err) = common::cli(&node.addr, &["task", "artifact", &task.id, "changes.diff"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, diff.content);
+    let (code, _, err) = common::cli(&node.addr, &["task", "artifact", &task.id, "nope.txt"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no artifact named \"nope.txt\""), "{err}");
+}

@@ -3,6 +3,7 @@
 //! Layout (all under the root subspace `("sv",)`):
 //! - `("task", tenant, id)` → task record
 //! - `("out", tenant, id, chunk)` → output text in chunks under the value limit
+//! - `("art", tenant, id, name, chunk)` → an artifact's content, chunked the same way
 //! - `("ev", tenant, id, seq)` → task event
 //! - `("idem", tenant, key)` → task id
 //! - `("ready", 4 - priority, id)` → tenant: tasks waiting to be leased, highest priority
@@ -36,6 +37,16 @@ pub(crate) fn output_chunk(tenant: &str, id: TaskId, chunk: u32) -> Vec<u8> {
 
 pub(crate) fn output_range(tenant: &str, id: TaskId) -> (Vec<u8>, Vec<u8>) {
     root().subspace(&("out", tenant, id.to_string())).range()
+}
+
+pub(crate) fn artifact_chunk(tenant: &str, id: TaskId, name: &str, chunk: u32) -> Vec<u8> {
+    root().pack(&("art", tenant, id.to_string(), name, chunk as i64))
+}
+
+pub(crate) fn artifact_range(tenant: &str, id: TaskId, name: &str) -> (Vec<u8>, Vec<u8>) {
+    root()
+        .subspace(&("art", tenant, id.to_string(), name))
+        .range()
 }
 
 pub(crate) fn event(tenant: &str, id: TaskId, seq: u64) -> Vec<u8> {

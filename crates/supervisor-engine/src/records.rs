@@ -195,34 +195,33 @@ pub(crate) fn disarm_timers(txn: &mut Transaction<'_>, task: &Task) {
     }
 }
 
-/// Stores output text in chunks under the value limit; returns its length.
-pub(crate) fn write_output(
+/// Writes `text` in chunks of at most `chunk_bytes` under `[begin, end)` (cleared first),
+/// keying chunk `i` with `key(i)`; returns its length.
+fn write_chunks(
     txn: &mut Transaction<'_>,
-    task: &Task,
-    output: &str,
+    (begin, end): (Vec<u8>, Vec<u8>),
+    key: impl Fn(u32) -> Vec<u8>,
+    text: &str,
     chunk_bytes: usize,
 ) -> u64 {
-    let (begin, end) = keyspace::output_range(&task.tenant, task.id);
     txn.clear_range(&begin, &end);
-    let bytes = output.as_bytes();
+    let bytes = text.as_bytes();
     for (i, chunk) in bytes.chunks(chunk_bytes.max(1)).enumerate() {
-        txn.set(
-            &keyspace::output_chunk(&task.tenant, task.id, i as u32),
-            chunk,
-        );
+        txn.set(&key(i as u32), chunk);
     }
     bytes.len() as u64
 }
 
-/// Reads output text back from its chunks.
-pub(crate) async fn read_output(
+/// Reads back what [`write_chunks`] wrote under `[begin, end)`.
+async fn read_chunks(
     txn: &mut Transaction<'_>,
-    task: &Task,
+    (begin, end): (Vec<u8>, Vec<u8>),
+    expected: u64,
+    what: &str,
 ) -> Result<String, EngineError> {
-    if task.output_bytes == 0 {
+    if expected == 0 {
         return Ok(String::new());
     }
-    let (begin, end) = keyspace::output_range(&task.tenant, task.id);
     let chunks = txn
         .get_range(
             &begin,
@@ -230,11 +229,67 @@ pub(crate) async fn read_output(
             supervisor_store::RangeOptions::new().snapshot(),
         )
         .await?;
-    let mut bytes = Vec::with_capacity(task.output_bytes as usize);
+    let mut bytes = Vec::with_capacity(expected as usize);
     for kv in chunks {
         bytes.extend_from_slice(&kv.value);
     }
-    String::from_utf8(bytes).map_err(|_| {
-        EngineError::Corrupt(format!("stored output of task {} is not UTF-8", task.id))
-    })
+    String::from_utf8(bytes)
+        .map_err(|_| EngineError::Corrupt(format!("stored {what} is not UTF-8")))
+}
+
+/// Stores output text in chunks under the value limit; returns its length.
+pub(crate) fn write_output(
+    txn: &mut Transaction<'_>,
+    task: &Task,
+    output: &str,
+    chunk_bytes: usize,
+) -> u64 {
+    let range = keyspace::output_range(&task.tenant, task.id);
+    let key = |i| keyspace::output_chunk(&task.tenant, task.id, i);
+    write_chunks(txn, range, key, output, chunk_bytes)
+}
+
+/// Reads output text back from its chunks.
+pub(crate) async fn read_output(
+    txn: &mut Transaction<'_>,
+    task: &Task,
+) -> Result<String, EngineError> {
+    let range = keyspace::output_range(&task.tenant, task.id);
+    read_chunks(
+        txn,
+        range,
+        task.output_bytes,
+        &format!("output of task {}", task.id),
+    )
+    .await
+}
+
+/// Stores an artifact's content in chunks; returns its length.
+pub(crate) fn write_artifact(
+    txn: &mut Transaction<'_>,
+    task: &Task,
+    name: &str,
+    content: &str,
+    chunk_bytes: usize,
+) -> u64 {
+    let range = keyspace::artifact_range(&task.tenant, task.id, name);
+    let key = |i| keyspace::artifact_chunk(&task.tenant, task.id, name, i);
+    write_chunks(txn, range, key, content, chunk_bytes)
+}
+
+/// Reads an artifact's content back.
+pub(crate) async fn read_artifact(
+    txn: &mut Transaction<'_>,
+    task: &Task,
+    name: &str,
+    size: u64,
+) -> Result<String, EngineError> {
+    let range = keyspace::artifact_range(&task.tenant, task.id, name);
+    read_chunks(
+        txn,
+        range,
+        size,
+        &format!("artifact {name} of task {}", task.id),
+    )
+    .await
 }

@@ -229,6 +229,19 @@ fn finish(
             task.output_bytes =
                 records::write_output(txn, task, &result.output, cfg.output_chunk_bytes);
             stored.output = String::new();
+            let mut seen = std::collections::HashSet::new();
+            stored.artifacts.retain(|a| seen.insert(a.name.clone()));
+            stored.artifacts.truncate(supervisor_model::MAX_ARTIFACTS);
+            for artifact in &mut stored.artifacts {
+                artifact.size_bytes = records::write_artifact(
+                    txn,
+                    task,
+                    &artifact.name,
+                    &artifact.content,
+                    cfg.output_chunk_bytes,
+                );
+                artifact.content = String::new();
+            }
             let message = format!(
                 "succeeded on attempt {} via {} ({} in / {} out tokens)",
                 task.attempt,

@@ -61,6 +61,7 @@ fn success(output: &str) -> Outcome {
         cost_micros: 30,
         provider: "mock".into(),
         model: "mock-1".into(),
+        artifacts: vec![],
     })
 }
 
@@ -891,4 +892,77 @@ async fn concurrent_completions_never_lose_a_ledger_update() {
     let day = utc_day(f.engine.now_micros());
     let rows = f.engine.ledger("default", &day, &day).await.unwrap();
     assert_eq!((rows[0].attempts, rows[0].cost_micros), (40, 40 * 30));
+}
+
+#[tokio::test]
+async fn artifacts_are_stored_in_chunks_and_read_back() {
+    let f = fixture_with(EngineConfig {
+        output_chunk_bytes: 1024,
+        ..EngineConfig::default()
+    })
+    .await;
+    let id = f
+        .engine
+        .submit("default", new_task("p"))
+        .await
+        .unwrap()
+        .task
+        .id;
+    let leased = lease_one(&f).await;
+    let diff: String = (0..5000).map(|i| format!("+line {i}\n")).collect();
+    let mut outcome = success("done");
+    if let Outcome::Succeeded(r) = &mut outcome {
+        r.artifacts = vec![
+            supervisor_model::Artifact {
+                name: "changes.diff".into(),
+                media_type: "text/x-diff".into(),
+                size_bytes: 0,
+                content: diff.clone(),
+            },
+            supervisor_model::Artifact {
+                name: "changes.diff".into(),
+                media_type: "text/x-diff".into(),
+                size_bytes: 0,
+                content: "dup".into(),
+            },
+            supervisor_model::Artifact {
+                name: "report.md".into(),
+                media_type: "text/markdown".into(),
+                size_bytes: 0,
+                content: "# ok".into(),
+            },
+        ];
+    }
+    f.engine
+        .finish(finish(&leased.task_ref, outcome))
+        .await
+        .unwrap();
+    let task = f.engine.get("default", id).await.unwrap();
+    let arts = task.result.unwrap().artifacts;
+    assert_eq!(arts.len(), 2, "names are unique within a task");
+    assert_eq!(
+        (arts[0].name.as_str(), arts[0].size_bytes),
+        ("changes.diff", diff.len() as u64)
+    );
+    assert_eq!(arts[0].content, diff);
+    assert_eq!(arts[1].content, "# ok");
+    // Listings carry the sizes but not the content.
+    let page = f
+        .engine
+        .list(
+            "default",
+            &ListQuery {
+                page_size: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let listed = page.tasks[0].result.as_ref().unwrap();
+    assert!(
+        listed
+            .artifacts
+            .iter()
+            .all(|a| a.content.is_empty() && a.size_bytes > 0)
+    );
 }

@@ -218,7 +218,27 @@ pub struct TaskResult {
     pub provider: String,
     /// The model that produced it.
     pub model: String,
+    /// Files produced beside the output (for example `changes.diff`).
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
 }
+
+/// A named piece of a task's result beside the output text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// Name, unique within the task (e.g. `changes.diff`).
+    pub name: String,
+    /// Media type (e.g. `text/x-diff`).
+    pub media_type: String,
+    /// Length of the content in bytes.
+    pub size_bytes: u64,
+    /// The content (stored in chunks beside the record; empty in the record itself and in
+    /// listings).
+    pub content: String,
+}
+
+/// Most artifacts one result may carry.
+pub const MAX_ARTIFACTS: usize = 32;
 
 /// The lease a node holds on a running task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,6 +42,8 @@ pub struct AgentArgs {
     pub route_wait: Duration,
     /// Flips to true when the attempt must be abandoned (cancelled, lease lost, drain).
     pub abandon: watch::Receiver<bool>,
+    /// When the lease transaction returned to the dispatcher.
+    pub leased_at: Instant,
 }
 
 /// The agent actor.
@@ -139,6 +141,7 @@ async fn run_attempt(args: AgentArgs) {
         flush_interval,
         route_wait,
         mut abandon,
+        leased_at,
     } = args;
     let task = &leased.task;
     let task_ref = leased.task_ref.clone();
@@ -200,6 +203,7 @@ async fn run_attempt(args: AgentArgs) {
                     _ = abandoned(&mut abandon) => break 'run None,
                     _ = tokio::time::sleep_until(deadline) => break 'run Some(Err(timeout_error(timeout))),
                 };
+                router.record_dispatch(leased_at.elapsed());
                 let exec = handle.provider.execute(request.clone(), sink);
                 tokio::pin!(exec);
                 let mut flush = tokio::time::interval_at(
@@ -280,6 +284,16 @@ async fn run_attempt(args: AgentArgs) {
                     artifact.content.len()
                 )));
             }
+            let artifacts = out
+                .artifacts
+                .iter()
+                .map(|a| supervisor_model::Artifact {
+                    name: a.name.clone(),
+                    media_type: a.media_type.clone(),
+                    size_bytes: a.content.len() as u64,
+                    content: a.content.clone(),
+                })
+                .collect();
             (
                 out.model.clone(),
                 out.usage,
@@ -290,6 +304,7 @@ async fn run_attempt(args: AgentArgs) {
                     cost_micros: out.cost_micros,
                     provider: provider.clone(),
                     model: out.model,
+                    artifacts,
                 }),
             )
         }

@@ -142,6 +142,7 @@ async fn lease_and_spawn(
         }
     };
     let got = batch.tasks.len();
+    let leased_at = std::time::Instant::now();
     for leased in batch.tasks {
         let id = leased.task.id;
         let (abandon_tx, abandon_rx) = watch::channel(false);
@@ -152,6 +153,7 @@ async fn lease_and_spawn(
             router: state.router.clone(),
             flush_interval: state.settings.flush_interval,
             route_wait: state.settings.route_wait,
+            leased_at,
             abandon: abandon_rx,
         };
         match Actor::spawn_linked(None, Agent, args, myself.get_cell()).await {

@@ -562,7 +562,11 @@ pub struct Router {
     chain: Vec<String>,
     next: AtomicUsize,
     changes: watch::Sender<u64>,
+    dispatch: Mutex<VecDeque<Duration>>,
 }
+
+/// Samples kept of the time from a lease returning to its request leaving.
+const DISPATCH_SAMPLES: usize = 65_536;
 
 impl Router {
     /// A router over `providers` (in configuration order) using `strategy` by default;
@@ -579,7 +583,32 @@ impl Router {
             chain,
             next: AtomicUsize::new(0),
             changes,
+            dispatch: Mutex::new(VecDeque::with_capacity(1024)),
         }
+    }
+
+    /// Records how long an attempt took from its lease returning to the dispatcher to
+    /// its request leaving for the provider (agent start, specialty, routing, admission,
+    /// slot).
+    pub fn record_dispatch(&self, took: Duration) {
+        let mut d = self.dispatch.lock().unwrap_or_else(|p| p.into_inner());
+        if d.len() == DISPATCH_SAMPLES {
+            d.pop_front();
+        }
+        d.push_back(took);
+    }
+
+    /// Percentiles (p50, p99) of the recent dispatch times, if any were recorded.
+    pub fn dispatch_percentiles(&self) -> Option<(Duration, Duration)> {
+        let mut v: Vec<Duration> = self
+            .dispatch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        v.sort_unstable();
+        Some((percentile(&v, 0.5)?, percentile(&v, 0.99)?))
     }
 
     /// Every provider, in configuration order.

@@ -272,6 +272,16 @@ pub(crate) fn task_out(t: Task) -> v1::Task {
             provider: r.provider,
             model: r.model,
             output_bytes,
+            artifacts: r
+                .artifacts
+                .into_iter()
+                .map(|a| v1::Artifact {
+                    name: a.name,
+                    media_type: a.media_type,
+                    size_bytes: a.size_bytes,
+                    content: a.content,
+                })
+                .collect(),
         }),
         error: t.error.unwrap_or_default(),
         node_id: t.lease.map(|l| l.node_id).unwrap_or_default(),

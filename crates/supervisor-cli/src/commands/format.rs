@@ -299,6 +299,15 @@ pub fn task_summary(task: &Task, now: SystemTime) -> String {
         }
         fields.push(("usage", usage_text(&usage)));
         fields.push(("output size", format!("{} bytes", result.output_bytes)));
+        for artifact in &result.artifacts {
+            fields.push((
+                "artifact",
+                format!(
+                    "{} ({}, {} bytes; `supervisor task artifact {} {}`)",
+                    artifact.name, artifact.media_type, artifact.size_bytes, task.id, artifact.name
+                ),
+            ));
+        }
     }
     if task.result.is_some() || !task.attempts.is_empty() || task.cost_micros > 0 {
         let mut total = cost(total_cost_micros(task));

@@ -73,11 +73,21 @@ pub struct AttemptJson {
 pub struct ResultJson {
     output: String,
     output_bytes: u64,
+    artifacts: Vec<ArtifactJson>,
     usage: UsageJson,
     cost_usd: f64,
     cost_micros: u64,
     provider: String,
     model: String,
+}
+
+/// A file produced beside the output.
+#[derive(Debug, Serialize)]
+pub struct ArtifactJson {
+    name: String,
+    media_type: String,
+    size_bytes: u64,
+    content: String,
 }
 
 /// Tokens used.
@@ -257,6 +267,16 @@ impl From<&TaskResult> for ResultJson {
         Self {
             output: result.output.clone(),
             output_bytes: result.output_bytes,
+            artifacts: result
+                .artifacts
+                .iter()
+                .map(|a| ArtifactJson {
+                    name: a.name.clone(),
+                    media_type: a.media_type.clone(),
+                    size_bytes: a.size_bytes,
+                    content: a.content.clone(),
+                })
+                .collect(),
             usage: UsageJson::from(&result.usage.unwrap_or_default()),
             cost_usd: result.cost_usd,
             cost_micros: result.cost_micros,

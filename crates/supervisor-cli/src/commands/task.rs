@@ -66,6 +66,13 @@ pub enum TaskCommand {
     },
     /// Count tasks by status, cluster-wide.
     Stats,
+    /// Print one artifact of a finished task (such as `changes.diff`) to standard output.
+    Artifact {
+        /// The task's id.
+        id: String,
+        /// The artifact's name, as `task get` lists it.
+        name: String,
+    },
 }
 
 /// Options of `task submit`.
@@ -185,6 +192,16 @@ pub async fn run(cmd: TaskCommand, global: &GlobalArgs) -> anyhow::Result<()> {
         TaskCommand::Retry { id } => {
             let task = connect(global).await?.retry(&id).await?;
             print_id_or_task(&task, global.output)
+        }
+        TaskCommand::Artifact { id, name } => {
+            let task = connect(global).await?.get(&id).await?;
+            let artifacts = task.result.map(|r| r.artifacts).unwrap_or_default();
+            match artifacts.into_iter().find(|a| a.name == name) {
+                Some(a) => Ok(print_stdout(&a.content)?),
+                None => anyhow::bail!(
+                    "task {id} has no artifact named {name:?}; `supervisor task get {id}` lists its artifacts"
+                ),
+            }
         }
         TaskCommand::Stats => {
             let stats = connect(global).await?.stats().await?;
