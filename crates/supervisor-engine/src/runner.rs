@@ -95,7 +95,7 @@ pub(crate) enum RunnerWrite {
         task_ref: TaskRef,
         items: Vec<Streamed>,
     },
-    Finish(Finish),
+    Finish(Box<Finish>),
 }
 
 /// What became of a runner write.
@@ -444,7 +444,7 @@ impl Engine {
     pub async fn finish(&self, finish: Finish) -> Result<RunnerWriteResult, EngineError> {
         self.inner
             .runner_writes
-            .call(RunnerWrite::Finish(finish))
+            .call(RunnerWrite::Finish(Box::new(finish)))
             .await
     }
 
