@@ -413,6 +413,7 @@ mod tests {
                 provider: "mock".into(),
                 model: "mock-1".into(),
                 output_bytes: 4,
+                artifacts: vec![],
             }),
             tenant: "default".into(),
             created_at: Some(timestamp_from_micros(1_700_000_000_123_456)),
