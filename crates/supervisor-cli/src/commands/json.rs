@@ -469,6 +469,7 @@ mod tests {
                 "result": {
                     "output": "done",
                     "output_bytes": 4,
+                    "artifacts": [],
                     "usage": {
                         "input_tokens": 10,
                         "output_tokens": 20,
