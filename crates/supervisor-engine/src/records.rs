@@ -154,6 +154,39 @@ pub(crate) fn requeue(
     put(txn, task)
 }
 
+/// Cancels an unfinished task inside the caller's transaction: takes it out of the queue
+/// or its timers, tells the node running it (through that node's inbox), advances its
+/// fencing token and records the event. The caller checked that it is not terminal.
+pub(crate) fn cancel(
+    txn: &mut Transaction<'_>,
+    task: &mut Task,
+    now: i64,
+    reason: String,
+) -> Result<(), EngineError> {
+    match task.status {
+        TaskStatus::Queued => txn.clear(&keyspace::ready(task.priority.rank(), task.id)),
+        TaskStatus::Running => {
+            if let Some(lease) = &task.lease {
+                txn.set(&keyspace::inbox(&lease.node_id, &task.tenant, task.id), &[]);
+                txn.atomic_add(&keyspace::inbox_version(&lease.node_id), 1);
+            }
+        }
+        _ => {}
+    }
+    disarm_timers(txn, task);
+    task.next_attempt_at = None;
+    task.error = Some(reason.clone());
+    transition(
+        txn,
+        task,
+        TaskStatus::Cancelled,
+        now,
+        EventKind::Cancelled,
+        reason,
+    )?;
+    put(txn, task)
+}
+
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum TimerKind {

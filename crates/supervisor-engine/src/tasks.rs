@@ -355,29 +355,9 @@ impl Engine {
                                 "task {id} already {s}; only unfinished tasks can be cancelled"
                             )));
                         }
-                        TaskStatus::Queued => {
-                            txn.clear(&keyspace::ready(task.priority.rank(), task.id));
-                        }
-                        TaskStatus::Running => {
-                            if let Some(lease) = &task.lease {
-                                txn.set(&keyspace::inbox(&lease.node_id, tenant, id), &[]);
-                                txn.atomic_add(&keyspace::inbox_version(&lease.node_id), 1);
-                            }
-                        }
                         _ => {}
                     }
-                    records::disarm_timers(txn, &task);
-                    task.next_attempt_at = None;
-                    task.error = Some(reason.clone());
-                    records::transition(
-                        txn,
-                        &mut task,
-                        TaskStatus::Cancelled,
-                        now,
-                        EventKind::Cancelled,
-                        reason,
-                    )?;
-                    records::put(txn, &task)?;
+                    records::cancel(txn, &mut task, now, reason)?;
                     Ok(task)
                 })
             })
