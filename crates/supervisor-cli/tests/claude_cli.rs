@@ -21,6 +21,31 @@ fn alive(pid: i32) -> bool {
     }
 }
 
+/// Writes `script` as an executable fake `claude` in `dir` and starts a node whose only
+/// provider is a claude_cli provider running it.
+fn node_with_fake_cli(dir: &Path, script: &str) -> NodeProcess {
+    let fake = dir.join("fake-claude");
+    std::fs::write(&fake, script).unwrap();
+    let made_executable = std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&fake)
+        .status()
+        .unwrap()
+        .success();
+    assert!(made_executable);
+    let config = dir.join("supervisor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.mock]\nkind = \"mock\"\nenabled = false\n\n[providers.cli]\nkind = \"claude_cli\"\nbinary = \"{}\"\n",
+            fake.display()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    NodeProcess::start(&dir.join("data"), &[("SUPERVISOR_CONFIG", config.as_str())])
+}
+
 fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -28,12 +53,11 @@ fn read_pid(path: &Path) -> Option<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_claude_cli_task_leaves_no_process_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = dir.path().join("fake-claude");
     let pids = dir.path().join("pids");
     std::fs::create_dir_all(&pids).unwrap();
-    std::fs::write(
-        &fake,
-        format!(
+    let node = node_with_fake_cli(
+        dir.path(),
+        &format!(
             "#!/bin/bash\n\
              if [ \"$1\" = \"--version\" ]; then echo '1.0.0 (Claude Code)'; exit 0; fi\n\
              echo $$ > {p}/cli.pid\n\
@@ -43,25 +67,7 @@ async fn cancelling_a_running_claude_cli_task_leaves_no_process_behind() {
              wait\n",
             p = pids.display()
         ),
-    )
-    .unwrap();
-    std::process::Command::new("chmod")
-        .arg("+x")
-        .arg(&fake)
-        .status()
-        .unwrap();
-    let config = dir.path().join("supervisor.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[providers.mock]\nkind = \"mock\"\nenabled = false\n\n[providers.cli]\nkind = \"claude_cli\"\nbinary = \"{}\"\n",
-            fake.display()
-        ),
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    let config_str = config.display().to_string();
-    let node = NodeProcess::start(&data, &[("SUPERVISOR_CONFIG", config_str.as_str())]);
+    );
     let client = Client::connect(&node.url()).await.unwrap();
     let providers = client.providers().await.unwrap();
     assert_eq!(providers.len(), 1);
@@ -126,32 +132,14 @@ async fn a_repository_task_returns_its_diff_as_an_artifact() {
     git(&["commit", "-q", "-m", "start"]);
 
     // A fake CLI that fixes the file in its working directory and reports success.
-    let fake = dir.path().join("fake-claude");
-    std::fs::write(
-        &fake,
+    let node = node_with_fake_cli(
+        dir.path(),
         "#!/bin/bash\n\
          if [ \"$1\" = \"--version\" ]; then echo '1.0.0 (Claude Code)'; exit 0; fi\n\
          echo 'fn buggy() -> u32 { 2 }' > lib.rs\n\
          echo '{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s\",\"model\":\"claude-test\",\"tools\":[\"Edit\"],\"cwd\":\".\"}'\n\
          echo '{\"type\":\"assistant\",\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"Fixed the off-by-one.\"}]}}'\n\
          echo '{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"Fixed the off-by-one.\",\"num_turns\":2,\"total_cost_usd\":0.0123,\"usage\":{\"input_tokens\":100,\"output_tokens\":20}}'\n",
-    )
-    .unwrap();
-    std::process::Command::new("chmod")
-        .arg("+x")
-        .arg(&fake)
-        .status()
-        .unwrap();
-    let config = dir.path().join("supervisor.toml");
-    std::fs::write(
-        &config,
-        format!("[providers.mock]\nkind = \"mock\"\nenabled = false\n\n[providers.cli]\nkind = \"claude_cli\"\nbinary = \"{}\"\n", fake.display()),
-    )
-    .unwrap();
-    let config_str = config.display().to_string();
-    let node = NodeProcess::start(
-        &dir.path().join("data"),
-        &[("SUPERVISOR_CONFIG", config_str.as_str())],
     );
     let client = Client::connect(&node.url()).await.unwrap();
     let mut context = std::collections::HashMap::new();
