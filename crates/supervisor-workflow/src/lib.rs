@@ -4,6 +4,8 @@
 
 pub mod context;
 pub mod expr;
+pub mod schedule;
 
 pub use context::{Context, MapContext, Ref, StepField, StepStatus};
 pub use expr::Expression;
+pub use schedule::{Firing, Missed, Schedule, ScheduleDef, ScheduleError};
