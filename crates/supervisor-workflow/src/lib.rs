@@ -7,6 +7,7 @@ pub mod definition;
 pub mod expr;
 pub mod schedule;
 pub mod template;
+pub mod validate;
 
 pub use context::{Context, MapContext, Ref, StepField, StepStatus};
 pub use definition::{
@@ -15,3 +16,4 @@ pub use definition::{
 pub use expr::Expression;
 pub use schedule::{Firing, Missed, Schedule, ScheduleDef, ScheduleError};
 pub use template::{RenderOptions, Template, placeholders, render, render_task};
+pub use validate::{Issue, Report, codes, validate};
