@@ -22,10 +22,12 @@
 
 #![warn(missing_docs)]
 
+mod buffer;
 pub mod conformance;
 pub mod embedded;
 pub mod keys;
 mod transaction;
+mod watch;
 
 use std::future::Future;
 use std::pin::Pin;
