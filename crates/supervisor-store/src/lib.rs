@@ -26,6 +26,8 @@ mod buffer;
 pub mod conformance;
 pub mod embedded;
 pub mod keys;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod transaction;
 mod watch;
 
