@@ -14,7 +14,8 @@
 //!   reads record read conflict ranges on the client, snapshot reads record nothing.
 //!   Writes are buffered on the client until commit. A transaction that never reads takes
 //!   no snapshot and holds no connection until it commits (FoundationDB also gets its read
-//!   version lazily).
+//!   version lazily); its read version is then its commit's, so an
+//!   `add_read_conflict_range` without any read conflicts with nothing.
 //! - **Commit = resolver + apply, in one short SQL transaction.** The commit ends the read
 //!   snapshot and, on the same connection, starts a `READ COMMITTED` transaction that locks
 //!   the single row of `supervisor_meta` (`SELECT … FOR UPDATE`). Committers therefore run
