@@ -35,7 +35,6 @@
 //! finishes the queued commits, makes everything durable and exits (the drop waits for it).
 //! The file itself is closed once transactions still in flight are dropped too.
 
-mod buffer;
 mod txn;
 mod watches;
 mod writer;

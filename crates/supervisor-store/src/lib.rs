@@ -22,10 +22,14 @@
 
 #![warn(missing_docs)]
 
+mod buffer;
 pub mod conformance;
 pub mod embedded;
 pub mod keys;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod transaction;
+mod watch;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -14,11 +14,11 @@ use std::sync::atomic::Ordering;
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase};
 use tokio::sync::oneshot;
 
-use super::buffer::{Entry, WriteBuffer, add_le, stamp_key};
-use super::watches::PendingWatch;
 use super::writer::{CommitRequest, Message, WriteSet};
 use super::{DATA_TABLE, Shared, redb_error};
+use crate::buffer::{Entry, WriteBuffer, add_le, range_read_conflict, stamp_key};
 use crate::keys::key_after;
+use crate::watch::{PendingWatch, fail_all};
 use crate::{CommitInfo, KeyValue, RangeOptions, RawTransaction, StoreError, Watch};
 
 type Table = ReadOnlyTable<&'static [u8], &'static [u8]>;
@@ -214,12 +214,6 @@ fn activate(shared: &Shared, watches: SeenWatches) {
     }
 }
 
-fn fail_all(watches: Vec<PendingWatch>, err: &StoreError) {
-    for watch in watches {
-        watch.fail(err.clone());
-    }
-}
-
 /// Iterates the snapshot over a range, skipping keys the transaction's buffer overrides and
 /// jumping over ranges it cleared.
 struct SnapshotCursor<'t> {
@@ -310,19 +304,8 @@ impl RawTransaction for EmbeddedTxn {
         let limit = opts.limit.unwrap_or(usize::MAX);
         let out = self.merged_range(begin, end, limit, opts.reverse)?;
         if !opts.snapshot && limit > 0 && begin < end {
-            // A read cut short by its limit only depends on the keys up to the last one
-            // returned.
-            let conflict = match out.last() {
-                Some(last) if out.len() >= limit => {
-                    if opts.reverse {
-                        (last.key.clone(), end.to_vec())
-                    } else {
-                        (begin.to_vec(), key_after(&last.key))
-                    }
-                }
-                _ => (begin.to_vec(), end.to_vec()),
-            };
-            self.reads.push(conflict);
+            self.reads
+                .push(range_read_conflict(begin, end, &out, limit, opts.reverse));
         }
         Ok(out)
     }
@@ -381,7 +364,7 @@ impl RawTransaction for EmbeddedTxn {
             let err = StoreError::InvalidVersionstamp(
                 "placeholder offset does not fit in the key".into(),
             );
-            fail_all(watches.into_iter().map(|(w, _)| w).collect(), &err);
+            fail_all(watches.into_iter().map(|(w, _)| w), &err);
             return Err(err);
         }
         let buffer = mem::take(&mut self.buffer);
@@ -398,7 +381,7 @@ impl RawTransaction for EmbeddedTxn {
         };
         if !self.shared.send(Message::Commit(request)) {
             let err = StoreError::Closed;
-            fail_all(watches.into_iter().map(|(w, _)| w).collect(), &err);
+            fail_all(watches.into_iter().map(|(w, _)| w), &err);
             return Err(err);
         }
         self.shared.stats.submitted.fetch_add(1, Ordering::Relaxed);
@@ -416,7 +399,7 @@ impl RawTransaction for EmbeddedTxn {
                 })
             }
             Err(err) => {
-                fail_all(watches.into_iter().map(|(w, _)| w).collect(), &err);
+                fail_all(watches.into_iter().map(|(w, _)| w), &err);
                 Err(err)
             }
         }

@@ -12,61 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
-use tokio::sync::oneshot;
-
-use crate::{StoreError, Watch};
-
-/// The sending half of one watch.
-pub(crate) type WatchSender = oneshot::Sender<Result<(), StoreError>>;
+use crate::StoreError;
+use crate::watch::{PendingWatch, WatchSender};
 
 /// After this many registrations, sweep the whole registry for cancelled watches.
 const SWEEP_EVERY: usize = 1024;
-
-/// A watch created in a transaction that has not committed yet.
-pub(crate) struct PendingWatch {
-    /// The watched key.
-    pub(crate) key: Vec<u8>,
-    sender: WatchSender,
-    activated: Arc<AtomicBool>,
-}
-
-impl PendingWatch {
-    /// Creates a pending watch and the [`Watch`] future the caller awaits.
-    ///
-    /// The future resolves with `Ok(())` when it fires, with the commit's error when its
-    /// transaction fails to commit, and with [`StoreError::Closed`] when the store shuts down
-    /// while it is active. If its transaction is dropped without committing it never fires.
-    pub(crate) fn new(key: &[u8]) -> (PendingWatch, Watch) {
-        let (sender, receiver) = oneshot::channel();
-        let activated = Arc::new(AtomicBool::new(false));
-        let flag = activated.clone();
-        let watch = Watch::new(async move {
-            match receiver.await {
-                Ok(result) => result,
-                // The registry dropped it: the store shut down.
-                Err(_) if flag.load(Ordering::Acquire) => Err(StoreError::Closed),
-                // Its transaction was dropped without committing: it never fires.
-                Err(_) => std::future::pending().await,
-            }
-        });
-        (
-            PendingWatch {
-                key: key.to_vec(),
-                sender,
-                activated,
-            },
-            watch,
-        )
-    }
-
-    /// Resolves the watch with `err` (its transaction failed to commit).
-    pub(crate) fn fail(self, err: StoreError) {
-        let _ = self.sender.send(Err(err));
-    }
-}
 
 #[derive(Default)]
 struct Inner {
@@ -148,12 +100,7 @@ impl WatchRegistry {
 impl Locked<'_> {
     /// Activates `watch`: fires it now if `changed`, otherwise registers it.
     pub(crate) fn activate(&mut self, watch: PendingWatch, changed: bool) {
-        let PendingWatch {
-            key,
-            sender,
-            activated,
-        } = watch;
-        activated.store(true, Ordering::Release);
+        let (key, sender) = watch.activate();
         if self.0.closed {
             let _ = sender.send(Err(StoreError::Closed));
             return;

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use redb::{ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
-use super::buffer::{Entry, RangeSet, add_le, stamp_key};
 use super::{DATA_TABLE, Durability, META_TABLE, META_VERSION_KEY, Shared, redb_error};
 use crate::StoreError;
+use crate::buffer::{Entry, RangeSet, add_le, stamp_key};
 
 /// How long conflict history is kept (FoundationDB's 5-second transaction limit).
 pub(crate) const CONFLICT_WINDOW: Duration = Duration::from_secs(5);
@@ -43,7 +43,7 @@ pub(crate) enum Message {
     Shutdown,
 }
 
-/// The writes of one transaction, in their net form (see [`super::buffer::WriteBuffer`]).
+/// The writes of one transaction, in their net form (see [`crate::buffer::WriteBuffer`]).
 pub(crate) struct WriteSet {
     /// Ranges to clear first.
     pub(crate) cleared: RangeSet,

@@ -1,15 +1,19 @@
-//! A transaction's buffered writes, kept in a shape that answers reads.
+//! A transaction's buffered writes, kept in a shape that answers reads; shared by every
+//! backend that buffers writes on the client (embedded, PostgreSQL).
 //!
 //! Why this exists: the store promises read-your-writes, so every read merges the snapshot
 //! with what the transaction has written so far. Instead of replaying an operation log on
 //! each read, the buffer keeps the net effect: a set of cleared ranges that hide the
 //! snapshot, and per-key entries (a value, a removal, or a pending atomic add) on top. The
-//! same net effect is what the writer thread applies at commit: first the cleared ranges,
-//! then the entries, then the versionstamped keys — which is equivalent to applying the
-//! operations in their original order (see [`WriteBuffer`] for the one exception).
+//! same net effect is what a backend applies at commit: first the cleared ranges, then the
+//! entries, then the versionstamped keys — which is equivalent to applying the operations
+//! in their original order (see [`WriteBuffer`] for the one exception).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+
+use crate::KeyValue;
+use crate::keys::key_after;
 
 /// What the transaction did to one key, as far as reads are concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +203,28 @@ pub(crate) fn stamp_key(key_with_offset: &[u8], stamp: &[u8; 10]) -> Option<Vec<
     let mut key = key_with_offset[..body_len].to_vec();
     key[offset..end].copy_from_slice(stamp);
     Some(key)
+}
+
+/// The read conflict range of a range read of `[begin, end)` that returned `out`: the
+/// whole range, unless the read was cut short by its limit, in which case it only depends
+/// on the keys up to the last one returned (from it, for a reverse read).
+pub(crate) fn range_read_conflict(
+    begin: &[u8],
+    end: &[u8],
+    out: &[KeyValue],
+    limit: usize,
+    reverse: bool,
+) -> (Vec<u8>, Vec<u8>) {
+    match out.last() {
+        Some(last) if out.len() >= limit => {
+            if reverse {
+                (last.key.clone(), end.to_vec())
+            } else {
+                (begin.to_vec(), key_after(&last.key))
+            }
+        }
+        _ => (begin.to_vec(), end.to_vec()),
+    }
 }
 
 #[cfg(test)]
