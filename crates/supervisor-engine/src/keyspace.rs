@@ -6,6 +6,7 @@
 //! - `("art", tenant, id, name, chunk)` → an artifact's content, chunked the same way
 //! - `("ev", tenant, id, seq)` → task event
 //! - `("idem", tenant, key)` → task id
+//! - `("wf", tenant, id)` → workflow run; `("wfev", tenant, id, seq)` → its events
 //! - `("ready", 4 - priority, id)` → tenant: tasks waiting to be leased, highest priority
 //!   first, oldest first within a priority (ids are time-ordered)
 //! - `("timer", due_micros, id)` → timer entry: a retry waiting to vest or a lease to check
@@ -184,4 +185,23 @@ pub(crate) fn parse_ledger(key: &[u8]) -> Option<(String, String, String)> {
     let (_, _, day, provider, field): (String, String, String, String, String) =
         root().unpack(key).ok()?;
     Some((day, provider, field))
+}
+
+pub(crate) fn workflow(tenant: &str, id: TaskId) -> Vec<u8> {
+    root().pack(&("wf", tenant, id.to_string()))
+}
+
+pub(crate) fn workflow_range(tenant: &str) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("wf", tenant)).range()
+}
+
+pub(crate) fn workflow_event(tenant: &str, id: TaskId, seq: u64) -> Vec<u8> {
+    root().pack(&("wfev", tenant, id.to_string(), seq as i64))
+}
+
+/// Events of a run with `seq > after`.
+pub(crate) fn workflow_events_after(tenant: &str, id: TaskId, after: u64) -> (Vec<u8>, Vec<u8>) {
+    let begin = workflow_event(tenant, id, after.saturating_add(1));
+    let (_, end) = root().subspace(&("wfev", tenant, id.to_string())).range();
+    (begin, end)
 }

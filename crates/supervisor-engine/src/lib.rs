@@ -23,9 +23,12 @@ mod records;
 mod runner;
 mod tasks;
 mod timers;
+mod workflows;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod workflow_tests;
 
 use std::sync::Arc;
 
@@ -38,8 +41,10 @@ pub use config::EngineConfig;
 pub use ledger::{LedgerRow, utc_day};
 pub use nodes::NodeIdentity;
 pub use runner::{Finish, LeaseBatch, LeasedTask, Outcome, RunnerWriteResult, Streamed, TaskRef};
+pub use supervisor_workflow as workflow;
 pub use tasks::{ListPage, ListQuery, ProviderStats, StatusCounts, Submitted};
 pub use timers::TimerSweep;
+pub use workflows::{WorkflowEvent, WorkflowPage, WorkflowQuery, WorkflowRun, run_status_name};
 
 /// Everything an engine operation can fail with. Each variant maps to one gRPC status.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -50,6 +55,12 @@ pub enum EngineError {
     /// No such task (gRPC `NOT_FOUND`).
     #[error("no task with id {id}")]
     NotFound {
+        /// The id that was looked up.
+        id: TaskId,
+    },
+    /// No such workflow run (gRPC `NOT_FOUND`).
+    #[error("no workflow run with id {id}")]
+    RunNotFound {
         /// The id that was looked up.
         id: TaskId,
     },

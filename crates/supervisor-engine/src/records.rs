@@ -194,6 +194,8 @@ pub(crate) enum TimerKind {
     Retry,
     /// A lease to check for expiry.
     Lease,
+    /// A workflow run's deadline (the timer's id is the run's).
+    RunDeadline,
 }
 
 /// The value of a timer key.

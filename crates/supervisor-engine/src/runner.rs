@@ -163,6 +163,9 @@ pub(crate) async fn write_batch(
                         armed_retry |= finish(txn, &mut task, f, now, jitter[i], cfg)?;
                     }
                     records::put(txn, &task)?;
+                    if task.status.is_terminal() {
+                        crate::workflows::on_task_terminal(txn, &task, now, cfg).await?;
+                    }
                     out.push(Ok(RunnerWriteResult::Accepted(task.status)));
                 }
                 Ok::<_, EngineError>((out, armed_retry))

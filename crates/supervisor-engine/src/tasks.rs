@@ -31,6 +31,7 @@ pub(crate) struct SubmitItem {
     id: TaskId,
     now: i64,
     retry_of: Option<TaskId>,
+    workflow: Option<supervisor_model::WorkflowRef>,
 }
 
 /// Filters and paging of a list request.
@@ -118,6 +119,7 @@ fn build_task(item: &SubmitItem, cfg: &crate::EngineConfig) -> Task {
         error: None,
         retry_of: item.retry_of,
         routing: r.routing.clone(),
+        workflow: item.workflow.clone(),
         attempts: Vec::new(),
         cost_micros: 0,
         next_event_seq: 1,
@@ -180,6 +182,37 @@ pub(crate) async fn submit_batch(
     Ok(results)
 }
 
+impl SubmitItem {
+    /// A workflow step's task: the caller chose the id and validated `request`.
+    pub(crate) fn for_workflow(
+        tenant: &str,
+        request: NewTask,
+        task_type: TaskType,
+        id: TaskId,
+        now: i64,
+        workflow: supervisor_model::WorkflowRef,
+    ) -> Self {
+        SubmitItem {
+            tenant: tenant.to_string(),
+            task_type,
+            request,
+            id,
+            now,
+            retry_of: None,
+            workflow: Some(workflow),
+        }
+    }
+}
+
+/// Creates a task inside the caller's transaction (workflow steps).
+pub(crate) fn create_in_txn(
+    txn: &mut Transaction<'_>,
+    item: &SubmitItem,
+    cfg: &crate::EngineConfig,
+) -> Result<Task, EngineError> {
+    create(txn, item, cfg)
+}
+
 fn create(
     txn: &mut Transaction<'_>,
     item: &SubmitItem,
@@ -218,6 +251,7 @@ impl Engine {
                 id: TaskId::generate(),
                 now: self.now_micros(),
                 retry_of: None,
+                workflow: None,
             })
             .await
     }
@@ -342,6 +376,7 @@ impl Engine {
         } else {
             format!("cancelled: {}", reason.trim())
         };
+        let cfg = &self.inner.cfg;
         self.inner
             .db
             .run(|txn| {
@@ -358,6 +393,7 @@ impl Engine {
                         _ => {}
                     }
                     records::cancel(txn, &mut task, now, reason)?;
+                    crate::workflows::on_task_terminal(txn, &task, now, cfg).await?;
                     Ok(task)
                 })
             })
@@ -393,6 +429,7 @@ impl Engine {
             id: TaskId::generate(),
             now: self.now_micros(),
             retry_of: Some(original.id),
+            workflow: None,
         };
         Ok(self.inner.submits.call(item).await?.task)
     }

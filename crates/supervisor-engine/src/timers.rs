@@ -18,17 +18,20 @@ pub struct TimerSweep {
     pub retries_vested: usize,
     /// Lapsed or orphaned leases taken back (requeued, or failed on the last attempt).
     pub leases_reclaimed: usize,
+    /// Workflow runs stopped because their deadline passed.
+    pub runs_timed_out: usize,
     /// When the earliest remaining timer is due (unix microseconds), if any.
     pub next_due: Option<i64>,
 }
 
 /// Takes back a running task whose lease can no longer be trusted. Counts as a spent
 /// attempt: requeued while attempts remain, failed otherwise.
-fn reclaim(
+async fn reclaim(
     txn: &mut Transaction<'_>,
     task: &mut Task,
     now: i64,
     why: &str,
+    cfg: &crate::EngineConfig,
 ) -> Result<(), EngineError> {
     records::disarm_timers(txn, task);
     let node = task
@@ -57,7 +60,8 @@ fn reclaim(
             EventKind::Failed,
             message,
         )?;
-        records::put(txn, task)
+        records::put(txn, task)?;
+        crate::workflows::on_task_terminal(txn, task, now, cfg).await
     }
 }
 
@@ -65,6 +69,7 @@ impl Engine {
     /// Handles up to `limit` timers that are due: vests retries and reclaims lapsed leases.
     pub async fn sweep_timers(&self, limit: usize) -> Result<TimerSweep, EngineError> {
         let now = self.now_micros();
+        let cfg = &self.inner.cfg;
         let (begin, end) = keyspace::timers_due(now);
         let (all_begin, all_end) = keyspace::timer_range();
         let sweep = self
@@ -89,10 +94,19 @@ impl Engine {
                             continue;
                         };
                         let entry: TimerEntry = decode("timer entry", &kv.value)?;
+                        if entry.kind == TimerKind::RunDeadline {
+                            if crate::workflows::on_deadline(txn, &entry.tenant, id, at, now, cfg)
+                                .await?
+                            {
+                                sweep.runs_timed_out += 1;
+                            }
+                            continue;
+                        }
                         let Some(mut task) = records::load(txn, &entry.tenant, id).await? else {
                             continue;
                         };
                         match entry.kind {
+                            TimerKind::RunDeadline => {}
                             TimerKind::Retry => {
                                 if task.status == TaskStatus::RetryWait
                                     && task.next_attempt_at == Some(at)
@@ -112,7 +126,14 @@ impl Engine {
                                         l.fence == entry.fence && l.expires_at == at
                                     });
                                 if live {
-                                    reclaim(txn, &mut task, now, "lease lapsed without renewal")?;
+                                    reclaim(
+                                        txn,
+                                        &mut task,
+                                        now,
+                                        "lease lapsed without renewal",
+                                        cfg,
+                                    )
+                                    .await?;
                                     sweep.leases_reclaimed += 1;
                                 }
                             }
@@ -144,6 +165,7 @@ impl Engine {
     /// process is gone: it crashed or was killed). Returns how many were reclaimed.
     pub async fn reclaim_orphaned_leases(&self, node: &NodeIdentity) -> Result<usize, EngineError> {
         let now = self.now_micros();
+        let cfg = &self.inner.cfg;
         let (begin, end) = keyspace::timer_range();
         let mut total = 0;
         let mut cursor = begin;
@@ -190,7 +212,7 @@ impl Engine {
                                         "node restarted (epoch {} replaced {})",
                                         node.epoch, entry.epoch
                                     );
-                                    reclaim(txn, &mut task, now, &why)?;
+                                    reclaim(txn, &mut task, now, &why, cfg).await?;
                                     reclaimed += 1;
                                 } else {
                                     txn.clear(&kv.key);

@@ -279,6 +279,15 @@ pub struct NewTask {
 /// Most providers a task may list as preferred or excluded.
 pub const MAX_PROVIDER_PREFS: usize = 16;
 
+/// Which workflow run and step a task runs for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowRef {
+    /// The run.
+    pub run: TaskId,
+    /// The step's id in the run's definition.
+    pub step: String,
+}
+
 /// One attempt of a task, as recorded when it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
@@ -480,6 +489,9 @@ pub struct Task {
     /// How it wants to be routed.
     #[serde(default)]
     pub routing: crate::RoutingPrefs,
+    /// The workflow run and step this task belongs to, if any.
+    #[serde(default)]
+    pub workflow: Option<WorkflowRef>,
     /// Every attempt that ended, in order.
     #[serde(default)]
     pub attempts: Vec<AttemptRecord>,

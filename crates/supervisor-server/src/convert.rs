@@ -323,6 +323,9 @@ pub(crate) fn status_from(err: EngineError) -> Status {
     match err {
         EngineError::InvalidArgument(e) => invalid(e.field, &e.message),
         EngineError::NotFound { id } => Status::not_found(format!("no task with id {id}")),
+        EngineError::RunNotFound { id } => {
+            Status::not_found(format!("no workflow run with id {id}"))
+        }
         EngineError::FailedPrecondition(m) => Status::failed_precondition(m),
         EngineError::Store(e) if e.is_retryable() => Status::unavailable(format!(
             "the store is busy or unreachable ({e}); retry the call"
