@@ -7,6 +7,7 @@
 //! - `("ev", tenant, id, seq)` → task event
 //! - `("idem", tenant, key)` → task id
 //! - `("wf", tenant, id)` → workflow run; `("wfev", tenant, id, seq)` → its events
+//! - `("sched", tenant, name)` → schedule; `("singleton", duty)` → who holds a duty
 //! - `("ready", 4 - priority, id)` → tenant: tasks waiting to be leased, highest priority
 //!   first, oldest first within a priority (ids are time-ordered)
 //! - `("timer", due_micros, id)` → timer entry: a retry waiting to vest or a lease to check
@@ -204,4 +205,20 @@ pub(crate) fn workflow_events_after(tenant: &str, id: TaskId, after: u64) -> (Ve
     let begin = workflow_event(tenant, id, after.saturating_add(1));
     let (_, end) = root().subspace(&("wfev", tenant, id.to_string())).range();
     (begin, end)
+}
+
+pub(crate) fn schedule(tenant: &str, name: &str) -> Vec<u8> {
+    root().pack(&("sched", tenant, name))
+}
+
+pub(crate) fn schedule_range(tenant: &str) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("sched", tenant)).range()
+}
+
+pub(crate) fn all_schedules() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("sched",)).range()
+}
+
+pub(crate) fn singleton(duty: &str) -> Vec<u8> {
+    root().pack(&("singleton", duty))
 }

@@ -571,3 +571,192 @@ async fn runs_are_listed_newest_first_and_filtered_by_status() {
         Err(EngineError::RunNotFound { .. })
     ));
 }
+
+fn every_five_minutes(missed: supervisor_workflow::Missed) -> supervisor_workflow::ScheduleDef {
+    supervisor_workflow::ScheduleDef {
+        cron: "*/5 * * * *".into(),
+        timezone: "UTC".into(),
+        missed,
+    }
+}
+
+const NIGHTLY: &str = r#"
+name: nightly
+steps:
+  - id: audit
+    task: { type: security_audit, prompt: "audit" }
+"#;
+
+async fn runs(f: &Fixture) -> usize {
+    f.engine
+        .list_workflows(
+            "default",
+            &WorkflowQuery {
+                page_size: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .runs
+        .len()
+}
+
+#[tokio::test]
+async fn a_schedule_fires_once_per_tick_under_the_singleton_lease() {
+    let f = fixture().await;
+    let other = f
+        .engine
+        .register_node("wf-node-b", "127.0.0.1:2")
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(30);
+    f.engine
+        .create_schedule(
+            "default",
+            "audit",
+            every_five_minutes(Default::default()),
+            def(NIGHTLY),
+            BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+    let fence = f
+        .engine
+        .acquire_singleton(SCHEDULER_DUTY, &f.node, ttl)
+        .await
+        .unwrap()
+        .expect("first taker holds it");
+    assert_eq!(
+        f.engine
+            .acquire_singleton(SCHEDULER_DUTY, &other, ttl)
+            .await
+            .unwrap(),
+        None,
+        "one holder at a time"
+    );
+    // Clock starts at 22:13:20; the next tick is 22:15:00.
+    assert_eq!(f.engine.fire_due_schedules(fence).await.unwrap().0, 0);
+    f.clock.advance(Duration::from_secs(101));
+    assert_eq!(
+        f.engine
+            .acquire_singleton(SCHEDULER_DUTY, &f.node, ttl)
+            .await
+            .unwrap(),
+        Some(fence),
+        "renewal keeps the token"
+    );
+    let (fired, next) = f.engine.fire_due_schedules(fence).await.unwrap();
+    assert_eq!(fired, 1);
+    assert_eq!(
+        f.engine.fire_due_schedules(fence).await.unwrap().0,
+        0,
+        "a tick fires once"
+    );
+    assert!(next.is_some_and(|n| n > f.engine.now_micros()));
+    // The holder goes silent; the other node takes over with a new token, and the old
+    // holder's late firing is refused.
+    f.clock.advance(Duration::from_secs(300));
+    let taken = f
+        .engine
+        .acquire_singleton(SCHEDULER_DUTY, &other, ttl)
+        .await
+        .unwrap()
+        .expect("expired lease is free");
+    assert!(taken > fence);
+    assert_eq!(
+        f.engine.fire_due_schedules(fence).await.unwrap().0,
+        0,
+        "stale token"
+    );
+    assert_eq!(f.engine.fire_due_schedules(taken).await.unwrap().0, 1);
+    assert_eq!(runs(&f).await, 2);
+    let s = &f.engine.list_schedules("default").await.unwrap()[0];
+    assert_eq!(s.runs_started, 2);
+}
+
+#[tokio::test]
+async fn pause_resume_trigger_and_missed_tick_policies() {
+    let f = fixture().await;
+    let ttl = Duration::from_secs(3600);
+    f.engine
+        .create_schedule(
+            "default",
+            "skip",
+            every_five_minutes(supervisor_workflow::Missed::Skip),
+            def(NIGHTLY),
+            BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+    f.engine
+        .create_schedule(
+            "default",
+            "catchup",
+            every_five_minutes(supervisor_workflow::Missed::CatchUpOne),
+            def(NIGHTLY),
+            BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+    f.engine
+        .set_schedule_paused("default", "catchup", true)
+        .await
+        .unwrap();
+    let fence = f
+        .engine
+        .acquire_singleton(SCHEDULER_DUTY, &f.node, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    // An hour passes with nothing firing: skip drops the missed ticks; the paused one
+    // does nothing.
+    f.clock.advance(Duration::from_secs(3600));
+    assert_eq!(f.engine.fire_due_schedules(fence).await.unwrap().0, 0);
+    // Resumed, catch_up_one does not replay ticks from its pause.
+    f.engine
+        .set_schedule_paused("default", "catchup", false)
+        .await
+        .unwrap();
+    assert_eq!(f.engine.fire_due_schedules(fence).await.unwrap().0, 0);
+    // Another hour passes: catch_up_one fires once for the missed ticks, skip does not.
+    f.clock.advance(Duration::from_secs(3600));
+    let fence = f
+        .engine
+        .acquire_singleton(SCHEDULER_DUTY, &f.node, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.engine.fire_due_schedules(fence).await.unwrap().0, 1);
+    let run = f.engine.trigger_schedule("default", "skip").await.unwrap();
+    assert_eq!(run.def.name, "nightly");
+    assert_eq!(runs(&f).await, 2);
+    let err = f
+        .engine
+        .trigger_schedule("default", "nope")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no schedule named \"nope\""),
+        "{err}"
+    );
+    let bad = f
+        .engine
+        .create_schedule(
+            "default",
+            "bad",
+            supervisor_workflow::ScheduleDef {
+                cron: "61 * * * *".into(),
+                timezone: "UTC".into(),
+                missed: Default::default(),
+            },
+            def(NIGHTLY),
+            BTreeMap::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("cron"), "{bad}");
+    let deleted = f.engine.delete_schedule("default", "skip").await.unwrap();
+    assert_eq!(deleted.name, "skip");
+    assert_eq!(f.engine.list_schedules("default").await.unwrap().len(), 1);
+}

@@ -542,6 +542,66 @@ async fn stop(
     Ok(())
 }
 
+/// Creates a run of a validated definition and starts its root steps, inside the
+/// caller's transaction (submits and schedule ticks).
+pub(crate) async fn start_run_in_txn(
+    txn: &mut Transaction<'_>,
+    tenant: &str,
+    id: TaskId,
+    def: WorkflowDef,
+    vars: BTreeMap<String, String>,
+    now: i64,
+    cfg: &crate::EngineConfig,
+) -> Result<WorkflowRun, EngineError> {
+    let mut run = WorkflowRun {
+        id,
+        tenant: tenant.to_string(),
+        steps: def
+            .steps
+            .iter()
+            .map(|s| (s.id.clone(), StepState::Pending))
+            .collect(),
+        deadline_at: def.policy.deadline.map(|d| now + d.as_micros() as i64),
+        def,
+        vars,
+        status: RunStatus::Running,
+        tasks: BTreeMap::new(),
+        failures: BTreeMap::new(),
+        retries: 0,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+        next_event_seq: 1,
+    };
+    let name = run.def.name.clone();
+    event(
+        txn,
+        &mut run,
+        now,
+        None,
+        "run_started",
+        None,
+        format!("run of {name} started"),
+    )?;
+    if let Some(at) = run.deadline_at {
+        records::arm_timer(
+            txn,
+            at,
+            run.id,
+            &TimerEntry {
+                tenant: run.tenant.clone(),
+                kind: TimerKind::RunDeadline,
+                fence: 0,
+                node: String::new(),
+                epoch: 0,
+            },
+        )?;
+    }
+    advance(txn, &mut run, now, cfg).await?;
+    put_run(txn, &run)?;
+    Ok(run)
+}
+
 impl Engine {
     /// Validates `def` (every error at once) and starts a run of it: its root steps'
     /// tasks are queued in the same transaction. `vars` override the definition's.
@@ -569,55 +629,9 @@ impl Engine {
             .run(|txn| {
                 let def = def.clone();
                 let vars = all_vars.clone();
-                Box::pin(async move {
-                    let mut run = WorkflowRun {
-                        id,
-                        tenant: tenant.to_string(),
-                        steps: def
-                            .steps
-                            .iter()
-                            .map(|s| (s.id.clone(), StepState::Pending))
-                            .collect(),
-                        deadline_at: def.policy.deadline.map(|d| now + d.as_micros() as i64),
-                        def,
-                        vars,
-                        status: RunStatus::Running,
-                        tasks: BTreeMap::new(),
-                        failures: BTreeMap::new(),
-                        retries: 0,
-                        created_at: now,
-                        updated_at: now,
-                        finished_at: None,
-                        next_event_seq: 1,
-                    };
-                    let name = run.def.name.clone();
-                    event(
-                        txn,
-                        &mut run,
-                        now,
-                        None,
-                        "run_started",
-                        None,
-                        format!("run of {name} started"),
-                    )?;
-                    if let Some(at) = run.deadline_at {
-                        records::arm_timer(
-                            txn,
-                            at,
-                            run.id,
-                            &TimerEntry {
-                                tenant: run.tenant.clone(),
-                                kind: TimerKind::RunDeadline,
-                                fence: 0,
-                                node: String::new(),
-                                epoch: 0,
-                            },
-                        )?;
-                    }
-                    advance(txn, &mut run, now, cfg).await?;
-                    put_run(txn, &run)?;
-                    Ok::<_, EngineError>(run)
-                })
+                Box::pin(
+                    async move { start_run_in_txn(txn, tenant, id, def, vars, now, cfg).await },
+                )
             })
             .await?;
         self.inner.ready.notify_one();
