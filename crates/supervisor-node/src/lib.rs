@@ -20,6 +20,7 @@ pub mod dispatcher;
 pub mod housekeeper;
 pub mod provider_actor;
 pub mod routing;
+pub mod scheduler;
 pub mod supervision;
 
 use std::sync::Arc;
@@ -67,6 +68,10 @@ pub struct NodeConfig {
     /// Default 10s.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Lease of the scheduler duty (one node fires workflow schedules); a dead holder
+    /// delays ticks by at most this much. Default 15s.
+    #[serde(with = "humantime_serde")]
+    pub scheduler_lease: Duration,
     /// Restarts of the node's actors.
     pub restart: RestartPolicy,
 }
@@ -90,6 +95,7 @@ impl Default for NodeConfig {
             idle_recheck: Duration::from_secs(30),
             provider_probe_interval: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            scheduler_lease: Duration::from_secs(15),
             restart: RestartPolicy::default(),
         }
     }
@@ -291,6 +297,26 @@ impl Node {
                     };
                     Box::pin(async move {
                         let (a, _) = Actor::spawn_linked(None, Housekeeper, args, sup).await?;
+                        Ok(a.get_cell())
+                    })
+                }),
+            });
+        }
+        {
+            let engine = engine.clone();
+            let identity = identity.clone();
+            let lease = cfg.scheduler_lease;
+            children.push(ChildSpec {
+                name: format!("{scope}/scheduler"),
+                start: Arc::new(move |sup| {
+                    let args = scheduler::SchedulerArgs {
+                        engine: engine.clone(),
+                        node: identity.clone(),
+                        lease,
+                    };
+                    Box::pin(async move {
+                        let (a, _) =
+                            Actor::spawn_linked(None, scheduler::Scheduler, args, sup).await?;
                         Ok(a.get_cell())
                     })
                 }),

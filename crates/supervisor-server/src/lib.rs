@@ -7,6 +7,9 @@
 #![warn(missing_docs)]
 
 mod convert;
+mod workflows;
+
+pub use workflows::WorkflowApi;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,6 +23,7 @@ use supervisor_node::supervision::TreeHealth;
 use supervisor_proto::v1;
 use supervisor_proto::v1::provider_service_server::{ProviderService, ProviderServiceServer};
 use supervisor_proto::v1::task_service_server::{TaskService, TaskServiceServer};
+use supervisor_proto::v1::workflow_service_server::WorkflowServiceServer;
 use tonic::{Request, Response, Status};
 
 use convert::{
@@ -362,8 +366,11 @@ pub enum ServeError {
 }
 
 /// Service names the health service reports on (besides the empty "whole server" name).
-pub const HEALTH_SERVICES: &[&str] =
-    &["supervisor.v1.TaskService", "supervisor.v1.ProviderService"];
+pub const HEALTH_SERVICES: &[&str] = &[
+    "supervisor.v1.TaskService",
+    "supervisor.v1.ProviderService",
+    "supervisor.v1.WorkflowService",
+];
 
 /// Serves every service on `listener` until `shutdown` resolves. Health follows the node's
 /// supervision tree: SERVING while it is whole, NOT_SERVING while a child restarts, after
@@ -420,9 +427,10 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(TaskServiceServer::new(TaskApi::new(
-            engine,
+            engine.clone(),
             node.router().names(),
         )))
+        .add_service(WorkflowServiceServer::new(WorkflowApi::new(engine)))
         .add_service(ProviderServiceServer::new(ProviderApi::new(node)))
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
