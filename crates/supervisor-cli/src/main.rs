@@ -35,6 +35,8 @@ enum Command {
         #[command(subcommand)]
         command: ProviderCommand,
     },
+    #[command(flatten)]
+    Workflows(commands::WorkflowGroup),
     /// Work with the configuration file.
     Config {
         #[command(subcommand)]
@@ -73,6 +75,7 @@ async fn main() -> ExitCode {
         Command::Config { command } => config_command(command),
         Command::Task { command } => commands::task::run(command, &cli.global).await,
         Command::Providers { command } => commands::providers::run(command, &cli.global).await,
+        Command::Workflows(group) => group.run(&cli.global).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

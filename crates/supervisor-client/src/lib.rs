@@ -18,12 +18,31 @@
 //! # }
 //! ```
 //!
+//! Workflows (DAGs of tasks) are submitted from a YAML or JSON definition file:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use supervisor_client::{Client, read_workflow_source};
+//!
+//! let client = Client::connect("127.0.0.1:50051").await?;
+//! let source = read_workflow_source("fix-and-review.yaml".as_ref())?;
+//! let vars = [("repo".to_owned(), "/src/app".to_owned())].into();
+//! let run = client.submit_workflow(source, vars).await?;
+//! let done = client.wait_workflow(&run.id).await?;
+//! println!("{} ended {}", done.id, done.status().as_str_name());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The [`Client`] is cheap to clone: clones share one HTTP/2 connection.
 
 #![warn(missing_docs)]
 
 mod error;
+mod pages;
+mod source;
 mod watch;
+mod workflow;
 
 use std::time::Duration;
 
@@ -33,12 +52,14 @@ use supervisor_proto::v1::{
     ListProvidersRequest, ListTasksRequest, ListTasksResponse, ProviderInfo, RetryTaskRequest,
     SubmitTaskRequest, Task, TaskStats, WatchProvidersRequest, WatchTaskRequest,
     provider_service_client::ProviderServiceClient, task_service_client::TaskServiceClient,
+    workflow_service_client::WorkflowServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
 pub use error::{ClientError, code_name};
+pub use source::{SourceError, SourceFormat, read_workflow_source, workflow_source};
 pub use supervisor_proto::{convert, v1};
-pub use watch::{EventStream, ResumePolicy};
+pub use watch::{EventStream, ResumePolicy, WorkflowEventStream};
 
 /// The server address used when none is given (`supervisor up` listens there by default).
 pub const DEFAULT_ADDR: &str = "127.0.0.1:50051";
@@ -54,7 +75,7 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A stream of provider lists, as returned by [`Client::watch_providers`].
 pub type ProviderStream = BoxStream<'static, Result<Vec<ProviderInfo>, ClientError>>;
 
-/// A connection to a Supervisor server: tasks and providers.
+/// A connection to a Supervisor server: tasks, providers, workflow runs and schedules.
 ///
 /// Clones share the same connection (a tonic [`Channel`]), which reconnects by itself
 /// after the server restarts.
@@ -63,6 +84,7 @@ pub struct Client {
     addr: String,
     tasks: TaskServiceClient<Channel>,
     providers: ProviderServiceClient<Channel>,
+    workflows: WorkflowServiceClient<Channel>,
     resume: ResumePolicy,
 }
 
@@ -129,13 +151,16 @@ impl Client {
             addr: addr.into(),
             tasks: TaskServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            providers: ProviderServiceClient::new(channel)
+            providers: ProviderServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            workflows: WorkflowServiceClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             resume: ResumePolicy::default(),
         }
     }
 
-    /// Replaces how [`Client::follow`] and [`Client::wait`] resume broken watches.
+    /// Replaces how [`Client::follow`], [`Client::wait`], [`Client::follow_workflow`] and
+    /// [`Client::wait_workflow`] resume broken watches.
     pub fn with_resume_policy(mut self, policy: ResumePolicy) -> Self {
         self.resume = policy;
         self
@@ -154,6 +179,11 @@ impl Client {
     /// The generated provider client, for calls this SDK does not wrap.
     pub fn provider_service(&self) -> ProviderServiceClient<Channel> {
         self.providers.clone()
+    }
+
+    /// The generated workflow client, for calls this SDK does not wrap.
+    pub fn workflow_service(&self) -> WorkflowServiceClient<Channel> {
+        self.workflows.clone()
     }
 
     /// Submits a task and returns it as stored (queued). With an idempotency key that
@@ -188,34 +218,25 @@ impl Client {
         filter: ListTasksRequest,
         limit: Option<usize>,
     ) -> Result<(Vec<Task>, String), ClientError> {
-        let mut request = filter;
-        let page_size = request.page_size;
-        let mut tasks = Vec::new();
-        loop {
-            if let Some(limit) = limit {
-                let remaining = limit.saturating_sub(tasks.len());
-                if remaining == 0 {
-                    return Ok((tasks, request.page_token));
-                }
-                let remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
-                request.page_size = match page_size {
-                    0 => remaining.min(1000),
-                    size => size.min(remaining),
+        let pages = pages::Pages {
+            call: "ListTasks",
+            page_size: filter.page_size,
+            page_token: filter.page_token.clone(),
+            limit,
+        };
+        pages
+            .collect(|page_size, page_token| {
+                let request = ListTasksRequest {
+                    page_size,
+                    page_token,
+                    ..filter.clone()
                 };
-            }
-            let previous_token = request.page_token.clone();
-            let page = self.list(request.clone()).await?;
-            tasks.extend(page.tasks);
-            if page.next_page_token.is_empty() {
-                return Ok((tasks, String::new()));
-            }
-            if page.next_page_token == previous_token {
-                return Err(ClientError::Protocol(format!(
-                    "ListTasks returned the page token it was given ({previous_token:?})"
-                )));
-            }
-            request.page_token = page.next_page_token;
-        }
+                async move {
+                    let page = self.list(request).await?;
+                    Ok((page.tasks, page.next_page_token))
+                }
+            })
+            .await
     }
 
     /// Cancels a task that has not finished and returns it. `reason` (may be empty) is

@@ -1,17 +1,24 @@
-//! Following a task's events, resuming when the stream breaks.
+//! Following a task's or a workflow run's events, resuming when the stream breaks.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use futures::{StreamExt as _, stream::BoxStream};
-use supervisor_proto::v1::{TaskEvent, WatchTaskRequest};
-use tonic::{Code, Streaming};
+use supervisor_proto::v1::{
+    RunStatus, TaskEvent, WatchTaskRequest, WatchWorkflowRequest, WorkflowEvent,
+};
+use tonic::{Code, Status, Streaming};
 
 use crate::{Client, ClientError};
 
 /// A stream of a task's events, as returned by [`Client::watch`] and [`Client::follow`].
 pub type EventStream = BoxStream<'static, Result<TaskEvent, ClientError>>;
 
-/// How [`Client::follow`] and [`Client::wait`] resume a watch that broke.
+/// A stream of a workflow run's events, as returned by [`Client::watch_workflow`] and
+/// [`Client::follow_workflow`].
+pub type WorkflowEventStream = BoxStream<'static, Result<WorkflowEvent, ClientError>>;
+
+/// How [`Client::follow`], [`Client::wait`], [`Client::follow_workflow`] and
+/// [`Client::wait_workflow`] resume a watch that broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResumePolicy {
     /// Failed attempts in a row (without receiving an event) before giving up.
@@ -71,25 +78,155 @@ fn is_transient(err: &ClientError) -> bool {
     }
 }
 
-struct Follow {
+/// Something whose event log can be watched from a sequence number: a task or a
+/// workflow run.
+trait Watched: Send + Sync + 'static {
+    /// One event of the log.
+    type Event: Send + 'static;
+
+    /// Starts a watch of the events after `after_seq`.
+    fn open(
+        &self,
+        client: &Client,
+        after_seq: u64,
+    ) -> impl Future<Output = Result<Streaming<Self::Event>, Status>> + Send;
+
+    /// The event's sequence number.
+    fn seq(event: &Self::Event) -> u64;
+
+    /// Whether the event is the last of the log (the stream is not read further).
+    fn is_last(event: &Self::Event) -> bool;
+
+    /// Whether it has ended, read from the server (after the stream closed).
+    fn has_ended(&self, client: &Client) -> impl Future<Output = Result<bool, ClientError>> + Send;
+
+    /// Why a stream that closed while it had not ended is a protocol violation.
+    fn early_end(&self) -> String;
+}
+
+/// A task: its log ends with its terminal event.
+struct TaskLog(String);
+
+impl Watched for TaskLog {
+    type Event = TaskEvent;
+
+    async fn open(&self, client: &Client, after_seq: u64) -> Result<Streaming<TaskEvent>, Status> {
+        let request = WatchTaskRequest {
+            id: self.0.clone(),
+            after_seq,
+        };
+        Ok(client.tasks.clone().watch_task(request).await?.into_inner())
+    }
+
+    fn seq(event: &TaskEvent) -> u64 {
+        event.seq
+    }
+
+    fn is_last(event: &TaskEvent) -> bool {
+        event.r#type().is_terminal()
+    }
+
+    async fn has_ended(&self, client: &Client) -> Result<bool, ClientError> {
+        Ok(client.get(&self.0).await?.status().is_terminal())
+    }
+
+    fn early_end(&self) -> String {
+        format!(
+            "the event stream of task {} ended before its terminal event",
+            self.0
+        )
+    }
+}
+
+/// A workflow run. A retried run goes on after its terminal event, so its stream is
+/// read until the server closes it (after the run ended), and the run is then read to
+/// check that it ended.
+struct RunLog(String);
+
+impl Watched for RunLog {
+    type Event = WorkflowEvent;
+
+    async fn open(
+        &self,
+        client: &Client,
+        after_seq: u64,
+    ) -> Result<Streaming<WorkflowEvent>, Status> {
+        let request = WatchWorkflowRequest {
+            id: self.0.clone(),
+            after_seq,
+        };
+        Ok(client
+            .workflows
+            .clone()
+            .watch_workflow(request)
+            .await?
+            .into_inner())
+    }
+
+    fn seq(event: &WorkflowEvent) -> u64 {
+        event.seq
+    }
+
+    fn is_last(_: &WorkflowEvent) -> bool {
+        false
+    }
+
+    async fn has_ended(&self, client: &Client) -> Result<bool, ClientError> {
+        let run = client.get_workflow(&self.0).await?;
+        Ok(!matches!(
+            run.status(),
+            RunStatus::Running | RunStatus::Unspecified
+        ))
+    }
+
+    fn early_end(&self) -> String {
+        format!(
+            "the event stream of workflow run {} ended while the run was still running",
+            self.0
+        )
+    }
+}
+
+/// The state of a resuming watch.
+struct Follow<W: Watched> {
     client: Client,
-    id: String,
+    target: W,
     last_seq: u64,
     policy: ResumePolicy,
-    inner: Option<Streaming<TaskEvent>>,
+    inner: Option<Streaming<W::Event>>,
     failures: u32,
     done: bool,
 }
 
+/// Follows task `id`'s events after `after_seq`, resuming after breaks.
 pub(crate) fn follow(
     client: Client,
     id: String,
     after_seq: u64,
     policy: ResumePolicy,
 ) -> EventStream {
+    follow_log(client, TaskLog(id), after_seq, policy)
+}
+
+/// Follows workflow run `id`'s events after `after_seq`, resuming after breaks.
+pub(crate) fn follow_workflow(
+    client: Client,
+    id: String,
+    after_seq: u64,
+    policy: ResumePolicy,
+) -> WorkflowEventStream {
+    follow_log(client, RunLog(id), after_seq, policy)
+}
+
+fn follow_log<W: Watched>(
+    client: Client,
+    target: W,
+    after_seq: u64,
+    policy: ResumePolicy,
+) -> BoxStream<'static, Result<W::Event, ClientError>> {
     let state = Follow {
         client,
-        id,
+        target,
         last_seq: after_seq,
         policy,
         inner: None,
@@ -103,50 +240,42 @@ pub(crate) fn follow(
     .boxed()
 }
 
-impl Follow {
-    async fn next_item(&mut self) -> Option<Result<TaskEvent, ClientError>> {
+impl<W: Watched> Follow<W> {
+    async fn next_item(&mut self) -> Option<Result<W::Event, ClientError>> {
         if self.done {
             return None;
         }
         loop {
             let mut stream = match self.inner.take() {
                 Some(stream) => stream,
-                None => {
-                    let request = WatchTaskRequest {
-                        id: self.id.clone(),
-                        after_seq: self.last_seq,
-                    };
-                    match self.client.tasks.clone().watch_task(request).await {
-                        Ok(response) => response.into_inner(),
-                        Err(status) => match self.pause_or_fail(status.into(), false).await {
-                            Ok(()) => continue,
-                            Err(err) => return Some(Err(err)),
-                        },
-                    }
-                }
+                None => match self.target.open(&self.client, self.last_seq).await {
+                    Ok(stream) => stream,
+                    Err(status) => match self.pause_or_fail(status.into(), false).await {
+                        Ok(()) => continue,
+                        Err(err) => return Some(Err(err)),
+                    },
+                },
             };
             let failure = match stream.message().await {
                 Ok(Some(event)) => {
                     self.failures = 0;
-                    self.last_seq = self.last_seq.max(event.seq);
-                    if event.r#type().is_terminal() {
+                    self.last_seq = self.last_seq.max(W::seq(&event));
+                    if W::is_last(&event) {
                         self.done = true;
                     } else {
                         self.inner = Some(stream);
                     }
                     return Some(Ok(event));
                 }
-                // Closed without a terminal event: fine if the task has finished (we
-                // started past its end), otherwise the server went away cleanly.
-                Ok(None) => match self.client.get(&self.id).await {
-                    Ok(task) if task.status().is_terminal() => {
+                // Closed without a last event: fine if it has ended (we started past
+                // its end, or a run's stream closed after the run ended), otherwise the
+                // server went away cleanly.
+                Ok(None) => match self.target.has_ended(&self.client).await {
+                    Ok(true) => {
                         self.done = true;
                         return None;
                     }
-                    Ok(_) => ClientError::Protocol(format!(
-                        "the event stream of task {} ended before its terminal event",
-                        self.id
-                    )),
+                    Ok(false) => ClientError::Protocol(self.target.early_end()),
                     Err(err) => err,
                 },
                 Err(status) => status.into(),

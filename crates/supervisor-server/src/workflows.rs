@@ -16,6 +16,19 @@ use supervisor_proto::v1::workflow_service_server::WorkflowService;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{invalid, status_from, task_id_in};
+
+/// Parses a workflow run id field.
+fn run_id_in(field: &str, raw: &str) -> Result<supervisor_model::TaskId, Status> {
+    if raw.trim().is_empty() {
+        return Err(invalid(field, "a workflow run id is required"));
+    }
+    raw.parse().map_err(|_| {
+        invalid(
+            field,
+            format!("{raw:?} is not a workflow run id; expected a UUID such as 0192f5e4-7c2a-7b3e-9f00-1a2b3c4d5e6f"),
+        )
+    })
+}
 use crate::tenant;
 
 /// `supervisor.v1.WorkflowService` over an engine.
@@ -326,7 +339,7 @@ impl WorkflowService for WorkflowApi {
         req: Request<v1::GetWorkflowRequest>,
     ) -> Result<Response<v1::WorkflowRun>, Status> {
         let tenant = tenant(&req);
-        let id = task_id_in("id", &req.get_ref().id)?;
+        let id = run_id_in("id", &req.get_ref().id)?;
         let run = self
             .engine
             .get_workflow(tenant, id)
@@ -413,7 +426,7 @@ impl WorkflowService for WorkflowApi {
     ) -> Result<Response<v1::WorkflowRun>, Status> {
         let tenant = tenant(&req);
         let r = req.into_inner();
-        let id = task_id_in("id", &r.id)?;
+        let id = run_id_in("id", &r.id)?;
         let run = self
             .engine
             .cancel_workflow(tenant, id, &r.reason)
@@ -427,7 +440,7 @@ impl WorkflowService for WorkflowApi {
         req: Request<v1::RetryWorkflowRequest>,
     ) -> Result<Response<v1::WorkflowRun>, Status> {
         let tenant = tenant(&req);
-        let id = task_id_in("id", &req.get_ref().id)?;
+        let id = run_id_in("id", &req.get_ref().id)?;
         let run = self
             .engine
             .retry_workflow(tenant, id)
@@ -444,7 +457,7 @@ impl WorkflowService for WorkflowApi {
     ) -> Result<Response<Self::WatchWorkflowStream>, Status> {
         let tenant = tenant(&req);
         let r = req.into_inner();
-        let id = task_id_in("id", &r.id)?;
+        let id = run_id_in("id", &r.id)?;
         let events = self
             .engine
             .watch_workflow(tenant, id, r.after_seq)

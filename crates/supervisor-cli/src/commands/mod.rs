@@ -1,16 +1,21 @@
-//! The client side of the `supervisor` command: `task ...` and `providers ...`.
+//! The client side of the `supervisor` command: `task ...`, `providers ...`,
+//! `workflow ...` and `schedule ...`.
 //!
 //! Each command group is a clap subcommand enum with an async `run` function:
-//! [`task::run`] for [`TaskCommand`] and [`providers::run`] for [`ProviderCommand`].
-//! Both take the [`GlobalArgs`] (server address, output format). Errors are returned as
+//! [`task::run`] for [`TaskCommand`], [`providers::run`] for [`ProviderCommand`],
+//! [`workflow::run`] for [`WorkflowCommand`] and [`schedule::run`] for
+//! [`ScheduleCommand`] (the last two reach `main` together as a [`WorkflowGroup`]).
+//! All take the [`GlobalArgs`] (server address, output format). Errors are returned as
 //! [`anyhow::Error`]; [`report_error`] prints them as one line and picks the exit code.
 
 mod format;
 mod json;
 mod parse;
 pub mod providers;
+pub mod schedule;
 pub mod task;
 mod watch;
+pub mod workflow;
 
 use std::{
     fmt,
@@ -21,17 +26,45 @@ use std::{
 use supervisor_client::{Client, ClientError};
 
 pub use providers::ProviderCommand;
+pub use schedule::ScheduleCommand;
 pub use task::TaskCommand;
+pub use workflow::WorkflowCommand;
 
 /// Exit code of a command that failed (bad input, server error, server unreachable).
 /// (clap itself exits 2 on invalid arguments.)
 pub const EXIT_ERROR: u8 = 1;
-/// Exit code when the task waited for or watched ended `failed`.
+/// Exit code when the task or workflow run waited for or watched ended `failed`.
 pub const EXIT_TASK_FAILED: u8 = 3;
-/// Exit code when the task waited for or watched ended `cancelled`.
+/// Exit code when the task or workflow run waited for or watched ended `cancelled`.
 pub const EXIT_TASK_CANCELLED: u8 = 4;
-/// Exit code after Ctrl-C stopped a watch (the task itself keeps running).
+/// Exit code after Ctrl-C stopped a watch (the task or run itself keeps running).
 pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The `workflow` and `schedule` command groups, flattened into the top-level
+/// commands (`supervisor workflow ...`, `supervisor schedule ...`).
+#[derive(Debug, clap::Subcommand)]
+pub enum WorkflowGroup {
+    /// Validate, submit, inspect, follow, cancel and retry workflow runs (DAGs of tasks).
+    Workflow {
+        #[command(subcommand)]
+        command: WorkflowCommand,
+    },
+    /// Create, list, pause, resume, trigger and delete schedules of workflow runs.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+}
+
+impl WorkflowGroup {
+    /// Runs the command against the server named in `global`.
+    pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
+        match self {
+            Self::Workflow { command } => workflow::run(command, global).await,
+            Self::Schedule { command } => schedule::run(command, global).await,
+        }
+    }
+}
 
 /// Options shared by every client command.
 #[derive(Debug, Clone, clap::Args)]
@@ -55,8 +88,8 @@ pub struct GlobalArgs {
 pub enum OutputFormat {
     /// Readable text: summaries, tables, live progress.
     Text,
-    /// JSON: one object or array (task watch: one event object per line; providers
-    /// watch: one array per line).
+    /// JSON: one object or array (task and workflow watch: one event object per line;
+    /// providers watch: one array per line).
     Json,
 }
 

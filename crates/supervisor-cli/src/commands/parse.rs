@@ -1,5 +1,5 @@
-//! Parsers of command-line values: enum names, `KEY=VALUE` pairs, durations, dollar
-//! amounts and days.
+//! Parsers of command-line values: enum names, `KEY=VALUE` pairs (context, workflow
+//! variables), durations, dollar amounts, days and cron expressions.
 
 use std::{collections::HashMap, ffi::OsStr, marker::PhantomData, str::FromStr, time::Duration};
 
@@ -130,28 +130,63 @@ impl<E: ModelName> TypedValueParser for ModelArg<E> {
 }
 
 /// Parses `KEY=VALUE` (split at the first `=`; the value may be empty, the key not).
-pub fn parse_context(text: &str) -> Result<(String, String), String> {
+/// `what` names the value in errors (`context`).
+fn parse_pair(text: &str, what: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => Ok((key.to_owned(), value.to_owned())),
         Some(_) => Err(format!(
-            "invalid context {text:?}: the key before '=' is empty"
+            "invalid {what} {text:?}: the key before '=' is empty"
         )),
         None => Err(format!(
-            "invalid context {text:?}: expected KEY=VALUE, for example repo=/src/app"
+            "invalid {what} {text:?}: expected KEY=VALUE, for example repo=/src/app"
         )),
     }
 }
 
-/// Gathers `--context` pairs into a map, refusing a key given twice.
-pub fn context_map(pairs: Vec<(String, String)>) -> Result<HashMap<String, String>, String> {
+/// Gathers pairs into a map, refusing a key given twice. `what` names the keys in the
+/// error (`context key`).
+fn pair_map(pairs: Vec<(String, String)>, what: &str) -> Result<HashMap<String, String>, String> {
     let mut map = HashMap::with_capacity(pairs.len());
     for (key, value) in pairs {
         if map.contains_key(&key) {
-            return Err(format!("context key {key:?} is given more than once"));
+            return Err(format!("{what} {key:?} is given more than once"));
         }
         map.insert(key, value);
     }
     Ok(map)
+}
+
+/// Parses a `--context` value, `KEY=VALUE` (the value may be empty, the key not).
+pub fn parse_context(text: &str) -> Result<(String, String), String> {
+    parse_pair(text, "context")
+}
+
+/// Gathers `--context` pairs into a map, refusing a key given twice.
+pub fn context_map(pairs: Vec<(String, String)>) -> Result<HashMap<String, String>, String> {
+    pair_map(pairs, "context key")
+}
+
+/// Parses a workflow `--var` value, `NAME=VALUE` (the value may be empty, the name not).
+pub fn parse_var(text: &str) -> Result<(String, String), String> {
+    parse_pair(text, "variable")
+}
+
+/// Gathers `--var` pairs into a map, refusing a variable given twice.
+pub fn var_map(pairs: Vec<(String, String)>) -> Result<HashMap<String, String>, String> {
+    pair_map(pairs, "variable")
+}
+
+/// Checks the shape of a cron expression: 5 fields (minute hour day-of-month month
+/// day-of-week) or 6 (seconds first). The server checks the fields themselves.
+pub fn parse_cron(text: &str) -> Result<String, String> {
+    let fields = text.split_whitespace().count();
+    if !(5..=6).contains(&fields) {
+        return Err(format!(
+            "invalid cron {text:?}: expected 5 fields (minute hour day-of-month month \
+             day-of-week) or 6 (seconds first), such as \"0 3 * * *\"; found {fields}"
+        ));
+    }
+    Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// Parses a duration such as `30s`, `5m`, `1h30m` or `250ms` (at least 1 ms).
@@ -329,6 +364,46 @@ mod tests {
         assert!(err.contains("expected KEY=VALUE"), "{err}");
         let err = parse_context("=x").expect_err("empty key");
         assert!(err.contains("key before '=' is empty"), "{err}");
+    }
+
+    #[test]
+    fn workflow_vars() {
+        assert_eq!(
+            parse_var("repo=/src/app"),
+            Ok(("repo".into(), "/src/app".into()))
+        );
+        assert_eq!(
+            parse_var("query=a=b c"),
+            Ok(("query".into(), "a=b c".into()))
+        );
+        assert_eq!(parse_var("empty="), Ok(("empty".into(), String::new())));
+        assert_eq!(
+            parse_var("repo"),
+            Err("invalid variable \"repo\": expected KEY=VALUE, for example repo=/src/app".into())
+        );
+        assert_eq!(
+            parse_var(" =x"),
+            Err("invalid variable \" =x\": the key before '=' is empty".into())
+        );
+        let map = var_map(vec![("a".into(), "1".into()), ("b".into(), "".into())])
+            .expect("distinct names");
+        assert_eq!(map.get("b").map(String::as_str), Some(""));
+        assert_eq!(
+            var_map(vec![("a".into(), "1".into()), ("a".into(), "2".into())]),
+            Err("variable \"a\" is given more than once".into())
+        );
+    }
+
+    #[test]
+    fn cron_expressions_need_five_or_six_fields() {
+        assert_eq!(parse_cron("0 3 * * *"), Ok("0 3 * * *".into()));
+        assert_eq!(parse_cron(" 0  3 * * 1-5 "), Ok("0 3 * * 1-5".into()));
+        assert_eq!(parse_cron("*/10 0 3 * * *"), Ok("*/10 0 3 * * *".into()));
+        for bad in ["", "daily", "0 3 * *", "0 0 3 * * * 2026"] {
+            let err = parse_cron(bad).expect_err(bad);
+            assert!(err.starts_with(&format!("invalid cron {bad:?}: ")), "{err}");
+            assert!(err.contains("such as \"0 3 * * *\""), "{err}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! JSON lines with `--output json`.
 
 use std::{
-    io::{self, Write},
+    io::{self, IsTerminal as _, Write},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -14,31 +14,44 @@ use supervisor_proto::{
 };
 
 use super::{
-    EXIT_INTERRUPTED, Exit,
-    format::{attempts, elapsed, outcome_line, rfc3339, system_time},
+    EXIT_INTERRUPTED, Exit, OutputFormat,
+    format::{attempts, elapsed, outcome_line, rfc3339, single_line, system_time, truncate},
     json::EventJson,
 };
 
 /// How often the live display is redrawn.
-const TICK: Duration = Duration::from_millis(100);
+pub(super) const TICK: Duration = Duration::from_millis(100);
 /// Spinner frames of the live display.
-const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+pub(super) const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 /// Moves to the start of the line and erases it.
 const CLEAR_LINE: &str = "\r\x1b[2K";
 
-/// How a watch shows the events.
+/// How a watch shows the events (of a task here, of a workflow run in
+/// `workflow::progress`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchMode {
-    /// A redrawn status line, with output text and activity printed above it (stdout is
-    /// a terminal).
+    /// Redrawn in place, with lines printed above (stdout is a terminal): a task's
+    /// status line under its output text and activity, a run's steps under its events.
     Live,
-    /// One line per event (activity included) and `  | `-prefixed output lines (stdout
-    /// is not a terminal).
+    /// One line per event (a task's activity included, its output as `  | `-prefixed
+    /// lines) (stdout is not a terminal).
     Plain,
     /// One JSON object per event and line.
     JsonLines,
-    /// Nothing until the end (the caller prints the final task).
+    /// Nothing until the end (the caller prints the final task or run).
     Quiet,
+}
+
+impl WatchMode {
+    /// The mode of a watch printing in `output`: JSON lines, or text shown live on a
+    /// terminal and as plain lines otherwise.
+    pub fn for_output(output: OutputFormat) -> Self {
+        match output {
+            OutputFormat::Json => Self::JsonLines,
+            OutputFormat::Text if io::stdout().is_terminal() => Self::Live,
+            OutputFormat::Text => Self::Plain,
+        }
+    }
 }
 
 /// What a watch ended with.
@@ -110,12 +123,21 @@ pub async fn watch(
 }
 
 /// The terminal's width in columns (`$COLUMNS`, else 80).
-fn terminal_width() -> usize {
+pub(super) fn terminal_width() -> usize {
     std::env::var("COLUMNS")
         .ok()
         .and_then(|cols| cols.trim().parse::<usize>().ok())
         .filter(|cols| *cols >= 20)
         .unwrap_or(80)
+}
+
+/// The terminal's height in lines (`$LINES`, else 24).
+pub(super) fn terminal_height() -> usize {
+    std::env::var("LINES")
+        .ok()
+        .and_then(|lines| lines.trim().parse::<usize>().ok())
+        .filter(|lines| *lines >= 5)
+        .unwrap_or(24)
 }
 
 /// Splits streamed text into complete lines, keeping the unfinished end.
@@ -176,21 +198,6 @@ impl LiveState {
         }
         truncate(&line, width.saturating_sub(1))
     }
-}
-
-/// `text` on one line (line breaks become spaces).
-fn single_line(text: &str) -> String {
-    text.replace(['\r', '\n'], " ")
-}
-
-/// At most `max` characters of `text`, ending with `…` when cut.
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
 }
 
 /// The plain line of an event:

@@ -1,0 +1,345 @@
+//! `supervisor schedule ...`: create, list, pause, resume, trigger and delete schedules
+//! that start workflow runs on a cron.
+
+use std::time::SystemTime;
+
+use clap::{Args, Subcommand, ValueEnum};
+use supervisor_proto::v1::{CreateScheduleRequest, Schedule};
+
+use super::{
+    GlobalArgs, OutputFormat, connect,
+    format::{schedule_next, schedule_table, timezone_name},
+    json::ScheduleJson,
+    parse::{parse_cron, parse_var},
+    print_json, print_stdout,
+    workflow::{SourceArgs, print_id_or_run, vars},
+};
+
+/// Create, list, pause, resume, trigger and delete schedules of workflow runs.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule that starts runs of a workflow on a cron, or replace the
+    /// schedule of that name.
+    Create(CreateArgs),
+    /// List the schedules, with their next and last runs.
+    List,
+    /// Stop a schedule from starting runs until it is resumed.
+    Pause {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Let a paused schedule start runs again, from its next tick.
+    Resume {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Start a run of the schedule's workflow now, outside its ticks; prints the run's
+    /// id.
+    Trigger {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Delete a schedule (the runs it started are kept).
+    Delete {
+        /// The schedule's name.
+        name: String,
+    },
+}
+
+/// Options of `schedule create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The schedule's name; a schedule of that name is replaced.
+    pub name: String,
+    /// When to start runs: a cron expression with 5 fields (minute hour day-of-month
+    /// month day-of-week), or 6 with seconds first, such as "0 3 * * *".
+    #[arg(long, value_name = "EXPR", value_parser = parse_cron)]
+    pub cron: String,
+    /// The IANA time zone the cron is read in, such as Europe/Paris (default: UTC).
+    #[arg(long = "tz", value_name = "ZONE")]
+    pub timezone: Option<String>,
+    /// What to do about ticks missed while no node ran (default: skip).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub missed: Option<MissedArg>,
+    /// The workflow definition file.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// A variable overriding the definition's in every run, such as repo=/src/app
+    /// (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+}
+
+/// What a schedule does about ticks missed while no node ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MissedArg {
+    /// Start nothing for the missed ticks.
+    #[value(name = "skip")]
+    Skip,
+    /// Start one run for all the missed ticks.
+    #[value(name = "catch_up_one", alias = "catch-up-one")]
+    CatchUpOne,
+}
+
+impl MissedArg {
+    /// The name the API takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::CatchUpOne => "catch_up_one",
+        }
+    }
+}
+
+/// Builds the request of `schedule create`, reading the definition file.
+fn create_request(args: &CreateArgs) -> anyhow::Result<CreateScheduleRequest> {
+    let name = args.name.trim();
+    if name.is_empty() {
+        anyhow::bail!("the schedule name is empty");
+    }
+    let vars = vars(&args.vars)?;
+    Ok(CreateScheduleRequest {
+        name: name.to_owned(),
+        cron: args.cron.clone(),
+        timezone: args
+            .timezone
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned(),
+        missed: args
+            .missed
+            .map(MissedArg::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        source: Some(args.source.read()?),
+        vars,
+    })
+}
+
+/// Runs a `schedule` subcommand against the server named in `global`.
+pub async fn run(cmd: ScheduleCommand, global: &GlobalArgs) -> anyhow::Result<()> {
+    match cmd {
+        ScheduleCommand::Create(args) => {
+            let request = create_request(&args)?;
+            let schedule = connect(global).await?.create_schedule(request).await?;
+            print_schedule(&schedule, global.output, &saved_line(&schedule))
+        }
+        ScheduleCommand::List => {
+            let schedules = connect(global).await?.list_schedules().await?;
+            match global.output {
+                OutputFormat::Json => {
+                    let schedules: Vec<ScheduleJson> =
+                        schedules.iter().map(ScheduleJson::from).collect();
+                    print_json(&schedules)
+                }
+                OutputFormat::Text if schedules.is_empty() => {
+                    eprintln!("no schedules");
+                    Ok(())
+                }
+                OutputFormat::Text => Ok(print_stdout(&schedule_table(
+                    &schedules,
+                    SystemTime::now(),
+                ))?),
+            }
+        }
+        ScheduleCommand::Pause { name } => {
+            let schedule = connect(global).await?.pause_schedule(&name).await?;
+            let line = format!("schedule {} paused", schedule.name);
+            print_schedule(&schedule, global.output, &line)
+        }
+        ScheduleCommand::Resume { name } => {
+            let schedule = connect(global).await?.resume_schedule(&name).await?;
+            let line = format!(
+                "schedule {} resumed; {}",
+                schedule.name,
+                schedule_next(&schedule)
+            );
+            print_schedule(&schedule, global.output, &line)
+        }
+        ScheduleCommand::Trigger { name } => {
+            let run = connect(global).await?.trigger_schedule(&name).await?;
+            print_id_or_run(&run, global.output)
+        }
+        ScheduleCommand::Delete { name } => {
+            let schedule = connect(global).await?.delete_schedule(&name).await?;
+            let line = format!("schedule {} deleted", schedule.name);
+            print_schedule(&schedule, global.output, &line)
+        }
+    }
+}
+
+/// `schedule nightly saved: fix-and-review at "0 3 * * *" (Europe/Paris); next run at …`.
+fn saved_line(schedule: &Schedule) -> String {
+    let workflow = if schedule.workflow_name.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", schedule.workflow_name)
+    };
+    format!(
+        "schedule {} saved:{workflow} at \"{}\" ({}); {}",
+        schedule.name,
+        schedule.cron,
+        timezone_name(&schedule.timezone),
+        schedule_next(schedule)
+    )
+}
+
+/// Prints `line` (text) or the schedule as JSON.
+fn print_schedule(schedule: &Schedule, output: OutputFormat, line: &str) -> anyhow::Result<()> {
+    match output {
+        OutputFormat::Json => print_json(&ScheduleJson::from(schedule)),
+        OutputFormat::Text => Ok(print_stdout(&format!("{line}\n"))?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use supervisor_proto::{convert::timestamp_from_micros, v1::workflow_source::Source};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("schedule").chain(args.iter().copied()))
+    }
+
+    fn create_args(args: &[&str]) -> CreateArgs {
+        match parse(args).expect("valid arguments").command {
+            ScheduleCommand::Create(args) => args,
+            other => panic!("not a create: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_builds_the_request() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("nightly.yaml");
+        std::fs::write(&file, "name: audit\n").expect("write");
+        let file = file.to_str().expect("utf-8 path");
+        let args = create_args(&[
+            "create",
+            "nightly",
+            "--cron",
+            "0  3 * * *",
+            "--tz",
+            "Europe/Paris",
+            "--missed",
+            "catch-up-one",
+            "-f",
+            file,
+            "--var",
+            "repo=/src",
+        ]);
+        let request = create_request(&args).expect("request");
+        assert_eq!(request.name, "nightly");
+        assert_eq!(request.cron, "0 3 * * *");
+        assert_eq!(request.timezone, "Europe/Paris");
+        assert_eq!(request.missed, "catch_up_one");
+        assert_eq!(request.vars["repo"], "/src");
+        assert_eq!(
+            request.source.and_then(|s| s.source),
+            Some(Source::Yaml("name: audit\n".into()))
+        );
+
+        // Defaults are left to the server: UTC, skip.
+        let args = create_args(&["create", "n", "--cron", "0 3 * * *", "-f", file]);
+        let request = create_request(&args).expect("request");
+        assert!(request.timezone.is_empty() && request.missed.is_empty());
+    }
+
+    #[test]
+    fn create_refuses_bad_input() {
+        let err = parse(&["create", "n", "--cron", "daily", "-f", "f.yaml"]).expect_err("cron");
+        assert!(err.to_string().contains("invalid cron \"daily\""), "{err}");
+        let err = parse(&[
+            "create",
+            "n",
+            "--cron",
+            "0 3 * * *",
+            "-f",
+            "f.yaml",
+            "--missed",
+            "all",
+        ])
+        .expect_err("missed");
+        assert!(
+            err.to_string()
+                .contains("[possible values: skip, catch_up_one]"),
+            "{err}"
+        );
+        assert!(
+            parse(&["create", "n", "-f", "f.yaml"]).is_err(),
+            "cron required"
+        );
+        assert!(
+            parse(&["create", "n", "--cron", "0 3 * * *"]).is_err(),
+            "file required"
+        );
+        let args = create_args(&["create", " ", "--cron", "0 3 * * *", "-f", "f.yaml"]);
+        assert_eq!(
+            create_request(&args).expect_err("blank").to_string(),
+            "the schedule name is empty"
+        );
+        let args = create_args(&["create", "n", "--cron", "0 3 * * *", "-f", "f.txt"]);
+        assert!(
+            create_request(&args)
+                .expect_err("extension")
+                .to_string()
+                .starts_with("cannot tell the format of the workflow file f.txt"),
+        );
+    }
+
+    #[test]
+    fn name_commands() {
+        for (verb, expected) in [
+            ("pause", "pause"),
+            ("resume", "resume"),
+            ("trigger", "trigger"),
+            ("delete", "delete"),
+        ] {
+            let cli = parse(&[verb, "nightly"]).expect("valid");
+            let (got, name) = match cli.command {
+                ScheduleCommand::Pause { name } => ("pause", name),
+                ScheduleCommand::Resume { name } => ("resume", name),
+                ScheduleCommand::Trigger { name } => ("trigger", name),
+                ScheduleCommand::Delete { name } => ("delete", name),
+                other => panic!("unexpected {other:?}"),
+            };
+            assert_eq!((got, name.as_str()), (expected, "nightly"));
+        }
+        assert!(parse(&["pause"]).is_err(), "name required");
+    }
+
+    #[test]
+    fn text_lines() {
+        let schedule = Schedule {
+            name: "nightly".into(),
+            cron: "0 3 * * *".into(),
+            workflow_name: "audit".into(),
+            next_fire_at: Some(timestamp_from_micros(1_700_000_000_000_000)),
+            ..Default::default()
+        };
+        assert_eq!(
+            saved_line(&schedule),
+            "schedule nightly saved: audit at \"0 3 * * *\" (UTC); \
+             next run at 2023-11-14T22:13:20Z"
+        );
+        let paused = Schedule {
+            paused: true,
+            ..schedule
+        };
+        assert_eq!(
+            saved_line(&paused),
+            "schedule nightly saved: audit at \"0 3 * * *\" (UTC); paused"
+        );
+    }
+}
