@@ -6,7 +6,8 @@
 //! - `("art", tenant, id, name, chunk)` → an artifact's content, chunked the same way
 //! - `("ev", tenant, id, seq)` → task event
 //! - `("idem", tenant, key)` → task id
-//! - `("wf", tenant, id)` → workflow run; `("wfev", tenant, id, seq)` → its events
+//! - `("wf", tenant, id, chunk)` → workflow run record, chunked; `("wfev", tenant, id,
+//!   seq)` → its events
 //! - `("sched", tenant, name)` → schedule; `("singleton", duty)` → who holds a duty
 //! - `("ready", 4 - priority, id)` → tenant: tasks waiting to be leased, highest priority
 //!   first, oldest first within a priority (ids are time-ordered)
@@ -188,8 +189,20 @@ pub(crate) fn parse_ledger(key: &[u8]) -> Option<(String, String, String)> {
     Some((day, provider, field))
 }
 
-pub(crate) fn workflow(tenant: &str, id: TaskId) -> Vec<u8> {
-    root().pack(&("wf", tenant, id.to_string()))
+/// Chunk `chunk` of a workflow run's record (a run's record may exceed one value).
+pub(crate) fn workflow_chunk(tenant: &str, id: TaskId, chunk: u32) -> Vec<u8> {
+    root().pack(&("wf", tenant, id.to_string(), chunk as i64))
+}
+
+/// Every chunk of one run's record.
+pub(crate) fn workflow_chunks(tenant: &str, id: TaskId) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("wf", tenant, id.to_string())).range()
+}
+
+/// The run and chunk number of a workflow record key.
+pub(crate) fn parse_workflow_chunk(key: &[u8]) -> Option<(TaskId, u32)> {
+    let (_, _, id, chunk): (String, String, String, i64) = root().unpack(key).ok()?;
+    Some((id.parse().ok()?, u32::try_from(chunk).ok()?))
 }
 
 pub(crate) fn workflow_range(tenant: &str) -> (Vec<u8>, Vec<u8>) {

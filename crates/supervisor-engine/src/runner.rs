@@ -123,6 +123,8 @@ pub(crate) async fn write_batch(
             Box::pin(async move {
                 let mut out = Vec::with_capacity(items.len());
                 let mut armed_retry = false;
+                // Workflow steps that ended: their runs advance once, after the batch.
+                let mut finished_steps = Vec::new();
                 for (i, item) in items.iter().enumerate() {
                     let task_ref = match item {
                         RunnerWrite::Progress { task_ref, .. } => task_ref,
@@ -163,11 +165,12 @@ pub(crate) async fn write_batch(
                         armed_retry |= finish(txn, &mut task, f, now, jitter[i], cfg)?;
                     }
                     records::put(txn, &task)?;
-                    if task.status.is_terminal() {
-                        crate::workflows::on_task_terminal(txn, &task, now, cfg).await?;
+                    if task.status.is_terminal() && task.workflow.is_some() {
+                        finished_steps.push(task.clone());
                     }
                     out.push(Ok(RunnerWriteResult::Accepted(task.status)));
                 }
+                crate::workflows::on_tasks_terminal(txn, &finished_steps, now, cfg).await?;
                 Ok::<_, EngineError>((out, armed_retry))
             })
         })

@@ -128,6 +128,7 @@ impl Engine {
                 lines.join("; "),
             )));
         }
+        crate::workflows::check_run_size(&def, &vars)?;
         let now = self.now_micros();
         let record = ScheduleRecord {
             tenant: tenant.to_string(),

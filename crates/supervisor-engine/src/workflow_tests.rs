@@ -760,3 +760,26 @@ async fn pause_resume_trigger_and_missed_tick_policies() {
     assert_eq!(deleted.name, "skip");
     assert_eq!(f.engine.list_schedules("default").await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_workflow_too_large_for_one_run_record_is_refused_up_front() {
+    let f = fixture().await;
+    let mut yaml = String::from("name: huge\nsteps:\n");
+    let long = "analyse this part of the repository carefully, listing every module, its public items, its tests and its dependencies, then propose a plan";
+    for i in 0..10_000 {
+        yaml.push_str(&format!(
+            "  - id: step-number-{i}\n    task: {{ type: code_analysis, prompt: \"{long} {i}\" }}\n"
+        ));
+    }
+    let err = f
+        .engine
+        .submit_workflow("default", def(&yaml), BTreeMap::new())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("too large to run") && msg.contains("split it"),
+        "{msg}"
+    );
+    assert_eq!(runs(&f).await, 0, "nothing was created");
+}

@@ -99,23 +99,41 @@ pub struct WorkflowPage {
     pub next_page_token: Option<TaskId>,
 }
 
+/// The key watchers of a run watch: its first chunk, rewritten by every change.
 fn run_key(tenant: &str, id: TaskId) -> Vec<u8> {
-    keyspace::workflow(tenant, id)
+    keyspace::workflow_chunk(tenant, id, 0)
 }
+
+/// A run's record is stored in chunks under the value limit.
+const RUN_CHUNK_BYTES: usize = 64 * 1024;
 
 async fn load_run(
     txn: &mut Transaction<'_>,
     tenant: &str,
     id: TaskId,
 ) -> Result<Option<WorkflowRun>, EngineError> {
-    match txn.get(&run_key(tenant, id)).await? {
-        Some(bytes) => Ok(Some(decode("workflow run", &bytes)?)),
-        None => Ok(None),
+    let (begin, end) = keyspace::workflow_chunks(tenant, id);
+    let chunks = txn.get_range(&begin, &end, RangeOptions::new()).await?;
+    if chunks.is_empty() {
+        return Ok(None);
     }
+    let mut bytes = Vec::new();
+    for kv in chunks {
+        bytes.extend_from_slice(&kv.value);
+    }
+    Ok(Some(decode("workflow run", &bytes)?))
 }
 
 fn put_run(txn: &mut Transaction<'_>, run: &WorkflowRun) -> Result<(), EngineError> {
-    txn.set(&run_key(&run.tenant, run.id), &encode(run)?);
+    let bytes = encode(run)?;
+    let (begin, end) = keyspace::workflow_chunks(&run.tenant, run.id);
+    txn.clear_range(&begin, &end);
+    for (i, chunk) in bytes.chunks(RUN_CHUNK_BYTES).enumerate() {
+        txn.set(
+            &keyspace::workflow_chunk(&run.tenant, run.id, i as u32),
+            chunk,
+        );
+    }
     Ok(())
 }
 
@@ -440,46 +458,75 @@ pub(crate) async fn on_task_terminal(
     now: i64,
     cfg: &crate::EngineConfig,
 ) -> Result<(), EngineError> {
-    let Some(wref) = &task.workflow else {
-        return Ok(());
-    };
-    let Some(state) = step_state_for(task.status) else {
-        return Ok(());
-    };
-    let Some(mut run) = load_run(txn, &task.tenant, wref.run).await? else {
-        return Ok(());
-    };
-    let current = matches!(run.steps.get(&wref.step), Some(StepState::Running(id)) if *id == task.id.to_string());
-    if !current {
-        return Ok(());
+    on_tasks_terminal(txn, std::slice::from_ref(task), now, cfg).await
+}
+
+/// Like [`on_task_terminal`] for many tasks made terminal in one transaction: each run is
+/// loaded, updated with all of its steps' outcomes, advanced and written once, so a
+/// batch of sibling completions costs one run write, not one per sibling.
+pub(crate) async fn on_tasks_terminal(
+    txn: &mut Transaction<'_>,
+    tasks: &[Task],
+    now: i64,
+    cfg: &crate::EngineConfig,
+) -> Result<(), EngineError> {
+    let mut by_run: BTreeMap<(String, TaskId), Vec<&Task>> = BTreeMap::new();
+    for task in tasks {
+        if let Some(wref) = &task.workflow
+            && step_state_for(task.status).is_some()
+        {
+            by_run
+                .entry((task.tenant.clone(), wref.run))
+                .or_default()
+                .push(task);
+        }
     }
-    let kind = match state {
-        StepState::Succeeded => "step_succeeded",
-        StepState::Failed => "step_failed",
-        _ => "step_cancelled",
-    };
-    run.steps.insert(wref.step.clone(), state);
-    let detail = task.error.clone().unwrap_or_default();
-    let message = if detail.is_empty() {
-        format!("step {} {} (task {})", wref.step, task.status, task.id)
-    } else {
-        format!(
-            "step {} {} (task {}): {detail}",
-            wref.step, task.status, task.id
-        )
-    };
-    event(
-        txn,
-        &mut run,
-        now,
-        Some(&wref.step),
-        kind,
-        Some(task.id),
-        message,
-    )?;
-    advance(txn, &mut run, now, cfg).await?;
-    run.updated_at = now;
-    put_run(txn, &run)
+    for ((tenant, run_id), tasks) in by_run {
+        let Some(mut run) = load_run(txn, &tenant, run_id).await? else {
+            continue;
+        };
+        let mut changed = false;
+        for task in tasks {
+            let (Some(wref), Some(state)) = (&task.workflow, step_state_for(task.status)) else {
+                continue;
+            };
+            let current = matches!(run.steps.get(&wref.step), Some(StepState::Running(id)) if *id == task.id.to_string());
+            if !current {
+                continue;
+            }
+            let kind = match state {
+                StepState::Succeeded => "step_succeeded",
+                StepState::Failed => "step_failed",
+                _ => "step_cancelled",
+            };
+            run.steps.insert(wref.step.clone(), state);
+            let detail = task.error.clone().unwrap_or_default();
+            let message = if detail.is_empty() {
+                format!("step {} {} (task {})", wref.step, task.status, task.id)
+            } else {
+                format!(
+                    "step {} {} (task {}): {detail}",
+                    wref.step, task.status, task.id
+                )
+            };
+            event(
+                txn,
+                &mut run,
+                now,
+                Some(&wref.step),
+                kind,
+                Some(task.id),
+                message,
+            )?;
+            changed = true;
+        }
+        if changed {
+            advance(txn, &mut run, now, cfg).await?;
+            run.updated_at = now;
+            put_run(txn, &run)?;
+        }
+    }
+    Ok(())
 }
 
 /// The deadline of a run passed: stop it as failed.
@@ -539,6 +586,60 @@ async fn stop(
     }
     finish_run(txn, run, status, now, why)?;
     run.updated_at = now;
+    Ok(())
+}
+
+/// Largest encoded run record accepted: each change rewrites it, so it must stay well
+/// inside the store's transaction limit (10 MB).
+const MAX_RUN_BYTES: usize = 2_000_000;
+
+/// Refuses a workflow whose run record, once every step has a task, would be too large to
+/// rewrite in one transaction.
+pub(crate) fn check_run_size(
+    def: &WorkflowDef,
+    vars: &BTreeMap<String, String>,
+) -> Result<(), EngineError> {
+    let full = WorkflowRun {
+        id: TaskId::generate(),
+        tenant: String::new(),
+        def: def.clone(),
+        vars: vars.clone(),
+        status: RunStatus::Running,
+        steps: def
+            .steps
+            .iter()
+            .map(|s| {
+                (
+                    s.id.clone(),
+                    StepState::Running(TaskId::generate().to_string()),
+                )
+            })
+            .collect(),
+        tasks: def
+            .steps
+            .iter()
+            .map(|s| (s.id.clone(), TaskId::generate()))
+            .collect(),
+        failures: BTreeMap::new(),
+        retries: 0,
+        created_at: 0,
+        updated_at: 0,
+        finished_at: None,
+        deadline_at: None,
+        next_event_seq: 0,
+    };
+    let size = encode(&full)?.len();
+    if size > MAX_RUN_BYTES {
+        return Err(EngineError::InvalidArgument(
+            supervisor_model::FieldError::new(
+                "definition",
+                format!(
+                    "this workflow is too large to run: its run record would take {size} bytes, over the limit of {MAX_RUN_BYTES} (about {} steps of this size); split it into smaller workflows",
+                    def.steps.len() * MAX_RUN_BYTES / size.max(1)
+                ),
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -620,6 +721,7 @@ impl Engine {
         }
         let mut all_vars = def.vars.clone();
         all_vars.extend(vars);
+        check_run_size(&def, &all_vars)?;
         let now = self.now_micros();
         let id = TaskId::generate();
         let cfg = &self.inner.cfg;
@@ -655,14 +757,16 @@ impl Engine {
         let page_size = q.page_size.clamp(1, 1000);
         let (begin, mut end) = keyspace::workflow_range(tenant);
         if let Some(token) = q.page_token {
-            end = run_key(tenant, token);
+            end = keyspace::workflow_chunks(tenant, token).0;
         }
         let mut txn = self.inner.db.begin().await?;
         let mut runs = Vec::new();
         let mut scanned = 0;
         let mut last = None;
         let mut exhausted = false;
-        while runs.len() < page_size && scanned < 5_000 {
+        // Reverse order yields a run's chunks last to first; gather them until chunk 0.
+        let mut gathering: Option<(TaskId, Vec<Vec<u8>>)> = None;
+        'scan: while runs.len() < page_size && scanned < 5_000 {
             let kvs = txn
                 .get_range(
                     &begin,
@@ -674,23 +778,45 @@ impl Engine {
                 exhausted = true;
                 break;
             }
+            let short = kvs.len() < 64;
             for kv in &kvs {
+                end = kv.key.clone();
+                let Some((id, chunk)) = keyspace::parse_workflow_chunk(&kv.key) else {
+                    return Err(EngineError::Corrupt(
+                        "a workflow key could not be parsed".into(),
+                    ));
+                };
+                let parts = match &mut gathering {
+                    Some((current, parts)) if *current == id => parts,
+                    _ => {
+                        gathering = Some((id, Vec::new()));
+                        match &mut gathering {
+                            Some((_, parts)) => parts,
+                            None => continue,
+                        }
+                    }
+                };
+                parts.push(kv.value.clone());
+                if chunk != 0 {
+                    continue;
+                }
+                let Some((id, mut parts)) = gathering.take() else {
+                    continue;
+                };
+                parts.reverse();
+                let run: WorkflowRun = decode("workflow run", &parts.concat())?;
                 scanned += 1;
-                let run: WorkflowRun = decode("workflow run", &kv.value)?;
-                last = Some(run.id);
+                last = Some(id);
                 if q.status.is_none_or(|s| run.status == s)
                     && q.name.as_ref().is_none_or(|n| &run.def.name == n)
                 {
                     runs.push(run);
                     if runs.len() == page_size {
-                        break;
+                        break 'scan;
                     }
                 }
             }
-            if let Some(kv) = kvs.last() {
-                end = kv.key.clone();
-            }
-            if kvs.len() < 64 && runs.len() < page_size {
+            if short {
                 exhausted = true;
                 break;
             }
