@@ -16,6 +16,7 @@ mod batch;
 mod clock;
 mod codec;
 mod config;
+mod follow;
 mod keyspace;
 mod ledger;
 mod nodes;

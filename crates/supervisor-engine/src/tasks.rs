@@ -1,13 +1,13 @@
 //! What users do with tasks: submit, read, list, cancel, retry, follow events, count.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use futures::Stream;
 use supervisor_model::{EventKind, NewTask, Task, TaskEvent, TaskId, TaskStatus, TaskType};
 use supervisor_store::{RangeOptions, Transaction, Watch};
 
 use crate::codec::{counter, decode};
+use crate::follow::{LogPage, follow};
 use crate::keyspace::{self, Index};
 use crate::records;
 use crate::{COUNTED_STATUSES, Engine, EngineError, Inner};
@@ -472,59 +472,25 @@ impl Engine {
     ) -> Result<impl Stream<Item = Result<TaskEvent, EngineError>> + Send + 'static, EngineError>
     {
         // Surface NotFound before the stream starts.
-        let first = self.read_events(tenant, id, after_seq, 256).await?;
+        let page = |(events, task, watch): (Vec<TaskEvent>, Task, Watch)| LogPage {
+            events,
+            ended: task.status.is_terminal(),
+            next_seq: task.next_event_seq,
+            watch,
+        };
+        let first = page(self.read_events(tenant, id, after_seq, 256).await?);
         let engine = self.clone();
         let tenant = tenant.to_string();
-        struct State {
-            pending: std::collections::VecDeque<TaskEvent>,
-            next: Option<(Task, Watch)>,
-            after: u64,
-            done: bool,
-        }
-        let (events, task, watch) = first;
-        let after = events.last().map(|e| e.seq).unwrap_or(after_seq);
-        let state = State {
-            pending: events.into(),
-            next: Some((task, watch)),
-            after,
-            done: false,
-        };
-        Ok(futures::stream::unfold(state, move |mut st| {
-            let engine = engine.clone();
-            let tenant = tenant.clone();
-            async move {
-                loop {
-                    if let Some(ev) = st.pending.pop_front() {
-                        return Some((Ok(ev), st));
-                    }
-                    if st.done {
-                        return None;
-                    }
-                    let (task, watch) = st.next.take()?;
-                    if task.status.is_terminal() && task.next_event_seq <= st.after + 1 {
-                        return None;
-                    }
-                    if task.next_event_seq <= st.after + 1 {
-                        // Nothing new yet: wait for the task to change (re-check now and
-                        // then in case a watch was lost with a store connection).
-                        let _ = tokio::time::timeout(Duration::from_secs(30), watch).await;
-                    }
-                    match engine.read_events(&tenant, id, st.after, 256).await {
-                        Ok((events, task, watch)) => {
-                            if let Some(last) = events.last() {
-                                st.after = last.seq;
-                            }
-                            st.pending = events.into();
-                            st.next = Some((task, watch));
-                        }
-                        Err(err) => {
-                            st.done = true;
-                            return Some((Err(err), st));
-                        }
-                    }
-                }
-            }
-        }))
+        Ok(follow(
+            first,
+            after_seq,
+            |e: &TaskEvent| e.seq,
+            move |after| {
+                let engine = engine.clone();
+                let tenant = tenant.clone();
+                async move { engine.read_events(&tenant, id, after, 256).await.map(page) }
+            },
+        ))
     }
 
     /// Counts tasks by status (durable counters kept by every transition).

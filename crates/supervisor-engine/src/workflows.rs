@@ -22,6 +22,7 @@ use supervisor_workflow::{
 };
 
 use crate::codec::{decode, encode};
+use crate::follow::{LogPage, follow};
 use crate::records::{self, TimerEntry, TimerKind};
 use crate::{Engine, EngineError, keyspace, tasks};
 
@@ -969,66 +970,33 @@ impl Engine {
         after_seq: u64,
     ) -> Result<impl Stream<Item = Result<WorkflowEvent, EngineError>> + Send + 'static, EngineError>
     {
-        let first = self
-            .read_workflow_events(tenant, id, after_seq, 256)
-            .await?;
+        let page = |(events, run, watch): (Vec<WorkflowEvent>, WorkflowRun, Watch)| LogPage {
+            events,
+            ended: run.status != RunStatus::Running,
+            next_seq: run.next_event_seq,
+            watch,
+        };
+        let first = page(
+            self.read_workflow_events(tenant, id, after_seq, 256)
+                .await?,
+        );
         let engine = self.clone();
         let tenant = tenant.to_string();
-        let (events, run, watch) = first;
-        let after = events.last().map(|e| e.seq).unwrap_or(after_seq);
-        struct State {
-            pending: std::collections::VecDeque<WorkflowEvent>,
-            next: Option<(WorkflowRun, Watch)>,
-            after: u64,
-            done: bool,
-        }
-        let state = State {
-            pending: events.into(),
-            next: Some((run, watch)),
-            after,
-            done: false,
-        };
-        Ok(futures::stream::unfold(state, move |mut st| {
-            let engine = engine.clone();
-            let tenant = tenant.clone();
-            async move {
-                loop {
-                    if let Some(ev) = st.pending.pop_front() {
-                        return Some((Ok(ev), st));
-                    }
-                    if st.done {
-                        return None;
-                    }
-                    let (run, watch) = st.next.take()?;
-                    let caught_up = run.next_event_seq <= st.after + 1;
-                    if run.status != RunStatus::Running && caught_up {
-                        return None;
-                    }
-                    if caught_up {
-                        // Wait for the run to change (re-check now and then in case a
-                        // watch was lost with a store connection).
-                        let _ =
-                            tokio::time::timeout(std::time::Duration::from_secs(30), watch).await;
-                    }
-                    match engine
-                        .read_workflow_events(&tenant, id, st.after, 256)
+        Ok(follow(
+            first,
+            after_seq,
+            |e: &WorkflowEvent| e.seq,
+            move |after| {
+                let engine = engine.clone();
+                let tenant = tenant.clone();
+                async move {
+                    engine
+                        .read_workflow_events(&tenant, id, after, 256)
                         .await
-                    {
-                        Ok((events, run, watch)) => {
-                            if let Some(last) = events.last() {
-                                st.after = last.seq;
-                            }
-                            st.pending = events.into();
-                            st.next = Some((run, watch));
-                        }
-                        Err(e) => {
-                            st.done = true;
-                            return Some((Err(e), st));
-                        }
-                    }
+                        .map(page)
                 }
-            }
-        }))
+            },
+        ))
     }
 }
 
