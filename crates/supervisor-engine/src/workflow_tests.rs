@@ -47,6 +47,39 @@ async fn open(dir: &tempfile::TempDir) -> (Engine, ManualClock, NodeIdentity) {
 /// How the simulated runner ends a task: `Ok(output)` or `Err(permanent error)`.
 type Rule = dyn Fn(&supervisor_model::Task) -> Result<String, String>;
 
+/// Ends a leased task as the simulated runner would: `Ok(output)` succeeds, `Err(error)`
+/// fails permanently.
+async fn finish_as(f: &Fixture, task_ref: &TaskRef, result: Result<String, String>) {
+    let outcome = match result {
+        Ok(output) => Outcome::Succeeded(TaskResult {
+            output,
+            usage: Usage::default(),
+            cost_micros: 0,
+            provider: "sim".into(),
+            model: "sim".into(),
+            artifacts: vec![],
+        }),
+        Err(error) => Outcome::Failed {
+            error,
+            kind: "bad_request".into(),
+            retryable: false,
+            retry_after: None,
+        },
+    };
+    f.engine
+        .finish(Finish {
+            task_ref: task_ref.clone(),
+            provider: "sim".into(),
+            model: "sim".into(),
+            usage: Usage::default(),
+            cost_micros: 0,
+            trailing: vec![],
+            outcome,
+        })
+        .await
+        .expect("finish");
+}
+
 /// Leases and finishes tasks until nothing is ready; returns the tasks it ran.
 async fn run_ready(f: &Fixture, rule: &Rule) -> Vec<supervisor_model::Task> {
     let mut ran = Vec::new();
@@ -56,34 +89,7 @@ async fn run_ready(f: &Fixture, rule: &Rule) -> Vec<supervisor_model::Task> {
             return ran;
         }
         for leased in batch.tasks {
-            let outcome = match rule(&leased.task) {
-                Ok(output) => Outcome::Succeeded(TaskResult {
-                    output,
-                    usage: Usage::default(),
-                    cost_micros: 0,
-                    provider: "sim".into(),
-                    model: "sim".into(),
-                    artifacts: vec![],
-                }),
-                Err(error) => Outcome::Failed {
-                    error,
-                    kind: "bad_request".into(),
-                    retryable: false,
-                    retry_after: None,
-                },
-            };
-            f.engine
-                .finish(Finish {
-                    task_ref: leased.task_ref.clone(),
-                    provider: "sim".into(),
-                    model: "sim".into(),
-                    usage: Usage::default(),
-                    cost_micros: 0,
-                    trailing: vec![],
-                    outcome,
-                })
-                .await
-                .expect("finish");
+            finish_as(f, &leased.task_ref, rule(&leased.task)).await;
             ran.push(leased.task);
         }
     }
@@ -268,23 +274,7 @@ async fn fail_fast_cancels_what_runs_and_continue_finishes_what_it_can() {
         .iter()
         .find(|t| step_of(&t.task) == "right")
         .unwrap();
-    f.engine
-        .finish(Finish {
-            task_ref: left.task_ref.clone(),
-            provider: "sim".into(),
-            model: String::new(),
-            usage: Usage::default(),
-            cost_micros: 0,
-            trailing: vec![],
-            outcome: Outcome::Failed {
-                error: "broken".into(),
-                kind: "bad_request".into(),
-                retryable: false,
-                retry_after: None,
-            },
-        })
-        .await
-        .unwrap();
+    finish_as(&f, &left.task_ref, Err("broken".into())).await;
     let done = f.engine.get_workflow("default", run.id).await.unwrap();
     assert_eq!(done.status, RunStatus::Failed);
     assert_eq!(done.steps["right"], StepState::Cancelled);
@@ -361,21 +351,7 @@ async fn cancel_then_retry_resumes_from_the_unfinished_steps() {
     // analyse succeeds; fix and tests start.
     let batch = f.engine.lease(&f.node, 10).await.unwrap();
     let analyse = &batch.tasks[0];
-    f.engine
-        .finish(Finish {
-            task_ref: analyse.task_ref.clone(),
-            provider: "sim".into(),
-            model: String::new(),
-            usage: Usage::default(),
-            cost_micros: 0,
-            trailing: vec![],
-            outcome: Outcome::Succeeded(TaskResult {
-                output: "A".into(),
-                ..TaskResult::default()
-            }),
-        })
-        .await
-        .unwrap();
+    finish_as(&f, &analyse.task_ref, Ok("A".into())).await;
     let cancelled = f
         .engine
         .cancel_workflow("default", run.id, "rethinking")
@@ -478,21 +454,7 @@ async fn a_restart_in_the_middle_of_a_run_loses_nothing_and_starts_nothing_twice
         .unwrap();
     // analyse done; fix and tests queued; then the process "dies".
     let batch = f.engine.lease(&f.node, 10).await.unwrap();
-    f.engine
-        .finish(Finish {
-            task_ref: batch.tasks[0].task_ref.clone(),
-            provider: "sim".into(),
-            model: String::new(),
-            usage: Usage::default(),
-            cost_micros: 0,
-            trailing: vec![],
-            outcome: Outcome::Succeeded(TaskResult {
-                output: "A".into(),
-                ..TaskResult::default()
-            }),
-        })
-        .await
-        .unwrap();
+    finish_as(&f, &batch.tasks[0].task_ref, Ok("A".into())).await;
     let Fixture { engine, dir, .. } = f;
     drop(engine);
     // Reopen the same store with a new engine and node epoch.
