@@ -138,17 +138,56 @@ fn event_kind_out(k: EventKind) -> v1::TaskEventType {
     }
 }
 
-/// Parses a task id field.
-pub(crate) fn task_id_in(field: &str, raw: &str) -> Result<TaskId, Status> {
+/// Parses an id field; `what` names the kind of id in the error ("task id").
+pub(crate) fn id_in(field: &str, raw: &str, what: &str) -> Result<TaskId, Status> {
     if raw.trim().is_empty() {
-        return Err(invalid(field, "a task id is required"));
+        return Err(invalid(field, format!("a {what} is required")));
     }
     raw.parse::<TaskId>().map_err(|_| {
         invalid(
             field,
-            format!("{raw:?} is not a task id; expected a UUID such as 0192f5e4-7c2a-7b3e-9f00-1a2b3c4d5e6f"),
+            format!("{raw:?} is not a {what}; expected a UUID such as 0192f5e4-7c2a-7b3e-9f00-1a2b3c4d5e6f"),
         )
     })
+}
+
+/// Parses a task id field.
+pub(crate) fn task_id_in(field: &str, raw: &str) -> Result<TaskId, Status> {
+    id_in(field, raw, "task id")
+}
+
+/// Checks a list request's paging: the page size within the limit (0 means the default)
+/// and the token, when given, one a previous `rpc` response returned.
+pub(crate) fn paging_in(
+    page_size: u32,
+    page_token: &str,
+    rpc: &str,
+) -> Result<(usize, Option<TaskId>), Status> {
+    if page_size > crate::MAX_PAGE_SIZE {
+        return Err(invalid(
+            "page_size",
+            format!(
+                "{page_size} is too large; the limit is {}",
+                crate::MAX_PAGE_SIZE
+            ),
+        ));
+    }
+    let token = if page_token.is_empty() {
+        None
+    } else {
+        Some(task_id_in("page_token", page_token).map_err(|_| {
+            invalid(
+                "page_token",
+                format!("not a token from a previous {rpc} response"),
+            )
+        })?)
+    };
+    let size = if page_size == 0 {
+        crate::DEFAULT_PAGE_SIZE
+    } else {
+        page_size
+    };
+    Ok((size as usize, token))
 }
 
 /// Checks provider names against the node's providers.

@@ -27,7 +27,8 @@ use supervisor_proto::v1::workflow_service_server::WorkflowServiceServer;
 use tonic::{Request, Response, Status};
 
 use convert::{
-    event_out, invalid, new_task_in, status_from, status_in, task_id_in, task_out, task_type_in,
+    event_out, invalid, new_task_in, paging_in, status_from, status_in, task_id_in, task_out,
+    task_type_in,
 };
 
 /// Largest page a list call returns.
@@ -88,31 +89,12 @@ impl TaskService for TaskApi {
     ) -> Result<Response<v1::ListTasksResponse>, Status> {
         let tenant = tenant(&req);
         let r = req.into_inner();
-        if r.page_size > MAX_PAGE_SIZE {
-            return Err(invalid(
-                "page_size",
-                format!("{} is too large; the limit is {MAX_PAGE_SIZE}", r.page_size),
-            ));
-        }
-        let page_token = if r.page_token.is_empty() {
-            None
-        } else {
-            Some(task_id_in("page_token", &r.page_token).map_err(|_| {
-                invalid(
-                    "page_token",
-                    "not a token from a previous ListTasks response",
-                )
-            })?)
-        };
+        let (page_size, page_token) = paging_in(r.page_size, &r.page_token, "ListTasks")?;
         let query = ListQuery {
             status: status_in("status", r.status)?,
             task_type: task_type_in("type", r.r#type)?,
             label: Some(r.label).filter(|l| !l.is_empty()),
-            page_size: if r.page_size == 0 {
-                DEFAULT_PAGE_SIZE
-            } else {
-                r.page_size
-            } as usize,
+            page_size,
             page_token,
         };
         let page = self

@@ -15,19 +15,11 @@ use supervisor_proto::v1;
 use supervisor_proto::v1::workflow_service_server::WorkflowService;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{invalid, status_from, task_id_in};
+use crate::convert::{id_in, invalid, paging_in, status_from};
 
 /// Parses a workflow run id field.
 fn run_id_in(field: &str, raw: &str) -> Result<supervisor_model::TaskId, Status> {
-    if raw.trim().is_empty() {
-        return Err(invalid(field, "a workflow run id is required"));
-    }
-    raw.parse().map_err(|_| {
-        invalid(
-            field,
-            format!("{raw:?} is not a workflow run id; expected a UUID such as 0192f5e4-7c2a-7b3e-9f00-1a2b3c4d5e6f"),
-        )
-    })
+    id_in(field, raw, "workflow run id")
 }
 use crate::tenant;
 
@@ -354,16 +346,7 @@ impl WorkflowService for WorkflowApi {
     ) -> Result<Response<v1::ListWorkflowsResponse>, Status> {
         let tenant = tenant(&req);
         let r = req.into_inner();
-        if r.page_size > crate::MAX_PAGE_SIZE {
-            return Err(invalid(
-                "page_size",
-                format!(
-                    "{} is too large; the limit is {}",
-                    r.page_size,
-                    crate::MAX_PAGE_SIZE
-                ),
-            ));
-        }
+        let (page_size, page_token) = paging_in(r.page_size, &r.page_token, "ListWorkflows")?;
         let status = match v1::RunStatus::try_from(r.status) {
             Ok(v1::RunStatus::Unspecified) => None,
             Ok(v1::RunStatus::Running) => Some(RunStatus::Running),
@@ -380,16 +363,6 @@ impl WorkflowService for WorkflowApi {
                 ));
             }
         };
-        let page_token = if r.page_token.is_empty() {
-            None
-        } else {
-            Some(task_id_in("page_token", &r.page_token).map_err(|_| {
-                invalid(
-                    "page_token",
-                    "not a token from a previous ListWorkflows response",
-                )
-            })?)
-        };
         let page = self
             .engine
             .list_workflows(
@@ -397,11 +370,7 @@ impl WorkflowService for WorkflowApi {
                 &WorkflowQuery {
                     status,
                     name: Some(r.name).filter(|n| !n.is_empty()),
-                    page_size: if r.page_size == 0 {
-                        crate::DEFAULT_PAGE_SIZE
-                    } else {
-                        r.page_size
-                    } as usize,
+                    page_size,
                     page_token,
                 },
             )
