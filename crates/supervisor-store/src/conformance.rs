@@ -1265,6 +1265,81 @@ pub async fn commit_sequence(
     }
 }
 
+/// Prefix of the line a crash child prints after each acknowledged commit.
+pub const COMMITTED_PREFIX: &str = "COMMITTED ";
+/// Acknowledged commits [`kill_9_child`] waits for before killing the child.
+pub const COMMITS_BEFORE_KILL: usize = 200;
+
+/// The child side of a kill -9 test: commits [`commit_sequence`] and prints
+/// [`COMMITTED_PREFIX`] and the index after each commit returns, until killed (or until
+/// its parent stops reading).
+pub async fn print_commits_until_killed(db: &Db) -> Result<u64, StoreError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    commit_sequence(db, |i| {
+        writeln!(stdout, "{COMMITTED_PREFIX}{i}")
+            .and_then(|()| stdout.flush())
+            .is_ok()
+            && i < 10_000_000
+    })
+    .await
+}
+
+/// The parent side of a kill -9 test: runs the current test binary again as its ignored
+/// test `child_test` with `env` set to `value` (telling the child which database to
+/// write), reads the indices it acknowledges, kills it with SIGKILL after
+/// [`COMMITS_BEFORE_KILL`] of them (no destructor, no flush, no clean shutdown) and
+/// returns them for [`verify_sequence`]. Panics, with the child's stderr, if the child
+/// stops early.
+pub fn kill_9_child(child_test: &str, env: &str, value: &std::ffi::OsStr) -> Vec<u64> {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => panic!("cannot find the test binary: {err}"),
+    };
+    let mut child = match Command::new(exe)
+        .args(["--exact", child_test, "--ignored", "--nocapture"])
+        .env(env, value)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => panic!("cannot start the child writer: {err}"),
+    };
+    let mut committed: Vec<u64> = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(index) = line.strip_prefix(COMMITTED_PREFIX) {
+                match index.trim().parse() {
+                    Ok(i) => committed.push(i),
+                    Err(err) => panic!("bad line from the child {line:?}: {err}"),
+                }
+                if committed.len() >= COMMITS_BEFORE_KILL {
+                    break;
+                }
+            }
+        }
+    }
+    if let Err(err) = child.kill() {
+        panic!("cannot kill the child: {err}");
+    }
+    let status = child.wait();
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut stderr);
+    }
+    assert!(
+        committed.len() >= COMMITS_BEFORE_KILL,
+        "the child stopped after {} commits ({status:?}); its stderr:\n{stderr}",
+        committed.len()
+    );
+    committed
+}
+
 /// Asserts that every index in `committed` was stored by [`commit_sequence`] with its value.
 pub async fn verify_sequence(db: &Db, committed: impl IntoIterator<Item = u64>) {
     let space = crash_subspace();

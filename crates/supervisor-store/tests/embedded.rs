@@ -2,9 +2,8 @@
 //! only the embedded store can show — reopening, crash recovery with a real `kill -9`, file
 //! locking, group commit — and an ignored throughput probe.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -382,11 +381,6 @@ async fn generic_crash_helper_with_a_clean_reopen() {
 
 /// Names the database the child writer process commits to.
 const CRASH_CHILD_DB: &str = "SUPERVISOR_STORE_CRASH_CHILD_DB";
-/// What the child prints after each commit returns.
-const COMMITTED_PREFIX: &str = "COMMITTED ";
-/// How many acknowledged commits the parent waits for before killing the child.
-const COMMITS_BEFORE_KILL: usize = 200;
-
 /// Runs this test binary again as a child that commits keys one per transaction and prints
 /// each index once its commit returned; kills it with SIGKILL after 200 of them; reopens
 /// the database and checks that every acknowledged commit is there.
@@ -394,50 +388,8 @@ const COMMITS_BEFORE_KILL: usize = 200;
 fn acknowledged_commits_survive_kill_9() {
     let dir = temp_dir();
     let path = db_path(&dir);
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(err) => panic!("cannot find the test binary: {err}"),
-    };
-    let mut child = match Command::new(exe)
-        .args(["--exact", "crash_child_writer", "--ignored", "--nocapture"])
-        .env(CRASH_CHILD_DB, &path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(err) => panic!("cannot start the child writer: {err}"),
-    };
-    let mut committed: Vec<u64> = Vec::new();
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(index) = line.strip_prefix(COMMITTED_PREFIX) {
-                match index.trim().parse() {
-                    Ok(i) => committed.push(i),
-                    Err(err) => panic!("bad line from the child {line:?}: {err}"),
-                }
-                if committed.len() >= COMMITS_BEFORE_KILL {
-                    break;
-                }
-            }
-        }
-    }
-    // SIGKILL: no destructor, no flush, no clean shutdown.
-    if let Err(err) = child.kill() {
-        panic!("cannot kill the child: {err}");
-    }
-    let status = child.wait();
-    let mut stderr = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.read_to_string(&mut stderr);
-    }
-    assert!(
-        committed.len() >= COMMITS_BEFORE_KILL,
-        "the child stopped after {} commits ({status:?}); its stderr:\n{stderr}",
-        committed.len()
-    );
+    let committed =
+        conformance::kill_9_child("crash_child_writer", CRASH_CHILD_DB, path.as_os_str());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -484,15 +436,8 @@ async fn crash_child_writer() {
         open_db(Path::new(&path), EmbeddedOptions::default()),
         "child open",
     );
-    let mut stdout = std::io::stdout();
     // Runs until killed (or until the parent stops reading).
-    let result = conformance::commit_sequence(&db, |i| {
-        writeln!(stdout, "{COMMITTED_PREFIX}{i}")
-            .and_then(|()| stdout.flush())
-            .is_ok()
-            && i < 10_000_000
-    })
-    .await;
+    let result = conformance::print_commits_until_killed(&db).await;
     ok(result, "child commit loop");
 }
 

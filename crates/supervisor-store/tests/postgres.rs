@@ -14,7 +14,6 @@
 
 #![cfg(feature = "postgres")]
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -708,11 +707,6 @@ async fn generic_crash_helper_with_a_fresh_connection() {
 
 /// Names the database the child writer process commits to.
 const CRASH_CHILD_URL: &str = "SUPERVISOR_STORE_PG_CRASH_CHILD_URL";
-/// What the child prints after each commit returns.
-const COMMITTED_PREFIX: &str = "COMMITTED ";
-/// How many acknowledged commits the parent waits for before killing the child.
-const COMMITS_BEFORE_KILL: usize = 200;
-
 /// Runs this test binary again as a child that commits keys one per transaction and prints
 /// each index once its commit returned; kills it with SIGKILL after 200 of them (likely in
 /// the middle of a commit, holding the commit lock); then a fresh connection checks that
@@ -728,49 +722,10 @@ fn acknowledged_commits_survive_kill_9_of_a_client() {
         Err(err) => panic!("cannot build a runtime: {err}"),
     };
     let url = runtime.block_on(fresh_url());
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(err) => panic!("cannot find the test binary: {err}"),
-    };
-    let mut child = match Command::new(exe)
-        .args(["--exact", "crash_child_writer", "--ignored", "--nocapture"])
-        .env(CRASH_CHILD_URL, &url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(err) => panic!("cannot start the child writer: {err}"),
-    };
-    let mut committed: Vec<u64> = Vec::new();
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(index) = line.strip_prefix(COMMITTED_PREFIX) {
-                match index.trim().parse() {
-                    Ok(i) => committed.push(i),
-                    Err(err) => panic!("bad line from the child {line:?}: {err}"),
-                }
-                if committed.len() >= COMMITS_BEFORE_KILL {
-                    break;
-                }
-            }
-        }
-    }
-    // SIGKILL: no destructor, no rollback, the connection just drops.
-    if let Err(err) = child.kill() {
-        panic!("cannot kill the child: {err}");
-    }
-    let status = child.wait();
-    let mut stderr = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.read_to_string(&mut stderr);
-    }
-    assert!(
-        committed.len() >= COMMITS_BEFORE_KILL,
-        "the child stopped after {} commits ({status:?}); its stderr:\n{stderr}",
-        committed.len()
+    let committed = conformance::kill_9_child(
+        "crash_child_writer",
+        CRASH_CHILD_URL,
+        std::ffi::OsStr::new(&url),
     );
     runtime.block_on(async {
         let db = ok(
@@ -811,15 +766,8 @@ async fn crash_child_writer() {
         open_db(&url, PostgresOptions::default()).await,
         "child connect",
     );
-    let mut stdout = std::io::stdout();
     // Runs until killed (or until the parent stops reading).
-    let result = conformance::commit_sequence(&db, |i| {
-        writeln!(stdout, "{COMMITTED_PREFIX}{i}")
-            .and_then(|()| stdout.flush())
-            .is_ok()
-            && i < 10_000_000
-    })
-    .await;
+    let result = conformance::print_commits_until_killed(&db).await;
     ok(result, "child commit loop");
 }
 
