@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_http::{FakeServer, Framing, Reply, Step, closed_port_url, data, event, raw};
+use fake_http::{
+    FakeServer, Framing, Reply, Step, assert_permanent, assert_retryable, closed_port_url, data,
+    event, raw,
+};
 use serde_json::json;
 use supervisor_model::{TaskType, Usage};
 use supervisor_providers::config::AnthropicConfig;
@@ -126,29 +129,7 @@ async fn run(setup: &Setup, request: ProviderRequest) -> Result<Vec<ProviderEven
 
 /// Runs a request expected to fail and checks the key is nowhere in the error.
 async fn fail(setup: &Setup, request: ProviderRequest) -> ProviderError {
-    let (sink, _rx) = EventSink::channel();
-    let err = setup
-        .provider
-        .execute(request, sink)
-        .await
-        .expect_err("should fail");
-    assert!(!err.to_string().contains(KEY), "key leaked: {err}");
-    assert!(!format!("{err:?}").contains(KEY), "key leaked: {err:?}");
-    err
-}
-
-fn assert_retryable(err: &ProviderError, want: &str) {
-    match err {
-        ProviderError::Retryable { kind, .. } => assert_eq!(*kind, want, "{err}"),
-        other => panic!("expected retryable {want}, got {other:?}"),
-    }
-}
-
-fn assert_permanent(err: &ProviderError, want: &str) {
-    match err {
-        ProviderError::Permanent { kind, .. } => assert_eq!(*kind, want, "{err}"),
-        other => panic!("expected permanent {want}, got {other:?}"),
-    }
+    fake_http::fail_without_leaking(setup.provider.as_ref(), request, KEY).await
 }
 
 #[tokio::test]

@@ -331,3 +331,40 @@ fn reason(status: u16) -> &'static str {
         _ => "Status",
     }
 }
+
+/// Runs a request expected to fail and checks that `secret` (the API key) is nowhere in
+/// the error, displayed or debugged.
+pub async fn fail_without_leaking(
+    provider: &dyn supervisor_providers::Provider,
+    request: supervisor_providers::ProviderRequest,
+    secret: &str,
+) -> supervisor_providers::ProviderError {
+    let (sink, _rx) = supervisor_providers::EventSink::channel();
+    let err = provider
+        .execute(request, sink)
+        .await
+        .expect_err("should fail");
+    assert!(!err.to_string().contains(secret), "key leaked: {err}");
+    assert!(!format!("{err:?}").contains(secret), "key leaked: {err:?}");
+    err
+}
+
+/// Asserts a retryable error of kind `want`.
+pub fn assert_retryable(err: &supervisor_providers::ProviderError, want: &str) {
+    match err {
+        supervisor_providers::ProviderError::Retryable { kind, .. } => {
+            assert_eq!(*kind, want, "{err}")
+        }
+        other => panic!("expected retryable {want}, got {other:?}"),
+    }
+}
+
+/// Asserts a permanent error of kind `want`.
+pub fn assert_permanent(err: &supervisor_providers::ProviderError, want: &str) {
+    match err {
+        supervisor_providers::ProviderError::Permanent { kind, .. } => {
+            assert_eq!(*kind, want, "{err}")
+        }
+        other => panic!("expected permanent {want}, got {other:?}"),
+    }
+}
