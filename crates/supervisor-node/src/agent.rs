@@ -244,7 +244,6 @@ async fn run_attempt(args: AgentArgs) {
                         Ok(out) => (out.usage, out.cost_micros),
                         Err(_) => (Usage::default(), 0),
                     };
-                    let others = router.others_can_serve(&route_req, &handle.name);
                     handle.report(&Report {
                         ok: result.is_ok(),
                         error_kind: result.as_ref().err().map(|e| error_kind(e).to_string()),
@@ -260,7 +259,15 @@ async fn run_attempt(args: AgentArgs) {
                         provider: handle.name.clone(),
                         // The throttle above keeps traffic off this provider; the task
                         // itself only waits when nothing else could serve it.
-                        result: result.map_err(|e| if others { without_retry_after(e) } else { e }),
+                        result: result.map_err(|e| {
+                            if retry_after(&e).is_some()
+                                && router.others_can_serve(&route_req, &handle.name)
+                            {
+                                without_retry_after(e)
+                            } else {
+                                e
+                            }
+                        }),
                     }
                 }
             }
