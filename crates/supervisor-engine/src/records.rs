@@ -57,6 +57,12 @@ pub(crate) fn append_event(
         attempt: task.attempt,
         message,
         output,
+        node: task
+            .lease
+            .as_ref()
+            .map(|l| l.node_id.clone())
+            .unwrap_or_default(),
+        fence: task.fence,
     };
     txn.set(
         &keyspace::event(&task.tenant, task.id, event.seq),

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod cluster_config;
 pub mod dispatcher;
 pub mod housekeeper;
 pub mod provider_actor;
@@ -31,6 +32,8 @@ use serde::{Deserialize, Serialize};
 use supervisor_engine::{Engine, EngineError, NodeIdentity};
 use supervisor_providers::Provider;
 use tokio::sync::watch;
+
+pub use cluster_config::{ClusterConfig, ClusterTls};
 
 use dispatcher::{Dispatcher, DispatcherArgs, DispatcherMsg, DispatcherSettings, DrainReport};
 use housekeeper::{Housekeeper, HousekeeperArgs};

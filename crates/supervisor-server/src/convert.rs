@@ -354,6 +354,8 @@ pub(crate) fn event_out(task_id: TaskId, e: TaskEvent) -> v1::TaskEvent {
         message: e.message,
         output: e.output,
         at: Some(timestamp_from_micros(e.at)),
+        node: e.node,
+        fence: e.fence,
     }
 }
 
