@@ -269,7 +269,15 @@ impl Engine {
                     let mine = current
                         .as_ref()
                         .is_some_and(|l| l.node == node.id && l.epoch == node.epoch);
-                    let free = current.as_ref().is_none_or(|l| l.expires_at <= now);
+                    // Free when it lapsed, or at once when its holder was fenced or
+                    // replaced by a newer start (no clock comparison needed then).
+                    let mut free = current.as_ref().is_none_or(|l| l.expires_at <= now);
+                    if let Some(l) = current.as_ref().filter(|_| !mine && !free) {
+                        free = crate::nodes::EpochCheck::default()
+                            .refusal(txn, &l.node, l.epoch)
+                            .await?
+                            .is_some();
+                    }
                     if !mine && !free {
                         return Ok(None);
                     }

@@ -164,6 +164,16 @@ impl Engine {
     /// Requeues at once every task leased by an earlier epoch of `node` (its previous
     /// process is gone: it crashed or was killed). Returns how many were reclaimed.
     pub async fn reclaim_orphaned_leases(&self, node: &NodeIdentity) -> Result<usize, EngineError> {
+        self.reclaim_leases_of(node, "node restarted").await
+    }
+
+    /// Requeues every task leased by `node.id` under an epoch before `node.epoch`, saying
+    /// `why` in each task's log.
+    pub(crate) async fn reclaim_leases_of(
+        &self,
+        node: &NodeIdentity,
+        why: &str,
+    ) -> Result<usize, EngineError> {
         let now = self.now_micros();
         let cfg = &self.inner.cfg;
         let (begin, end) = keyspace::timer_range();
@@ -209,7 +219,7 @@ impl Engine {
                                     });
                                 if live {
                                     let why = format!(
-                                        "node restarted (epoch {} replaced {})",
+                                        "{why} (epoch {} replaced {})",
                                         node.epoch, entry.epoch
                                     );
                                     reclaim(txn, &mut task, now, &why, cfg).await?;

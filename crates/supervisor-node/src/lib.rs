@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 use serde::{Deserialize, Serialize};
-use supervisor_engine::{Engine, EngineError, NodeIdentity};
+use supervisor_engine::{Engine, EngineError, NodeAnnouncement, NodeIdentity};
 use supervisor_providers::Provider;
 use tokio::sync::watch;
 
@@ -207,7 +207,16 @@ impl Node {
                 )));
             }
         }
-        let identity = engine.register_node(&cfg.id, advertise).await?;
+        let announcement = NodeAnnouncement {
+            address: advertise.to_string(),
+            cluster_address: String::new(),
+            providers: providers
+                .iter()
+                .map(|p| p.provider.name().to_string())
+                .collect(),
+            max_in_flight: u32::try_from(cfg.max_in_flight).unwrap_or(u32::MAX),
+        };
+        let identity = engine.register_node(&cfg.id, &announcement).await?;
         let reclaimed = engine.reclaim_orphaned_leases(&identity).await?;
         if reclaimed > 0 {
             tracing::info!(
