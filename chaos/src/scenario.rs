@@ -1,0 +1,379 @@
+//! The scenarios: each starts a clean cluster, puts it under steady load, injects one
+//! kind of fault, lets the load run on, then drains and audits.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use supervisor_engine::{Engine, NodeState};
+
+use crate::audit::{self, Fault, Findings};
+use crate::cluster::{Cluster, ClusterSpec, Timing};
+use crate::load::{Load, LoadSettings};
+use crate::now_micros;
+
+/// One kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// `kill -9` of one node; it stays dead.
+    Kill9,
+    /// SIGSTOP of one node past the lease and the failure timeout, then SIGCONT.
+    Sigstop,
+    /// One node's network link cut past the failure timeout, then restored.
+    Partition,
+    /// PostgreSQL stopped (`pg_ctl -m fast stop`) under load, then started again.
+    PgRestart,
+    /// SIGTERM each node in turn, wait for its exit, start it again.
+    Rolling,
+}
+
+impl Scenario {
+    /// Every scenario, in the order a full run takes them.
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Kill9,
+        Scenario::Sigstop,
+        Scenario::Partition,
+        Scenario::PgRestart,
+        Scenario::Rolling,
+    ];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Kill9 => "kill9",
+            Scenario::Sigstop => "sigstop",
+            Scenario::Partition => "partition",
+            Scenario::PgRestart => "pg-restart",
+            Scenario::Rolling => "rolling",
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Scenario::ALL
+            .into_iter()
+            .find(|sc| sc.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown scenario {s:?}; expected one of: {}", names.join(", "))
+            })
+    }
+}
+
+/// How long and how hard a run is.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Submits per second over the whole cluster.
+    pub rate: f64,
+    /// Load before the first fault.
+    pub warm_up: Duration,
+    /// Load after the (last) fault is lifted.
+    pub cool_down: Duration,
+    /// How long PostgreSQL stays down in `pg-restart`.
+    pub pg_down: Duration,
+    /// Longest wait for the queue to drain before the audit.
+    pub drain_limit: Duration,
+}
+
+/// What one scenario found.
+pub struct Outcome {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The audit (None when the run failed before it).
+    pub findings: Option<Findings>,
+    /// Scenario-specific checks that passed, for the report.
+    pub notes: Vec<String>,
+    /// Why the run failed before or outside the audit.
+    pub error: Option<String>,
+    /// What the load generator did.
+    pub submits: String,
+    /// Wall time of the scenario, seconds.
+    pub elapsed_s: f64,
+}
+
+impl Outcome {
+    /// Whether the scenario passed.
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.findings.as_ref().is_some_and(|f| f.passed())
+    }
+}
+
+/// The node the faults hit (the second one, so the first keeps a stable address).
+const VICTIM: usize = 1;
+
+/// Runs one scenario from a clean cluster.
+pub async fn run(scenario: Scenario, spec: &ClusterSpec, profile: &Profile, timing: Timing) -> Outcome {
+    let started = std::time::Instant::now();
+    let mut outcome = Outcome {
+        scenario,
+        findings: None,
+        notes: Vec::new(),
+        error: None,
+        submits: String::new(),
+        elapsed_s: 0.0,
+    };
+    if let Err(err) = run_inner(scenario, spec, profile, timing, &mut outcome).await {
+        outcome.error = Some(format!("{err:#}"));
+    }
+    outcome.elapsed_s = started.elapsed().as_secs_f64();
+    outcome
+}
+
+async fn run_inner(
+    scenario: Scenario,
+    spec: &ClusterSpec,
+    profile: &Profile,
+    timing: Timing,
+    outcome: &mut Outcome,
+) -> Result<()> {
+    let spec = ClusterSpec {
+        namespaces: scenario == Scenario::Partition,
+        work_dir: spec.work_dir.join(scenario.name()),
+        ..spec.clone()
+    };
+    std::fs::create_dir_all(&spec.work_dir)?;
+    let mut cluster = Cluster::start(&spec).await?;
+    let engine = audit::open(&cluster.url).await?;
+    let load = Load::start(
+        LoadSettings {
+            rate: profile.rate,
+            call_timeout: Duration::from_secs(2),
+            give_up_after: Duration::from_secs(90),
+            key_prefix: format!("chaos-{}-{}", scenario.name(), std::process::id()),
+            max_attempts: 10,
+        },
+        cluster.targets.clone(),
+    );
+    tokio::time::sleep(profile.warm_up).await;
+    if load.accepted_so_far() == 0 {
+        bail!(
+            "no submit was accepted in the {:?} warm-up; node logs under {}",
+            profile.warm_up,
+            spec.work_dir.display()
+        );
+    }
+    // Long enough that peers fence the node and its lease would have lapsed anyway.
+    let hold = timing.lease.max(timing.failure_timeout)
+        + timing.failure_timeout
+        + Duration::from_secs(2);
+    // Invariants the scenario itself checks (joined to the audit's).
+    let mut problems = Vec::new();
+    let faults = match scenario {
+        Scenario::Kill9 => kill9(&mut cluster)?,
+        Scenario::Sigstop | Scenario::Partition => {
+            let before = epoch_of(&engine, VICTIM).await?;
+            let faults = if scenario == Scenario::Sigstop {
+                sigstop(&cluster, hold).await?
+            } else {
+                partition(&cluster, hold).await?
+            };
+            match rejoined(&engine, &mut cluster, VICTIM, before, timing).await? {
+                Ok(note) => outcome.notes.push(note),
+                Err(problem) => problems.push(problem),
+            }
+            faults
+        }
+        Scenario::PgRestart => pg_restart(&cluster, profile.pg_down).await?,
+        Scenario::Rolling => rolling(&mut cluster, timing, &mut outcome.notes, &mut problems).await?,
+    };
+    tokio::time::sleep(profile.cool_down).await;
+    let report = load.finish().await?;
+    outcome.submits = format!(
+        "{} accepted, {} given up, {} calls resent to another node",
+        report.accepted.len(),
+        report.given_up.len(),
+        report.resent
+    );
+    if let Some(g) = report.given_up.first() {
+        outcome.notes.push(format!(
+            "{} submit(s) never accepted; the first, {}, last failed with: {}",
+            report.given_up.len(),
+            g.key,
+            g.last_error
+        ));
+    }
+    audit::wait_drained(&engine, profile.drain_limit).await?;
+    let observed = audit::observe(&engine).await?;
+    let accepted: Vec<String> = report.accepted.iter().map(|a| a.id.clone()).collect();
+    let mut findings = audit::audit(
+        &observed,
+        &accepted,
+        &faults,
+        (report.started_at, report.stopped_at),
+    );
+    findings.violations.append(&mut problems);
+    let expected_down = usize::from(scenario == Scenario::Kill9);
+    let exited = cluster.exited();
+    if exited.len() != expected_down {
+        findings.violations.push(format!(
+            "{} node process(es) should have exited by the end, but these did: [{}]",
+            expected_down,
+            exited.join(", ")
+        ));
+    }
+    outcome.findings = Some(findings);
+    Ok(())
+}
+
+fn kill9(cluster: &mut Cluster) -> Result<Vec<Fault>> {
+    let node = &mut cluster.nodes[VICTIM];
+    let at = now_micros();
+    node.kill9()?;
+    Ok(vec![Fault {
+        what: format!("kill -9 {}", node.id()),
+        node: Some(node.id().to_string()),
+        at,
+        cleared: at,
+    }])
+}
+
+async fn sigstop(cluster: &Cluster, hold: Duration) -> Result<Vec<Fault>> {
+    let node = &cluster.nodes[VICTIM];
+    let at = now_micros();
+    node.stop()?;
+    tokio::time::sleep(hold).await;
+    node.resume()?;
+    Ok(vec![Fault {
+        what: format!("SIGSTOP {} for {hold:?}, then SIGCONT", node.id()),
+        node: Some(node.id().to_string()),
+        at,
+        cleared: now_micros(),
+    }])
+}
+
+async fn partition(cluster: &Cluster, hold: Duration) -> Result<Vec<Fault>> {
+    let net = cluster
+        .net
+        .as_ref()
+        .ok_or_else(|| anyhow!("the partition scenario runs without its network"))?;
+    let node = &cluster.nodes[VICTIM];
+    let at = now_micros();
+    net.cut(VICTIM)?;
+    tokio::time::sleep(hold).await;
+    net.heal(VICTIM)?;
+    Ok(vec![Fault {
+        what: format!(
+            "link {} of {} down for {hold:?}, then up",
+            net.host_link(VICTIM),
+            node.id()
+        ),
+        node: Some(node.id().to_string()),
+        at,
+        cleared: now_micros(),
+    }])
+}
+
+async fn pg_restart(cluster: &Cluster, down: Duration) -> Result<Vec<Fault>> {
+    let at = now_micros();
+    tokio::task::block_in_place(|| cluster.pg.stop_fast())?;
+    tokio::time::sleep(down).await;
+    tokio::task::block_in_place(|| cluster.pg.start_again())?;
+    Ok(vec![Fault {
+        what: format!("PostgreSQL stopped (fast) for {down:?}, then started"),
+        node: None,
+        at,
+        cleared: now_micros(),
+    }])
+}
+
+async fn rolling(
+    cluster: &mut Cluster,
+    timing: Timing,
+    notes: &mut Vec<String>,
+    problems: &mut Vec<String>,
+) -> Result<Vec<Fault>> {
+    let mut faults = Vec::new();
+    // A drain may wait for running attempts to finish; a lease is the most it should take.
+    let limit = timing.lease * 4 + Duration::from_secs(30);
+    for i in 0..cluster.nodes.len() {
+        let at = now_micros();
+        let node = &mut cluster.nodes[i];
+        let id = node.id().to_string();
+        let status = tokio::task::block_in_place(|| node.terminate(limit))?;
+        let exited_in = (now_micros() - at) as f64 / 1e6;
+        if status.success() {
+            notes.push(format!("{id} drained and exited 0 in {exited_in:.1}s"));
+        } else {
+            problems.push(format!(
+                "node {id} exited with {status} after SIGTERM (a drain must exit 0); log {}",
+                node.log().display()
+            ));
+        }
+        cluster.restart(i)?;
+        faults.push(Fault {
+            what: format!("SIGTERM {id}, restart"),
+            node: Some(id),
+            at,
+            cleared: now_micros(),
+        });
+        // Let the restarted node take work before the next one goes.
+        tokio::time::sleep(timing.heartbeat * 3).await;
+    }
+    Ok(faults)
+}
+
+async fn epoch_of(engine: &Engine, i: usize) -> Result<u64> {
+    let id = format!("n{}", i + 1);
+    let nodes = engine.list_nodes().await?;
+    nodes
+        .iter()
+        .find(|n| n.id == id)
+        .map(|n| n.epoch)
+        .ok_or_else(|| anyhow!("node {id} is not in the membership table before the fault"))
+}
+
+/// After a stop or a partition: the node must have been fenced and come back, active
+/// under a newer epoch, within a few failure timeouts. The inner result is the verdict (a
+/// note, or the violation); the outer one, a failure to read the membership table.
+async fn rejoined(
+    engine: &Engine,
+    cluster: &mut Cluster,
+    i: usize,
+    before: u64,
+    timing: Timing,
+) -> Result<Result<String, String>> {
+    let id = cluster.nodes[i].id().to_string();
+    let limit = timing.failure_timeout * 3 + timing.lease + Duration::from_secs(10);
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(status) = cluster.nodes[i].exited() {
+            return Ok(Err(format!(
+                "node {id} exited ({status}) after the fault instead of rejoining; log {}",
+                cluster.nodes[i].log().display()
+            )));
+        }
+        let nodes = engine.list_nodes().await?;
+        if let Some(n) = nodes.iter().find(|n| n.id == id)
+            && n.epoch > before
+            && n.state == NodeState::Active
+        {
+            return Ok(Ok(format!(
+                "{id} was fenced and rejoined: epoch {before} → {}, active {:.1}s after the fault was lifted",
+                n.epoch,
+                start.elapsed().as_secs_f64()
+            )));
+        }
+        if start.elapsed() > limit {
+            let state = nodes
+                .iter()
+                .find(|n| n.id == id)
+                .map(|n| format!("epoch {}, {}", n.epoch, n.state.as_str()))
+                .unwrap_or_else(|| "absent".into());
+            return Ok(Err(format!(
+                "node {id} did not rejoin with a new epoch within {limit:?} of the fault being lifted \
+                 (before: epoch {before}; now: {state}); log {}",
+                cluster.nodes[i].log().display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
