@@ -25,6 +25,10 @@
 mod buffer;
 pub mod conformance;
 pub mod embedded;
+#[cfg(feature = "fdb")]
+pub mod fdb;
+#[cfg(any(feature = "fdb", test))]
+mod fdb_mapping;
 pub mod keys;
 #[cfg(feature = "postgres")]
 pub mod postgres;
