@@ -48,7 +48,7 @@ pub use runner::{Finish, LeaseBatch, LeasedTask, Outcome, RunnerWriteResult, Str
 pub use schedules::{SCHEDULER_DUTY, ScheduleRecord};
 pub use supervisor_workflow as workflow;
 pub use tasks::{ListPage, ListQuery, ProviderStats, StatusCounts, Submitted};
-pub use timers::TimerSweep;
+pub use timers::{REAPER_DUTY, TimerSweep};
 pub use workflows::{WorkflowEvent, WorkflowPage, WorkflowQuery, WorkflowRun, run_status_name};
 
 /// Everything an engine operation can fail with. Each variant maps to one gRPC status.

@@ -181,9 +181,11 @@ impl EpochCheck {
             self.epochs.insert(node.to_string(), current);
         }
         Ok(match self.epochs.get(node).copied().flatten() {
-            Some((current, state)) if current != epoch || state == NodeState::Fenced => {
+            Some((current, state))
+                if current != epoch || matches!(state, NodeState::Fenced | NodeState::Left) =>
+            {
                 Some(format!(
-                    "node {node} epoch {epoch} was fenced (the node is now at epoch {current}, {}); its leases went back to the queue",
+                    "node {node} epoch {epoch} is no longer current (the node is at epoch {current}, {}); its leases went back to the queue",
                     state.as_str()
                 ))
             }

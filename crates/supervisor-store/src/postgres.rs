@@ -291,7 +291,7 @@ async fn check_schema(
     let missing = || {
         StoreError::Corrupt(format!(
             "the PostgreSQL database at {target} has no Supervisor schema (table \
-             supervisor_meta is missing or empty); create it with PostgresStore::init, or \
+             supervisor_meta is missing or empty); create it with `supervisor store init --store URL` (or PostgresStore::init), or \
              connect with PostgresOptions::create_schema set, and check that the URL names \
              the right database"
         ))
