@@ -151,10 +151,14 @@ pub async fn open(url: &str) -> Result<Engine> {
 
 /// Tasks not yet terminal.
 fn unfinished(counts: &StatusCounts) -> u64 {
-    [TaskStatus::Queued, TaskStatus::Running, TaskStatus::RetryWait]
-        .iter()
-        .map(|s| counts.get(*s))
-        .sum()
+    [
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::RetryWait,
+    ]
+    .iter()
+    .map(|s| counts.get(*s))
+    .sum()
 }
 
 /// Waits until no task is queued, running or waiting to retry, up to `limit`.
@@ -218,7 +222,9 @@ async fn read_log(engine: &Engine, task: &Task) -> Result<TaskLog> {
     loop {
         let after = events.last().map(|e| e.seq).unwrap_or(0);
         let (page, record, _watch) = engine.read_events(TENANT, task.id, after, 1000).await?;
-        let done = page.last().is_none_or(|e| e.seq + 1 >= record.next_event_seq);
+        let done = page
+            .last()
+            .is_none_or(|e| e.seq + 1 >= record.next_event_seq);
         events.extend(page);
         if done {
             return Ok(TaskLog {
@@ -251,13 +257,15 @@ fn terminal_status(kind: EventKind) -> Option<TaskStatus> {
 /// Checks the invariants and measures; pure, so it can be tested on made-up logs.
 /// `accepted` are the task ids the load generator saw accepted; `load` the instants the
 /// load started and stopped (unix microseconds).
-pub fn audit(observed: &Observed, accepted: &[String], faults: &[Fault], load: (i64, i64)) -> Findings {
+pub fn audit(
+    observed: &Observed,
+    accepted: &[String],
+    faults: &[Fault],
+    load: (i64, i64),
+) -> Findings {
     let mut v = Vec::new();
-    let by_id: HashMap<String, &TaskLog> = observed
-        .tasks
-        .iter()
-        .map(|t| (t.id.clone(), t))
-        .collect();
+    let by_id: HashMap<String, &TaskLog> =
+        observed.tasks.iter().map(|t| (t.id.clone(), t)).collect();
     let accepted_set: HashSet<&str> = accepted.iter().map(String::as_str).collect();
     for id in accepted {
         if !by_id.contains_key(id) {
@@ -401,7 +409,11 @@ fn recovery(tasks: &[TaskLog], fault: &Fault) -> Recovery {
                 continue;
             }
             orphans += 1;
-            let after = || log.events.iter().filter(|e| e.at >= fault.at && e.kind == EventKind::Started);
+            let after = || {
+                log.events
+                    .iter()
+                    .filter(|e| e.at >= fault.at && e.kind == EventKind::Started)
+            };
             if let Some(e) = after().find(|e| &e.node != node).or_else(|| after().next()) {
                 releases.push(e.at);
             }
@@ -430,7 +442,12 @@ fn recovery(tasks: &[TaskLog], fault: &Fault) -> Recovery {
 /// seconds of load are a warm-up and left out).
 const WARM_UP_US: i64 = 2_000_000;
 
-fn throughput(tasks: &[TaskLog], faults: &[Fault], rec: &[Recovery], load: (i64, i64)) -> Throughput {
+fn throughput(
+    tasks: &[TaskLog],
+    faults: &[Fault],
+    rec: &[Recovery],
+    load: (i64, i64),
+) -> Throughput {
     let Some(first) = faults.iter().map(|f| f.at).min() else {
         return Throughput::default();
     };

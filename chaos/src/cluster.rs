@@ -52,7 +52,11 @@ impl Timing {
             .parse()
             .with_context(|| format!("`supervisor config show` printed no TOML:\n{text}"))?;
         let duration = |section: &str, key: &str, default: Duration| -> Result<Duration> {
-            match doc.get(section).and_then(|s| s.get(key)).and_then(|v| v.as_str()) {
+            match doc
+                .get(section)
+                .and_then(|s| s.get(key))
+                .and_then(|v| v.as_str())
+            {
                 Some(s) => humantime::parse_duration(s)
                     .with_context(|| format!("{section}.{key} = {s:?} is not a duration")),
                 None => Ok(default),
@@ -156,7 +160,10 @@ impl Cluster {
     pub fn exited(&mut self) -> Vec<String> {
         self.nodes
             .iter_mut()
-            .filter_map(|n| n.exited().map(|s| format!("{} ({s}, log {})", n.id(), n.log().display())))
+            .filter_map(|n| {
+                n.exited()
+                    .map(|s| format!("{} ({s}, log {})", n.id(), n.log().display()))
+            })
             .collect()
     }
 }

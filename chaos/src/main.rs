@@ -132,7 +132,9 @@ async fn run(args: Args) -> Result<bool> {
         ),
         format!(
             "machine: {} cores shared by the nodes, PostgreSQL (fsync off) and the load generator",
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         ),
     ];
     let results_dir = args.results_dir.clone().unwrap_or_default();
@@ -148,7 +150,10 @@ async fn run(args: Args) -> Result<bool> {
         ));
         let mut runs = Vec::new();
         for nodes in [1, 3] {
-            println!("scale: {nodes} node(s), {} submits/s for {:?}", load.rate, load.duration);
+            println!(
+                "scale: {nodes} node(s), {} submits/s for {:?}",
+                load.rate, load.duration
+            );
             let r = scale::measure(&spec, nodes, &load).await?;
             println!(
                 "  {:.1} completions/s under load, drained in {:.1}s, p50 {:.0} ms",
@@ -205,7 +210,11 @@ async fn run(args: Args) -> Result<bool> {
         outcomes.push(outcome);
     }
     let mode = if args.quick { "quick" } else { "full" };
-    let text = report::render(&format!("Chaos run ({mode}), {}", today()), &header, &outcomes);
+    let text = report::render(
+        &format!("Chaos run ({mode}), {}", today()),
+        &header,
+        &outcomes,
+    );
     println!("\n{text}");
     let failed = outcomes.iter().filter(|o| !o.passed()).count();
     write_report(
@@ -218,11 +227,7 @@ async fn run(args: Args) -> Result<bool> {
         let kept = work.keep();
         println!("node logs kept in {}", kept.display());
     }
-    println!(
-        "{} passed, {} failed",
-        outcomes.len() - failed,
-        failed
-    );
+    println!("{} passed, {} failed", outcomes.len() - failed, failed);
     Ok(failed == 0)
 }
 

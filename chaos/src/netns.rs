@@ -34,15 +34,31 @@ impl Network {
 
     fn build(&self) -> Result<()> {
         let bridge = self.bridge();
-        ip(&["link", "add", &bridge, "type", "bridge", "forward_delay", "0"])?;
-        ip(&["addr", "add", &format!("{}/24", self.host_addr()), "dev", &bridge])?;
+        ip(&[
+            "link",
+            "add",
+            &bridge,
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+        ])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", self.host_addr()),
+            "dev",
+            &bridge,
+        ])?;
         ip(&["link", "set", &bridge, "up"])?;
         for i in 0..self.nodes {
             let ns = self.namespace(i);
             let host_end = self.host_link(i);
             let peer = format!("{host_end}p");
             ip(&["netns", "add", &ns])?;
-            ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &peer])?;
+            ip(&[
+                "link", "add", &host_end, "type", "veth", "peer", "name", &peer,
+            ])?;
             ip(&["link", "set", &peer, "netns", &ns])?;
             ip(&["link", "set", &host_end, "master", &bridge])?;
             ip(&["link", "set", &host_end, "up"])?;

@@ -140,7 +140,10 @@ impl Node {
     /// previous one exited or was killed.
     pub fn restart(&mut self) -> Result<()> {
         if self.child.try_wait()?.is_none() {
-            bail!("node {} still runs; stop it before restarting", self.spec.id);
+            bail!(
+                "node {} still runs; stop it before restarting",
+                self.spec.id
+            );
         }
         self.starts += 1;
         let (child, addr, log) = spawn(&self.spec, &self.common, self.starts)?;
@@ -163,7 +166,8 @@ fn spawn(spec: &NodeSpec, common: &NodeCommon, start: u32) -> Result<(Child, Str
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let log = common.work_dir.join(format!("{}-{start}.log", spec.id));
-    let log_file = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let log_file =
+        File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let mut cmd = match &spec.netns {
         Some(ns) => {
             // `ip netns exec` enters the namespace and execs the program, so the child's
@@ -174,18 +178,23 @@ fn spawn(spec: &NodeSpec, common: &NodeCommon, start: u32) -> Result<(Child, Str
         }
         None => Command::new(&common.supervisor),
     };
-    cmd.arg("up")
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--listen", &format!("{}:0", spec.ip)])
-        .env("SUPERVISOR_STORE__URL", &spec.store_url)
-        .env("SUPERVISOR_NODE__ID", &spec.id)
-        .env("SUPERVISOR_CLUSTER__LISTEN", format!("{}:0", spec.ip))
-        .env("SUPERVISOR_CLUSTER__COOKIE", "chaos-cookie")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file.try_clone()?));
+    cmd.args([
+        "up",
+        "--join",
+        "--store",
+        &spec.store_url,
+        "--node-id",
+        &spec.id,
+    ])
+    .arg("--data-dir")
+    .arg(&data_dir)
+    .args(["--listen", &format!("{}:0", spec.ip)])
+    .args(["--cluster-listen", &format!("{}:0", spec.ip)])
+    .env("SUPERVISOR_CLUSTER__COOKIE", "chaos-cookie")
+    .env("RUST_LOG", "warn")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::from(log_file.try_clone()?));
     for (k, v) in &common.env {
         cmd.env(k, v);
     }

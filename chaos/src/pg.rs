@@ -213,8 +213,7 @@ fn check(out: &Output, what: &str) -> Result<()> {
 }
 
 fn free_port() -> Result<u16> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
     Ok(listener.local_addr()?.port())
 }
 
@@ -276,7 +275,12 @@ fn os_owner() -> Result<Option<(u32, u32)>> {
         return Ok(Some(ids));
     }
     let out = Command::new("useradd")
-        .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin"])
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+        ])
         .arg(OS_USER)
         .output()
         .context("PostgreSQL refuses to run as root, and useradd could not run")?;

@@ -71,7 +71,12 @@ pub async fn measure(spec: &ClusterSpec, nodes: usize, load: &ScaleLoad) -> Resu
     audit::wait_drained(&engine, load.drain_limit).await?;
     let observed = audit::observe(&engine).await?;
     let accepted: Vec<String> = report.accepted.iter().map(|a| a.id.clone()).collect();
-    let findings: Findings = audit::audit(&observed, &accepted, &[], (report.started_at, report.stopped_at));
+    let findings: Findings = audit::audit(
+        &observed,
+        &accepted,
+        &[],
+        (report.started_at, report.stopped_at),
+    );
     let (per_s, overall, drain, latency) = rates(&observed, report.started_at, report.stopped_at);
     Ok(ScaleRun {
         nodes,

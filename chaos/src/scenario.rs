@@ -64,7 +64,10 @@ impl FromStr for Scenario {
             .find(|sc| sc.name() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
-                format!("unknown scenario {s:?}; expected one of: {}", names.join(", "))
+                format!(
+                    "unknown scenario {s:?}; expected one of: {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -111,7 +114,12 @@ impl Outcome {
 const VICTIM: usize = 1;
 
 /// Runs one scenario from a clean cluster.
-pub async fn run(scenario: Scenario, spec: &ClusterSpec, profile: &Profile, timing: Timing) -> Outcome {
+pub async fn run(
+    scenario: Scenario,
+    spec: &ClusterSpec,
+    profile: &Profile,
+    timing: Timing,
+) -> Outcome {
     let started = std::time::Instant::now();
     let mut outcome = Outcome {
         scenario,
@@ -162,9 +170,8 @@ async fn run_inner(
         );
     }
     // Long enough that peers fence the node and its lease would have lapsed anyway.
-    let hold = timing.lease.max(timing.failure_timeout)
-        + timing.failure_timeout
-        + Duration::from_secs(2);
+    let hold =
+        timing.lease.max(timing.failure_timeout) + timing.failure_timeout + Duration::from_secs(2);
     // Invariants the scenario itself checks (joined to the audit's).
     let mut problems = Vec::new();
     let faults = match scenario {
@@ -183,7 +190,9 @@ async fn run_inner(
             faults
         }
         Scenario::PgRestart => pg_restart(&cluster, profile.pg_down).await?,
-        Scenario::Rolling => rolling(&mut cluster, timing, &mut outcome.notes, &mut problems).await?,
+        Scenario::Rolling => {
+            rolling(&mut cluster, timing, &mut outcome.notes, &mut problems).await?
+        }
     };
     tokio::time::sleep(profile.cool_down).await;
     let report = load.finish().await?;
@@ -201,6 +210,9 @@ async fn run_inner(
             g.last_error
         ));
     }
+    // A fresh connection pool: the first one may hold connections a PostgreSQL restart
+    // broke.
+    let engine = audit::open(&cluster.url).await?;
     audit::wait_drained(&engine, profile.drain_limit).await?;
     let observed = audit::observe(&engine).await?;
     let accepted: Vec<String> = report.accepted.iter().map(|a| a.id.clone()).collect();
