@@ -14,7 +14,7 @@ use crate::nodes::{Node, NodeCommon, NodeSpec};
 use crate::pg::PgServer;
 
 /// The database every run uses (on a server of its own).
-const DATABASE: &str = "chaos";
+pub const DATABASE: &str = "chaos";
 
 /// The lease and failure timeout the nodes run with, as `supervisor config show` reports
 /// them under the run's environment.
@@ -83,6 +83,8 @@ pub struct ClusterSpec {
     pub env: Vec<(String, String)>,
     /// Where node directories and logs go.
     pub work_dir: PathBuf,
+    /// Extra PostgreSQL server settings (`name=value`).
+    pub pg_settings: Vec<String>,
 }
 
 /// A running cluster. Dropping it kills the nodes, then stops PostgreSQL, then removes
@@ -110,7 +112,7 @@ impl Cluster {
             None
         };
         let listen: Vec<String> = net.iter().map(|n| n.host_addr()).collect();
-        let pg = tokio::task::block_in_place(|| PgServer::start(&listen))?;
+        let pg = tokio::task::block_in_place(|| PgServer::start(&listen, &spec.pg_settings))?;
         pg.create_database(DATABASE).await?;
         let url = pg.url("127.0.0.1", DATABASE);
         store_init(&spec.supervisor, &url)?;

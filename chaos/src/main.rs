@@ -40,6 +40,10 @@ struct Args {
     /// `--set SUPERVISOR_ENGINE__LEASE_DURATION=5s`.
     #[arg(long = "set", value_name = "VAR=VALUE")]
     set: Vec<String>,
+    /// Extra PostgreSQL server settings, `name=value` (repeatable), e.g.
+    /// `--pg-set idle_in_transaction_session_timeout=3s`.
+    #[arg(long = "pg-set", value_name = "NAME=VALUE")]
+    pg_set: Vec<String>,
     /// Where the markdown report goes (default: chaos/results, or benches/results with
     /// --scale); `-` writes none.
     #[arg(long)]
@@ -115,6 +119,7 @@ async fn run(args: Args) -> Result<bool> {
         namespaces: false,
         env: env.clone(),
         work_dir: work.path().to_path_buf(),
+        pg_settings: args.pg_set.clone(),
     };
     let mut header = vec![
         format!("binary: {}", supervisor.display()),
@@ -129,6 +134,13 @@ async fn run(args: Args) -> Result<bool> {
             } else {
                 format!(", {}", args.set.join(" "))
             }
+        ),
+        format!(
+            "PostgreSQL settings: fsync=off{}",
+            args.pg_set
+                .iter()
+                .map(|s| format!(", {s}"))
+                .collect::<String>()
         ),
         format!(
             "machine: {} cores shared by the nodes, PostgreSQL (fsync off) and the load generator",

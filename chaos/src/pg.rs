@@ -32,12 +32,14 @@ pub struct PgServer {
     port: u16,
     listen: Vec<String>,
     owner: Option<(u32, u32)>,
+    settings: Vec<String>,
 }
 
 impl PgServer {
     /// Creates a cluster with `initdb` and starts it on a free port, listening on
-    /// `listen` (IPv4 addresses; `127.0.0.1` is always added).
-    pub fn start(listen: &[String]) -> Result<PgServer> {
+    /// `listen` (IPv4 addresses; `127.0.0.1` is always added), with extra server
+    /// `settings` (`name=value`, as `postgres -c` takes them).
+    pub fn start(listen: &[String], settings: &[String]) -> Result<PgServer> {
         let bin = server_binaries()?;
         let owner = os_owner()?;
         let root = tempfile::Builder::new()
@@ -58,6 +60,7 @@ impl PgServer {
             port,
             listen: addrs,
             owner,
+            settings: settings.to_vec(),
         };
         let out = server
             .command("initdb")
@@ -109,12 +112,15 @@ impl PgServer {
 
     /// Starts the (stopped) server and waits until it accepts connections.
     pub fn start_again(&self) -> Result<()> {
-        let options = format!(
+        let mut options = format!(
             "-p {} -c listen_addresses={} -k {} -c fsync=off -c max_connections=400",
             self.port,
             self.listen.join(","),
             self.root.display(),
         );
+        for setting in &self.settings {
+            options.push_str(&format!(" -c {setting}"));
+        }
         let out = self
             .command("pg_ctl")
             .arg("-D")
@@ -163,6 +169,36 @@ impl PgServer {
         drop(client);
         let _ = driver.await;
         created
+    }
+
+    /// A one-line summary of the sessions on `database`: client address, state and what
+    /// they wait for, with counts (for diagnosing a stalled cluster).
+    pub async fn sessions(&self, database: &str) -> Result<String> {
+        let url = self.url("127.0.0.1", "postgres");
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("cannot connect to the PostgreSQL server at {url}"))?;
+        let driver = tokio::spawn(connection);
+        let rows = client
+            .query(
+                "SELECT coalesce(host(client_addr), 'local'), coalesce(state, ''), \
+                 coalesce(wait_event_type || ':' || wait_event, 'running'), count(*) \
+                 FROM pg_stat_activity WHERE datname = $1 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                &[&database],
+            )
+            .await
+            .context("cannot read pg_stat_activity");
+        drop(client);
+        let _ = driver.await;
+        let parts: Vec<String> = rows?
+            .iter()
+            .map(|r| {
+                let (addr, state, wait, n): (String, String, String, i64) =
+                    (r.get(0), r.get(1), r.get(2), r.get(3));
+                format!("{addr} {state} ({wait}) ×{n}")
+            })
+            .collect();
+        Ok(parts.join("; "))
     }
 
     /// Waits until the server accepts connections again, up to `limit`.

@@ -9,7 +9,7 @@ use anyhow::{Result, anyhow, bail};
 use supervisor_engine::{Engine, NodeState};
 
 use crate::audit::{self, Fault, Findings};
-use crate::cluster::{Cluster, ClusterSpec, Timing};
+use crate::cluster::{Cluster, ClusterSpec, DATABASE, Timing};
 use crate::load::{Load, LoadSettings};
 use crate::now_micros;
 
@@ -181,7 +181,7 @@ async fn run_inner(
             let faults = if scenario == Scenario::Sigstop {
                 sigstop(&cluster, hold).await?
             } else {
-                partition(&cluster, hold).await?
+                partition(&cluster, hold, timing, &mut outcome.notes).await?
             };
             match rejoined(&engine, &mut cluster, VICTIM, before, timing).await? {
                 Ok(note) => outcome.notes.push(note),
@@ -262,7 +262,12 @@ async fn sigstop(cluster: &Cluster, hold: Duration) -> Result<Vec<Fault>> {
     }])
 }
 
-async fn partition(cluster: &Cluster, hold: Duration) -> Result<Vec<Fault>> {
+async fn partition(
+    cluster: &Cluster,
+    hold: Duration,
+    timing: Timing,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Fault>> {
     let net = cluster
         .net
         .as_ref()
@@ -270,7 +275,18 @@ async fn partition(cluster: &Cluster, hold: Duration) -> Result<Vec<Fault>> {
     let node = &cluster.nodes[VICTIM];
     let at = now_micros();
     net.cut(VICTIM)?;
-    tokio::time::sleep(hold).await;
+    // Past the failure timeout the peers should have fenced the node: what the store's
+    // sessions are doing then tells whether anything holds the cluster up.
+    let look = timing.failure_timeout + Duration::from_secs(1);
+    tokio::time::sleep(look.min(hold)).await;
+    match cluster.pg.sessions(DATABASE).await {
+        Ok(s) => notes.push(format!(
+            "PostgreSQL sessions {:?} into the partition: {s}",
+            look.min(hold)
+        )),
+        Err(err) => notes.push(format!("could not read PostgreSQL's sessions: {err:#}")),
+    }
+    tokio::time::sleep(hold.saturating_sub(look)).await;
     net.heal(VICTIM)?;
     Ok(vec![Fault {
         what: format!(
