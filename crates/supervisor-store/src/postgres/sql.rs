@@ -57,7 +57,15 @@ pub(super) const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, 
 /// Starts the commit transaction. READ COMMITTED is deliberate: after the meta row lock is
 /// taken, every statement sees every earlier commit, so writes apply to the latest data
 /// (blind writes and atomic adds never fail on concurrent updates).
-pub(super) const BEGIN_COMMIT: &str = "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE";
+///
+/// The commit lock is held across two round trips. A client that vanishes between them
+/// (partitioned, frozen) would otherwise hold it until the server notices the dead TCP
+/// connection, hours by default, stalling every commit of every node, fencing included.
+/// The server therefore ends the session when it sits idle inside this transaction for
+/// 2 s (well under the cluster's failure timeout); the client sees a lost connection
+/// during commit, which it already treats as "maybe committed", and nothing was.
+pub(super) const BEGIN_COMMIT: &str = "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; \
+     SET LOCAL idle_in_transaction_session_timeout = '2s'";
 
 /// Ends a transaction.
 pub(super) const COMMIT: &str = "COMMIT";
