@@ -24,6 +24,10 @@ struct Args {
     /// Short phases, for CI (each scenario takes about a minute).
     #[arg(long)]
     quick: bool,
+    /// Runs each scenario this many times (each from a clean cluster), e.g. to see the
+    /// spread of recovery times.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Instead of faults: measure throughput of 1 node against 3 nodes under the same load.
     #[arg(long, conflicts_with = "scenarios")]
     scale: bool,
@@ -205,11 +209,15 @@ async fn run(args: Args) -> Result<bool> {
         "load: {} submits/s over 3 nodes; {:?} before the fault, {:?} after it is lifted",
         profile.rate, profile.warm_up, profile.cool_down
     ));
-    let scenarios = if args.scenarios.is_empty() {
+    let chosen = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {
         args.scenarios.clone()
     };
+    let scenarios: Vec<Scenario> = chosen
+        .iter()
+        .flat_map(|s| std::iter::repeat_n(*s, args.repeat.max(1)))
+        .collect();
     let mut outcomes = Vec::new();
     for sc in scenarios {
         println!("== {sc}: starting PostgreSQL and 3 nodes");
@@ -221,7 +229,16 @@ async fn run(args: Args) -> Result<bool> {
         );
         outcomes.push(outcome);
     }
-    let mode = if args.quick { "quick" } else { "full" };
+    let mut mode = String::from(if args.quick { "quick" } else { "full" });
+    if !args.scenarios.is_empty() {
+        for s in &chosen {
+            mode.push('-');
+            mode.push_str(s.name());
+        }
+    }
+    if args.repeat > 1 {
+        mode.push_str(&format!("-x{}", args.repeat));
+    }
     let text = report::render(
         &format!("Chaos run ({mode}), {}", today()),
         &header,

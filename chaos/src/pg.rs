@@ -157,40 +157,49 @@ impl PgServer {
 
     /// Creates an empty database (no schema) named `name`.
     pub async fn create_database(&self, name: &str) -> Result<()> {
+        let statement = format!("CREATE DATABASE {name}");
+        self.admin(async |client| {
+            client
+                .batch_execute(&statement)
+                .await
+                .with_context(|| format!("cannot create database {name}"))
+        })
+        .await
+    }
+
+    /// Runs `work` on a superuser connection to the `postgres` database.
+    async fn admin<T>(
+        &self,
+        work: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T>,
+    ) -> Result<T> {
         let url = self.url("127.0.0.1", "postgres");
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await
             .with_context(|| format!("cannot connect to the PostgreSQL server at {url}"))?;
         let driver = tokio::spawn(connection);
-        let created = client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .with_context(|| format!("cannot create database {name}"));
+        let result = work(&client).await;
         drop(client);
         let _ = driver.await;
-        created
+        result
     }
 
     /// A one-line summary of the sessions on `database`: client address, state and what
     /// they wait for, with counts (for diagnosing a stalled cluster).
     pub async fn sessions(&self, database: &str) -> Result<String> {
-        let url = self.url("127.0.0.1", "postgres");
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .with_context(|| format!("cannot connect to the PostgreSQL server at {url}"))?;
-        let driver = tokio::spawn(connection);
-        let rows = client
-            .query(
-                "SELECT coalesce(host(client_addr), 'local'), coalesce(state, ''), \
+        let rows = self
+            .admin(async |client| {
+                client
+                    .query(
+                        "SELECT coalesce(host(client_addr), 'local'), coalesce(state, ''), \
                  coalesce(wait_event_type || ':' || wait_event, 'running'), count(*) \
                  FROM pg_stat_activity WHERE datname = $1 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-                &[&database],
-            )
-            .await
-            .context("cannot read pg_stat_activity");
-        drop(client);
-        let _ = driver.await;
-        let parts: Vec<String> = rows?
+                        &[&database],
+                    )
+                    .await
+                    .context("cannot read pg_stat_activity")
+            })
+            .await?;
+        let parts: Vec<String> = rows
             .iter()
             .map(|r| {
                 let (addr, state, wait, n): (String, String, String, i64) =
