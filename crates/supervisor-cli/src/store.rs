@@ -132,11 +132,10 @@ pub async fn init(url: &StoreUrl, cfg: &StoreConfig, data_dir: &Path) -> anyhow:
 
 #[cfg(feature = "fdb")]
 async fn open_fdb(cluster_file: Option<&Path>) -> anyhow::Result<Db> {
-    Ok(supervisor_store::fdb::open_db(
-        cluster_file,
-        supervisor_store::fdb::FdbOptions::default(),
+    Ok(
+        supervisor_store::fdb::open_db(cluster_file, supervisor_store::fdb::FdbOptions::default())
+            .await?,
     )
-    .await?)
 }
 
 #[cfg(not(feature = "fdb"))]
