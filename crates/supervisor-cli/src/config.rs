@@ -196,6 +196,19 @@ impl Config {
         Ok(config)
     }
 
+    /// The configuration with its secrets hidden (the cluster cookie, the store URL's
+    /// password), for printing.
+    pub fn redacted(&self) -> Config {
+        let mut shown = self.clone();
+        if !shown.cluster.cookie.is_empty() {
+            shown.cluster.cookie = "<redacted>".into();
+        }
+        if shown.store.url.starts_with("postgres") {
+            shown.store.url = supervisor_store::postgres::redact_url(&shown.store.url);
+        }
+        shown
+    }
+
     /// Checks every section, naming the first wrong value.
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut checks = vec![
@@ -274,6 +287,19 @@ mod tests {
         let strict: Config = toml::from_str(EXAMPLE).expect("example parses on its own");
         assert_eq!(strict.engine, EngineConfig::default());
         assert_eq!(strict.providers, ProvidersConfig::default());
+    }
+
+    #[test]
+    fn printing_hides_the_cookie_and_the_store_password() {
+        let mut cfg = Config::default();
+        cfg.cluster.cookie = "topsecret".into();
+        cfg.store.url = "postgres://sv:hunter2@db:5432/sv".into();
+        let text = toml::to_string_pretty(&cfg.redacted()).expect("serializes");
+        assert!(
+            !text.contains("topsecret") && !text.contains("hunter2"),
+            "{text}"
+        );
+        assert!(text.contains("db:5432/sv"), "{text}");
     }
 
     #[test]

@@ -105,7 +105,7 @@ fn config_command(command: ConfigCommand) -> anyhow::Result<()> {
         ConfigCommand::Default => print!("{}", config::EXAMPLE),
         ConfigCommand::Show { config } => {
             let cfg = config::Config::load(config.as_deref())?;
-            print!("{}", toml::to_string_pretty(&cfg)?);
+            print!("{}", toml::to_string_pretty(&cfg.redacted())?);
         }
     }
     Ok(())

@@ -106,7 +106,7 @@ pub async fn open(url: &StoreUrl, cfg: &StoreConfig, data_dir: &Path) -> anyhow:
             };
             Ok(supervisor_store::postgres::open_db(url, options).await?)
         }
-        StoreUrl::Fdb(cluster_file) => open_fdb(cluster_file.as_deref()),
+        StoreUrl::Fdb(cluster_file) => open_fdb(cluster_file.as_deref()).await,
     }
 }
 
@@ -130,7 +130,16 @@ pub async fn init(url: &StoreUrl, cfg: &StoreConfig, data_dir: &Path) -> anyhow:
     }
 }
 
-fn open_fdb(_cluster_file: Option<&Path>) -> anyhow::Result<Db> {
+#[cfg(feature = "fdb")]
+async fn open_fdb(cluster_file: Option<&Path>) -> anyhow::Result<Db> {
+    Ok(
+        supervisor_store::fdb::open_db(cluster_file, supervisor_store::fdb::FdbOptions::default())
+            .await?,
+    )
+}
+
+#[cfg(not(feature = "fdb"))]
+async fn open_fdb(_cluster_file: Option<&Path>) -> anyhow::Result<Db> {
     bail!(
         "this build has no FoundationDB support: rebuild with `cargo build --release -p supervisor-cli --features fdb` (see docs/foundationdb.md)"
     )
