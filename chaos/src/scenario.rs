@@ -174,10 +174,11 @@ async fn run_inner(
         timing.lease.max(timing.failure_timeout) + timing.failure_timeout + Duration::from_secs(2);
     // Invariants the scenario itself checks (joined to the audit's).
     let mut problems = Vec::new();
+    let epochs_before = epochs(&engine).await?;
     let faults = match scenario {
         Scenario::Kill9 => kill9(&mut cluster)?,
         Scenario::Sigstop | Scenario::Partition => {
-            let before = epoch_of(&engine, VICTIM).await?;
+            let before = epochs_before.get(VICTIM).map(|(_, e)| *e).unwrap_or(0);
             let faults = if scenario == Scenario::Sigstop {
                 sigstop(&cluster, hold).await?
             } else {
@@ -195,6 +196,27 @@ async fn run_inner(
         }
     };
     tokio::time::sleep(profile.cool_down).await;
+    // A fault on one node must not cost the others their epoch (a false fencing makes a
+    // healthy node drop its work). A store outage may: it is reported, not judged.
+    if scenario != Scenario::Rolling {
+        let after = epochs(&engine).await?;
+        for (i, (id, before)) in epochs_before.iter().enumerate() {
+            let now = after.iter().find(|(n, _)| n == id).map(|(_, e)| *e);
+            if now == Some(*before) || (i == VICTIM && scenario != Scenario::PgRestart) {
+                continue;
+            }
+            let what = format!(
+                "{id} (not faulted) was fenced: epoch {before} → {}",
+                now.map(|e| e.to_string())
+                    .unwrap_or_else(|| "absent".into())
+            );
+            if scenario == Scenario::PgRestart {
+                outcome.notes.push(what);
+            } else {
+                problems.push(what);
+            }
+        }
+    }
     let report = load.finish().await?;
     outcome.submits = format!(
         "{} accepted, {} given up, {} calls resent to another node",
@@ -349,14 +371,16 @@ async fn rolling(
     Ok(faults)
 }
 
-async fn epoch_of(engine: &Engine, i: usize) -> Result<u64> {
-    let id = format!("n{}", i + 1);
-    let nodes = engine.list_nodes().await?;
-    nodes
-        .iter()
-        .find(|n| n.id == id)
-        .map(|n| n.epoch)
-        .ok_or_else(|| anyhow!("node {id} is not in the membership table before the fault"))
+/// `(id, epoch)` of every node in the membership table, in id order (`n1`, `n2`...).
+async fn epochs(engine: &Engine) -> Result<Vec<(String, u64)>> {
+    let mut nodes: Vec<(String, u64)> = engine
+        .list_nodes()
+        .await?
+        .into_iter()
+        .map(|n| (n.id, n.epoch))
+        .collect();
+    nodes.sort();
+    Ok(nodes)
 }
 
 /// After a stop or a partition: the node must have been fenced and come back, active
