@@ -128,6 +128,9 @@ pub struct Findings {
     pub recoveries: Vec<Recovery>,
     /// Around the faults.
     pub throughput: Throughput,
+    /// The logs of a few tasks leased more than once, one line each, times relative to
+    /// the first fault: what a reader checks the figures against.
+    pub samples: Vec<String>,
 }
 
 impl Findings {
@@ -318,6 +321,20 @@ pub fn audit(
         .map(|f| recovery(&observed.tasks, f))
         .collect::<Vec<_>>();
     let throughput = throughput(&observed.tasks, faults, &recoveries, load);
+    let origin = faults.iter().map(|f| f.at).min().unwrap_or(load.0);
+    let samples = observed
+        .tasks
+        .iter()
+        .filter(|t| {
+            t.events
+                .iter()
+                .filter(|e| e.kind == EventKind::Started)
+                .count()
+                > 1
+        })
+        .take(SAMPLES)
+        .map(|t| sample(t, origin))
+        .collect();
     Findings {
         tasks,
         accepted: accepted.len(),
@@ -329,7 +346,29 @@ pub fn audit(
         violations: v,
         recoveries,
         throughput,
+        samples,
     }
+}
+
+/// How many re-leased tasks' logs a report shows.
+const SAMPLES: usize = 4;
+
+/// `task: +12.3s started n2 f1, +17.0s requeued, ...` (times from `origin`; output and
+/// activity events left out).
+fn sample(log: &TaskLog, origin: i64) -> String {
+    let steps: Vec<String> = log
+        .events
+        .iter()
+        .filter(|e| !matches!(e.kind, EventKind::Output | EventKind::Activity))
+        .map(|e| {
+            let mut step = format!("{:+.3}s {}", (e.at - origin) as f64 / 1e6, e.kind);
+            if !e.node.is_empty() {
+                step.push_str(&format!(" {} f{}", e.node, e.fence));
+            }
+            step
+        })
+        .collect();
+    format!("{}: {}", log.id, steps.join(", "))
 }
 
 fn check_task(log: &TaskLog, id: &str, v: &mut Vec<String>) {

@@ -84,6 +84,13 @@ fn findings_section(out: &mut String, f: &Findings) {
          after {:.1}; worst whole second during it: {:.0}.\n",
         t.before, t.disruption_s, t.during, t.after, t.worst_second
     );
+    if !f.samples.is_empty() {
+        let _ = writeln!(out, "Tasks leased more than once (times from the fault):\n");
+        for line in &f.samples {
+            let _ = writeln!(out, "- `{line}`");
+        }
+        out.push('\n');
+    }
     if !f.violations.is_empty() {
         let _ = writeln!(out, "**Violations ({}):**\n", f.violations.len());
         for v in f.violations.iter().take(MAX_LISTED) {
