@@ -167,6 +167,7 @@ fn unfinished(counts: &StatusCounts) -> u64 {
 /// Waits until no task is queued, running or waiting to retry, up to `limit`.
 pub async fn wait_drained(engine: &Engine, limit: Duration) -> Result<()> {
     let deadline = tokio::time::Instant::now() + limit;
+    let mut last_said = tokio::time::Instant::now();
     loop {
         let counts = match engine.status_counts().await {
             Ok(counts) => counts,
@@ -179,6 +180,16 @@ pub async fn wait_drained(engine: &Engine, limit: Duration) -> Result<()> {
         };
         if unfinished(&counts) == 0 {
             return Ok(());
+        }
+        if last_said.elapsed() >= Duration::from_secs(10) {
+            last_said = tokio::time::Instant::now();
+            println!(
+                "  draining: {} queued, {} running, {} waiting to retry, {} succeeded",
+                counts.get(TaskStatus::Queued),
+                counts.get(TaskStatus::Running),
+                counts.get(TaskStatus::RetryWait),
+                counts.get(TaskStatus::Succeeded)
+            );
         }
         if tokio::time::Instant::now() >= deadline {
             bail!(

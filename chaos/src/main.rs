@@ -34,7 +34,7 @@ struct Args {
     /// The `supervisor` binary (default: target/debug/supervisor of this workspace).
     #[arg(long, env = "SUPERVISOR_CHAOS_BIN")]
     supervisor: Option<PathBuf>,
-    /// Submits per second over the cluster (default: 20 quick, 40 full, 300 scale).
+    /// Submits per second over the cluster (default: 20 quick, 40 full).
     #[arg(long)]
     rate: Option<f64>,
     /// Latency of the mock provider, so tasks are in flight when faults hit.
@@ -52,6 +52,10 @@ struct Args {
     /// --scale); `-` writes none.
     #[arg(long)]
     results_dir: Option<String>,
+    /// Offered loads of the scale measurement, submits per second (each on 1 node, then
+    /// on 3 nodes).
+    #[arg(long, value_delimiter = ',', default_values_t = [100.0, 800.0])]
+    scale_rates: Vec<f64>,
     /// How long each scale run's load lasts.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     scale_duration: Duration,
@@ -155,27 +159,29 @@ async fn run(args: Args) -> Result<bool> {
     ];
     let results_dir = args.results_dir.clone().unwrap_or_default();
     if args.scale {
-        let load = ScaleLoad {
-            rate: args.rate.unwrap_or(300.0),
-            duration: args.scale_duration,
-            drain_limit: Duration::from_secs(600),
-        };
         header.push(format!(
-            "offered load: {} submits/s for {:?}, spread over the nodes",
-            load.rate, load.duration
+            "offered load: the rate below for {:?}, spread over the nodes; each cluster fresh",
+            args.scale_duration
         ));
         let mut runs = Vec::new();
-        for nodes in [1, 3] {
-            println!(
-                "scale: {nodes} node(s), {} submits/s for {:?}",
-                load.rate, load.duration
-            );
-            let r = scale::measure(&spec, nodes, &load).await?;
-            println!(
-                "  {:.1} completions/s under load, drained in {:.1}s, p50 {:.0} ms",
-                r.completions_per_s, r.drain_s, r.latency_ms.0
-            );
-            runs.push(r);
+        for rate in &args.scale_rates {
+            let load = ScaleLoad {
+                rate: *rate,
+                duration: args.scale_duration,
+                drain_limit: Duration::from_secs(600),
+            };
+            for nodes in [1, 3] {
+                println!(
+                    "scale: {nodes} node(s), {rate} submits/s for {:?}",
+                    load.duration
+                );
+                let r = scale::measure(&spec, nodes, &load).await?;
+                println!(
+                    "  {:.1} completions/s under load, drained in {:.1}s, p50 {:.0} ms",
+                    r.completions_per_s, r.drain_s, r.latency_ms.0
+                );
+                runs.push(r);
+            }
         }
         let text = scale::render(&header, &runs);
         println!("\n{text}");
@@ -263,7 +269,26 @@ async fn run(args: Args) -> Result<bool> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
+    // On Ctrl-C or SIGTERM the run is dropped, which kills the nodes, stops PostgreSQL
+    // and removes the namespaces.
+    let interrupted = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = run(args) => result,
+        () = interrupted => Err(anyhow::anyhow!("interrupted; the cluster was torn down")),
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(err) => {

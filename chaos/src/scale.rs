@@ -29,6 +29,8 @@ pub struct ScaleLoad {
 pub struct ScaleRun {
     /// Node count.
     pub nodes: usize,
+    /// Offered submits per second.
+    pub rate: f64,
     /// Tasks accepted.
     pub accepted: usize,
     /// Submits never accepted.
@@ -80,6 +82,7 @@ pub async fn measure(spec: &ClusterSpec, nodes: usize, load: &ScaleLoad) -> Resu
     let (per_s, overall, drain, latency) = rates(&observed, report.started_at, report.stopped_at);
     Ok(ScaleRun {
         nodes,
+        rate: load.rate,
         accepted: report.accepted.len(),
         given_up: report.given_up.len(),
         completions_per_s: per_s,
@@ -132,9 +135,9 @@ pub fn render(header: &[String], runs: &[ScaleRun]) -> String {
     }
     let _ = writeln!(
         out,
-        "\n| nodes | tasks accepted | given up | completions/s under load | completions/s first submit → last completion | backlog drained in | latency p50 / p95 / p99 | audit |"
+        "\n| offered/s | nodes | tasks accepted | given up | completions/s under load | completions/s first submit → last completion | backlog drained in | latency p50 / p95 / p99 | audit |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for r in runs {
         let audit = if r.violations.is_empty() {
             "pass".to_string()
@@ -143,7 +146,8 @@ pub fn render(header: &[String], runs: &[ScaleRun]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.1} | {:.1} | {:.1} s | {:.0} / {:.0} / {:.0} ms | {audit} |",
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} s | {:.0} / {:.0} / {:.0} ms | {audit} |",
+            r.rate,
             r.nodes,
             r.accepted,
             r.given_up,
