@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod cluster;
 pub mod cluster_config;
 pub mod dispatcher;
 pub mod housekeeper;

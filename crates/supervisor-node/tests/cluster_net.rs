@@ -1,0 +1,450 @@
+//! Two nodes in two processes (ractor process groups are process-global, so one process
+//! cannot hold two cluster nodes): this test binary is node A, and re-executes itself with
+//! `CLUSTER_NET_PEER` set to become node B, which serves two mock providers that A has
+//! not got.
+//!
+//! The scenarios run in order on one node A and print like libtest; any failure fails
+//! the binary. They pin down: a wrong cookie does not authenticate; the right one does
+//! and B's providers become reachable from A, through the router too; killing B with
+//! SIGKILL mid-call fails A's call promptly with a retryable `unavailable` error naming
+//! B; B restarted (new epoch) is redialled and serves again; a peer the store no longer
+//! lists is disconnected.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use supervisor_engine::NodeIdentity;
+use supervisor_model::{RoutingPrefs, TaskType};
+use supervisor_node::ClusterConfig;
+use supervisor_node::cluster::{ClusterNet, Peer, RemoteProviderInfo};
+use supervisor_node::provider_actor::{ProviderActor, ProviderArgs};
+use supervisor_node::routing::{ProviderHandle, RouteRequest, Router};
+use supervisor_providers::config::Limits;
+use supervisor_providers::mock::{MockConfig, MockProvider};
+use supervisor_providers::{EventSink, ProviderError, ProviderRequest};
+
+const PEER_ENV: &str = "CLUSTER_NET_PEER";
+const COOKIE: &str = "the-right-cookie";
+/// Guard against hangs only; no assertion depends on how long anything took.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if std::env::var_os(PEER_ENV).is_some() {
+        runtime.block_on(run_peer());
+        return;
+    }
+    let outcome = std::panic::catch_unwind(|| runtime.block_on(scenarios()));
+    match outcome {
+        Ok(()) => println!("\ntest result: ok. cluster_net scenarios passed"),
+        Err(_) => {
+            eprintln!("\ntest result: FAILED. see the panic above");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn config(listen: &str, cookie: &str) -> ClusterConfig {
+    ClusterConfig {
+        listen: listen.into(),
+        cookie: cookie.into(),
+        redial_interval: Duration::from_millis(100),
+        ..ClusterConfig::default()
+    }
+}
+
+/// Node B: a cluster node with providers `fast` and `slow` (a minute per call), that
+/// lists node A as its peer on every "heartbeat", until its stdin closes.
+async fn run_peer() {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let me = NodeIdentity {
+        id: var("PEER_ID"),
+        epoch: var("PEER_EPOCH").parse().expect("epoch"),
+    };
+    let net = ClusterNet::start(&config(&var("PEER_LISTEN"), &var("PEER_COOKIE")), &me)
+        .await
+        .expect("peer cluster net");
+    let (changes, _) = tokio::sync::watch::channel(0u64);
+    for (name, latency) in [("fast", Duration::ZERO), ("slow", Duration::from_secs(60))] {
+        let provider = Arc::new(MockProvider::new(
+            name,
+            MockConfig {
+                latency,
+                ..MockConfig::default()
+            },
+        ));
+        let handle = Arc::new(ProviderHandle::new(
+            provider,
+            4,
+            Limits::default(),
+            changes.clone(),
+        ));
+        ractor::Actor::spawn(
+            None,
+            ProviderActor,
+            ProviderArgs {
+                handle,
+                probe_interval: Duration::from_secs(30),
+            },
+        )
+        .await
+        .expect("provider actor");
+    }
+    let a = Peer {
+        node_id: var("PEER_OF_ID"),
+        epoch: 1,
+        address: var("PEER_OF_ADDRESS"),
+    };
+    println!("READY");
+    let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        let _ = closed_tx.send(());
+    });
+    loop {
+        net.set_peers(vec![a.clone()]);
+        tokio::select! {
+            _ = &mut closed => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    net.shutdown().await;
+}
+
+struct PeerProcess {
+    child: Child,
+}
+
+impl PeerProcess {
+    fn start(id: &str, epoch: u64, listen: &str, cookie: &str, a_address: &str) -> PeerProcess {
+        let mut child = Command::new(std::env::current_exe().expect("own path"))
+            .env(PEER_ENV, "1")
+            .env("PEER_ID", id)
+            .env("PEER_EPOCH", epoch.to_string())
+            .env("PEER_LISTEN", listen)
+            .env("PEER_COOKIE", cookie)
+            .env("PEER_OF_ID", "a")
+            .env("PEER_OF_ADDRESS", a_address)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the peer process");
+        let stdout = child.stdout.take().expect("peer stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line == "READY" => break,
+                Some(Ok(_)) => {}
+                _ => panic!("peer {id} exited before it was ready"),
+            }
+        }
+        PeerProcess { child }
+    }
+
+    fn kill(&mut self) {
+        // SIGKILL: no goodbye on the socket beyond what the kernel does.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+async fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn remote(net: &ClusterNet, name: &str, node: &str, epoch: u64) -> Option<RemoteProviderInfo> {
+    net.directory()
+        .list()
+        .into_iter()
+        .find(|p| p.name == name && p.node_id == node && p.epoch == epoch)
+}
+
+fn request(prompt: &str, timeout: Duration) -> ProviderRequest {
+    ProviderRequest::simple("task-1", TaskType::BugFix, prompt, timeout)
+}
+
+async fn run_on(
+    net: &ClusterNet,
+    provider: &str,
+    req: ProviderRequest,
+) -> Result<String, ProviderError> {
+    let handle = net
+        .directory()
+        .handles()
+        .into_iter()
+        .find(|h| h.name == provider)
+        .unwrap_or_else(|| panic!("no remote provider {provider}"));
+    let (sink, _events) = EventSink::channel();
+    handle.provider.execute(req, sink).await.map(|o| o.output)
+}
+
+fn step(name: &str) {
+    println!("test cluster_net::{name} ...");
+}
+
+async fn scenarios() {
+    let a_address = free_address();
+    let a = ClusterNet::start(
+        &config(&a_address, COOKIE),
+        &NodeIdentity {
+            id: "a".into(),
+            epoch: 1,
+        },
+    )
+    .await
+    .expect("node A");
+
+    step("a_wrong_cookie_does_not_authenticate");
+    {
+        let b_address = free_address();
+        let _b = PeerProcess::start("b-wrong", 1, &b_address, "not-the-cookie", &a_address);
+        a.set_peers(vec![Peer {
+            node_id: "b-wrong".into(),
+            epoch: 1,
+            address: b_address.clone(),
+        }]);
+        let failed = eventually("a failed dial to the wrong-cookie peer", || {
+            a.sessions()
+                .into_iter()
+                .find(|s| s.node_id == "b-wrong" && s.failures >= 2)
+        })
+        .await;
+        assert!(!failed.connected);
+        let why = failed.last_error.expect("a reason");
+        assert!(
+            why.contains("cookie"),
+            "the error should point at the cookie: {why}"
+        );
+        println!("  A's link to the peer: {why}");
+        assert!(
+            a.directory().list().is_empty(),
+            "nothing reachable without authentication"
+        );
+    }
+
+    step("the_right_cookie_authenticates_and_providers_become_reachable");
+    let b_address = free_address();
+    let mut b = PeerProcess::start("b", 1, &b_address, COOKIE, &a_address);
+    let b1 = Peer {
+        node_id: "b".into(),
+        epoch: 1,
+        address: b_address.clone(),
+    };
+    a.set_peers(vec![b1.clone()]);
+    eventually("A connected to B", || {
+        a.sessions()
+            .into_iter()
+            .find(|s| s.node_id == "b" && s.connected)
+    })
+    .await;
+    assert!(
+        a.sessions().iter().all(|s| s.node_id != "b-wrong"),
+        "an unlisted peer is forgotten"
+    );
+    let fast = eventually("B's providers reachable from A", || {
+        remote(&a, "fast", "b", 1)
+    })
+    .await;
+    assert_eq!(fast.kind, "mock");
+    eventually("B's slow provider too", || remote(&a, "slow", "b", 1)).await;
+
+    step("a_provider_only_b_has_runs_a_request_sent_from_a");
+    let prompt = "find the off-by-one in the pager";
+    let out = run_on(&a, "fast", request(prompt, Duration::from_secs(10)))
+        .await
+        .expect("remote execution");
+    assert_eq!(out, MockProvider::output_for(TaskType::BugFix, prompt));
+
+    step("the_router_offers_remote_providers_when_no_local_one_can_serve");
+    {
+        let (changes, _) = tokio::sync::watch::channel(0u64);
+        let local_only_docs = Arc::new(ProviderHandle::new(
+            Arc::new(OnlyDocs(MockProvider::new("local", MockConfig::default()))),
+            4,
+            Limits::default(),
+            changes.clone(),
+        ));
+        let router = Router::new(
+            vec![local_only_docs],
+            supervisor_model::RoutingStrategy::LeastLoaded,
+            Vec::new(),
+            changes,
+        );
+        router.attach_remote(a.directory());
+        let req = request("fix it", Duration::from_secs(10));
+        let prefs = RoutingPrefs {
+            excluded_providers: vec!["slow".into()],
+            ..RoutingPrefs::default()
+        };
+        let route = router
+            .choose(&RouteRequest {
+                task_type: TaskType::BugFix,
+                request: &req,
+                prefs: &prefs,
+                failed_on: &[],
+            })
+            .map_err(|e| format!("{e:?}"))
+            .expect("a remote route");
+        assert_eq!(route.handle.name, "fast");
+        assert_eq!(route.handle.node(), Some("b"));
+        assert!(route.reason.contains("node b"), "{}", route.reason);
+        // A task the local provider serves stays local unless it prefers a remote one.
+        let docs = RoutingPrefs::default();
+        let local = router
+            .choose(&RouteRequest {
+                task_type: TaskType::Documentation,
+                request: &req,
+                prefs: &docs,
+                failed_on: &[],
+            })
+            .map_err(|e| format!("{e:?}"))
+            .expect("a local route");
+        assert_eq!(local.handle.node(), None);
+        let prefer = RoutingPrefs {
+            preferred_providers: vec!["fast".into()],
+            ..RoutingPrefs::default()
+        };
+        let preferred = router
+            .choose(&RouteRequest {
+                task_type: TaskType::Documentation,
+                request: &req,
+                prefs: &prefer,
+                failed_on: &[],
+            })
+            .map_err(|e| format!("{e:?}"))
+            .expect("the preferred remote route");
+        assert_eq!(preferred.handle.node(), Some("b"));
+    }
+
+    step("killing_b_mid_call_fails_the_call_retryably_naming_b");
+    let call = {
+        let directory = a.directory();
+        tokio::spawn(async move {
+            let handle = directory
+                .handles()
+                .into_iter()
+                .find(|h| h.name == "slow")
+                .expect("slow is reachable");
+            let (sink, _events) = EventSink::channel();
+            handle
+                .provider
+                .execute(request("take your time", Duration::from_secs(120)), sink)
+                .await
+        })
+    };
+    // Let the call reach B (it runs for a minute there), then kill B outright.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.kill();
+    let result = tokio::time::timeout(PATIENCE, call)
+        .await
+        .expect("the call must not hang when B dies")
+        .expect("call task");
+    match result {
+        Err(ProviderError::Retryable { kind, message, .. }) => {
+            assert_eq!(kind, "unavailable", "{message}");
+            assert!(message.contains("node b"), "{message}");
+            println!("  the call failed with: {kind}: {message}");
+        }
+        other => panic!("expected a retryable unavailable error, got {other:?}"),
+    }
+    eventually("A saw B go", || {
+        a.sessions()
+            .into_iter()
+            .find(|s| s.node_id == "b" && !s.connected && s.last_error.is_some())
+    })
+    .await;
+    eventually("B's providers are no longer offered", || {
+        a.directory().list().is_empty().then_some(())
+    })
+    .await;
+
+    step("b_restarted_is_redialled_and_serves_again");
+    let _b2 = PeerProcess::start("b", 2, &b_address, COOKIE, &a_address);
+    a.set_peers(vec![Peer {
+        epoch: 2,
+        ..b1.clone()
+    }]);
+    eventually("A connected to B's new incarnation", || {
+        a.sessions()
+            .into_iter()
+            .find(|s| s.node_id == "b" && s.epoch == 2 && s.connected)
+    })
+    .await;
+    eventually("B's providers reachable again", || {
+        remote(&a, "fast", "b", 2)
+    })
+    .await;
+    let out = run_on(&a, "fast", request("again", Duration::from_secs(10)))
+        .await
+        .expect("remote execution after the restart");
+    assert_eq!(out, MockProvider::output_for(TaskType::BugFix, "again"));
+
+    step("a_peer_the_store_no_longer_lists_is_disconnected");
+    a.set_peers(Vec::new());
+    eventually("B's session closed and its providers gone", || {
+        (a.sessions().is_empty() && a.directory().list().is_empty()).then_some(())
+    })
+    .await;
+
+    a.shutdown().await;
+}
+
+/// A local provider that only writes documentation, so a bug fix has to go elsewhere.
+struct OnlyDocs(MockProvider);
+
+#[async_trait::async_trait]
+impl supervisor_providers::Provider for OnlyDocs {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn kind(&self) -> &'static str {
+        "mock"
+    }
+    fn capabilities(&self) -> supervisor_providers::Capabilities {
+        supervisor_providers::Capabilities {
+            task_types: vec![TaskType::Documentation],
+            ..self.0.capabilities()
+        }
+    }
+    async fn execute(
+        &self,
+        request: ProviderRequest,
+        sink: EventSink,
+    ) -> Result<supervisor_providers::ProviderOutput, ProviderError> {
+        self.0.execute(request, sink).await
+    }
+    async fn health(&self) -> supervisor_providers::Health {
+        self.0.health().await
+    }
+    fn estimate_cost(&self, request: &ProviderRequest) -> u64 {
+        self.0.estimate_cost(request)
+    }
+}
