@@ -11,16 +11,17 @@
 //! lists is disconnected.
 
 use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use supervisor_engine::NodeIdentity;
 use supervisor_model::{RoutingPrefs, TaskType};
-use supervisor_node::ClusterConfig;
 use supervisor_node::cluster::{ClusterNet, Peer, RemoteProviderInfo};
 use supervisor_node::provider_actor::{ProviderActor, ProviderArgs};
 use supervisor_node::routing::{ProviderHandle, RouteRequest, Router};
+use supervisor_node::{ClusterConfig, ClusterTls};
 use supervisor_providers::config::Limits;
 use supervisor_providers::mock::{MockConfig, MockProvider};
 use supervisor_providers::{EventSink, ProviderError, ProviderRequest};
@@ -59,6 +60,34 @@ fn config(listen: &str, cookie: &str) -> ClusterConfig {
     }
 }
 
+/// The certificate files of node `who` in `dir` (written by [`write_certs`]).
+fn tls_files(dir: &Path, who: &str) -> ClusterTls {
+    ClusterTls {
+        cert: dir.join(format!("{who}.pem")),
+        key: dir.join(format!("{who}.key")),
+        ca: dir.join("ca.pem"),
+    }
+}
+
+/// Writes an authority and, for each of `nodes`, a certificate for 127.0.0.1 it signed.
+fn write_certs(dir: &Path, nodes: &[&str]) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cluster test authority");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("authority");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    for who in nodes {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+        let cert = params.signed_by(&key, &ca).expect("certificate");
+        std::fs::write(dir.join(format!("{who}.pem")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("{who}.key")), key.serialize_pem()).expect("write");
+    }
+}
+
 /// Node B: a cluster node with providers `fast` and `slow` (a minute per call), that
 /// lists node A as its peer on every "heartbeat", until its stdin closes.
 async fn run_peer() {
@@ -67,7 +96,11 @@ async fn run_peer() {
         id: var("PEER_ID"),
         epoch: var("PEER_EPOCH").parse().expect("epoch"),
     };
-    let net = ClusterNet::start(&config(&var("PEER_LISTEN"), &var("PEER_COOKIE")), &me)
+    let mut cfg = config(&var("PEER_LISTEN"), &var("PEER_COOKIE"));
+    if let Ok(dir) = std::env::var("PEER_TLS_DIR") {
+        cfg.tls = Some(tls_files(Path::new(&dir), &var("PEER_TLS_NAME")));
+    }
+    let net = ClusterNet::start(&cfg, &me)
         .await
         .expect("peer cluster net");
     let (changes, _) = tokio::sync::watch::channel(0u64);
@@ -124,7 +157,22 @@ struct PeerProcess {
 
 impl PeerProcess {
     fn start(id: &str, epoch: u64, listen: &str, cookie: &str, a_address: &str) -> PeerProcess {
-        let mut child = Command::new(std::env::current_exe().expect("own path"))
+        Self::start_with(id, epoch, listen, cookie, a_address, None)
+    }
+
+    fn start_with(
+        id: &str,
+        epoch: u64,
+        listen: &str,
+        cookie: &str,
+        a_address: &str,
+        tls: Option<(&Path, &str)>,
+    ) -> PeerProcess {
+        let mut command = Command::new(std::env::current_exe().expect("own path"));
+        if let Some((dir, name)) = tls {
+            command.env("PEER_TLS_DIR", dir).env("PEER_TLS_NAME", name);
+        }
+        let mut child = command
             .env(PEER_ENV, "1")
             .env("PEER_ID", id)
             .env("PEER_EPOCH", epoch.to_string())
@@ -414,6 +462,81 @@ async fn scenarios() {
     })
     .await;
 
+    a.shutdown().await;
+
+    step("mutual_tls_admits_certificates_of_the_cluster_authority_only");
+    let certs = tempfile::tempdir().expect("tempdir");
+    write_certs(certs.path(), &["a", "b"]);
+    let strangers = tempfile::tempdir().expect("tempdir");
+    write_certs(strangers.path(), &["b"]);
+    let a_address = free_address();
+    let mut a_cfg = config(&a_address, COOKIE);
+    a_cfg.tls = Some(tls_files(certs.path(), "a"));
+    // The node of the first part is shut down: one cluster node in this process at a time.
+    let a = ClusterNet::start(
+        &a_cfg,
+        &NodeIdentity {
+            id: "a".into(),
+            epoch: 2,
+        },
+    )
+    .await
+    .expect("node A with TLS");
+    {
+        let stranger_address = free_address();
+        let _stranger = PeerProcess::start_with(
+            "stranger",
+            1,
+            &stranger_address,
+            COOKIE,
+            &a_address,
+            Some((strangers.path(), "b")),
+        );
+        a.set_peers(vec![Peer {
+            node_id: "stranger".into(),
+            epoch: 1,
+            address: stranger_address,
+        }]);
+        let failed = eventually("A refused the stranger's certificate", || {
+            a.sessions()
+                .into_iter()
+                .find(|s| s.node_id == "stranger" && s.failures >= 2)
+        })
+        .await;
+        assert!(!failed.connected);
+        println!(
+            "  A's link to the stranger: {}",
+            failed.last_error.unwrap_or_default()
+        );
+    }
+    let b_address = free_address();
+    let _b = PeerProcess::start_with(
+        "b",
+        3,
+        &b_address,
+        COOKIE,
+        &a_address,
+        Some((certs.path(), "b")),
+    );
+    a.set_peers(vec![Peer {
+        node_id: "b".into(),
+        epoch: 3,
+        address: b_address,
+    }]);
+    eventually("A connected to B over TLS", || {
+        a.sessions()
+            .into_iter()
+            .find(|s| s.node_id == "b" && s.connected)
+    })
+    .await;
+    eventually("B's providers reachable over TLS", || {
+        remote(&a, "fast", "b", 3)
+    })
+    .await;
+    let out = run_on(&a, "fast", request("over tls", Duration::from_secs(10)))
+        .await
+        .expect("remote execution over TLS");
+    assert_eq!(out, MockProvider::output_for(TaskType::BugFix, "over tls"));
     a.shutdown().await;
 }
 
