@@ -630,6 +630,15 @@ impl Router {
         *self.remote.write().unwrap_or_else(|p| p.into_inner()) = Some(directory);
     }
 
+    fn unreachable_remote(&self) -> Vec<crate::cluster::SeenProvider> {
+        let directory = self
+            .remote
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        directory.map(|d| d.unreachable()).unwrap_or_default()
+    }
+
     /// Providers reachable on other nodes whose name no provider of this node has.
     pub fn remote_providers(&self) -> Vec<Arc<ProviderHandle>> {
         let directory = self
@@ -707,7 +716,9 @@ impl Router {
     /// Providers of this node come first. Providers reachable only on other nodes (a
     /// name no local provider has) join the candidates when no local provider can serve
     /// the task, or when the task prefers one of them by name; they are then ordered and
-    /// admitted like local ones.
+    /// admitted like local ones. A task that only a provider seen on another node could
+    /// serve, while that node is not reachable, gets [`RouteError::NoneAvailable`] (it
+    /// will be retried), not [`RouteError::NoneCanServe`].
     pub fn choose(&self, req: &RouteRequest<'_>) -> Result<Route, RouteError> {
         let now = Instant::now();
         let prefs = req.prefs;
@@ -750,6 +761,22 @@ impl Router {
             able.push((p, cost));
         }
         if able.is_empty() {
+            let waiting: Vec<String> = self
+                .unreachable_remote()
+                .into_iter()
+                .filter(|s| {
+                    self.get(&s.name).is_none()
+                        && s.task_types.contains(&req.task_type)
+                        && !prefs.excluded_providers.iter().any(|e| e == &s.name)
+                })
+                .map(|s| format!("{} (on node {}, not reachable now)", s.name, s.node_id))
+                .collect();
+            if !waiting.is_empty() {
+                return Err(RouteError::NoneAvailable {
+                    why: waiting.join(", "),
+                    retry_in: None,
+                });
+            }
             return Err(RouteError::NoneCanServe(if rejected.is_empty() {
                 "no provider is configured".into()
             } else {

@@ -16,15 +16,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use supervisor_engine::NodeIdentity;
-use supervisor_model::{RoutingPrefs, TaskType};
+use futures::StreamExt;
+use supervisor_engine::{Engine, EngineConfig, NodeIdentity, SystemClock};
+use supervisor_model::{NewTask, RoutingPrefs, Task, TaskId, TaskStatus, TaskType};
 use supervisor_node::cluster::{ClusterNet, Peer, RemoteProviderInfo};
 use supervisor_node::provider_actor::{ProviderActor, ProviderArgs};
-use supervisor_node::routing::{ProviderHandle, RouteRequest, Router};
+use supervisor_node::routing::{ProviderHandle, RouteError, RouteRequest, Router};
 use supervisor_node::{ClusterConfig, ClusterTls};
+use supervisor_node::{Node, NodeConfig, ProviderSpec, RoutingConfig};
 use supervisor_providers::config::Limits;
 use supervisor_providers::mock::{MockConfig, MockProvider};
 use supervisor_providers::{EventSink, ProviderError, ProviderRequest};
+use supervisor_store::embedded::{EmbeddedOptions, open_db};
 
 const PEER_ENV: &str = "CLUSTER_NET_PEER";
 const COOKIE: &str = "the-right-cookie";
@@ -104,7 +107,14 @@ async fn run_peer() {
         .await
         .expect("peer cluster net");
     let (changes, _) = tokio::sync::watch::channel(0u64);
-    for (name, latency) in [("fast", Duration::ZERO), ("slow", Duration::from_secs(60))] {
+    let slow_ms: u64 = std::env::var("PEER_SLOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60_000);
+    for (name, latency) in [
+        ("fast", Duration::ZERO),
+        ("slow", Duration::from_millis(slow_ms)),
+    ] {
         let provider = Arc::new(MockProvider::new(
             name,
             MockConfig {
@@ -168,7 +178,20 @@ impl PeerProcess {
         a_address: &str,
         tls: Option<(&Path, &str)>,
     ) -> PeerProcess {
+        Self::start_env(id, epoch, listen, cookie, a_address, tls, &[])
+    }
+
+    fn start_env(
+        id: &str,
+        epoch: u64,
+        listen: &str,
+        cookie: &str,
+        a_address: &str,
+        tls: Option<(&Path, &str)>,
+        env: &[(&str, &str)],
+    ) -> PeerProcess {
         let mut command = Command::new(std::env::current_exe().expect("own path"));
+        command.envs(env.iter().copied());
         if let Some((dir, name)) = tls {
             command.env("PEER_TLS_DIR", dir).env("PEER_TLS_NAME", name);
         }
@@ -254,6 +277,13 @@ async fn run_on(
     handle.provider.execute(req, sink).await.map(|o| o.output)
 }
 
+async fn finished(engine: &Engine, id: TaskId) -> Task {
+    let stream = engine.watch_events("default", id, 0).await.expect("watch");
+    let done = tokio::time::timeout(Duration::from_secs(120), stream.collect::<Vec<_>>()).await;
+    assert!(done.is_ok(), "task {id} did not finish");
+    engine.get("default", id).await.expect("get")
+}
+
 fn step(name: &str) {
     println!("test cluster_net::{name} ...");
 }
@@ -333,20 +363,7 @@ async fn scenarios() {
 
     step("the_router_offers_remote_providers_when_no_local_one_can_serve");
     {
-        let (changes, _) = tokio::sync::watch::channel(0u64);
-        let local_only_docs = Arc::new(ProviderHandle::new(
-            Arc::new(OnlyDocs(MockProvider::new("local", MockConfig::default()))),
-            4,
-            Limits::default(),
-            changes.clone(),
-        ));
-        let router = Router::new(
-            vec![local_only_docs],
-            supervisor_model::RoutingStrategy::LeastLoaded,
-            Vec::new(),
-            changes,
-        );
-        router.attach_remote(a.directory());
+        let router = docs_only_router(&a);
         let req = request("fix it", Duration::from_secs(10));
         let prefs = RoutingPrefs {
             excluded_providers: vec!["slow".into()],
@@ -433,9 +450,30 @@ async fn scenarios() {
         a.directory().list().is_empty().then_some(())
     })
     .await;
+    {
+        // A task only B's providers could serve waits for B rather than failing for good.
+        let router = docs_only_router(&a);
+        let req = request("fix it", Duration::from_secs(10));
+        let prefs = RoutingPrefs::default();
+        let err = router
+            .choose(&RouteRequest {
+                task_type: TaskType::BugFix,
+                request: &req,
+                prefs: &prefs,
+                failed_on: &[],
+            })
+            .err()
+            .expect("nothing can serve it now");
+        match err {
+            RouteError::NoneAvailable { why, .. } => {
+                assert!(why.contains("fast (on node b, not reachable now)"), "{why}")
+            }
+            other => panic!("expected a wait for node b, got {other:?}"),
+        }
+    }
 
     step("b_restarted_is_redialled_and_serves_again");
-    let _b2 = PeerProcess::start("b", 2, &b_address, COOKIE, &a_address);
+    let b2 = PeerProcess::start("b", 2, &b_address, COOKIE, &a_address);
     a.set_peers(vec![Peer {
         epoch: 2,
         ..b1.clone()
@@ -454,6 +492,125 @@ async fn scenarios() {
         .await
         .expect("remote execution after the restart");
     assert_eq!(out, MockProvider::output_for(TaskType::BugFix, "again"));
+
+    step("a_task_on_node_a_runs_on_the_provider_only_b_has");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open_db(&dir.path().join("db.redb"), EmbeddedOptions::default()).expect("store");
+    let engine = Engine::new(
+        db,
+        EngineConfig {
+            retry_initial_backoff: Duration::from_millis(20),
+            ..EngineConfig::default()
+        },
+        Arc::new(SystemClock),
+    );
+    let node = Node::start(
+        engine.clone(),
+        NodeConfig {
+            id: "a".into(),
+            progress_flush: Duration::from_millis(20),
+            ..NodeConfig::default()
+        },
+        RoutingConfig {
+            max_wait: Duration::from_secs(2),
+            ..RoutingConfig::default()
+        },
+        &a_address,
+        vec![ProviderSpec {
+            provider: Arc::new(OnlyDocs(MockProvider::new("local", MockConfig::default()))),
+            max_concurrency: 4,
+            limits: Limits::default(),
+        }],
+    )
+    .await
+    .expect("node A");
+    node.router().attach_remote(a.directory());
+    let submit = |prompt: &str, prefs: RoutingPrefs| NewTask {
+        task_type: Some(TaskType::BugFix),
+        prompt: prompt.into(),
+        max_attempts: Some(20),
+        timeout_ms: Some(120_000),
+        routing: prefs,
+        ..NewTask::default()
+    };
+    let id = engine
+        .submit("default", submit("fix the pager", RoutingPrefs::default()))
+        .await
+        .expect("submit")
+        .task
+        .id;
+    let t = finished(&engine, id).await;
+    assert_eq!(t.status, TaskStatus::Succeeded, "{:?}", t.error);
+    let result = t.result.expect("result");
+    assert_eq!(result.provider, "fast");
+    assert_eq!(
+        result.output,
+        MockProvider::output_for(TaskType::BugFix, "fix the pager")
+    );
+    let (events, _, _) = engine
+        .read_events("default", id, 0, 100)
+        .await
+        .expect("events");
+    assert!(
+        events.iter().any(|e| e.message.contains("runs on node b")),
+        "the routing decision names the node: {events:?}"
+    );
+
+    step("a_task_whose_node_is_killed_mid_call_is_retried_and_finishes_after_b_returns");
+    let id = engine
+        .submit(
+            "default",
+            submit(
+                "take your time",
+                RoutingPrefs {
+                    preferred_providers: vec!["slow".into()],
+                    ..RoutingPrefs::default()
+                },
+            ),
+        )
+        .await
+        .expect("submit")
+        .task
+        .id;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while engine.get("default", id).await.expect("get").status != TaskStatus::Running {
+        assert!(tokio::time::Instant::now() < deadline, "the task never ran");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(b2);
+    // B comes back as a new incarnation whose "slow" provider answers at once.
+    let _b3 = PeerProcess::start_env(
+        "b",
+        3,
+        &b_address,
+        COOKIE,
+        &a_address,
+        None,
+        &[("PEER_SLOW_MS", "0")],
+    );
+    a.set_peers(vec![Peer {
+        epoch: 3,
+        ..b1.clone()
+    }]);
+    let t = finished(&engine, id).await;
+    assert_eq!(t.status, TaskStatus::Succeeded, "{:?}", t.error);
+    let first = t.attempts.first().expect("attempts");
+    assert_eq!(
+        (first.provider.as_str(), first.outcome.as_str()),
+        ("slow", "unavailable"),
+        "{:?}",
+        t.attempts
+    );
+    assert_eq!(t.result.expect("result").provider, "slow");
+    println!(
+        "  attempts: {:?}",
+        t.attempts
+            .iter()
+            .map(|a| (&a.provider, &a.outcome))
+            .collect::<Vec<_>>()
+    );
+    node.shutdown().await;
 
     step("a_peer_the_store_no_longer_lists_is_disconnected");
     a.set_peers(Vec::new());
@@ -538,6 +695,26 @@ async fn scenarios() {
         .expect("remote execution over TLS");
     assert_eq!(out, MockProvider::output_for(TaskType::BugFix, "over tls"));
     a.shutdown().await;
+}
+
+/// A router whose only local provider writes documentation, with `net`'s remote
+/// providers attached.
+fn docs_only_router(net: &ClusterNet) -> Router {
+    let (changes, _) = tokio::sync::watch::channel(0u64);
+    let local_only_docs = Arc::new(ProviderHandle::new(
+        Arc::new(OnlyDocs(MockProvider::new("local", MockConfig::default()))),
+        4,
+        Limits::default(),
+        changes.clone(),
+    ));
+    let router = Router::new(
+        vec![local_only_docs],
+        supervisor_model::RoutingStrategy::LeastLoaded,
+        Vec::new(),
+        changes,
+    );
+    router.attach_remote(net.directory());
+    router
 }
 
 /// A local provider that only writes documentation, so a bug fix has to go elsewhere.

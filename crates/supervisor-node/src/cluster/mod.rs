@@ -39,7 +39,7 @@ use supervisor_engine::NodeIdentity;
 use tokio::sync::mpsc;
 
 pub use links::{Backoff, NodeName};
-pub use remote::{CALL_MARGIN, RemoteDirectory, RemoteProvider, RemoteProviderInfo};
+pub use remote::{CALL_MARGIN, RemoteDirectory, RemoteProvider, RemoteProviderInfo, SeenProvider};
 
 use crate::{ClusterConfig, NodeError};
 use links::Verdict;

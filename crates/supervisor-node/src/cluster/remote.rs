@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorId, ActorRef, ActorStatus};
+use supervisor_model::TaskType;
 use supervisor_providers::config::Limits;
 use supervisor_providers::{
     Capabilities, EventSink, Health, Provider, ProviderError, ProviderEvent, ProviderOutput,
@@ -164,9 +165,23 @@ struct Entry {
     handle: Arc<ProviderHandle>,
 }
 
-/// Every provider this node can reach on other nodes, keyed by the remote actor.
+/// A provider seen on another node at some point since this node started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenProvider {
+    /// Its name.
+    pub name: String,
+    /// The node it was last seen on.
+    pub node_id: String,
+    /// The task types it serves.
+    pub task_types: Vec<TaskType>,
+}
+
+/// Every provider this node can reach on other nodes, keyed by the remote actor, and
+/// every provider it has seen there since it started (so a task whose only provider is
+/// on a node that is restarting waits and retries instead of failing for good).
 pub struct RemoteDirectory {
     entries: Mutex<BTreeMap<ActorId, Entry>>,
+    seen: Mutex<BTreeMap<String, SeenProvider>>,
     changes: watch::Sender<u64>,
 }
 
@@ -174,6 +189,7 @@ impl Default for RemoteDirectory {
     fn default() -> Self {
         RemoteDirectory {
             entries: Mutex::new(BTreeMap::new()),
+            seen: Mutex::new(BTreeMap::new()),
             changes: watch::channel(0).0,
         }
     }
@@ -224,11 +240,32 @@ impl RemoteDirectory {
         v
     }
 
+    /// Providers seen on other nodes that are not reachable now.
+    pub fn unreachable(&self) -> Vec<SeenProvider> {
+        let live: std::collections::BTreeSet<String> =
+            self.handles().into_iter().map(|h| h.name.clone()).collect();
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|s| !live.contains(&s.name))
+            .cloned()
+            .collect()
+    }
+
     pub(crate) fn knows(&self, id: &ActorId) -> bool {
         self.entries().contains_key(id)
     }
 
     pub(crate) fn insert(&self, cell: ActorCell, node: NodeName, d: WireDescription) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            d.name.clone(),
+            SeenProvider {
+                name: d.name.clone(),
+                node_id: node.id.clone(),
+                task_types: d.task_types.clone(),
+            },
+        );
         let capabilities = Capabilities {
             task_types: d.task_types,
             models: d.models,
