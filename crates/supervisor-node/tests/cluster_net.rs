@@ -277,6 +277,62 @@ async fn run_on(
     handle.provider.execute(req, sink).await.map(|o| o.output)
 }
 
+/// Reports (does not assert) the time of a remote call to a provider that answers at
+/// once: one at a time, then 16 in flight.
+async fn measure(net: &ClusterNet) {
+    let handle = net
+        .directory()
+        .handles()
+        .into_iter()
+        .find(|h| h.name == "fast")
+        .expect("fast is reachable");
+    let calls = 300;
+    let mut took = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let (sink, _events) = EventSink::channel();
+        let started = std::time::Instant::now();
+        handle
+            .provider
+            .execute(request(&format!("call {i}"), Duration::from_secs(10)), sink)
+            .await
+            .expect("remote call");
+        took.push(started.elapsed());
+    }
+    took.sort_unstable();
+    let at = |p: f64| took[((took.len() - 1) as f64 * p) as usize];
+    println!(
+        "  {calls} sequential calls: p50 {:?}, p99 {:?}",
+        at(0.5),
+        at(0.99)
+    );
+    let started = std::time::Instant::now();
+    let mut running = tokio::task::JoinSet::new();
+    for worker in 0..16 {
+        let handle = handle.clone();
+        running.spawn(async move {
+            for i in 0..calls / 16 {
+                let (sink, _events) = EventSink::channel();
+                handle
+                    .provider
+                    .execute(
+                        request(&format!("w{worker} call {i}"), Duration::from_secs(10)),
+                        sink,
+                    )
+                    .await
+                    .expect("remote call");
+            }
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        done.expect("worker");
+    }
+    let n = calls / 16 * 16;
+    println!(
+        "  {n} calls, 16 in flight: {:.0} calls/s",
+        n as f64 / started.elapsed().as_secs_f64()
+    );
+}
+
 async fn finished(engine: &Engine, id: TaskId) -> Task {
     let stream = engine.watch_events("default", id, 0).await.expect("watch");
     let done = tokio::time::timeout(Duration::from_secs(120), stream.collect::<Vec<_>>()).await;
@@ -360,6 +416,9 @@ async fn scenarios() {
         .await
         .expect("remote execution");
     assert_eq!(out, MockProvider::output_for(TaskType::BugFix, prompt));
+
+    step("remote_call_overhead_on_loopback");
+    measure(&a).await;
 
     step("the_router_offers_remote_providers_when_no_local_one_can_serve");
     {
