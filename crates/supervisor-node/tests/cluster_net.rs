@@ -631,12 +631,15 @@ async fn scenarios() {
         .expect("submit")
         .task
         .id;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while engine.get("default", id).await.expect("get").status != TaskStatus::Running {
-        assert!(tokio::time::Instant::now() < deadline, "the task never ran");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The agent holds a slot of B's "slow" while its call is out.
+    eventually("the attempt is calling B", || {
+        node.router()
+            .remote_providers()
+            .into_iter()
+            .find(|h| h.name == "slow" && h.in_flight() > 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     drop(b2);
     // B comes back as a new incarnation whose "slow" provider answers at once.
     let _b3 = PeerProcess::start_env(

@@ -88,8 +88,8 @@ impl ClusterNet {
     /// Starts the node server on `cfg.listen` with the cookie (and TLS when `cfg.tls` is
     /// set), named after `me` so peers can match it to the store's record.
     ///
-    /// Fails with [`NodeError::Config`] when `cfg.listen` is empty or not an address,
-    /// the cookie is empty or unreadable, or a TLS file is missing or wrong; with
+    /// Fails with [`NodeError::Config`] when `cfg.listen` is empty, not an address or on
+    /// port 0, the cookie is empty or unreadable, or a TLS file is missing or wrong; with
     /// [`NodeError::Spawn`] when the port cannot be bound.
     pub async fn start(cfg: &ClusterConfig, me: &NodeIdentity) -> Result<ClusterNet, NodeError> {
         if cfg.listen.is_empty() {
@@ -110,6 +110,11 @@ impl ClusterNet {
                 cfg.listen
             ))
         })?;
+        if listen.port() == 0 {
+            return Err(NodeError::Config(format!(
+                "cluster.listen {listen} has port 0: peers dial the advertised address, so pick a fixed port"
+            )));
+        }
         let tls = match &cfg.tls {
             Some(t) => Some(tls::load(t).map_err(NodeError::Config)?),
             None => None,
@@ -224,5 +229,56 @@ impl ClusterNet {
             let _ = t.await;
         }
         self.directory.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn refusal(cfg: ClusterConfig) -> String {
+        let me = NodeIdentity {
+            id: "n".into(),
+            epoch: 1,
+        };
+        match ClusterNet::start(&cfg, &me).await {
+            Err(NodeError::Config(why)) => why,
+            Err(other) => panic!("expected a configuration error, got {other}"),
+            Ok(_) => panic!("expected a configuration error, it started"),
+        }
+    }
+
+    #[tokio::test]
+    async fn it_refuses_to_start_without_a_cookie_or_a_usable_address() {
+        let listen = ClusterConfig {
+            listen: "127.0.0.1:4697".into(),
+            ..ClusterConfig::default()
+        };
+        assert!(
+            refusal(ClusterConfig::default())
+                .await
+                .contains("cluster.listen is empty")
+        );
+        let why = refusal(listen.clone()).await;
+        assert!(why.contains("cookie is empty"), "{why}");
+        let why = refusal(ClusterConfig {
+            cookie: "  ".into(),
+            ..listen.clone()
+        })
+        .await;
+        assert!(why.contains("cookie is empty"), "{why}");
+        let why = refusal(ClusterConfig {
+            cookie_file: Some("/nonexistent/cookie".into()),
+            ..listen.clone()
+        })
+        .await;
+        assert!(why.contains("/nonexistent/cookie"), "{why}");
+        let why = refusal(ClusterConfig {
+            listen: "127.0.0.1:0".into(),
+            cookie: "secret".into(),
+            ..ClusterConfig::default()
+        })
+        .await;
+        assert!(why.contains("port 0"), "{why}");
     }
 }
