@@ -675,11 +675,33 @@ async fn scenarios() {
     node.shutdown().await;
 
     step("a_peer_the_store_no_longer_lists_is_disconnected");
+    assert!(
+        a.connected_nodes().iter().any(|n| n.id == "b"),
+        "B is connected before the store drops it"
+    );
     a.set_peers(Vec::new());
-    eventually("B's session closed and its providers gone", || {
+    eventually("no link to B and B's providers gone", || {
         (a.sessions().is_empty() && a.directory().list().is_empty()).then_some(())
     })
     .await;
+    // Heartbeats keep reading a store without B: its session is closed (B, which still
+    // lists A, dials again and is closed again).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut closed = 0;
+    let mut was_connected = true;
+    while closed < 2 {
+        a.set_peers(Vec::new());
+        let connected = a.connected_nodes().iter().any(|n| n.id == "b");
+        if was_connected && !connected {
+            closed += 1;
+        }
+        was_connected = connected;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A kept a session to a node the store no longer lists"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     a.shutdown().await;
 

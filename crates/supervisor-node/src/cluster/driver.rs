@@ -91,6 +91,16 @@ pub(super) enum LinkState {
     Connected { session: ActorId },
 }
 
+impl Table {
+    pub(super) fn ready_names(&self) -> Vec<NodeName> {
+        self.sessions
+            .values()
+            .filter(|s| s.ready)
+            .filter_map(|s| s.name.clone())
+            .collect()
+    }
+}
+
 struct SessionRec {
     info: NodeServerSessionInformation,
     name: Option<NodeName>,

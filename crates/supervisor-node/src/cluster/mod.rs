@@ -213,6 +213,16 @@ impl ClusterNet {
             .collect()
     }
 
+    /// Every node with an authenticated, ready session to this one, listed by the store
+    /// or not (a node the store no longer lists keeps its session for one more read).
+    pub fn connected_nodes(&self) -> Vec<NodeName> {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = table.ready_names();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Providers reachable on other nodes; hand it to
     /// [`Router::attach_remote`](crate::routing::Router::attach_remote).
     pub fn directory(&self) -> Arc<RemoteDirectory> {
