@@ -33,7 +33,8 @@ pub fn group_name(provider: &str) -> String {
 }
 
 /// Messages of the provider actor. `Execute` and `Describe` may come from another node:
-/// their payloads are bytes encoded by [`crate::cluster::wire`].
+/// their payloads are bytes encoded by [`crate::cluster::wire`]. Variant names travel on
+/// the wire: renaming one breaks calls between nodes of different releases.
 #[derive(RactorClusterMessage)]
 pub enum ProviderMsg {
     /// Run the health probe.
@@ -149,7 +150,10 @@ impl Actor for ProviderActor {
                         }),
                     };
                     // The caller may have given up (timeout, node gone): nothing to do.
-                    let _ = reply.send(wire::encode_outcome(&result));
+                    let _ = reply.send(wire::encode_outcome_within(
+                        &result,
+                        wire::MAX_OUTCOME_BYTES,
+                    ));
                 });
             }
             ProviderMsg::Describe(reply) => {

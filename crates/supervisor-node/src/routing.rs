@@ -210,6 +210,7 @@ const NOT_PROVIDER_FAULT: &[&str] = &[
     "budget",
     "rate_limited",
     "cancelled",
+    "output_too_large",
 ];
 
 #[derive(Debug)]

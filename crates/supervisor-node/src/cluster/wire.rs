@@ -185,6 +185,29 @@ pub fn encode_outcome(result: &Result<ProviderOutput, ProviderError>) -> Vec<u8>
     })
 }
 
+/// Largest encoded outcome sent back to the asking node: ractor_cluster closes a session
+/// that receives a frame over 16 MiB, which would fail every call on it.
+pub const MAX_OUTCOME_BYTES: usize = 12 * 1024 * 1024;
+
+/// Encodes an outcome, replacing one whose encoding exceeds `limit` bytes by a permanent
+/// `output_too_large` error (running it again on the same provider would only repeat it).
+pub fn encode_outcome_within(
+    result: &Result<ProviderOutput, ProviderError>,
+    limit: usize,
+) -> Vec<u8> {
+    let bytes = encode_outcome(result);
+    if bytes.len() <= limit {
+        return bytes;
+    }
+    encode_outcome(&Err(ProviderError::Permanent {
+        kind: "output_too_large",
+        message: format!(
+            "the outcome is {} bytes, over the {limit} bytes a provider on another node may return; run such tasks on a node that has the provider itself",
+            bytes.len()
+        ),
+    }))
+}
+
 /// Decodes an outcome.
 pub fn decode_outcome(
     bytes: &[u8],
@@ -308,6 +331,28 @@ mod tests {
             message: "no".into(),
         });
         assert_eq!(decode_outcome(&encode_outcome(&denied)).unwrap(), denied);
+    }
+
+    #[test]
+    fn an_outcome_over_the_limit_becomes_a_permanent_error() {
+        let big: Result<ProviderOutput, ProviderError> = Ok(ProviderOutput {
+            output: "x".repeat(2000),
+            usage: Usage::default(),
+            cost_micros: 0,
+            model: "m".into(),
+            artifacts: vec![],
+        });
+        assert_eq!(
+            decode_outcome(&encode_outcome_within(&big, 4096)).unwrap(),
+            big
+        );
+        match decode_outcome(&encode_outcome_within(&big, 1000)).unwrap() {
+            Err(ProviderError::Permanent { kind, message }) => {
+                assert_eq!(kind, "output_too_large");
+                assert!(message.contains("1000 bytes"), "{message}");
+            }
+            other => panic!("expected output_too_large, got {other:?}"),
+        }
     }
 
     #[test]
