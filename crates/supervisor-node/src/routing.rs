@@ -431,11 +431,8 @@ impl ProviderHandle {
     }
 
     /// Tries to take this provider for one request of about `tokens` tokens. On refusal,
-    /// says why and how long until it might accept.
-    /// Admits one execution of about `tokens` tokens now, or says why not and, when it
-    /// knows, how long until it might: unhealthy, throttled by a `retry-after`, circuit
-    /// open, or over a token bucket. An admitted execution must end in [`Self::report`] or
-    /// [`Self::abandon`].
+    /// says why and how long until it might accept. An admitted execution must end in
+    /// [`Self::report`] or [`Self::abandon`].
     pub fn admit(&self, tokens: u64, now: Instant) -> Result<(), (String, Option<Duration>)> {
         let mut live = self.live();
         if live.probed && !live.health.healthy {
@@ -728,16 +725,19 @@ impl Router {
         let mut rejected = Vec::new();
         let mut able: Vec<(&Arc<ProviderHandle>, u64)> = Vec::new();
         let remote = self.remote_providers();
-        let local_able = self.providers.iter().any(|p| self.can_serve(p, req));
-        let prefers_remote = prefs
-            .preferred_providers
-            .iter()
-            .any(|n| self.get(n).is_none() && remote.iter().any(|r| &r.name == n));
-        let remote: &[Arc<ProviderHandle>] = if !local_able || prefers_remote {
-            &remote
-        } else {
-            &[]
+        let prefers_remote = || {
+            prefs
+                .preferred_providers
+                .iter()
+                .any(|n| self.get(n).is_none() && remote.iter().any(|r| &r.name == n))
         };
+        let local_able = || self.providers.iter().any(|p| self.can_serve(p, req));
+        let remote: &[Arc<ProviderHandle>] =
+            if !remote.is_empty() && (prefers_remote() || !local_able()) {
+                &remote
+            } else {
+                &[]
+            };
         for p in self.providers.iter().chain(remote.iter()) {
             if prefs.excluded_providers.iter().any(|e| e == &p.name) {
                 rejected.push(format!("{}: excluded by the task", p.name));
