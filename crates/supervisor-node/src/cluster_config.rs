@@ -122,12 +122,7 @@ impl ClusterConfig {
         match &self.cookie_file {
             Some(path) => std::fs::read_to_string(path)
                 .map(|s| s.trim_end().to_string())
-                .map_err(|e| {
-                    format!(
-                        "could not read cluster.cookie_file {}: {e}",
-                        path.display()
-                    )
-                }),
+                .map_err(|e| format!("could not read cluster.cookie_file {}: {e}", path.display())),
             None => Ok(self.cookie.clone()),
         }
     }
