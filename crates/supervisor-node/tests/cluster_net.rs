@@ -20,6 +20,7 @@ use futures::StreamExt;
 use supervisor_engine::{Engine, EngineConfig, NodeIdentity, SystemClock};
 use supervisor_model::{NewTask, RoutingPrefs, Task, TaskId, TaskStatus, TaskType};
 use supervisor_node::cluster::{ClusterNet, Peer, RemoteProviderInfo};
+use supervisor_node::membership::LivePeer;
 use supervisor_node::provider_actor::{ProviderActor, ProviderArgs};
 use supervisor_node::routing::{ProviderHandle, RouteError, RouteRequest, Router};
 use supervisor_node::{ClusterConfig, ClusterTls};
@@ -346,15 +347,17 @@ fn step(name: &str) {
 
 async fn scenarios() {
     let a_address = free_address();
-    let a = ClusterNet::start(
-        &config(&a_address, COOKIE),
-        &NodeIdentity {
-            id: "a".into(),
-            epoch: 1,
-        },
-    )
-    .await
-    .expect("node A");
+    let a = Arc::new(
+        ClusterNet::start(
+            &config(&a_address, COOKIE),
+            &NodeIdentity {
+                id: "a".into(),
+                epoch: 1,
+            },
+        )
+        .await
+        .expect("node A"),
+    );
 
     step("a_wrong_cookie_does_not_authenticate");
     {
@@ -673,6 +676,61 @@ async fn scenarios() {
             .collect::<Vec<_>>()
     );
     node.shutdown().await;
+
+    step("after_a_fence_a_rejoins_under_its_new_epoch_and_links_again");
+    {
+        let (peers_tx, peers_rx) = tokio::sync::watch::channel(vec![LivePeer {
+            id: "b".into(),
+            epoch: 3,
+            cluster_address: b_address.clone(),
+        }]);
+        let (identity_tx, identity_rx) = tokio::sync::watch::channel(NodeIdentity {
+            id: "a".into(),
+            epoch: 1,
+        });
+        a.follow(peers_rx, identity_rx);
+        identity_tx.send_replace(NodeIdentity {
+            id: "a".into(),
+            epoch: 2,
+        });
+        eventually("A runs under epoch 2", || {
+            (a.name().epoch == 2).then_some(())
+        })
+        .await;
+        eventually("A linked to B again", || {
+            a.sessions()
+                .into_iter()
+                .find(|s| s.node_id == "b" && s.epoch == 3 && s.connected)
+        })
+        .await;
+        eventually("B's providers reachable again", || {
+            remote(&a, "fast", "b", 3)
+        })
+        .await;
+        let out = run_on(
+            &a,
+            "fast",
+            request("after the fence", Duration::from_secs(10)),
+        )
+        .await
+        .expect("remote execution after the rejoin");
+        assert_eq!(
+            out,
+            MockProvider::output_for(TaskType::BugFix, "after the fence")
+        );
+        // The store stops listing B: the follower passes that on.
+        peers_tx.send_replace(Vec::new());
+        eventually("no link to B", || a.sessions().is_empty().then_some(())).await;
+        peers_tx.send_replace(vec![LivePeer {
+            id: "b".into(),
+            epoch: 3,
+            cluster_address: b_address.clone(),
+        }]);
+        eventually("linked to B once more", || {
+            a.sessions().into_iter().find(|s| s.connected)
+        })
+        .await;
+    }
 
     step("a_peer_the_store_no_longer_lists_is_disconnected");
     assert!(
