@@ -693,6 +693,20 @@ impl Router {
         self.providers.iter().map(|p| p.name.clone()).collect()
     }
 
+    /// Names a task may prefer or exclude: this node's providers, then those reachable
+    /// on other nodes, then those seen on nodes that are away now.
+    pub fn known_names(&self) -> Vec<String> {
+        let mut names = self.names();
+        let remote = self.remote_providers().into_iter().map(|h| h.name.clone());
+        let away = self.unreachable_remote().into_iter().map(|p| p.name);
+        for name in remote.chain(away) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
+
     /// Fires whenever any provider's state changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
