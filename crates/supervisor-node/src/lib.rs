@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod cluster;
 pub mod cluster_config;
 pub mod dispatcher;
 pub mod housekeeper;
@@ -188,6 +189,8 @@ pub struct Node {
     drain: watch::Receiver<bool>,
     peers: watch::Receiver<Vec<membership::LivePeer>>,
     cluster: ClusterConfig,
+    /// Links to peers over ractor_cluster, when `cluster.listen` is set.
+    net: std::sync::OnceLock<Arc<cluster::ClusterNet>>,
     cfg: NodeConfig,
     supervisor: ActorRef<SupervisorMsg>,
     health: watch::Receiver<TreeHealth>,
@@ -416,7 +419,7 @@ impl Node {
             let _ = tree.await;
         });
         tracing::info!(node = %identity.id, epoch = identity.epoch, "node started");
-        Ok(Node {
+        let node = Node {
             engine,
             identity: identity_rx,
             start_epoch: identity.epoch,
@@ -424,12 +427,26 @@ impl Node {
             drain: drain_rx,
             peers: peers_rx,
             cluster,
+            net: std::sync::OnceLock::new(),
             cfg,
             supervisor,
             health,
             router,
             tree: std::sync::Mutex::new(Some(tree)),
-        })
+        };
+        if !node.cluster.listen.is_empty() {
+            match cluster::ClusterNet::join(&node, node.identity.clone()).await {
+                Ok(net) => {
+                    let _ = node.net.set(net);
+                }
+                Err(err) => {
+                    node.supervisor
+                        .stop(Some("cluster networking failed".into()));
+                    return Err(err);
+                }
+            }
+        }
+        Ok(node)
     }
 
     /// This node's id and current epoch (a new one after it rejoins from a fence).
@@ -467,6 +484,11 @@ impl Node {
     /// This node's cluster settings.
     pub fn cluster_config(&self) -> &ClusterConfig {
         &self.cluster
+    }
+
+    /// The node's links to its peers, when it runs cluster networking.
+    pub fn cluster_net(&self) -> Option<&Arc<cluster::ClusterNet>> {
+        self.net.get()
     }
 
     /// The engine it runs on.
@@ -530,6 +552,9 @@ impl Node {
         let tree = self.tree.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(tree) = tree {
             let _ = tree.await;
+        }
+        if let Some(net) = self.net.get() {
+            net.shutdown().await;
         }
         // Gone: peers need not wait for silence to take over its duties.
         if let Err(err) = self.engine.set_node_leaving(&self.identity(), false).await {

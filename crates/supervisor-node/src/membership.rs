@@ -169,7 +169,8 @@ impl MembershipState {
         }
     }
 
-    async fn beat(&mut self) {
+    /// Heartbeats; returns whether it went through.
+    async fn beat(&mut self) -> bool {
         let identity = self.args.identity.borrow().clone();
         let load = NodeLoad {
             in_flight: self.in_flight().await,
@@ -183,8 +184,12 @@ impl MembershipState {
                     tracing::info!("an operator asked this node to drain");
                     self.args.drain.send_replace(true);
                 }
+                true
             }
-            Err(err @ EngineError::Fenced { .. }) => self.rejoin(&err).await,
+            Err(err @ EngineError::Fenced { .. }) => {
+                self.rejoin(&err).await;
+                false
+            }
             Err(err) => {
                 let failed = match self.args.view.write() {
                     Ok(mut view) => {
@@ -194,6 +199,7 @@ impl MembershipState {
                     Err(_) => 0,
                 };
                 tracing::warn!(error = %err, failed, "heartbeat failed; peers fence this node if it stays silent");
+                false
             }
         }
     }
@@ -325,12 +331,20 @@ impl Actor for Membership {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // A tick far later than scheduled means this process itself stalled (stopped,
-        // starved): what it observed before says nothing about its peers now.
-        if state.last_tick.elapsed() > state.args.failure_timeout / 2 {
+        // starved); a heartbeat that failed or crawled means the store was out of reach
+        // or stalled for this node too. Either way, peers' silence over that time says
+        // nothing about them: start watching afresh instead of fencing healthy nodes
+        // after a store outage.
+        let slow = state.args.failure_timeout / 2;
+        if state.last_tick.elapsed() > slow {
+            state.observed.clear();
+        }
+        let beat_started = Instant::now();
+        let beat_ok = state.beat().await;
+        if !beat_ok || beat_started.elapsed() > slow {
             state.observed.clear();
         }
         state.last_tick = Instant::now();
-        state.beat().await;
         state.observe().await;
         // Scheduled after the work, so a slow store never piles ticks up.
         myself.send_after(state.args.heartbeat_interval, || MembershipMsg::Tick);

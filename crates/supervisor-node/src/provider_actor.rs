@@ -1,30 +1,58 @@
 //! One actor per configured provider: it owns the provider's periodic health probe (a real
 //! request, or `claude --version`) and records the result in the provider's
-//! [`ProviderHandle`], which routing reads. Agents use the handle directly for admission,
-//! slots and reports, so a slow call never waits on this actor's mailbox.
+//! [`ProviderHandle`], which routing reads. Agents on this node use the handle directly for
+//! admission, slots and reports, so a slow call never waits on this actor's mailbox.
+//!
+//! The actor also makes the provider reachable from other nodes: it joins the process
+//! group `provider:<name>`, which ractor_cluster mirrors to every connected node, and
+//! answers two remote calls: [`ProviderMsg::Describe`] (what the provider can do) and
+//! [`ProviderMsg::Execute`] (run one attempt). A remote attempt goes through the same
+//! admission, slots and reports as a local one ([`serve`]), so this node's concurrency,
+//! rate limits and circuit breaker hold whoever asks. The execution runs on its own task;
+//! the mailbox only starts it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-use supervisor_providers::Health;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use supervisor_model::Usage;
+use supervisor_providers::{EventSink, Health, ProviderError, ProviderOutput, ProviderRequest};
 
-use crate::routing::ProviderHandle;
+use crate::cluster::wire;
+use crate::routing::{ProviderHandle, Report, estimate_tokens};
 
 /// The registry name of the actor for provider `name`.
 pub fn actor_name(provider: &str) -> String {
     format!("provider:{provider}")
 }
 
-/// Messages of the provider actor.
+/// The process group every node's actor for provider `name` joins.
+pub fn group_name(provider: &str) -> String {
+    format!("provider:{provider}")
+}
+
+/// Messages of the provider actor. `Execute` and `Describe` may come from another node:
+/// their payloads are bytes encoded by [`crate::cluster::wire`]. Variant names travel on
+/// the wire: renaming one breaks calls between nodes of different releases.
+#[derive(RactorClusterMessage)]
 pub enum ProviderMsg {
     /// Run the health probe.
     Probe,
     /// The probe finished.
-    ProbeDone(Health),
+    ProbeDone {
+        /// Whether the provider can take work.
+        healthy: bool,
+        /// What the probe saw.
+        detail: String,
+    },
+    /// Run one attempt (an encoded request); the reply is the encoded outcome.
+    #[rpc]
+    Execute(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// Describe the provider (an encoded description).
+    #[rpc]
+    Describe(RpcReplyPort<Vec<u8>>),
 }
-
-impl ractor::Message for ProviderMsg {}
 
 /// Arguments of the provider actor.
 pub struct ProviderArgs {
@@ -58,10 +86,20 @@ impl Actor for ProviderActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(args.probe_interval, || ProviderMsg::Probe);
         myself.cast(ProviderMsg::Probe)?;
+        ractor::pg::join(group_name(&args.handle.name), vec![myself.get_cell()]);
         Ok(ProviderState {
             handle: args.handle,
             probing: false,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        ractor::pg::leave(group_name(&state.handle.name), vec![myself.get_cell()]);
+        Ok(())
     }
 
     async fn handle(
@@ -86,18 +124,195 @@ impl Actor for ProviderActor {
                             detail: format!("health probe timed out after {PROBE_TIMEOUT:?}"),
                         },
                     };
-                    let _ = myself.cast(ProviderMsg::ProbeDone(health));
+                    let _ = myself.cast(ProviderMsg::ProbeDone {
+                        healthy: health.healthy,
+                        detail: health.detail,
+                    });
                 });
             }
-            ProviderMsg::ProbeDone(health) => {
+            ProviderMsg::ProbeDone { healthy, detail } => {
                 state.probing = false;
                 let before = state.handle.snapshot().healthy;
-                if before != health.healthy {
-                    tracing::info!(provider = %state.handle.name, healthy = health.healthy, detail = %health.detail, "provider health changed");
+                if before != healthy {
+                    tracing::info!(provider = %state.handle.name, healthy, detail = %detail, "provider health changed");
                 }
-                state.handle.set_health(health);
+                state.handle.set_health(Health { healthy, detail });
+            }
+            ProviderMsg::Execute(bytes, reply) => {
+                let handle = state.handle.clone();
+                tokio::spawn(async move {
+                    let result = match wire::decode_request(&bytes) {
+                        Ok(request) => serve(&handle, request).await,
+                        Err(err) => Err(ProviderError::Retryable {
+                            kind: "unavailable",
+                            message: err.to_string(),
+                            retry_after: None,
+                        }),
+                    };
+                    // The caller may have given up (timeout, node gone): nothing to do.
+                    let _ = reply.send(wire::encode_outcome_within(
+                        &result,
+                        wire::MAX_OUTCOME_BYTES,
+                    ));
+                });
+            }
+            ProviderMsg::Describe(reply) => {
+                let h = &state.handle;
+                let _ = reply.send(wire::encode_description(
+                    &h.name,
+                    h.provider.kind(),
+                    &h.capabilities,
+                    h.max_concurrency,
+                ));
             }
         }
         Ok(())
+    }
+}
+
+/// Runs one attempt asked for by another node, under this node's limits for the
+/// provider: admission (health, `retry-after` throttle, circuit breaker, token buckets),
+/// a concurrency slot, the attempt's time limit, and a report of how it went. A refusal
+/// is a retryable error (`rate_limited` with the wait when the provider knows it, else
+/// `unavailable`), so the asking node's engine retries the task, elsewhere if it can.
+///
+/// Streamed output is not forwarded: the asking node receives the whole output with the
+/// outcome.
+pub async fn serve(
+    handle: &ProviderHandle,
+    request: ProviderRequest,
+) -> Result<ProviderOutput, ProviderError> {
+    let timeout = request.timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let tokens = estimate_tokens(&request);
+    if let Err((why, wait)) = handle.admit(tokens, Instant::now()) {
+        return Err(match wait {
+            Some(wait) => ProviderError::Retryable {
+                kind: "rate_limited",
+                message: format!("provider {} refused the attempt: {why}", handle.name),
+                retry_after: Some(wait),
+            },
+            None => ProviderError::Retryable {
+                kind: "unavailable",
+                message: format!("provider {} refused the attempt: {why}", handle.name),
+                retry_after: None,
+            },
+        });
+    }
+    let timed_out = || ProviderError::Retryable {
+        kind: "timeout",
+        message: format!("attempt exceeded its time limit of {timeout:?}"),
+        retry_after: None,
+    };
+    let _permit =
+        match tokio::time::timeout_at(deadline, handle.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => {
+                handle.abandon();
+                return Err(ProviderError::Retryable {
+                    kind: "unavailable",
+                    message: format!("provider {} is shutting down", handle.name),
+                    retry_after: None,
+                });
+            }
+            Err(_) => {
+                handle.abandon();
+                return Err(timed_out());
+            }
+        };
+    let started = Instant::now();
+    // Events are dropped with the receiver: the outcome carries the whole output.
+    let (sink, _events) = EventSink::channel();
+    let result =
+        match tokio::time::timeout_at(deadline, handle.provider.execute(request, sink)).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out()),
+        };
+    let (usage, cost) = match &result {
+        Ok(out) => (out.usage, out.cost_micros),
+        Err(_) => (Usage::default(), 0),
+    };
+    handle.report(&Report {
+        ok: result.is_ok(),
+        error_kind: result.as_ref().err().map(|e| match e {
+            ProviderError::Retryable { kind, .. } | ProviderError::Permanent { kind, .. } => {
+                kind.to_string()
+            }
+        }),
+        latency: started.elapsed(),
+        tokens_used: usage.input_tokens + usage.output_tokens,
+        tokens_estimated: tokens,
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        cost_micros: cost,
+        retry_after: match &result {
+            Err(ProviderError::Retryable { retry_after, .. }) => *retry_after,
+            _ => None,
+        },
+    });
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use supervisor_model::TaskType;
+    use supervisor_providers::config::Limits;
+    use supervisor_providers::mock::{MockConfig, MockProvider};
+
+    fn handle(limits: Limits) -> ProviderHandle {
+        ProviderHandle::new(
+            Arc::new(MockProvider::new("m", MockConfig::default())),
+            1,
+            limits,
+            tokio::sync::watch::channel(0).0,
+        )
+    }
+
+    fn request() -> ProviderRequest {
+        ProviderRequest::simple("t", TaskType::BugFix, "fix", Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn remote_work_counts_against_this_nodes_rate_limit() {
+        let h = handle(Limits {
+            requests_per_minute: Some(1),
+            ..Limits::default()
+        });
+        let out = serve(&h, request()).await.unwrap();
+        assert_eq!(
+            out.output,
+            MockProvider::output_for(TaskType::BugFix, "fix")
+        );
+        match serve(&h, request()).await {
+            Err(ProviderError::Retryable {
+                kind: "rate_limited",
+                retry_after: Some(wait),
+                message,
+            }) => {
+                assert!(!wait.is_zero());
+                assert!(message.contains("provider m"), "{message}");
+            }
+            other => panic!("expected a rate limit, got {other:?}"),
+        }
+        let s = h.snapshot();
+        assert_eq!((s.executions_started, s.executions_succeeded), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_unhealthy_provider_refuses_remote_work_retryably() {
+        let h = handle(Limits::default());
+        h.set_health(Health {
+            healthy: false,
+            detail: "probe failed".into(),
+        });
+        match serve(&h, request()).await {
+            Err(ProviderError::Retryable {
+                kind: "unavailable",
+                message,
+                ..
+            }) => assert!(message.contains("probe failed"), "{message}"),
+            other => panic!("expected unavailable, got {other:?}"),
+        }
     }
 }

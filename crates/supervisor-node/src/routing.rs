@@ -21,6 +21,8 @@ use supervisor_providers::config::Limits;
 use supervisor_providers::{Capabilities, Health, Provider, ProviderRequest};
 use tokio::sync::{Semaphore, watch};
 
+use crate::cluster::RemoteDirectory;
+
 /// A token bucket: `capacity` tokens, refilled continuously at `capacity` per minute.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
@@ -208,6 +210,7 @@ const NOT_PROVIDER_FAULT: &[&str] = &[
     "budget",
     "rate_limited",
     "cancelled",
+    "output_too_large",
 ];
 
 #[derive(Debug)]
@@ -245,6 +248,7 @@ pub struct ProviderHandle {
     pub limits: Limits,
     live: Mutex<Live>,
     changes: watch::Sender<u64>,
+    node: Option<String>,
 }
 
 /// A point-in-time view of a provider on this node: live numbers, not estimates.
@@ -338,6 +342,7 @@ impl ProviderHandle {
             limits.breaker_cooldown.unwrap_or(Duration::from_secs(30)),
         );
         ProviderHandle {
+            node: None,
             name: provider.name().to_string(),
             capabilities: provider.capabilities(),
             slots: Arc::new(Semaphore::new(max_concurrency.max(1) as usize)),
@@ -368,6 +373,27 @@ impl ProviderHandle {
             provider,
             changes,
         }
+    }
+
+    /// A handle for a provider that runs on node `node` (a
+    /// [`RemoteProvider`](crate::cluster::RemoteProvider)): the limits here are this
+    /// node's view; the other node applies its own as well.
+    pub fn new_remote(
+        provider: Arc<dyn Provider>,
+        max_concurrency: u32,
+        limits: Limits,
+        changes: watch::Sender<u64>,
+        node: String,
+    ) -> Self {
+        ProviderHandle {
+            node: Some(node),
+            ..ProviderHandle::new(provider, max_concurrency, limits, changes)
+        }
+    }
+
+    /// The node the provider runs on, when it is not this one.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
@@ -405,8 +431,9 @@ impl ProviderHandle {
     }
 
     /// Tries to take this provider for one request of about `tokens` tokens. On refusal,
-    /// says why and how long until it might accept.
-    fn admit(&self, tokens: u64, now: Instant) -> Result<(), (String, Option<Duration>)> {
+    /// says why and how long until it might accept. An admitted execution must end in
+    /// [`Self::report`] or [`Self::abandon`].
+    pub fn admit(&self, tokens: u64, now: Instant) -> Result<(), (String, Option<Duration>)> {
         let mut live = self.live();
         if live.probed && !live.health.healthy {
             return Err((format!("unhealthy ({})", live.health.detail), None));
@@ -519,6 +546,12 @@ impl ProviderHandle {
     }
 }
 
+/// Tokens an execution of `request` is taken to use before it reports the real count: a
+/// quarter of the prompt's bytes plus room for the answer.
+pub fn estimate_tokens(request: &ProviderRequest) -> u64 {
+    (request.prompt.len() + request.system_prompt.len()) as u64 / 4 + 1024
+}
+
 /// What routing needs to know about an attempt.
 pub struct RouteRequest<'a> {
     /// The task's type.
@@ -563,6 +596,7 @@ pub struct Router {
     next: AtomicUsize,
     changes: watch::Sender<u64>,
     dispatch: Mutex<VecDeque<Duration>>,
+    remote: std::sync::RwLock<Option<Arc<RemoteDirectory>>>,
 }
 
 /// Samples kept of the time from a lease returning to its request leaving.
@@ -584,6 +618,39 @@ impl Router {
             next: AtomicUsize::new(0),
             changes,
             dispatch: Mutex::new(VecDeque::with_capacity(1024)),
+            remote: std::sync::RwLock::new(None),
+        }
+    }
+
+    /// Makes providers on other nodes candidates (see [`Router::choose`]). The cluster
+    /// network keeps `directory` current; attaching again replaces it.
+    pub fn attach_remote(&self, directory: Arc<RemoteDirectory>) {
+        *self.remote.write().unwrap_or_else(|p| p.into_inner()) = Some(directory);
+    }
+
+    fn unreachable_remote(&self) -> Vec<crate::cluster::SeenProvider> {
+        let directory = self
+            .remote
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        directory.map(|d| d.unreachable()).unwrap_or_default()
+    }
+
+    /// Providers reachable on other nodes whose name no provider of this node has.
+    pub fn remote_providers(&self) -> Vec<Arc<ProviderHandle>> {
+        let directory = self
+            .remote
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match directory {
+            Some(d) => d
+                .handles()
+                .into_iter()
+                .filter(|h| self.get(&h.name).is_none())
+                .collect(),
+            None => Vec::new(),
         }
     }
 
@@ -626,6 +693,20 @@ impl Router {
         self.providers.iter().map(|p| p.name.clone()).collect()
     }
 
+    /// Names a task may prefer or exclude: this node's providers, then those reachable
+    /// on other nodes, then those seen on nodes that are away now.
+    pub fn known_names(&self) -> Vec<String> {
+        let mut names = self.names();
+        let remote = self.remote_providers().into_iter().map(|h| h.name.clone());
+        let away = self.unreachable_remote().into_iter().map(|p| p.name);
+        for name in remote.chain(away) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
+
     /// Fires whenever any provider's state changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
@@ -635,26 +716,43 @@ impl Router {
     /// whether it is available right now). A provider's `retry-after` then only keeps
     /// traffic off that provider instead of delaying the task.
     pub fn others_can_serve(&self, req: &RouteRequest<'_>, except: &str) -> bool {
-        self.providers.iter().any(|p| {
-            p.name != except
-                && !req.prefs.excluded_providers.iter().any(|e| e == &p.name)
-                && p.capabilities.task_types.contains(&req.task_type)
-                && req
-                    .prefs
-                    .max_cost_micros
-                    .is_none_or(|max| p.provider.estimate_cost(req.request) <= max)
-        })
+        let remote = self.remote_providers();
+        self.providers
+            .iter()
+            .chain(remote.iter())
+            .any(|p| p.name != except && self.can_serve(p, req))
     }
 
     /// Chooses and admits a provider for one attempt.
+    ///
+    /// Providers of this node come first. Providers reachable only on other nodes (a
+    /// name no local provider has) join the candidates when no local provider can serve
+    /// the task, or when the task prefers one of them by name; they are then ordered and
+    /// admitted like local ones. A task that only a provider seen on another node could
+    /// serve, while that node is not reachable, gets [`RouteError::NoneAvailable`] (it
+    /// will be retried), not [`RouteError::NoneCanServe`].
     pub fn choose(&self, req: &RouteRequest<'_>) -> Result<Route, RouteError> {
         let now = Instant::now();
         let prefs = req.prefs;
-        let tokens = (req.request.prompt.len() + req.request.system_prompt.len()) as u64 / 4 + 1024;
+        let tokens = estimate_tokens(req.request);
         // 1. Who could ever serve it.
         let mut rejected = Vec::new();
         let mut able: Vec<(&Arc<ProviderHandle>, u64)> = Vec::new();
-        for p in &self.providers {
+        let remote = self.remote_providers();
+        let prefers_remote = || {
+            prefs
+                .preferred_providers
+                .iter()
+                .any(|n| self.get(n).is_none() && remote.iter().any(|r| &r.name == n))
+        };
+        let local_able = || self.providers.iter().any(|p| self.can_serve(p, req));
+        let remote: &[Arc<ProviderHandle>] =
+            if !remote.is_empty() && (prefers_remote() || !local_able()) {
+                &remote
+            } else {
+                &[]
+            };
+        for p in self.providers.iter().chain(remote.iter()) {
             if prefs.excluded_providers.iter().any(|e| e == &p.name) {
                 rejected.push(format!("{}: excluded by the task", p.name));
                 continue;
@@ -678,6 +776,22 @@ impl Router {
             able.push((p, cost));
         }
         if able.is_empty() {
+            let waiting: Vec<String> = self
+                .unreachable_remote()
+                .into_iter()
+                .filter(|s| {
+                    self.get(&s.name).is_none()
+                        && s.task_types.contains(&req.task_type)
+                        && !prefs.excluded_providers.iter().any(|e| e == &s.name)
+                })
+                .map(|s| format!("{} (on node {}, not reachable now)", s.name, s.node_id))
+                .collect();
+            if !waiting.is_empty() {
+                return Err(RouteError::NoneAvailable {
+                    why: waiting.join(", "),
+                    retry_in: None,
+                });
+            }
             return Err(RouteError::NoneCanServe(if rejected.is_empty() {
                 "no provider is configured".into()
             } else {
@@ -703,6 +817,9 @@ impl Router {
                     } else {
                         format!("strategy {strategy}")
                     };
+                    if let Some(node) = p.node() {
+                        reason.push_str(&format!("; runs on node {node}"));
+                    }
                     if let Some(last) = req.failed_on.last()
                         && last != &p.name
                     {
@@ -729,6 +846,15 @@ impl Router {
             why: refusals.join(", "),
             retry_in: soonest,
         })
+    }
+
+    fn can_serve(&self, p: &ProviderHandle, req: &RouteRequest<'_>) -> bool {
+        !req.prefs.excluded_providers.iter().any(|e| e == &p.name)
+            && p.capabilities.task_types.contains(&req.task_type)
+            && req
+                .prefs
+                .max_cost_micros
+                .is_none_or(|max| p.provider.estimate_cost(req.request) <= max)
     }
 
     fn order(&self, able: &mut [(&Arc<ProviderHandle>, u64)], strategy: RoutingStrategy) {

@@ -27,6 +27,21 @@ impl ClusterApi {
 
     fn status_of(&self, info: NodeInfo, views: &[PeerView]) -> v1::NodeStatus {
         let me = self.node.identity();
+        let link = self
+            .node
+            .cluster_net()
+            .and_then(|net| net.sessions().into_iter().find(|s| s.node_id == info.id))
+            .map(|s| {
+                if s.connected {
+                    "connected".to_string()
+                } else {
+                    format!(
+                        "down: {}",
+                        s.last_error.unwrap_or_else(|| "dialling".into())
+                    )
+                }
+            })
+            .unwrap_or_default();
         let view = views.iter().find(|v| v.id == info.id);
         let liveness = if info.id == me.id {
             v1::NodeLiveness::Self_
@@ -55,6 +70,7 @@ impl ClusterApi {
             note: info.note,
             started_at: Some(timestamp_from_micros(info.started_at)),
             heartbeat_at: Some(timestamp_from_micros(info.heartbeat_at)),
+            link,
         }
     }
 }

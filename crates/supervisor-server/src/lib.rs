@@ -21,6 +21,7 @@ use futures::{Stream, StreamExt};
 use supervisor_engine::{Engine, ListQuery};
 use supervisor_model::{DEFAULT_TENANT, TaskStatus};
 use supervisor_node::Node;
+use supervisor_node::routing::Router;
 use supervisor_node::supervision::TreeHealth;
 use supervisor_proto::v1;
 use supervisor_proto::v1::cluster_service_server::ClusterServiceServer;
@@ -48,17 +49,14 @@ fn tenant<T>(_req: &Request<T>) -> &'static str {
 #[derive(Clone)]
 pub struct TaskApi {
     engine: Engine,
-    providers: Arc<Vec<String>>,
+    router: Arc<Router>,
 }
 
 impl TaskApi {
-    /// A task service over `engine`; `providers` are the names a task may prefer or
-    /// exclude.
-    pub fn new(engine: Engine, providers: Vec<String>) -> Self {
-        TaskApi {
-            engine,
-            providers: Arc::new(providers),
-        }
+    /// A task service over `engine`; the providers `router` knows (here and on other
+    /// nodes) are the names a task may prefer or exclude.
+    pub fn new(engine: Engine, router: Arc<Router>) -> Self {
+        TaskApi { engine, router }
     }
 }
 
@@ -71,7 +69,14 @@ impl TaskService for TaskApi {
         req: Request<v1::SubmitTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
         let tenant = tenant(&req);
-        let new = new_task_in(req.into_inner(), &self.providers)?;
+        let request = req.into_inner();
+        let names =
+            if request.preferred_providers.is_empty() && request.excluded_providers.is_empty() {
+                Vec::new()
+            } else {
+                self.router.known_names()
+            };
+        let new = new_task_in(request, &names)?;
         let submitted = self.engine.submit(tenant, new).await.map_err(status_from)?;
         Ok(Response::new(task_out(submitted.task)))
     }
@@ -414,7 +419,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(TaskServiceServer::new(TaskApi::new(
             engine.clone(),
-            node.router().names(),
+            node.router().clone(),
         )))
         .add_service(WorkflowServiceServer::new(WorkflowApi::new(engine)))
         .add_service(ClusterServiceServer::new(cluster::ClusterApi::new(

@@ -52,6 +52,7 @@ pub struct NodeJson {
     providers: Vec<String>,
     drain_requested: bool,
     note: String,
+    link: String,
     started_at: Option<String>,
     heartbeat_at: Option<String>,
 }
@@ -81,6 +82,7 @@ impl From<&NodeStatus> for NodeJson {
             providers: n.providers.clone(),
             drain_requested: n.drain_requested,
             note: n.note.clone(),
+            link: n.link.clone(),
             started_at: n.started_at.as_ref().map(rfc3339),
             heartbeat_at: n.heartbeat_at.as_ref().map(rfc3339),
         }
@@ -98,6 +100,7 @@ pub fn nodes_table(nodes: &[NodeStatus]) -> String {
         "LEASES",
         "ADDRESS",
         "PROVIDERS",
+        "LINK",
         "NOTE",
     ]);
     for n in nodes {
@@ -118,6 +121,11 @@ pub fn nodes_table(nodes: &[NodeStatus]) -> String {
             format!("{}/{}", n.leases_held, n.max_in_flight),
             n.address.clone(),
             n.providers.join(","),
+            if n.link.is_empty() {
+                "-".into()
+            } else {
+                n.link.clone()
+            },
             n.note.clone(),
         ]);
     }
