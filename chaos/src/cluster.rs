@@ -136,6 +136,7 @@ impl Cluster {
                 ip,
                 netns,
                 store_url,
+                cluster_port: crate::free_port()?,
             };
             let node = tokio::task::block_in_place(|| Node::start(node_spec, common.clone()))?;
             nodes.push(node);

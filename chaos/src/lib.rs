@@ -27,3 +27,10 @@ pub fn today() -> String {
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| "undated".into())
 }
+
+/// A loopback port nothing listens on right now (the kernel's pick for port 0).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| anyhow::anyhow!("cannot find a free port: {e}"))?;
+    Ok(listener.local_addr()?.port())
+}

@@ -56,6 +56,9 @@ struct Args {
     /// on 3 nodes).
     #[arg(long, value_delimiter = ',', default_values_t = [100.0, 800.0])]
     scale_rates: Vec<f64>,
+    /// Longest wait for a scale run's backlog to drain before it counts as failed.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    scale_drain_limit: Duration,
     /// How long each scale run's load lasts.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     scale_duration: Duration,
@@ -164,28 +167,37 @@ async fn run(args: Args) -> Result<bool> {
             args.scale_duration
         ));
         let mut runs = Vec::new();
+        let mut failures = Vec::new();
         for rate in &args.scale_rates {
             let load = ScaleLoad {
                 rate: *rate,
                 duration: args.scale_duration,
-                drain_limit: Duration::from_secs(600),
+                drain_limit: args.scale_drain_limit,
             };
             for nodes in [1, 3] {
                 println!(
                     "scale: {nodes} node(s), {rate} submits/s for {:?}",
                     load.duration
                 );
-                let r = scale::measure(&spec, nodes, &load).await?;
-                println!(
-                    "  {:.1} completions/s under load, drained in {:.1}s, p50 {:.0} ms",
-                    r.completions_per_s, r.drain_s, r.latency_ms.0
-                );
-                runs.push(r);
+                match scale::measure(&spec, nodes, &load).await {
+                    Ok(r) => {
+                        println!(
+                            "  {:.1} completions/s under load, drained in {:.1}s, p50 {:.0} ms",
+                            r.completions_per_s, r.drain_s, r.latency_ms.0
+                        );
+                        runs.push(r);
+                    }
+                    Err(err) => {
+                        println!("  failed: {err:#}");
+                        failures.push(format!("{nodes} node(s) at {rate}/s failed: {err:#}"));
+                    }
+                }
             }
         }
+        header.extend(failures.iter().cloned());
         let text = scale::render(&header, &runs);
         println!("\n{text}");
-        let ok = runs.iter().all(|r| r.violations.is_empty());
+        let ok = failures.is_empty() && runs.iter().all(|r| r.violations.is_empty());
         write_report(
             &results_dir,
             &workspace_root().join("benches/results"),

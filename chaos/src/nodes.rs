@@ -30,12 +30,15 @@ pub struct NodeCommon {
 pub struct NodeSpec {
     /// Its node id (`n1`, `n2`...).
     pub id: String,
-    /// The address it listens on (gRPC and cluster, each on a free port).
+    /// The address it listens on (gRPC on a free port, cluster on `cluster_port`).
     pub ip: String,
     /// The network namespace to run in, if any.
     pub netns: Option<String>,
     /// The store URL as seen from where it runs.
     pub store_url: String,
+    /// The port of its cluster listener (fixed: peers dial the advertised address, so it
+    /// cannot be 0, and it stays the same across restarts).
+    pub cluster_port: u16,
 }
 
 /// A running (or stopped, or dead) node process.
@@ -189,7 +192,10 @@ fn spawn(spec: &NodeSpec, common: &NodeCommon, start: u32) -> Result<(Child, Str
     .arg("--data-dir")
     .arg(&data_dir)
     .args(["--listen", &format!("{}:0", spec.ip)])
-    .args(["--cluster-listen", &format!("{}:0", spec.ip)])
+    .args([
+        "--cluster-listen",
+        &format!("{}:{}", spec.ip, spec.cluster_port),
+    ])
     .env("SUPERVISOR_CLUSTER__COOKIE", "chaos-cookie")
     .env("RUST_LOG", "warn")
     .stdin(Stdio::null())

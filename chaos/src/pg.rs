@@ -53,7 +53,7 @@ impl PgServer {
         }
         let mut addrs = vec!["127.0.0.1".to_string()];
         addrs.extend(listen.iter().filter(|a| *a != "127.0.0.1").cloned());
-        let port = free_port()?;
+        let port = crate::free_port()?;
         let server = PgServer {
             bin,
             root,
@@ -255,11 +255,6 @@ fn check(out: &Output, what: &str) -> Result<()> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// The directory with `initdb`, `pg_ctl` and `pg_isready`: `SUPERVISOR_TEST_PG_BIN`, else
