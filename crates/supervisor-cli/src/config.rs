@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use supervisor_engine::EngineConfig;
-use supervisor_node::{NodeConfig, RoutingConfig};
+use supervisor_node::{ClusterConfig, NodeConfig, RoutingConfig};
 
 use supervisor_providers::config::ProviderConfig;
 use supervisor_providers::mock::MockConfig;
@@ -29,12 +29,14 @@ pub struct Config {
     pub data_dir: DataDir,
     /// The gRPC listener.
     pub server: ServerConfig,
-    /// The embedded store.
+    /// The store.
     pub store: StoreConfig,
     /// The durable layer.
     pub engine: EngineConfig,
     /// The node's actors.
     pub node: NodeConfig,
+    /// Membership and networking between nodes.
+    pub cluster: ClusterConfig,
     /// Providers by name, each `[providers.<name>]` with a `kind`. Default: one mock
     /// provider named `mock`.
     pub providers: ProvidersConfig,
@@ -85,21 +87,29 @@ pub enum DurabilityMode {
     Relaxed,
 }
 
-/// The embedded store.
+/// The store: which one, and how it commits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `immediate` (default) or `relaxed`.
+    /// Which store: `embedded:///` (default: `supervisor.redb` in the data directory),
+    /// `embedded:///abs/path.redb`, `postgres://user@host:port/db` or
+    /// `fdb:///etc/foundationdb/fdb.cluster`.
+    pub url: String,
+    /// PostgreSQL: most connections in the pool. Default 16.
+    pub pool_size: usize,
+    /// Embedded: `immediate` (default) or `relaxed`.
     pub durability: DurabilityMode,
-    /// Most transactions applied per disk commit. Default 1024.
+    /// Embedded: most transactions applied per disk commit. Default 1024.
     pub max_batch: usize,
-    /// Memory for cached database pages, in MiB. Default 128.
+    /// Embedded: memory for cached database pages, in MiB. Default 128.
     pub cache_mb: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            url: "embedded:///".into(),
+            pool_size: 16,
             durability: DurabilityMode::Immediate,
             max_batch: 1024,
             cache_mb: 128,
@@ -186,9 +196,26 @@ impl Config {
         Ok(config)
     }
 
+    /// The configuration with its secrets hidden (the cluster cookie, the store URL's
+    /// password), for printing.
+    pub fn redacted(&self) -> Config {
+        let mut shown = self.clone();
+        if !shown.cluster.cookie.is_empty() {
+            shown.cluster.cookie = "<redacted>".into();
+        }
+        if shown.store.url.starts_with("postgres") {
+            shown.store.url = supervisor_store::postgres::redact_url(&shown.store.url);
+        }
+        shown
+    }
+
     /// Checks every section, naming the first wrong value.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let mut checks = vec![self.engine.validate(), self.node.validate()];
+        let mut checks = vec![
+            self.engine.validate(),
+            self.node.validate(),
+            self.cluster.validate(),
+        ];
         for (name, provider) in &self.providers.0 {
             if let ProviderConfig::Mock(m) = provider {
                 checks.push(
@@ -224,8 +251,17 @@ impl Config {
                 bail!("invalid configuration: {msg}");
             }
         }
-        if self.store.max_batch == 0 {
-            bail!("invalid configuration: store.max_batch must be at least 1");
+        if self.store.max_batch == 0 || self.store.pool_size == 0 {
+            bail!("invalid configuration: store.max_batch and store.pool_size must be at least 1");
+        }
+        crate::store::StoreUrl::parse(&self.store.url)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: store.url: {e}"))?;
+        if self.cluster.heartbeat_interval >= self.engine.lease_duration {
+            bail!(
+                "invalid configuration: cluster.heartbeat_interval ({:?}) must be shorter than engine.lease_duration ({:?})",
+                self.cluster.heartbeat_interval,
+                self.engine.lease_duration
+            );
         }
         self.server
             .listen
@@ -251,6 +287,19 @@ mod tests {
         let strict: Config = toml::from_str(EXAMPLE).expect("example parses on its own");
         assert_eq!(strict.engine, EngineConfig::default());
         assert_eq!(strict.providers, ProvidersConfig::default());
+    }
+
+    #[test]
+    fn printing_hides_the_cookie_and_the_store_password() {
+        let mut cfg = Config::default();
+        cfg.cluster.cookie = "topsecret".into();
+        cfg.store.url = "postgres://sv:hunter2@db:5432/sv".into();
+        let text = toml::to_string_pretty(&cfg.redacted()).expect("serializes");
+        assert!(
+            !text.contains("topsecret") && !text.contains("hunter2"),
+            "{text}"
+        );
+        assert!(text.contains("db:5432/sv"), "{text}");
     }
 
     #[test]

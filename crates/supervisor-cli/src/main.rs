@@ -3,13 +3,14 @@
 
 mod commands;
 mod config;
+mod store;
 mod up;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{GlobalArgs, ProviderCommand, TaskCommand};
+use commands::{ClusterCommand, GlobalArgs, NodeCommand, ProviderCommand, TaskCommand};
 
 /// Supervisor: a durable queue of coding tasks run by AI providers.
 #[derive(Debug, Parser)]
@@ -37,11 +38,54 @@ enum Command {
     },
     #[command(flatten)]
     Workflows(commands::WorkflowGroup),
+    /// The cluster's nodes as the store records them.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Operate on one node of the cluster.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
     /// Work with the configuration file.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Prepare a store for nodes.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Create the store's schema (PostgreSQL; harmless to repeat) or check that the store
+    /// is reachable.
+    Init {
+        /// The store's URL (default: `store.url` from the config).
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// A TOML config file.
+        #[arg(long, value_name = "FILE", env = "SUPERVISOR_CONFIG")]
+        config: Option<std::path::PathBuf>,
+    },
+}
+
+async fn store_command(command: StoreCommand) -> anyhow::Result<()> {
+    match command {
+        StoreCommand::Init { store, config } => {
+            let mut cfg = config::Config::load(config.as_deref())?;
+            if let Some(url) = store {
+                cfg.store.url = url;
+            }
+            let url = store::StoreUrl::parse(&cfg.store.url)?;
+            println!("{}", store::init(&url, &cfg.store, &cfg.data_dir.0).await?);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,7 +105,7 @@ fn config_command(command: ConfigCommand) -> anyhow::Result<()> {
         ConfigCommand::Default => print!("{}", config::EXAMPLE),
         ConfigCommand::Show { config } => {
             let cfg = config::Config::load(config.as_deref())?;
-            print!("{}", toml::to_string_pretty(&cfg)?);
+            print!("{}", toml::to_string_pretty(&cfg.redacted())?);
         }
     }
     Ok(())
@@ -73,9 +117,12 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Config { command } => config_command(command),
+        Command::Store { command } => store_command(command).await,
         Command::Task { command } => commands::task::run(command, &cli.global).await,
         Command::Providers { command } => commands::providers::run(command, &cli.global).await,
         Command::Workflows(group) => group.run(&cli.global).await,
+        Command::Cluster { command } => commands::cluster::run_cluster(command, &cli.global).await,
+        Command::Node { command } => commands::cluster::run_node(command, &cli.global).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,17 +1,20 @@
-//! `supervisor up`: runs a node in the foreground on the embedded store with the mock
-//! provider, until Ctrl-C or SIGTERM, then drains: running attempts finish or are handed
-//! back, never lost.
+//! `supervisor up`: runs a node in the foreground (by default on the embedded store with
+//! the mock provider; with `--store postgres://... --join` as one node of a cluster),
+//! until Ctrl-C, SIGTERM or an operator's drain request, then drains: running attempts
+//! finish or are handed back, never lost.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use supervisor_engine::NodeState;
 use supervisor_engine::{Engine, SystemClock};
 use supervisor_node::{Node, ProviderSpec};
 use supervisor_providers::factory::BuildContext;
-use supervisor_store::embedded::{Durability, EmbeddedOptions, open_db};
 
-use crate::config::{Config, DurabilityMode, LogFormat};
+use crate::config::{Config, LogFormat};
+use crate::store::StoreUrl;
 
 /// Flags of `supervisor up`.
 #[derive(Debug, clap::Args)]
@@ -26,6 +29,20 @@ pub struct UpArgs {
     /// A TOML config file (see `supervisor config default`).
     #[arg(long, value_name = "FILE", env = "SUPERVISOR_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The store's URL: `embedded:///` (default), `postgres://user@host:port/db` or
+    /// `fdb:///etc/foundationdb/fdb.cluster` (`store.url` in the config).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// Run as one node of a cluster sharing the store: needs a shared store and a node
+    /// id no live node uses.
+    #[arg(long)]
+    pub join: bool,
+    /// This node's id (default: the host name; `node.id` in the config).
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Address of this node's cluster listener, e.g. 0.0.0.0:4697 (`cluster.listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub cluster_listen: Option<String>,
 }
 
 fn init_logging(cfg: &Config) {
@@ -71,9 +88,29 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     if let Some(listen) = args.listen {
         cfg.server.listen = listen;
-        cfg.validate()?;
     }
+    if let Some(store) = args.store {
+        cfg.store.url = store;
+    }
+    if let Some(id) = args.node_id {
+        cfg.node.id = id;
+    }
+    if let Some(listen) = args.cluster_listen {
+        cfg.cluster.listen = listen;
+    }
+    cfg.validate()?;
     init_logging(&cfg);
+    let url = StoreUrl::parse(&cfg.store.url)?;
+    match (url.is_shared(), args.join) {
+        (false, true) => anyhow::bail!(
+            "--join needs a store that nodes can share: pass --store postgres://user@host:port/db or --store fdb:///etc/foundationdb/fdb.cluster"
+        ),
+        (true, false) => anyhow::bail!(
+            "the store {} can be shared by a cluster: pass --join to run this node as one of its members (give every node its own --node-id)",
+            url.display(&cfg.data_dir.0)
+        ),
+        _ => {}
+    }
 
     let data_dir = &cfg.data_dir.0;
     std::fs::create_dir_all(data_dir)
@@ -84,18 +121,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             data_dir.display()
         )
     })?;
-    let db_path = data_dir.join("supervisor.redb");
-    let options = EmbeddedOptions {
-        durability: match cfg.store.durability {
-            DurabilityMode::Immediate => Durability::Immediate,
-            DurabilityMode::Relaxed => Durability::Relaxed,
-        },
-        max_batch: cfg.store.max_batch,
-        cache_bytes: cfg.store.cache_mb.saturating_mul(1024 * 1024),
-    };
-    let db = open_db(&db_path, options)
-        .with_context(|| format!("could not open the store at {}", db_path.display()))?;
+    let db = crate::store::open(&url, &cfg.store, &data_dir).await?;
     let engine = Engine::new(db, cfg.engine.clone(), Arc::new(SystemClock));
+    if args.join {
+        refuse_a_live_namesake(&engine, &cfg).await?;
+    }
 
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
@@ -128,9 +158,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         });
     }
     let node = Arc::new(
-        Node::start(
+        Node::start_in_cluster(
             engine,
             cfg.node.clone(),
+            cfg.cluster.clone(),
             cfg.routing.clone(),
             &addr.to_string(),
             providers,
@@ -138,16 +169,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .context("could not start the node")?,
     );
+    let identity = node.identity();
     println!(
         "supervisor node {} (epoch {}) listening on {addr}",
-        node.identity().id,
-        node.identity().epoch
+        identity.id, identity.epoch
     );
-    println!(
-        "data: {} (durability: {:?})",
-        db_path.display(),
-        cfg.store.durability
-    );
+    match &url {
+        StoreUrl::Embedded(_) => println!(
+            "store: {} (durability: {:?})",
+            url.display(&data_dir),
+            cfg.store.durability
+        ),
+        _ => println!("store: {} (cluster member)", url.display(&data_dir)),
+    }
     let names: Vec<&str> = cfg
         .providers
         .0
@@ -162,8 +196,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let drainer = {
         let node = node.clone();
         tokio::spawn(async move {
-            shutdown_signal().await;
-            eprintln!("shutting down: draining running tasks (up to {drain_timeout:?})");
+            tokio::select! {
+                _ = shutdown_signal() => {
+                    eprintln!("shutting down: draining running tasks (up to {drain_timeout:?})");
+                }
+                _ = node.drain_requested() => {
+                    eprintln!("drain requested: finishing or handing back running tasks (up to {drain_timeout:?}), then leaving");
+                }
+            }
             let report = node.shutdown().await;
             eprintln!(
                 "drained: {} finished, {} handed back to the queue",
@@ -178,4 +218,28 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .await?;
     drainer.abort();
     Ok(())
+}
+
+/// Refuses to start when a live node already uses this node's id: two processes under one
+/// id would fence each other's work. A record left by a crashed run is not live: its
+/// revision stops moving, which this waits two heartbeats to see.
+async fn refuse_a_live_namesake(engine: &Engine, cfg: &Config) -> anyhow::Result<()> {
+    let id = &cfg.node.id;
+    let revision_of = |nodes: &[supervisor_engine::NodeInfo]| {
+        nodes
+            .iter()
+            .find(|n| &n.id == id && matches!(n.state, NodeState::Active | NodeState::Draining))
+            .map(|n| (n.epoch, n.revision, n.address.clone()))
+    };
+    let Some(before) = revision_of(&engine.list_nodes().await?) else {
+        return Ok(());
+    };
+    tokio::time::sleep(cfg.cluster.heartbeat_interval * 2 + Duration::from_millis(200)).await;
+    match revision_of(&engine.list_nodes().await?) {
+        Some(after) if after != before => anyhow::bail!(
+            "node id {id:?} is in use by a live node at {}: give every node its own --node-id (or node.id)",
+            after.2
+        ),
+        _ => Ok(()),
+    }
 }

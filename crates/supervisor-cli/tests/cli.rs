@@ -140,7 +140,7 @@ fn config_default_prints_the_annotated_defaults() {
         .expect("run");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("lease_duration = \"30s\""), "{text}");
+    assert!(text.contains("lease_duration = \"5s\""), "{text}");
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_supervisor"))
         .args(["up", "--listen", "127.0.0.1:0"])
         .env("SUPERVISOR_ENGINE__LEASE_DURATION", "1ms")

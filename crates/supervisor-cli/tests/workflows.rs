@@ -211,7 +211,7 @@ steps:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_fires_once_per_tick_on_one_node() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(dir.path(), &[("SUPERVISOR_NODE__SCHEDULER_LEASE", "3s")]);
+    let node = NodeProcess::start(dir.path(), &[("SUPERVISOR_NODE__DUTY_LEASE", "3s")]);
     let mut c = client(&node).await;
     let nightly = "name: tick\nsteps:\n  - id: audit\n    task: { type: security_audit, prompt: \"audit\" }\n";
     let s = c

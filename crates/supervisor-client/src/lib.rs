@@ -48,11 +48,12 @@ use std::time::Duration;
 
 use futures::{StreamExt as _, stream::BoxStream};
 use supervisor_proto::v1::{
-    CancelTaskRequest, GetSpendRequest, GetSpendResponse, GetTaskRequest, GetTaskStatsRequest,
-    ListProvidersRequest, ListTasksRequest, ListTasksResponse, ProviderInfo, RetryTaskRequest,
+    CancelTaskRequest, DrainNodeRequest, GetClusterStatusRequest, GetClusterStatusResponse,
+    GetSpendRequest, GetSpendResponse, GetTaskRequest, GetTaskStatsRequest, ListProvidersRequest,
+    ListTasksRequest, ListTasksResponse, NodeStatus, ProviderInfo, RetryTaskRequest,
     SubmitTaskRequest, Task, TaskStats, WatchProvidersRequest, WatchTaskRequest,
-    provider_service_client::ProviderServiceClient, task_service_client::TaskServiceClient,
-    workflow_service_client::WorkflowServiceClient,
+    cluster_service_client::ClusterServiceClient, provider_service_client::ProviderServiceClient,
+    task_service_client::TaskServiceClient, workflow_service_client::WorkflowServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -85,6 +86,7 @@ pub struct Client {
     tasks: TaskServiceClient<Channel>,
     providers: ProviderServiceClient<Channel>,
     workflows: WorkflowServiceClient<Channel>,
+    cluster: ClusterServiceClient<Channel>,
     resume: ResumePolicy,
 }
 
@@ -153,7 +155,9 @@ impl Client {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             providers: ProviderServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            workflows: WorkflowServiceClient::new(channel)
+            workflows: WorkflowServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            cluster: ClusterServiceClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             resume: ResumePolicy::default(),
         }
@@ -265,6 +269,31 @@ impl Client {
             .get_task_stats(request)
             .await?
             .into_inner())
+    }
+
+    /// Every node of the cluster as the store records it, judged by the node the client
+    /// is connected to.
+    pub async fn cluster_status(&self) -> Result<GetClusterStatusResponse, ClientError> {
+        let response = self
+            .cluster
+            .clone()
+            .get_cluster_status(GetClusterStatusRequest {})
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// Asks node `node_id` to drain (stop leasing, finish or hand back its work, leave).
+    /// Returns the node's record as the request left it.
+    pub async fn drain_node(&self, node_id: &str) -> Result<NodeStatus, ClientError> {
+        let request = DrainNodeRequest {
+            node_id: node_id.to_owned(),
+        };
+        let response = self.cluster.clone().drain_node(request).await?.into_inner();
+        response.node.ok_or_else(|| {
+            ClientError::from(tonic::Status::internal(
+                "the server answered DrainNode without the node's record",
+            ))
+        })
     }
 
     /// The providers of the node the client is connected to, with their counters.

@@ -35,7 +35,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            lease_duration: Duration::from_secs(30),
+            lease_duration: Duration::from_secs(5),
             default_max_attempts: 3,
             default_attempt_timeout: Duration::from_secs(600),
             retry_initial_backoff: Duration::from_secs(1),

@@ -15,7 +15,8 @@
 //! - `("ix", "status"|"type"|"label", tenant, value, id)` → empty: list indexes
 //! - `("stat", "status", status)` / `("stat", "provider", name, field)` → counters
 //! - `("qver",)` → bumped whenever a task becomes ready (dispatchers watch it)
-//! - `("node", id)` → node record; `("inbox", node, tenant, id)` → cancel notice,
+//! - `("node", id)` → node record (epoch, state, addresses); `("nodebeat", id)` → its
+//!   heartbeat revision and load; `("inbox", node, tenant, id)` → cancel notice,
 //!   `("inboxver", node)` → bumped on each notice (the node watches it)
 
 use supervisor_model::{TaskId, TaskStatus};
@@ -153,6 +154,28 @@ pub(crate) fn queue_version() -> Vec<u8> {
 
 pub(crate) fn node(id: &str) -> Vec<u8> {
     root().pack(&("node", id))
+}
+
+pub(crate) fn node_range() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("node",)).range()
+}
+
+pub(crate) fn parse_node(key: &[u8]) -> Option<String> {
+    let (_, id): (String, String) = root().unpack(key).ok()?;
+    Some(id)
+}
+
+pub(crate) fn node_beat(id: &str) -> Vec<u8> {
+    root().pack(&("nodebeat", id))
+}
+
+pub(crate) fn node_beat_range() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("nodebeat",)).range()
+}
+
+pub(crate) fn parse_node_beat(key: &[u8]) -> Option<String> {
+    let (_, id): (String, String) = root().unpack(key).ok()?;
+    Some(id)
 }
 
 pub(crate) fn inbox(node: &str, tenant: &str, id: TaskId) -> Vec<u8> {

@@ -28,6 +28,8 @@ mod timers;
 mod workflows;
 
 #[cfg(test)]
+mod membership_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod workflow_tests;
@@ -41,12 +43,12 @@ use tokio::sync::Notify;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
 pub use ledger::{LedgerRow, utc_day};
-pub use nodes::NodeIdentity;
+pub use nodes::{HeartbeatReply, NodeAnnouncement, NodeIdentity, NodeInfo, NodeLoad, NodeState};
 pub use runner::{Finish, LeaseBatch, LeasedTask, Outcome, RunnerWriteResult, Streamed, TaskRef};
 pub use schedules::{SCHEDULER_DUTY, ScheduleRecord};
 pub use supervisor_workflow as workflow;
 pub use tasks::{ListPage, ListQuery, ProviderStats, StatusCounts, Submitted};
-pub use timers::TimerSweep;
+pub use timers::{REAPER_DUTY, TimerSweep};
 pub use workflows::{WorkflowEvent, WorkflowPage, WorkflowQuery, WorkflowRun, run_status_name};
 
 /// Everything an engine operation can fail with. Each variant maps to one gRPC status.
@@ -79,6 +81,23 @@ pub enum EngineError {
     /// A bug: an invariant did not hold (gRPC `INTERNAL`).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A peer fenced this node's incarnation: it must stop taking work and rejoin with a
+    /// new epoch (gRPC `UNAVAILABLE`).
+    #[error("node {node} epoch {epoch} was fenced ({detail}); it must rejoin with a new epoch")]
+    Fenced {
+        /// The node.
+        node: String,
+        /// The fenced epoch.
+        epoch: u64,
+        /// Who fenced it, or what replaced it.
+        detail: String,
+    },
+    /// No such node in the cluster (gRPC `NOT_FOUND`).
+    #[error("no node with id {id:?} in the cluster; `supervisor cluster status` lists them")]
+    NodeNotFound {
+        /// The id that was looked up.
+        id: String,
+    },
     /// The engine is stopping (gRPC `UNAVAILABLE`).
     #[error("the engine is shutting down")]
     ShuttingDown,

@@ -49,6 +49,30 @@ pub(crate) fn append_event(
     message: String,
     output: String,
 ) -> Result<TaskEvent, EngineError> {
+    let holder = holder(task);
+    append_event_by(txn, task, now, kind, message, output, holder)
+}
+
+/// Who holds the task's lease and its current fencing token, as events record them.
+fn holder(task: &Task) -> (String, u64) {
+    let node = task
+        .lease
+        .as_ref()
+        .map(|l| l.node_id.clone())
+        .unwrap_or_default();
+    (node, task.fence)
+}
+
+/// Appends an event recording `holder` (node, fencing token) as the writer.
+fn append_event_by(
+    txn: &mut Transaction<'_>,
+    task: &mut Task,
+    now: i64,
+    kind: EventKind,
+    message: String,
+    output: String,
+    (node, fence): (String, u64),
+) -> Result<TaskEvent, EngineError> {
     let event = TaskEvent {
         seq: task.next_event_seq,
         at: now,
@@ -57,6 +81,8 @@ pub(crate) fn append_event(
         attempt: task.attempt,
         message,
         output,
+        node,
+        fence,
     };
     txn.set(
         &keyspace::event(&task.tenant, task.id, event.seq),
@@ -95,6 +121,8 @@ pub(crate) fn transition(
     );
     txn.atomic_add(&keyspace::status_counter(from), -1);
     txn.atomic_add(&keyspace::status_counter(to), 1);
+    // The writer as it was before the transition (a completion clears the lease).
+    let writer = holder(task);
     task.status = to;
     task.updated_at = now;
     if to.is_terminal() {
@@ -103,7 +131,7 @@ pub(crate) fn transition(
         // Any write still carrying an earlier token is now stale.
         task.fence += 1;
     }
-    append_event(txn, task, now, kind, message, String::new())
+    append_event_by(txn, task, now, kind, message, String::new(), writer)
 }
 
 /// Writes the indexes and counters of a brand-new task (status index included).

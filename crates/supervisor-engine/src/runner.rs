@@ -9,6 +9,7 @@ use supervisor_store::{RangeOptions, Watch};
 
 use crate::keyspace;
 use crate::ledger;
+use crate::nodes::EpochCheck;
 use crate::nodes::NodeIdentity;
 use crate::records::{self, TimerEntry, TimerKind};
 use crate::{Engine, EngineError, Inner};
@@ -125,6 +126,7 @@ pub(crate) async fn write_batch(
                 let mut armed_retry = false;
                 // Workflow steps that ended: their runs advance once, after the batch.
                 let mut finished_steps = Vec::new();
+                let mut epochs = EpochCheck::default();
                 for (i, item) in items.iter().enumerate() {
                     let task_ref = match item {
                         RunnerWrite::Progress { task_ref, .. } => task_ref,
@@ -138,7 +140,15 @@ pub(crate) async fn write_batch(
                         ))));
                         continue;
                     };
-                    if let Some(reason) = stale(&task, task_ref.fence) {
+                    let mut refusal = stale(&task, task_ref.fence);
+                    if refusal.is_none()
+                        && let Some(lease) = &task.lease
+                    {
+                        refusal = epochs
+                            .refusal(txn, &lease.node_id, lease.node_epoch)
+                            .await?;
+                    }
+                    if let Some(reason) = refusal {
                         if let RunnerWrite::Finish(f) = item {
                             txn.atomic_add(&keyspace::provider_counter(&f.provider, "refused"), 1);
                         }
@@ -367,6 +377,16 @@ impl Engine {
                     if max == 0 {
                         return Ok((leased, ready_watch));
                     }
+                    if let Some(detail) = EpochCheck::default()
+                        .refusal(txn, &node.id, node.epoch)
+                        .await?
+                    {
+                        return Err(EngineError::Fenced {
+                            node: node.id.clone(),
+                            epoch: node.epoch,
+                            detail,
+                        });
+                    }
                     let entries = txn
                         .get_range(&begin, &end, RangeOptions::new().snapshot().limit(max))
                         .await?;
@@ -464,12 +484,22 @@ impl Engine {
             .run(|txn| {
                 Box::pin(async move {
                     let mut out = Vec::with_capacity(refs.len());
+                    let mut epochs = EpochCheck::default();
                     for r in refs {
                         let Some(mut task) = records::load(txn, &r.tenant, r.id).await? else {
                             out.push(false);
                             continue;
                         };
                         if stale(&task, r.fence).is_some() {
+                            out.push(false);
+                            continue;
+                        }
+                        if let Some(lease) = &task.lease
+                            && epochs
+                                .refusal(txn, &lease.node_id, lease.node_epoch)
+                                .await?
+                                .is_some()
+                        {
                             out.push(false);
                             continue;
                         }
@@ -518,6 +548,13 @@ impl Engine {
                         )));
                     };
                     if let Some(why) = stale(&task, task_ref.fence) {
+                        return Ok(RunnerWriteResult::Refused(why));
+                    }
+                    if let Some(lease) = &task.lease
+                        && let Some(why) = EpochCheck::default()
+                            .refusal(txn, &lease.node_id, lease.node_epoch)
+                            .await?
+                    {
                         return Ok(RunnerWriteResult::Refused(why));
                     }
                     records::disarm_timers(txn, &task);

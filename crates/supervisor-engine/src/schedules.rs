@@ -100,6 +100,22 @@ fn not_found(name: &str) -> EngineError {
     ))
 }
 
+/// Whether the lease of `duty` is still the one granted with `fence` and has not lapsed.
+/// Reading it puts the lease in the transaction's read set, so a takeover committed
+/// concurrently makes the caller's transaction retry and refuse.
+pub(crate) async fn holds_duty(
+    txn: &mut supervisor_store::Transaction<'_>,
+    duty: &str,
+    fence: u64,
+    now: i64,
+) -> Result<bool, EngineError> {
+    let lease = match txn.get(&keyspace::singleton(duty)).await? {
+        Some(b) => decode::<SingletonLease>("singleton lease", &b)?,
+        None => return Ok(false),
+    };
+    Ok(lease.fence == fence && lease.expires_at > now)
+}
+
 impl Engine {
     /// Creates or replaces the schedule `name`. The definition and the cron rules are
     /// checked first; errors name the field.
@@ -266,10 +282,26 @@ impl Engine {
                         Some(b) => Some(decode::<SingletonLease>("singleton lease", &b)?),
                         None => None,
                     };
+                    // A fenced incarnation takes and keeps nothing.
+                    if crate::nodes::EpochCheck::default()
+                        .refusal(txn, &node.id, node.epoch)
+                        .await?
+                        .is_some()
+                    {
+                        return Ok(None);
+                    }
                     let mine = current
                         .as_ref()
                         .is_some_and(|l| l.node == node.id && l.epoch == node.epoch);
-                    let free = current.as_ref().is_none_or(|l| l.expires_at <= now);
+                    // Free when it lapsed, or at once when its holder was fenced or
+                    // replaced by a newer start (no clock comparison needed then).
+                    let mut free = current.as_ref().is_none_or(|l| l.expires_at <= now);
+                    if let Some(l) = current.as_ref().filter(|_| !mine && !free) {
+                        free = crate::nodes::EpochCheck::default()
+                            .refusal(txn, &l.node, l.epoch)
+                            .await?
+                            .is_some();
+                    }
                     if !mine && !free {
                         return Ok(None);
                     }
@@ -322,11 +354,7 @@ impl Engine {
                     let (tenant, name) = (s.tenant.clone(), s.name.clone());
                     Box::pin(async move {
                         // Refuse to fire under a stale lease.
-                        let lease = match txn.get(&keyspace::singleton(SCHEDULER_DUTY)).await? {
-                            Some(b) => decode::<SingletonLease>("singleton lease", &b)?,
-                            None => return Ok((false, None)),
-                        };
-                        if lease.fence != fence || lease.expires_at <= now {
+                        if !holds_duty(txn, SCHEDULER_DUTY, fence, now).await? {
                             return Ok((false, None));
                         }
                         let Some(mut s) = load(txn, &tenant, &name).await? else {

@@ -31,7 +31,13 @@ async fn fixture_with(cfg: EngineConfig) -> Fixture {
     let clock = ManualClock::new(1_700_000_000_000_000);
     let engine = Engine::new(db, cfg, Arc::new(clock.clone()));
     let node = engine
-        .register_node("node-a", "127.0.0.1:1")
+        .register_node(
+            "node-a",
+            &crate::NodeAnnouncement {
+                address: "127.0.0.1:1".into(),
+                ..Default::default()
+            },
+        )
         .await
         .expect("register");
     Fixture {
@@ -503,7 +509,13 @@ async fn orphaned_leases_of_an_earlier_epoch_are_reclaimed_at_once() {
     // The node restarts: new epoch, and nothing waits for the 10s lease.
     let restarted = f
         .engine
-        .register_node("node-a", "127.0.0.1:1")
+        .register_node(
+            "node-a",
+            &crate::NodeAnnouncement {
+                address: "127.0.0.1:1".into(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(restarted.epoch, f.node.epoch + 1);

@@ -22,7 +22,14 @@ pub struct TimerSweep {
     pub runs_timed_out: usize,
     /// When the earliest remaining timer is due (unix microseconds), if any.
     pub next_due: Option<i64>,
+    /// The sweep was on behalf of the reaper duty, which has passed to another node:
+    /// nothing was done.
+    pub lost_duty: bool,
 }
+
+/// The singleton duty of sweeping timers (vesting retries, taking back lapsed leases,
+/// ending overdue workflow runs): one node at a time does it.
+pub const REAPER_DUTY: &str = "reaper";
 
 /// Takes back a running task whose lease can no longer be trusted. Counts as a spent
 /// attempt: requeued while attempts remain, failed otherwise.
@@ -68,6 +75,20 @@ async fn reclaim(
 impl Engine {
     /// Handles up to `limit` timers that are due: vests retries and reclaims lapsed leases.
     pub async fn sweep_timers(&self, limit: usize) -> Result<TimerSweep, EngineError> {
+        self.sweep(limit, None).await
+    }
+
+    /// Like [`Engine::sweep_timers`], on behalf of the holder of the reaper duty
+    /// ([`REAPER_DUTY`]) granted with `fence`: sweeps nothing once the duty passed on.
+    pub async fn sweep_timers_as_reaper(
+        &self,
+        limit: usize,
+        fence: u64,
+    ) -> Result<TimerSweep, EngineError> {
+        self.sweep(limit, Some(fence)).await
+    }
+
+    async fn sweep(&self, limit: usize, duty: Option<u64>) -> Result<TimerSweep, EngineError> {
         let now = self.now_micros();
         let cfg = &self.inner.cfg;
         let (begin, end) = keyspace::timers_due(now);
@@ -80,6 +101,12 @@ impl Engine {
                 let (all_begin, all_end) = (all_begin.clone(), all_end.clone());
                 Box::pin(async move {
                     let mut sweep = TimerSweep::default();
+                    if let Some(fence) = duty
+                        && !crate::schedules::holds_duty(txn, REAPER_DUTY, fence, now).await?
+                    {
+                        sweep.lost_duty = true;
+                        return Ok(sweep);
+                    }
                     let due = txn
                         .get_range(
                             &begin,
@@ -164,6 +191,16 @@ impl Engine {
     /// Requeues at once every task leased by an earlier epoch of `node` (its previous
     /// process is gone: it crashed or was killed). Returns how many were reclaimed.
     pub async fn reclaim_orphaned_leases(&self, node: &NodeIdentity) -> Result<usize, EngineError> {
+        self.reclaim_leases_of(node, "node restarted").await
+    }
+
+    /// Requeues every task leased by `node.id` under an epoch before `node.epoch`, saying
+    /// `why` in each task's log.
+    pub(crate) async fn reclaim_leases_of(
+        &self,
+        node: &NodeIdentity,
+        why: &str,
+    ) -> Result<usize, EngineError> {
         let now = self.now_micros();
         let cfg = &self.inner.cfg;
         let (begin, end) = keyspace::timer_range();
@@ -209,7 +246,7 @@ impl Engine {
                                     });
                                 if live {
                                     let why = format!(
-                                        "node restarted (epoch {} replaced {})",
+                                        "{why} (epoch {} replaced {})",
                                         node.epoch, entry.epoch
                                     );
                                     reclaim(txn, &mut task, now, &why, cfg).await?;

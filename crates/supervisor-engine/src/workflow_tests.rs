@@ -38,7 +38,13 @@ async fn open(dir: &tempfile::TempDir) -> (Engine, ManualClock, NodeIdentity) {
     };
     let engine = Engine::new(db, cfg, Arc::new(clock.clone()));
     let node = engine
-        .register_node("wf-node", "127.0.0.1:1")
+        .register_node(
+            "wf-node",
+            &crate::NodeAnnouncement {
+                address: "127.0.0.1:1".into(),
+                ..Default::default()
+            },
+        )
         .await
         .expect("register");
     (engine, clock, node)
@@ -569,7 +575,13 @@ async fn a_schedule_fires_once_per_tick_under_the_singleton_lease() {
     let f = fixture().await;
     let other = f
         .engine
-        .register_node("wf-node-b", "127.0.0.1:2")
+        .register_node(
+            "wf-node-b",
+            &crate::NodeAnnouncement {
+                address: "127.0.0.1:2".into(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let ttl = Duration::from_secs(30);

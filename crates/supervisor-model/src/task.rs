@@ -528,6 +528,13 @@ pub struct TaskEvent {
     pub message: String,
     /// Output text streamed by the provider (for `Output` events).
     pub output: String,
+    /// The node holding the task's lease when the event was written (empty when none).
+    #[serde(default)]
+    pub node: String,
+    /// The task's fencing token when the event was written: the attempt's token for
+    /// `Started`, and for a completion the token the accepted write carried.
+    #[serde(default)]
+    pub fence: u64,
 }
 
 named_enum!(

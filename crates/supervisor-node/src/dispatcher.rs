@@ -60,6 +60,11 @@ pub enum DispatcherMsg {
     DrainDeadline,
     /// How many attempts are running.
     InFlight(RpcReplyPort<usize>),
+    /// A peer fenced this node: its writes are refused from now on. Abandon every running
+    /// attempt (their tasks are already back in the queue) and stop leasing.
+    Fenced,
+    /// The node rejoined under a new epoch: lease again.
+    Rejoined,
 }
 
 impl ractor::Message for DispatcherMsg {}
@@ -70,8 +75,8 @@ pub struct DispatcherArgs {
     pub engine: Engine,
     /// The node's providers.
     pub router: Arc<Router>,
-    /// This node.
-    pub node: NodeIdentity,
+    /// This node's current identity (its epoch changes when it rejoins after a fence).
+    pub node: watch::Receiver<NodeIdentity>,
     /// Settings.
     pub settings: DispatcherSettings,
 }
@@ -93,7 +98,7 @@ pub struct Dispatcher;
 pub struct DispatcherState {
     engine: Engine,
     router: Arc<Router>,
-    node: NodeIdentity,
+    node: watch::Receiver<NodeIdentity>,
     settings: DispatcherSettings,
     running: HashMap<TaskId, Running>,
     by_actor: HashMap<ActorId, TaskId>,
@@ -101,11 +106,13 @@ pub struct DispatcherState {
     inbox: Option<JoinHandle<()>>,
     pump_queued: bool,
     draining: Option<Draining>,
+    /// Fenced and not yet rejoined: lease nothing.
+    fenced: bool,
 }
 
 impl DispatcherState {
     fn queue_pump(&mut self, myself: &ActorRef<DispatcherMsg>) {
-        if !self.pump_queued && self.draining.is_none() {
+        if !self.pump_queued && self.draining.is_none() && !self.fenced {
             self.pump_queued = true;
             let _ = myself.cast(DispatcherMsg::Pump);
         }
@@ -124,17 +131,33 @@ async fn lease_and_spawn(
     myself: &ActorRef<DispatcherMsg>,
     state: &mut DispatcherState,
 ) -> Result<(), ActorProcessingErr> {
+    // Lease no more than this node's providers can run at once: a task leased here but
+    // waiting for a provider slot is a task another node could be running.
+    let capacity: usize = state
+        .router
+        .providers()
+        .iter()
+        .map(|p| p.max_concurrency as usize)
+        .sum();
     let free = state
         .settings
         .max_in_flight
+        .min(capacity.max(1))
         .saturating_sub(state.running.len());
     if free == 0 {
         // A finishing agent queues the next pump.
         return Ok(());
     }
     let want = free.min(state.settings.lease_batch);
-    let batch = match state.engine.lease(&state.node, want).await {
+    let node = state.node.borrow().clone();
+    let batch = match state.engine.lease(&node, want).await {
         Ok(b) => b,
+        Err(err @ supervisor_engine::EngineError::Fenced { .. }) => {
+            // Membership notices on its next heartbeat and rejoins; until then, nothing.
+            tracing::warn!(error = %err, "this node was fenced; leasing stops until it rejoins");
+            state.fenced = true;
+            return Ok(());
+        }
         Err(err) => {
             tracing::warn!(error = %err, "leasing failed; trying again shortly");
             myself.send_after(Duration::from_millis(250), || DispatcherMsg::Pump);
@@ -246,7 +269,8 @@ impl Actor for Dispatcher {
     ) -> Result<Self::State, ActorProcessingErr> {
         let renew_every = args.engine.config().lease_duration / 3;
         myself.send_interval(renew_every, || DispatcherMsg::Renew);
-        let inbox = spawn_inbox(args.engine.clone(), args.node.id.clone(), myself.clone());
+        let node_id = args.node.borrow().id.clone();
+        let inbox = spawn_inbox(args.engine.clone(), node_id, myself.clone());
         let mut state = DispatcherState {
             engine: args.engine,
             router: args.router,
@@ -258,6 +282,7 @@ impl Actor for Dispatcher {
             inbox: Some(inbox),
             pump_queued: false,
             draining: None,
+            fenced: false,
         };
         state.queue_pump(&myself);
         Ok(state)
@@ -288,7 +313,7 @@ impl Actor for Dispatcher {
         match msg {
             DispatcherMsg::Pump => {
                 state.pump_queued = false;
-                if state.draining.is_none() {
+                if state.draining.is_none() && !state.fenced {
                     lease_and_spawn(&myself, state).await?;
                 }
             }
@@ -368,6 +393,24 @@ impl Actor for Dispatcher {
             }
             DispatcherMsg::InFlight(reply) => {
                 let _ = reply.send(state.running.len());
+            }
+            DispatcherMsg::Fenced => {
+                state.fenced = true;
+                if let Some(waiter) = state.waiter.take() {
+                    waiter.abort();
+                }
+                let ids: Vec<TaskId> = state.running.keys().copied().collect();
+                if !ids.is_empty() {
+                    tracing::warn!(
+                        attempts = ids.len(),
+                        "fenced: abandoning running attempts (their tasks are back in the queue)"
+                    );
+                }
+                state.abandon(&ids);
+            }
+            DispatcherMsg::Rejoined => {
+                state.fenced = false;
+                state.queue_pump(&myself);
             }
         }
         Ok(())

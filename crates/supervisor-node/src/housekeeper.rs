@@ -1,11 +1,14 @@
-//! The housekeeper vests retries and takes back lapsed leases. It sleeps until the
+//! The housekeeper vests retries and takes back lapsed leases. One node at a time does
+//! it, the holder of the reaper duty (a store lease with a fencing token, checked in
+//! every sweep's transaction); the others stand by to take over. It sleeps until the
 //! earliest timer is due (or a local commit arms an earlier one), never on a fixed poll;
 //! `max_idle` only bounds the sleep so timers armed by other nodes are not missed.
 
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use supervisor_engine::Engine;
+use supervisor_engine::{Engine, NodeIdentity, REAPER_DUTY};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Messages of the housekeeper.
@@ -24,6 +27,10 @@ pub struct HousekeeperArgs {
     pub max_idle: Duration,
     /// Most timers handled per transaction.
     pub batch: usize,
+    /// This node's current identity (the reaper duty is held in its name).
+    pub node: watch::Receiver<NodeIdentity>,
+    /// Lease of the reaper duty; renewed every third of it.
+    pub duty_lease: Duration,
 }
 
 /// The housekeeper actor.
@@ -33,6 +40,44 @@ pub struct Housekeeper;
 pub struct HousekeeperState {
     args: HousekeeperArgs,
     sleeper: Option<JoinHandle<()>>,
+    /// The reaper duty's fencing token and when it was last renewed, while held.
+    duty: Option<(u64, std::time::Instant)>,
+}
+
+impl HousekeeperState {
+    /// The duty's fencing token if this node holds it (renewing it when due).
+    async fn duty(&mut self) -> Option<u64> {
+        let renew_every = self.args.duty_lease / 3;
+        if let Some((fence, at)) = self.duty
+            && at.elapsed() < renew_every
+        {
+            return Some(fence);
+        }
+        let node = self.args.node.borrow().clone();
+        match self
+            .args
+            .engine
+            .acquire_singleton(REAPER_DUTY, &node, self.args.duty_lease)
+            .await
+        {
+            Ok(Some(fence)) => {
+                if self.duty.is_none_or(|(f, _)| f != fence) {
+                    tracing::info!(fence, "this node now sweeps timers (reaper duty)");
+                }
+                self.duty = Some((fence, std::time::Instant::now()));
+                Some(fence)
+            }
+            Ok(None) => {
+                self.duty = None;
+                None
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not take the reaper duty");
+                self.duty = None;
+                None
+            }
+        }
+    }
 }
 
 impl Actor for Housekeeper {
@@ -49,6 +94,7 @@ impl Actor for Housekeeper {
         Ok(HousekeeperState {
             args,
             sleeper: None,
+            duty: None,
         })
     }
 
@@ -73,7 +119,20 @@ impl Actor for Housekeeper {
             s.abort();
         }
         let engine = state.args.engine.clone();
-        let sleep_for = match engine.sweep_timers(state.args.batch).await {
+        let Some(fence) = state.duty().await else {
+            // Another node sweeps; stand by to take over when its duty passes on.
+            let standby = state.args.duty_lease / 3;
+            state.sleeper = Some(tokio::spawn(async move {
+                tokio::time::sleep(standby).await;
+                let _ = myself.cast(HousekeeperMsg::Sweep);
+            }));
+            return Ok(());
+        };
+        let sleep_for = match engine.sweep_timers_as_reaper(state.args.batch, fence).await {
+            Ok(sweep) if sweep.lost_duty => {
+                state.duty = None;
+                Duration::ZERO
+            }
             Ok(sweep) if sweep.retries_vested + sweep.leases_reclaimed >= state.args.batch => {
                 Duration::ZERO
             }

@@ -16,8 +16,10 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod cluster_config;
 pub mod dispatcher;
 pub mod housekeeper;
+pub mod membership;
 pub mod provider_actor;
 pub mod routing;
 pub mod scheduler;
@@ -28,9 +30,11 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 use serde::{Deserialize, Serialize};
-use supervisor_engine::{Engine, EngineError, NodeIdentity};
+use supervisor_engine::{Engine, EngineError, NodeAnnouncement, NodeIdentity};
 use supervisor_providers::Provider;
 use tokio::sync::watch;
+
+pub use cluster_config::{ClusterConfig, ClusterTls};
 
 use dispatcher::{Dispatcher, DispatcherArgs, DispatcherMsg, DispatcherSettings, DrainReport};
 use housekeeper::{Housekeeper, HousekeeperArgs};
@@ -68,10 +72,11 @@ pub struct NodeConfig {
     /// Default 10s.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
-    /// Lease of the scheduler duty (one node fires workflow schedules); a dead holder
-    /// delays ticks by at most this much. Default 15s.
+    /// Lease of the singleton duties (firing workflow schedules, sweeping timers), held
+    /// by one node at a time and renewed every third of it. A holder that dies hands its
+    /// duties on when peers fence it, or at worst when this lapses. Default 15s.
     #[serde(with = "humantime_serde")]
-    pub scheduler_lease: Duration,
+    pub duty_lease: Duration,
     /// Restarts of the node's actors.
     pub restart: RestartPolicy,
 }
@@ -95,7 +100,7 @@ impl Default for NodeConfig {
             idle_recheck: Duration::from_secs(30),
             provider_probe_interval: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
-            scheduler_lease: Duration::from_secs(15),
+            duty_lease: Duration::from_secs(15),
             restart: RestartPolicy::default(),
         }
     }
@@ -176,7 +181,13 @@ pub enum NodeError {
 /// A running node.
 pub struct Node {
     engine: Engine,
-    identity: NodeIdentity,
+    identity: watch::Receiver<NodeIdentity>,
+    /// The epoch the node started with (actor names are scoped by it).
+    start_epoch: u64,
+    membership: Arc<std::sync::RwLock<membership::MembershipView>>,
+    drain: watch::Receiver<bool>,
+    peers: watch::Receiver<Vec<membership::LivePeer>>,
+    cluster: ClusterConfig,
     cfg: NodeConfig,
     supervisor: ActorRef<SupervisorMsg>,
     health: watch::Receiver<TreeHealth>,
@@ -186,10 +197,32 @@ pub struct Node {
 
 impl Node {
     /// Registers the node (a new epoch), reclaims leases its previous incarnation held,
-    /// and starts the supervision tree. The first provider serves every task.
+    /// and starts the supervision tree, with default cluster settings (no cluster
+    /// networking).
     pub async fn start(
         engine: Engine,
         cfg: NodeConfig,
+        routing: RoutingConfig,
+        advertise: &str,
+        providers: Vec<ProviderSpec>,
+    ) -> Result<Node, NodeError> {
+        Node::start_in_cluster(
+            engine,
+            cfg,
+            ClusterConfig::default(),
+            routing,
+            advertise,
+            providers,
+        )
+        .await
+    }
+
+    /// Like [`Node::start`], with this node's cluster settings: heartbeats and fencing
+    /// of silent peers, and the address it announces to them.
+    pub async fn start_in_cluster(
+        engine: Engine,
+        cfg: NodeConfig,
+        cluster: ClusterConfig,
         routing: RoutingConfig,
         advertise: &str,
         providers: Vec<ProviderSpec>,
@@ -204,7 +237,16 @@ impl Node {
                 )));
             }
         }
-        let identity = engine.register_node(&cfg.id, advertise).await?;
+        let announcement = NodeAnnouncement {
+            address: advertise.to_string(),
+            cluster_address: cluster.advertised().to_string(),
+            providers: providers
+                .iter()
+                .map(|p| p.provider.name().to_string())
+                .collect(),
+            max_in_flight: u32::try_from(cfg.max_in_flight).unwrap_or(u32::MAX),
+        };
+        let identity = engine.register_node(&cfg.id, &announcement).await?;
         let reclaimed = engine.reclaim_orphaned_leases(&identity).await?;
         if reclaimed > 0 {
             tracing::info!(
@@ -213,6 +255,7 @@ impl Node {
                 "requeued tasks held by this node's previous run"
             );
         }
+        let (identity_tx, identity_rx) = watch::channel(identity.clone());
         let (changes, _) = watch::channel(0u64);
         let handles: Vec<Arc<ProviderHandle>> = providers
             .into_iter()
@@ -264,7 +307,7 @@ impl Node {
         let dispatcher_name = format!("{scope}/dispatcher");
         {
             let engine = engine.clone();
-            let identity = identity.clone();
+            let identity = identity_rx.clone();
             let router = router.clone();
             let name = dispatcher_name.clone();
             children.push(ChildSpec {
@@ -287,6 +330,8 @@ impl Node {
         {
             let engine = engine.clone();
             let max_idle = cfg.housekeeping_max_idle;
+            let identity = identity_rx.clone();
+            let duty_lease = cfg.duty_lease;
             children.push(ChildSpec {
                 name: format!("{scope}/housekeeper"),
                 start: Arc::new(move |sup| {
@@ -294,6 +339,8 @@ impl Node {
                         engine: engine.clone(),
                         max_idle,
                         batch: 512,
+                        node: identity.clone(),
+                        duty_lease,
                     };
                     Box::pin(async move {
                         let (a, _) = Actor::spawn_linked(None, Housekeeper, args, sup).await?;
@@ -304,8 +351,8 @@ impl Node {
         }
         {
             let engine = engine.clone();
-            let identity = identity.clone();
-            let lease = cfg.scheduler_lease;
+            let identity = identity_rx.clone();
+            let lease = cfg.duty_lease;
             children.push(ChildSpec {
                 name: format!("{scope}/scheduler"),
                 start: Arc::new(move |sup| {
@@ -317,6 +364,37 @@ impl Node {
                     Box::pin(async move {
                         let (a, _) =
                             Actor::spawn_linked(None, scheduler::Scheduler, args, sup).await?;
+                        Ok(a.get_cell())
+                    })
+                }),
+            });
+        }
+        let view = Arc::new(std::sync::RwLock::new(membership::MembershipView::default()));
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let (peers_tx, peers_rx) = watch::channel(Vec::new());
+        {
+            let engine = engine.clone();
+            let view = view.clone();
+            let dispatcher = dispatcher_name.clone();
+            let (heartbeat_interval, failure_timeout) =
+                (cluster.heartbeat_interval, cluster.failure_timeout);
+            children.push(ChildSpec {
+                name: format!("{scope}/membership"),
+                start: Arc::new(move |sup| {
+                    let args = membership::MembershipArgs {
+                        engine: engine.clone(),
+                        announcement: announcement.clone(),
+                        identity: identity_tx.clone(),
+                        heartbeat_interval,
+                        failure_timeout,
+                        dispatcher: dispatcher.clone(),
+                        view: view.clone(),
+                        drain: drain_tx.clone(),
+                        peers: peers_tx.clone(),
+                    };
+                    Box::pin(async move {
+                        let (a, _) =
+                            Actor::spawn_linked(None, membership::Membership, args, sup).await?;
                         Ok(a.get_cell())
                     })
                 }),
@@ -340,7 +418,12 @@ impl Node {
         tracing::info!(node = %identity.id, epoch = identity.epoch, "node started");
         Ok(Node {
             engine,
-            identity,
+            identity: identity_rx,
+            start_epoch: identity.epoch,
+            membership: view,
+            drain: drain_rx,
+            peers: peers_rx,
+            cluster,
             cfg,
             supervisor,
             health,
@@ -349,9 +432,41 @@ impl Node {
         })
     }
 
-    /// This node's id and epoch.
-    pub fn identity(&self) -> &NodeIdentity {
-        &self.identity
+    /// This node's id and current epoch (a new one after it rejoins from a fence).
+    pub fn identity(&self) -> NodeIdentity {
+        self.identity.borrow().clone()
+    }
+
+    /// This node's observation of its peers.
+    pub fn peer_views(&self) -> Vec<membership::PeerView> {
+        self.membership
+            .read()
+            .map(|v| v.peers.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Heartbeats that failed in a row, and how often this node rejoined after a fence.
+    pub fn membership_health(&self) -> (u32, u32) {
+        self.membership
+            .read()
+            .map(|v| (v.failed_heartbeats, v.rejoins))
+            .unwrap_or_default()
+    }
+
+    /// Resolves when an operator asks this node to drain (`DrainNode`).
+    pub async fn drain_requested(&self) {
+        let mut rx = self.drain.clone();
+        let _ = rx.wait_for(|asked| *asked).await;
+    }
+
+    /// Live peers (for cluster networking), updated after every membership read.
+    pub fn live_peers(&self) -> watch::Receiver<Vec<membership::LivePeer>> {
+        self.peers.clone()
+    }
+
+    /// This node's cluster settings.
+    pub fn cluster_config(&self) -> &ClusterConfig {
+        &self.cluster
     }
 
     /// The engine it runs on.
@@ -365,7 +480,7 @@ impl Node {
     }
 
     fn scope(&self) -> String {
-        format!("{}#{}", self.cfg.id, self.identity.epoch)
+        format!("{}#{}", self.cfg.id, self.start_epoch)
     }
 
     fn dispatcher(&self) -> Option<ActorRef<DispatcherMsg>> {
@@ -398,6 +513,10 @@ impl Node {
     /// rest, then stops the tree. Nothing is lost either way.
     pub async fn shutdown(&self) -> DrainReport {
         let timeout = self.cfg.drain_timeout;
+        let identity = self.identity();
+        if let Err(err) = self.engine.set_node_leaving(&identity, true).await {
+            tracing::warn!(error = %err, "could not record that this node is draining");
+        }
         let report = match self.dispatcher() {
             Some(d) => ractor::call_t!(
                 d,
@@ -411,6 +530,10 @@ impl Node {
         let tree = self.tree.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(tree) = tree {
             let _ = tree.await;
+        }
+        // Gone: peers need not wait for silence to take over its duties.
+        if let Err(err) = self.engine.set_node_leaving(&self.identity(), false).await {
+            tracing::warn!(error = %err, "could not record that this node left");
         }
         report
     }

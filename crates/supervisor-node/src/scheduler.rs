@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use supervisor_engine::{Engine, NodeIdentity, SCHEDULER_DUTY};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Messages of the scheduler.
@@ -21,8 +22,8 @@ impl ractor::Message for SchedulerMsg {}
 pub struct SchedulerArgs {
     /// The engine.
     pub engine: Engine,
-    /// This node.
-    pub node: NodeIdentity,
+    /// This node's current identity.
+    pub node: watch::Receiver<NodeIdentity>,
     /// How long the lease lasts without renewal (a dead holder delays ticks by at most
     /// this much).
     pub lease: Duration,
@@ -74,8 +75,9 @@ impl Actor for Scheduler {
         let engine = &state.args.engine;
         // Renew well before the lease lapses; a standby looks again as often.
         let renew_every = state.args.lease / 3;
+        let node = state.args.node.borrow().clone();
         let sleep_for = match engine
-            .acquire_singleton(SCHEDULER_DUTY, &state.args.node, state.args.lease)
+            .acquire_singleton(SCHEDULER_DUTY, &node, state.args.lease)
             .await
         {
             Ok(Some(fence)) => match engine.fire_due_schedules(fence).await {

@@ -354,6 +354,8 @@ pub(crate) fn event_out(task_id: TaskId, e: TaskEvent) -> v1::TaskEvent {
         message: e.message,
         output: e.output,
         at: Some(timestamp_from_micros(e.at)),
+        node: e.node,
+        fence: e.fence,
     }
 }
 
@@ -366,6 +368,8 @@ pub(crate) fn status_from(err: EngineError) -> Status {
             Status::not_found(format!("no workflow run with id {id}"))
         }
         EngineError::FailedPrecondition(m) => Status::failed_precondition(m),
+        e @ EngineError::NodeNotFound { .. } => Status::not_found(e.to_string()),
+        e @ EngineError::Fenced { .. } => Status::unavailable(e.to_string()),
         EngineError::Store(e) if e.is_retryable() => Status::unavailable(format!(
             "the store is busy or unreachable ({e}); retry the call"
         )),

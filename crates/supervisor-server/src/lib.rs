@@ -1,4 +1,5 @@
-//! The gRPC face of a node: `TaskService`, `ProviderService`, the standard health service
+//! The gRPC face of a node: `TaskService`, `ProviderService`, `WorkflowService`,
+//! `ClusterService`, the standard health service
 //! and server reflection (`v1` and `v1alpha`, so every grpcurl release works).
 //!
 //! Services are thin adapters: decode and check the wire format, call the engine or the
@@ -6,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cluster;
 mod convert;
 mod workflows;
 
@@ -21,6 +23,7 @@ use supervisor_model::{DEFAULT_TENANT, TaskStatus};
 use supervisor_node::Node;
 use supervisor_node::supervision::TreeHealth;
 use supervisor_proto::v1;
+use supervisor_proto::v1::cluster_service_server::ClusterServiceServer;
 use supervisor_proto::v1::provider_service_server::{ProviderService, ProviderServiceServer};
 use supervisor_proto::v1::task_service_server::{TaskService, TaskServiceServer};
 use supervisor_proto::v1::workflow_service_server::WorkflowServiceServer;
@@ -352,6 +355,7 @@ pub const HEALTH_SERVICES: &[&str] = &[
     "supervisor.v1.TaskService",
     "supervisor.v1.ProviderService",
     "supervisor.v1.WorkflowService",
+    "supervisor.v1.ClusterService",
 ];
 
 /// Serves every service on `listener` until `shutdown` resolves. Health follows the node's
@@ -413,6 +417,9 @@ pub async fn serve(
             node.router().names(),
         )))
         .add_service(WorkflowServiceServer::new(WorkflowApi::new(engine)))
+        .add_service(ClusterServiceServer::new(cluster::ClusterApi::new(
+            node.clone(),
+        )))
         .add_service(ProviderServiceServer::new(ProviderApi::new(node)))
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;

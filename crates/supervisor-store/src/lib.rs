@@ -3,8 +3,9 @@
 //!
 //! Why this shape: FoundationDB is the production backend, and everything above the store
 //! (the engine) is written once against this contract. The embedded backend (redb) and the
-//! PostgreSQL backend behave the same way, conflicts included, so code tested on the
-//! embedded store behaves identically on a cluster.
+//! PostgreSQL backend (feature `postgres`) behave the same way, conflicts included, so code
+//! tested on the embedded store behaves identically on a cluster; the FoundationDB backend
+//! (feature `fdb`) maps the contract onto FoundationDB's own API.
 //!
 //! The contract:
 //! - [`Db::run`] is a retry loop. The closure may run more than once (on a conflict, or when
@@ -25,6 +26,10 @@
 mod buffer;
 pub mod conformance;
 pub mod embedded;
+#[cfg(feature = "fdb")]
+pub mod fdb;
+#[cfg(any(feature = "fdb", test))]
+mod fdb_mapping;
 pub mod keys;
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -81,6 +81,10 @@ use tokio_postgres::error::SqlState;
 
 use crate::{Backend, Db, RawTransaction, StoreError};
 
+/// How long the server lets a session sit idle inside a transaction before ending it
+/// (and releasing the commit lock it may hold).
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(6);
+
 /// How long a connection attempt may take when the URL does not say (`connect_timeout`).
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a transaction waits for a free pooled connection before giving up.
@@ -278,6 +282,19 @@ fn parse_url(url: &str, target: &str) -> Result<tokio_postgres::Config, StoreErr
     if config.get_application_name().is_none() {
         config.application_name("supervisor");
     }
+    // A client that vanishes (crash, network partition) must not hold the commit lock
+    // for long: the server ends a session left idle inside a transaction (no
+    // transaction may last 5 s by the store's contract), and the client gives up on a
+    // connection whose packets go unacknowledged instead of retransmitting for minutes.
+    if config.get_options().is_none() {
+        config.options(format!(
+            "-c idle_in_transaction_session_timeout={}",
+            IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+        ));
+    }
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(5));
+    config.tcp_user_timeout(Duration::from_secs(10));
     Ok(config)
 }
 
@@ -291,7 +308,7 @@ async fn check_schema(
     let missing = || {
         StoreError::Corrupt(format!(
             "the PostgreSQL database at {target} has no Supervisor schema (table \
-             supervisor_meta is missing or empty); create it with PostgresStore::init, or \
+             supervisor_meta is missing or empty); create it with `supervisor store init --store URL` (or PostgresStore::init), or \
              connect with PostgresOptions::create_schema set, and check that the URL names \
              the right database"
         ))

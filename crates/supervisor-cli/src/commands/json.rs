@@ -113,6 +113,8 @@ pub struct EventJson {
     message: String,
     output: String,
     at: Option<String>,
+    node: String,
+    fence: u64,
 }
 
 /// Task counts by status.
@@ -371,6 +373,8 @@ impl From<&TaskEvent> for EventJson {
             message: event.message.clone(),
             output: event.output.clone(),
             at: time(event.at.as_ref()),
+            node: event.node.clone(),
+            fence: event.fence,
         }
     }
 }
@@ -721,6 +725,8 @@ mod tests {
             message: "provider timed out".into(),
             output: String::new(),
             at: Some(timestamp_from_micros(0)),
+            node: "n1".into(),
+            fence: 2,
         };
         let value = serde_json::to_value(EventJson::from(&event)).expect("serializes");
         assert_eq!(
@@ -734,6 +740,8 @@ mod tests {
                 "message": "provider timed out",
                 "output": "",
                 "at": "1970-01-01T00:00:00.000000Z",
+                "node": "n1",
+                "fence": 2,
             })
         );
     }

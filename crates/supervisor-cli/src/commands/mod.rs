@@ -8,6 +8,7 @@
 //! All take the [`GlobalArgs`] (server address, output format). Errors are returned as
 //! [`anyhow::Error`]; [`report_error`] prints them as one line and picks the exit code.
 
+pub mod cluster;
 mod format;
 mod json;
 mod parse;
@@ -25,6 +26,7 @@ use std::{
 
 use supervisor_client::{Client, ClientError};
 
+pub use cluster::{ClusterCommand, NodeCommand};
 pub use providers::ProviderCommand;
 pub use schedule::ScheduleCommand;
 pub use task::TaskCommand;

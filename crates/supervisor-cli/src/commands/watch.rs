@@ -401,6 +401,7 @@ mod tests {
             message,
             output,
             at: Some(timestamp_from_micros(T0 + seq as i64)),
+            ..Default::default()
         }
     }
 
