@@ -17,6 +17,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 
+# Threads (and Celery apps) per process serving an open loop: enough that a few hundred
+# milliseconds of stall do not run out of them at the rates measured here.
+OPEN_LOOP_THREADS = 128
+
+
 class Outcome:
     def __init__(self):
         self.latencies = []
@@ -35,17 +40,34 @@ class Outcome:
 # ---- Celery: blocking clients on threads -------------------------------------------
 
 
-def celery_op_factory():
+def celery_op_factory(prewarm):
+    """A blocking op sending one no-op task and waiting for its result. Celery apps (one
+    per concurrent caller: the Redis result consumer is not shared between threads) come
+    from a pool, `prewarm` of them connected up front, so no measured request pays for
+    creating one."""
+    import queue
+
     import celery_noop
 
-    local = threading.local()
+    pool = queue.SimpleQueue()
+
+    def round_trip(app):
+        app.send_task("bench.noop").get(timeout=120)
+
+    for _ in range(max(1, prewarm)):
+        app = celery_noop.make_app()
+        round_trip(app)
+        pool.put(app)
 
     def op():
-        app = getattr(local, "app", None)
-        if app is None:
-            app = local.app = celery_noop.make_app()
-        result = app.send_task("bench.noop")
-        result.get(timeout=120)
+        try:
+            app = pool.get_nowait()
+        except queue.Empty:
+            app = celery_noop.make_app()
+        try:
+            round_trip(app)
+        finally:
+            pool.put(app)
 
     return op
 
@@ -88,7 +110,7 @@ def celery_run(op, clients, rate, start_at, duration):
             with lock:
                 outcome.record(err, time.monotonic() - at)
 
-        with ThreadPoolExecutor(max_workers=128) as pool:
+        with ThreadPoolExecutor(max_workers=OPEN_LOOP_THREADS) as pool:
             for n in range(count):
                 at = start_at + n / rate
                 time.sleep(max(0.0, at - time.monotonic()))
@@ -159,8 +181,7 @@ def child(kind, address, clients, rate, warmup, duration, barrier, queue):
     warm-up and the measured window, and sends its latencies to the parent."""
     try:
         if kind == "celery":
-            op = celery_op_factory()
-            op()
+            op = celery_op_factory(clients if clients else OPEN_LOOP_THREADS)
             barrier.wait(timeout=300)
             if warmup > 0:
                 celery_run(op, clients, rate, time.monotonic(), warmup)
