@@ -37,6 +37,11 @@ from pathlib import Path
 HARNESS = Path(__file__).resolve().parent
 ROOT = HARNESS.parent.parent
 LOAD_LEVELS = (0.25, 0.50, 0.75)
+COLORS = {"supervisor-durable": "#1f77b4", "supervisor-relaxed": "#6baed6",
+          "celery-fsync-always": "#2ca02c", "celery": "#98df8a", "temporal": "#d62728",
+          "temporal-wal": "#ff9896", "direct": "#7f7f7f", "litellm": "#9467bd"}
+QUEUE_SYSTEMS = ("supervisor-durable", "supervisor-relaxed", "celery-fsync-always", "celery",
+                 "temporal", "temporal-wal")
 QUANTILES = (0.50, 0.90, 0.99, 0.999)
 
 
@@ -219,12 +224,14 @@ class Supervisor:
 
 
 class Celery:
-    """Redis (from Debian) and a Celery worker (prefork, one process per core)."""
+    """Redis (from Debian) and a Celery worker (prefork, one process per core). Redis
+    appends every write to its log and fsyncs it `fsync` (everysec: once a second, the
+    usual production setting; always: before answering, like Supervisor's durable mode)."""
 
-    name = "celery"
-
-    def __init__(self, h):
+    def __init__(self, h, fsync):
         self.h = h
+        self.fsync = fsync
+        self.name = "celery" if fsync == "everysec" else f"celery-fsync-{fsync}"
 
     def start(self):
         self.dir = tempfile.mkdtemp(prefix="bench-redis-", dir=self.h.work)
@@ -232,8 +239,8 @@ class Celery:
         self.url = f"redis://127.0.0.1:{port}/0"
         redis = Service(
             "redis",
-            ["redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", self.dir]
-            + self.h.redis_args,
+            ["redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", self.dir,
+             "--save", "", "--appendonly", "yes", "--appendfsync", self.fsync],
             self.h.logs,
         )
         wait_port(port, 30, "redis-server", redis.proc)
@@ -255,7 +262,7 @@ class Celery:
         app = celery_noop.make_app()
         app.send_task("bench.noop").get(timeout=120)
         app.close()
-        self.h.settings.setdefault("redis", self.redis_settings(port))
+        self.h.settings.setdefault(f"redis:{self.name}", self.redis_settings(port))
 
     def redis_settings(self, port):
         out = {}
@@ -281,12 +288,14 @@ class Celery:
 
 
 class Temporal:
-    """`temporal server start-dev` on a SQLite file, and a Python worker."""
+    """`temporal server start-dev` on a SQLite file, and a Python worker. `wal` switches
+    SQLite to write-ahead logging with synchronous=NORMAL (a commit is not fsynced; a
+    power loss can drop the last ones), the relaxed counterpart of the default."""
 
-    name = "temporal"
-
-    def __init__(self, h):
+    def __init__(self, h, wal):
         self.h = h
+        self.wal = wal
+        self.name = "temporal-wal" if wal else "temporal"
 
     def start(self):
         self.dir = tempfile.mkdtemp(prefix="bench-temporal-", dir=self.h.work)
@@ -296,7 +305,9 @@ class Temporal:
             "temporal-server",
             [self.h.temporal, "server", "start-dev", "--headless", "--ip", "127.0.0.1",
              "--port", port, "--http-port", free_port(), "--metrics-port", free_port(),
-             "--ui-port", free_port(), "--db-filename", Path(self.dir) / "temporal.db"],
+             "--ui-port", free_port(), "--db-filename", Path(self.dir) / "temporal.db"]
+            + (["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
+               if self.wal else []),
             self.h.logs,
         )
         wait_port(port, 90, "temporal server", server.proc)
@@ -375,7 +386,6 @@ class Harness:
         self.samples_dir = Path(self.work) / "samples"
         self.samples_dir.mkdir()
         self.temporal = shutil.which("temporal", path=str(Path(sys.executable).parent)) or "temporal"
-        self.redis_args = ["--save", "", "--appendonly", "yes", "--appendfsync", args.redis_fsync]
         self.settings = {}
         self.runs = []  # every measured run
         self.problems = []
@@ -437,7 +447,9 @@ class Harness:
     # scenarios 1, 2 and 4
     def queue_systems(self):
         a = self.args
-        systems = [Supervisor(self, "immediate"), Supervisor(self, "relaxed"), Celery(self), Temporal(self)]
+        systems = [Supervisor(self, "immediate"), Supervisor(self, "relaxed"),
+                   Celery(self, "always"), Celery(self, "everysec"),
+                   Temporal(self, False), Temporal(self, True)]
         only = set(a.systems.split(",")) if a.systems else None
         systems = [s for s in systems if only is None or s.name in only]
         for r in range(a.rounds):
@@ -734,7 +746,7 @@ def write_report(h, facts, vers, started, finished):
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     stem = f"{date}-comparison{'-quick' if a.quick else ''}"
     h.out.mkdir(parents=True, exist_ok=True)
-    systems = [s for s in ("supervisor-durable", "supervisor-relaxed", "celery", "temporal")
+    systems = [s for s in QUEUE_SYSTEMS
                if any(r["system"] == s and r["scenario"] == "throughput" for r in runs)]
     L = []
     L.append(f"# Supervisor side by side with Celery+Redis, Temporal and LiteLLM ({date})\n")
@@ -751,18 +763,22 @@ def write_report(h, facts, vers, started, finished):
     L.append(f"- Versions: Supervisor {vers['supervisor']}; {vers['rustc']}; Python {vers['python']} "
              f"({', '.join(vers['python_packages'])}); {vers['redis_server'].split(' sha=')[0]}; "
              f"{vers['temporal'].splitlines()[0] if vers['temporal'] else ''}")
-    redis = h.settings.get("redis", {})
-    L.append(f"- Supervisor: one `supervisor up` node, embedded store (redb); **durable** = "
+    redis = "; ".join(
+        f"{k.split(':', 1)[1]}: " + ", ".join(f"{kk}={vv or chr(34) * 2}" for kk, vv in v.items())
+        for k, v in sorted(h.settings.items()) if k.startswith("redis:"))
+    L.append("- Supervisor: one `supervisor up` node, embedded store (redb); **durable** = "
              "`store.durability = immediate` (fsync per group commit before any acknowledgement), "
              "**relaxed** = acknowledged before the disk; mock provider at zero latency.")
     L.append(f"- Celery: no-op task, `task_acks_late=True` (at-least-once), Redis broker and result "
-             f"backend, prefork worker with {os.cpu_count()} processes; Redis persistence: "
-             f"appendonly={redis.get('appendonly', '?')}, appendfsync={redis.get('appendfsync', '?')}, "
-             f"save='{redis.get('save', '?')}' (an acknowledged task can be lost in the last second "
-             "of a crash: between Supervisor's relaxed and durable modes).")
-    L.append("- Temporal: `temporal server start-dev` with a SQLite file (`--db-filename`, the dev "
-             "server's default SQLite pragmas); a workflow running one no-op activity; Python SDK worker "
-             "with the sandbox off (the SDK's fastest setting) and client.")
+             f"backend, prefork worker with {os.cpu_count()} processes. Redis persistence as read back "
+             f"from the running server ({redis}): `celery-fsync-always` fsyncs before answering (the "
+             "counterpart of Supervisor's durable mode), `celery` once a second (Redis's usual "
+             "production setting: a crash can lose the last second, like Supervisor's relaxed mode).")
+    L.append("- Temporal: `temporal server start-dev` with a SQLite file (`--db-filename`); `temporal` "
+             "keeps the dev server's SQLite defaults (rollback journal, synchronous=FULL: durable), "
+             "`temporal-wal` adds `--sqlite-pragma journal_mode=wal --sqlite-pragma synchronous=normal` "
+             "(commits not fsynced: relaxed). A workflow running one no-op activity; Python SDK worker "
+             "with the workflow sandbox off (the SDK's fastest setting).")
     L.append(f"- Clients: closed loop of {a.clients} concurrent clients (submit, then wait for that "
              f"task's completion), {a.duration:g} s measured after a {a.warmup:g} s warm-up. Supervisor is "
              "driven by the Rust `load` binary over gRPC (submit, then WatchTask until the terminal "
@@ -787,7 +803,7 @@ def write_report(h, facts, vers, started, finished):
     L.append("")
     ratio_lines = []
     for sv in ("supervisor-durable", "supervisor-relaxed"):
-        for peer in ("celery", "temporal"):
+        for peer in QUEUE_SYSTEMS[2:]:
             if sv in systems and peer in systems:
                 rs = ratio_summary(runs, "throughput", sv, peer, lambda r: r["throughput_per_s"])
                 ratio_lines.append(f"| {sv} / {peer} | {fmt(rs)}× |")
@@ -809,11 +825,13 @@ def write_report(h, facts, vers, started, finished):
                     cells.append(f"{p50['median']:.2f} / {p99['median']:.2f}")
                 phase_rows.append(f"| {s} | {sc} | " + " | ".join(cells) + " |")
     if phase_rows:
-        L.append("Where a Supervisor task's time goes (ms, p50 / p99, median over rounds): *submit* is "
-                 "the submit call (its group commit included), *lease* the wait from the SUBMITTED "
-                 "event to the STARTED event, *run* from STARTED to the terminal event, *observe* from "
-                 "the terminal event's timestamp until the client received it (the completion's commit "
-                 "and WatchTask delivery).\n")
+        L.append("Where a Supervisor task's time goes (ms, p50 / p99, median over rounds). Event "
+                 "timestamps are taken when the node prepares a write, before its commit, so: *submit* "
+                 "is the submit call as the client timed it (its group commit included); *lease* runs "
+                 "from the SUBMITTED timestamp to the STARTED one (the submit's commit, the dispatcher "
+                 "waking, the lease being prepared); *run* from STARTED to the terminal event (the "
+                 "lease's commit, the agent and provider); *observe* from the terminal timestamp to the "
+                 "client holding the event (the completion's commit and WatchTask delivery).\n")
         L.append("| system | scenario | submit | lease | run | observe |")
         L.append("|---|---|---|---|---|---|")
         L.extend(phase_rows)
@@ -903,7 +921,7 @@ def plot(h, stem):
         print("matplotlib is missing: no plots", flush=True)
         return []
     runs, out, made = h.runs, h.out, []
-    systems = [s for s in ("supervisor-durable", "supervisor-relaxed", "celery", "temporal")
+    systems = [s for s in QUEUE_SYSTEMS
                if any(r["system"] == s and r["scenario"] == "throughput" for r in runs)]
     if systems:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -912,7 +930,7 @@ def plot(h, stem):
             stats = [summary(per_round(runs, "throughput", s, lambda r: r.get(key)).values()) for s in systems]
             med = [st["median"] for st in stats]
             err = [[st["median"] - st["min"] for st in stats], [st["max"] - st["median"] for st in stats]]
-            ax.bar(systems, med, yerr=err, capsize=4, color=["#1f77b4", "#6baed6", "#2ca02c", "#d62728"][: len(systems)])
+            ax.bar(systems, med, yerr=err, capsize=4, color=[COLORS[s] for s in systems])
             ax.set_ylabel(label)
             if key == "throughput_per_s":
                 ax.set_yscale("log")
@@ -935,7 +953,7 @@ def plot(h, stem):
                 if rs:
                     med = sorted(rs, key=lambda r: r["latency_ms"]["p99"])[len(rs) // 2]
                     xs, ys = zip(*med["cdf"]) if med["cdf"] else ((), ())
-                    ax.plot(xs, ys, label=s)
+                    ax.plot(xs, ys, label=s, color=COLORS[s])
             ax.set_xscale("log")
             ax.set_xlabel("submit → completion, ms (log)")
             ax.set_title(f"Scenario 2: {int(level * 100)}% of each system's peak")
@@ -957,7 +975,7 @@ def plot(h, stem):
             med = sorted(rs, key=lambda r: r["latency_ms"]["p99"])[len(rs) // 2]
             if med["cdf"]:
                 xs, ys = zip(*med["cdf"])
-                ax.plot(xs, ys, label=s)
+                ax.plot(xs, ys, label=s, color=COLORS[s])
         ax.set_xscale("log")
         ax.set_xlabel("request → whole streamed answer, ms (log)")
         ax.set_ylabel("fraction of requests")
@@ -984,9 +1002,7 @@ def main():
     p.add_argument("--latency-duration", type=float)
     p.add_argument("--gateway-rate", type=float, default=50.0)
     p.add_argument("--gateway-duration", type=float)
-    p.add_argument("--redis-fsync", default="everysec", choices=["always", "everysec", "no"])
-    p.add_argument("--systems", help="comma-separated subset of supervisor-durable, "
-                   "supervisor-relaxed, celery, temporal")
+    p.add_argument("--systems", help="comma-separated subset of " + ", ".join(QUEUE_SYSTEMS))
     p.add_argument("--no-gateway", action="store_true")
     p.add_argument("--no-scale", action="store_true")
     a = p.parse_args()
