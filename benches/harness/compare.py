@@ -1010,8 +1010,8 @@ def main():
     a.rounds = a.rounds or (1 if quick else 3)
     a.duration = a.duration or (3.0 if quick else 20.0)
     a.warmup = a.warmup if a.warmup is not None else (0.5 if quick else 2.0)
-    a.latency_duration = a.latency_duration or (2.0 if quick else 10.0)
-    a.gateway_duration = a.gateway_duration or (2.0 if quick else 20.0)
+    a.latency_duration = a.latency_duration or (2.0 if quick else 8.0)
+    a.gateway_duration = a.gateway_duration or (2.0 if quick else 15.0)
     if quick:
         a.gateway_rate = min(a.gateway_rate, 20.0)
     h = Harness(a)
