@@ -151,6 +151,26 @@ def rss_kib(pid):
     return 0
 
 
+def sched_totals(roots):
+    """(CPU seconds, seconds spent runnable but waiting for a CPU) summed over every thread
+    of the process trees, from /proc/<pid>/task/<tid>/schedstat."""
+    cpu = wait = 0
+    for pid in tree_pids(roots):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    fields = f.read().split()
+                cpu += int(fields[0])
+                wait += int(fields[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    return cpu / 1e9, wait / 1e9
+
+
 class RssSampler:
     """Samples the summed RSS of process trees every 100 ms; keeps the peak."""
 
@@ -416,9 +436,13 @@ class Harness:
         samples = self.samples_dir / f"{self.seq:04d}-{scenario}-{system}.txt"
         load_before = os.getloadavg()[0]
         if pids:
+            cpu0, wait0 = sched_totals(pids)
             with RssSampler(pids) as sampler:
                 result = fn(samples)
+            cpu1, wait1 = sched_totals(pids)
             extra["peak_rss_mib"] = sampler.peak_kib / 1024.0
+            extra["server_cpu_s"] = cpu1 - cpu0
+            extra["server_runqueue_wait_s"] = wait1 - wait0
         else:
             result = fn(samples)
         lat = read_samples(samples)
@@ -467,7 +491,7 @@ class Harness:
                         self.measure(
                             f"latency@{int(level * 100)}", s.name, r,
                             lambda f: s.load(f, rate=rate, duration=a.latency_duration, warmup=0.0),
-                            rate=rate,
+                            pids=s.pids(), rate=rate,
                         )
                 finally:
                     s.stop()
@@ -793,13 +817,23 @@ def write_report(h, facts, vers, started, finished):
              "Python worker), sampled every 100 ms during scenario 1.\n")
 
     L.append("## 1. Throughput and 4. memory\n")
-    L.append("| system | tasks/s | peak RSS (MiB) | tasks completed per round |")
-    L.append("|---|---|---|---|")
+    L.append("Server CPU is the CPU time of the system's server processes per completed task "
+             "(warm-up included, so slightly high); *waiting for a CPU* is the time their threads "
+             "were runnable but not running, summed over threads, per second of measured wall time "
+             "(from schedstat; 1.0 = one thread always waiting): it shows how much the other work "
+             "on the machine held them back.\n")
+    L.append("| system | tasks/s | peak RSS (MiB) | server CPU (ms/task) | waiting for a CPU (s/s) | tasks completed per round |")
+    L.append("|---|---|---|---|---|---|")
     for s in systems:
         tp = summary(per_round(runs, "throughput", s, lambda r: r["throughput_per_s"]).values())
         rss = summary(per_round(runs, "throughput", s, lambda r: r.get("peak_rss_mib")).values())
+        cpu = summary(per_round(runs, "throughput", s,
+                                lambda r: 1000 * r.get("server_cpu_s", 0) / max(1, r["ok"])).values())
+        wait = summary(per_round(runs, "throughput", s,
+                                 lambda r: r.get("server_runqueue_wait_s", 0) / max(1e-9, r["elapsed_s"])).values())
         done = per_round(runs, "throughput", s, lambda r: r["ok"])
-        L.append(f"| {s} | {fmt(tp)} | {fmt(rss, 0)} | {', '.join(str(done[k]) for k in sorted(done))} |")
+        L.append(f"| {s} | {fmt(tp)} | {fmt(rss, 0)} | {fmt(cpu, 2)} | {fmt(wait, 2)} | "
+                 f"{', '.join(str(done[k]) for k in sorted(done))} |")
     L.append("")
     ratio_lines = []
     for sv in ("supervisor-durable", "supervisor-relaxed"):
