@@ -389,7 +389,7 @@ def cdf_points(sorted_us, points=200):
         return []
     n = len(sorted_us)
     qs = sorted(set([0.0] + [1 - 10 ** (-4 * i / points) for i in range(points)] + [1.0]))
-    return [(sorted_us[min(n - 1, int(q * (n - 1)))] / 1000.0, q) for q in qs]
+    return [(sorted_us[min(n - 1, int(q * (n - 1)))] / 1000.0, round(q, 6)) for q in qs]
 
 
 # ---- the harness --------------------------------------------------------------------------
