@@ -383,7 +383,7 @@ def summary(values):
     return {"median": med, "min": vals[0], "max": vals[-1], "n": n}
 
 
-def cdf_points(sorted_us, points=200):
+def cdf_points(sorted_us, points=100):
     """(latency ms, fraction) pairs on a log-spaced quantile grid for plots."""
     if not sorted_us:
         return []
@@ -941,7 +941,7 @@ def write_report(h, facts, vers, started, finished):
     md.write_text("\n".join(L) + "\n")
     data = {"facts": facts, "versions": vers, "settings": h.settings, "args": vars(a),
             "problems": h.problems, "runs": runs}
-    (h.out / f"{stem}.json").write_text(json.dumps(data, indent=1))
+    (h.out / f"{stem}.json").write_text(json.dumps(data, separators=(",", ":")))
     return md
 
 
