@@ -252,6 +252,7 @@ class Celery:
         self.h = h
         self.fsync = fsync
         self.name = "celery" if fsync == "everysec" else f"celery-fsync-{fsync}"
+        self.services = []
 
     def start(self):
         self.dir = tempfile.mkdtemp(prefix="bench-redis-", dir=self.h.work)
@@ -263,6 +264,7 @@ class Celery:
              "--save", "", "--appendonly", "yes", "--appendfsync", self.fsync],
             self.h.logs,
         )
+        self.services = [redis]
         wait_port(port, 30, "redis-server", redis.proc)
         env = {"BENCH_REDIS_URL": self.url, "PYTHONPATH": str(HARNESS)}
         worker = Service(
@@ -274,7 +276,7 @@ class Celery:
             env=env,
             cwd=HARNESS,
         )
-        self.services = [redis, worker]
+        self.services.append(worker)
         os.environ["BENCH_REDIS_URL"] = self.url
         sys.path.insert(0, str(HARNESS))
         import celery_noop
@@ -316,6 +318,7 @@ class Temporal:
         self.h = h
         self.wal = wal
         self.name = "temporal-wal" if wal else "temporal"
+        self.services = []
 
     def start(self):
         self.dir = tempfile.mkdtemp(prefix="bench-temporal-", dir=self.h.work)
@@ -330,6 +333,7 @@ class Temporal:
                if self.wal else []),
             self.h.logs,
         )
+        self.services = [server]
         wait_port(port, 90, "temporal server", server.proc)
         worker = Service(
             "temporal-worker",
@@ -339,7 +343,7 @@ class Temporal:
             cwd=HARNESS,
             pipe_stdout=True,
         )
-        self.services = [server, worker]
+        self.services.append(worker)
         worker.wait_line(r"temporal worker ready", 90)
 
     def pids(self):
@@ -479,8 +483,8 @@ class Harness:
         for r in range(a.rounds):
             print(f"round {r + 1}/{a.rounds}: throughput, latency, memory", flush=True)
             for s in systems:
-                s.start()
                 try:
+                    s.start()
                     peak = self.measure(
                         "throughput", s.name, r,
                         lambda f: s.load(f, clients=a.clients, duration=a.duration, warmup=a.warmup),
