@@ -220,18 +220,16 @@ impl MembershipState {
         let mut live = Vec::new();
         for node in nodes.iter().filter(|n| n.id != me.id) {
             let watched = matches!(node.state, NodeState::Active | NodeState::Draining);
+            let view = |silent_for, liveness| PeerView {
+                id: node.id.clone(),
+                epoch: node.epoch,
+                revision: node.revision,
+                silent_for,
+                liveness,
+            };
             if !watched {
                 self.observed.remove(&node.id);
-                views.insert(
-                    node.id.clone(),
-                    PeerView {
-                        id: node.id.clone(),
-                        epoch: node.epoch,
-                        revision: node.revision,
-                        silent_for: Duration::ZERO,
-                        liveness: Liveness::Unknown,
-                    },
-                );
+                views.insert(node.id.clone(), view(Duration::ZERO, Liveness::Unknown));
                 continue;
             }
             let seen = self
@@ -280,16 +278,7 @@ impl MembershipState {
                     cluster_address: node.cluster_address.clone(),
                 });
             }
-            views.insert(
-                node.id.clone(),
-                PeerView {
-                    id: node.id.clone(),
-                    epoch: node.epoch,
-                    revision: node.revision,
-                    silent_for,
-                    liveness,
-                },
-            );
+            views.insert(node.id.clone(), view(silent_for, liveness));
         }
         self.observed.retain(|id, _| views.contains_key(id));
         if let Ok(mut view) = self.args.view.write() {

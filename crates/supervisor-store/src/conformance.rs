@@ -141,7 +141,7 @@ fn space(name: &str) -> Subspace {
 
 /// Unwraps a store result, panicking with `what` and the error.
 #[track_caller]
-fn ok<T>(result: Result<T, StoreError>, what: &str) -> T {
+pub fn ok<T>(result: Result<T, StoreError>, what: &str) -> T {
     match result {
         Ok(v) => v,
         Err(err) => panic!("{what}: unexpected store error: {err}"),
@@ -234,8 +234,8 @@ fn pairs(model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<KeyValue> {
         .collect()
 }
 
-/// Awaits a watch that must fire.
-async fn must_fire(watch: Watch, what: &str) {
+/// Awaits a watch that must fire (within [`HANG_GUARD`]).
+pub async fn must_fire(watch: Watch, what: &str) {
     match tokio::time::timeout(HANG_GUARD, watch).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => panic!("{what}: watch failed: {err}"),
@@ -243,10 +243,46 @@ async fn must_fire(watch: Watch, what: &str) {
     }
 }
 
-/// Checks that a watch has not fired yet.
-async fn still_pending(watch: &mut Watch, what: &str) {
+/// Checks that a watch has not fired yet (within [`NOT_YET`]).
+pub async fn still_pending(watch: &mut Watch, what: &str) {
     if let Ok(result) = tokio::time::timeout(NOT_YET, &mut *watch).await {
         panic!("{what}: watch resolved too early with {result:?}");
+    }
+}
+
+/// Helpers for a backend's own tests: one attempt each, no retry loop, so a test sees
+/// exactly what one transaction did.
+pub mod once {
+    use super::ok;
+    use crate::{Db, Watch};
+
+    /// Commits `key = value` in one transaction; returns its commit version.
+    pub async fn put(db: &Db, key: &[u8], value: &[u8]) -> Option<u64> {
+        let mut txn = ok(db.begin().await, "begin");
+        txn.set(key, value);
+        ok(txn.commit().await, "commit").version
+    }
+
+    /// Reads `key` in one transaction.
+    pub async fn fetch(db: &Db, key: &[u8]) -> Option<Vec<u8>> {
+        let mut txn = ok(db.begin().await, "begin");
+        ok(txn.get(key).await, "get")
+    }
+
+    /// A watch on `key`, activated by committing the transaction that created it.
+    pub async fn watch(db: &Db, key: &[u8]) -> Watch {
+        let mut txn = ok(db.begin().await, "begin");
+        let watch = txn.watch(key);
+        ok(txn.commit().await, "activate the watch");
+        watch
+    }
+
+    /// A loopback port nothing listens on.
+    pub fn closed_port() -> u16 {
+        match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+            Ok(addr) => addr.port(),
+            Err(err) => panic!("cannot find a free port: {err}"),
+        }
     }
 }
 

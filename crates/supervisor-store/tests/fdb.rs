@@ -22,18 +22,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use supervisor_store::conformance::{self, HANG_GUARD, NOT_YET};
+use supervisor_store::conformance::once::{closed_port, fetch, put, watch};
+use supervisor_store::conformance::{self, HANG_GUARD, must_fire, ok, still_pending};
 use supervisor_store::fdb::{FdbOptions, FdbStore, open_db, open_url};
 use supervisor_store::keys::Subspace;
-use supervisor_store::{Db, RangeOptions, StoreError, Watch};
-
-#[track_caller]
-fn ok<T>(result: Result<T, StoreError>, what: &str) -> T {
-    match result {
-        Ok(v) => v,
-        Err(err) => panic!("{what}: {err}"),
-    }
-}
+use supervisor_store::{Db, RangeOptions, StoreError};
 
 /// The cluster file named by `FDB_CLUSTER_FILE`; fails the test when it is not set.
 fn cluster_file() -> PathBuf {
@@ -79,46 +72,6 @@ async fn clear_space(db: &Db, space: &Subspace) {
         .await,
         "clear the test's prefix",
     );
-}
-
-async fn put(db: &Db, key: &[u8], value: &[u8]) -> Option<u64> {
-    let mut txn = ok(db.begin().await, "begin");
-    txn.set(key, value);
-    ok(txn.commit().await, "commit").version
-}
-
-async fn fetch(db: &Db, key: &[u8]) -> Option<Vec<u8>> {
-    let mut txn = ok(db.begin().await, "begin");
-    ok(txn.get(key).await, "get")
-}
-
-async fn watch(db: &Db, key: &[u8]) -> Watch {
-    let mut txn = ok(db.begin().await, "begin");
-    let watch = txn.watch(key);
-    ok(txn.commit().await, "activate the watch");
-    watch
-}
-
-async fn must_fire(watch: Watch, what: &str) {
-    match tokio::time::timeout(HANG_GUARD, watch).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => panic!("{what}: the watch failed: {err}"),
-        Err(_) => panic!("{what}: the watch did not fire"),
-    }
-}
-
-async fn still_pending(watch: &mut Watch, what: &str) {
-    if let Ok(result) = tokio::time::timeout(NOT_YET, &mut *watch).await {
-        panic!("{what}: the watch resolved too early with {result:?}");
-    }
-}
-
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
-        Ok(addr) => addr.port(),
-        Err(err) => panic!("cannot find a free port: {err}"),
-    }
 }
 
 mod conformance_suite {
