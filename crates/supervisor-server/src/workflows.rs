@@ -241,6 +241,21 @@ fn schedule_out(s: ScheduleRecord) -> v1::Schedule {
 const SUMMARY_CHARS: usize = 200;
 
 impl WorkflowApi {
+    /// Pauses (`true`) or resumes a schedule.
+    async fn set_paused(
+        &self,
+        req: Request<v1::ScheduleRef>,
+        paused: bool,
+    ) -> Result<Response<v1::Schedule>, Status> {
+        let tenant = tenant(&req);
+        let s = self
+            .engine
+            .set_schedule_paused(tenant, &req.get_ref().name, paused)
+            .await
+            .map_err(not_found_schedule)?;
+        Ok(Response::new(schedule_out(s)))
+    }
+
     async fn summaries(
         &self,
         tenant: &str,
@@ -491,26 +506,14 @@ impl WorkflowService for WorkflowApi {
         &self,
         req: Request<v1::ScheduleRef>,
     ) -> Result<Response<v1::Schedule>, Status> {
-        let tenant = tenant(&req);
-        let s = self
-            .engine
-            .set_schedule_paused(tenant, &req.get_ref().name, true)
-            .await
-            .map_err(not_found_schedule)?;
-        Ok(Response::new(schedule_out(s)))
+        self.set_paused(req, true).await
     }
 
     async fn resume_schedule(
         &self,
         req: Request<v1::ScheduleRef>,
     ) -> Result<Response<v1::Schedule>, Status> {
-        let tenant = tenant(&req);
-        let s = self
-            .engine
-            .set_schedule_paused(tenant, &req.get_ref().name, false)
-            .await
-            .map_err(not_found_schedule)?;
-        Ok(Response::new(schedule_out(s)))
+        self.set_paused(req, false).await
     }
 
     async fn trigger_schedule(

@@ -107,6 +107,25 @@ pub struct Exit {
     pub message: Option<String>,
 }
 
+impl Exit {
+    /// Success, or the exit code of a task or workflow run that ended failed (3) or
+    /// cancelled (4); the outcome itself was already printed.
+    pub fn for_ending(failed: bool, cancelled: bool) -> anyhow::Result<()> {
+        let code = if failed {
+            EXIT_TASK_FAILED
+        } else if cancelled {
+            EXIT_TASK_CANCELLED
+        } else {
+            return Ok(());
+        };
+        Err(Exit {
+            code,
+            message: None,
+        }
+        .into())
+    }
+}
+
 impl fmt::Display for Exit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.message {

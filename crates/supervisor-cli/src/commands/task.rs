@@ -16,7 +16,7 @@ use supervisor_proto::v1::{
 };
 
 use super::{
-    EXIT_TASK_CANCELLED, EXIT_TASK_FAILED, Exit, GlobalArgs, OutputFormat, connect,
+    Exit, GlobalArgs, OutputFormat, connect,
     format::{stats_text, task_summary, task_table},
     json::{StatsJson, TaskJson},
     parse::{
@@ -353,16 +353,11 @@ fn print_id_or_task(task: &Task, output: OutputFormat) -> anyhow::Result<()> {
 
 /// Success, or the exit code of a task that ended failed or cancelled.
 fn exit_for(task: &Task) -> anyhow::Result<()> {
-    let code = match task.status() {
-        TaskStatus::Failed => EXIT_TASK_FAILED,
-        TaskStatus::Cancelled => EXIT_TASK_CANCELLED,
-        _ => return Ok(()),
-    };
-    Err(Exit {
-        code,
-        message: None,
-    }
-    .into())
+    let status = task.status();
+    Exit::for_ending(
+        status == TaskStatus::Failed,
+        status == TaskStatus::Cancelled,
+    )
 }
 
 #[cfg(test)]
@@ -370,6 +365,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::commands::{EXIT_TASK_CANCELLED, EXIT_TASK_FAILED};
 
     #[derive(Debug, Parser)]
     struct Cli {

@@ -10,7 +10,7 @@ use supervisor_client::{Client, read_workflow_source};
 use supervisor_proto::v1::{ListWorkflowsRequest, RunStatus, WorkflowRun, WorkflowSource};
 
 use super::{
-    EXIT_ERROR, EXIT_TASK_CANCELLED, EXIT_TASK_FAILED, Exit, GlobalArgs, OutputFormat, connect,
+    EXIT_ERROR, Exit, GlobalArgs, OutputFormat, connect,
     format::{run_status_name, run_summary, run_table, validation_text},
     json::{ValidationJson, WorkflowRunJson},
     parse::{parse_var, var_map},
@@ -281,16 +281,8 @@ pub fn print_id_or_run(run: &WorkflowRun, output: OutputFormat) -> anyhow::Resul
 /// Success, or the exit code of a run that ended failed (3) or cancelled (4), as for
 /// tasks.
 fn exit_for_run(run: &WorkflowRun) -> anyhow::Result<()> {
-    let code = match run.status() {
-        RunStatus::Failed => EXIT_TASK_FAILED,
-        RunStatus::Cancelled => EXIT_TASK_CANCELLED,
-        _ => return Ok(()),
-    };
-    Err(Exit {
-        code,
-        message: None,
-    }
-    .into())
+    let status = run.status();
+    Exit::for_ending(status == RunStatus::Failed, status == RunStatus::Cancelled)
 }
 
 #[cfg(test)]
@@ -299,6 +291,7 @@ mod tests {
     use supervisor_proto::v1::workflow_source::Source;
 
     use super::*;
+    use crate::commands::{EXIT_TASK_CANCELLED, EXIT_TASK_FAILED};
 
     #[derive(Debug, Parser)]
     struct Cli {
