@@ -174,7 +174,6 @@ async fn main() -> anyhow::Result<()> {
         hist.record((sent - leased).max(1) as u64)?;
     }
     let (d50, d99) = node
-        .router()
         .dispatch_percentiles()
         .context("the node recorded dispatch times")?;
     node.shutdown().await;

@@ -17,6 +17,7 @@ use supervisor_providers::{
 };
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::routing::{Report, Route, RouteError, RouteRequest, Router};
 
 /// Messages of an agent.
@@ -44,9 +45,12 @@ pub struct AgentArgs {
     pub abandon: watch::Receiver<bool>,
     /// When the lease transaction returned to the dispatcher.
     pub leased_at: Instant,
+    /// Times the attempt: its limit, route waits, output flushes.
+    pub clock: Clock,
 }
 
 /// The agent actor.
+#[derive(Clone)]
 pub struct Agent;
 
 impl Actor for Agent {
@@ -98,13 +102,14 @@ enum Ending {
 
 /// Waits for a provider, within the attempt's deadline and the node's route wait.
 async fn route(
+    clock: &Clock,
     router: &Router,
     req: &RouteRequest<'_>,
-    deadline: tokio::time::Instant,
+    deadline: Instant,
     route_wait: Duration,
     abandon: &mut watch::Receiver<bool>,
 ) -> Result<Route, Option<ProviderError>> {
-    let give_up = tokio::time::Instant::now() + route_wait;
+    let give_up = clock.now() + route_wait;
     loop {
         match router.choose(req) {
             Ok(route) => return Ok(route),
@@ -116,7 +121,7 @@ async fn route(
             }
             Err(RouteError::NoneAvailable { why, retry_in }) => {
                 let wait = retry_in.unwrap_or(Duration::from_secs(1));
-                let wake = tokio::time::Instant::now() + wait;
+                let wake = clock.now() + wait;
                 if wake > give_up || wake > deadline {
                     return Err(Some(ProviderError::Retryable {
                         kind: "no_provider_available",
@@ -125,7 +130,7 @@ async fn route(
                     }));
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep_until(wake) => {}
+                    _ = clock.sleep_until(wake) => {}
                     _ = abandoned(abandon) => return Err(None),
                 }
             }
@@ -142,11 +147,13 @@ async fn run_attempt(args: AgentArgs) {
         route_wait,
         mut abandon,
         leased_at,
+        clock,
     } = args;
     let task = &leased.task;
     let task_ref = leased.task_ref.clone();
     let timeout = Duration::from_millis(task.timeout_ms);
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = clock.now() + timeout;
+    let mut time_up = clock.sleep_until(deadline);
     let mut buffered: Vec<Streamed> = Vec::new();
 
     let choice = analyze(
@@ -179,7 +186,16 @@ async fn run_attempt(args: AgentArgs) {
         failed_on: &failed_on,
     };
 
-    let ending = match route(&router, &route_req, deadline, route_wait, &mut abandon).await {
+    let ending = match route(
+        &clock,
+        &router,
+        &route_req,
+        deadline,
+        route_wait,
+        &mut abandon,
+    )
+    .await
+    {
         Err(None) => Ending::Abandoned,
         Err(Some(err)) => Ending::Done {
             provider: String::new(),
@@ -191,7 +207,7 @@ async fn run_attempt(args: AgentArgs) {
                 "attempt {}: specialty {} ({}); provider {} ({})",
                 task.attempt, choice.specialty, choice.reason, handle.name, route.reason
             )));
-            let started = Instant::now();
+            let started = clock.now();
             let (sink, mut events) = EventSink::channel();
             let result = 'run: {
                 // A slot under the provider's concurrency limit.
@@ -201,22 +217,20 @@ async fn run_attempt(args: AgentArgs) {
                         Err(_) => break 'run None,
                     },
                     _ = abandoned(&mut abandon) => break 'run None,
-                    _ = tokio::time::sleep_until(deadline) => break 'run Some(Err(timeout_error(timeout))),
+                    _ = &mut time_up => break 'run Some(Err(timeout_error(timeout))),
                 };
-                router.record_dispatch(leased_at.elapsed());
+                router.record_dispatch(clock.since(leased_at));
                 let exec = handle.provider.execute(request.clone(), sink);
                 tokio::pin!(exec);
-                let mut flush = tokio::time::interval_at(
-                    tokio::time::Instant::now() + flush_interval,
-                    flush_interval,
-                );
+                let mut flush = clock.sleep(flush_interval);
                 loop {
                     tokio::select! {
                         biased;
                         _ = abandoned(&mut abandon) => break 'run None,
                         result = &mut exec => break 'run Some(result),
                         Some(event) = events.recv() => buffered.push(streamed(event)),
-                        _ = flush.tick(), if !buffered.is_empty() => {
+                        _ = &mut flush, if !buffered.is_empty() => {
+                            flush = clock.sleep(flush_interval);
                             let items = std::mem::take(&mut buffered);
                             match engine.progress(task_ref.clone(), items).await {
                                 Ok(RunnerWriteResult::Accepted(_)) => {}
@@ -227,7 +241,7 @@ async fn run_attempt(args: AgentArgs) {
                                 Err(err) => tracing::warn!(task = %task.id, error = %err, "could not record progress; will retry with the next flush"),
                             }
                         }
-                        _ = tokio::time::sleep_until(deadline) => break 'run Some(Err(timeout_error(timeout))),
+                        _ = &mut time_up => break 'run Some(Err(timeout_error(timeout))),
                     }
                 }
             };
@@ -247,7 +261,7 @@ async fn run_attempt(args: AgentArgs) {
                     handle.report(&Report {
                         ok: result.is_ok(),
                         error_kind: result.as_ref().err().map(|e| error_kind(e).to_string()),
-                        latency: started.elapsed(),
+                        latency: clock.since(started),
                         tokens_used: usage.input_tokens + usage.output_tokens,
                         tokens_estimated: route.tokens_estimated,
                         input_tokens: usage.input_tokens,

@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::agent::{Agent, AgentArgs};
+use crate::clock::Clock;
+use crate::rng::Rng;
 use crate::routing::Router;
 
 /// Settings of the dispatcher.
@@ -34,6 +36,13 @@ pub struct DispatcherSettings {
     /// wake-up (a safety net against a lost store watch, not the normal path).
     pub idle_recheck: Duration,
 }
+
+/// Pause before leasing again after a lease transaction failed (give or take half).
+const LEASE_RETRY: Duration = Duration::from_millis(250);
+/// Longest wait on the cancel inbox's watch before reading it again anyway.
+const INBOX_RECHECK: Duration = Duration::from_secs(30);
+/// Pause after reading the cancel inbox failed.
+const INBOX_RETRY: Duration = Duration::from_secs(1);
 
 /// What a drain did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,6 +88,10 @@ pub struct DispatcherArgs {
     pub node: watch::Receiver<NodeIdentity>,
     /// Settings.
     pub settings: DispatcherSettings,
+    /// Times renewals, retries and drains.
+    pub clock: Clock,
+    /// Spreads retries of a failed lease apart.
+    pub rng: Rng,
 }
 
 struct Running {
@@ -92,6 +105,7 @@ struct Draining {
 }
 
 /// The dispatcher actor.
+#[derive(Clone)]
 pub struct Dispatcher;
 
 /// Its state.
@@ -108,6 +122,10 @@ pub struct DispatcherState {
     draining: Option<Draining>,
     /// Fenced and not yet rejoined: lease nothing.
     fenced: bool,
+    clock: Clock,
+    rng: Rng,
+    /// The periodic renewal, stopped with the dispatcher.
+    renewer: Option<JoinHandle<()>>,
 }
 
 impl DispatcherState {
@@ -160,12 +178,15 @@ async fn lease_and_spawn(
         }
         Err(err) => {
             tracing::warn!(error = %err, "leasing failed; trying again shortly");
-            myself.send_after(Duration::from_millis(250), || DispatcherMsg::Pump);
+            let pause = state.rng.jitter(LEASE_RETRY, 0.5);
+            state
+                .clock
+                .send_after(myself, pause, || DispatcherMsg::Pump);
             return Ok(());
         }
     };
     let got = batch.tasks.len();
-    let leased_at = std::time::Instant::now();
+    let leased_at = state.clock.now();
     for leased in batch.tasks {
         let id = leased.task.id;
         let (abandon_tx, abandon_rx) = watch::channel(false);
@@ -178,6 +199,7 @@ async fn lease_and_spawn(
             route_wait: state.settings.route_wait,
             leased_at,
             abandon: abandon_rx,
+            clock: state.clock.clone(),
         };
         match Actor::spawn_linked(None, Agent, args, myself.get_cell()).await {
             Ok((agent, _)) => {
@@ -209,13 +231,13 @@ async fn lease_and_spawn(
         }
         let engine = state.engine.clone();
         let me = myself.clone();
-        let recheck = state.settings.idle_recheck;
+        let recheck = state.clock.sleep(state.settings.idle_recheck);
         let watch = batch.ready_watch;
         state.waiter = Some(tokio::spawn(async move {
             tokio::select! {
                 _ = watch => {}
                 _ = engine.ready_notified() => {}
-                _ = tokio::time::sleep(recheck) => {}
+                _ = recheck => {}
             }
             let _ = me.cast(DispatcherMsg::Pump);
         }));
@@ -223,7 +245,12 @@ async fn lease_and_spawn(
     Ok(())
 }
 
-fn spawn_inbox(engine: Engine, node: String, myself: ActorRef<DispatcherMsg>) -> JoinHandle<()> {
+fn spawn_inbox(
+    engine: Engine,
+    node: String,
+    myself: ActorRef<DispatcherMsg>,
+    clock: Clock,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             match engine.take_inbox(&node).await {
@@ -234,11 +261,11 @@ fn spawn_inbox(engine: Engine, node: String, myself: ActorRef<DispatcherMsg>) ->
                             return;
                         }
                     }
-                    let _ = tokio::time::timeout(Duration::from_secs(30), watch).await;
+                    let _ = clock.timeout(INBOX_RECHECK, watch).await;
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "reading the cancel inbox failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    clock.sleep(INBOX_RETRY).await;
                 }
             }
         }
@@ -268,9 +295,16 @@ impl Actor for Dispatcher {
         args: DispatcherArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let renew_every = args.engine.config().lease_duration / 3;
-        myself.send_interval(renew_every, || DispatcherMsg::Renew);
+        let renewer = args
+            .clock
+            .send_interval(&myself, renew_every, || DispatcherMsg::Renew);
         let node_id = args.node.borrow().id.clone();
-        let inbox = spawn_inbox(args.engine.clone(), node_id, myself.clone());
+        let inbox = spawn_inbox(
+            args.engine.clone(),
+            node_id,
+            myself.clone(),
+            args.clock.clone(),
+        );
         let mut state = DispatcherState {
             engine: args.engine,
             router: args.router,
@@ -283,6 +317,9 @@ impl Actor for Dispatcher {
             pump_queued: false,
             draining: None,
             fenced: false,
+            clock: args.clock,
+            rng: args.rng,
+            renewer: Some(renewer),
         };
         state.queue_pump(&myself);
         Ok(state)
@@ -293,9 +330,13 @@ impl Actor for Dispatcher {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        for handle in [state.waiter.take(), state.inbox.take()]
-            .into_iter()
-            .flatten()
+        for handle in [
+            state.waiter.take(),
+            state.inbox.take(),
+            state.renewer.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             handle.abort();
         }
@@ -357,7 +398,9 @@ impl Actor for Dispatcher {
                     reply: Some(reply),
                     finished: 0,
                 });
-                myself.send_after(timeout, || DispatcherMsg::DrainDeadline);
+                state
+                    .clock
+                    .send_after(&myself, timeout, || DispatcherMsg::DrainDeadline);
                 finish_drain_if_idle(state);
             }
             DispatcherMsg::DrainDeadline => {

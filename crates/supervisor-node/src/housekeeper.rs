@@ -11,6 +11,8 @@ use supervisor_engine::{Engine, NodeIdentity, REAPER_DUTY};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::clock::Clock;
+
 /// Messages of the housekeeper.
 pub enum HousekeeperMsg {
     /// Handle what is due now.
@@ -31,9 +33,12 @@ pub struct HousekeeperArgs {
     pub node: watch::Receiver<NodeIdentity>,
     /// Lease of the reaper duty; renewed every third of it.
     pub duty_lease: Duration,
+    /// Times sleeps between sweeps and duty renewals.
+    pub clock: Clock,
 }
 
 /// The housekeeper actor.
+#[derive(Clone)]
 pub struct Housekeeper;
 
 /// Its state.
@@ -49,7 +54,7 @@ impl HousekeeperState {
     async fn duty(&mut self) -> Option<u64> {
         let renew_every = self.args.duty_lease / 3;
         if let Some((fence, at)) = self.duty
-            && at.elapsed() < renew_every
+            && self.args.clock.since(at) < renew_every
         {
             return Some(fence);
         }
@@ -64,7 +69,7 @@ impl HousekeeperState {
                 if self.duty.is_none_or(|(f, _)| f != fence) {
                     tracing::info!(fence, "this node now sweeps timers (reaper duty)");
                 }
-                self.duty = Some((fence, std::time::Instant::now()));
+                self.duty = Some((fence, self.args.clock.now()));
                 Some(fence)
             }
             Ok(None) => {
@@ -122,10 +127,12 @@ impl Actor for Housekeeper {
         let Some(fence) = state.duty().await else {
             // Another node sweeps; stand by to take over when its duty passes on.
             let standby = state.args.duty_lease / 3;
-            state.sleeper = Some(tokio::spawn(async move {
-                tokio::time::sleep(standby).await;
-                let _ = myself.cast(HousekeeperMsg::Sweep);
-            }));
+            state.sleeper = Some(
+                state
+                    .args
+                    .clock
+                    .send_after(&myself, standby, || HousekeeperMsg::Sweep),
+            );
             return Ok(());
         };
         let sleep_for = match engine.sweep_timers_as_reaper(state.args.batch, fence).await {
@@ -161,9 +168,10 @@ impl Actor for Housekeeper {
             myself.cast(HousekeeperMsg::Sweep)?;
             return Ok(());
         }
+        let sleep = state.args.clock.sleep(sleep_for);
         state.sleeper = Some(tokio::spawn(async move {
             tokio::select! {
-                _ = tokio::time::sleep(sleep_for) => {}
+                _ = sleep => {}
                 _ = engine.timers_notified() => {}
             }
             let _ = myself.cast(HousekeeperMsg::Sweep);

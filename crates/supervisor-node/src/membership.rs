@@ -19,6 +19,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use supervisor_engine::{Engine, EngineError, NodeAnnouncement, NodeIdentity, NodeLoad, NodeState};
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::dispatcher::DispatcherMsg;
 
 /// Messages of the membership actor.
@@ -97,6 +98,8 @@ pub struct MembershipArgs {
     pub drain: watch::Sender<bool>,
     /// Live peers (id, epoch, cluster address) after every read, for cluster networking.
     pub peers: watch::Sender<Vec<LivePeer>>,
+    /// Times heartbeats and peers' silences.
+    pub clock: Clock,
 }
 
 /// A live peer as published for the cluster network.
@@ -111,6 +114,7 @@ pub struct LivePeer {
 }
 
 /// The membership actor.
+#[derive(Clone)]
 pub struct Membership;
 
 struct Observed {
@@ -213,7 +217,7 @@ impl MembershipState {
                 return;
             }
         };
-        let now = Instant::now();
+        let now = self.args.clock.now();
         let timeout = self.args.failure_timeout;
         let suspect_after = self.args.heartbeat_interval * 2;
         let mut views = HashMap::new();
@@ -306,10 +310,11 @@ impl Actor for Membership {
         args: MembershipArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.cast(MembershipMsg::Tick)?;
+        let last_tick = args.clock.now();
         Ok(MembershipState {
             args,
             observed: HashMap::new(),
-            last_tick: Instant::now(),
+            last_tick,
         })
     }
 
@@ -324,19 +329,22 @@ impl Actor for Membership {
         // or stalled for this node too. Either way, peers' silence over that time says
         // nothing about them: start watching afresh instead of fencing healthy nodes
         // after a store outage.
+        let clock = state.args.clock.clone();
         let slow = state.args.failure_timeout / 2;
-        if state.last_tick.elapsed() > slow {
+        if clock.since(state.last_tick) > slow {
             state.observed.clear();
         }
-        let beat_started = Instant::now();
+        let beat_started = clock.now();
         let beat_ok = state.beat().await;
-        if !beat_ok || beat_started.elapsed() > slow {
+        if !beat_ok || clock.since(beat_started) > slow {
             state.observed.clear();
         }
-        state.last_tick = Instant::now();
+        state.last_tick = clock.now();
         state.observe().await;
         // Scheduled after the work, so a slow store never piles ticks up.
-        myself.send_after(state.args.heartbeat_interval, || MembershipMsg::Tick);
+        clock.send_after(&myself, state.args.heartbeat_interval, || {
+            MembershipMsg::Tick
+        });
         Ok(())
     }
 }

@@ -12,15 +12,15 @@
 //! the mailbox only starts it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use supervisor_model::Usage;
 use supervisor_providers::{EventSink, Health, ProviderError, ProviderOutput, ProviderRequest};
 
-use crate::cluster::wire;
 use crate::routing::{ProviderHandle, Report, estimate_tokens};
+use crate::wire;
 
 /// The registry name of the actor for provider `name`.
 pub fn actor_name(provider: &str) -> String {
@@ -33,7 +33,7 @@ pub fn group_name(provider: &str) -> String {
 }
 
 /// Messages of the provider actor. `Execute` and `Describe` may come from another node:
-/// their payloads are bytes encoded by [`crate::cluster::wire`]. Variant names travel on
+/// their payloads are bytes encoded by [`crate::wire`]. Variant names travel on
 /// the wire: renaming one breaks calls between nodes of different releases.
 #[derive(RactorClusterMessage)]
 pub enum ProviderMsg {
@@ -63,6 +63,7 @@ pub struct ProviderArgs {
 }
 
 /// The provider actor.
+#[derive(Clone)]
 pub struct ProviderActor;
 
 /// Its state.
@@ -84,7 +85,9 @@ impl Actor for ProviderActor {
         myself: ActorRef<Self::Msg>,
         args: ProviderArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        myself.send_interval(args.probe_interval, || ProviderMsg::Probe);
+        args.handle
+            .clock()
+            .send_interval(&myself, args.probe_interval, || ProviderMsg::Probe);
         myself.cast(ProviderMsg::Probe)?;
         ractor::pg::join(group_name(&args.handle.name), vec![myself.get_cell()]);
         Ok(ProviderState {
@@ -115,11 +118,11 @@ impl Actor for ProviderActor {
                 }
                 state.probing = true;
                 let provider = state.handle.provider.clone();
+                let clock = state.handle.clock().clone();
                 tokio::spawn(async move {
-                    let health = match tokio::time::timeout(PROBE_TIMEOUT, provider.health()).await
-                    {
-                        Ok(h) => h,
-                        Err(_) => Health {
+                    let health = match clock.timeout(PROBE_TIMEOUT, provider.health()).await {
+                        Some(h) => h,
+                        None => Health {
                             healthy: false,
                             detail: format!("health probe timed out after {PROBE_TIMEOUT:?}"),
                         },
@@ -182,10 +185,11 @@ pub async fn serve(
     handle: &ProviderHandle,
     request: ProviderRequest,
 ) -> Result<ProviderOutput, ProviderError> {
+    let clock = handle.clock();
     let timeout = request.timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = clock.now() + timeout;
     let tokens = estimate_tokens(&request);
-    if let Err((why, wait)) = handle.admit(tokens, Instant::now()) {
+    if let Err((why, wait)) = handle.admit(tokens, clock.now()) {
         return Err(match wait {
             Some(wait) => ProviderError::Retryable {
                 kind: "rate_limited",
@@ -204,30 +208,36 @@ pub async fn serve(
         message: format!("attempt exceeded its time limit of {timeout:?}"),
         retry_after: None,
     };
-    let _permit =
-        match tokio::time::timeout_at(deadline, handle.slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => {
-                handle.abandon();
-                return Err(ProviderError::Retryable {
-                    kind: "unavailable",
-                    message: format!("provider {} is shutting down", handle.name),
-                    retry_after: None,
-                });
-            }
-            Err(_) => {
-                handle.abandon();
-                return Err(timed_out());
-            }
-        };
-    let started = Instant::now();
+    let left = deadline.saturating_duration_since(clock.now());
+    let _permit = match clock
+        .timeout(left, handle.slots.clone().acquire_owned())
+        .await
+    {
+        Some(Ok(permit)) => permit,
+        Some(Err(_)) => {
+            handle.abandon();
+            return Err(ProviderError::Retryable {
+                kind: "unavailable",
+                message: format!("provider {} is shutting down", handle.name),
+                retry_after: None,
+            });
+        }
+        None => {
+            handle.abandon();
+            return Err(timed_out());
+        }
+    };
+    let started = clock.now();
     // Events are dropped with the receiver: the outcome carries the whole output.
     let (sink, _events) = EventSink::channel();
-    let result =
-        match tokio::time::timeout_at(deadline, handle.provider.execute(request, sink)).await {
-            Ok(result) => result,
-            Err(_) => Err(timed_out()),
-        };
+    let left = deadline.saturating_duration_since(clock.now());
+    let result = match clock
+        .timeout(left, handle.provider.execute(request, sink))
+        .await
+    {
+        Some(result) => result,
+        None => Err(timed_out()),
+    };
     let (usage, cost) = match &result {
         Ok(out) => (out.usage, out.cost_micros),
         Err(_) => (Usage::default(), 0),
@@ -239,7 +249,7 @@ pub async fn serve(
                 kind.to_string()
             }
         }),
-        latency: started.elapsed(),
+        latency: clock.since(started),
         tokens_used: usage.input_tokens + usage.output_tokens,
         tokens_estimated: tokens,
         input_tokens: usage.input_tokens,
@@ -266,6 +276,7 @@ mod tests {
             1,
             limits,
             tokio::sync::watch::channel(0).0,
+            crate::clock::Clock::system(),
         )
     }
 

@@ -10,6 +10,8 @@ use supervisor_engine::{Engine, NodeIdentity, SCHEDULER_DUTY};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::clock::Clock;
+
 /// Messages of the scheduler.
 pub enum SchedulerMsg {
     /// Take or renew the lease and fire what is due.
@@ -27,9 +29,12 @@ pub struct SchedulerArgs {
     /// How long the lease lasts without renewal (a dead holder delays ticks by at most
     /// this much).
     pub lease: Duration,
+    /// Times its sleeps.
+    pub clock: Clock,
 }
 
 /// The scheduler actor.
+#[derive(Clone)]
 pub struct Scheduler;
 
 /// Its state.
@@ -105,10 +110,11 @@ impl Actor for Scheduler {
                 Duration::from_secs(1)
             }
         };
-        state.sleeper = Some(tokio::spawn(async move {
-            tokio::time::sleep(sleep_for.max(Duration::from_millis(10))).await;
-            let _ = myself.cast(SchedulerMsg::Tick);
-        }));
+        state.sleeper = Some(state.args.clock.send_after(
+            &myself,
+            sleep_for.max(Duration::from_millis(10)),
+            || SchedulerMsg::Tick,
+        ));
         Ok(())
     }
 }

@@ -2,6 +2,11 @@
 //! failure to its parent but restarts nothing; this module adds one-for-one restarts with
 //! a restart budget (at most N restarts within a window, else give up and escalate) and
 //! exponential backoff between restarts of the same child.
+//!
+//! A supervisor's children are a list of [`ChildSpec`]s, each declared in one expression:
+//! its name, the actor and the arguments it starts (and restarts) with, and whether it is
+//! registered under its name. Every child is restarted whenever it stops, under the
+//! supervisor's [`RestartPolicy`].
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -10,38 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-/// How a supervisor restarts its children.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RestartPolicy {
-    /// Most restarts of one child within `window` before the supervisor gives up.
-    /// Default 5.
-    pub max_restarts: u32,
-    /// The window the budget counts over. Default 60s.
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
-    /// Delay before the first restart of a child; doubles with each restart inside the
-    /// window. Default 100ms.
-    #[serde(with = "humantime_serde")]
-    pub initial_backoff: Duration,
-    /// Largest delay between restarts. Default 10s.
-    #[serde(with = "humantime_serde")]
-    pub max_backoff: Duration,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        RestartPolicy {
-            max_restarts: 5,
-            window: Duration::from_secs(60),
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(10),
-        }
-    }
-}
+use crate::backoff;
+use crate::clock::Clock;
+use crate::config::RestartPolicy;
 
 /// What to do about a child that stopped unexpectedly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,13 +59,12 @@ impl RestartBudget {
         if history.len() as u32 >= self.policy.max_restarts {
             return Decision::Escalate;
         }
-        let exp = history.len().min(16) as u32;
+        let earlier = history.len();
         history.push_back(now);
-        let delay = self
-            .policy
-            .initial_backoff
-            .saturating_mul(1 << exp)
-            .min(self.policy.max_backoff);
+        // The n-th restart inside the window waits the n-th delay of the backoff.
+        let delay = backoff::exponential(self.policy.initial_backoff, self.policy.max_backoff)
+            .nth(earlier)
+            .unwrap_or(self.policy.max_backoff);
         Decision::Restart(delay)
     }
 }
@@ -95,19 +72,62 @@ impl RestartBudget {
 /// The future a child spec returns: the started child.
 pub type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
 
-/// How to start (and restart) one child, linked to the given supervisor.
+/// Starts a child linked to the supervisor cell, under the registered name if any.
+type StartFn = dyn Fn(ActorCell, Option<String>) -> StartFuture + Send + Sync;
+
+/// How to start (and restart) one child, linked to its supervisor.
 #[derive(Clone)]
 pub struct ChildSpec {
-    /// Stable name of the child (used in logs and the restart budget).
+    /// Stable name of the child (used in logs, the restart budget and, when registered,
+    /// the actor registry).
     pub name: String,
-    /// Starts the child linked to the supervisor cell it is given.
-    pub start: Arc<dyn Fn(ActorCell) -> StartFuture + Send + Sync>,
+    /// Whether the actor is registered under `name`.
+    pub register: bool,
+    start: Arc<StartFn>,
+}
+
+impl ChildSpec {
+    /// An unregistered child running `actor`, started (and restarted) with the arguments
+    /// `args` builds each time.
+    pub fn actor<A>(
+        name: impl Into<String>,
+        actor: A,
+        args: impl Fn() -> A::Arguments + Send + Sync + 'static,
+    ) -> ChildSpec
+    where
+        A: Actor + Clone,
+    {
+        ChildSpec {
+            name: name.into(),
+            register: false,
+            start: Arc::new(move |sup, registered| {
+                let actor = actor.clone();
+                let arguments = args();
+                Box::pin(async move {
+                    let (child, _) = Actor::spawn_linked(registered, actor, arguments, sup).await?;
+                    Ok(child.get_cell())
+                })
+            }),
+        }
+    }
+
+    /// The same child, registered under its name (others find it with
+    /// `ractor::registry::where_is`; a restarted child takes the name over).
+    pub fn registered(mut self) -> ChildSpec {
+        self.register = true;
+        self
+    }
+
+    fn start(&self, supervisor: ActorCell) -> StartFuture {
+        (self.start)(supervisor, self.register.then(|| self.name.clone()))
+    }
 }
 
 impl std::fmt::Debug for ChildSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChildSpec")
             .field("name", &self.name)
+            .field("register", &self.register)
             .finish()
     }
 }
@@ -131,8 +151,9 @@ pub enum SupervisorMsg {
 
 impl ractor::Message for SupervisorMsg {}
 
-/// A one-for-one supervisor: starts its children in order, restarts one that fails
+/// A one-for-one supervisor: starts its children in order, restarts one that stops
 /// under the restart budget, and stops itself (escalating) when the budget is spent.
+#[derive(Clone)]
 pub struct OneForOne;
 
 /// Arguments of [`OneForOne`].
@@ -143,6 +164,8 @@ pub struct OneForOneArgs {
     pub policy: RestartPolicy,
     /// Where the supervisor publishes the tree's health.
     pub health: watch::Sender<TreeHealth>,
+    /// Times restarts and backoffs.
+    pub clock: Clock,
 }
 
 /// State of a [`OneForOne`] supervisor.
@@ -151,6 +174,7 @@ pub struct OneForOneState {
     running: HashMap<ractor::ActorId, String>,
     budget: RestartBudget,
     health: watch::Sender<TreeHealth>,
+    clock: Clock,
     stopping: bool,
 }
 
@@ -185,7 +209,7 @@ async fn start_child(
         .get(name)
         .cloned()
         .ok_or_else(|| format!("no child named {name}"))?;
-    let cell = (spec.start)(myself.get_cell()).await?;
+    let cell = spec.start(myself.get_cell()).await?;
     state.running.insert(cell.get_id(), name.to_string());
     tracing::debug!(child = name, "child started");
     Ok(())
@@ -211,6 +235,7 @@ impl Actor for OneForOne {
             running: HashMap::new(),
             budget: RestartBudget::new(args.policy),
             health: args.health,
+            clock: args.clock,
             stopping: false,
         };
         for name in order {
@@ -285,11 +310,13 @@ impl Actor for OneForOne {
 }
 
 fn decide(myself: &ActorRef<SupervisorMsg>, state: &mut OneForOneState, name: &str, why: &str) {
-    match state.budget.on_failure(name, Instant::now()) {
+    match state.budget.on_failure(name, state.clock.now()) {
         Decision::Restart(delay) => {
             tracing::info!(child = %name, ?delay, "restarting child");
             let name = name.to_string();
-            myself.send_after(delay, move || SupervisorMsg::Restart(name));
+            state
+                .clock
+                .send_after(myself, delay, move || SupervisorMsg::Restart(name));
         }
         Decision::Escalate => {
             let reason = format!("child {name} exceeded its restart budget (last: {why})");
@@ -344,6 +371,7 @@ mod tests {
     }
 
     /// A child that fails whenever it is told to.
+    #[derive(Clone)]
     struct Fragile;
 
     impl Actor for Fragile {
@@ -364,16 +392,7 @@ mod tests {
     }
 
     fn fragile_spec(name: &'static str) -> ChildSpec {
-        ChildSpec {
-            name: name.to_string(),
-            start: Arc::new(move |sup| {
-                Box::pin(async move {
-                    let (a, _) =
-                        Actor::spawn_linked(Some(name.to_string()), Fragile, (), sup).await?;
-                    Ok(a.get_cell())
-                })
-            }),
-        }
+        ChildSpec::actor(name, Fragile, || ()).registered()
     }
 
     async fn wait_for(
@@ -422,6 +441,7 @@ mod tests {
                 children: vec![fragile_spec("test-fragile"), fragile_spec("test-steady")],
                 policy,
                 health: tx,
+                clock: Clock::system(),
             },
         )
         .await
@@ -452,5 +472,51 @@ mod tests {
             .expect("supervisor stops")
             .ok();
         drop(sup);
+    }
+
+    #[tokio::test]
+    async fn a_restart_waits_its_backoff_on_the_supervisors_clock() {
+        let (clock, hand) = Clock::manual();
+        let (tx, mut rx) = watch::channel(TreeHealth::Restarting("starting".into()));
+        let policy = RestartPolicy {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(8),
+        };
+        let (sup, handle) = Actor::spawn(
+            None,
+            OneForOne,
+            OneForOneArgs {
+                children: vec![fragile_spec("clocked-fragile")],
+                policy,
+                health: tx,
+                clock,
+            },
+        )
+        .await
+        .expect("supervisor starts");
+        wait_for(&mut rx, |h| *h == TreeHealth::Serving).await;
+        let old = fail_child("clocked-fragile");
+        wait_for(
+            &mut rx,
+            |h| matches!(h, TreeHealth::Restarting(n) if n == "clocked-fragile"),
+        )
+        .await;
+        while hand.sleepers() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Nothing happens until the clock has moved a whole backoff.
+        hand.advance(Duration::from_millis(999));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            ractor::registry::where_is("clocked-fragile").is_none(),
+            "restarted before its backoff ended"
+        );
+        hand.advance(Duration::from_millis(1));
+        wait_replaced("clocked-fragile", old).await;
+        wait_for(&mut rx, |h| *h == TreeHealth::Serving).await;
+        sup.stop(None);
+        handle.await.ok();
     }
 }

@@ -19,11 +19,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use supervisor_engine::{Engine, EngineConfig, NodeIdentity, SystemClock};
 use supervisor_model::{NewTask, RoutingPrefs, Task, TaskId, TaskStatus, TaskType};
-use supervisor_node::cluster::{ClusterNet, Peer, RemoteProviderInfo};
-use supervisor_node::membership::LivePeer;
-use supervisor_node::provider_actor::{ProviderActor, ProviderArgs};
-use supervisor_node::routing::{ProviderHandle, RouteError, RouteRequest, Router};
-use supervisor_node::{ClusterConfig, ClusterTls};
+use supervisor_node::internals::{
+    ClusterNet, LivePeer, Peer, ProviderActor, ProviderArgs, ProviderHandle, RemoteProviderInfo,
+    RouteError, RouteRequest, Router,
+};
+use supervisor_node::{Clock, ClusterConfig, ClusterTls, Rng};
 use supervisor_node::{Node, NodeConfig, ProviderSpec, RoutingConfig};
 use supervisor_providers::config::Limits;
 use supervisor_providers::mock::{MockConfig, MockProvider};
@@ -104,7 +104,7 @@ async fn run_peer() {
     if let Ok(dir) = std::env::var("PEER_TLS_DIR") {
         cfg.tls = Some(tls_files(Path::new(&dir), &var("PEER_TLS_NAME")));
     }
-    let net = ClusterNet::start(&cfg, &me)
+    let net = ClusterNet::start(&cfg, &me, Clock::system(), Rng::from_entropy())
         .await
         .expect("peer cluster net");
     let (changes, _) = tokio::sync::watch::channel(0u64);
@@ -128,6 +128,7 @@ async fn run_peer() {
             4,
             Limits::default(),
             changes.clone(),
+            Clock::system(),
         ));
         ractor::Actor::spawn(
             None,
@@ -354,6 +355,8 @@ async fn scenarios() {
                 id: "a".into(),
                 epoch: 1,
             },
+            Clock::system(),
+            Rng::from_entropy(),
         )
         .await
         .expect("node A"),
@@ -778,6 +781,8 @@ async fn scenarios() {
             id: "a".into(),
             epoch: 2,
         },
+        Clock::system(),
+        Rng::from_entropy(),
     )
     .await
     .expect("node A with TLS");
@@ -848,12 +853,14 @@ fn docs_only_router(net: &ClusterNet) -> Router {
         4,
         Limits::default(),
         changes.clone(),
+        Clock::system(),
     ));
     let router = Router::new(
         vec![local_only_docs],
         supervisor_model::RoutingStrategy::LeastLoaded,
         Vec::new(),
         changes,
+        Clock::system(),
     );
     router.attach_remote(net.directory());
     router

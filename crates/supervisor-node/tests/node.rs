@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use supervisor_engine::{Engine, EngineConfig, SystemClock};
 use supervisor_model::{EventKind, NewTask, TaskId, TaskStatus, TaskType};
-use supervisor_node::supervision::TreeHealth;
-use supervisor_node::{Node, NodeConfig, ProviderSpec, RoutingConfig};
+use supervisor_node::{Node, NodeConfig, ProviderSpec, RoutingConfig, TreeHealth};
 use supervisor_providers::mock::{MockConfig, MockProvider};
 use supervisor_store::embedded::{EmbeddedOptions, open_db};
 

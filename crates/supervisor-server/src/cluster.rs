@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use supervisor_engine::{NodeInfo, NodeState};
-use supervisor_node::Node;
-use supervisor_node::membership::{Liveness, PeerView};
+use supervisor_node::{Liveness, Node, PeerView};
 use supervisor_proto::convert::timestamp_from_micros;
 use supervisor_proto::v1;
 use supervisor_proto::v1::cluster_service_server::ClusterService;
@@ -29,8 +28,9 @@ impl ClusterApi {
         let me = self.node.identity();
         let link = self
             .node
-            .cluster_net()
-            .and_then(|net| net.sessions().into_iter().find(|s| s.node_id == info.id))
+            .links()
+            .into_iter()
+            .find(|s| s.node_id == info.id)
             .map(|s| {
                 if s.connected {
                     "connected".to_string()

@@ -20,9 +20,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use supervisor_engine::{Engine, ListQuery};
 use supervisor_model::{DEFAULT_TENANT, TaskStatus};
-use supervisor_node::Node;
-use supervisor_node::routing::Router;
-use supervisor_node::supervision::TreeHealth;
+use supervisor_node::{Node, TreeHealth};
 use supervisor_proto::v1;
 use supervisor_proto::v1::cluster_service_server::ClusterServiceServer;
 use supervisor_proto::v1::provider_service_server::{ProviderService, ProviderServiceServer};
@@ -45,18 +43,21 @@ fn tenant<T>(_req: &Request<T>) -> &'static str {
     DEFAULT_TENANT
 }
 
-/// `supervisor.v1.TaskService` over an engine.
+/// `supervisor.v1.TaskService` over a running node.
 #[derive(Clone)]
 pub struct TaskApi {
     engine: Engine,
-    router: Arc<Router>,
+    node: Arc<Node>,
 }
 
 impl TaskApi {
-    /// A task service over `engine`; the providers `router` knows (here and on other
-    /// nodes) are the names a task may prefer or exclude.
-    pub fn new(engine: Engine, router: Arc<Router>) -> Self {
-        TaskApi { engine, router }
+    /// A task service over `node`'s engine; the providers `node` knows (its own and
+    /// those of other nodes) are the names a task may prefer or exclude.
+    pub fn new(node: Arc<Node>) -> Self {
+        TaskApi {
+            engine: node.engine().clone(),
+            node,
+        }
     }
 }
 
@@ -74,7 +75,7 @@ impl TaskService for TaskApi {
             if request.preferred_providers.is_empty() && request.excluded_providers.is_empty() {
                 Vec::new()
             } else {
-                self.router.known_names()
+                self.node.known_provider_names()
             };
         let new = new_task_in(request, &names)?;
         let submitted = self.engine.submit(tenant, new).await.map_err(status_from)?;
@@ -255,7 +256,7 @@ impl ProviderService for ProviderApi {
             ms => std::time::Duration::from_millis(u64::from(ms).max(50)),
         };
         let api = self.clone();
-        let mut changes = self.node.router().subscribe();
+        let mut changes = self.node.provider_changes();
         changes.borrow_and_update();
         let first = api.list().await?;
         // State: the service, the list still to send, the last list sent, the change feed.
@@ -417,10 +418,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(TaskServiceServer::new(TaskApi::new(
-            engine.clone(),
-            node.router().clone(),
-        )))
+        .add_service(TaskServiceServer::new(TaskApi::new(node.clone())))
         .add_service(WorkflowServiceServer::new(WorkflowApi::new(engine)))
         .add_service(ClusterServiceServer::new(cluster::ClusterApi::new(
             node.clone(),

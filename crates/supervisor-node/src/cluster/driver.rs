@@ -14,7 +14,10 @@ use tokio::sync::mpsc;
 
 use super::links::{self, Backoff, NodeName, Verdict};
 use super::remote::{self, RemoteDirectory};
-use super::{Peer, tls, wire};
+use super::{Peer, tls};
+use crate::clock::Clock;
+use crate::rng::Rng;
+use crate::wire;
 
 /// Longest wait for a dial to connect (TCP and TLS).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,6 +25,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often remote process groups are re-read for providers that came or went.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// Redials wait their backoff give or take this share, so the nodes that lost one peer
+/// do not all dial it at the same instant when it comes back.
+const REDIAL_JITTER: f64 = 0.1;
 
 /// What the driver hears about.
 pub(super) enum Command {
@@ -92,6 +98,7 @@ pub(super) enum LinkState {
 }
 
 impl Table {
+    #[cfg(any(test, feature = "internals"))]
     pub(super) fn ready_names(&self) -> Vec<NodeName> {
         self.sessions
             .values()
@@ -124,6 +131,9 @@ pub(super) struct Driver {
     pub(super) commands: mpsc::UnboundedSender<Command>,
     pub(super) describing: BTreeSet<ActorId>,
     pub(super) dial_seq: u64,
+    pub(super) clock: Clock,
+    /// Spreads redials of many nodes to one peer apart.
+    pub(super) rng: Rng,
 }
 
 fn name_of(info: &NodeServerSessionInformation) -> Option<NodeName> {
@@ -134,17 +144,19 @@ fn name_of(info: &NodeServerSessionInformation) -> Option<NodeName> {
 
 impl Driver {
     pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
-        let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
-        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_refresh = self.clock.now();
         loop {
-            let wake = self.next_wake();
+            let wake = self.next_wake().min(next_refresh);
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     None | Some(Command::Shutdown) => break,
                     Some(cmd) => self.handle(cmd),
                 },
-                _ = tokio::time::sleep_until(wake.into()) => {}
-                _ = refresh.tick() => self.refresh_directory(),
+                _ = self.clock.sleep_until(wake) => {}
+            }
+            if self.clock.now() >= next_refresh {
+                self.refresh_directory();
+                next_refresh = self.clock.now() + REFRESH_INTERVAL;
             }
             self.step();
         }
@@ -157,7 +169,7 @@ impl Driver {
 
     /// When a waiting dial is due or a dial's handshake times out.
     fn next_wake(&self) -> Instant {
-        let far = Instant::now() + Duration::from_secs(3600);
+        let far = self.clock.now() + Duration::from_secs(3600);
         self.table()
             .peers
             .values()
@@ -240,7 +252,7 @@ impl Driver {
                 let id = info.actor.get_id();
                 let mut t = self.table();
                 let rec = t.sessions.remove(&id);
-                let now = Instant::now();
+                let now = self.clock.now();
                 for l in t.peers.values_mut() {
                     let lost = match &l.state {
                         LinkState::Connected { session } if *session == id => Some(
@@ -255,7 +267,7 @@ impl Driver {
                         _ => None,
                     };
                     if let Some(why) = lost {
-                        fail(l, why, now);
+                        fail(l, why, now, &self.rng);
                     }
                 }
                 drop(t);
@@ -298,7 +310,7 @@ impl Driver {
                         }
                         *addr = Some(peer_addr);
                     }
-                    Err(why) => fail(l, why, Instant::now()),
+                    Err(why) => fail(l, why, self.clock.now(), &self.rng),
                 }
             }
             Command::Described { cell, node, result } => {
@@ -320,7 +332,7 @@ impl Driver {
     }
 
     fn set_peers(&mut self, peers: Vec<Peer>) {
-        let now = Instant::now();
+        let now = self.clock.now();
         {
             let mut t = self.table();
             let listed: BTreeMap<String, Peer> = peers
@@ -388,7 +400,7 @@ impl Driver {
             }
             // A dial that reached another node or incarnation than the one listed at
             // that address failed; the session itself is judged on its own above.
-            let now = Instant::now();
+            let now = self.clock.now();
             for l in peers.values_mut() {
                 if matches!(l.state, LinkState::Dialing { session: Some(d), .. } if d == *id)
                     && (l.peer.node_id != name.id || l.peer.epoch != name.epoch)
@@ -397,7 +409,7 @@ impl Driver {
                         "{} answers as node {} epoch {}, but the store lists node {} epoch {} there",
                         l.peer.address, name.id, name.epoch, l.peer.node_id, l.peer.epoch
                     );
-                    fail(l, why, now);
+                    fail(l, why, now, &self.rng);
                 }
             }
         }
@@ -410,7 +422,7 @@ impl Driver {
 
     /// Starts due dials and fails handshakes that took too long.
     fn step(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut dials = Vec::new();
         let mut to_close = Vec::new();
         let mut seq = self.dial_seq;
@@ -446,6 +458,7 @@ impl Driver {
                                 CONNECT_TIMEOUT + HANDSHAKE_TIMEOUT
                             ),
                             now,
+                            &self.rng,
                         );
                     }
                     _ => {}
@@ -460,8 +473,9 @@ impl Driver {
             let server = self.server.clone();
             let tls = self.tls.clone();
             let tx = self.commands.clone();
+            let clock = self.clock.clone();
             tokio::spawn(async move {
-                let result = dial(&server, &peer.address, tls).await;
+                let result = dial(&clock, &server, &peer.address, tls).await;
                 let _ = tx.send(Command::Dialled {
                     node_id: peer.node_id,
                     seq,
@@ -522,8 +536,8 @@ impl Driver {
 }
 
 /// Records a failed dial or a lost session and schedules the next dial.
-fn fail(l: &mut Link, why: String, now: Instant) {
-    let delay = l.backoff.next_delay();
+fn fail(l: &mut Link, why: String, now: Instant, rng: &Rng) {
+    let delay = rng.jitter(l.backoff.next_delay(), REDIAL_JITTER);
     tracing::info!(peer = %l.peer.node_id, address = %l.peer.address, %why, retry_in = ?delay, "cluster link down");
     l.state = LinkState::Waiting { at: now + delay };
     l.since = None;
@@ -534,6 +548,7 @@ fn fail(l: &mut Link, why: String, now: Instant) {
 /// Opens a connection to `address` and hands it to the node server; returns the socket
 /// address the session will report as its peer.
 async fn dial(
+    clock: &Clock,
     server: &ActorRef<NodeServerMessage>,
     address: &str,
     tls: Option<tokio_rustls::TlsConnector>,
@@ -564,9 +579,9 @@ async fn dial(
         })?;
         Ok(addr.to_string())
     };
-    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-        Ok(r) => r,
-        Err(_) => Err(format!(
+    match clock.timeout(CONNECT_TIMEOUT, connect).await {
+        Some(r) => r,
+        None => Err(format!(
             "cannot connect to {address}: no answer within {CONNECT_TIMEOUT:?}"
         )),
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Peer;
+use crate::backoff::{self, Delays};
 
 /// Who a ractor_cluster session talks to, as read from its node name
 /// `<node id>#<epoch>@<advertised address>`.
@@ -40,32 +41,29 @@ impl NodeName {
 
 /// Delay before the next dial of a peer: starts at the base, doubles on each failure,
 /// and stays at ten times the base.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Backoff {
     base: Duration,
-    failures: u32,
+    delays: Delays,
 }
 
 impl Backoff {
     /// A backoff starting at `base`.
     pub fn new(base: Duration) -> Self {
-        Backoff { base, failures: 0 }
+        Backoff {
+            base,
+            delays: backoff::exponential(base, base * 10),
+        }
     }
 
     /// The delay after one more failure.
     pub fn next_delay(&mut self) -> Duration {
-        let cap = self.base * 10;
-        let delay = self
-            .base
-            .checked_mul(1u32 << self.failures.min(16))
-            .map_or(cap, |d| d.min(cap));
-        self.failures = self.failures.saturating_add(1);
-        delay
+        self.delays.next().unwrap_or(self.base * 10)
     }
 
     /// A success: the next failure starts from the base again.
     pub fn reset(&mut self) {
-        self.failures = 0;
+        *self = Backoff::new(self.base);
     }
 }
 

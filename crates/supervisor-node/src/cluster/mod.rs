@@ -15,8 +15,8 @@
 //!
 //! Provider actors join the process group `provider:<name>`; the groups of connected
 //! nodes are mirrored here, and the [`RemoteDirectory`] turns the other nodes' provider
-//! actors into [`RemoteProvider`]s that the router can choose
-//! ([`Router::attach_remote`](crate::routing::Router::attach_remote)).
+//! actors into [`RemoteProvider`]s that the router can choose (it implements the
+//! router's [`RemoteProviders`](crate::routing::RemoteProviders)).
 //!
 //! One ractor_cluster node per process: process groups are process-global.
 
@@ -24,7 +24,6 @@ mod driver;
 mod links;
 mod remote;
 mod tls;
-pub mod wire;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -36,11 +35,17 @@ use ractor_cluster::{IncomingEncryptionMode, NodeServer, NodeServerMessage};
 use supervisor_engine::NodeIdentity;
 use tokio::sync::{mpsc, watch};
 
-pub use links::{Backoff, NodeName};
-pub use remote::{CALL_MARGIN, RemoteDirectory, RemoteProvider, RemoteProviderInfo, SeenProvider};
+pub use links::NodeName;
+pub use remote::RemoteDirectory;
+#[cfg(any(test, feature = "internals"))]
+pub use remote::RemoteProviderInfo;
 
+use crate::clock::Clock;
+use crate::config::ClusterConfig;
+use crate::error::NodeError;
 use crate::membership::LivePeer;
-use crate::{ClusterConfig, NodeError};
+use crate::rng::Rng;
+use crate::routing::Router;
 use driver::{Command, Driver, Forward, LinkState, Table};
 
 /// A live member of the cluster other than this node, as the store lists it.
@@ -96,6 +101,8 @@ struct Settings {
     cookie: String,
     tls: Option<tls::TlsPair>,
     redial: std::time::Duration,
+    clock: Clock,
+    rng: Rng,
 }
 
 /// One incarnation's node server and the loop that drives its links.
@@ -110,7 +117,7 @@ struct Running {
 }
 
 impl Settings {
-    fn check(cfg: &ClusterConfig) -> Result<Settings, NodeError> {
+    fn check(cfg: &ClusterConfig, clock: Clock, rng: Rng) -> Result<Settings, NodeError> {
         if cfg.listen.is_empty() {
             return Err(NodeError::Config(
                 "cluster.listen is empty: set it (e.g. 0.0.0.0:4697) to reach other nodes".into(),
@@ -144,6 +151,8 @@ impl Settings {
             cookie,
             tls,
             redial: cfg.redial_interval,
+            clock,
+            rng,
         })
     }
 }
@@ -194,6 +203,8 @@ async fn launch(
         commands: tx.clone(),
         describing: BTreeSet::new(),
         dial_seq: 0,
+        clock: settings.clock.clone(),
+        rng: settings.rng.clone(),
     };
     let driver_task = tokio::spawn(driver.run(rx));
     let server_task = tokio::spawn(async move {
@@ -237,14 +248,20 @@ pub fn peers_from(live: &[LivePeer]) -> Vec<Peer> {
 
 impl ClusterNet {
     /// Starts the node server on `cfg.listen` with the cookie (and TLS when `cfg.tls` is
-    /// set), named after `me` so peers can match it to the store's record.
+    /// set), named after `me` so peers can match it to the store's record. Its timers
+    /// run on `clock`; `rng` spreads its redials.
     ///
     /// Fails with [`NodeError::Config`] when `cfg.listen` is empty, not an address or on
     /// port 0, the cookie is empty or unreadable, or a TLS file is missing or wrong; with
     /// [`NodeError::Spawn`] when the port cannot be bound.
-    pub async fn start(cfg: &ClusterConfig, me: &NodeIdentity) -> Result<ClusterNet, NodeError> {
-        let settings = Settings::check(cfg)?;
-        let directory = Arc::new(RemoteDirectory::default());
+    pub async fn start(
+        cfg: &ClusterConfig,
+        me: &NodeIdentity,
+        clock: Clock,
+        rng: Rng,
+    ) -> Result<ClusterNet, NodeError> {
+        let settings = Settings::check(cfg, clock.clone(), rng)?;
+        let directory = Arc::new(RemoteDirectory::new(clock));
         let name = NodeName {
             id: me.id.clone(),
             epoch: me.epoch,
@@ -259,20 +276,24 @@ impl ClusterNet {
         })
     }
 
-    /// Starts the cluster network of a running node: its cluster settings and identity,
-    /// its router offered the providers of other nodes, and its membership reads (and
-    /// rejoins after a fence) followed until [`ClusterNet::shutdown`].
+    /// Starts the cluster network of a running node: its cluster settings, its
+    /// `router` offered the providers of other nodes, and its membership reads (`peers`)
+    /// and rejoins after a fence followed until [`ClusterNet::shutdown`].
     ///
     /// `identity` must follow the node's identity (it changes epoch when the node
     /// rejoins after being fenced).
     pub async fn join(
-        node: &crate::Node,
+        cfg: &ClusterConfig,
         identity: watch::Receiver<NodeIdentity>,
+        peers: watch::Receiver<Vec<LivePeer>>,
+        router: &Router,
+        clock: Clock,
+        rng: Rng,
     ) -> Result<Arc<ClusterNet>, NodeError> {
         let me = identity.borrow().clone();
-        let net = Arc::new(ClusterNet::start(node.cluster_config(), &me).await?);
-        node.router().attach_remote(net.directory());
-        net.follow(node.live_peers(), identity);
+        let net = Arc::new(ClusterNet::start(cfg, &me, clock, rng).await?);
+        router.attach_remote(net.directory());
+        net.follow(peers, identity);
         Ok(net)
     }
 
@@ -294,8 +315,9 @@ impl ClusterNet {
                 {
                     let pause = n.settings.redial;
                     tracing::error!(error = %err, retry_in = ?pause, "could not restart the cluster listener under the new epoch");
+                    let sleep = n.settings.clock.sleep(pause);
                     drop(n);
-                    tokio::time::sleep(pause).await;
+                    sleep.await;
                     identity.mark_changed();
                     continue;
                 }
@@ -324,11 +346,6 @@ impl ClusterNet {
     /// This node's name on the cluster network.
     pub fn name(&self) -> NodeName {
         self.running().me.clone()
-    }
-
-    /// The address peers dial.
-    pub fn address(&self) -> &str {
-        &self.settings.address
     }
 
     /// The live peers as the store lists them now (never this node; an entry for this
@@ -370,7 +387,7 @@ impl ClusterNet {
                 Ok(fresh) => break fresh,
                 Err(NodeError::Spawn(_)) if tries < REBIND_TRIES => {
                     tries += 1;
-                    tokio::time::sleep(REBIND_PAUSE).await;
+                    self.settings.clock.sleep(REBIND_PAUSE).await;
                 }
                 Err(err) => return Err(err),
             }
@@ -406,6 +423,7 @@ impl ClusterNet {
 
     /// Every node with an authenticated, ready session to this one, listed by the store
     /// or not (a node the store no longer lists keeps its session for one more read).
+    #[cfg(any(test, feature = "internals"))]
     pub fn connected_nodes(&self) -> Vec<NodeName> {
         let table = self.running().table.clone();
         let table = table.lock().unwrap_or_else(|p| p.into_inner());
@@ -415,8 +433,7 @@ impl ClusterNet {
         names
     }
 
-    /// Providers reachable on other nodes; hand it to
-    /// [`Router::attach_remote`](crate::routing::Router::attach_remote).
+    /// Providers reachable on other nodes; hand it to [`Router::attach_remote`].
     pub fn directory(&self) -> Arc<RemoteDirectory> {
         self.directory.clone()
     }
@@ -455,7 +472,7 @@ mod tests {
             id: "n".into(),
             epoch: 1,
         };
-        match ClusterNet::start(&cfg, &me).await {
+        match ClusterNet::start(&cfg, &me, Clock::system(), Rng::seeded(1)).await {
             Err(NodeError::Config(why)) => why,
             Err(other) => panic!("expected a configuration error, got {other}"),
             Ok(_) => panic!("expected a configuration error, it started"),

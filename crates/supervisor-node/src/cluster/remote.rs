@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorId, ActorRef, ActorStatus};
-use supervisor_model::TaskType;
 use supervisor_providers::config::Limits;
 use supervisor_providers::{
     Capabilities, EventSink, Health, Provider, ProviderError, ProviderEvent, ProviderOutput,
@@ -29,9 +28,10 @@ use supervisor_providers::{
 use tokio::sync::watch;
 
 use super::links::NodeName;
-use super::wire::{self, WireDescription};
+use crate::clock::Clock;
 use crate::provider_actor::ProviderMsg;
-use crate::routing::ProviderHandle;
+use crate::routing::{ProviderHandle, RemoteProviders, SeenProvider};
+use crate::wire::{self, WireDescription};
 
 /// Added to an attempt's time limit for a remote call: the network, and the other node's
 /// own timeout firing first.
@@ -50,16 +50,6 @@ pub struct RemoteProvider {
 }
 
 impl RemoteProvider {
-    /// The node it runs on.
-    pub fn node(&self) -> &NodeName {
-        &self.node
-    }
-
-    /// Its implementation on that node (`claude_cli`, `mock`...).
-    pub fn remote_kind(&self) -> &str {
-        &self.remote_kind
-    }
-
     fn unavailable(&self, what: String) -> ProviderError {
         ProviderError::Retryable {
             kind: "unavailable",
@@ -146,7 +136,8 @@ impl Provider for RemoteProvider {
     }
 }
 
-/// A provider on another node, for status pages.
+/// A provider on another node, as the crate's cluster tests inspect it.
+#[cfg(any(test, feature = "internals"))]
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteProviderInfo {
     /// The provider's name.
@@ -165,17 +156,6 @@ struct Entry {
     handle: Arc<ProviderHandle>,
 }
 
-/// A provider seen on another node at some point since this node started.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeenProvider {
-    /// Its name.
-    pub name: String,
-    /// The node it was last seen on.
-    pub node_id: String,
-    /// The task types it serves.
-    pub task_types: Vec<TaskType>,
-}
-
 /// Every provider this node can reach on other nodes, keyed by the remote actor, and
 /// every provider it has seen there since it started (so a task whose only provider is
 /// on a node that is restarting waits and retries instead of failing for good).
@@ -183,19 +163,20 @@ pub struct RemoteDirectory {
     entries: Mutex<BTreeMap<ActorId, Entry>>,
     seen: Mutex<BTreeMap<String, SeenProvider>>,
     changes: watch::Sender<u64>,
+    clock: Clock,
 }
 
-impl Default for RemoteDirectory {
-    fn default() -> Self {
+impl RemoteDirectory {
+    /// An empty directory whose providers' limits are timed on `clock`.
+    pub fn new(clock: Clock) -> RemoteDirectory {
         RemoteDirectory {
             entries: Mutex::new(BTreeMap::new()),
             seen: Mutex::new(BTreeMap::new()),
             changes: watch::channel(0).0,
+            clock,
         }
     }
-}
 
-impl RemoteDirectory {
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<ActorId, Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -224,7 +205,8 @@ impl RemoteDirectory {
         v.into_iter().map(|(_, _, h)| h).collect()
     }
 
-    /// What is reachable, for status pages.
+    /// What is reachable.
+    #[cfg(any(test, feature = "internals"))]
     pub fn list(&self) -> Vec<RemoteProviderInfo> {
         let mut v: Vec<RemoteProviderInfo> = self
             .entries()
@@ -286,6 +268,7 @@ impl RemoteDirectory {
             Limits::default(),
             self.changes.clone(),
             node.id,
+            self.clock.clone(),
         ));
         tracing::info!(provider = %provider.name, node = %provider.node.id, kind = %provider.remote_kind, "provider on another node is reachable");
         self.entries().insert(
@@ -311,6 +294,16 @@ impl RemoteDirectory {
 
     pub(crate) fn clear(&self) {
         self.entries().clear();
+    }
+}
+
+impl RemoteProviders for RemoteDirectory {
+    fn handles(&self) -> Vec<Arc<ProviderHandle>> {
+        RemoteDirectory::handles(self)
+    }
+
+    fn unreachable(&self) -> Vec<SeenProvider> {
+        RemoteDirectory::unreachable(self)
     }
 }
 

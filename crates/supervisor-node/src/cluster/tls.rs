@@ -1,6 +1,6 @@
 //! TLS between nodes: both sides present a certificate signed by the cluster's authority
 //! (mutual TLS), on top of the cookie. Built from the PEM files of
-//! [`ClusterTls`](crate::ClusterTls).
+//! [`ClusterTls`](crate::config::ClusterTls).
 //!
 //! rustls is told its crypto provider (ring) explicitly: ractor_cluster's TLS dependency
 //! also compiles aws-lc-rs in, and with two providers rustls cannot pick one by itself.
@@ -12,7 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::ClusterTls;
+use crate::config::ClusterTls;
 
 /// The acceptor for incoming connections and the connector for outgoing ones.
 #[derive(Clone)]
