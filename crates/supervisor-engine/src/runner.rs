@@ -295,17 +295,21 @@ fn finish(
                 let due = now + delay.as_micros() as i64;
                 task.lease = None;
                 task.next_attempt_at = Some(due);
+                // The error names who failed (the runner writes it); the wait says who
+                // asked for it when it is longer than the backoff.
                 let why = match retry_after {
-                    Some(r) if *r >= backoff => {
+                    Some(r) if *r >= backoff && !f.provider.is_empty() => {
                         format!(" (the provider asked for {})", humanize(*r))
+                    }
+                    Some(r) if *r >= backoff => {
+                        format!(" (no provider can take it before {})", humanize(*r))
                     }
                     _ => String::new(),
                 };
                 let message = format!(
-                    "attempt {} of {} failed on {}: {error}; retrying in {}{why}",
+                    "attempt {} of {} failed: {error}; retrying in {}{why}",
                     task.attempt,
                     task.max_attempts,
-                    f.provider,
                     humanize(delay)
                 );
                 records::transition(
@@ -566,6 +570,81 @@ impl Engine {
                 })
             })
             .await
+    }
+
+    /// Hands a leased task back without counting its attempt, to be leased again after
+    /// `wait`: no provider could take it now, for reasons that pass by themselves (a
+    /// circuit breaker open or waiting for its trial, a `retry-after` throttle, a rate
+    /// limit, the node of its only provider out of reach). The task waits in
+    /// `RETRY_WAIT` under a retry timer; its event says why and that the attempt does not
+    /// count. Refused like every runner write when the lease is no longer this runner's.
+    pub async fn defer(
+        &self,
+        task_ref: &TaskRef,
+        reason: &str,
+        wait: Duration,
+    ) -> Result<RunnerWriteResult, EngineError> {
+        let now = self.now_micros();
+        let due = now.saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX));
+        let result = self
+            .inner
+            .db
+            .run(|txn| {
+                Box::pin(async move {
+                    let Some(mut task) = records::load(txn, &task_ref.tenant, task_ref.id).await?
+                    else {
+                        return Ok(RunnerWriteResult::Refused(format!(
+                            "task {} does not exist",
+                            task_ref.id
+                        )));
+                    };
+                    if let Some(why) = stale(&task, task_ref.fence) {
+                        return Ok(RunnerWriteResult::Refused(why));
+                    }
+                    if let Some(lease) = &task.lease
+                        && let Some(why) = EpochCheck::default()
+                            .refusal(txn, &lease.node_id, lease.node_epoch)
+                            .await?
+                    {
+                        return Ok(RunnerWriteResult::Refused(why));
+                    }
+                    records::disarm_timers(txn, &task);
+                    task.lease = None;
+                    task.attempt = task.attempt.saturating_sub(1);
+                    task.next_attempt_at = Some(due);
+                    let message = format!(
+                        "waiting {} for a provider: {reason}; the attempt does not count",
+                        humanize(wait)
+                    );
+                    records::transition(
+                        txn,
+                        &mut task,
+                        TaskStatus::RetryWait,
+                        now,
+                        EventKind::RetryScheduled,
+                        message,
+                    )?;
+                    records::arm_timer(
+                        txn,
+                        due,
+                        task.id,
+                        &TimerEntry {
+                            tenant: task.tenant.clone(),
+                            kind: TimerKind::Retry,
+                            fence: task.fence,
+                            node: String::new(),
+                            epoch: 0,
+                        },
+                    )?;
+                    records::put(txn, &task)?;
+                    Ok::<_, EngineError>(RunnerWriteResult::Accepted(task.status))
+                })
+            })
+            .await?;
+        if matches!(result, RunnerWriteResult::Accepted(_)) {
+            self.inner.timers.notify_one();
+        }
+        Ok(result)
     }
 
     /// Takes the cancel notices addressed to `node`, and a watch that fires on the next one.

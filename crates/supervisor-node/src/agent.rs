@@ -96,11 +96,26 @@ enum Ending {
         provider: String,
         result: Result<ProviderOutput, ProviderError>,
     },
+    /// No provider can take it now, for a reason that passes by itself: hand the task
+    /// back to wait `wait`, without spending the attempt.
+    Deferred { why: String, wait: Duration },
     /// Cancelled, lease lost or drained: write nothing.
     Abandoned,
 }
 
-/// Waits for a provider, within the attempt's deadline and the node's route wait.
+/// What routing came to.
+enum Routed {
+    To(Route),
+    Failed(ProviderError),
+    Deferred { why: String, wait: Duration },
+    Abandoned,
+}
+
+/// Waits for a provider, within the attempt's deadline and the node's route wait. A
+/// wait that outlasts them becomes a deferral when what stands in the way passes by
+/// itself (rate limits, `retry-after`, a breaker's cooldown or trial), and a retryable
+/// failure when every provider able to serve the task is down. Any change of a
+/// provider's state (a breaker's trial ending, a slot freeing) wakes the wait early.
 async fn route(
     clock: &Clock,
     router: &Router,
@@ -108,30 +123,40 @@ async fn route(
     deadline: Instant,
     route_wait: Duration,
     abandon: &mut watch::Receiver<bool>,
-) -> Result<Route, Option<ProviderError>> {
+) -> Routed {
     let give_up = clock.now() + route_wait;
+    let mut changes = router.subscribe();
     loop {
+        changes.borrow_and_update();
         match router.choose(req) {
-            Ok(route) => return Ok(route),
+            Ok(route) => return Routed::To(route),
             Err(RouteError::NoneCanServe(why)) => {
-                return Err(Some(ProviderError::Permanent {
+                return Routed::Failed(ProviderError::Permanent {
                     kind: "no_provider",
                     message: format!("no configured provider can serve this task: {why}"),
-                }));
+                });
             }
-            Err(RouteError::NoneAvailable { why, retry_in }) => {
+            Err(RouteError::NoneAvailable {
+                why,
+                retry_in,
+                passes,
+            }) => {
                 let wait = retry_in.unwrap_or(Duration::from_secs(1));
                 let wake = clock.now() + wait;
                 if wake > give_up || wake > deadline {
-                    return Err(Some(ProviderError::Retryable {
+                    if passes {
+                        return Routed::Deferred { why, wait };
+                    }
+                    return Routed::Failed(ProviderError::Retryable {
                         kind: "no_provider_available",
                         message: format!("no provider is available now: {why}"),
                         retry_after: retry_in,
-                    }));
+                    });
                 }
                 tokio::select! {
                     _ = clock.sleep_until(wake) => {}
-                    _ = abandoned(abandon) => return Err(None),
+                    _ = changes.changed() => {}
+                    _ = abandoned(abandon) => return Routed::Abandoned,
                 }
             }
         }
@@ -173,10 +198,11 @@ async fn run_attempt(args: AgentArgs) {
         system_prompt: choice.specialty.system_prompt().to_string(),
         tools: choice.specialty.tools(),
     };
+    // Attempts that never reached a provider (no route, a panic) name none.
     let failed_on: Vec<String> = task
         .attempts
         .iter()
-        .filter(|a| a.outcome != "succeeded")
+        .filter(|a| a.outcome != "succeeded" && !a.provider.is_empty())
         .map(|a| a.provider.clone())
         .collect();
     let route_req = RouteRequest {
@@ -196,12 +222,13 @@ async fn run_attempt(args: AgentArgs) {
     )
     .await
     {
-        Err(None) => Ending::Abandoned,
-        Err(Some(err)) => Ending::Done {
+        Routed::Abandoned => Ending::Abandoned,
+        Routed::Deferred { why, wait } => Ending::Deferred { why, wait },
+        Routed::Failed(err) => Ending::Done {
             provider: String::new(),
             result: Err(err),
         },
-        Ok(route) => {
+        Routed::To(route) => {
             let handle = route.handle.clone();
             buffered.push(Streamed::Activity(format!(
                 "attempt {}: specialty {} ({}); provider {} ({})",
@@ -271,16 +298,8 @@ async fn run_attempt(args: AgentArgs) {
                     });
                     Ending::Done {
                         provider: handle.name.clone(),
-                        // The throttle above keeps traffic off this provider; the task
-                        // itself only waits when nothing else could serve it.
                         result: result.map_err(|e| {
-                            if retry_after(&e).is_some()
-                                && router.others_can_serve(&route_req, &handle.name)
-                            {
-                                without_retry_after(e)
-                            } else {
-                                e
-                            }
+                            moved_elsewhere(e, router.others_can_serve(&route_req, &handle.name))
                         }),
                     }
                 }
@@ -291,6 +310,21 @@ async fn run_attempt(args: AgentArgs) {
     let (provider, result) = match ending {
         Ending::Abandoned => {
             tracing::debug!(task = %task.id, "attempt abandoned; writing nothing");
+            return;
+        }
+        Ending::Deferred { why, wait } => {
+            let why = format!("no provider can take it now: {why}");
+            match engine.defer(&task_ref, &why, wait).await {
+                Ok(RunnerWriteResult::Accepted(_)) => {
+                    tracing::debug!(task = %task.id, ?wait, %why, "deferred without spending the attempt");
+                }
+                Ok(RunnerWriteResult::Refused(why)) => {
+                    tracing::info!(task = %task.id, %why, "deferral refused: another runner owns the task");
+                }
+                Err(err) => {
+                    tracing::warn!(task = %task.id, error = %err, "could not defer; the lease will lapse");
+                }
+            }
             return;
         }
         Ending::Done { provider, result } => (provider, result),
@@ -331,9 +365,9 @@ async fn run_attempt(args: AgentArgs) {
         }
         Err(err) => {
             let shown = if provider.is_empty() {
-                "routing".to_string()
+                String::new()
             } else {
-                format!("provider {provider}")
+                format!("provider {provider}: ")
             };
             (
                 String::new(),
@@ -343,7 +377,7 @@ async fn run_attempt(args: AgentArgs) {
                     kind: error_kind(&err).to_string(),
                     retryable: err.is_retryable(),
                     retry_after: retry_after(&err),
-                    error: format!("{shown}: {err}"),
+                    error: format!("{shown}{err}"),
                 },
             )
         }
@@ -391,13 +425,30 @@ fn retry_after(err: &ProviderError) -> Option<Duration> {
     }
 }
 
-fn without_retry_after(err: ProviderError) -> ProviderError {
+/// Errors that concern one provider, not the task: another provider may serve it.
+const PROVIDER_ONLY: &[&str] = &["auth", "not_installed"];
+
+/// A provider's error as the task sees it when `others` (other providers able to serve
+/// it) exist: a `retry-after` only keeps traffic off that provider (its throttle) instead
+/// of delaying the task, and a permanent error of that provider alone (bad key, missing
+/// CLI) becomes retryable, so the next attempt runs on another provider.
+fn moved_elsewhere(err: ProviderError, others: bool) -> ProviderError {
+    if !others {
+        return err;
+    }
     match err {
         ProviderError::Retryable { kind, message, .. } => ProviderError::Retryable {
             kind,
             message,
             retry_after: None,
         },
+        ProviderError::Permanent { kind, message } if PROVIDER_ONLY.contains(&kind) => {
+            ProviderError::Retryable {
+                kind,
+                message: format!("{message} (another provider will take the next attempt)"),
+                retry_after: None,
+            }
+        }
         permanent => permanent,
     }
 }

@@ -189,8 +189,9 @@ pub async fn serve(
     let timeout = request.timeout;
     let deadline = clock.now() + timeout;
     let tokens = estimate_tokens(&request);
-    if let Err((why, wait)) = handle.admit(tokens, clock.now()) {
-        return Err(match wait {
+    if let Err(refusal) = handle.admit(tokens, clock.now()) {
+        let why = refusal.why;
+        return Err(match refusal.wait {
             Some(wait) => ProviderError::Retryable {
                 kind: "rate_limited",
                 message: format!("provider {} refused the attempt: {why}", handle.name),

@@ -1,9 +1,11 @@
 //! Routing against scripted providers on a real node and store: failover when a provider
-//! starts failing mid-run, `retry-after` honoured, the circuit breaker visible, and the
-//! per-task constraints (preferred, excluded, max cost).
+//! starts failing mid-run, `retry-after` honoured, the circuit breaker visible, the
+//! per-task constraints (preferred, excluded, max cost), and retries that tell the truth
+//! (a breaker's refusal spends no attempt, the final error is the last real failure, a
+//! provider's own permanent error moves the task to another provider).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -28,6 +30,12 @@ enum Script {
     FailAfter(u64),
     /// Answers 429 with this retry-after on the first `n` calls, then succeeds.
     RateLimited(u64, Duration),
+    /// Fails the first `n` calls with a server error, then succeeds.
+    FailFirst(u64),
+    /// Never answers.
+    Hang,
+    /// Refuses every call: its key is wrong.
+    BadKey,
 }
 
 struct Scripted {
@@ -35,6 +43,8 @@ struct Scripted {
     script: Script,
     cost: u64,
     calls: AtomicU64,
+    /// What its health probe reports: down while set.
+    down: AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -76,6 +86,20 @@ impl Provider for Scripted {
                     retry_after: Some(after),
                 });
             }
+            Script::FailFirst(k) if n < k => {
+                return Err(ProviderError::Retryable {
+                    kind: "unavailable",
+                    message: format!("{} answered 500", self.name),
+                    retry_after: None,
+                });
+            }
+            Script::Hang => std::future::pending::<()>().await,
+            Script::BadKey => {
+                return Err(ProviderError::Permanent {
+                    kind: "auth",
+                    message: format!("{} rejected the API key", self.name),
+                });
+            }
             _ => {}
         }
         sink.send(ProviderEvent::Output(format!(
@@ -95,9 +119,15 @@ impl Provider for Scripted {
         })
     }
     async fn health(&self) -> Health {
+        let healthy = !self.down.load(Ordering::SeqCst);
         Health {
-            healthy: true,
-            detail: "scripted".into(),
+            healthy,
+            detail: if healthy {
+                "scripted"
+            } else {
+                "scripted outage"
+            }
+            .into(),
         }
     }
     fn estimate_cost(&self, _req: &ProviderRequest) -> u64 {
@@ -111,6 +141,7 @@ fn scripted(name: &str, script: Script, cost: u64) -> Arc<Scripted> {
         script,
         cost,
         calls: AtomicU64::new(0),
+        down: AtomicBool::new(false),
     })
 }
 
@@ -121,6 +152,22 @@ struct Running {
 }
 
 async fn start(providers: Vec<Arc<Scripted>>, routing: RoutingConfig, limits: Limits) -> Running {
+    start_probing(
+        providers,
+        routing,
+        limits,
+        NodeConfig::default().provider_probe_interval,
+    )
+    .await
+}
+
+/// Like [`start`], with providers probed every `probe`.
+async fn start_probing(
+    providers: Vec<Arc<Scripted>>,
+    routing: RoutingConfig,
+    limits: Limits,
+    probe: Duration,
+) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = open_db(&dir.path().join("db.redb"), EmbeddedOptions::default()).expect("store");
     let engine = Engine::new(
@@ -143,6 +190,7 @@ async fn start(providers: Vec<Arc<Scripted>>, routing: RoutingConfig, limits: Li
     let cfg = NodeConfig {
         id: format!("routing-{}", NEXT.fetch_add(1, Ordering::SeqCst)),
         progress_flush: Duration::from_millis(20),
+        provider_probe_interval: probe,
         ..NodeConfig::default()
     };
     let node = Node::start(engine.clone(), cfg, routing, "127.0.0.1:0", specs)
@@ -432,5 +480,196 @@ async fn preferences_exclusions_and_cost_ceilings_are_respected() {
         "{err}"
     );
     assert_eq!(t.attempt, 1, "a task no provider can serve fails at once");
+    r.node.shutdown().await;
+}
+
+/// A task with its own attempt budget and time limit.
+fn limited(prompt: &str, max_attempts: u32, timeout: Duration) -> NewTask {
+    NewTask {
+        max_attempts: Some(max_attempts),
+        timeout_ms: Some(timeout.as_millis() as u64),
+        ..task(prompt, RoutingPrefs::default())
+    }
+}
+
+async fn submit(r: &Running, t: NewTask) -> TaskId {
+    r.engine.submit("default", t).await.unwrap().task.id
+}
+
+async fn messages(r: &Running, id: TaskId) -> Vec<String> {
+    let (events, _, _) = r.engine.read_events("default", id, 0, 1000).await.unwrap();
+    events.into_iter().map(|e| e.message).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_makes_tasks_wait_without_spending_their_attempts() {
+    let solo = scripted("solo", Script::FailFirst(1), 0);
+    let r = start(
+        vec![solo.clone()],
+        RoutingConfig {
+            max_wait: Duration::from_millis(50),
+            ..RoutingConfig::default()
+        },
+        Limits {
+            breaker_failures: Some(1),
+            breaker_cooldown: Some(Duration::from_millis(400)),
+            ..Limits::default()
+        },
+    )
+    .await;
+    // A single 500 opens the breaker.
+    let first = submit(&r, limited("first", 1, Duration::from_secs(30))).await;
+    assert_eq!(wait(&r.engine, first).await.status, TaskStatus::Failed);
+    // Four tasks with one attempt each arrive while it is open, then meet its half-open
+    // trial together: none may lose its only attempt to the breaker.
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(submit(&r, limited(&format!("t{i}"), 1, Duration::from_secs(30))).await);
+    }
+    let mut deferred = 0;
+    for id in ids {
+        let t = wait(&r.engine, id).await;
+        assert_eq!(t.status, TaskStatus::Succeeded, "{id}: {:?}", t.error);
+        assert_eq!(t.attempts.len(), 1, "only real requests are attempts");
+        let log = messages(&r, id).await;
+        if log.iter().any(|m| m.contains("the attempt does not count")) {
+            deferred += 1;
+            assert!(
+                log.iter()
+                    .any(|m| m.contains("waiting") && m.contains("circuit")),
+                "the wait names the breaker: {log:?}"
+            );
+        }
+        assert!(
+            !log.iter().any(|m| m.contains("the provider asked for")),
+            "a breaker's cooldown is not the provider asking: {log:?}"
+        );
+    }
+    assert!(deferred > 0, "the breaker was open when they arrived");
+    // One failed call and four successful ones: nothing else reached the provider.
+    assert_eq!(solo.calls.load(Ordering::SeqCst), 5);
+    r.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_ends_as_a_timeout_not_as_an_open_circuit() {
+    let r = start(
+        vec![scripted("stuck", Script::Hang, 0)],
+        RoutingConfig {
+            max_wait: Duration::from_millis(50),
+            ..RoutingConfig::default()
+        },
+        Limits {
+            breaker_failures: Some(1),
+            breaker_cooldown: Some(Duration::from_millis(300)),
+            ..Limits::default()
+        },
+    )
+    .await;
+    let id = submit(&r, limited("wait forever", 2, Duration::from_millis(300))).await;
+    let t = wait(&r.engine, id).await;
+    assert_eq!(t.status, TaskStatus::Failed);
+    let outcomes: Vec<&str> = t.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["timeout", "timeout"]);
+    let error = t.error.unwrap_or_default();
+    assert!(error.contains("timeout"), "{error}");
+    assert!(!error.contains("circuit"), "{error}");
+    r.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_own_permanent_error_moves_the_task_to_another_provider() {
+    let r = start(
+        vec![
+            scripted("badkey", Script::BadKey, 0),
+            scripted("good", Script::Ok, 0),
+        ],
+        RoutingConfig {
+            strategy: RoutingStrategy::FailoverChain,
+            chain: vec!["badkey".into(), "good".into()],
+            ..RoutingConfig::default()
+        },
+        Limits::default(),
+    )
+    .await;
+    let id = submit(&r, limited("fix it", 3, Duration::from_secs(30))).await;
+    let t = wait(&r.engine, id).await;
+    assert_eq!(t.status, TaskStatus::Succeeded, "{:?}", t.error);
+    let tried: Vec<(&str, &str)> = t
+        .attempts
+        .iter()
+        .map(|a| (a.provider.as_str(), a.outcome.as_str()))
+        .collect();
+    assert_eq!(tried, [("badkey", "auth"), ("good", "succeeded")]);
+    r.node.shutdown().await;
+
+    // Alone, the same error fails the task at once: no other provider could serve it.
+    let r = start(
+        vec![scripted("badkey", Script::BadKey, 0)],
+        RoutingConfig::default(),
+        Limits::default(),
+    )
+    .await;
+    let id = submit(&r, limited("fix it", 3, Duration::from_secs(30))).await;
+    let t = wait(&r.engine, id).await;
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert_eq!(t.attempts.len(), 1);
+    r.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_that_reached_no_provider_is_worded_as_such() {
+    let flip = scripted("flip", Script::Ok, 0);
+    flip.down.store(true, Ordering::SeqCst);
+    let r = start_probing(
+        vec![flip.clone()],
+        RoutingConfig {
+            max_wait: Duration::from_millis(50),
+            ..RoutingConfig::default()
+        },
+        Limits::default(),
+        Duration::from_millis(100),
+    )
+    .await;
+    // Let the first probe see the outage before the task arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = submit(&r, limited("later", 20, Duration::from_secs(30))).await;
+    // Wait for a failed attempt, then bring the provider back.
+    for _ in 0..500 {
+        if !r
+            .engine
+            .get("default", id)
+            .await
+            .unwrap()
+            .attempts
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    flip.down.store(false, Ordering::SeqCst);
+    let t = wait(&r.engine, id).await;
+    assert_eq!(t.status, TaskStatus::Succeeded, "{:?}", t.error);
+    assert!(t.attempts.len() >= 2, "{:?}", t.attempts);
+    assert_eq!(t.attempts[0].provider, "");
+    let log = messages(&r, id).await;
+    let retry = log
+        .iter()
+        .find(|m| m.starts_with("attempt 1 of 20 failed"))
+        .expect("the first attempt's failure is recorded");
+    assert!(
+        retry.starts_with("attempt 1 of 20 failed: no_provider_available: "),
+        "{retry}"
+    );
+    assert!(
+        retry.contains("flip (unhealthy (scripted outage))"),
+        "{retry}"
+    );
+    assert!(
+        !log.iter()
+            .any(|m| m.contains("moved from  ") || m.contains("failed on :")),
+        "no blank provider in the log: {log:?}"
+    );
     r.node.shutdown().await;
 }

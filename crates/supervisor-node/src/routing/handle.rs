@@ -11,7 +11,7 @@ use supervisor_providers::config::Limits;
 use supervisor_providers::{Capabilities, Health, Provider, ProviderRequest};
 use tokio::sync::{Semaphore, watch};
 
-use super::limits::{Breaker, TokenBucket};
+use super::limits::{Breaker, BreakerState, TokenBucket};
 use crate::clock::Clock;
 
 /// Error kinds that say nothing about the provider (the task's own fault, or a throttle
@@ -107,6 +107,27 @@ pub struct ProviderSnapshot {
     pub output_tokens: u64,
     /// Cost in millionths of a dollar.
     pub cost_micros: u64,
+}
+
+/// Why a provider would not take a request now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// What stood in the way, for people.
+    pub why: String,
+    /// How long until it might accept, when known.
+    pub wait: Option<Duration>,
+    /// Whether it passes by itself (a rate limit, a `retry-after`, a breaker's cooldown
+    /// or trial), as opposed to the provider being down.
+    pub passes: bool,
+}
+
+/// A duration as people read it: `1.5s`, `250ms`.
+pub(crate) fn short(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 /// How an execution went, as the agent reports it.
@@ -252,17 +273,28 @@ impl ProviderHandle {
     }
 
     /// Tries to take this provider for one request of about `tokens` tokens. On refusal,
-    /// says why and how long until it might accept. An admitted execution must end in
-    /// [`Self::report`] or [`Self::abandon`].
-    pub fn admit(&self, tokens: u64, now: Instant) -> Result<(), (String, Option<Duration>)> {
+    /// says why, how long until it might accept, and whether that passes by itself. An
+    /// admitted execution must end in [`Self::report`] or [`Self::abandon`].
+    pub fn admit(&self, tokens: u64, now: Instant) -> Result<(), Refusal> {
         let mut live = self.live();
         if live.probed && !live.health.healthy {
-            return Err((format!("unhealthy ({})", live.health.detail), None));
+            return Err(Refusal {
+                why: format!("unhealthy ({})", live.health.detail),
+                wait: None,
+                passes: false,
+            });
         }
         if let Some(until) = live.throttled_until {
             if now < until {
                 let left = until - now;
-                return Err((format!("throttled by retry-after for {left:?}"), Some(left)));
+                return Err(Refusal {
+                    why: format!(
+                        "it asked for no requests for {} more (retry-after)",
+                        short(left)
+                    ),
+                    wait: Some(left),
+                    passes: true,
+                });
             }
             live.throttled_until = None;
         }
@@ -274,10 +306,27 @@ impl ProviderHandle {
             wait = wait.max(b.wait_for(tokens as f64, now));
         }
         if !wait.is_zero() {
-            return Err(("at its rate limit".into(), Some(wait)));
+            return Err(Refusal {
+                why: format!("at its rate limit for {} more", short(wait)),
+                wait: Some(wait),
+                passes: true,
+            });
         }
         if let Err(left) = live.breaker.admit(now) {
-            return Err(("circuit open".into(), Some(left)));
+            let why = match live.breaker.state(now) {
+                BreakerState::HalfOpen { .. } => {
+                    "circuit half-open: its trial request is running".to_string()
+                }
+                _ => format!(
+                    "circuit open after repeated failures; it lets a trial through in {}",
+                    short(left)
+                ),
+            };
+            return Err(Refusal {
+                why,
+                wait: Some(left),
+                passes: true,
+            });
         }
         if let Some(b) = live.rpm.as_mut() {
             b.take(1.0, now);

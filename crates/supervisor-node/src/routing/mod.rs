@@ -59,6 +59,10 @@ pub enum RouteError {
         why: String,
         /// The soonest one might accept.
         retry_in: Option<Duration>,
+        /// Whether one of the refusals passes by itself (a rate limit, a `retry-after`,
+        /// a breaker's cooldown or trial): the task can wait for it without spending an
+        /// attempt. False when every provider able to serve it is down.
+        passes: bool,
     },
 }
 
@@ -288,6 +292,7 @@ impl Router {
                 return Err(RouteError::NoneAvailable {
                     why: waiting.join(", "),
                     retry_in: None,
+                    passes: false,
                 });
             }
             return Err(RouteError::NoneCanServe(if rejected.is_empty() {
@@ -307,6 +312,7 @@ impl Router {
         // 3. The first that admits the request.
         let mut refusals = Vec::new();
         let mut soonest: Option<Duration> = None;
+        let mut passes = false;
         for (p, _) in &able {
             match p.admit(tokens, now) {
                 Ok(()) => {
@@ -332,9 +338,10 @@ impl Router {
                         tokens_estimated: tokens,
                     });
                 }
-                Err((why, wait)) => {
-                    refusals.push(format!("{} ({why})", p.name));
-                    if let Some(w) = wait {
+                Err(refusal) => {
+                    refusals.push(format!("{} ({})", p.name, refusal.why));
+                    passes |= refusal.passes;
+                    if let Some(w) = refusal.wait {
                         soonest = Some(soonest.map_or(w, |s: Duration| s.min(w)));
                     }
                 }
@@ -343,6 +350,7 @@ impl Router {
         Err(RouteError::NoneAvailable {
             why: refusals.join(", "),
             retry_in: soonest,
+            passes,
         })
     }
 
