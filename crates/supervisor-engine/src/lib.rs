@@ -16,7 +16,7 @@ mod batch;
 mod clock;
 mod codec;
 mod config;
-mod follow;
+mod event_log;
 mod keyspace;
 mod ledger;
 mod nodes;

@@ -7,7 +7,7 @@ use supervisor_model::{EventKind, NewTask, Task, TaskEvent, TaskId, TaskStatus, 
 use supervisor_store::{RangeOptions, Transaction, Watch};
 
 use crate::codec::{counter, decode};
-use crate::follow::{LogPage, follow};
+use crate::event_log::{self, EventLog};
 use crate::keyspace::{self, Index};
 use crate::records;
 use crate::{COUNTED_STATUSES, Engine, EngineError, Inner};
@@ -435,7 +435,8 @@ impl Engine {
     }
 
     /// Reads up to `limit` events after `after_seq`, the task record, and a watch that fires
-    /// when the task changes next, all from one snapshot.
+    /// when the task changes next, all from one snapshot. Fails with `NotFound` if there
+    /// is no such task.
     pub async fn read_events(
         &self,
         tenant: &str,
@@ -443,23 +444,7 @@ impl Engine {
         after_seq: u64,
         limit: usize,
     ) -> Result<(Vec<TaskEvent>, Task, Watch), EngineError> {
-        let mut txn = self.inner.db.begin().await?;
-        let task = records::load_existing(&mut txn, tenant, id).await?;
-        let watch = txn.watch(&keyspace::task(tenant, id));
-        let (begin, end) = keyspace::events_after(tenant, id, after_seq);
-        let kvs = txn
-            .get_range(
-                &begin,
-                &end,
-                RangeOptions::new().snapshot().limit(limit.max(1)),
-            )
-            .await?;
-        let mut events = Vec::with_capacity(kvs.len());
-        for kv in kvs {
-            events.push(decode::<TaskEvent>("task event", &kv.value)?);
-        }
-        txn.commit().await?;
-        Ok((events, task, watch))
+        event_log::read(&self.inner.db, &TaskLog::new(tenant, id), after_seq, limit).await
     }
 
     /// A live stream of a task's events after `after_seq`, ending after the terminal event.
@@ -471,26 +456,7 @@ impl Engine {
         after_seq: u64,
     ) -> Result<impl Stream<Item = Result<TaskEvent, EngineError>> + Send + 'static, EngineError>
     {
-        // Surface NotFound before the stream starts.
-        let page = |(events, task, watch): (Vec<TaskEvent>, Task, Watch)| LogPage {
-            events,
-            ended: task.status.is_terminal(),
-            next_seq: task.next_event_seq,
-            watch,
-        };
-        let first = page(self.read_events(tenant, id, after_seq, 256).await?);
-        let engine = self.clone();
-        let tenant = tenant.to_string();
-        Ok(follow(
-            first,
-            after_seq,
-            |e: &TaskEvent| e.seq,
-            move |after| {
-                let engine = engine.clone();
-                let tenant = tenant.clone();
-                async move { engine.read_events(&tenant, id, after, 256).await.map(page) }
-            },
-        ))
+        event_log::follow(self.inner.db.clone(), TaskLog::new(tenant, id), after_seq).await
     }
 
     /// Counts tasks by status (durable counters kept by every transition).
@@ -520,6 +486,51 @@ impl Engine {
             output_tokens: read("output_tokens").await?,
             cost_micros: read("cost_micros").await?,
         })
+    }
+}
+
+/// A task's event log: `("ev", tenant, id, seq)`, ended once the task is terminal.
+struct TaskLog {
+    tenant: String,
+    id: TaskId,
+}
+
+impl TaskLog {
+    fn new(tenant: &str, id: TaskId) -> Self {
+        TaskLog {
+            tenant: tenant.to_string(),
+            id,
+        }
+    }
+}
+
+impl EventLog for TaskLog {
+    type Owner = Task;
+    type Event = TaskEvent;
+    const EVENT: &'static str = "task event";
+
+    async fn load_owner(&self, txn: &mut Transaction<'_>) -> Result<Task, EngineError> {
+        records::load_existing(txn, &self.tenant, self.id).await
+    }
+
+    fn owner_key(&self) -> Vec<u8> {
+        keyspace::task(&self.tenant, self.id)
+    }
+
+    fn events_after(&self, after_seq: u64) -> (Vec<u8>, Vec<u8>) {
+        keyspace::events_after(&self.tenant, self.id, after_seq)
+    }
+
+    fn seq(event: &TaskEvent) -> u64 {
+        event.seq
+    }
+
+    fn ended(task: &Task) -> bool {
+        task.status.is_terminal()
+    }
+
+    fn next_seq(task: &Task) -> u64 {
+        task.next_event_seq
     }
 }
 

@@ -757,3 +757,49 @@ async fn a_workflow_too_large_for_one_run_record_is_refused_up_front() {
     );
     assert_eq!(runs(&f).await, 0, "nothing was created");
 }
+
+#[tokio::test]
+async fn a_run_is_followed_live_until_it_ends_and_resumed_by_sequence_number() {
+    use futures::StreamExt as _;
+
+    let f = fixture().await;
+    let run = f
+        .engine
+        .submit_workflow("default", def(DIAMOND), BTreeMap::new())
+        .await
+        .unwrap();
+    let stream = f.engine.watch_workflow("default", run.id, 0).await.unwrap();
+    let ran = run_ready(&f, &succeed_all).await;
+    assert_eq!(ran.len(), 4);
+    let events: Vec<WorkflowEvent> =
+        tokio::time::timeout(Duration::from_secs(30), stream.collect::<Vec<_>>())
+            .await
+            .expect("the stream ends once the run has ended")
+            .into_iter()
+            .map(|e| e.unwrap())
+            .collect();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    assert_eq!(events.first().unwrap().kind, "run_started");
+    assert_eq!(events.last().unwrap().kind, "run_succeeded");
+
+    let rest: Vec<_> = f
+        .engine
+        .watch_workflow("default", run.id, 2)
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(rest.len(), events.len() - 2);
+    assert_eq!(rest[0].as_ref().unwrap().seq, 3);
+
+    let unknown = supervisor_model::TaskId::generate();
+    assert!(matches!(
+        f.engine.watch_workflow("default", unknown, 0).await,
+        Err(EngineError::RunNotFound { .. })
+    ));
+    assert!(matches!(
+        f.engine.watch_workflow("other", run.id, 0).await,
+        Err(EngineError::RunNotFound { .. })
+    ));
+}

@@ -22,7 +22,7 @@ use supervisor_workflow::{
 };
 
 use crate::codec::{decode, encode};
-use crate::follow::{LogPage, follow};
+use crate::event_log::{self, EventLog};
 use crate::records::{self, TimerEntry, TimerKind};
 use crate::{Engine, EngineError, keyspace, tasks};
 
@@ -932,7 +932,9 @@ impl Engine {
         Ok(run)
     }
 
-    /// Events of a run after `after_seq`, the run, and a watch on its next change.
+    /// Events of a run after `after_seq` (at most `limit`), the run, and a watch on its
+    /// next change, all from one snapshot. Fails with `RunNotFound` if there is no such
+    /// run.
     pub async fn read_workflow_events(
         &self,
         tenant: &str,
@@ -940,29 +942,11 @@ impl Engine {
         after_seq: u64,
         limit: usize,
     ) -> Result<(Vec<WorkflowEvent>, WorkflowRun, Watch), EngineError> {
-        let mut txn = self.inner.db.begin().await?;
-        let run = load_run(&mut txn, tenant, id)
-            .await?
-            .ok_or(EngineError::RunNotFound { id })?;
-        let watch = txn.watch(&run_key(tenant, id));
-        let (begin, end) = keyspace::workflow_events_after(tenant, id, after_seq);
-        let kvs = txn
-            .get_range(
-                &begin,
-                &end,
-                RangeOptions::new().snapshot().limit(limit.max(1)),
-            )
-            .await?;
-        let mut events = Vec::with_capacity(kvs.len());
-        for kv in kvs {
-            events.push(decode::<WorkflowEvent>("workflow event", &kv.value)?);
-        }
-        txn.commit().await?;
-        Ok((events, run, watch))
+        event_log::read(&self.inner.db, &RunLog::new(tenant, id), after_seq, limit).await
     }
 
     /// A live stream of a run's events after `after_seq`, ending when the run has ended
-    /// and every event was sent.
+    /// and every event was sent. Fails with `RunNotFound` first if there is no such run.
     pub async fn watch_workflow(
         &self,
         tenant: &str,
@@ -970,33 +954,55 @@ impl Engine {
         after_seq: u64,
     ) -> Result<impl Stream<Item = Result<WorkflowEvent, EngineError>> + Send + 'static, EngineError>
     {
-        let page = |(events, run, watch): (Vec<WorkflowEvent>, WorkflowRun, Watch)| LogPage {
-            events,
-            ended: run.status != RunStatus::Running,
-            next_seq: run.next_event_seq,
-            watch,
-        };
-        let first = page(
-            self.read_workflow_events(tenant, id, after_seq, 256)
-                .await?,
-        );
-        let engine = self.clone();
-        let tenant = tenant.to_string();
-        Ok(follow(
-            first,
-            after_seq,
-            |e: &WorkflowEvent| e.seq,
-            move |after| {
-                let engine = engine.clone();
-                let tenant = tenant.clone();
-                async move {
-                    engine
-                        .read_workflow_events(&tenant, id, after, 256)
-                        .await
-                        .map(page)
-                }
-            },
-        ))
+        event_log::follow(self.inner.db.clone(), RunLog::new(tenant, id), after_seq).await
+    }
+}
+
+/// A run's event log: `("wfev", tenant, id, seq)`, ended while the run is not running (a
+/// retry starts it again).
+struct RunLog {
+    tenant: String,
+    id: TaskId,
+}
+
+impl RunLog {
+    fn new(tenant: &str, id: TaskId) -> Self {
+        RunLog {
+            tenant: tenant.to_string(),
+            id,
+        }
+    }
+}
+
+impl EventLog for RunLog {
+    type Owner = WorkflowRun;
+    type Event = WorkflowEvent;
+    const EVENT: &'static str = "workflow event";
+
+    async fn load_owner(&self, txn: &mut Transaction<'_>) -> Result<WorkflowRun, EngineError> {
+        load_run(txn, &self.tenant, self.id)
+            .await?
+            .ok_or(EngineError::RunNotFound { id: self.id })
+    }
+
+    fn owner_key(&self) -> Vec<u8> {
+        run_key(&self.tenant, self.id)
+    }
+
+    fn events_after(&self, after_seq: u64) -> (Vec<u8>, Vec<u8>) {
+        keyspace::workflow_events_after(&self.tenant, self.id, after_seq)
+    }
+
+    fn seq(event: &WorkflowEvent) -> u64 {
+        event.seq
+    }
+
+    fn ended(run: &WorkflowRun) -> bool {
+        run.status != RunStatus::Running
+    }
+
+    fn next_seq(run: &WorkflowRun) -> u64 {
+        run.next_event_seq
     }
 }
 
