@@ -51,7 +51,7 @@ use supervisor_proto::v1::{
     CancelTaskRequest, DrainNodeRequest, GetClusterStatusRequest, GetClusterStatusResponse,
     GetSpendRequest, GetSpendResponse, GetTaskRequest, GetTaskStatsRequest, ListProvidersRequest,
     ListTasksRequest, ListTasksResponse, NodeStatus, ProviderInfo, RetryTaskRequest,
-    SubmitTaskRequest, Task, TaskStats, WatchProvidersRequest, WatchTaskRequest,
+    SubmitTaskRequest, Task, TaskStats, WatchProvidersRequest,
     cluster_service_client::ClusterServiceClient, provider_service_client::ProviderServiceClient,
     task_service_client::TaskServiceClient, workflow_service_client::WorkflowServiceClient,
 };
@@ -352,20 +352,7 @@ impl Client {
     /// failure (such as `NOT_FOUND`) is the stream's only item. The stream is not
     /// resumed when it breaks: see [`Client::follow`] for that.
     pub fn watch(&self, id: &str, after_seq: u64) -> EventStream {
-        let mut tasks = self.tasks.clone();
-        let request = WatchTaskRequest {
-            id: id.to_owned(),
-            after_seq,
-        };
-        futures::stream::once(async move { tasks.watch_task(request).await })
-            .flat_map(|started| match started {
-                Ok(response) => response
-                    .into_inner()
-                    .map(|item| item.map_err(ClientError::from))
-                    .boxed(),
-                Err(status) => futures::stream::iter([Err(ClientError::from(status))]).boxed(),
-            })
-            .boxed()
+        watch::watch(self.clone(), watch::TaskLog(id.to_owned()), after_seq)
     }
 
     /// Like [`Client::watch`], but when the stream breaks with `UNAVAILABLE` (server
@@ -374,17 +361,18 @@ impl Client {
     /// the server closes the stream and the task has finished (for example when
     /// `after_seq` was already past the terminal event).
     pub fn follow(&self, id: &str, after_seq: u64) -> EventStream {
-        watch::follow(self.clone(), id.to_owned(), after_seq, self.resume)
+        watch::follow(
+            self.clone(),
+            watch::TaskLog(id.to_owned()),
+            after_seq,
+            self.resume,
+        )
     }
 
     /// Waits until the task finishes (following its events, resuming on `UNAVAILABLE`)
     /// and returns it as it ended, with its result.
     pub async fn wait(&self, id: &str) -> Result<Task, ClientError> {
-        let mut events = self.follow(id, 0);
-        while let Some(event) = events.next().await {
-            event?;
-        }
-        self.get(id).await
+        watch::wait(self.clone(), watch::TaskLog(id.to_owned()), self.resume).await
     }
 }
 

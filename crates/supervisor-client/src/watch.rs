@@ -1,10 +1,15 @@
-//! Following a task's or a workflow run's events, resuming when the stream breaks.
+//! Following a task's or a workflow run's events: watching once, following with resume
+//! when the stream breaks, and waiting for the end.
+//!
+//! Tasks and runs differ only in what [`Watched`] says about them (how to open a watch,
+//! how to read the owner, when the log has ended); [`watch`], [`follow`] and [`wait`] are
+//! written once over it, and the [`Client`] methods are thin wrappers.
 
 use std::{future::Future, time::Duration};
 
 use futures::{StreamExt as _, stream::BoxStream};
 use supervisor_proto::v1::{
-    RunStatus, TaskEvent, WatchTaskRequest, WatchWorkflowRequest, WorkflowEvent,
+    RunStatus, Task, TaskEvent, WatchTaskRequest, WatchWorkflowRequest, WorkflowEvent, WorkflowRun,
 };
 use tonic::{Code, Status, Streaming};
 
@@ -80,9 +85,11 @@ fn is_transient(err: &ClientError) -> bool {
 
 /// Something whose event log can be watched from a sequence number: a task or a
 /// workflow run.
-trait Watched: Send + Sync + 'static {
+pub(crate) trait Watched: Send + Sync + 'static {
     /// One event of the log.
     type Event: Send + 'static;
+    /// The record the log belongs to, as the server returns it.
+    type Owner: Send + 'static;
 
     /// Starts a watch of the events after `after_seq`.
     fn open(
@@ -91,24 +98,30 @@ trait Watched: Send + Sync + 'static {
         after_seq: u64,
     ) -> impl Future<Output = Result<Streaming<Self::Event>, Status>> + Send;
 
+    /// Reads the owner.
+    fn get(&self, client: &Client)
+    -> impl Future<Output = Result<Self::Owner, ClientError>> + Send;
+
     /// The event's sequence number.
     fn seq(event: &Self::Event) -> u64;
 
     /// Whether the event is the last of the log (the stream is not read further).
     fn is_last(event: &Self::Event) -> bool;
 
-    /// Whether it has ended, read from the server (after the stream closed).
-    fn has_ended(&self, client: &Client) -> impl Future<Output = Result<bool, ClientError>> + Send;
+    /// Whether the owner has ended, so that its log is complete.
+    fn has_ended(owner: &Self::Owner) -> bool;
 
-    /// Why a stream that closed while it had not ended is a protocol violation.
+    /// Why a stream that closed while the owner had not ended is a protocol violation.
     fn early_end(&self) -> String;
 }
 
 /// A task: its log ends with its terminal event.
-struct TaskLog(String);
+#[derive(Clone)]
+pub(crate) struct TaskLog(pub String);
 
 impl Watched for TaskLog {
     type Event = TaskEvent;
+    type Owner = Task;
 
     async fn open(&self, client: &Client, after_seq: u64) -> Result<Streaming<TaskEvent>, Status> {
         let request = WatchTaskRequest {
@@ -116,6 +129,10 @@ impl Watched for TaskLog {
             after_seq,
         };
         Ok(client.tasks.clone().watch_task(request).await?.into_inner())
+    }
+
+    async fn get(&self, client: &Client) -> Result<Task, ClientError> {
+        client.get(&self.0).await
     }
 
     fn seq(event: &TaskEvent) -> u64 {
@@ -126,8 +143,8 @@ impl Watched for TaskLog {
         event.r#type().is_terminal()
     }
 
-    async fn has_ended(&self, client: &Client) -> Result<bool, ClientError> {
-        Ok(client.get(&self.0).await?.status().is_terminal())
+    fn has_ended(task: &Task) -> bool {
+        task.status().is_terminal()
     }
 
     fn early_end(&self) -> String {
@@ -141,10 +158,12 @@ impl Watched for TaskLog {
 /// A workflow run. A retried run goes on after its terminal event, so its stream is
 /// read until the server closes it (after the run ended), and the run is then read to
 /// check that it ended.
-struct RunLog(String);
+#[derive(Clone)]
+pub(crate) struct RunLog(pub String);
 
 impl Watched for RunLog {
     type Event = WorkflowEvent;
+    type Owner = WorkflowRun;
 
     async fn open(
         &self,
@@ -163,6 +182,10 @@ impl Watched for RunLog {
             .into_inner())
     }
 
+    async fn get(&self, client: &Client) -> Result<WorkflowRun, ClientError> {
+        client.get_workflow(&self.0).await
+    }
+
     fn seq(event: &WorkflowEvent) -> u64 {
         event.seq
     }
@@ -171,12 +194,8 @@ impl Watched for RunLog {
         false
     }
 
-    async fn has_ended(&self, client: &Client) -> Result<bool, ClientError> {
-        let run = client.get_workflow(&self.0).await?;
-        Ok(!matches!(
-            run.status(),
-            RunStatus::Running | RunStatus::Unspecified
-        ))
+    fn has_ended(run: &WorkflowRun) -> bool {
+        !matches!(run.status(), RunStatus::Running | RunStatus::Unspecified)
     }
 
     fn early_end(&self) -> String {
@@ -187,38 +206,24 @@ impl Watched for RunLog {
     }
 }
 
-/// The state of a resuming watch.
-struct Follow<W: Watched> {
+/// Watches `target`'s events after `after_seq` once, without resuming. The call starts
+/// when the stream is first polled; a failure to start it is the stream's only item, and
+/// a break is its last.
+pub(crate) fn watch<W: Watched>(
     client: Client,
     target: W,
-    last_seq: u64,
-    policy: ResumePolicy,
-    inner: Option<Streaming<W::Event>>,
-    failures: u32,
-    done: bool,
-}
-
-/// Follows task `id`'s events after `after_seq`, resuming after breaks.
-pub(crate) fn follow(
-    client: Client,
-    id: String,
     after_seq: u64,
-    policy: ResumePolicy,
-) -> EventStream {
-    follow_log(client, TaskLog(id), after_seq, policy)
+) -> BoxStream<'static, Result<W::Event, ClientError>> {
+    futures::stream::once(async move { target.open(&client, after_seq).await })
+        .flat_map(|started| match started {
+            Ok(events) => events.map(|item| item.map_err(ClientError::from)).boxed(),
+            Err(status) => futures::stream::iter([Err(ClientError::from(status))]).boxed(),
+        })
+        .boxed()
 }
 
-/// Follows workflow run `id`'s events after `after_seq`, resuming after breaks.
-pub(crate) fn follow_workflow(
-    client: Client,
-    id: String,
-    after_seq: u64,
-    policy: ResumePolicy,
-) -> WorkflowEventStream {
-    follow_log(client, RunLog(id), after_seq, policy)
-}
-
-fn follow_log<W: Watched>(
+/// Follows `target`'s events after `after_seq`, resuming after breaks as `policy` says.
+pub(crate) fn follow<W: Watched>(
     client: Client,
     target: W,
     after_seq: u64,
@@ -238,6 +243,31 @@ fn follow_log<W: Watched>(
         Some((item, state))
     })
     .boxed()
+}
+
+/// Follows `target`'s events to the end (resuming as `policy` says), then reads it as it
+/// ended. Fails with the first error that was not resumed.
+pub(crate) async fn wait<W: Watched + Clone>(
+    client: Client,
+    target: W,
+    policy: ResumePolicy,
+) -> Result<W::Owner, ClientError> {
+    let mut events = follow(client.clone(), target.clone(), 0, policy);
+    while let Some(event) = events.next().await {
+        event?;
+    }
+    target.get(&client).await
+}
+
+/// The state of a resuming watch.
+struct Follow<W: Watched> {
+    client: Client,
+    target: W,
+    last_seq: u64,
+    policy: ResumePolicy,
+    inner: Option<Streaming<W::Event>>,
+    failures: u32,
+    done: bool,
 }
 
 impl<W: Watched> Follow<W> {
@@ -270,7 +300,12 @@ impl<W: Watched> Follow<W> {
                 // Closed without a last event: fine if it has ended (we started past
                 // its end, or a run's stream closed after the run ended), otherwise the
                 // server went away cleanly.
-                Ok(None) => match self.target.has_ended(&self.client).await {
+                Ok(None) => match self
+                    .target
+                    .get(&self.client)
+                    .await
+                    .map(|owner| W::has_ended(&owner))
+                {
                     Ok(true) => {
                         self.done = true;
                         return None;

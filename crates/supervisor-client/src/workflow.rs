@@ -2,12 +2,11 @@
 
 use std::collections::HashMap;
 
-use futures::StreamExt as _;
 use supervisor_proto::v1::{
     CancelWorkflowRequest, CreateScheduleRequest, GetWorkflowRequest, ListSchedulesRequest,
     ListWorkflowsRequest, ListWorkflowsResponse, RetryWorkflowRequest, Schedule, ScheduleRef,
-    SubmitWorkflowRequest, ValidateWorkflowRequest, ValidateWorkflowResponse, WatchWorkflowRequest,
-    WorkflowRun, WorkflowSource,
+    SubmitWorkflowRequest, ValidateWorkflowRequest, ValidateWorkflowResponse, WorkflowRun,
+    WorkflowSource,
 };
 
 use crate::{Client, ClientError, pages, watch, watch::WorkflowEventStream};
@@ -148,20 +147,7 @@ impl Client {
     /// item. The stream is not resumed when it breaks: see [`Client::follow_workflow`]
     /// for that.
     pub fn watch_workflow(&self, id: &str, after_seq: u64) -> WorkflowEventStream {
-        let mut workflows = self.workflows.clone();
-        let request = WatchWorkflowRequest {
-            id: id.to_owned(),
-            after_seq,
-        };
-        futures::stream::once(async move { workflows.watch_workflow(request).await })
-            .flat_map(|started| match started {
-                Ok(response) => response
-                    .into_inner()
-                    .map(|item| item.map_err(ClientError::from))
-                    .boxed(),
-                Err(status) => futures::stream::iter([Err(ClientError::from(status))]).boxed(),
-            })
-            .boxed()
+        watch::watch(self.clone(), watch::RunLog(id.to_owned()), after_seq)
     }
 
     /// Like [`Client::watch_workflow`], but when the stream breaks with `UNAVAILABLE`
@@ -173,17 +159,18 @@ impl Client {
     /// A retried run goes on after a `run_failed` or `run_cancelled` event, so the end
     /// of the stream, not a terminal event, tells that the run ended.
     pub fn follow_workflow(&self, id: &str, after_seq: u64) -> WorkflowEventStream {
-        watch::follow_workflow(self.clone(), id.to_owned(), after_seq, self.resume)
+        watch::follow(
+            self.clone(),
+            watch::RunLog(id.to_owned()),
+            after_seq,
+            self.resume,
+        )
     }
 
     /// Waits until the workflow run ends (following its events, resuming on
     /// `UNAVAILABLE`) and returns it as it ended: `succeeded`, `failed` or `cancelled`.
     pub async fn wait_workflow(&self, id: &str) -> Result<WorkflowRun, ClientError> {
-        let mut events = self.follow_workflow(id, 0);
-        while let Some(event) = events.next().await {
-            event?;
-        }
-        self.get_workflow(id).await
+        watch::wait(self.clone(), watch::RunLog(id.to_owned()), self.resume).await
     }
 
     /// Creates a schedule that starts runs of a workflow on a cron (5 or 6 fields) in a
@@ -265,9 +252,9 @@ mod tests {
         time::Duration,
     };
 
-    use futures::stream::BoxStream;
+    use futures::{StreamExt as _, stream::BoxStream};
     use supervisor_proto::v1::{
-        self, RunStatus, WorkflowEvent,
+        self, RunStatus, WatchWorkflowRequest, WorkflowEvent,
         workflow_service_server::{WorkflowService, WorkflowServiceServer},
     };
     use tonic::{Request, Response, Status, transport::server::TcpIncoming};
