@@ -7,6 +7,7 @@
 
 use std::{future::Future, time::Duration};
 
+use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 use futures::{StreamExt as _, stream::BoxStream};
 use supervisor_proto::v1::{
     RunStatus, Task, TaskEvent, WatchTaskRequest, WatchWorkflowRequest, WorkflowEvent, WorkflowRun,
@@ -54,12 +55,32 @@ impl ResumePolicy {
         }
     }
 
-    /// The pause before new attempt number `failures + 1`.
+    /// The pause before new attempt number `failures + 1`: the initial backoff doubled
+    /// `failures` times, at most the longest pause.
     pub fn backoff(&self, failures: u32) -> Duration {
-        let factor = 1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX);
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+        // From 1ns, doubling passes `Duration::MAX` (about 2^94 ns) within 128 steps, so
+        // every later pause is the cap.
+        let step = usize::try_from(failures.min(128)).unwrap_or(128);
+        self.pauses(None).nth(step).unwrap_or(self.max_backoff)
+    }
+
+    /// The pauses between attempts: the initial backoff (at most the longest pause), then
+    /// doubling up to the longest; at most `max_times` of them, or without end.
+    fn pauses(&self, max_times: Option<u32>) -> ExponentialBackoff {
+        let builder = ExponentialBuilder::new()
+            .with_min_delay(self.initial_backoff.min(self.max_backoff))
+            .with_factor(2.0)
+            .with_max_delay(self.max_backoff);
+        match max_times {
+            Some(n) => builder.with_max_times(usize::try_from(n).unwrap_or(usize::MAX)),
+            None => builder.without_max_times(),
+        }
+        .build()
+    }
+
+    /// The pauses of one run of consecutive failures: one per allowed failure.
+    fn resume_pauses(&self) -> ExponentialBackoff {
+        self.pauses(Some(self.max_consecutive_failures))
     }
 }
 
@@ -235,7 +256,7 @@ pub(crate) fn follow<W: Watched>(
         last_seq: after_seq,
         policy,
         inner: None,
-        failures: 0,
+        pauses: policy.resume_pauses(),
         done: false,
     };
     futures::stream::unfold(state, |mut state| async move {
@@ -266,7 +287,8 @@ struct Follow<W: Watched> {
     last_seq: u64,
     policy: ResumePolicy,
     inner: Option<Streaming<W::Event>>,
-    failures: u32,
+    /// The pauses left before giving up; started afresh by every event received.
+    pauses: ExponentialBackoff,
     done: bool,
 }
 
@@ -288,7 +310,7 @@ impl<W: Watched> Follow<W> {
             };
             let failure = match stream.message().await {
                 Ok(Some(event)) => {
-                    self.failures = 0;
+                    self.pauses = self.policy.resume_pauses();
                     self.last_seq = self.last_seq.max(W::seq(&event));
                     if W::is_last(&event) {
                         self.done = true;
@@ -325,13 +347,15 @@ impl<W: Watched> Follow<W> {
     /// Sleeps before the next attempt, or ends the stream with `err` when it is not
     /// transient (unless `always`) or the attempts are used up.
     async fn pause_or_fail(&mut self, err: ClientError, always: bool) -> Result<(), ClientError> {
-        if !(always || is_transient(&err)) || self.failures >= self.policy.max_consecutive_failures
-        {
+        let pause = if always || is_transient(&err) {
+            self.pauses.next()
+        } else {
+            None
+        };
+        let Some(pause) = pause else {
             self.done = true;
             return Err(err);
-        }
-        let pause = self.policy.backoff(self.failures);
-        self.failures += 1;
+        };
         tokio::time::sleep(pause).await;
         Ok(())
     }
@@ -347,6 +371,32 @@ mod tests {
         let pauses: Vec<_> = (0..7).map(|n| policy.backoff(n).as_millis()).collect();
         assert_eq!(pauses, [100, 200, 400, 800, 1600, 2000, 2000]);
         assert_eq!(policy.backoff(u32::MAX), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_run_of_failures_pauses_as_backoff_says_then_gives_up() {
+        let millis = |pauses: ExponentialBackoff| -> Vec<u128> {
+            pauses.map(|d| (d.as_micros() + 500) / 1000).collect()
+        };
+        let policy = ResumePolicy::default();
+        let expected: Vec<u128> = (0..10).map(|n| policy.backoff(n).as_millis()).collect();
+        assert_eq!(millis(policy.resume_pauses()), expected);
+        assert_eq!(ResumePolicy::never().resume_pauses().count(), 0);
+
+        // An initial backoff above the cap is capped from the first pause on.
+        let odd = ResumePolicy {
+            max_consecutive_failures: 3,
+            initial_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(2),
+        };
+        assert_eq!(odd.backoff(0), Duration::from_secs(2));
+        assert_eq!(millis(odd.resume_pauses()), [2000, 2000, 2000]);
+        // No pause at all stays no pause.
+        let eager = ResumePolicy {
+            initial_backoff: Duration::ZERO,
+            ..ResumePolicy::default()
+        };
+        assert_eq!(eager.backoff(u32::MAX), Duration::ZERO);
     }
 
     #[test]

@@ -41,6 +41,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
+
 pub use transaction::{Transaction, TxnFuture};
 
 /// Largest key FoundationDB accepts (10,000 bytes); every backend enforces it.
@@ -285,6 +287,21 @@ impl Default for RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// The backoffs between runs, one per retry (`max_attempts - 1` of them): the initial
+    /// backoff, then doubling up to the largest. [`Db::run`] sleeps a random part of each
+    /// ("full jitter").
+    fn backoffs(&self) -> ExponentialBackoff {
+        let retries = usize::try_from(self.max_attempts.saturating_sub(1)).unwrap_or(usize::MAX);
+        ExponentialBuilder::new()
+            .with_min_delay(self.initial_backoff)
+            .with_factor(2.0)
+            .with_max_delay(self.max_backoff)
+            .with_max_times(retries)
+            .build()
+    }
+}
+
 /// A handle to the database: cheap to clone, shared by every part of a node.
 #[derive(Clone)]
 pub struct Db {
@@ -343,7 +360,7 @@ impl Db {
         E: TxnError,
     {
         let mut attempt: u32 = 0;
-        let mut backoff = self.retry.initial_backoff;
+        let mut backoffs = self.retry.backoffs();
         loop {
             attempt += 1;
             let outcome = async {
@@ -360,19 +377,97 @@ impl Db {
                     if !retryable {
                         return Err(err);
                     }
-                    if attempt >= self.retry.max_attempts {
+                    let Some(backoff) = backoffs.next() else {
                         let last = err.store_error().cloned().unwrap_or(StoreError::Conflict);
                         return Err(E::from(StoreError::RetriesExhausted {
                             attempts: attempt,
                             last: Box::new(last),
                         }));
-                    }
+                    };
                     tracing::trace!(attempt, error = %err.store_error().map(|e| e.to_string()).unwrap_or_default(), "retrying transaction");
-                    let jitter = rand::random::<f64>() * backoff.as_secs_f64();
-                    tokio::time::sleep(Duration::from_secs_f64(jitter)).await;
-                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                    tokio::time::sleep(backoff.mul_f64(rand::random::<f64>())).await;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rounds to whole microseconds: the schedule is computed in `f32`, which is exact to
+    /// well under a microsecond at these sizes.
+    fn micros(delays: impl Iterator<Item = Duration>) -> Vec<u128> {
+        delays.map(|d| (d.as_nanos() + 500) / 1000).collect()
+    }
+
+    #[test]
+    fn backoffs_double_from_the_initial_up_to_the_largest_once_per_retry() {
+        let policy = RetryPolicy::default();
+        let all: Vec<u128> = micros(policy.backoffs());
+        assert_eq!(all.len(), 199, "one backoff per retry after the first run");
+        assert_eq!(
+            all[..11],
+            [
+                500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 200_000, 200_000
+            ]
+        );
+        assert!(all[9..].iter().all(|&d| d == 200_000));
+
+        // The first backoff is the initial one even above the largest; later ones are
+        // capped.
+        let odd = RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(300),
+            max_backoff: Duration::from_millis(200),
+        };
+        assert_eq!(micros(odd.backoffs()), [300_000, 200_000, 200_000]);
+        // One attempt, or none asked for: no retry at all.
+        for max_attempts in [0, 1] {
+            let once = RetryPolicy {
+                max_attempts,
+                ..RetryPolicy::default()
+            };
+            assert_eq!(once.backoffs().count(), 0);
+        }
+    }
+
+    /// A backend whose transactions never start: every run fails with a retryable error.
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl Backend for Down {
+        fn name(&self) -> &'static str {
+            "down"
+        }
+        async fn begin(&self) -> Result<Box<dyn RawTransaction>, StoreError> {
+            Err(StoreError::Unavailable("down for the test".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn run_gives_up_after_max_attempts_naming_the_last_error() {
+        let db = Db::new(Arc::new(Down)).with_retry(RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_micros(10),
+            max_backoff: Duration::from_micros(20),
+        });
+        let mut runs = 0;
+        let err = db
+            .run(|_txn| {
+                runs += 1;
+                Box::pin(async { Ok::<(), StoreError>(()) })
+            })
+            .await
+            .expect_err("the store is down");
+        assert_eq!(runs, 0, "no transaction started, so the closure never ran");
+        assert_eq!(
+            err,
+            StoreError::RetriesExhausted {
+                attempts: 3,
+                last: Box::new(StoreError::Unavailable("down for the test".into())),
+            }
+        );
     }
 }

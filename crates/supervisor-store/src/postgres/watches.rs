@@ -26,6 +26,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use backon::{BackoffBuilder as _, ExponentialBuilder};
 use futures::future::poll_fn;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls, Notification};
@@ -46,7 +47,7 @@ const MAX_NOTIFIED_KEY: usize = 256;
 const PING_AFTER: Duration = Duration::from_secs(10);
 /// How long that check may take before the connection counts as lost.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
-/// Reconnection backoff of the listener.
+/// Reconnection backoff of the listener: from the first, doubling up to the second.
 const RECONNECT_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// The listener's `application_name`, to tell its connection apart on the server.
@@ -465,9 +466,14 @@ pub(crate) async fn start_listener(
             connection.pump(&registry).await;
             drop(connection);
             tracing::warn!(url = %target, "the watch listener lost its connection; reconnecting");
-            let mut backoff = RECONNECT_MIN;
+            let mut backoffs = ExponentialBuilder::new()
+                .with_min_delay(RECONNECT_MIN)
+                .with_factor(2.0)
+                .with_max_delay(RECONNECT_MAX)
+                .without_max_times()
+                .build();
             connection = loop {
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(backoffs.next().unwrap_or(RECONNECT_MAX)).await;
                 match ListenConnection::open(&config, &target).await {
                     Ok((connection, version)) => {
                         tracing::info!(url = %target, "the watch listener reconnected");
@@ -476,7 +482,6 @@ pub(crate) async fn start_listener(
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "the watch listener cannot reconnect yet");
-                        backoff = (backoff * 2).min(RECONNECT_MAX);
                     }
                 }
             };
