@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use supervisor_model::Usage;
 use supervisor_store::{RangeOptions, Transaction};
 
@@ -27,20 +28,16 @@ pub struct LedgerRow {
     pub cost_micros: u64,
 }
 
-/// The UTC day of a unix-microseconds time, as `YYYY-MM-DD`.
+/// The UTC day of a unix-microseconds time, as `YYYY-MM-DD`. Times beyond what a calendar
+/// date can hold (about 262,000 years either side of 1970) are clamped to the first or
+/// last representable day.
 pub fn utc_day(micros: i64) -> String {
-    let days = micros.div_euclid(86_400_000_000);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    let time = DateTime::from_timestamp_micros(micros).unwrap_or(if micros < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    });
+    time.format("%Y-%m-%d").to_string()
 }
 
 /// Charges one ended attempt to the ledger (atomic adds: no read, no conflict).
@@ -112,5 +109,12 @@ mod tests {
             utc_day(1_795_478_400_000_000 + 86_399_999_999),
             "2026-11-24"
         );
+        // Before 1970, and around the last microsecond of a day.
+        assert_eq!(utc_day(-1), "1969-12-31");
+        assert_eq!(utc_day(-86_400_000_000), "1969-12-31");
+        assert_eq!(utc_day(-86_400_000_001), "1969-12-30");
+        assert_eq!(utc_day(86_399_999_999), "1970-01-01");
+        assert_eq!(utc_day(86_400_000_000), "1970-01-02");
+        assert_eq!(utc_day(4_107_542_400_000_000), "2100-03-01");
     }
 }
