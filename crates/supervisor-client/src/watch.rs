@@ -36,7 +36,7 @@ pub struct ResumePolicy {
 }
 
 impl Default for ResumePolicy {
-    /// 10 attempts, from 100 ms to 2 s apart (about 15 s in all).
+    /// 10 attempts, from 100 ms to 2 s apart (about 13 s of pauses in all).
     fn default() -> Self {
         Self {
             max_consecutive_failures: 10,

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
-    /// How long a lease lasts unless renewed. A node that dies holding tasks delays them
-    /// by at most this much. Default 30s.
+    /// How long a lease lasts unless renewed (running attempts renew every third of it).
+    /// A node that dies holding tasks delays them by at most this much. Default 5s.
     #[serde(with = "humantime_serde")]
     pub lease_duration: Duration,
     /// Attempts per task when the submitter gives none. Default 3.

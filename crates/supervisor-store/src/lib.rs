@@ -269,11 +269,11 @@ pub trait RawTransaction: Send {
 /// How [`Db::run`] retries.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
-    /// Give up after this many runs of the closure.
+    /// Give up after this many runs of the closure. Default 200.
     pub max_attempts: u32,
-    /// First backoff after a retryable error.
+    /// First backoff after a retryable error; doubles after each. Default 500µs.
     pub initial_backoff: Duration,
-    /// Largest backoff between runs.
+    /// Largest backoff between runs. Default 200ms.
     pub max_backoff: Duration,
 }
 
