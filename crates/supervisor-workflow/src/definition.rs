@@ -2,9 +2,10 @@
 //!
 //! A definition is data only; parsing checks shapes and names every unknown field
 //! (`deny_unknown_fields` throughout, so a misspelt `neeeds:` is an error rather than a
-//! silently ignored key), and [`crate::validate()`] checks meaning. The engine stores the
-//! definition it ran as JSON ([`WorkflowDef::to_json`]), so a run can always be explained
-//! by the exact definition it used.
+//! silently ignored key); what it means is checked by validation (the `validate` module,
+//! which builds on this one). The engine stores the definition it ran as JSON
+//! ([`WorkflowDef::to_json`]), so a run can always be explained by the exact definition
+//! it used.
 //!
 //! YAML is read with `serde_norway`, the maintained fork of `serde_yaml` 0.9 (which is
 //! deprecated and unmaintained): the same API and error messages, which name the field
