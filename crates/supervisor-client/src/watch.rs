@@ -66,21 +66,39 @@ impl ResumePolicy {
 
     /// The pauses between attempts: the initial backoff (at most the longest pause), then
     /// doubling up to the longest; at most `max_times` of them, or without end.
-    fn pauses(&self, max_times: Option<u32>) -> ExponentialBackoff {
+    fn pauses(&self, max_times: Option<u32>) -> Pauses {
         let builder = ExponentialBuilder::new()
             .with_min_delay(self.initial_backoff.min(self.max_backoff))
             .with_factor(2.0)
             .with_max_delay(self.max_backoff);
-        match max_times {
+        let builder = match max_times {
             Some(n) => builder.with_max_times(usize::try_from(n).unwrap_or(usize::MAX)),
             None => builder.without_max_times(),
-        }
-        .build()
+        };
+        Pauses(builder.build())
     }
 
     /// The pauses of one run of consecutive failures: one per allowed failure.
-    fn resume_pauses(&self) -> ExponentialBackoff {
+    fn resume_pauses(&self) -> Pauses {
         self.pauses(Some(self.max_consecutive_failures))
+    }
+}
+
+/// Pauses from `backon`, rounded to whole microseconds: it doubles in `f32`, a few
+/// nanoseconds off, and rounding gives back the exact doubles (100ms, 200ms, ...).
+struct Pauses(ExponentialBackoff);
+
+impl Iterator for Pauses {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let pause = self.0.next()?;
+        let micros = (pause.as_secs_f64() * 1e6).round();
+        Some(if micros >= u64::MAX as f64 {
+            Duration::MAX
+        } else {
+            Duration::from_micros(micros as u64)
+        })
     }
 }
 
@@ -288,7 +306,7 @@ struct Follow<W: Watched> {
     policy: ResumePolicy,
     inner: Option<Streaming<W::Event>>,
     /// The pauses left before giving up; started afresh by every event received.
-    pauses: ExponentialBackoff,
+    pauses: Pauses,
     done: bool,
 }
 
@@ -370,14 +388,19 @@ mod tests {
         let policy = ResumePolicy::default();
         let pauses: Vec<_> = (0..7).map(|n| policy.backoff(n).as_millis()).collect();
         assert_eq!(pauses, [100, 200, 400, 800, 1600, 2000, 2000]);
+        let ms = Duration::from_millis;
+        assert_eq!(
+            policy.backoff(1),
+            ms(200),
+            "exactly, not a few nanoseconds off"
+        );
+        assert_eq!(policy.backoff(4), ms(1600));
         assert_eq!(policy.backoff(u32::MAX), Duration::from_secs(2));
     }
 
     #[test]
     fn a_run_of_failures_pauses_as_backoff_says_then_gives_up() {
-        let millis = |pauses: ExponentialBackoff| -> Vec<u128> {
-            pauses.map(|d| (d.as_micros() + 500) / 1000).collect()
-        };
+        let millis = |pauses: Pauses| -> Vec<u128> { pauses.map(|d| d.as_millis()).collect() };
         let policy = ResumePolicy::default();
         let expected: Vec<u128> = (0..10).map(|n| policy.backoff(n).as_millis()).collect();
         assert_eq!(millis(policy.resume_pauses()), expected);

@@ -41,7 +41,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
+use backon::{BackoffBuilder as _, ExponentialBuilder};
 
 pub use transaction::{Transaction, TxnFuture};
 
@@ -291,7 +291,7 @@ impl RetryPolicy {
     /// The backoffs between runs, one per retry (`max_attempts - 1` of them): the initial
     /// backoff, then doubling up to the largest. [`Db::run`] sleeps a random part of each
     /// ("full jitter").
-    fn backoffs(&self) -> ExponentialBackoff {
+    fn backoffs(&self) -> impl Iterator<Item = Duration> + use<> {
         let retries = usize::try_from(self.max_attempts.saturating_sub(1)).unwrap_or(usize::MAX);
         ExponentialBuilder::new()
             .with_min_delay(self.initial_backoff)
@@ -299,7 +299,18 @@ impl RetryPolicy {
             .with_max_delay(self.max_backoff)
             .with_max_times(retries)
             .build()
+            .map(whole_micros)
     }
+}
+
+/// `backon` doubles delays in `f32`, a few nanoseconds off; rounding to whole microseconds
+/// gives back the exact doubles of configured values (500µs, 1ms, 2ms, ...).
+pub(crate) fn whole_micros(delay: Duration) -> Duration {
+    let micros = (delay.as_secs_f64() * 1e6).round();
+    if micros >= u64::MAX as f64 {
+        return Duration::MAX;
+    }
+    Duration::from_micros(micros as u64)
 }
 
 /// A handle to the database: cheap to clone, shared by every part of a node.
@@ -396,10 +407,13 @@ impl Db {
 mod tests {
     use super::*;
 
-    /// Rounds to whole microseconds: the schedule is computed in `f32`, which is exact to
-    /// well under a microsecond at these sizes.
     fn micros(delays: impl Iterator<Item = Duration>) -> Vec<u128> {
-        delays.map(|d| (d.as_nanos() + 500) / 1000).collect()
+        delays
+            .map(|d| {
+                assert_eq!(d.subsec_nanos() % 1000, 0, "{d:?} is in whole microseconds");
+                d.as_micros()
+            })
+            .collect()
     }
 
     #[test]

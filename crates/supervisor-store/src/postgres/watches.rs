@@ -471,7 +471,8 @@ pub(crate) async fn start_listener(
                 .with_factor(2.0)
                 .with_max_delay(RECONNECT_MAX)
                 .without_max_times()
-                .build();
+                .build()
+                .map(crate::whole_micros);
             connection = loop {
                 tokio::time::sleep(backoffs.next().unwrap_or(RECONNECT_MAX)).await;
                 match ListenConnection::open(&config, &target).await {
