@@ -2,13 +2,13 @@
 //! gRPC; `config default` prints the annotated default configuration.
 
 mod commands;
-mod config;
-mod store;
 mod up;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use supervisor_server::config::{self, Config};
+use supervisor_server::store::{self, StoreUrl};
 
 use commands::{ClusterCommand, GlobalArgs, NodeCommand, ProviderCommand, TaskCommand};
 
@@ -77,11 +77,11 @@ enum StoreCommand {
 async fn store_command(command: StoreCommand) -> anyhow::Result<()> {
     match command {
         StoreCommand::Init { store, config } => {
-            let mut cfg = config::Config::load(config.as_deref())?;
+            let mut cfg = Config::load(config.as_deref())?;
             if let Some(url) = store {
                 cfg.store.url = url;
             }
-            let url = store::StoreUrl::parse(&cfg.store.url)?;
+            let url = StoreUrl::parse(&cfg.store.url)?;
             println!("{}", store::init(&url, &cfg.store, &cfg.data_dir.0).await?);
         }
     }
@@ -104,8 +104,8 @@ fn config_command(command: ConfigCommand) -> anyhow::Result<()> {
     match command {
         ConfigCommand::Default => print!("{}", config::EXAMPLE),
         ConfigCommand::Show { config } => {
-            let cfg = config::Config::load(config.as_deref())?;
-            print!("{}", toml::to_string_pretty(&cfg.redacted())?);
+            let cfg = Config::load(config.as_deref())?;
+            print!("{}", cfg.to_redacted_toml()?);
         }
     }
     Ok(())

@@ -13,8 +13,8 @@ use supervisor_engine::{Engine, SystemClock};
 use supervisor_node::{Node, ProviderSpec};
 use supervisor_providers::factory::BuildContext;
 
-use crate::config::{Config, LogFormat};
-use crate::store::StoreUrl;
+use supervisor_server::config::{Config, LogFormat};
+use supervisor_server::store::StoreUrl;
 
 /// Flags of `supervisor up`.
 #[derive(Debug, clap::Args)]
@@ -121,7 +121,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             data_dir.display()
         )
     })?;
-    let db = crate::store::open(&url, &cfg.store, &data_dir).await?;
+    let db = supervisor_server::store::open(&url, &cfg.store, &data_dir).await?;
     let engine = Engine::new(db, cfg.engine.clone(), Arc::new(SystemClock));
     if args.join {
         refuse_a_live_namesake(&engine, &cfg).await?;

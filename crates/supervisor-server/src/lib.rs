@@ -1,6 +1,7 @@
 //! The gRPC face of a node: `TaskService`, `ProviderService`, `WorkflowService`,
 //! `ClusterService`, the standard health service
-//! and server reflection (`v1` and `v1alpha`, so every grpcurl release works).
+//! and server reflection (`v1` and `v1alpha`, so every grpcurl release works), with the
+//! node's configuration ([`config`]) and the store its URL names ([`store`]).
 //!
 //! Services are thin adapters: decode and check the wire format, call the engine or the
 //! node, encode. Domain logic never sees a `tonic::Request`.
@@ -8,7 +9,9 @@
 #![warn(missing_docs)]
 
 pub mod cluster;
+pub mod config;
 mod convert;
+pub mod store;
 mod workflows;
 
 pub use workflows::WorkflowApi;
