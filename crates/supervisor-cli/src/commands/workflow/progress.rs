@@ -22,14 +22,16 @@ use futures::StreamExt as _;
 use supervisor_client::Client;
 use supervisor_proto::v1::{RunStatus, StepRun, WorkflowEvent, WorkflowRun};
 
+use super::{
+    json::WorkflowEventJson,
+    text::{
+        run_outcome_line, run_status_name, short_task_id, step_counts, step_has_ended, step_symbol,
+    },
+};
 use crate::commands::{
     EXIT_INTERRUPTED, Exit,
-    format::{
-        elapsed, rfc3339, rfc3339_seconds, run_outcome_line, run_status_name, short_task_id,
-        single_line, step_counts, step_has_ended, step_symbol, system_time, truncate,
-    },
-    json::WorkflowEventJson,
-    watch::{SPINNER, TICK, WatchMode, terminal_height, terminal_width},
+    follow::{SPINNER, TICK, WatchMode, terminal_height, terminal_width},
+    output::{elapsed, rfc3339, rfc3339_seconds, single_line, system_time, truncate},
 };
 
 /// Moves the cursor up `n` lines, to the start of the line, and erases to the end of

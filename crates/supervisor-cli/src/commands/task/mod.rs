@@ -1,5 +1,9 @@
 //! `supervisor task ...`: submit, read, list, watch, cancel and retry tasks.
 
+mod json;
+mod progress;
+mod text;
+
 use std::{
     io::{IsTerminal as _, Read as _},
     path::PathBuf,
@@ -15,17 +19,19 @@ use supervisor_proto::v1::{
     ListTasksRequest, Priority, SubmitTaskRequest, Task, TaskStatus, TaskType,
 };
 
-use super::{
-    Exit, GlobalArgs, OutputFormat, connect,
-    format::{stats_text, task_summary, task_table},
-    json::{StatsJson, TaskJson},
+use crate::commands::{
+    Exit, GlobalArgs, connect,
+    follow::WatchMode,
+    output::{OutputFormat, print_json, print_stdout},
     parse::{
         EnumArg, ModelArg, context_map, duration_millis, parse_context, parse_dollars,
         parse_provider, parse_timeout,
     },
-    print_json, print_stdout,
-    watch::{WatchMode, Watched, watch},
 };
+
+use json::{StatsJson, TaskJson};
+use progress::{Watched, watch};
+use text::{stats_text, task_summary, task_table};
 
 /// Tasks listed when neither `--limit` nor `--all` is given.
 const DEFAULT_LIST_LIMIT: usize = 50;

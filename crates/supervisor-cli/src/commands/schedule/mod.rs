@@ -1,19 +1,23 @@
 //! `supervisor schedule ...`: create, list, pause, resume, trigger and delete schedules
 //! that start workflow runs on a cron.
 
+mod json;
+mod text;
+
 use std::time::SystemTime;
 
 use clap::{Args, Subcommand, ValueEnum};
 use supervisor_proto::v1::{CreateScheduleRequest, Schedule};
 
-use super::{
-    GlobalArgs, OutputFormat, connect,
-    format::{schedule_next, schedule_table, timezone_name},
-    json::ScheduleJson,
+use crate::commands::{
+    GlobalArgs, connect,
+    output::{OutputFormat, print_json, print_stdout},
     parse::{parse_cron, parse_var},
-    print_json, print_stdout,
     workflow::{SourceArgs, print_id_or_run, vars},
 };
+
+use json::ScheduleJson;
+use text::{schedule_next, schedule_table, timezone_name};
 
 /// Create, list, pause, resume, trigger and delete schedules of workflow runs.
 #[derive(Debug, Subcommand)]

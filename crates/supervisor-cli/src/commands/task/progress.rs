@@ -2,8 +2,8 @@
 //! JSON lines with `--output json`.
 
 use std::{
-    io::{self, IsTerminal as _, Write},
-    time::{Duration, Instant, SystemTime},
+    io::{self, Write},
+    time::{Instant, SystemTime},
 };
 
 use futures::StreamExt as _;
@@ -14,45 +14,17 @@ use supervisor_proto::{
 };
 
 use super::{
-    EXIT_INTERRUPTED, Exit, OutputFormat,
-    format::{attempts, elapsed, outcome_line, rfc3339, single_line, system_time, truncate},
     json::EventJson,
+    text::{attempts, outcome_line},
+};
+use crate::commands::{
+    EXIT_INTERRUPTED, Exit,
+    follow::{SPINNER, TICK, WatchMode, terminal_width},
+    output::{elapsed, rfc3339, single_line, system_time, truncate},
 };
 
-/// How often the live display is redrawn.
-pub(super) const TICK: Duration = Duration::from_millis(100);
-/// Spinner frames of the live display.
-pub(super) const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 /// Moves to the start of the line and erases it.
 const CLEAR_LINE: &str = "\r\x1b[2K";
-
-/// How a watch shows the events (of a task here, of a workflow run in
-/// `workflow::progress`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchMode {
-    /// Redrawn in place, with lines printed above (stdout is a terminal): a task's
-    /// status line under its output text and activity, a run's steps under its events.
-    Live,
-    /// One line per event (a task's activity included, its output as `  | `-prefixed
-    /// lines) (stdout is not a terminal).
-    Plain,
-    /// One JSON object per event and line.
-    JsonLines,
-    /// Nothing until the end (the caller prints the final task or run).
-    Quiet,
-}
-
-impl WatchMode {
-    /// The mode of a watch printing in `output`: JSON lines, or text shown live on a
-    /// terminal and as plain lines otherwise.
-    pub fn for_output(output: OutputFormat) -> Self {
-        match output {
-            OutputFormat::Json => Self::JsonLines,
-            OutputFormat::Text if io::stdout().is_terminal() => Self::Live,
-            OutputFormat::Text => Self::Plain,
-        }
-    }
-}
 
 /// What a watch ended with.
 #[derive(Debug)]
@@ -120,24 +92,6 @@ pub async fn watch(
         output_events: display.output_events,
         task,
     })
-}
-
-/// The terminal's width in columns (`$COLUMNS`, else 80).
-pub(super) fn terminal_width() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|cols| cols.trim().parse::<usize>().ok())
-        .filter(|cols| *cols >= 20)
-        .unwrap_or(80)
-}
-
-/// The terminal's height in lines (`$LINES`, else 24).
-pub(super) fn terminal_height() -> usize {
-    std::env::var("LINES")
-        .ok()
-        .and_then(|lines| lines.trim().parse::<usize>().ok())
-        .filter(|lines| *lines >= 5)
-        .unwrap_or(24)
 }
 
 /// Splits streamed text into complete lines, keeping the unfinished end.

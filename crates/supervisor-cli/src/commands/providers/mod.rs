@@ -1,5 +1,8 @@
 //! `supervisor providers ...`: what the node's providers are doing and what they cost.
 
+mod json;
+mod text;
+
 use std::{
     io::IsTerminal as _,
     time::{Duration, SystemTime},
@@ -10,13 +13,14 @@ use clap::{Args, Subcommand};
 use futures::StreamExt as _;
 use supervisor_proto::v1::ProviderInfo;
 
-use super::{
-    EXIT_INTERRUPTED, Exit, GlobalArgs, OutputFormat, connect,
-    format::{providers_table, spend_table},
-    json::{ProviderJson, SpendJson},
+use crate::commands::{
+    EXIT_INTERRUPTED, Exit, GlobalArgs, connect,
+    output::{OutputFormat, print_json, print_stdout},
     parse::{parse_day, parse_timeout},
-    print_json, print_stdout,
 };
+
+use json::{ProviderJson, SpendJson};
+use text::{providers_table, spend_table};
 
 /// Moves the cursor home and clears the screen.
 const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
