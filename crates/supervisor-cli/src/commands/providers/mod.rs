@@ -15,6 +15,7 @@ use supervisor_proto::v1::ProviderInfo;
 
 use crate::commands::{
     EXIT_INTERRUPTED, Exit, GlobalArgs, connect,
+    follow::ctrl_c,
     output::{OutputFormat, print_json, print_stdout},
     parse::{parse_day, parse_timeout},
 };
@@ -122,9 +123,8 @@ async fn watch(global: &GlobalArgs, interval: Duration) -> anyhow::Result<()> {
     };
     let client = connect(global).await?;
     let mut lists = client.watch_providers(interval);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let mut ctrl_c_armed = true;
+    let interrupted = ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         tokio::select! {
             item = lists.next() => match item {
@@ -135,12 +135,7 @@ async fn watch(global: &GlobalArgs, interval: Duration) -> anyhow::Result<()> {
                 Some(Err(err)) => return Err(err.into()),
                 None => bail!("the server ended the provider stream"),
             },
-            signal = &mut ctrl_c, if ctrl_c_armed => {
-                if signal.is_err() {
-                    // No signal handling here: keep watching without it.
-                    ctrl_c_armed = false;
-                    continue;
-                }
+            () = &mut interrupted => {
                 return Err(Exit { code: EXIT_INTERRUPTED, message: None }.into());
             }
         }

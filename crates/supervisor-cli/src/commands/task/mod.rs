@@ -5,7 +5,7 @@ mod progress;
 mod text;
 
 use std::{
-    io::{IsTerminal as _, Read as _},
+    io::Read as _,
     path::PathBuf,
     time::{Duration, SystemTime},
 };
@@ -175,11 +175,7 @@ pub async fn run(cmd: TaskCommand, global: &GlobalArgs) -> anyhow::Result<()> {
         TaskCommand::List(args) => list(args, global).await,
         TaskCommand::Watch { id, after_seq } => {
             let client = connect(global).await?;
-            let mode = match global.output {
-                OutputFormat::Json => WatchMode::JsonLines,
-                OutputFormat::Text if std::io::stdout().is_terminal() => WatchMode::Live,
-                OutputFormat::Text => WatchMode::Plain,
-            };
+            let mode = WatchMode::for_output(global.output);
             let watched = watch(&client, &id, after_seq, mode).await?;
             exit_for(&watched.task)
         }
@@ -278,10 +274,10 @@ async fn submit(args: SubmitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
 
 /// Follows a just-submitted task to its end, then prints the result.
 async fn wait_and_print(client: &Client, task: &Task, output: OutputFormat) -> anyhow::Result<()> {
+    // JSON prints the task once it has ended, not its events.
     let mode = match output {
         OutputFormat::Json => WatchMode::Quiet,
-        OutputFormat::Text if std::io::stdout().is_terminal() => WatchMode::Live,
-        OutputFormat::Text => WatchMode::Plain,
+        OutputFormat::Text => WatchMode::for_output(output),
     };
     if output == OutputFormat::Text {
         print_stdout(&format!("{}\n", task.id))?;

@@ -6,7 +6,6 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use futures::StreamExt as _;
 use supervisor_client::Client;
 use supervisor_proto::{
     convert::EnumName,
@@ -18,8 +17,7 @@ use super::{
     text::{attempts, outcome_line},
 };
 use crate::commands::{
-    EXIT_INTERRUPTED, Exit,
-    follow::{SPINNER, TICK, WatchMode, terminal_width},
+    follow::{Followed, SPINNER, View, WatchMode, follow, terminal_width},
     output::{elapsed, rfc3339, single_line, system_time, truncate},
 };
 
@@ -46,45 +44,13 @@ pub async fn watch(
 ) -> anyhow::Result<Watched> {
     let initial = client.get(id).await?;
     let mut display = Display::new(mode, io::stdout(), &initial, terminal_width());
-    let mut events = client.follow(id, after_seq);
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let mut ctrl_c_armed = true;
-    let mut last_seq = after_seq;
-
-    loop {
-        tokio::select! {
-            item = events.next() => match item {
-                Some(Ok(event)) => {
-                    last_seq = last_seq.max(event.seq);
-                    display.event(&event, SystemTime::now())?;
-                }
-                Some(Err(err)) => {
-                    display.clear()?;
-                    return Err(err.into());
-                }
-                None => break,
-            },
-            _ = ticker.tick(), if mode == WatchMode::Live => {
-                display.redraw(SystemTime::now())?;
-            }
-            signal = &mut ctrl_c, if ctrl_c_armed => {
-                if signal.is_err() {
-                    // No signal handling here: keep watching without it.
-                    ctrl_c_armed = false;
-                    continue;
-                }
-                display.clear()?;
-                eprintln!(
-                    "interrupted: task {id} keeps running; resume with \
-                     `supervisor task watch {id} --after-seq {last_seq}`"
-                );
-                return Err(Exit { code: EXIT_INTERRUPTED, message: None }.into());
-            }
-        }
-    }
+    let followed = Followed {
+        noun: "task",
+        group: "task",
+        id,
+        after_seq,
+    };
+    follow(client.follow(id, after_seq), &mut display, followed).await?;
     display.flush_output()?;
     let task = client.get(id).await?;
     display.finish(&task)?;
@@ -209,6 +175,56 @@ impl<W: Write> Display<W> {
         }
     }
 
+    /// Prints lines above the live status line.
+    fn print_above(&mut self, lines: &[String]) -> io::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.clear()?;
+        for line in lines {
+            writeln!(self.out, "{line}")?;
+        }
+        Ok(())
+    }
+
+    /// Prints the unfinished last line of output, if any.
+    fn flush_output(&mut self) -> io::Result<()> {
+        let Some(rest) = self.lines.take_rest() else {
+            return Ok(());
+        };
+        match self.mode {
+            WatchMode::Plain => writeln!(self.out, "  | {rest}"),
+            WatchMode::Live => self.print_above(&[rest]),
+            WatchMode::JsonLines | WatchMode::Quiet => Ok(()),
+        }
+    }
+
+    /// Replaces the status line with the task's outcome (text modes).
+    fn finish(&mut self, task: &Task) -> io::Result<()> {
+        match self.mode {
+            WatchMode::Live => {
+                self.clear()?;
+                let mark = match task.status() {
+                    TaskStatus::Succeeded => '✓',
+                    TaskStatus::Failed | TaskStatus::Cancelled => '✗',
+                    _ => '•',
+                };
+                writeln!(self.out, "{mark} {}", outcome_line(task))?;
+            }
+            WatchMode::Plain => writeln!(self.out, "{}", outcome_line(task))?,
+            WatchMode::JsonLines | WatchMode::Quiet => {}
+        }
+        self.out.flush()
+    }
+}
+
+impl<W: Write> View for Display<W> {
+    type Event = TaskEvent;
+
+    fn mode(&self) -> WatchMode {
+        self.mode
+    }
+
     /// Shows one event.
     fn event(&mut self, event: &TaskEvent, now: SystemTime) -> io::Result<()> {
         let is_output = event.r#type() == TaskEventType::Output;
@@ -267,30 +283,6 @@ impl<W: Write> Display<W> {
         }
     }
 
-    /// Prints lines above the live status line.
-    fn print_above(&mut self, lines: &[String]) -> io::Result<()> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        self.clear()?;
-        for line in lines {
-            writeln!(self.out, "{line}")?;
-        }
-        Ok(())
-    }
-
-    /// Prints the unfinished last line of output, if any.
-    fn flush_output(&mut self) -> io::Result<()> {
-        let Some(rest) = self.lines.take_rest() else {
-            return Ok(());
-        };
-        match self.mode {
-            WatchMode::Plain => writeln!(self.out, "  | {rest}"),
-            WatchMode::Live => self.print_above(&[rest]),
-            WatchMode::JsonLines | WatchMode::Quiet => Ok(()),
-        }
-    }
-
     /// Redraws the live status line (a no-op in other modes).
     fn redraw(&mut self, now: SystemTime) -> io::Result<()> {
         if self.mode != WatchMode::Live {
@@ -311,24 +303,6 @@ impl<W: Write> Display<W> {
             self.out.flush()?;
         }
         Ok(())
-    }
-
-    /// Replaces the status line with the task's outcome (text modes).
-    fn finish(&mut self, task: &Task) -> io::Result<()> {
-        match self.mode {
-            WatchMode::Live => {
-                self.clear()?;
-                let mark = match task.status() {
-                    TaskStatus::Succeeded => '✓',
-                    TaskStatus::Failed | TaskStatus::Cancelled => '✗',
-                    _ => '•',
-                };
-                writeln!(self.out, "{mark} {}", outcome_line(task))?;
-            }
-            WatchMode::Plain => writeln!(self.out, "{}", outcome_line(task))?,
-            WatchMode::JsonLines | WatchMode::Quiet => {}
-        }
-        self.out.flush()
     }
 }
 
