@@ -14,6 +14,8 @@
 
 pub mod cluster;
 mod follow;
+#[cfg(test)]
+mod harness;
 mod output;
 mod parse;
 pub mod providers;

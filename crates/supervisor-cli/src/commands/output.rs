@@ -234,12 +234,7 @@ mod tests {
     use supervisor_proto::convert::timestamp_from_micros;
 
     use super::*;
-
-    const T0: i64 = 1_700_000_000_000_000;
-
-    fn at(micros: i64) -> SystemTime {
-        system_time(&timestamp_from_micros(micros)).expect("valid")
-    }
+    use crate::commands::harness::{T0, at};
 
     #[test]
     fn rfc3339_formats_and_refuses_out_of_range() {

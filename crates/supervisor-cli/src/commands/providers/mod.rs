@@ -180,20 +180,12 @@ async fn spend(global: &GlobalArgs, args: SpendArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
 
     use super::*;
+    use crate::commands::harness::{self, Parsed, T0};
 
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        global: GlobalArgs,
-        #[command(subcommand)]
-        command: ProviderCommand,
-    }
-
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("providers").chain(args.iter().copied()))
+    fn parse(args: &[&str]) -> Result<Parsed<ProviderCommand>, clap::Error> {
+        harness::parse(args)
     }
 
     fn spend_args(args: &[&str]) -> SpendArgs {
@@ -260,7 +252,7 @@ mod tests {
 
     #[test]
     fn watch_frames() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let now = harness::at(T0);
         let providers = [provider()];
         let table = providers_table(&providers);
 

@@ -364,21 +364,13 @@ fn exit_for(task: &Task) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
 
     use super::*;
+    use crate::commands::harness::{self, Parsed};
     use crate::commands::{EXIT_TASK_CANCELLED, EXIT_TASK_FAILED};
 
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        global: GlobalArgs,
-        #[command(subcommand)]
-        command: TaskCommand,
-    }
-
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("task").chain(args.iter().copied()))
+    fn parse(args: &[&str]) -> Result<Parsed<TaskCommand>, clap::Error> {
+        harness::parse(args)
     }
 
     fn submit_args(args: &[&str]) -> SubmitArgs {

@@ -311,8 +311,7 @@ mod tests {
     use supervisor_proto::convert::timestamp_from_micros;
 
     use super::*;
-
-    const T0: i64 = 1_700_000_000_000_000;
+    use crate::commands::harness::{T0, at};
 
     fn event(seq: u64, kind: TaskEventType, status: TaskStatus, text: &str) -> TaskEvent {
         let (message, output) = if kind == TaskEventType::Output {
@@ -344,7 +343,7 @@ mod tests {
     }
 
     fn now() -> SystemTime {
-        system_time(&timestamp_from_micros(T0 + 12_300_000)).expect("valid")
+        at(T0 + 12_300_000)
     }
 
     #[test]
@@ -496,7 +495,7 @@ mod tests {
             attempt: 2,
             max_attempts: 0,
             message: "a very long message\nwith a line break".into(),
-            created: system_time(&timestamp_from_micros(T0)),
+            created: Some(at(T0)),
             started: Instant::now(),
             frame: 0,
         };

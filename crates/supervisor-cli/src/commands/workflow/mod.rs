@@ -290,22 +290,14 @@ fn exit_for_run(run: &WorkflowRun) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
     use supervisor_proto::v1::workflow_source::Source;
 
     use super::*;
+    use crate::commands::harness::{self, Parsed};
     use crate::commands::{EXIT_TASK_CANCELLED, EXIT_TASK_FAILED};
 
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        global: GlobalArgs,
-        #[command(subcommand)]
-        command: WorkflowCommand,
-    }
-
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("workflow").chain(args.iter().copied()))
+    fn parse(args: &[&str]) -> Result<Parsed<WorkflowCommand>, clap::Error> {
+        harness::parse(args)
     }
 
     fn submit_args(args: &[&str]) -> SubmitArgs {

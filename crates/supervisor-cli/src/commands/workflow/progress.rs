@@ -531,15 +531,15 @@ mod tests {
     use supervisor_proto::convert::timestamp_from_micros;
 
     use super::*;
+    use crate::commands::harness::{self, T0};
 
-    const T0: i64 = 1_700_000_000_000_000;
     const SCREEN: Screen = Screen {
         width: 80,
         height: 24,
     };
 
     fn at(secs: f64) -> SystemTime {
-        system_time(&timestamp_from_micros(T0 + (secs * 1e6) as i64)).expect("valid")
+        harness::at(T0 + (secs * 1e6) as i64)
     }
 
     fn event(seq: u64, kind: &str, step: &str, task_id: &str, message: &str) -> WorkflowEvent {

@@ -279,13 +279,7 @@ mod tests {
     use supervisor_proto::convert::timestamp_from_micros;
 
     use super::*;
-    use crate::commands::output::system_time;
-
-    const T0: i64 = 1_700_000_000_000_000;
-
-    fn at(micros: i64) -> SystemTime {
-        system_time(&timestamp_from_micros(micros)).expect("valid")
-    }
+    use crate::commands::harness::{T0, at};
 
     fn step(id: &str, state: &str, task_id: &str) -> StepRun {
         StepRun {
