@@ -8,6 +8,7 @@
 //! measurement of -1 (nothing measured yet).
 
 use std::{
+    fmt::Write as _,
     io::{self, Write as _},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -92,6 +93,11 @@ pub fn elapsed(duration: Duration) -> String {
     }
 }
 
+/// A past instant to the second and how long ago it was: `2024-05-01T12:00:00Z (3h ago)`.
+pub fn instant_and_age(ts: &Timestamp, now: SystemTime) -> String {
+    format!("{} ({} ago)", rfc3339_seconds(ts), age(Some(ts), now))
+}
+
 /// The time between two timestamps, when both are set and in order.
 pub fn between(from: Option<&Timestamp>, to: Option<&Timestamp>) -> Option<Duration> {
     let from = from.and_then(system_time)?;
@@ -142,6 +148,26 @@ pub fn indented(text: &str, prefix: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `name: value` lines, the values aligned in one column (how `task get` and `workflow
+/// get` show a record's fields).
+pub fn field_lines(fields: &[(&str, String)]) -> String {
+    let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0) + 1;
+    let mut text = String::new();
+    for (name, value) in fields {
+        let label = format!("{name}:");
+        let _ = writeln!(text, "{label:<width$} {value}");
+    }
+    text
+}
+
+/// `KEY=VALUE` pairs sorted by key, comma-separated (`issue=flaky, repo=/src`).
+pub fn key_values<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let mut pairs: Vec<_> = pairs.into_iter().collect();
+    pairs.sort();
+    let pairs: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(", ")
 }
 
 /// `text`, or `-` when it is empty.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use supervisor_proto::v1::{NodeLiveness, NodeStatus};
 
-use crate::commands::output::{Table, elapsed};
+use crate::commands::output::{Table, elapsed, or_dash};
 
 pub fn liveness_name(value: i32) -> &'static str {
     match NodeLiveness::try_from(value) {
@@ -47,11 +47,7 @@ pub fn nodes_table(nodes: &[NodeStatus]) -> String {
             format!("{}/{}", n.leases_held, n.max_in_flight),
             n.address.clone(),
             n.providers.join(","),
-            if n.link.is_empty() {
-                "-".into()
-            } else {
-                n.link.clone()
-            },
+            or_dash(&n.link),
             n.note.clone(),
         ]);
     }

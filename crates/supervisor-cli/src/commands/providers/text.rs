@@ -4,7 +4,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use supervisor_proto::v1::{GetSpendResponse, ProviderInfo};
 
-use crate::commands::output::{Table, cost, elapsed};
+use crate::commands::output::{Table, cost, elapsed, or_dash};
 
 /// The providers: health, circuit breaker, load, executions, success rate, latency,
 /// rate limits, tokens and spend, and the health check's detail last.
@@ -27,11 +27,7 @@ pub fn providers_table(providers: &[ProviderInfo]) -> String {
         "DETAIL",
     ]);
     for p in providers {
-        let mut circuit = if p.circuit.is_empty() {
-            "-".to_owned()
-        } else {
-            p.circuit.clone()
-        };
+        let mut circuit = or_dash(&p.circuit);
         if p.throttled_for_ms > 0 {
             let left = elapsed(Duration::from_millis(p.throttled_for_ms));
             let _ = write!(circuit, ", throttled {left}");

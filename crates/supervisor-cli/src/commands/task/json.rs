@@ -11,7 +11,7 @@ use supervisor_proto::{
     },
 };
 
-use super::text::priority_name;
+use super::text::{priority_name, task_count};
 use crate::commands::output::{non_empty, optional_rfc3339, usd};
 
 /// A task.
@@ -237,16 +237,7 @@ impl From<&TaskStats> for StatsJson {
             succeeded: stats.succeeded,
             failed: stats.failed,
             cancelled: stats.cancelled,
-            total: [
-                stats.queued,
-                stats.running,
-                stats.retry_wait,
-                stats.succeeded,
-                stats.failed,
-                stats.cancelled,
-            ]
-            .iter()
-            .fold(0u64, |sum, n| sum.saturating_add(*n)),
+            total: task_count(stats),
         }
     }
 }

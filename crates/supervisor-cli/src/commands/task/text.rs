@@ -8,7 +8,8 @@ use supervisor_proto::{
 };
 
 use crate::commands::output::{
-    Table, age, between, cost, dollars, elapsed, indented, millis, rfc3339_seconds,
+    Table, age, between, cost, dollars, elapsed, field_lines, indented, instant_and_age,
+    key_values, millis, or_dash, rfc3339_seconds,
 };
 
 /// The name of a priority; unspecified means normal.
@@ -84,10 +85,7 @@ pub fn task_summary(task: &Task, now: SystemTime) -> String {
         fields.push(("labels", task.labels.join(", ")));
     }
     if !task.context.is_empty() {
-        let mut pairs: Vec<_> = task.context.iter().collect();
-        pairs.sort();
-        let pairs: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        fields.push(("context", pairs.join(", ")));
+        fields.push(("context", key_values(&task.context)));
     }
     let routing = [
         ("specialty", &task.specialty),
@@ -122,11 +120,7 @@ pub fn task_summary(task: &Task, now: SystemTime) -> String {
         }
     }
     if let Some(created) = &task.created_at {
-        let ago = age(Some(created), now);
-        fields.push((
-            "created",
-            format!("{} ({ago} ago)", rfc3339_seconds(created)),
-        ));
+        fields.push(("created", instant_and_age(created, now)));
     }
     let times = [
         ("started", &task.started_at),
@@ -174,12 +168,7 @@ pub fn task_summary(task: &Task, now: SystemTime) -> String {
         fields.push(("error", task.error.clone()));
     }
 
-    let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0) + 1;
-    let mut text = String::new();
-    for (name, value) in &fields {
-        let label = format!("{name}:");
-        let _ = writeln!(text, "{label:<width$} {value}");
-    }
+    let mut text = field_lines(&fields);
     if !task.attempts.is_empty() {
         text.push_str("attempts:\n");
         text.push_str(&indented(&attempts_table(&task.attempts), "  "));
@@ -198,13 +187,6 @@ pub fn task_summary(task: &Task, now: SystemTime) -> String {
 /// The ended attempts of a task: number, provider, model, outcome, tokens and cost.
 pub fn attempts_table(attempts: &[Attempt]) -> String {
     let mut table = Table::new(&["#", "PROVIDER", "MODEL", "OUTCOME", "TOKENS IN/OUT", "COST"]);
-    let or_dash = |text: &str| {
-        if text.is_empty() {
-            "-".to_owned()
-        } else {
-            text.to_owned()
-        }
-    };
     for attempt in attempts {
         let usage = attempt.usage.unwrap_or_default();
         table.row(vec![
@@ -256,6 +238,20 @@ pub fn outcome_line(task: &Task) -> String {
     line
 }
 
+/// How many tasks there are, whatever their status.
+pub fn task_count(stats: &TaskStats) -> u64 {
+    [
+        stats.queued,
+        stats.running,
+        stats.retry_wait,
+        stats.succeeded,
+        stats.failed,
+        stats.cancelled,
+    ]
+    .iter()
+    .fold(0u64, |sum, n| sum.saturating_add(*n))
+}
+
 /// Task counts, one status a line, and the total.
 pub fn stats_text(stats: &TaskStats) -> String {
     let rows = [
@@ -266,7 +262,7 @@ pub fn stats_text(stats: &TaskStats) -> String {
         (TaskStatus::Failed.name(), stats.failed),
         (TaskStatus::Cancelled.name(), stats.cancelled),
     ];
-    let total = rows.iter().fold(0u64, |sum, (_, n)| sum.saturating_add(*n));
+    let total = task_count(stats);
     let mut table = Table::new(&["STATUS", "TASKS"]);
     for (name, count) in rows {
         table.row(vec![name.to_owned(), count.to_string()]);

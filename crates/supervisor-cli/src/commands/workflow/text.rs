@@ -8,7 +8,8 @@ use supervisor_proto::v1::{
 };
 
 use crate::commands::output::{
-    Table, age, between, elapsed, indented, or_dash, rfc3339_seconds, single_line, truncate,
+    Table, age, between, elapsed, field_lines, indented, instant_and_age, key_values, or_dash,
+    rfc3339_seconds, single_line, truncate,
 };
 
 /// The short name of a workflow run status: `running`, `succeeded`, `failed` or
@@ -171,17 +172,10 @@ pub fn run_summary(run: &WorkflowRun, now: SystemTime) -> String {
         fields.push(("retries", run.retries.to_string()));
     }
     if !run.vars.is_empty() {
-        let mut pairs: Vec<_> = run.vars.iter().collect();
-        pairs.sort();
-        let pairs: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        fields.push(("vars", pairs.join(", ")));
+        fields.push(("vars", key_values(&run.vars)));
     }
     if let Some(created) = &run.created_at {
-        let ago = age(Some(created), now);
-        fields.push((
-            "created",
-            format!("{} ({ago} ago)", rfc3339_seconds(created)),
-        ));
+        fields.push(("created", instant_and_age(created, now)));
     }
     if let Some(finished) = &run.finished_at {
         fields.push(("finished", rfc3339_seconds(finished)));
@@ -194,12 +188,7 @@ pub fn run_summary(run: &WorkflowRun, now: SystemTime) -> String {
     {
         fields.push(("deadline", rfc3339_seconds(deadline)));
     }
-    let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0) + 1;
-    let mut text = String::new();
-    for (name, value) in &fields {
-        let label = format!("{name}:");
-        let _ = writeln!(text, "{label:<width$} {value}");
-    }
+    let mut text = field_lines(&fields);
     if !run.steps.is_empty() {
         text.push_str("steps:\n");
         text.push_str(&indented(&step_table(&run.steps), "  "));
