@@ -152,11 +152,14 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
     let build_ctx = BuildContext {
         data_dir: data_dir.clone(),
     };
+    let enabled: Vec<_> = cfg
+        .providers
+        .0
+        .iter()
+        .filter(|(_, p)| p.enabled())
+        .collect();
     let mut providers = Vec::new();
-    for (name, provider_cfg) in &cfg.providers.0 {
-        if !provider_cfg.enabled() {
-            continue;
-        }
+    for &(name, provider_cfg) in &enabled {
         let provider =
             supervisor_providers::factory::build(name, provider_cfg, prices.clone(), &build_ctx)
                 .map_err(RunError::Provider)?;
@@ -191,13 +194,7 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
         ),
         _ => println!("store: {} (cluster member)", url.display(&data_dir)),
     }
-    let names: Vec<&str> = cfg
-        .providers
-        .0
-        .iter()
-        .filter(|(_, p)| p.enabled())
-        .map(|(n, _)| n.as_str())
-        .collect();
+    let names: Vec<&str> = enabled.iter().map(|(name, _)| name.as_str()).collect();
     println!("providers: {}; press Ctrl-C to stop", names.join(", "));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
