@@ -4,13 +4,14 @@
 //! Each subject is a folder that owns its clap subcommand enum, an async `run` function,
 //! its text rendering (`text.rs`: tables, summaries) and its JSON shapes (`json.rs`):
 //! [`task::run`] for [`TaskCommand`], [`providers::run`] for [`ProviderCommand`],
-//! [`workflow::run`] for [`WorkflowCommand`] and [`schedule::run`] for
-//! [`ScheduleCommand`] (the last two reach `main` together as a [`WorkflowGroup`]),
+//! [`workflow::run`] for [`WorkflowCommand`], [`schedule::run`] for [`ScheduleCommand`],
 //! [`cluster::run_cluster`] and [`cluster::run_node`] for [`ClusterCommand`] and
 //! [`NodeCommand`]. What they share: [`output`] (the `--output` format, tables, times,
-//! money), [`parse`] (values of flags). All take the [`GlobalArgs`] (server address,
-//! output format). Errors are returned as [`anyhow::Error`]; [`report_error`] prints
-//! them as one line and picks the exit code.
+//! money), [`parse`] (values of flags), [`follow`] (the loop of `task watch` and
+//! `workflow watch`); their tests share `harness` (parsing a command line, fixed
+//! instants). All take the [`GlobalArgs`] (server address, output format). Errors are
+//! returned as [`anyhow::Error`]; [`report_error`] prints them as one line and picks the
+//! exit code.
 
 pub mod cluster;
 mod follow;
@@ -44,32 +45,6 @@ pub const EXIT_TASK_FAILED: u8 = 3;
 pub const EXIT_TASK_CANCELLED: u8 = 4;
 /// Exit code after Ctrl-C stopped a watch (the task or run itself keeps running).
 pub const EXIT_INTERRUPTED: u8 = 130;
-
-/// The `workflow` and `schedule` command groups, flattened into the top-level
-/// commands (`supervisor workflow ...`, `supervisor schedule ...`).
-#[derive(Debug, clap::Subcommand)]
-pub enum WorkflowGroup {
-    /// Validate, submit, inspect, follow, cancel and retry workflow runs (DAGs of tasks).
-    Workflow {
-        #[command(subcommand)]
-        command: WorkflowCommand,
-    },
-    /// Create, list, pause, resume, trigger and delete schedules of workflow runs.
-    Schedule {
-        #[command(subcommand)]
-        command: ScheduleCommand,
-    },
-}
-
-impl WorkflowGroup {
-    /// Runs the command against the server named in `global`.
-    pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
-        match self {
-            Self::Workflow { command } => workflow::run(command, global).await,
-            Self::Schedule { command } => schedule::run(command, global).await,
-        }
-    }
-}
 
 /// Options shared by every client command.
 #[derive(Debug, Clone, clap::Args)]
