@@ -1,16 +1,20 @@
-//! The `supervisor` command: `up` runs a node; `task` and `providers` talk to one over
-//! gRPC; `config default` prints the annotated default configuration.
+//! The `supervisor` command: `up` runs a node; `task`, `workflow`, `schedule`,
+//! `providers`, `cluster` and `node` talk to one over gRPC; `config default` prints the
+//! annotated default configuration and `store init` prepares a store.
 
 mod commands;
-mod config;
-mod store;
 mod up;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use supervisor_server::config::{self, Config};
+use supervisor_server::store::{self, StoreUrl};
 
-use commands::{ClusterCommand, GlobalArgs, NodeCommand, ProviderCommand, TaskCommand};
+use commands::{
+    ClusterCommand, GlobalArgs, NodeCommand, ProviderCommand, ScheduleCommand, TaskCommand,
+    WorkflowCommand,
+};
 
 /// Supervisor: a durable queue of coding tasks run by AI providers.
 #[derive(Debug, Parser)]
@@ -36,8 +40,16 @@ enum Command {
         #[command(subcommand)]
         command: ProviderCommand,
     },
-    #[command(flatten)]
-    Workflows(commands::WorkflowGroup),
+    /// Validate, submit, inspect, follow, cancel and retry workflow runs (DAGs of tasks).
+    Workflow {
+        #[command(subcommand)]
+        command: WorkflowCommand,
+    },
+    /// Create, list, pause, resume, trigger and delete schedules of workflow runs.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
     /// The cluster's nodes as the store records them.
     Cluster {
         #[command(subcommand)]
@@ -77,11 +89,11 @@ enum StoreCommand {
 async fn store_command(command: StoreCommand) -> anyhow::Result<()> {
     match command {
         StoreCommand::Init { store, config } => {
-            let mut cfg = config::Config::load(config.as_deref())?;
+            let mut cfg = Config::load(config.as_deref())?;
             if let Some(url) = store {
                 cfg.store.url = url;
             }
-            let url = store::StoreUrl::parse(&cfg.store.url)?;
+            let url = StoreUrl::parse(&cfg.store.url)?;
             println!("{}", store::init(&url, &cfg.store, &cfg.data_dir.0).await?);
         }
     }
@@ -104,8 +116,8 @@ fn config_command(command: ConfigCommand) -> anyhow::Result<()> {
     match command {
         ConfigCommand::Default => print!("{}", config::EXAMPLE),
         ConfigCommand::Show { config } => {
-            let cfg = config::Config::load(config.as_deref())?;
-            print!("{}", toml::to_string_pretty(&cfg.redacted())?);
+            let cfg = Config::load(config.as_deref())?;
+            print!("{}", cfg.to_redacted_toml()?);
         }
     }
     Ok(())
@@ -120,7 +132,8 @@ async fn main() -> ExitCode {
         Command::Store { command } => store_command(command).await,
         Command::Task { command } => commands::task::run(command, &cli.global).await,
         Command::Providers { command } => commands::providers::run(command, &cli.global).await,
-        Command::Workflows(group) => group.run(&cli.global).await,
+        Command::Workflow { command } => commands::workflow::run(command, &cli.global).await,
+        Command::Schedule { command } => commands::schedule::run(command, &cli.global).await,
         Command::Cluster { command } => commands::cluster::run_cluster(command, &cli.global).await,
         Command::Node { command } => commands::cluster::run_node(command, &cli.global).await,
     };

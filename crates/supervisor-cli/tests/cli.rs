@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{NodeProcess, cli};
+use common::{NodeProcess, cli, supervisor};
 
 #[test]
 fn task_commands_work_end_to_end() {
@@ -134,19 +134,13 @@ fn errors_are_one_readable_line() {
 
 #[test]
 fn config_default_prints_the_annotated_defaults() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_supervisor"))
-        .args(["config", "default"])
-        .output()
-        .expect("run");
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (code, text, _) = supervisor(&["config", "default"], &[]);
+    assert_eq!(code, 0);
     assert!(text.contains("lease_duration = \"5s\""), "{text}");
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_supervisor"))
-        .args(["up", "--listen", "127.0.0.1:0"])
-        .env("SUPERVISOR_ENGINE__LEASE_DURATION", "1ms")
-        .output()
-        .expect("run");
-    assert!(!bad.status.success());
-    let err = String::from_utf8_lossy(&bad.stderr);
+    let (code, _, err) = supervisor(
+        &["up", "--listen", "127.0.0.1:0"],
+        &[("SUPERVISOR_ENGINE__LEASE_DURATION", "1ms")],
+    );
+    assert_ne!(code, 0);
     assert!(err.contains("lease_duration"), "names the bad key: {err}");
 }

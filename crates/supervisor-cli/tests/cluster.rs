@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{NodeProcess, cli};
+use common::{NodeProcess, cli, supervisor};
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -104,14 +104,8 @@ fn up_refuses_a_store_that_does_not_fit_the_join_flag() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_string_lossy().into_owned();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_supervisor"))
-            .args(args)
-            .output()
-            .expect("run supervisor");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let (code, _, err) = supervisor(args, &[]);
+        (code, err)
     };
     let (code, err) = run(&[
         "up",

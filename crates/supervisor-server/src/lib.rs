@@ -1,6 +1,8 @@
-//! The gRPC face of a node: `TaskService`, `ProviderService`, `WorkflowService`,
-//! `ClusterService`, the standard health service
-//! and server reflection (`v1` and `v1alpha`, so every grpcurl release works).
+//! A node as a process runs it: its configuration ([`config`]), its store ([`store`]),
+//! and [`run`], which assembles the store, the providers and the node's actors and serves
+//! them over gRPC: `TaskService`, `ProviderService`, `WorkflowService`, `ClusterService`,
+//! the standard health service and server reflection (`v1` and `v1alpha`, so every
+//! grpcurl release works).
 //!
 //! Services are thin adapters: decode and check the wire format, call the engine or the
 //! node, encode. Domain logic never sees a `tonic::Request`.
@@ -8,9 +10,13 @@
 #![warn(missing_docs)]
 
 pub mod cluster;
+pub mod config;
 mod convert;
+mod run;
+pub mod store;
 mod workflows;
 
+pub use run::{RunError, RunOptions, run};
 pub use workflows::WorkflowApi;
 
 use std::net::SocketAddr;

@@ -1,30 +1,34 @@
 //! The client side of the `supervisor` command: `task ...`, `providers ...`,
-//! `workflow ...` and `schedule ...`.
+//! `workflow ...`, `schedule ...`, `cluster ...` and `node ...`.
 //!
-//! Each command group is a clap subcommand enum with an async `run` function:
+//! Each subject is a folder that owns its clap subcommand enum, an async `run` function,
+//! its text rendering (`text.rs`: tables, summaries) and its JSON shapes (`json.rs`):
 //! [`task::run`] for [`TaskCommand`], [`providers::run`] for [`ProviderCommand`],
-//! [`workflow::run`] for [`WorkflowCommand`] and [`schedule::run`] for
-//! [`ScheduleCommand`] (the last two reach `main` together as a [`WorkflowGroup`]).
-//! All take the [`GlobalArgs`] (server address, output format). Errors are returned as
-//! [`anyhow::Error`]; [`report_error`] prints them as one line and picks the exit code.
+//! [`workflow::run`] for [`WorkflowCommand`], [`schedule::run`] for [`ScheduleCommand`],
+//! [`cluster::run_cluster`] and [`cluster::run_node`] for [`ClusterCommand`] and
+//! [`NodeCommand`]. What they share: [`output`] (the `--output` format, tables, times,
+//! money), [`parse`] (values of flags), [`follow`] (the loop of `task watch` and
+//! `workflow watch`); their tests share `harness` (parsing a command line, fixed
+//! instants). All take the [`GlobalArgs`] (server address, output format). Errors are
+//! returned as [`anyhow::Error`]; [`report_error`] prints them as one line and picks the
+//! exit code.
 
 pub mod cluster;
-mod format;
-mod json;
+mod follow;
+#[cfg(test)]
+mod harness;
+mod output;
 mod parse;
 pub mod providers;
 pub mod schedule;
 pub mod task;
-mod watch;
 pub mod workflow;
 
-use std::{
-    fmt,
-    io::{self, Write as _},
-    process::ExitCode,
-};
+use std::{fmt, io, process::ExitCode};
 
 use supervisor_client::{Client, ClientError};
+
+use output::OutputFormat;
 
 pub use cluster::{ClusterCommand, NodeCommand};
 pub use providers::ProviderCommand;
@@ -42,32 +46,6 @@ pub const EXIT_TASK_CANCELLED: u8 = 4;
 /// Exit code after Ctrl-C stopped a watch (the task or run itself keeps running).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
-/// The `workflow` and `schedule` command groups, flattened into the top-level
-/// commands (`supervisor workflow ...`, `supervisor schedule ...`).
-#[derive(Debug, clap::Subcommand)]
-pub enum WorkflowGroup {
-    /// Validate, submit, inspect, follow, cancel and retry workflow runs (DAGs of tasks).
-    Workflow {
-        #[command(subcommand)]
-        command: WorkflowCommand,
-    },
-    /// Create, list, pause, resume, trigger and delete schedules of workflow runs.
-    Schedule {
-        #[command(subcommand)]
-        command: ScheduleCommand,
-    },
-}
-
-impl WorkflowGroup {
-    /// Runs the command against the server named in `global`.
-    pub async fn run(self, global: &GlobalArgs) -> anyhow::Result<()> {
-        match self {
-            Self::Workflow { command } => workflow::run(command, global).await,
-            Self::Schedule { command } => schedule::run(command, global).await,
-        }
-    }
-}
-
 /// Options shared by every client command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlobalArgs {
@@ -83,16 +61,6 @@ pub struct GlobalArgs {
     /// How commands print their results.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Text, global = true)]
     pub output: OutputFormat,
-}
-
-/// How commands print their results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    /// Readable text: summaries, tables, live progress.
-    Text,
-    /// JSON: one object or array (task and workflow watch: one event object per line;
-    /// providers watch: one array per line).
-    Json,
 }
 
 /// An error that asks for a given exit code; its message (if any) was not printed yet.
@@ -176,20 +144,6 @@ fn error_line(err: &anyhow::Error) -> String {
 /// Connects to the server named by the global options.
 async fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
     Ok(Client::connect(&global.server).await?)
-}
-
-/// Writes `text` to stdout at once and flushes.
-fn print_stdout(text: &str) -> io::Result<()> {
-    let mut stdout = io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
-    stdout.flush()
-}
-
-/// Writes a value as pretty JSON, followed by a newline, to stdout.
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let mut text = serde_json::to_string_pretty(value)?;
-    text.push('\n');
-    Ok(print_stdout(&text)?)
 }
 
 #[cfg(test)]

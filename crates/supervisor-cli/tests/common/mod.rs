@@ -92,11 +92,12 @@ impl Drop for NodeProcess {
     }
 }
 
-/// Runs the `supervisor` CLI against `addr` and returns (exit code, stdout, stderr).
-pub fn cli(addr: &str, args: &[&str]) -> (i32, String, String) {
+/// Runs the `supervisor` command with extra environment and returns (exit code, stdout,
+/// stderr); the exit code is -1 when a signal ended it.
+pub fn supervisor(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_supervisor"))
         .args(args)
-        .env("SUPERVISOR_SERVER", addr)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run supervisor");
@@ -105,4 +106,9 @@ pub fn cli(addr: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs the `supervisor` CLI against `addr` and returns (exit code, stdout, stderr).
+pub fn cli(addr: &str, args: &[&str]) -> (i32, String, String) {
+    supervisor(args, &[("SUPERVISOR_SERVER", addr)])
 }

@@ -18,18 +18,18 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use futures::StreamExt as _;
 use supervisor_client::Client;
 use supervisor_proto::v1::{RunStatus, StepRun, WorkflowEvent, WorkflowRun};
 
-use crate::commands::{
-    EXIT_INTERRUPTED, Exit,
-    format::{
-        elapsed, rfc3339, rfc3339_seconds, run_outcome_line, run_status_name, short_task_id,
-        single_line, step_counts, step_has_ended, step_symbol, system_time, truncate,
-    },
+use super::{
     json::WorkflowEventJson,
-    watch::{SPINNER, TICK, WatchMode, terminal_height, terminal_width},
+    text::{
+        run_outcome_line, run_status_name, short_task_id, step_counts, step_has_ended, step_symbol,
+    },
+};
+use crate::commands::{
+    follow::{Followed, SPINNER, View, WatchMode, follow, terminal_height, terminal_width},
+    output::{elapsed, rfc3339, rfc3339_seconds, single_line, system_time, truncate},
 };
 
 /// Moves the cursor up `n` lines, to the start of the line, and erases to the end of
@@ -60,45 +60,18 @@ pub async fn watch_run(
         },
     );
     progress.hidden_retries = hide_retries;
-    let mut events = client.follow_workflow(id, after_seq);
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let mut ctrl_c_armed = true;
-    let mut last_seq = after_seq;
-
-    loop {
-        tokio::select! {
-            item = events.next() => match item {
-                Some(Ok(event)) => {
-                    last_seq = last_seq.max(event.seq);
-                    progress.event(&event, SystemTime::now())?;
-                }
-                Some(Err(err)) => {
-                    progress.clear()?;
-                    return Err(err.into());
-                }
-                None => break,
-            },
-            _ = ticker.tick(), if mode == WatchMode::Live => {
-                progress.redraw(SystemTime::now())?;
-            }
-            signal = &mut ctrl_c, if ctrl_c_armed => {
-                if signal.is_err() {
-                    // No signal handling here: keep watching without it.
-                    ctrl_c_armed = false;
-                    continue;
-                }
-                progress.clear()?;
-                eprintln!(
-                    "interrupted: workflow run {id} keeps running; resume with \
-                     `supervisor workflow watch {id} --after-seq {last_seq}`"
-                );
-                return Err(Exit { code: EXIT_INTERRUPTED, message: None }.into());
-            }
-        }
-    }
+    let followed = Followed {
+        noun: "workflow run",
+        group: "workflow",
+        id,
+        after_seq,
+    };
+    follow(
+        client.follow_workflow(id, after_seq),
+        &mut progress,
+        followed,
+    )
+    .await?;
     let run = client.get_workflow(id).await?;
     progress.finish(&run, SystemTime::now())?;
     Ok(run)
@@ -443,6 +416,67 @@ impl<W: Write> Progress<W> {
         }
     }
 
+    /// Replaces the live block with `above` (if any) and the block drawn anew, in one
+    /// write.
+    fn draw(&mut self, above: Option<&str>, now: SystemTime) -> io::Result<()> {
+        self.frame = self.frame.wrapping_add(1);
+        let lines = self.view.lines(self.frame, now, self.screen);
+        let mut text = self.clear_text();
+        if let Some(above) = above {
+            text.push_str(above);
+            text.push('\n');
+        }
+        for line in &lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        self.out.write_all(text.as_bytes())?;
+        self.drawn = lines.len();
+        self.out.flush()
+    }
+
+    /// What erases the live block, if it is on screen.
+    fn clear_text(&mut self) -> String {
+        match std::mem::take(&mut self.drawn) {
+            0 => String::new(),
+            n => clear_lines(n),
+        }
+    }
+
+    /// Shows how the run ended (text modes): on a terminal, every step as it ended and
+    /// the outcome line in place of the live block; piped, the outcome line.
+    fn finish(&mut self, run: &WorkflowRun, now: SystemTime) -> io::Result<()> {
+        self.view.sync(run);
+        match self.mode {
+            WatchMode::Live => {
+                let mut text = self.clear_text();
+                let all: Vec<usize> = (0..self.view.steps.len()).collect();
+                for line in self.view.step_lines(&all, now) {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+                let mark = match run.status() {
+                    RunStatus::Succeeded => '✓',
+                    RunStatus::Failed | RunStatus::Cancelled => '✗',
+                    _ => '•',
+                };
+                let _ = writeln!(text, "{mark} {}", run_outcome_line(run));
+                self.out.write_all(text.as_bytes())?;
+            }
+            WatchMode::Plain => writeln!(self.out, "{}", run_outcome_line(run))?,
+            WatchMode::JsonLines | WatchMode::Quiet => {}
+        }
+        self.out.flush()
+    }
+}
+
+impl<W: Write> View for Progress<W> {
+    type Event = WorkflowEvent;
+
+    fn mode(&self) -> WatchMode {
+        self.mode
+    }
+
     /// Shows one event (and applies it to the live view).
     fn event(&mut self, event: &WorkflowEvent, now: SystemTime) -> io::Result<()> {
         self.view.apply(event);
@@ -481,33 +515,6 @@ impl<W: Write> Progress<W> {
         self.draw(None, now)
     }
 
-    /// Replaces the live block with `above` (if any) and the block drawn anew, in one
-    /// write.
-    fn draw(&mut self, above: Option<&str>, now: SystemTime) -> io::Result<()> {
-        self.frame = self.frame.wrapping_add(1);
-        let lines = self.view.lines(self.frame, now, self.screen);
-        let mut text = self.clear_text();
-        if let Some(above) = above {
-            text.push_str(above);
-            text.push('\n');
-        }
-        for line in &lines {
-            text.push_str(line);
-            text.push('\n');
-        }
-        self.out.write_all(text.as_bytes())?;
-        self.drawn = lines.len();
-        self.out.flush()
-    }
-
-    /// What erases the live block, if it is on screen.
-    fn clear_text(&mut self) -> String {
-        match std::mem::take(&mut self.drawn) {
-            0 => String::new(),
-            n => clear_lines(n),
-        }
-    }
-
     /// Erases the live block if it is on screen.
     fn clear(&mut self) -> io::Result<()> {
         let text = self.clear_text();
@@ -517,32 +524,6 @@ impl<W: Write> Progress<W> {
         }
         Ok(())
     }
-
-    /// Shows how the run ended (text modes): on a terminal, every step as it ended and
-    /// the outcome line in place of the live block; piped, the outcome line.
-    fn finish(&mut self, run: &WorkflowRun, now: SystemTime) -> io::Result<()> {
-        self.view.sync(run);
-        match self.mode {
-            WatchMode::Live => {
-                let mut text = self.clear_text();
-                let all: Vec<usize> = (0..self.view.steps.len()).collect();
-                for line in self.view.step_lines(&all, now) {
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-                let mark = match run.status() {
-                    RunStatus::Succeeded => '✓',
-                    RunStatus::Failed | RunStatus::Cancelled => '✗',
-                    _ => '•',
-                };
-                let _ = writeln!(text, "{mark} {}", run_outcome_line(run));
-                self.out.write_all(text.as_bytes())?;
-            }
-            WatchMode::Plain => writeln!(self.out, "{}", run_outcome_line(run))?,
-            WatchMode::JsonLines | WatchMode::Quiet => {}
-        }
-        self.out.flush()
-    }
 }
 
 #[cfg(test)]
@@ -550,15 +531,15 @@ mod tests {
     use supervisor_proto::convert::timestamp_from_micros;
 
     use super::*;
+    use crate::commands::harness::{self, T0};
 
-    const T0: i64 = 1_700_000_000_000_000;
     const SCREEN: Screen = Screen {
         width: 80,
         height: 24,
     };
 
     fn at(secs: f64) -> SystemTime {
-        system_time(&timestamp_from_micros(T0 + (secs * 1e6) as i64)).expect("valid")
+        harness::at(T0 + (secs * 1e6) as i64)
     }
 
     fn event(seq: u64, kind: &str, step: &str, task_id: &str, message: &str) -> WorkflowEvent {

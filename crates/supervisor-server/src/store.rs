@@ -1,15 +1,106 @@
 //! Which store a node uses, chosen by URL: `embedded:///` (the default: a redb file in the
 //! data directory), `embedded:///abs/path/supervisor.redb`, `postgres://user@host/db`, or
 //! `fdb:///etc/foundationdb/fdb.cluster` (`fdb://` alone: the default cluster file; needs a
-//! build with `--features fdb`).
+//! build with the `fdb` feature), and the `[store]` settings that go with it.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
-use supervisor_store::Db;
+use serde::{Deserialize, Serialize};
 use supervisor_store::embedded::{Durability, EmbeddedOptions};
+use supervisor_store::{Db, StoreError};
 
-use crate::config::{DurabilityMode, StoreConfig};
+/// How the embedded store commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilityMode {
+    /// Every acknowledged write is on disk (fsync per group commit). The default.
+    #[default]
+    Immediate,
+    /// Writes are acknowledged before they reach the disk; a crash may lose the last
+    /// moments of work. For benchmarks and throwaway nodes.
+    Relaxed,
+}
+
+/// The store: which one, and how it commits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Which store: `embedded:///` (default: `supervisor.redb` in the data directory),
+    /// `embedded:///abs/path.redb`, `postgres://user@host:port/db` or
+    /// `fdb:///etc/foundationdb/fdb.cluster`.
+    pub url: String,
+    /// PostgreSQL: most connections in the pool. Default 16.
+    pub pool_size: usize,
+    /// Embedded: `immediate` (default) or `relaxed`.
+    pub durability: DurabilityMode,
+    /// Embedded: most transactions applied per disk commit. Default 1024.
+    pub max_batch: usize,
+    /// Embedded: memory for cached database pages, in MiB. Default 128.
+    pub cache_mb: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "embedded:///".into(),
+            pool_size: 16,
+            durability: DurabilityMode::Immediate,
+            max_batch: 1024,
+            cache_mb: 128,
+        }
+    }
+}
+
+/// A store URL that names no store this build knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreUrlError {
+    /// `embedded://` followed by a relative path.
+    #[error(
+        "store URL {url:?}: an embedded path must be absolute, like embedded:///var/lib/supervisor/supervisor.redb"
+    )]
+    RelativePath {
+        /// The URL as given.
+        url: String,
+    },
+    /// A scheme other than `embedded`, `postgres`, `postgresql` or `fdb`.
+    #[error(
+        "store URL {url:?} is not one of embedded:///[path], postgres://user@host:port/db or fdb:///path/to/fdb.cluster"
+    )]
+    UnknownScheme {
+        /// The URL as given.
+        url: String,
+    },
+}
+
+/// Errors opening or preparing a store.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The directory of the embedded store's file could not be created.
+    #[error("could not create the directory {}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The embedded store's file could not be opened (locked by another process,
+    /// unreadable, corrupt).
+    #[error("could not open the store at {}", path.display())]
+    Embedded {
+        /// The store's file.
+        path: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// PostgreSQL or FoundationDB refused or could not be reached.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An `fdb://` URL, in a build without the `fdb` feature.
+    #[error(
+        "this build has no FoundationDB support: rebuild with `cargo build --release -p supervisor-cli --features fdb` (see docs/foundationdb.md)"
+    )]
+    NoFdb,
+}
 
 /// A parsed store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,16 +115,16 @@ pub enum StoreUrl {
 
 impl StoreUrl {
     /// Parses `url`, naming what is wrong with it.
-    pub fn parse(url: &str) -> anyhow::Result<StoreUrl> {
+    pub fn parse(url: &str) -> Result<StoreUrl, StoreUrlError> {
         let url = url.trim();
         if url.is_empty() || url == "embedded" || url == "embedded://" || url == "embedded:///" {
             return Ok(StoreUrl::Embedded(None));
         }
         if let Some(path) = url.strip_prefix("embedded://") {
             if !path.starts_with('/') {
-                bail!(
-                    "store URL {url:?}: an embedded path must be absolute, like embedded:///var/lib/supervisor/supervisor.redb"
-                );
+                return Err(StoreUrlError::RelativePath {
+                    url: url.to_owned(),
+                });
             }
             return Ok(StoreUrl::Embedded(Some(PathBuf::from(path))));
         }
@@ -47,9 +138,9 @@ impl StoreUrl {
                 Some(PathBuf::from(path))
             }));
         }
-        bail!(
-            "store URL {url:?} is not one of embedded:///[path], postgres://user@host:port/db or fdb:///path/to/fdb.cluster"
-        )
+        Err(StoreUrlError::UnknownScheme {
+            url: url.to_owned(),
+        })
     }
 
     /// Whether several nodes can share it.
@@ -77,15 +168,16 @@ impl StoreUrl {
 
 /// Opens the store `url` names with `cfg`'s settings; `data_dir` holds the embedded file
 /// when the URL gives no path.
-pub async fn open(url: &StoreUrl, cfg: &StoreConfig, data_dir: &Path) -> anyhow::Result<Db> {
+pub async fn open(url: &StoreUrl, cfg: &StoreConfig, data_dir: &Path) -> Result<Db, OpenError> {
     match url {
         StoreUrl::Embedded(path) => {
             let path = path
                 .clone()
                 .unwrap_or_else(|| data_dir.join("supervisor.redb"));
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).with_context(|| {
-                    format!("could not create the directory {}", parent.display())
+                std::fs::create_dir_all(parent).map_err(|source| OpenError::CreateDir {
+                    path: parent.to_path_buf(),
+                    source,
                 })?;
             }
             let options = EmbeddedOptions {
@@ -97,7 +189,7 @@ pub async fn open(url: &StoreUrl, cfg: &StoreConfig, data_dir: &Path) -> anyhow:
                 cache_bytes: cfg.cache_mb.saturating_mul(1024 * 1024),
             };
             supervisor_store::embedded::open_db(&path, options)
-                .with_context(|| format!("could not open the store at {}", path.display()))
+                .map_err(|source| OpenError::Embedded { path, source })
         }
         StoreUrl::Postgres(url) => {
             let options = supervisor_store::postgres::PostgresOptions {
@@ -110,8 +202,9 @@ pub async fn open(url: &StoreUrl, cfg: &StoreConfig, data_dir: &Path) -> anyhow:
     }
 }
 
-/// Creates the store's schema (PostgreSQL) or checks that it is reachable (others).
-pub async fn init(url: &StoreUrl, cfg: &StoreConfig, data_dir: &Path) -> anyhow::Result<String> {
+/// Creates the store's schema (PostgreSQL) or checks that it is reachable (others), and
+/// says what it did in a line for people.
+pub async fn init(url: &StoreUrl, cfg: &StoreConfig, data_dir: &Path) -> Result<String, OpenError> {
     match url {
         StoreUrl::Postgres(raw) => {
             supervisor_store::postgres::PostgresStore::init(raw).await?;
@@ -131,7 +224,7 @@ pub async fn init(url: &StoreUrl, cfg: &StoreConfig, data_dir: &Path) -> anyhow:
 }
 
 #[cfg(feature = "fdb")]
-async fn open_fdb(cluster_file: Option<&Path>) -> anyhow::Result<Db> {
+async fn open_fdb(cluster_file: Option<&Path>) -> Result<Db, OpenError> {
     Ok(
         supervisor_store::fdb::open_db(cluster_file, supervisor_store::fdb::FdbOptions::default())
             .await?,
@@ -139,10 +232,8 @@ async fn open_fdb(cluster_file: Option<&Path>) -> anyhow::Result<Db> {
 }
 
 #[cfg(not(feature = "fdb"))]
-async fn open_fdb(_cluster_file: Option<&Path>) -> anyhow::Result<Db> {
-    bail!(
-        "this build has no FoundationDB support: rebuild with `cargo build --release -p supervisor-cli --features fdb` (see docs/foundationdb.md)"
-    )
+async fn open_fdb(_cluster_file: Option<&Path>) -> Result<Db, OpenError> {
+    Err(OpenError::NoFdb)
 }
 
 #[cfg(test)]

@@ -2,11 +2,10 @@
 //! JSON lines with `--output json`.
 
 use std::{
-    io::{self, IsTerminal as _, Write},
-    time::{Duration, Instant, SystemTime},
+    io::{self, Write},
+    time::{Instant, SystemTime},
 };
 
-use futures::StreamExt as _;
 use supervisor_client::Client;
 use supervisor_proto::{
     convert::EnumName,
@@ -14,45 +13,16 @@ use supervisor_proto::{
 };
 
 use super::{
-    EXIT_INTERRUPTED, Exit, OutputFormat,
-    format::{attempts, elapsed, outcome_line, rfc3339, single_line, system_time, truncate},
     json::EventJson,
+    text::{attempts, outcome_line},
+};
+use crate::commands::{
+    follow::{Followed, SPINNER, View, WatchMode, follow, terminal_width},
+    output::{elapsed, rfc3339, single_line, system_time, truncate},
 };
 
-/// How often the live display is redrawn.
-pub(super) const TICK: Duration = Duration::from_millis(100);
-/// Spinner frames of the live display.
-pub(super) const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 /// Moves to the start of the line and erases it.
 const CLEAR_LINE: &str = "\r\x1b[2K";
-
-/// How a watch shows the events (of a task here, of a workflow run in
-/// `workflow::progress`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchMode {
-    /// Redrawn in place, with lines printed above (stdout is a terminal): a task's
-    /// status line under its output text and activity, a run's steps under its events.
-    Live,
-    /// One line per event (a task's activity included, its output as `  | `-prefixed
-    /// lines) (stdout is not a terminal).
-    Plain,
-    /// One JSON object per event and line.
-    JsonLines,
-    /// Nothing until the end (the caller prints the final task or run).
-    Quiet,
-}
-
-impl WatchMode {
-    /// The mode of a watch printing in `output`: JSON lines, or text shown live on a
-    /// terminal and as plain lines otherwise.
-    pub fn for_output(output: OutputFormat) -> Self {
-        match output {
-            OutputFormat::Json => Self::JsonLines,
-            OutputFormat::Text if io::stdout().is_terminal() => Self::Live,
-            OutputFormat::Text => Self::Plain,
-        }
-    }
-}
 
 /// What a watch ended with.
 #[derive(Debug)]
@@ -74,45 +44,13 @@ pub async fn watch(
 ) -> anyhow::Result<Watched> {
     let initial = client.get(id).await?;
     let mut display = Display::new(mode, io::stdout(), &initial, terminal_width());
-    let mut events = client.follow(id, after_seq);
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let mut ctrl_c_armed = true;
-    let mut last_seq = after_seq;
-
-    loop {
-        tokio::select! {
-            item = events.next() => match item {
-                Some(Ok(event)) => {
-                    last_seq = last_seq.max(event.seq);
-                    display.event(&event, SystemTime::now())?;
-                }
-                Some(Err(err)) => {
-                    display.clear()?;
-                    return Err(err.into());
-                }
-                None => break,
-            },
-            _ = ticker.tick(), if mode == WatchMode::Live => {
-                display.redraw(SystemTime::now())?;
-            }
-            signal = &mut ctrl_c, if ctrl_c_armed => {
-                if signal.is_err() {
-                    // No signal handling here: keep watching without it.
-                    ctrl_c_armed = false;
-                    continue;
-                }
-                display.clear()?;
-                eprintln!(
-                    "interrupted: task {id} keeps running; resume with \
-                     `supervisor task watch {id} --after-seq {last_seq}`"
-                );
-                return Err(Exit { code: EXIT_INTERRUPTED, message: None }.into());
-            }
-        }
-    }
+    let followed = Followed {
+        noun: "task",
+        group: "task",
+        id,
+        after_seq,
+    };
+    follow(client.follow(id, after_seq), &mut display, followed).await?;
     display.flush_output()?;
     let task = client.get(id).await?;
     display.finish(&task)?;
@@ -120,24 +58,6 @@ pub async fn watch(
         output_events: display.output_events,
         task,
     })
-}
-
-/// The terminal's width in columns (`$COLUMNS`, else 80).
-pub(super) fn terminal_width() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|cols| cols.trim().parse::<usize>().ok())
-        .filter(|cols| *cols >= 20)
-        .unwrap_or(80)
-}
-
-/// The terminal's height in lines (`$LINES`, else 24).
-pub(super) fn terminal_height() -> usize {
-    std::env::var("LINES")
-        .ok()
-        .and_then(|lines| lines.trim().parse::<usize>().ok())
-        .filter(|lines| *lines >= 5)
-        .unwrap_or(24)
 }
 
 /// Splits streamed text into complete lines, keeping the unfinished end.
@@ -255,6 +175,56 @@ impl<W: Write> Display<W> {
         }
     }
 
+    /// Prints lines above the live status line.
+    fn print_above(&mut self, lines: &[String]) -> io::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.clear()?;
+        for line in lines {
+            writeln!(self.out, "{line}")?;
+        }
+        Ok(())
+    }
+
+    /// Prints the unfinished last line of output, if any.
+    fn flush_output(&mut self) -> io::Result<()> {
+        let Some(rest) = self.lines.take_rest() else {
+            return Ok(());
+        };
+        match self.mode {
+            WatchMode::Plain => writeln!(self.out, "  | {rest}"),
+            WatchMode::Live => self.print_above(&[rest]),
+            WatchMode::JsonLines | WatchMode::Quiet => Ok(()),
+        }
+    }
+
+    /// Replaces the status line with the task's outcome (text modes).
+    fn finish(&mut self, task: &Task) -> io::Result<()> {
+        match self.mode {
+            WatchMode::Live => {
+                self.clear()?;
+                let mark = match task.status() {
+                    TaskStatus::Succeeded => '✓',
+                    TaskStatus::Failed | TaskStatus::Cancelled => '✗',
+                    _ => '•',
+                };
+                writeln!(self.out, "{mark} {}", outcome_line(task))?;
+            }
+            WatchMode::Plain => writeln!(self.out, "{}", outcome_line(task))?,
+            WatchMode::JsonLines | WatchMode::Quiet => {}
+        }
+        self.out.flush()
+    }
+}
+
+impl<W: Write> View for Display<W> {
+    type Event = TaskEvent;
+
+    fn mode(&self) -> WatchMode {
+        self.mode
+    }
+
     /// Shows one event.
     fn event(&mut self, event: &TaskEvent, now: SystemTime) -> io::Result<()> {
         let is_output = event.r#type() == TaskEventType::Output;
@@ -313,30 +283,6 @@ impl<W: Write> Display<W> {
         }
     }
 
-    /// Prints lines above the live status line.
-    fn print_above(&mut self, lines: &[String]) -> io::Result<()> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        self.clear()?;
-        for line in lines {
-            writeln!(self.out, "{line}")?;
-        }
-        Ok(())
-    }
-
-    /// Prints the unfinished last line of output, if any.
-    fn flush_output(&mut self) -> io::Result<()> {
-        let Some(rest) = self.lines.take_rest() else {
-            return Ok(());
-        };
-        match self.mode {
-            WatchMode::Plain => writeln!(self.out, "  | {rest}"),
-            WatchMode::Live => self.print_above(&[rest]),
-            WatchMode::JsonLines | WatchMode::Quiet => Ok(()),
-        }
-    }
-
     /// Redraws the live status line (a no-op in other modes).
     fn redraw(&mut self, now: SystemTime) -> io::Result<()> {
         if self.mode != WatchMode::Live {
@@ -358,24 +304,6 @@ impl<W: Write> Display<W> {
         }
         Ok(())
     }
-
-    /// Replaces the status line with the task's outcome (text modes).
-    fn finish(&mut self, task: &Task) -> io::Result<()> {
-        match self.mode {
-            WatchMode::Live => {
-                self.clear()?;
-                let mark = match task.status() {
-                    TaskStatus::Succeeded => '✓',
-                    TaskStatus::Failed | TaskStatus::Cancelled => '✗',
-                    _ => '•',
-                };
-                writeln!(self.out, "{mark} {}", outcome_line(task))?;
-            }
-            WatchMode::Plain => writeln!(self.out, "{}", outcome_line(task))?,
-            WatchMode::JsonLines | WatchMode::Quiet => {}
-        }
-        self.out.flush()
-    }
 }
 
 #[cfg(test)]
@@ -383,8 +311,7 @@ mod tests {
     use supervisor_proto::convert::timestamp_from_micros;
 
     use super::*;
-
-    const T0: i64 = 1_700_000_000_000_000;
+    use crate::commands::harness::{T0, at};
 
     fn event(seq: u64, kind: TaskEventType, status: TaskStatus, text: &str) -> TaskEvent {
         let (message, output) = if kind == TaskEventType::Output {
@@ -416,7 +343,7 @@ mod tests {
     }
 
     fn now() -> SystemTime {
-        system_time(&timestamp_from_micros(T0 + 12_300_000)).expect("valid")
+        at(T0 + 12_300_000)
     }
 
     #[test]
@@ -568,7 +495,7 @@ mod tests {
             attempt: 2,
             max_attempts: 0,
             message: "a very long message\nwith a line break".into(),
-            created: system_time(&timestamp_from_micros(T0)),
+            created: Some(at(T0)),
             started: Instant::now(),
             frame: 0,
         };

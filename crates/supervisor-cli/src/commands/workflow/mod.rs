@@ -1,7 +1,9 @@
 //! `supervisor workflow ...`: validate, submit, read, list, follow, cancel and retry
 //! workflow runs (DAGs of tasks written in YAML or JSON).
 
+mod json;
 mod progress;
+mod text;
 
 use std::{collections::HashMap, path::PathBuf, time::SystemTime};
 
@@ -9,14 +11,15 @@ use clap::{Args, Subcommand, ValueEnum};
 use supervisor_client::{Client, read_workflow_source};
 use supervisor_proto::v1::{ListWorkflowsRequest, RunStatus, WorkflowRun, WorkflowSource};
 
-use super::{
-    EXIT_ERROR, Exit, GlobalArgs, OutputFormat, connect,
-    format::{run_status_name, run_summary, run_table, validation_text},
-    json::{ValidationJson, WorkflowRunJson},
+use crate::commands::{
+    EXIT_ERROR, Exit, GlobalArgs, connect,
+    follow::WatchMode,
+    output::{OutputFormat, print_json, print_stdout},
     parse::{parse_var, var_map},
-    print_json, print_stdout,
-    watch::WatchMode,
 };
+
+use json::{ValidationJson, WorkflowRunJson};
+use text::{run_status_name, run_summary, run_table, validation_text};
 
 /// Runs listed when `--limit` is not given.
 const DEFAULT_LIST_LIMIT: usize = 50;
@@ -287,22 +290,14 @@ fn exit_for_run(run: &WorkflowRun) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
     use supervisor_proto::v1::workflow_source::Source;
 
     use super::*;
+    use crate::commands::harness::{self, Parsed};
     use crate::commands::{EXIT_TASK_CANCELLED, EXIT_TASK_FAILED};
 
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        global: GlobalArgs,
-        #[command(subcommand)]
-        command: WorkflowCommand,
-    }
-
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("workflow").chain(args.iter().copied()))
+    fn parse(args: &[&str]) -> Result<Parsed<WorkflowCommand>, clap::Error> {
+        harness::parse(args)
     }
 
     fn submit_args(args: &[&str]) -> SubmitArgs {

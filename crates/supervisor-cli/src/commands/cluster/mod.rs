@@ -1,15 +1,22 @@
 //! `supervisor cluster status` and `supervisor node drain`: the cluster's members as the
 //! store records them, and asking one to leave gracefully.
 
+mod json;
+mod text;
+
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Subcommand;
-use serde::Serialize;
-use supervisor_proto::v1::{NodeLiveness, NodeStatus};
 
-use super::format::{Table, elapsed, rfc3339};
-use super::{GlobalArgs, OutputFormat, connect, print_json, print_stdout};
+use crate::commands::{
+    GlobalArgs, connect,
+    output::{OutputFormat, elapsed, print_json, print_stdout},
+    parse::parse_timeout,
+};
+
+use json::NodeJson;
+use text::nodes_table;
 
 /// Inspect the cluster.
 #[derive(Debug, Subcommand)]
@@ -31,105 +38,9 @@ pub enum NodeCommand {
         #[arg(long)]
         wait: bool,
         /// Longest wait with --wait, such as 60s.
-        #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = super::parse::parse_timeout)]
+        #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_timeout)]
         timeout: Duration,
     },
-}
-
-/// A node, as `--output json` prints it.
-#[derive(Debug, Serialize)]
-pub struct NodeJson {
-    id: String,
-    epoch: u64,
-    state: String,
-    liveness: String,
-    address: String,
-    cluster_address: String,
-    revision: u64,
-    silent_for_ms: u64,
-    leases_held: u32,
-    max_in_flight: u32,
-    providers: Vec<String>,
-    drain_requested: bool,
-    note: String,
-    link: String,
-    started_at: Option<String>,
-    heartbeat_at: Option<String>,
-}
-
-fn liveness_name(value: i32) -> &'static str {
-    match NodeLiveness::try_from(value) {
-        Ok(NodeLiveness::Alive) => "alive",
-        Ok(NodeLiveness::Suspect) => "suspect",
-        Ok(NodeLiveness::Self_) => "self",
-        _ => "-",
-    }
-}
-
-impl From<&NodeStatus> for NodeJson {
-    fn from(n: &NodeStatus) -> Self {
-        NodeJson {
-            id: n.id.clone(),
-            epoch: n.epoch,
-            state: n.state.clone(),
-            liveness: liveness_name(n.liveness).into(),
-            address: n.address.clone(),
-            cluster_address: n.cluster_address.clone(),
-            revision: n.revision,
-            silent_for_ms: n.silent_for_ms,
-            leases_held: n.leases_held,
-            max_in_flight: n.max_in_flight,
-            providers: n.providers.clone(),
-            drain_requested: n.drain_requested,
-            note: n.note.clone(),
-            link: n.link.clone(),
-            started_at: n.started_at.as_ref().map(rfc3339),
-            heartbeat_at: n.heartbeat_at.as_ref().map(rfc3339),
-        }
-    }
-}
-
-/// The node table of `cluster status`.
-pub fn nodes_table(nodes: &[NodeStatus]) -> String {
-    let mut table = Table::new(&[
-        "NODE",
-        "STATE",
-        "EPOCH",
-        "LIVENESS",
-        "SILENT",
-        "LEASES",
-        "ADDRESS",
-        "PROVIDERS",
-        "LINK",
-        "NOTE",
-    ]);
-    for n in nodes {
-        let mut state = n.state.clone();
-        if n.drain_requested && n.state == "active" {
-            state.push_str(" (drain requested)");
-        }
-        table.row(vec![
-            n.id.clone(),
-            state,
-            n.epoch.to_string(),
-            liveness_name(n.liveness).into(),
-            if n.silent_for_ms == 0 {
-                "-".into()
-            } else {
-                elapsed(Duration::from_millis(n.silent_for_ms))
-            },
-            format!("{}/{}", n.leases_held, n.max_in_flight),
-            n.address.clone(),
-            n.providers.join(","),
-            if n.link.is_empty() {
-                "-".into()
-            } else {
-                n.link.clone()
-            },
-            n.note.clone(),
-        ]);
-    }
-    table.render()
 }
 
 /// Runs a `cluster` subcommand.

@@ -1,7 +1,11 @@
 //! `supervisor task ...`: submit, read, list, watch, cancel and retry tasks.
 
+mod json;
+mod progress;
+mod text;
+
 use std::{
-    io::{IsTerminal as _, Read as _},
+    io::Read as _,
     path::PathBuf,
     time::{Duration, SystemTime},
 };
@@ -15,17 +19,19 @@ use supervisor_proto::v1::{
     ListTasksRequest, Priority, SubmitTaskRequest, Task, TaskStatus, TaskType,
 };
 
-use super::{
-    Exit, GlobalArgs, OutputFormat, connect,
-    format::{stats_text, task_summary, task_table},
-    json::{StatsJson, TaskJson},
+use crate::commands::{
+    Exit, GlobalArgs, connect,
+    follow::WatchMode,
+    output::{OutputFormat, print_json, print_stdout},
     parse::{
         EnumArg, ModelArg, context_map, duration_millis, parse_context, parse_dollars,
         parse_provider, parse_timeout,
     },
-    print_json, print_stdout,
-    watch::{WatchMode, Watched, watch},
 };
+
+use json::{StatsJson, TaskJson};
+use progress::{Watched, watch};
+use text::{stats_text, task_summary, task_table};
 
 /// Tasks listed when neither `--limit` nor `--all` is given.
 const DEFAULT_LIST_LIMIT: usize = 50;
@@ -169,11 +175,7 @@ pub async fn run(cmd: TaskCommand, global: &GlobalArgs) -> anyhow::Result<()> {
         TaskCommand::List(args) => list(args, global).await,
         TaskCommand::Watch { id, after_seq } => {
             let client = connect(global).await?;
-            let mode = match global.output {
-                OutputFormat::Json => WatchMode::JsonLines,
-                OutputFormat::Text if std::io::stdout().is_terminal() => WatchMode::Live,
-                OutputFormat::Text => WatchMode::Plain,
-            };
+            let mode = WatchMode::for_output(global.output);
             let watched = watch(&client, &id, after_seq, mode).await?;
             exit_for(&watched.task)
         }
@@ -272,10 +274,10 @@ async fn submit(args: SubmitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
 
 /// Follows a just-submitted task to its end, then prints the result.
 async fn wait_and_print(client: &Client, task: &Task, output: OutputFormat) -> anyhow::Result<()> {
+    // JSON prints the task once it has ended, not its events.
     let mode = match output {
         OutputFormat::Json => WatchMode::Quiet,
-        OutputFormat::Text if std::io::stdout().is_terminal() => WatchMode::Live,
-        OutputFormat::Text => WatchMode::Plain,
+        OutputFormat::Text => WatchMode::for_output(output),
     };
     if output == OutputFormat::Text {
         print_stdout(&format!("{}\n", task.id))?;
@@ -362,21 +364,13 @@ fn exit_for(task: &Task) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
 
     use super::*;
+    use crate::commands::harness::{self, Parsed};
     use crate::commands::{EXIT_TASK_CANCELLED, EXIT_TASK_FAILED};
 
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        global: GlobalArgs,
-        #[command(subcommand)]
-        command: TaskCommand,
-    }
-
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("task").chain(args.iter().copied()))
+    fn parse(args: &[&str]) -> Result<Parsed<TaskCommand>, clap::Error> {
+        harness::parse(args)
     }
 
     fn submit_args(args: &[&str]) -> SubmitArgs {

@@ -1,5 +1,8 @@
 //! `supervisor providers ...`: what the node's providers are doing and what they cost.
 
+mod json;
+mod text;
+
 use std::{
     io::IsTerminal as _,
     time::{Duration, SystemTime},
@@ -10,13 +13,15 @@ use clap::{Args, Subcommand};
 use futures::StreamExt as _;
 use supervisor_proto::v1::ProviderInfo;
 
-use super::{
-    EXIT_INTERRUPTED, Exit, GlobalArgs, OutputFormat, connect,
-    format::{providers_table, spend_table},
-    json::{ProviderJson, SpendJson},
+use crate::commands::{
+    EXIT_INTERRUPTED, Exit, GlobalArgs, connect,
+    follow::ctrl_c,
+    output::{OutputFormat, print_json, print_stdout},
     parse::{parse_day, parse_timeout},
-    print_json, print_stdout,
 };
+
+use json::{ProviderJson, SpendJson};
+use text::{providers_table, spend_table};
 
 /// Moves the cursor home and clears the screen.
 const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
@@ -118,9 +123,8 @@ async fn watch(global: &GlobalArgs, interval: Duration) -> anyhow::Result<()> {
     };
     let client = connect(global).await?;
     let mut lists = client.watch_providers(interval);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let mut ctrl_c_armed = true;
+    let interrupted = ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         tokio::select! {
             item = lists.next() => match item {
@@ -131,12 +135,7 @@ async fn watch(global: &GlobalArgs, interval: Duration) -> anyhow::Result<()> {
                 Some(Err(err)) => return Err(err.into()),
                 None => bail!("the server ended the provider stream"),
             },
-            signal = &mut ctrl_c, if ctrl_c_armed => {
-                if signal.is_err() {
-                    // No signal handling here: keep watching without it.
-                    ctrl_c_armed = false;
-                    continue;
-                }
+            () = &mut interrupted => {
                 return Err(Exit { code: EXIT_INTERRUPTED, message: None }.into());
             }
         }
@@ -181,20 +180,12 @@ async fn spend(global: &GlobalArgs, args: SpendArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
 
     use super::*;
+    use crate::commands::harness::{self, Parsed, T0};
 
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        global: GlobalArgs,
-        #[command(subcommand)]
-        command: ProviderCommand,
-    }
-
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("providers").chain(args.iter().copied()))
+    fn parse(args: &[&str]) -> Result<Parsed<ProviderCommand>, clap::Error> {
+        harness::parse(args)
     }
 
     fn spend_args(args: &[&str]) -> SpendArgs {
@@ -261,7 +252,7 @@ mod tests {
 
     #[test]
     fn watch_frames() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let now = harness::at(T0);
         let providers = [provider()];
         let table = providers_table(&providers);
 

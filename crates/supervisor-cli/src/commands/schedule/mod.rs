@@ -1,19 +1,23 @@
 //! `supervisor schedule ...`: create, list, pause, resume, trigger and delete schedules
 //! that start workflow runs on a cron.
 
+mod json;
+mod text;
+
 use std::time::SystemTime;
 
 use clap::{Args, Subcommand, ValueEnum};
 use supervisor_proto::v1::{CreateScheduleRequest, Schedule};
 
-use super::{
-    GlobalArgs, OutputFormat, connect,
-    format::{schedule_next, schedule_table, timezone_name},
-    json::ScheduleJson,
+use crate::commands::{
+    GlobalArgs, connect,
+    output::{OutputFormat, print_json, print_stdout},
     parse::{parse_cron, parse_var},
-    print_json, print_stdout,
     workflow::{SourceArgs, print_id_or_run, vars},
 };
+
+use json::ScheduleJson;
+use text::{schedule_next, schedule_table, timezone_name};
 
 /// Create, list, pause, resume, trigger and delete schedules of workflow runs.
 #[derive(Debug, Subcommand)]
@@ -195,21 +199,13 @@ fn print_schedule(schedule: &Schedule, output: OutputFormat, line: &str) -> anyh
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
     use supervisor_proto::{convert::timestamp_from_micros, v1::workflow_source::Source};
 
     use super::*;
+    use crate::commands::harness::{self, Parsed, T0};
 
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        global: GlobalArgs,
-        #[command(subcommand)]
-        command: ScheduleCommand,
-    }
-
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("schedule").chain(args.iter().copied()))
+    fn parse(args: &[&str]) -> Result<Parsed<ScheduleCommand>, clap::Error> {
+        harness::parse(args)
     }
 
     fn create_args(args: &[&str]) -> CreateArgs {
@@ -325,7 +321,7 @@ mod tests {
             name: "nightly".into(),
             cron: "0 3 * * *".into(),
             workflow_name: "audit".into(),
-            next_fire_at: Some(timestamp_from_micros(1_700_000_000_000_000)),
+            next_fire_at: Some(timestamp_from_micros(T0)),
             ..Default::default()
         };
         assert_eq!(

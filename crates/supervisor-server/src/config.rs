@@ -4,19 +4,19 @@
 //! or `SUPERVISOR_PROVIDERS__MOCK__LATENCY=50ms`. Precedence: defaults < file < environment
 //! < command-line flags.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use supervisor_engine::EngineConfig;
 use supervisor_node::{ClusterConfig, NodeConfig, RoutingConfig};
-
 use supervisor_providers::config::ProviderConfig;
 use supervisor_providers::mock::MockConfig;
 use supervisor_providers::pricing::PriceTable;
+
+use crate::store::{StoreConfig, StoreUrl};
 
 /// The annotated default configuration, shipped with the binary.
 pub const EXAMPLE: &str = include_str!("../../../supervisor.example.toml");
@@ -75,48 +75,6 @@ impl Default for ServerConfig {
     }
 }
 
-/// How the embedded store commits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DurabilityMode {
-    /// Every acknowledged write is on disk (fsync per group commit). The default.
-    #[default]
-    Immediate,
-    /// Writes are acknowledged before they reach the disk; a crash may lose the last
-    /// moments of work. For benchmarks and throwaway nodes.
-    Relaxed,
-}
-
-/// The store: which one, and how it commits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    /// Which store: `embedded:///` (default: `supervisor.redb` in the data directory),
-    /// `embedded:///abs/path.redb`, `postgres://user@host:port/db` or
-    /// `fdb:///etc/foundationdb/fdb.cluster`.
-    pub url: String,
-    /// PostgreSQL: most connections in the pool. Default 16.
-    pub pool_size: usize,
-    /// Embedded: `immediate` (default) or `relaxed`.
-    pub durability: DurabilityMode,
-    /// Embedded: most transactions applied per disk commit. Default 1024.
-    pub max_batch: usize,
-    /// Embedded: memory for cached database pages, in MiB. Default 128.
-    pub cache_mb: usize,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            url: "embedded:///".into(),
-            pool_size: 16,
-            durability: DurabilityMode::Immediate,
-            max_batch: 1024,
-            cache_mb: 128,
-        }
-    }
-}
-
 /// Providers by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -164,18 +122,54 @@ impl Default for LogConfig {
     }
 }
 
+/// A configuration that cannot be loaded or does not hold together. Each names the key
+/// at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file given does not exist.
+    #[error(
+        "config file {} does not exist; `supervisor config default > {}` writes one with every default",
+        path.display(),
+        path.display()
+    )]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file or a `SUPERVISOR_*` variable is not valid TOML for the config: an
+    /// unknown key, a value of the wrong type.
+    #[error("invalid configuration in {origin}: {error}")]
+    Parse {
+        /// Where the configuration came from.
+        origin: String,
+        /// What is wrong, naming the key.
+        error: Box<figment::Error>,
+    },
+    /// A value is out of its range, or two values contradict each other.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// `server.listen` is not a socket address.
+    #[error(
+        "invalid configuration: server.listen {listen:?} is not an address like 127.0.0.1:50051"
+    )]
+    Listen {
+        /// The value given.
+        listen: String,
+        /// Why it does not parse.
+        source: std::net::AddrParseError,
+    },
+}
+
 impl Config {
     /// Loads defaults, then `file` (if given; it must exist), then `SUPERVISOR_*`
     /// variables, and validates the result.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
-                bail!(
-                    "config file {} does not exist; `supervisor config default > {}` writes one with every default",
-                    path.display(),
-                    path.display()
-                );
+                return Err(ConfigError::Missing {
+                    path: path.to_path_buf(),
+                });
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -186,11 +180,11 @@ impl Config {
                 .split("__")
                 .ignore(&["server", "config"]),
         );
-        let config: Config = figment.extract().map_err(|e| {
-            let source = file
+        let config: Config = figment.extract().map_err(|error| ConfigError::Parse {
+            origin: file
                 .map(|p| format!("{} or the SUPERVISOR_* environment", p.display()))
-                .unwrap_or_else(|| "the SUPERVISOR_* environment".into());
-            anyhow::anyhow!("invalid configuration in {source}: {e}")
+                .unwrap_or_else(|| "the SUPERVISOR_* environment".into()),
+            error: Box::new(error),
         })?;
         config.validate()?;
         Ok(config)
@@ -209,8 +203,14 @@ impl Config {
         shown
     }
 
+    /// The configuration in force as TOML, with its secrets hidden (see
+    /// [`Config::redacted`]).
+    pub fn to_redacted_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(&self.redacted())
+    }
+
     /// Checks every section, naming the first wrong value.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let mut checks = vec![
             self.engine.validate(),
             self.node.validate(),
@@ -247,26 +247,28 @@ impl Config {
             ));
         }
         for check in checks {
-            if let Err(msg) = check {
-                bail!("invalid configuration: {msg}");
-            }
+            check.map_err(ConfigError::Invalid)?;
         }
         if self.store.max_batch == 0 || self.store.pool_size == 0 {
-            bail!("invalid configuration: store.max_batch and store.pool_size must be at least 1");
+            return Err(ConfigError::Invalid(
+                "store.max_batch and store.pool_size must be at least 1".into(),
+            ));
         }
-        crate::store::StoreUrl::parse(&self.store.url)
-            .map_err(|e| anyhow::anyhow!("invalid configuration: store.url: {e}"))?;
+        StoreUrl::parse(&self.store.url)
+            .map_err(|e| ConfigError::Invalid(format!("store.url: {e}")))?;
         if self.cluster.heartbeat_interval >= self.engine.lease_duration {
-            bail!(
-                "invalid configuration: cluster.heartbeat_interval ({:?}) must be shorter than engine.lease_duration ({:?})",
-                self.cluster.heartbeat_interval,
-                self.engine.lease_duration
-            );
+            return Err(ConfigError::Invalid(format!(
+                "cluster.heartbeat_interval ({:?}) must be shorter than engine.lease_duration ({:?})",
+                self.cluster.heartbeat_interval, self.engine.lease_duration
+            )));
         }
         self.server
             .listen
             .parse::<std::net::SocketAddr>()
-            .with_context(|| format!("invalid configuration: server.listen {:?} is not an address like 127.0.0.1:50051", self.server.listen))?;
+            .map_err(|source| ConfigError::Listen {
+                listen: self.server.listen.clone(),
+                source,
+            })?;
         Ok(())
     }
 }
@@ -294,7 +296,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.cluster.cookie = "topsecret".into();
         cfg.store.url = "postgres://sv:hunter2@db:5432/sv".into();
-        let text = toml::to_string_pretty(&cfg.redacted()).expect("serializes");
+        let text = cfg.to_redacted_toml().expect("serializes");
         assert!(
             !text.contains("topsecret") && !text.contains("hunter2"),
             "{text}"

@@ -1,0 +1,273 @@
+//! A whole node in the foreground, as `supervisor up` runs it: the store its URL names,
+//! the providers its configuration lists, the node's actors and the gRPC services, until
+//! Ctrl-C, SIGTERM or an operator's drain request; then a drain, in which running
+//! attempts finish or are handed back, never lost.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use supervisor_engine::{Engine, EngineError, NodeInfo, NodeState, SystemClock};
+use supervisor_node::{Node, NodeError, ProviderSpec};
+use supervisor_providers::factory::BuildContext;
+
+use crate::ServeError;
+use crate::config::{Config, ConfigError};
+use crate::store::{self, OpenError, StoreUrl, StoreUrlError};
+
+/// How [`run`] starts the node, beyond its configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Run as one member of a cluster sharing the store. A shared store (PostgreSQL,
+    /// FoundationDB) requires it and the embedded store refuses it, so that a node never
+    /// joins a cluster by accident; with it, a node id that a live node uses is refused.
+    pub join: bool,
+}
+
+/// Why a node could not start, or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration does not hold together.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `store.url` names no known store.
+    #[error(transparent)]
+    StoreUrl(#[from] StoreUrlError),
+    /// `join` with the embedded store, which only one process can open.
+    #[error(
+        "--join needs a store that nodes can share: pass --store postgres://user@host:port/db or --store fdb:///etc/foundationdb/fdb.cluster"
+    )]
+    JoinNeedsSharedStore,
+    /// A shared store without `join`.
+    #[error(
+        "the store {store} can be shared by a cluster: pass --join to run this node as one of its members (give every node its own --node-id)"
+    )]
+    SharedStoreNeedsJoin {
+        /// The store, its password hidden.
+        store: String,
+    },
+    /// The data directory could not be created.
+    #[error("could not create the data directory {}", path.display())]
+    CreateDataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory could not be made absolute.
+    #[error("could not resolve the data directory {}", path.display())]
+    ResolveDataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    /// Reading the cluster's members failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// `join` under a node id that a live node uses.
+    #[error(
+        "node id {id:?} is in use by a live node at {address}: give every node its own --node-id (or node.id)"
+    )]
+    NodeIdInUse {
+        /// The node id.
+        id: String,
+        /// The gRPC address of the live node.
+        address: String,
+    },
+    /// The gRPC listener could not bind.
+    #[error(
+        "could not listen on {addr}; is another node running there? Use --listen to pick another address"
+    )]
+    Listen {
+        /// `server.listen`.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bound listener has no address.
+    #[error("reading the listen address")]
+    ListenAddress(#[source] std::io::Error),
+    /// A provider's configuration is wrong (a missing API key variable, an unreadable
+    /// key file...).
+    #[error("invalid configuration: {0}")]
+    Provider(String),
+    /// The node's actors could not start.
+    #[error("could not start the node")]
+    Node(#[source] NodeError),
+    /// The gRPC server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Runs a node in the foreground until Ctrl-C, SIGTERM or a drain request, then drains
+/// it, and returns once it has left.
+///
+/// Prints on stdout, once the node serves, the lines `supervisor node <id> (epoch <n>)
+/// listening on <addr>`, the store, and the providers; on stderr, the drain's progress.
+/// `cfg` is validated first. Errors say what to change (a flag, a key of the
+/// configuration) and come before the node serves, except a failure of the gRPC server.
+pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
+    cfg.validate()?;
+    let url = StoreUrl::parse(&cfg.store.url)?;
+    match (url.is_shared(), options.join) {
+        (false, true) => return Err(RunError::JoinNeedsSharedStore),
+        (true, false) => {
+            return Err(RunError::SharedStoreNeedsJoin {
+                store: url.display(&cfg.data_dir.0),
+            });
+        }
+        _ => {}
+    }
+
+    let data_dir = &cfg.data_dir.0;
+    std::fs::create_dir_all(data_dir).map_err(|source| RunError::CreateDataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let data_dir = data_dir
+        .canonicalize()
+        .map_err(|source| RunError::ResolveDataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+    let db = store::open(&url, &cfg.store, &data_dir).await?;
+    let engine = Engine::new(db, cfg.engine.clone(), Arc::new(SystemClock));
+    if options.join {
+        refuse_a_live_namesake(&engine, &cfg).await?;
+    }
+
+    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: cfg.server.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(RunError::ListenAddress)?;
+
+    let prices = Arc::new(cfg.prices.clone());
+    let build_ctx = BuildContext {
+        data_dir: data_dir.clone(),
+    };
+    let enabled: Vec<_> = cfg
+        .providers
+        .0
+        .iter()
+        .filter(|(_, p)| p.enabled())
+        .collect();
+    let mut providers = Vec::new();
+    for &(name, provider_cfg) in &enabled {
+        let provider =
+            supervisor_providers::factory::build(name, provider_cfg, prices.clone(), &build_ctx)
+                .map_err(RunError::Provider)?;
+        providers.push(ProviderSpec {
+            provider,
+            max_concurrency: provider_cfg.max_concurrency(),
+            limits: provider_cfg.limits().clone(),
+        });
+    }
+    let node = Arc::new(
+        Node::start_in_cluster(
+            engine,
+            cfg.node.clone(),
+            cfg.cluster.clone(),
+            cfg.routing.clone(),
+            &addr.to_string(),
+            providers,
+        )
+        .await
+        .map_err(RunError::Node)?,
+    );
+    let identity = node.identity();
+    println!(
+        "supervisor node {} (epoch {}) listening on {addr}",
+        identity.id, identity.epoch
+    );
+    match &url {
+        StoreUrl::Embedded(_) => println!(
+            "store: {} (durability: {:?})",
+            url.display(&data_dir),
+            cfg.store.durability
+        ),
+        _ => println!("store: {} (cluster member)", url.display(&data_dir)),
+    }
+    let names: Vec<&str> = enabled.iter().map(|(name, _)| name.as_str()).collect();
+    println!("providers: {}; press Ctrl-C to stop", names.join(", "));
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_timeout = cfg.node.drain_timeout;
+    let drainer = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown_signal() => {
+                    eprintln!("shutting down: draining running tasks (up to {drain_timeout:?})");
+                }
+                _ = node.drain_requested() => {
+                    eprintln!("drain requested: finishing or handing back running tasks (up to {drain_timeout:?}), then leaving");
+                }
+            }
+            let report = node.shutdown().await;
+            eprintln!(
+                "drained: {} finished, {} handed back to the queue",
+                report.finished, report.handed_back
+            );
+            let _ = stop_tx.send(());
+        })
+    };
+    crate::serve(listener, node.clone(), async move {
+        let _ = stop_rx.await;
+    })
+    .await?;
+    drainer.abort();
+    Ok(())
+}
+
+/// Resolves at the first Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Refuses to start when a live node already uses this node's id: two processes under one
+/// id would fence each other's work. A record left by a crashed run is not live: its
+/// revision stops moving, which this waits two heartbeats to see.
+async fn refuse_a_live_namesake(engine: &Engine, cfg: &Config) -> Result<(), RunError> {
+    let id = &cfg.node.id;
+    let revision_of = |nodes: &[NodeInfo]| {
+        nodes
+            .iter()
+            .find(|n| &n.id == id && matches!(n.state, NodeState::Active | NodeState::Draining))
+            .map(|n| (n.epoch, n.revision, n.address.clone()))
+    };
+    let Some(before) = revision_of(&engine.list_nodes().await?) else {
+        return Ok(());
+    };
+    tokio::time::sleep(cfg.cluster.heartbeat_interval * 2 + Duration::from_millis(200)).await;
+    match revision_of(&engine.list_nodes().await?) {
+        Some(after) if after != before => Err(RunError::NodeIdInUse {
+            id: id.clone(),
+            address: after.2,
+        }),
+        _ => Ok(()),
+    }
+}
