@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use supervisor_model::{TaskType, Usage};
 
 use crate::config::AnthropicConfig;
-use crate::factory::BuildContext;
+use crate::config::BuildContext;
 use crate::http::{self, Flow};
 use crate::pricing::PriceTable;
 use crate::secret::ApiKey;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use supervisor_model::{TaskType, Usage};
 
+use crate::config::BuildContext;
 use crate::config::OpenAiConfig;
-use crate::factory::BuildContext;
 use crate::http::{self, Flow};
 use crate::pricing::PriceTable;
 use crate::secret::ApiKey;

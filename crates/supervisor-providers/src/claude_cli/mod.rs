@@ -25,8 +25,8 @@ use supervisor_model::TaskType;
 use tokio::io::{AsyncReadExt, BufReader};
 use tokio::time::Instant;
 
+use crate::config::BuildContext;
 use crate::config::ClaudeCliConfig;
-use crate::factory::BuildContext;
 use crate::pricing::PriceTable;
 use crate::{
     Artifact, Capabilities, EventSink, Health, Provider, ProviderError, ProviderOutput,
