@@ -97,6 +97,18 @@ pub enum ProviderEvent {
     /// Something the agent did that is not output: a tool call, a tool result, the
     /// session starting. One line, for people following the task.
     Activity(String),
+    /// Tokens used and what they cost so far in this execution, as cumulative totals: each
+    /// event replaces the previous one, never adds to it. Sent whenever the provider learns
+    /// more (the API reported usage, the CLI finished a message), also when the execution
+    /// then fails: the last one received before `execute` returned an error is what the
+    /// failed attempt consumed and must be charged. On success [`ProviderOutput`] carries
+    /// the final figures, which take precedence.
+    Usage {
+        /// Tokens so far.
+        usage: Usage,
+        /// Cost so far, in millionths of a dollar (0 when the model's price is unknown).
+        cost_micros: u64,
+    },
 }
 
 /// Where a provider sends its events while executing. Sending never blocks; a closed sink

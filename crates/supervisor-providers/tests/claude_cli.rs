@@ -258,6 +258,26 @@ async fn success_streams_events_and_reports_usage_and_cost() {
     assert_eq!(out.usage.cache_write_tokens, 1200);
     assert_eq!(out.usage.cache_read_tokens, 3400);
     assert!(out.artifacts.is_empty());
+    // Usage as it grew: after each assistant message (summed over messages, the last line
+    // of a message winning), then the result's totals, which are the outcome's.
+    let (usages, events): (Vec<_>, Vec<_>) = events
+        .into_iter()
+        .partition(|e| matches!(e, ProviderEvent::Usage { .. }));
+    let tokens: Vec<_> = usages
+        .iter()
+        .map(|e| match e {
+            ProviderEvent::Usage { usage, .. } => (usage.input_tokens, usage.output_tokens),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(tokens, vec![(4, 8), (4, 30), (10, 242), (14, 250)]);
+    assert_eq!(
+        usages.last(),
+        Some(&ProviderEvent::Usage {
+            usage: out.usage,
+            cost_micros: out.cost_micros
+        })
+    );
     assert_eq!(
         events,
         vec![
@@ -344,6 +364,48 @@ async fn an_error_result_fails_with_its_text() {
         "a login failure cannot be fixed by retrying: {err:?}"
     );
     assert!(err.to_string().contains("Invalid API key"), "{err}");
+}
+
+#[tokio::test]
+async fn an_error_result_reports_its_usage_and_says_the_cli_failed() {
+    // The API was called (and billed) before the CLI gave up: the failure still carries
+    // what was spent, as the last usage event.
+    let fake = Fake::printing(&[
+        INIT,
+        ASSISTANT_TEXT,
+        r#"{"type":"result","subtype":"success","is_error":true,"duration_ms":9000,"duration_api_ms":8000,"num_turns":2,"result":"API Error: 500 {\"type\":\"api_error\"}","session_id":"s","total_cost_usd":0.0042,"usage":{"input_tokens":900,"cache_creation_input_tokens":0,"cache_read_input_tokens":300,"output_tokens":12}}"#,
+    ]);
+    let (result, events) = run(
+        &fake.provider(),
+        request(TaskType::BugFix, Duration::from_secs(30)),
+    )
+    .await;
+    match result {
+        Err(ProviderError::Retryable { kind, message, .. }) => {
+            assert_eq!(kind, "cli_error");
+            assert_eq!(
+                message,
+                r#"the Claude CLI reported an error: "API Error: 500 {"type":"api_error"}""#
+            );
+        }
+        other => panic!("expected a retryable cli_error, got {other:?}"),
+    }
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| matches!(e, ProviderEvent::Usage { .. }));
+    assert_eq!(
+        last,
+        Some(&ProviderEvent::Usage {
+            usage: supervisor_model::Usage {
+                input_tokens: 900,
+                output_tokens: 12,
+                cache_read_tokens: 300,
+                cache_write_tokens: 0,
+            },
+            cost_micros: 4_200,
+        })
+    );
 }
 
 #[tokio::test]

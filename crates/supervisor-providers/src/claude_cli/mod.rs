@@ -233,7 +233,7 @@ impl ClaudeCliProvider {
 
         let mut lines = LineReader::new(BufReader::new(stdout), stream::MAX_LINE);
         let mut tail = Tail::new(STDERR_CAP);
-        let mut parser = StreamParser::new();
+        let mut parser = StreamParser::new(self.prices.clone(), self.cfg.model.as_deref());
         let mut chunk = vec![0u8; 8192];
         let mut status: Option<ExitStatus> = None;
         let (mut out_eof, mut err_eof) = (false, false);
@@ -310,13 +310,7 @@ impl ClaudeCliProvider {
                 description: "exit status unknown".into(),
             },
         };
-        let outcome = parser.finish(
-            &exit,
-            &tail.excerpt(),
-            self.cfg.max_turns,
-            self.cfg.model.as_deref(),
-            &self.prices,
-        )?;
+        let outcome = parser.finish(&exit, &tail.excerpt(), self.cfg.max_turns)?;
         let mut artifacts = Vec::new();
         if let Some(ws) = &run.workspace
             && let Some(diff) = ws.diff().await?
