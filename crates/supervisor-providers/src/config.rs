@@ -2,6 +2,7 @@
 //! says which implementation serves it. API keys are never in the file: `api_key_env`
 //! names an environment variable, `api_key_file` a file.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -199,6 +200,24 @@ impl OpenAiConfig {
     }
 }
 
+/// How the processes of a `claude_cli` attempt are confined, so that every one of them
+/// ends with the attempt (see `docs/providers.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationMode {
+    /// The best this machine offers, in the order below (detected when the provider is
+    /// built).
+    #[default]
+    Auto,
+    /// A PID namespace per attempt (root, or an unprivileged user namespace).
+    PidNamespace,
+    /// A cgroup v2 per attempt under the node's own (delegated, writable) cgroup, ended
+    /// with `cgroup.kill`.
+    Cgroup,
+    /// A supervising process that adopts and kills the CLI's orphans (always available).
+    Subreaper,
+}
+
 /// The Claude Code CLI, run headless.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -215,6 +234,21 @@ pub struct ClaudeCliConfig {
     pub extra_args: Vec<String>,
     /// Where per-task git worktrees are made (unset: `<data_dir>/worktrees`).
     pub worktree_dir: Option<PathBuf>,
+    /// Environment variable of the node holding the key the CLI gets (unset: none).
+    pub api_key_env: Option<String>,
+    /// Or a file holding it.
+    pub api_key_file: Option<PathBuf>,
+    /// The variable the key is given to the CLI in. Default `ANTHROPIC_API_KEY`
+    /// (`CLAUDE_CODE_OAUTH_TOKEN` for a token from `claude setup-token`).
+    pub api_key_var: String,
+    /// Given to the CLI as `ANTHROPIC_BASE_URL` (unset: the CLI's default).
+    pub base_url: Option<String>,
+    /// More environment variables for the CLI, literal values (not for secrets: those go
+    /// in `api_key_env` or `api_key_file`). Nothing else of the node's environment but
+    /// `PATH`, `LANG`, `LC_*` and `TERM` reaches the CLI.
+    pub env: BTreeMap<String, String>,
+    /// How the CLI's processes are confined. Default `auto`.
+    pub isolation: IsolationMode,
     /// Limits.
     pub limits: Limits,
 }
@@ -228,7 +262,23 @@ impl Default for ClaudeCliConfig {
             max_turns: 30,
             extra_args: Vec::new(),
             worktree_dir: None,
+            api_key_env: None,
+            api_key_file: None,
+            api_key_var: "ANTHROPIC_API_KEY".into(),
+            base_url: None,
+            env: BTreeMap::new(),
+            isolation: IsolationMode::Auto,
             limits: Limits::default(),
+        }
+    }
+}
+
+impl ClaudeCliConfig {
+    /// Where its key comes from.
+    pub fn key_source(&self) -> KeySource {
+        KeySource {
+            api_key_env: self.api_key_env.clone(),
+            api_key_file: self.api_key_file.clone(),
         }
     }
 }

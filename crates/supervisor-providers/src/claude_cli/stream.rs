@@ -13,6 +13,7 @@ use supervisor_model::Usage;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 use crate::pricing::PriceTable;
+use crate::secret::ApiKey;
 use crate::{EventSink, ProviderError, ProviderEvent};
 
 /// Longest stdout line accepted (tool results can carry whole files).
@@ -158,12 +159,19 @@ pub(super) struct StreamParser {
     /// The usage last sent as a [`ProviderEvent::Usage`].
     reported: Option<(Usage, u64)>,
     result: Option<ResultLine>,
+    /// The key the CLI was given, kept out of every event (a tool may print it).
+    key: Option<ApiKey>,
 }
 
 impl StreamParser {
     /// A parser that has seen nothing; `prices` prices usage the CLI reports without a
-    /// cost, for `configured_model` until the stream names its model.
-    pub(super) fn new(prices: Arc<PriceTable>, configured_model: Option<&str>) -> Self {
+    /// cost, for `configured_model` until the stream names its model; `key` is redacted
+    /// from every event.
+    pub(super) fn new(
+        prices: Arc<PriceTable>,
+        configured_model: Option<&str>,
+        key: Option<ApiKey>,
+    ) -> Self {
         StreamParser {
             prices,
             configured_model: configured_model
@@ -174,7 +182,30 @@ impl StreamParser {
             messages: Vec::new(),
             reported: None,
             result: None,
+            key,
         }
+    }
+
+    /// `text` without the key.
+    fn redact(&self, text: String) -> String {
+        match &self.key {
+            Some(key) if text.contains(key.expose()) => key.redact(&text),
+            _ => text,
+        }
+    }
+
+    fn user(&self, value: &Value, sink: &EventSink) {
+        for line in tool_results(value) {
+            self.activity(sink, line);
+        }
+    }
+
+    fn output(&self, sink: &EventSink, text: &str) {
+        sink.send(ProviderEvent::Output(self.redact(text.to_string())));
+    }
+
+    fn activity(&self, sink: &EventSink, line: String) {
+        sink.send(ProviderEvent::Activity(self.redact(line)));
     }
 
     /// The model answering, as far as the stream said ("unknown" if nothing said it).
@@ -226,7 +257,7 @@ impl StreamParser {
         match kind {
             "system" => self.system(&value, sink),
             "assistant" => self.assistant(&value, sink),
-            "user" => user(&value, sink),
+            "user" => self.user(&value, sink),
             "result" => {
                 // Reported before the outcome is decided, so a result that is an error
                 // still leaves what the run consumed on record.
@@ -257,10 +288,13 @@ impl StreamParser {
             .get("tools")
             .and_then(Value::as_array)
             .map_or(0, Vec::len);
-        sink.send(ProviderEvent::Activity(format!(
-            "session started: model {}, {tools} tools",
-            model.unwrap_or("unknown")
-        )));
+        self.activity(
+            sink,
+            format!(
+                "session started: model {}, {tools} tools",
+                model.unwrap_or("unknown")
+            ),
+        );
     }
 
     fn assistant(&mut self, value: &Value, sink: &EventSink) {
@@ -299,16 +333,13 @@ impl StreamParser {
                             self.text.push_str("\n\n");
                         }
                         self.text.push_str(text);
-                        sink.send(ProviderEvent::Output(text.to_string()));
+                        self.output(sink, text);
                     }
                 }
                 Some("tool_use") => {
                     let name = block.get("name").and_then(Value::as_str).unwrap_or("?");
                     let input = block.get("input").unwrap_or(&Value::Null);
-                    sink.send(ProviderEvent::Activity(format!(
-                        "tool {}",
-                        tool_summary(name, input)
-                    )));
+                    self.activity(sink, format!("tool {}", tool_summary(name, input)));
                 }
                 _ => {}
             }
@@ -431,9 +462,11 @@ impl StreamParser {
     }
 }
 
-fn user(value: &Value, sink: &EventSink) {
+/// One activity line per tool result in a `user` line.
+fn tool_results(value: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
     let Some(blocks) = value.pointer("/message/content").and_then(Value::as_array) else {
-        return;
+        return lines;
     };
     for block in blocks {
         if block.get("type").and_then(Value::as_str) != Some("tool_result") {
@@ -467,12 +500,13 @@ fn user(value: &Value, sink: &EventSink) {
             "tool result"
         };
         let summary = one_line(&content, ACTIVITY_CHARS);
-        sink.send(ProviderEvent::Activity(if summary.is_empty() {
+        lines.push(if summary.is_empty() {
             format!("{label} (empty)")
         } else {
             format!("{label}: {summary}")
-        }));
+        });
     }
+    lines
 }
 
 /// Token counts of a `usage` object as the API names them.
@@ -567,7 +601,7 @@ mod tests {
 
     fn events(lines: &[&str]) -> (StreamParser, Vec<ProviderEvent>) {
         let (sink, mut rx) = EventSink::channel();
-        let mut p = StreamParser::new(Arc::new(PriceTable::default()), None);
+        let mut p = StreamParser::new(Arc::new(PriceTable::default()), None, None);
         for l in lines {
             assert!(p.line(l.as_bytes(), &sink).is_ok(), "line {l}");
         }
@@ -620,7 +654,7 @@ mod tests {
     #[test]
     fn unknown_lines_are_ignored_and_non_objects_refused() {
         let (sink, _rx) = EventSink::channel();
-        let mut p = StreamParser::new(Arc::new(PriceTable::default()), None);
+        let mut p = StreamParser::new(Arc::new(PriceTable::default()), None, None);
         assert!(
             p.line(br#"{"type":"stream_event","event":{}}"#, &sink)
                 .is_ok()

@@ -1,32 +1,56 @@
-//! Where a run happens: a fresh git worktree of the task's repository, or an empty scratch
-//! directory when the task has no repository.
+//! Where a run happens: an attempt directory holding a fresh git worktree of the task's
+//! repository (or an empty scratch directory when the task has no repository), and the
+//! agent's own HOME and TMPDIR beside it.
+//!
+//! ```text
+//! <worktree_dir>/<task>-a<attempt>/
+//!     run.json   who made it, for recovery after a crash (see `recovery`)
+//!     work/      the worktree (or scratch directory): the CLI's working directory
+//!     home/      HOME
+//!     tmp/       TMPDIR
+//! ```
 //!
 //! Why a worktree: the agent edits files and runs commands, and it must neither touch the
 //! user's checkout nor see another attempt's half-done edits. A worktree on its own branch
 //! (`supervisor/<task>-a<attempt>`) gives each attempt a private copy that shares the
 //! repository's objects, and its changes come back as a diff against the commit it
-//! started from. Why a scratch directory otherwise: the CLI must not work in whatever
-//! directory the node happens to run in. Either is removed after the run, also when it
-//! fails, times out or is abandoned.
+//! started from. HOME and TMPDIR are outside the worktree, so what the agent keeps there
+//! never reaches the diff. The attempt directory and the branch are removed after the run,
+//! also when it fails, times out or is abandoned.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use super::command::GIT_ENV;
+use super::environment;
+use super::recovery::{Owner, RunRecord};
 use super::stream::last_chars;
 use crate::ProviderError;
 
 /// Largest diff returned whole; beyond it the artifact is cut and says so.
 const MAX_DIFF: usize = 16 * 1024 * 1024;
 
-/// A directory a run works in, removed by [`Workspace::remove`] (or, as a last resort,
-/// on drop, blocking).
+/// Settings given to every git command run in a repository or worktree the agent had
+/// access to: no hooks and no file-system monitor, which the agent could have installed
+/// to run its own code outside its sandbox.
+const SAFE_CONFIG: &[&str] = &[
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+];
+
+/// An attempt's directory, removed by [`Workspace::remove`] (or, as a last resort, on
+/// drop, blocking).
 #[derive(Debug)]
 pub(super) struct Workspace {
-    path: PathBuf,
+    dir: PathBuf,
+    work: PathBuf,
+    home: PathBuf,
+    tmp: PathBuf,
     git: Option<GitWorktree>,
+    record: RunRecord,
     removed: bool,
 }
 
@@ -73,17 +97,24 @@ fn failed(message: String) -> ProviderError {
 
 fn git_command(dir: &Path, args: &[&OsStr]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("git");
-    cmd.arg("-C").arg(dir).args(args);
-    for var in GIT_ENV {
-        cmd.env_remove(var);
-    }
-    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    cmd.arg("-C")
+        .arg(dir)
+        .args(SAFE_CONFIG)
+        .args(args)
+        .env_clear()
+        .envs(environment::git())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
     cmd
 }
 
 /// Runs git in `dir`; a missing git is a permanent failure.
 async fn git(dir: &Path, args: &[&OsStr]) -> Result<Output, ProviderError> {
-    git_command(dir, args).output().await.map_err(|e| {
+    run_git(git_command(dir, args)).await
+}
+
+async fn run_git(mut cmd: tokio::process::Command) -> Result<Output, ProviderError> {
+    cmd.output().await.map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             ProviderError::Permanent {
                 kind: "not_installed",
@@ -99,98 +130,126 @@ fn stderr_of(out: &Output) -> String {
     last_chars(String::from_utf8_lossy(&out.stderr).trim(), 1000)
 }
 
+/// Checks that `repo` is a git repository and `git_ref` a commit in it; returns the
+/// repository's canonical path and the commit.
+async fn resolve(repo: &str, git_ref: &str) -> Result<(PathBuf, String), ProviderError> {
+    let repo_path = tokio::fs::canonicalize(repo)
+        .await
+        .map_err(|e| bad_request(format!("repo {repo} cannot be used: {e}")))?;
+    let out = git(&repo_path, &["rev-parse".as_ref(), "--git-dir".as_ref()]).await?;
+    if !out.status.success() {
+        return Err(bad_request(format!(
+            "repo {repo} is not a git repository: {}",
+            stderr_of(&out)
+        )));
+    }
+    if git_ref.is_empty() || git_ref.starts_with('-') {
+        return Err(bad_request(format!(
+            "ref {git_ref:?} is not a valid git ref (repo {repo})"
+        )));
+    }
+    let spec = format!("{git_ref}^{{commit}}");
+    let out = git(
+        &repo_path,
+        &[
+            "rev-parse".as_ref(),
+            "--verify".as_ref(),
+            "--quiet".as_ref(),
+            "--end-of-options".as_ref(),
+            spec.as_ref(),
+        ],
+    )
+    .await?;
+    let base = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || base.is_empty() {
+        return Err(bad_request(format!(
+            "ref {git_ref} is not a commit in repo {repo}"
+        )));
+    }
+    Ok((repo_path, base))
+}
+
 impl Workspace {
-    /// An empty directory `<root>/<name>` (replacing a stale one).
-    pub(super) async fn scratch(root: &Path, name: &str) -> Result<Workspace, ProviderError> {
+    /// A new attempt directory `<root>/<name>` whose `work/` is a worktree of `repo` at
+    /// `git_ref` on the new branch `branch` when a repository is given, an empty
+    /// directory otherwise. A `repo` that is not a git repository or a `git_ref` that is
+    /// not a commit there is a permanent `bad_request`, found before anything is made.
+    pub(super) async fn create(
+        root: &Path,
+        name: &str,
+        repo: Option<(&str, &str)>,
+        branch: &str,
+    ) -> Result<Workspace, ProviderError> {
+        let resolved = match repo {
+            Some((repo, git_ref)) => Some(resolve(repo, git_ref).await?),
+            None => None,
+        };
         let root = prepare_root(root).await?;
-        let path = root.join(name);
+        let dir = root.join(name);
+        // A leftover of the same attempt whose node died would be in the way.
+        if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+            let stale = dir.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let record = RunRecord::read(&stale);
+                super::recovery::clean_attempt_dir(
+                    &stale,
+                    record.as_ref(),
+                    &mut crate::Recovery::default(),
+                );
+            })
+            .await;
+        }
+        tokio::fs::create_dir(&dir)
+            .await
+            .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+        let linked = resolved.map(|(repo, base)| GitWorktree {
+            repo,
+            branch: branch.to_string(),
+            base,
+        });
         let ws = Workspace {
-            path,
-            git: None,
+            work: dir.join("work"),
+            home: dir.join("home"),
+            tmp: dir.join("tmp"),
+            record: RunRecord {
+                owner: Owner::current(),
+                repo: linked.as_ref().map(|g| g.repo.clone()),
+                branch: linked.as_ref().map(|g| g.branch.clone()),
+                cgroup: None,
+            },
+            dir,
+            git: linked,
             removed: false,
         };
-        if tokio::fs::try_exists(&ws.path).await.unwrap_or(false) {
-            let _ = tokio::fs::remove_dir_all(&ws.path).await;
-        }
-        if let Err(e) = tokio::fs::create_dir(&ws.path).await {
-            let message = format!("cannot create {}: {e}", ws.path.display());
+        // From here on the workspace owns the directory: an early return removes it.
+        if let Err(e) = ws.record.write(&ws.dir) {
+            let message = format!("cannot write {}: {e}", ws.dir.display());
             ws.remove().await;
             return Err(failed(message));
         }
-        Ok(ws)
-    }
-
-    /// A new worktree `<root>/<name>` of `repo` at `git_ref`, on the new branch `branch`.
-    /// A `repo` that is not a git repository or a `git_ref` that is not a commit there is
-    /// a permanent `bad_request`.
-    pub(super) async fn worktree(
-        root: &Path,
-        repo: &str,
-        git_ref: &str,
-        name: &str,
-        branch: &str,
-    ) -> Result<Workspace, ProviderError> {
-        let repo_path = tokio::fs::canonicalize(repo)
-            .await
-            .map_err(|e| bad_request(format!("repo {repo} cannot be used: {e}")))?;
-        let out = git(&repo_path, &["rev-parse".as_ref(), "--git-dir".as_ref()]).await?;
-        if !out.status.success() {
-            return Err(bad_request(format!(
-                "repo {repo} is not a git repository: {}",
-                stderr_of(&out)
-            )));
-        }
-        if git_ref.is_empty() || git_ref.starts_with('-') {
-            return Err(bad_request(format!(
-                "ref {git_ref:?} is not a valid git ref (repo {repo})"
-            )));
-        }
-        let spec = format!("{git_ref}^{{commit}}");
-        let out = git(
-            &repo_path,
-            &[
-                "rev-parse".as_ref(),
-                "--verify".as_ref(),
-                "--quiet".as_ref(),
-                "--end-of-options".as_ref(),
-                spec.as_ref(),
-            ],
-        )
-        .await?;
-        let base = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !out.status.success() || base.is_empty() {
-            return Err(bad_request(format!(
-                "ref {git_ref} is not a commit in repo {repo}"
-            )));
-        }
-
-        let root = prepare_root(root).await?;
-        let ws = Workspace {
-            path: root.join(name),
-            git: Some(GitWorktree {
-                repo: repo_path,
-                branch: branch.to_string(),
-                base,
-            }),
-            removed: false,
-        };
-        // A leftover of a run that could not clean up (the node died) would block the add.
-        if tokio::fs::try_exists(&ws.path).await.unwrap_or(false) {
-            ws.remove_files().await;
+        for private in [ws.home.clone(), ws.tmp.clone()] {
+            if let Err(e) = create_private_dir(&private).await {
+                let message = format!("cannot create {}: {e}", private.display());
+                ws.remove().await;
+                return Err(failed(message));
+            }
         }
         let Some(g) = ws.git.as_ref() else {
-            return Err(failed("internal: worktree without git".into()));
+            if let Err(e) = tokio::fs::create_dir(&ws.work).await {
+                let message = format!("cannot create {}: {e}", ws.work.display());
+                ws.remove().await;
+                return Err(failed(message));
+            }
+            return Ok(ws);
         };
         let out = git(
             &g.repo,
             &[
-                "-c".as_ref(),
-                "core.hooksPath=/dev/null".as_ref(),
                 "worktree".as_ref(),
                 "add".as_ref(),
                 "-B".as_ref(),
                 g.branch.as_ref(),
-                ws.path.as_os_str(),
+                ws.work.as_os_str(),
                 g.base.as_ref(),
             ],
         )
@@ -199,8 +258,9 @@ impl Workspace {
             Ok(out) if out.status.success() => Ok(ws),
             Ok(out) => {
                 let message = format!(
-                    "git worktree add {} in {repo} failed: {}",
-                    ws.path.display(),
+                    "git worktree add {} in {} failed: {}",
+                    ws.work.display(),
+                    g.repo.display(),
                     stderr_of(&out)
                 );
                 ws.remove().await;
@@ -215,7 +275,25 @@ impl Workspace {
 
     /// The directory the CLI works in.
     pub(super) fn path(&self) -> &Path {
-        &self.path
+        &self.work
+    }
+
+    /// The attempt's HOME.
+    pub(super) fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The attempt's TMPDIR.
+    pub(super) fn tmp(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Records the attempt's cgroup, so recovery can kill it if the node dies.
+    pub(super) fn set_cgroup(&mut self, cgroup: Option<PathBuf>) -> Result<(), ProviderError> {
+        self.record.cgroup = cgroup;
+        self.record
+            .write(&self.dir)
+            .map_err(|e| failed(format!("cannot write {}: {e}", self.dir.display())))
     }
 
     /// Everything that changed in a worktree since its base commit, untracked files
@@ -224,21 +302,22 @@ impl Workspace {
         let Some(g) = &self.git else {
             return Ok(None);
         };
-        let out = git(&self.path, &["add".as_ref(), "-A".as_ref()]).await?;
+        let out = git(&self.work, &["add".as_ref(), "-A".as_ref()]).await?;
         if !out.status.success() {
             return Err(failed(format!(
                 "git add -A in {} failed: {}",
-                self.path.display(),
+                self.work.display(),
                 stderr_of(&out)
             )));
         }
         let out = git(
-            &self.path,
+            &self.work,
             &[
                 "diff".as_ref(),
                 "--cached".as_ref(),
                 "--no-color".as_ref(),
                 "--no-ext-diff".as_ref(),
+                "--no-textconv".as_ref(),
                 g.base.as_ref(),
                 "--".as_ref(),
             ],
@@ -247,7 +326,7 @@ impl Workspace {
         if !out.status.success() {
             return Err(failed(format!(
                 "git diff in {} failed: {}",
-                self.path.display(),
+                self.work.display(),
                 stderr_of(&out)
             )));
         }
@@ -264,13 +343,36 @@ impl Workspace {
         Ok(Some(diff))
     }
 
-    /// Removes the directory (and the worktree's registration and branch).
+    /// Removes the attempt directory, the worktree's registration and its branch.
     pub(super) async fn remove(mut self) {
-        self.remove_files().await;
         if let Some(g) = &self.git {
+            let _ = git(
+                &g.repo,
+                &[
+                    "worktree".as_ref(),
+                    "remove".as_ref(),
+                    "--force".as_ref(),
+                    "--force".as_ref(),
+                    self.work.as_os_str(),
+                ],
+            )
+            .await;
+        }
+        if tokio::fs::try_exists(&self.dir).await.unwrap_or(false)
+            && let Err(e) = tokio::fs::remove_dir_all(&self.dir).await
+        {
+            tracing::warn!(path = %self.dir.display(), error = %e, "claude_cli: could not remove a workspace");
+        }
+        if let Some(g) = &self.git {
+            let _ = git(&g.repo, &["worktree".as_ref(), "prune".as_ref()]).await;
             let out = git(
                 &g.repo,
-                &["branch".as_ref(), "-D".as_ref(), g.branch.as_ref()],
+                &[
+                    "branch".as_ref(),
+                    "-D".as_ref(),
+                    "--end-of-options".as_ref(),
+                    g.branch.as_ref(),
+                ],
             )
             .await;
             if let Ok(out) = out
@@ -282,41 +384,20 @@ impl Workspace {
         self.removed = true;
     }
 
-    async fn remove_files(&self) {
-        if let Some(g) = &self.git {
-            let _ = git(
-                &g.repo,
-                &[
-                    "worktree".as_ref(),
-                    "remove".as_ref(),
-                    "--force".as_ref(),
-                    "--force".as_ref(),
-                    self.path.as_os_str(),
-                ],
-            )
-            .await;
-        }
-        if tokio::fs::try_exists(&self.path).await.unwrap_or(false)
-            && let Err(e) = tokio::fs::remove_dir_all(&self.path).await
-        {
-            tracing::warn!(path = %self.path.display(), error = %e, "claude_cli: could not remove a workspace");
-        }
-        if let Some(g) = &self.git {
-            let _ = git(&g.repo, &["worktree".as_ref(), "prune".as_ref()]).await;
-        }
-    }
-
     fn remove_blocking(&mut self) {
         let run = |dir: &Path, args: &[&OsStr]| {
-            let mut cmd = std::process::Command::new("git");
-            cmd.arg("-C").arg(dir).args(args);
-            for var in GIT_ENV {
-                cmd.env_remove(var);
-            }
-            let _ = cmd.stdin(std::process::Stdio::null()).output();
+            let _ = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(SAFE_CONFIG)
+                .args(args)
+                .env_clear()
+                .envs(environment::git())
+                .stdin(std::process::Stdio::null())
+                .output();
         };
         if let Some(g) = &self.git {
-            let path: OsString = self.path.clone().into();
+            let path: OsString = self.work.clone().into();
             run(
                 &g.repo,
                 &[
@@ -328,14 +409,19 @@ impl Workspace {
                 ],
             );
         }
-        if self.path.exists() {
-            let _ = std::fs::remove_dir_all(&self.path);
+        if self.dir.exists() {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
         if let Some(g) = &self.git {
             run(&g.repo, &["worktree".as_ref(), "prune".as_ref()]);
             run(
                 &g.repo,
-                &["branch".as_ref(), "-D".as_ref(), g.branch.as_ref()],
+                &[
+                    "branch".as_ref(),
+                    "-D".as_ref(),
+                    "--end-of-options".as_ref(),
+                    g.branch.as_ref(),
+                ],
             );
         }
         self.removed = true;
@@ -348,6 +434,15 @@ impl Drop for Workspace {
             self.remove_blocking();
         }
     }
+}
+
+/// Creates a directory only its owner can read.
+async fn create_private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::DirBuilder::new().mode(0o700).create(path))
+        .await
+        .map_err(io::Error::other)?
 }
 
 /// Creates the worktree root and returns it absolute and canonical (so the CLI's cwd can
