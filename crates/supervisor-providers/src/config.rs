@@ -249,6 +249,11 @@ pub struct ClaudeCliConfig {
     pub env: BTreeMap<String, String>,
     /// How the CLI's processes are confined. Default `auto`.
     pub isolation: IsolationMode,
+    /// After a successful run with changes, commit them on the task's branch and keep
+    /// it (only the worktree directory is removed). Default true.
+    pub keep_branch: bool,
+    /// Author and committer of that commit. Default `Supervisor <supervisor@localhost>`.
+    pub commit_author: String,
     /// Limits.
     pub limits: Limits,
 }
@@ -268,6 +273,8 @@ impl Default for ClaudeCliConfig {
             base_url: None,
             env: BTreeMap::new(),
             isolation: IsolationMode::Auto,
+            keep_branch: true,
+            commit_author: "Supervisor <supervisor@localhost>".into(),
             limits: Limits::default(),
         }
     }

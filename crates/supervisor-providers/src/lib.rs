@@ -219,7 +219,8 @@ pub struct Recovery {
     pub workspaces: Vec<std::path::PathBuf>,
     /// Leftover agent processes killed.
     pub processes_killed: usize,
-    /// Branches deleted (those of attempts that never finished).
+    /// Branches deleted: those of attempts that never finished (finished attempts' kept
+    /// branches are left alone).
     pub branches_deleted: Vec<String>,
     /// What could not be cleaned up, one sentence each.
     pub problems: Vec<String>,

@@ -855,10 +855,10 @@ fn repo_request(repo: &Path) -> ProviderRequest {
 }
 
 #[tokio::test]
-async fn repo_tasks_run_in_a_worktree_and_return_its_diff() {
+async fn repo_tasks_run_in_a_worktree_return_its_diff_and_keep_a_commit() {
     let fake = Fake::new(&format!("{EDITING}echo '{INIT}'\necho '{RESULT_OK}'"));
     let repo = repo(fake.dir.path());
-    let (result, _) = run(&fake.provider(), repo_request(&repo)).await;
+    let (result, events) = run(&fake.provider(), repo_request(&repo)).await;
     let out = result.expect("success");
 
     let root = std::fs::canonicalize(fake.worktree_root()).expect("root");
@@ -872,9 +872,9 @@ async fn repo_tasks_run_in_a_worktree_and_return_its_diff() {
         Some("Fix the parser\nIt drops the last token.")
     );
 
-    assert_eq!(out.artifacts.len(), 1);
+    let names: Vec<_> = out.artifacts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, vec!["changes.diff", "branch"]);
     let diff = &out.artifacts[0];
-    assert_eq!(diff.name, "changes.diff");
     assert_eq!(diff.media_type, "text/x-diff");
     assert!(diff.content.contains("-old line"), "{}", diff.content);
     assert!(diff.content.contains("+new line"), "{}", diff.content);
@@ -887,7 +887,80 @@ async fn repo_tasks_run_in_a_worktree_and_return_its_diff() {
     let readme = std::fs::read_to_string(repo.join("README.md")).expect("readme");
     assert!(readme.contains("old line"));
     assert!(!repo.join("notes.txt").exists());
-    assert_worktrees_gone(&repo, &root);
+
+    // The change is a commit on the kept branch, named after the task.
+    let head = git(&repo, &["rev-parse", "supervisor/t-42-a2"]);
+    assert_eq!(
+        out.artifacts[1].content,
+        format!(
+            "repo {}\nbranch supervisor/t-42-a2\ncommit {}\n",
+            std::fs::canonicalize(&repo).expect("repo").display(),
+            head.trim()
+        )
+    );
+    let log = git(
+        &repo,
+        &[
+            "log",
+            "-1",
+            "--format=%an <%ae>%n%cn <%ce>%n%B",
+            "supervisor/t-42-a2",
+        ],
+    );
+    assert_eq!(
+        log.trim_end(),
+        "Supervisor <supervisor@localhost>\nSupervisor <supervisor@localhost>\nsupervisor: bug_fix task t-42 attempt 2\n\nFix the parser"
+    );
+    let shown = git(&repo, &["diff", "main", "supervisor/t-42-a2"]);
+    assert!(
+        shown.contains("+new line") && shown.contains("+fresh"),
+        "{shown}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(e, ProviderEvent::Activity(a)
+            if a.contains("committed") && a.contains("supervisor/t-42-a2"))),
+        "{events:?}"
+    );
+    // Only the worktree directory is gone.
+    let list = git(&repo, &["worktree", "list", "--porcelain"]);
+    assert_eq!(
+        list.lines().filter(|l| l.starts_with("worktree ")).count(),
+        1,
+        "{list}"
+    );
+    assert_eq!(std::fs::read_dir(&root).expect("root").count(), 0);
+}
+
+#[tokio::test]
+async fn without_keep_branch_only_the_diff_survives() {
+    let fake = Fake::new(&format!("{EDITING}echo '{INIT}'\necho '{RESULT_OK}'"));
+    let repo = repo(fake.dir.path());
+    let provider = fake.provider_with(ClaudeCliConfig {
+        keep_branch: false,
+        commit_author: "Bot <bot@example.invalid>".into(),
+        ..fake.config()
+    });
+    let (result, _) = run(&provider, repo_request(&repo)).await;
+    let out = result.expect("success");
+    let names: Vec<_> = out.artifacts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, vec!["changes.diff"]);
+    assert_worktrees_gone(&repo, &fake.worktree_root());
+}
+
+#[tokio::test]
+async fn a_bad_commit_author_is_refused_at_build() {
+    let fake = Fake::printing(&[]);
+    let ctx = BuildContext {
+        data_dir: fake.path("data"),
+    };
+    let cfg = ClaudeCliConfig {
+        commit_author: "nobody".into(),
+        ..fake.config()
+    };
+    let err = claude_cli::build("cli", &cfg, Arc::new(PriceTable::default()), &ctx)
+        .err()
+        .expect("an error");
+    assert!(err.contains("commit_author"), "{err}");
 }
 
 /// Sentinels the env test's helper process has in its environment, standing for the
@@ -952,7 +1025,7 @@ async fn agent_environment_helper() {
     let mut req = request(TaskType::BugFix, Duration::from_secs(60));
     req.context
         .insert("repo".into(), repo.display().to_string());
-    let (result, _) = run(&provider, req).await;
+    let (result, events) = run(&provider, req).await;
     let out = result.expect("success");
 
     let allowed = |name: &str| {
@@ -1024,7 +1097,7 @@ async fn agent_environment_helper() {
     );
 
     // The diff has the file, with none of the node's secrets and the CLI's own key
-    // redacted.
+    // redacted; a change holding the key is not committed.
     let diff = &out.artifacts[0];
     assert!(diff.content.contains("+++ b/env.txt"), "{}", diff.content);
     for (_, secret) in SENTINELS {
@@ -1035,6 +1108,13 @@ async fn agent_environment_helper() {
         diff.content.contains("ANTHROPIC_API_KEY=[redacted]"),
         "{}",
         diff.content
+    );
+    assert_eq!(out.artifacts.len(), 1, "no branch artifact");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ProviderEvent::Activity(a) if a.contains("not committed"))),
+        "{events:?}"
     );
     assert_worktrees_gone(&repo, &root);
 }
@@ -1059,12 +1139,13 @@ fn own_start_time() -> u64 {
         .expect("start time")
 }
 
-fn write_record(dir: &Path, start: u64, repo: Option<&Path>, branch: Option<&str>) {
+fn write_record(dir: &Path, start: u64, repo: Option<&Path>, branch: Option<&str>, keep: bool) {
     let record = serde_json::json!({
         "owner": {"pid": std::process::id(), "start": start},
         "repo": repo,
         "branch": branch,
         "cgroup": null,
+        "keep_branch": keep,
     });
     std::fs::write(dir.join("run.json"), record.to_string()).expect("record");
 }
@@ -1076,7 +1157,7 @@ fn recovery_removes_what_dead_nodes_left_and_spares_live_attempts() {
     std::fs::create_dir_all(fake.worktree_root()).expect("root");
     let root = std::fs::canonicalize(fake.worktree_root()).expect("root");
     let dead_start = own_start_time() + 1; // Same pid, another start: a dead process.
-    let attempt = |name: &str, start: u64| {
+    let attempt = |name: &str, start: u64, keep: bool| {
         let dir = root.join(name);
         std::fs::create_dir(&dir).expect("mkdir");
         let branch = format!("supervisor/{name}");
@@ -1092,21 +1173,23 @@ fn recovery_removes_what_dead_nodes_left_and_spares_live_attempts() {
                 work.to_str().expect("utf-8"),
             ],
         );
-        write_record(&dir, start, Some(&repo), Some(&branch));
+        write_record(&dir, start, Some(&repo), Some(&branch), keep);
         dir
     };
     // An unfinished attempt of a dead node, with a tool still working in it.
-    let dead = attempt("t-dead-a1", dead_start);
+    let dead = attempt("t-dead-a1", dead_start, false);
     let needle = format!("300.{}", marker());
     let mut tool = Command::new("setsid")
         .args(["sleep", &needle])
         .current_dir(dead.join("work"))
         .spawn()
         .expect("start a leftover tool");
+    // A finished attempt whose node died before removing its directory: the branch stays.
+    let kept = attempt("t-kept-a1", dead_start, true);
     // An attempt of a live node (this process): left alone.
     let live = root.join("t-live-a1");
     std::fs::create_dir_all(live.join("work")).expect("mkdir");
-    write_record(&live, own_start_time(), None, None);
+    write_record(&live, own_start_time(), None, None, false);
     // A worktree made by an older version: no record, the worktree is the directory.
     let old = root.join("t-old-a1");
     git(
@@ -1124,7 +1207,7 @@ fn recovery_removes_what_dead_nodes_left_and_spares_live_attempts() {
     let report = claude_cli::recover(&root);
     let mut removed = report.workspaces.clone();
     removed.sort();
-    assert_eq!(removed, vec![dead, old], "{report:?}");
+    assert_eq!(removed, vec![dead, kept, old], "{report:?}");
     let mut deleted = report.branches_deleted.clone();
     deleted.sort();
     assert_eq!(deleted, vec!["supervisor/t-dead-a1", "supervisor/t-old-a1"]);
@@ -1134,7 +1217,7 @@ fn recovery_removes_what_dead_nodes_left_and_spares_live_attempts() {
     assert!(processes_with(&needle).is_empty());
     assert!(live.join("work").exists(), "a live attempt was touched");
     let branches = git(&repo, &["branch", "--list", "supervisor/*"]);
-    assert_eq!(branches.trim(), "");
+    assert_eq!(branches.trim(), "supervisor/t-kept-a1");
     let list = git(&repo, &["worktree", "list", "--porcelain"]);
     assert_eq!(
         list.lines().filter(|l| l.starts_with("worktree ")).count(),

@@ -4,15 +4,17 @@
 //! Why a CLI and not the API: Claude Code brings its own agent loop and tools (read, edit,
 //! run commands), so a task that has to change a repository is done by the CLI itself.
 //! Supervisor's part is to start it with the specialty's tool policy, follow its stream as
-//! events, bound it in time, collect what it changed as a diff, and treat it as
-//! untrusted: it gets no secret of the node (an allowlisted environment with its own HOME
-//! and TMPDIR), and nothing it starts outlives the attempt or the node (a PID namespace,
-//! cgroup or subreaper per attempt); its worktree is removed.
+//! events, bound it in time, collect what it changed, and treat it as untrusted: it gets
+//! no secret of the node (an allowlisted environment with its own HOME and TMPDIR), and
+//! nothing it starts outlives the attempt or the node (a PID namespace, cgroup or
+//! subreaper per attempt). Its changes come back as a diff and, on success, as a commit
+//! on the attempt's branch, which is kept; the worktree itself is removed.
 //!
 //! The parts: `command` (argv), `environment` (what the CLI's environment holds),
 //! `sandbox` and `shim` (confining and ending the CLI's processes), `stream` (stream-json
 //! lines into events and an outcome), `worktree` (the attempt directory: worktree or
-//! scratch directory, HOME, TMPDIR) and `recovery` (cleaning up after a node that died).
+//! scratch directory, HOME, TMPDIR; the commit) and `recovery` (cleaning up after a node
+//! that died).
 
 mod command;
 mod environment;
@@ -35,13 +37,13 @@ use crate::config::{BuildContext, ClaudeCliConfig};
 use crate::pricing::PriceTable;
 use crate::secret::ApiKey;
 use crate::{
-    Artifact, Capabilities, EventSink, Health, Provider, ProviderError, ProviderOutput,
-    ProviderRequest, Recovery,
+    Artifact, Capabilities, EventSink, Health, Provider, ProviderError, ProviderEvent,
+    ProviderOutput, ProviderRequest, Recovery,
 };
 use environment::AttemptDirs;
 use sandbox::{AgentProcess, Sandbox};
 use stream::{Exit, LineReader, StreamParser, Tail};
-use worktree::Workspace;
+use worktree::{Author, Workspace};
 
 pub use recovery::recover;
 
@@ -56,6 +58,8 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 const ESTIMATE_MODEL: &str = "claude-sonnet-4-5";
 /// Output tokens `estimate_cost` assumes.
 const ESTIMATE_OUTPUT_TOKENS: u64 = 2000;
+/// Longest first line of a prompt quoted in a commit message.
+const COMMIT_PROMPT_CHARS: usize = 200;
 
 /// Builds the claude_cli provider named `name` from its config. Worktrees go under
 /// `worktree_dir`, or `<data_dir>/worktrees` when it is unset. The key (if configured) is
@@ -78,6 +82,7 @@ pub struct ClaudeCliProvider {
     prices: Arc<PriceTable>,
     worktree_root: PathBuf,
     key: Option<ApiKey>,
+    author: Author,
     sandbox: Sandbox,
 }
 
@@ -88,6 +93,8 @@ pub struct ClaudeCliProvider {
 struct Run {
     process: Option<AgentProcess>,
     workspace: Option<Workspace>,
+    /// Whether a kept branch may stay (the run succeeded).
+    keep_branch: bool,
 }
 
 impl Run {
@@ -96,7 +103,7 @@ impl Run {
             p.terminate().await;
         }
         if let Some(w) = self.workspace.take() {
-            w.remove().await;
+            w.remove(self.keep_branch).await;
         }
     }
 }
@@ -105,6 +112,7 @@ impl Drop for Run {
     fn drop(&mut self) {
         let mut process = self.process.take();
         let workspace = self.workspace.take();
+        let keep_branch = self.keep_branch;
         if let Some(p) = process.as_mut() {
             // Synchronously: the shim kills the attempt's processes as soon as its
             // lifeline closes, whether or not the task below ever runs.
@@ -121,7 +129,7 @@ impl Drop for Run {
                     p.finish().await;
                 }
                 if let Some(w) = workspace {
-                    w.remove().await;
+                    w.remove(keep_branch).await;
                 }
             });
         }
@@ -135,6 +143,28 @@ fn describe(status: &ExitStatus) -> String {
         (None, Some(sig)) => format!("killed by signal {sig}"),
         (None, None) => status.to_string(),
     }
+}
+
+/// The commit message of an attempt's changes: what the task was, then the first line of
+/// its prompt.
+fn commit_message(request: &ProviderRequest) -> String {
+    let first_line = request
+        .prompt
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty());
+    let mut message = format!(
+        "supervisor: {} task {} attempt {}\n",
+        request.task_type.as_str(),
+        request.task_id,
+        request.attempt
+    );
+    if let Some(line) = first_line {
+        message.push('\n');
+        message.push_str(&stream::first_chars(line, COMMIT_PROMPT_CHARS));
+        message.push('\n');
+    }
+    message
 }
 
 impl ClaudeCliProvider {
@@ -155,6 +185,8 @@ impl ClaudeCliProvider {
             reqwest::Url::parse(url)
                 .map_err(|e| format!("provider {name}: base_url {url:?} is not a URL: {e}"))?;
         }
+        let author =
+            Author::parse(&cfg.commit_author).map_err(|e| format!("provider {name}: {e}"))?;
         let key = cfg.key_source().load(name, false)?;
         let root = cfg
             .worktree_dir
@@ -175,6 +207,7 @@ impl ClaudeCliProvider {
             prices,
             worktree_root: root,
             key,
+            author,
             sandbox,
         })
     }
@@ -425,16 +458,8 @@ impl ClaudeCliProvider {
                 });
             }
         };
-        let mut artifacts = Vec::new();
-        if let Some(ws) = &run.workspace
-            && let Some(diff) = ws.diff().await?
-        {
-            artifacts.push(Artifact {
-                name: "changes.diff".into(),
-                media_type: "text/x-diff".into(),
-                content: self.redact(diff),
-            });
-        }
+        let artifacts = self.collect_changes(request, sink, run).await?;
+        run.keep_branch = true;
         Ok(ProviderOutput {
             output: self.redact(outcome.output),
             usage: outcome.usage,
@@ -442,6 +467,57 @@ impl ClaudeCliProvider {
             model: outcome.model,
             artifacts,
         })
+    }
+
+    /// After a successful run: the diff of the worktree as an artifact and, with
+    /// `keep_branch`, a commit of it on the attempt's branch (and an artifact naming it).
+    async fn collect_changes(
+        &self,
+        request: &ProviderRequest,
+        sink: &EventSink,
+        run: &mut Run,
+    ) -> Result<Vec<Artifact>, ProviderError> {
+        let Some(ws) = run.workspace.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let Some(diff) = ws.diff().await? else {
+            return Ok(Vec::new());
+        };
+        let leaks_key = self.key.as_ref().is_some_and(|k| diff.contains(k.expose()));
+        let mut artifacts = vec![Artifact {
+            name: "changes.diff".into(),
+            media_type: "text/x-diff".into(),
+            content: self.redact(diff),
+        }];
+        if !self.cfg.keep_branch {
+            return Ok(artifacts);
+        }
+        if leaks_key {
+            // A commit would put the key into the repository's history.
+            sink.send(ProviderEvent::Activity(
+                "the changes contain this provider's API key: not committed (the diff shows it redacted)".into(),
+            ));
+            return Ok(artifacts);
+        }
+        if let Some(kept) = ws.commit(&self.author, &commit_message(request)).await? {
+            sink.send(ProviderEvent::Activity(format!(
+                "changes committed as {} on branch {} in {}",
+                &kept.commit[..kept.commit.len().min(12)],
+                kept.branch,
+                kept.repo.display()
+            )));
+            artifacts.push(Artifact {
+                name: "branch".into(),
+                media_type: "text/plain".into(),
+                content: format!(
+                    "repo {}\nbranch {}\ncommit {}\n",
+                    kept.repo.display(),
+                    kept.branch,
+                    kept.commit
+                ),
+            });
+        }
+        Ok(artifacts)
     }
 }
 

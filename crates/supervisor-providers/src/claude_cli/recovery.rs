@@ -70,6 +70,8 @@ pub(super) struct RunRecord {
     pub branch: Option<String>,
     /// The attempt's cgroup, if it has one.
     pub cgroup: Option<PathBuf>,
+    /// Whether the branch holds the finished attempt's commit and is to be kept.
+    pub keep_branch: bool,
 }
 
 impl RunRecord {
@@ -91,7 +93,8 @@ impl RunRecord {
 /// Cleans up after node processes that died: every attempt directory under `root` whose
 /// node process is gone (or that has no record, such as one an older version made) is
 /// removed with its worktree registration; processes still working in it are killed; its
-/// branch is deleted; its cgroup is killed and removed. Leftover attempt cgroups under this process's cgroup whose node is gone are
+/// branch is deleted unless it holds a finished attempt's commit; its cgroup is killed and
+/// removed. Leftover attempt cgroups under this process's cgroup whose node is gone are
 /// removed too.
 ///
 /// Call it when no attempt of this process runs under `root` (at start, before leasing):
@@ -119,7 +122,8 @@ pub fn recover(root: &Path) -> Recovery {
 }
 
 /// Removes one attempt directory: kills what still runs in it, removes the worktree (and
-/// its registration in the repository) and the branch.
+/// its registration in the repository) and, unless the record says to keep it, the
+/// branch.
 pub(super) fn clean_attempt_dir(dir: &Path, record: Option<&RunRecord>, report: &mut Recovery) {
     if let Some(cgroup) = record.and_then(|r| r.cgroup.as_deref())
         && let Err(e) = sandbox::remove_cgroup_blocking(cgroup)
@@ -161,7 +165,10 @@ pub(super) fn clean_attempt_dir(dir: &Path, record: Option<&RunRecord>, report: 
     }
     let Some(repo) = repo else { return };
     let _ = git(&repo, &["worktree", "prune"], None);
-    if let Some(branch) = branch.filter(|b| b.starts_with("supervisor/")) {
+    let keep = record.is_some_and(|r| r.keep_branch);
+    if let Some(branch) = branch.filter(|b| b.starts_with("supervisor/"))
+        && !keep
+    {
         match git(&repo, &["branch", "-D", "--end-of-options", &branch], None) {
             Ok(true) => report.branches_deleted.push(branch),
             Ok(false) => {} // Already gone.
@@ -326,6 +333,7 @@ mod tests {
             repo: Some("/src/repo".into()),
             branch: Some("supervisor/t-a1".into()),
             cgroup: None,
+            keep_branch: false,
         };
         record.write(dir.path()).unwrap();
         assert_eq!(RunRecord::read(dir.path()), Some(record));

@@ -15,8 +15,10 @@
 //! (`supervisor/<task>-a<attempt>`) gives each attempt a private copy that shares the
 //! repository's objects, and its changes come back as a diff against the commit it
 //! started from. HOME and TMPDIR are outside the worktree, so what the agent keeps there
-//! never reaches the diff. The attempt directory and the branch are removed after the run,
-//! also when it fails, times out or is abandoned.
+//! never reaches the diff. After a successful run with changes, the changes are committed
+//! on the branch, which is kept (`keep_branch`); the attempt directory is always removed,
+//! also when the run fails, times out or is abandoned, and the branch of an attempt that
+//! did not succeed is deleted.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -59,6 +61,45 @@ struct GitWorktree {
     repo: PathBuf,
     branch: String,
     base: String,
+}
+
+/// Who commits an attempt's changes: `Name <email>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Author {
+    pub name: String,
+    pub email: String,
+}
+
+impl Author {
+    /// Parses `Name <email>`.
+    pub(super) fn parse(text: &str) -> Result<Author, String> {
+        let text = text.trim();
+        let parsed = text.strip_suffix('>').and_then(|t| t.split_once('<'));
+        match parsed {
+            Some((name, email))
+                if !name.trim().is_empty()
+                    && !email.trim().is_empty()
+                    && !email.contains(['<', '>', '\n'])
+                    && !name.contains(['<', '>', '\n']) =>
+            {
+                Ok(Author {
+                    name: name.trim().to_string(),
+                    email: email.trim().to_string(),
+                })
+            }
+            _ => Err(format!(
+                "commit_author {text:?} is not of the form `Name <email>`"
+            )),
+        }
+    }
+}
+
+/// A commit made on an attempt's branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Kept {
+    pub repo: PathBuf,
+    pub branch: String,
+    pub commit: String,
 }
 
 /// `task_id` made safe for a directory and a branch name.
@@ -216,6 +257,7 @@ impl Workspace {
                 repo: linked.as_ref().map(|g| g.repo.clone()),
                 branch: linked.as_ref().map(|g| g.branch.clone()),
                 cgroup: None,
+                keep_branch: false,
             },
             dir,
             git: linked,
@@ -224,20 +266,20 @@ impl Workspace {
         // From here on the workspace owns the directory: an early return removes it.
         if let Err(e) = ws.record.write(&ws.dir) {
             let message = format!("cannot write {}: {e}", ws.dir.display());
-            ws.remove().await;
+            ws.remove(false).await;
             return Err(failed(message));
         }
         for private in [ws.home.clone(), ws.tmp.clone()] {
             if let Err(e) = create_private_dir(&private).await {
                 let message = format!("cannot create {}: {e}", private.display());
-                ws.remove().await;
+                ws.remove(false).await;
                 return Err(failed(message));
             }
         }
         let Some(g) = ws.git.as_ref() else {
             if let Err(e) = tokio::fs::create_dir(&ws.work).await {
                 let message = format!("cannot create {}: {e}", ws.work.display());
-                ws.remove().await;
+                ws.remove(false).await;
                 return Err(failed(message));
             }
             return Ok(ws);
@@ -263,11 +305,11 @@ impl Workspace {
                     g.repo.display(),
                     stderr_of(&out)
                 );
-                ws.remove().await;
+                ws.remove(false).await;
                 Err(failed(message))
             }
             Err(e) => {
-                ws.remove().await;
+                ws.remove(false).await;
                 Err(e)
             }
         }
@@ -297,7 +339,8 @@ impl Workspace {
     }
 
     /// Everything that changed in a worktree since its base commit, untracked files
-    /// included (ignored files excepted); `None` for a scratch directory or no change.
+    /// included (ignored files excepted), staged for a commit; `None` for a scratch
+    /// directory or no change.
     pub(super) async fn diff(&self) -> Result<Option<String>, ProviderError> {
         let Some(g) = &self.git else {
             return Ok(None);
@@ -337,14 +380,87 @@ impl Workspace {
         let mut diff = String::from_utf8_lossy(&out.stdout[..total.min(MAX_DIFF)]).into_owned();
         if total > MAX_DIFF {
             diff.push_str(&format!(
-                "\n[diff cut at {MAX_DIFF} of {total} bytes; the worktree was removed]\n"
+                "\n[diff cut at {MAX_DIFF} of {total} bytes; the whole change is on the attempt's branch if it was kept]\n"
             ));
         }
         Ok(Some(diff))
     }
 
-    /// Removes the attempt directory, the worktree's registration and its branch.
-    pub(super) async fn remove(mut self) {
+    /// Commits what [`Workspace::diff`] staged (if anything) on the attempt's branch as
+    /// `author`, and marks the branch to be kept when it moved from its base commit (the
+    /// agent may have committed itself). `None` when there is nothing to keep.
+    pub(super) async fn commit(
+        &mut self,
+        author: &Author,
+        message: &str,
+    ) -> Result<Option<Kept>, ProviderError> {
+        let Some(g) = &self.git else {
+            return Ok(None);
+        };
+        let staged = git(
+            &self.work,
+            &[
+                "diff".as_ref(),
+                "--cached".as_ref(),
+                "--quiet".as_ref(),
+                "HEAD".as_ref(),
+                "--".as_ref(),
+            ],
+        )
+        .await?;
+        if staged.status.code() == Some(1) {
+            let mut cmd = git_command(
+                &self.work,
+                &[
+                    "-c".as_ref(),
+                    "commit.gpgsign=false".as_ref(),
+                    "commit".as_ref(),
+                    "--quiet".as_ref(),
+                    "--no-verify".as_ref(),
+                    "--file=-".as_ref(),
+                ],
+            );
+            for (var, value) in [
+                ("GIT_AUTHOR_NAME", &author.name),
+                ("GIT_AUTHOR_EMAIL", &author.email),
+                ("GIT_COMMITTER_NAME", &author.name),
+                ("GIT_COMMITTER_EMAIL", &author.email),
+            ] {
+                cmd.env(var, value);
+            }
+            let out = run_git_with_input(cmd, message.as_bytes()).await?;
+            if !out.status.success() {
+                return Err(failed(format!(
+                    "git commit in {} failed: {}",
+                    self.work.display(),
+                    stderr_of(&out)
+                )));
+            }
+        }
+        let out = git(
+            &self.work,
+            &["rev-parse".as_ref(), "--verify".as_ref(), "HEAD".as_ref()],
+        )
+        .await?;
+        let head = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || head.is_empty() || head == g.base {
+            return Ok(None);
+        }
+        let kept = Kept {
+            repo: g.repo.clone(),
+            branch: g.branch.clone(),
+            commit: head,
+        };
+        self.record.keep_branch = true;
+        if let Err(e) = self.record.write(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "claude_cli: could not record the kept branch");
+        }
+        Ok(Some(kept))
+    }
+
+    /// Removes the attempt directory and the worktree's registration, and the branch
+    /// unless `keep_branch` and [`Workspace::commit`] kept it.
+    pub(super) async fn remove(mut self, keep_branch: bool) {
         if let Some(g) = &self.git {
             let _ = git(
                 &g.repo,
@@ -365,20 +481,22 @@ impl Workspace {
         }
         if let Some(g) = &self.git {
             let _ = git(&g.repo, &["worktree".as_ref(), "prune".as_ref()]).await;
-            let out = git(
-                &g.repo,
-                &[
-                    "branch".as_ref(),
-                    "-D".as_ref(),
-                    "--end-of-options".as_ref(),
-                    g.branch.as_ref(),
-                ],
-            )
-            .await;
-            if let Ok(out) = out
-                && !out.status.success()
-            {
-                tracing::debug!(branch = g.branch, stderr = %stderr_of(&out), "claude_cli: branch not deleted");
+            if !(keep_branch && self.record.keep_branch) {
+                let out = git(
+                    &g.repo,
+                    &[
+                        "branch".as_ref(),
+                        "-D".as_ref(),
+                        "--end-of-options".as_ref(),
+                        g.branch.as_ref(),
+                    ],
+                )
+                .await;
+                if let Ok(out) = out
+                    && !out.status.success()
+                {
+                    tracing::debug!(branch = g.branch, stderr = %stderr_of(&out), "claude_cli: branch not deleted");
+                }
             }
         }
         self.removed = true;
@@ -414,15 +532,17 @@ impl Workspace {
         }
         if let Some(g) = &self.git {
             run(&g.repo, &["worktree".as_ref(), "prune".as_ref()]);
-            run(
-                &g.repo,
-                &[
-                    "branch".as_ref(),
-                    "-D".as_ref(),
-                    "--end-of-options".as_ref(),
-                    g.branch.as_ref(),
-                ],
-            );
+            if !self.record.keep_branch {
+                run(
+                    &g.repo,
+                    &[
+                        "branch".as_ref(),
+                        "-D".as_ref(),
+                        "--end-of-options".as_ref(),
+                        g.branch.as_ref(),
+                    ],
+                );
+            }
         }
         self.removed = true;
     }
@@ -434,6 +554,27 @@ impl Drop for Workspace {
             self.remove_blocking();
         }
     }
+}
+
+/// Runs `cmd` with `input` on its stdin.
+async fn run_git_with_input(
+    mut cmd: tokio::process::Command,
+    input: &[u8],
+) -> Result<Output, ProviderError> {
+    use tokio::io::AsyncWriteExt;
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| failed(format!("could not run git: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input).await;
+    }
+    child
+        .wait_with_output()
+        .await
+        .map_err(|e| failed(format!("could not run git: {e}")))
 }
 
 /// Creates a directory only its owner can read.
@@ -471,5 +612,19 @@ mod tests {
         assert_eq!(slug("0197-abc", 2), "0197-abc-a2");
         assert_eq!(slug("../x y", 1), "---x-y-a1");
         assert_eq!(slug("", 1), "task-a1");
+    }
+
+    #[test]
+    fn authors_are_name_and_email() {
+        assert_eq!(
+            Author::parse("Supervisor <supervisor@localhost>"),
+            Ok(Author {
+                name: "Supervisor".into(),
+                email: "supervisor@localhost".into()
+            })
+        );
+        assert!(Author::parse("supervisor@localhost").is_err());
+        assert!(Author::parse("<a@b>").is_err());
+        assert!(Author::parse("A <>").is_err());
     }
 }
