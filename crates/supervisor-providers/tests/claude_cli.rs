@@ -404,6 +404,23 @@ async fn a_transient_error_result_is_retryable() {
 }
 
 #[tokio::test]
+async fn bypassing_permissions_as_root_without_is_sandbox_says_how_to_allow_it() {
+    // What the CLI does as root without IS_SANDBOX=1.
+    let fake = Fake::new(
+        "echo '--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons' >&2\nexit 1",
+    );
+    let mut req = request(TaskType::BugFix, Duration::from_secs(30));
+    req.tools.permission_mode = "bypassPermissions".into();
+    let (result, _) = run(&fake.provider(), req).await;
+    let err = result.expect_err("a failure").to_string();
+    assert!(err.contains("cannot be used with root"), "{err}");
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert_eq!(err.contains("IS_SANDBOX=1"), root, "{err}");
+    assert_eq!(err.contains("[providers.cli.env]"), root, "{err}");
+}
+
+#[tokio::test]
 async fn max_turns_is_permanent() {
     let fake = Fake::printing(&[
         INIT,

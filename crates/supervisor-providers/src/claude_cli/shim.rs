@@ -27,6 +27,11 @@
 //! The node never sets `PR_SET_PDEATHSIG` on the shim itself: that signal fires when the
 //! *thread* that forked it exits, and a runtime's threads come and go. The lifeline is
 //! tied to the node's process instead: only its exit (or the attempt's end) closes it.
+//!
+//! Cost: the shim is a fork of the node that never execs, so it shares the node's memory
+//! pages as they were at the fork, and every page the node writes afterwards exists twice
+//! until the attempt ends. A shim exec'd from a small entry point of the node's binary
+//! would avoid that; it needs the binary's cooperation, which a library cannot assume.
 
 use std::ffi::{CStr, CString};
 use std::io;
