@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use supervisor_model::{TaskType, Usage};
 
 use crate::config::AnthropicConfig;
-use crate::factory::BuildContext;
+use crate::config::BuildContext;
 use crate::http::{self, Flow};
 use crate::pricing::PriceTable;
 use crate::secret::ApiKey;
@@ -122,7 +122,7 @@ impl AnthropicProvider {
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .json(&self.body(request));
         let response = http::send(&self.label, call).await?;
-        let mut stream = MessageStream::new(&self.label, sink);
+        let mut stream = MessageStream::new(&self.label, sink, &self.prices, &self.cfg.model);
         http::read_events(&self.label, response, |event| stream.on_event(event)).await?;
         Ok(stream.finish(&self.cfg, &self.prices))
     }
@@ -187,19 +187,32 @@ impl Provider for AnthropicProvider {
 struct MessageStream<'a> {
     label: &'a str,
     sink: &'a EventSink,
+    prices: &'a PriceTable,
+    /// The configured model, until `message_start` names the one answering.
+    configured_model: &'a str,
     model: Option<String>,
     usage: Usage,
+    /// The usage last sent as a [`ProviderEvent::Usage`].
+    reported: Option<Usage>,
     output: String,
     stop_reason: Option<String>,
 }
 
 impl<'a> MessageStream<'a> {
-    fn new(label: &'a str, sink: &'a EventSink) -> Self {
+    fn new(
+        label: &'a str,
+        sink: &'a EventSink,
+        prices: &'a PriceTable,
+        configured_model: &'a str,
+    ) -> Self {
         MessageStream {
             label,
             sink,
+            prices,
+            configured_model,
             model: None,
             usage: Usage::default(),
+            reported: None,
             output: String::new(),
             stop_reason: None,
         }
@@ -220,6 +233,7 @@ impl<'a> MessageStream<'a> {
                     self.model = Some(model.to_string());
                 }
                 self.read_usage(&message["usage"]);
+                self.report_usage();
             }
             "content_block_start" => {
                 let block = &data["content_block"];
@@ -243,6 +257,7 @@ impl<'a> MessageStream<'a> {
                     self.stop_reason = Some(reason.to_string());
                 }
                 self.read_usage(&data["usage"]);
+                self.report_usage();
             }
             "message_stop" => return Ok(Flow::Done),
             "error" => return Err(stream_error(self.label, &data["error"])),
@@ -274,6 +289,20 @@ impl<'a> MessageStream<'a> {
         if let Some(n) = count("cache_creation_input_tokens") {
             self.usage.cache_write_tokens = n;
         }
+    }
+
+    /// Sends the usage so far if it changed, so an error later in the stream still leaves
+    /// what the API already counted (the input tokens of `message_start`) on record.
+    fn report_usage(&mut self) {
+        if self.reported == Some(self.usage) {
+            return;
+        }
+        self.reported = Some(self.usage);
+        let model = self.model.as_deref().unwrap_or(self.configured_model);
+        self.sink.send(ProviderEvent::Usage {
+            usage: self.usage,
+            cost_micros: self.prices.cost_micros(model, &self.usage).unwrap_or(0),
+        });
     }
 
     /// The result of a stream that reached `message_stop`.

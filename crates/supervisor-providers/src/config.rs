@@ -2,12 +2,12 @@
 //! says which implementation serves it. API keys are never in the file: `api_key_env`
 //! names an environment variable, `api_key_file` a file.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::mock::MockConfig;
 use crate::secret::KeySource;
 
 /// Limits and failure handling every provider has, enforced by its actor on each node.
@@ -28,6 +28,77 @@ pub struct Limits {
     /// How long an open breaker refuses work before one trial request (default 30s).
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub breaker_cooldown: Option<Duration>,
+}
+
+/// Settings of the mock provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MockConfig {
+    /// Whether routing may use it. Default true.
+    pub enabled: bool,
+    /// Time one execution takes. Default 0s.
+    #[serde(with = "humantime_serde")]
+    pub latency: Duration,
+    /// Extra time, spread deterministically per task between 0 and this. Default 0s.
+    #[serde(with = "humantime_serde")]
+    pub latency_jitter: Duration,
+    /// Fraction (0 to 1) of attempts that fail with a retryable error, chosen
+    /// deterministically from the task id and attempt. Default 0.
+    pub failure_rate: f64,
+    /// Fraction (0 to 1) of attempts that panic inside the agent (to exercise
+    /// supervision). Default 0.
+    pub panic_rate: f64,
+    /// Input tokens reported; 0 means derived from the prompt (one per 4 bytes). Default 0.
+    pub input_tokens: u64,
+    /// Output tokens reported; 0 means derived from the output. Default 0.
+    pub output_tokens: u64,
+    /// Pieces the output is streamed in (spread over the latency). Default 4.
+    pub stream_chunks: u32,
+    /// Price charged per million tokens, in millionths of a dollar. Default 0 (free).
+    pub price_micros_per_mtok: u64,
+    /// Limits (concurrency defaults to 1024 for the mock).
+    pub limits: Limits,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            enabled: true,
+            latency: Duration::ZERO,
+            latency_jitter: Duration::ZERO,
+            failure_rate: 0.0,
+            panic_rate: 0.0,
+            input_tokens: 0,
+            output_tokens: 0,
+            stream_chunks: 4,
+            price_micros_per_mtok: 0,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl MockConfig {
+    /// Checks the values, naming the first wrong one.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("failure_rate", self.failure_rate),
+            ("panic_rate", self.panic_rate),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!(
+                    "providers.mock.{name} must be between 0 and 1, got {v}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a provider may need from the node that builds it.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// The node's data directory (the Claude CLI makes worktrees under it by default).
+    pub data_dir: PathBuf,
 }
 
 /// The Anthropic Messages API.
@@ -129,6 +200,24 @@ impl OpenAiConfig {
     }
 }
 
+/// How the processes of a `claude_cli` attempt are confined, so that every one of them
+/// ends with the attempt (see `docs/providers.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationMode {
+    /// The best this machine offers, in the order below (detected when the provider is
+    /// built).
+    #[default]
+    Auto,
+    /// A PID namespace per attempt (root, or an unprivileged user namespace).
+    PidNamespace,
+    /// A cgroup v2 per attempt under the node's own (delegated, writable) cgroup, ended
+    /// with `cgroup.kill`.
+    Cgroup,
+    /// A supervising process that adopts and kills the CLI's orphans (always available).
+    Subreaper,
+}
+
 /// The Claude Code CLI, run headless.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -145,6 +234,26 @@ pub struct ClaudeCliConfig {
     pub extra_args: Vec<String>,
     /// Where per-task git worktrees are made (unset: `<data_dir>/worktrees`).
     pub worktree_dir: Option<PathBuf>,
+    /// Environment variable of the node holding the key the CLI gets (unset: none).
+    pub api_key_env: Option<String>,
+    /// Or a file holding it.
+    pub api_key_file: Option<PathBuf>,
+    /// The variable the key is given to the CLI in. Default `ANTHROPIC_API_KEY`
+    /// (`CLAUDE_CODE_OAUTH_TOKEN` for a token from `claude setup-token`).
+    pub api_key_var: String,
+    /// Given to the CLI as `ANTHROPIC_BASE_URL` (unset: the CLI's default).
+    pub base_url: Option<String>,
+    /// More environment variables for the CLI, literal values (not for secrets: those go
+    /// in `api_key_env` or `api_key_file`). Nothing else of the node's environment but
+    /// `PATH`, `LANG`, `LC_*` and `TERM` reaches the CLI.
+    pub env: BTreeMap<String, String>,
+    /// How the CLI's processes are confined. Default `auto`.
+    pub isolation: IsolationMode,
+    /// After a successful run with changes, commit them on the task's branch and keep
+    /// it (only the worktree directory is removed). Default true.
+    pub keep_branch: bool,
+    /// Author and committer of that commit. Default `Supervisor <supervisor@localhost>`.
+    pub commit_author: String,
     /// Limits.
     pub limits: Limits,
 }
@@ -158,7 +267,25 @@ impl Default for ClaudeCliConfig {
             max_turns: 30,
             extra_args: Vec::new(),
             worktree_dir: None,
+            api_key_env: None,
+            api_key_file: None,
+            api_key_var: "ANTHROPIC_API_KEY".into(),
+            base_url: None,
+            env: BTreeMap::new(),
+            isolation: IsolationMode::Auto,
+            keep_branch: true,
+            commit_author: "Supervisor <supervisor@localhost>".into(),
             limits: Limits::default(),
+        }
+    }
+}
+
+impl ClaudeCliConfig {
+    /// Where its key comes from.
+    pub fn key_source(&self) -> KeySource {
+        KeySource {
+            api_key_env: self.api_key_env.clone(),
+            api_key_file: self.api_key_file.clone(),
         }
     }
 }

@@ -1,19 +1,12 @@
 //! Builds providers from their configuration.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::Provider;
+pub use crate::config::BuildContext;
 use crate::config::ProviderConfig;
 use crate::mock::MockProvider;
 use crate::pricing::PriceTable;
-
-/// What a provider may need from the node that builds it.
-#[derive(Debug, Clone)]
-pub struct BuildContext {
-    /// The node's data directory (the Claude CLI makes worktrees under it by default).
-    pub data_dir: PathBuf,
-}
 
 /// Builds the provider `name` described by `cfg`. Errors say what to fix in the config
 /// (a missing API key variable, an unreadable key file...).

@@ -97,6 +97,18 @@ pub enum ProviderEvent {
     /// Something the agent did that is not output: a tool call, a tool result, the
     /// session starting. One line, for people following the task.
     Activity(String),
+    /// Tokens used and what they cost so far in this execution, as cumulative totals: each
+    /// event replaces the previous one, never adds to it. Sent whenever the provider learns
+    /// more (the API reported usage, the CLI finished a message), also when the execution
+    /// then fails: the last one received before `execute` returned an error is what the
+    /// failed attempt consumed and must be charged. On success [`ProviderOutput`] carries
+    /// the final figures, which take precedence.
+    Usage {
+        /// Tokens so far.
+        usage: Usage,
+        /// Cost so far, in millionths of a dollar (0 when the model's price is unknown).
+        cost_micros: u64,
+    },
 }
 
 /// Where a provider sends its events while executing. Sending never blocks; a closed sink
@@ -198,6 +210,48 @@ pub struct Health {
     pub detail: String,
 }
 
+/// What [`Provider::recover`] cleaned up after an earlier run of the node on this machine
+/// (one that died or was killed before it could clean up itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Workspaces removed (worktrees and scratch directories, with the attempts' HOME and
+    /// TMPDIR).
+    pub workspaces: Vec<std::path::PathBuf>,
+    /// Leftover agent processes killed.
+    pub processes_killed: usize,
+    /// Branches deleted: those of attempts that never finished (finished attempts' kept
+    /// branches are left alone).
+    pub branches_deleted: Vec<String>,
+    /// What could not be cleaned up, one sentence each.
+    pub problems: Vec<String>,
+}
+
+impl Recovery {
+    /// Whether there was nothing to clean up and nothing went wrong.
+    pub fn is_empty(&self) -> bool {
+        self.workspaces.is_empty()
+            && self.processes_killed == 0
+            && self.branches_deleted.is_empty()
+            && self.problems.is_empty()
+    }
+}
+
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "removed {} leftover workspace(s), killed {} leftover process(es), deleted {} unfinished branch(es)",
+            self.workspaces.len(),
+            self.processes_killed,
+            self.branches_deleted.len()
+        )?;
+        for problem in &self.problems {
+            write!(f, "; {problem}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A way to run prompts.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + 'static {
@@ -217,6 +271,19 @@ pub trait Provider: Send + Sync + 'static {
     async fn health(&self) -> Health;
     /// Estimated cost of a request, in millionths of a dollar.
     fn estimate_cost(&self, request: &ProviderRequest) -> u64;
+    /// How the processes this provider starts for a task are confined, in one sentence
+    /// the node can print at start (what is guaranteed, and what is not on this machine);
+    /// `None` for providers that start no processes.
+    fn sandbox(&self) -> Option<String> {
+        None
+    }
+    /// Cleans up what an earlier run of the node left behind when it died (workspaces,
+    /// processes). The node calls it once at start, before it leases any task: anything
+    /// it finds then belongs to no live attempt of this node. Never fails; what could not
+    /// be cleaned is listed in [`Recovery::problems`].
+    async fn recover(&self) -> Recovery {
+        Recovery::default()
+    }
 }
 
 #[cfg(test)]

@@ -2,79 +2,13 @@
 //! latency, failure rate, token counts and streaming. It serves the quick start, the tests
 //! and the benchmarks; it never pretends to be a model (its output says it is the mock).
 
-use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 use supervisor_model::{TaskType, Usage};
 
+pub use crate::config::MockConfig;
 use crate::{
     Capabilities, EventSink, Health, Provider, ProviderError, ProviderEvent, ProviderOutput,
     ProviderRequest,
 };
-
-/// Settings of the mock provider.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MockConfig {
-    /// Whether routing may use it. Default true.
-    pub enabled: bool,
-    /// Time one execution takes. Default 0s.
-    #[serde(with = "humantime_serde")]
-    pub latency: Duration,
-    /// Extra time, spread deterministically per task between 0 and this. Default 0s.
-    #[serde(with = "humantime_serde")]
-    pub latency_jitter: Duration,
-    /// Fraction (0 to 1) of attempts that fail with a retryable error, chosen
-    /// deterministically from the task id and attempt. Default 0.
-    pub failure_rate: f64,
-    /// Fraction (0 to 1) of attempts that panic inside the agent (to exercise
-    /// supervision). Default 0.
-    pub panic_rate: f64,
-    /// Input tokens reported; 0 means derived from the prompt (one per 4 bytes). Default 0.
-    pub input_tokens: u64,
-    /// Output tokens reported; 0 means derived from the output. Default 0.
-    pub output_tokens: u64,
-    /// Pieces the output is streamed in (spread over the latency). Default 4.
-    pub stream_chunks: u32,
-    /// Price charged per million tokens, in millionths of a dollar. Default 0 (free).
-    pub price_micros_per_mtok: u64,
-    /// Limits (concurrency defaults to 1024 for the mock).
-    pub limits: crate::config::Limits,
-}
-
-impl Default for MockConfig {
-    fn default() -> Self {
-        MockConfig {
-            enabled: true,
-            latency: Duration::ZERO,
-            latency_jitter: Duration::ZERO,
-            failure_rate: 0.0,
-            panic_rate: 0.0,
-            input_tokens: 0,
-            output_tokens: 0,
-            stream_chunks: 4,
-            price_micros_per_mtok: 0,
-            limits: crate::config::Limits::default(),
-        }
-    }
-}
-
-impl MockConfig {
-    /// Checks the values, naming the first wrong one.
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
-            ("failure_rate", self.failure_rate),
-            ("panic_rate", self.panic_rate),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(format!(
-                    "providers.mock.{name} must be between 0 and 1, got {v}"
-                ));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// The mock provider.
 #[derive(Debug, Clone)]
@@ -267,6 +201,8 @@ fn split_in(text: &str, n: usize) -> Vec<&str> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn request(prompt: &str) -> ProviderRequest {

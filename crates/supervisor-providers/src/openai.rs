@@ -13,8 +13,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use supervisor_model::{TaskType, Usage};
 
+use crate::config::BuildContext;
 use crate::config::OpenAiConfig;
-use crate::factory::BuildContext;
 use crate::http::{self, Flow};
 use crate::pricing::PriceTable;
 use crate::secret::ApiKey;
@@ -134,7 +134,7 @@ impl OpenAiProvider {
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .json(&self.body(request));
         let response = http::send(&self.label, self.authorize(call)).await?;
-        let mut stream = ChatStream::new(&self.label, sink);
+        let mut stream = ChatStream::new(&self.label, sink, &self.prices, &self.cfg.model);
         http::read_events(&self.label, response, |event| stream.on_event(event)).await?;
         let sent = request.system_prompt.len() + request.prompt_with_context().len();
         Ok(stream.finish(&self.cfg, &self.prices, sent))
@@ -196,6 +196,9 @@ impl Provider for OpenAiProvider {
 struct ChatStream<'a> {
     label: &'a str,
     sink: &'a EventSink,
+    prices: &'a PriceTable,
+    /// The configured model, until a chunk names the one answering.
+    configured_model: &'a str,
     model: Option<String>,
     usage: Option<Usage>,
     output: String,
@@ -203,10 +206,17 @@ struct ChatStream<'a> {
 }
 
 impl<'a> ChatStream<'a> {
-    fn new(label: &'a str, sink: &'a EventSink) -> Self {
+    fn new(
+        label: &'a str,
+        sink: &'a EventSink,
+        prices: &'a PriceTable,
+        configured_model: &'a str,
+    ) -> Self {
         ChatStream {
             label,
             sink,
+            prices,
+            configured_model,
             model: None,
             usage: None,
             output: String::new(),
@@ -242,11 +252,18 @@ impl<'a> ChatStream<'a> {
             let count = |v: &Value| v.as_u64().unwrap_or(0);
             let prompt = count(&usage["prompt_tokens"]);
             let cached = count(&usage["prompt_tokens_details"]["cached_tokens"]).min(prompt);
-            self.usage = Some(Usage {
+            let usage = Usage {
                 input_tokens: prompt - cached,
                 output_tokens: count(&usage["completion_tokens"]),
                 cache_read_tokens: cached,
                 cache_write_tokens: 0,
+            };
+            self.usage = Some(usage);
+            // Reported at once: an error chunk may still follow.
+            let model = self.model.as_deref().unwrap_or(self.configured_model);
+            self.sink.send(ProviderEvent::Usage {
+                usage,
+                cost_micros: self.prices.cost_micros(model, &usage).unwrap_or(0),
             });
         }
         Ok(Flow::Continue)

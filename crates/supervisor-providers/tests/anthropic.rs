@@ -173,20 +173,41 @@ async fn streamed_success_assembles_text_usage_and_cost() {
     let (sink, mut rx) = EventSink::channel();
     let provider = s.provider.clone();
     let running = tokio::spawn(async move { provider.execute(req, sink).await });
-    // The first piece arrives while the server is still holding the rest back.
+    // The usage of message_start, then the first piece, arrive while the server is still
+    // holding the rest back.
+    let started = Usage {
+        input_tokens: 1200,
+        output_tokens: 1,
+        cache_read_tokens: 2000,
+        cache_write_tokens: 100,
+    };
+    assert_eq!(
+        rx.recv().await,
+        Some(ProviderEvent::Usage {
+            usage: started,
+            cost_micros: 3600 + 15 + 1000 + 400
+        })
+    );
     assert_eq!(rx.recv().await, Some(ProviderEvent::Output("Hello".into())));
     assert!(!running.is_finished());
     gate.notify_one();
     let out = running.await.unwrap().expect("success");
 
     let mut streamed = vec!["Hello".to_string()];
+    let mut usages = Vec::new();
     while let Ok(e) = rx.try_recv() {
         match e {
             ProviderEvent::Output(t) => streamed.push(t),
+            ProviderEvent::Usage { usage, cost_micros } => usages.push((usage, cost_micros)),
             ProviderEvent::Activity(a) => panic!("unexpected activity {a}"),
         }
     }
     assert_eq!(streamed, vec!["Hello", ", wor", "ld ✓"]);
+    // Usage as the stream reported it: the input at message_start (it came before
+    // "Hello", which the first recv took), the final output at message_delta, which is
+    // the usage of the result.
+    assert_eq!(usages.len(), 1, "{usages:?}");
+    assert_eq!((usages[0].0, usages[0].1), (out.usage, out.cost_micros));
     assert_eq!(out.output, "Hello, world ✓");
     assert_eq!(out.model, "claude-sonnet-4-5-20250929");
     assert_eq!(
@@ -348,6 +369,57 @@ async fn error_event_mid_stream_is_a_typed_error_not_success() {
         }
         assert!(err.to_string().contains("it broke"), "{err}");
     }
+}
+
+#[tokio::test]
+async fn usage_reported_before_an_error_mid_stream_is_sent_first() {
+    // The API counted the prompt (message_start) and then failed: the attempt fails, but
+    // what it consumed has been reported for the ledger.
+    let server = FakeServer::start(|_| {
+        Reply::sse(vec![
+            message_start(MODEL),
+            block_start(),
+            text("Partial"),
+            event(
+                "error",
+                &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            ),
+            Step::Hang,
+        ])
+    })
+    .await;
+    let s = setup(&server.url());
+    let (sink, mut rx) = EventSink::channel();
+    let err = s
+        .provider
+        .execute(request(), sink)
+        .await
+        .expect_err("an error");
+    assert_retryable(&err, "overloaded");
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    let usage = Usage {
+        input_tokens: 1200,
+        output_tokens: 1,
+        cache_read_tokens: 2000,
+        cache_write_tokens: 100,
+    };
+    let cost = PriceTable::default()
+        .cost_micros(MODEL, &usage)
+        .expect("a price for the model");
+    assert_eq!(
+        events,
+        vec![
+            ProviderEvent::Usage {
+                usage,
+                cost_micros: cost
+            },
+            ProviderEvent::Output("Partial".into()),
+        ]
+    );
+    assert!(cost > 0);
 }
 
 #[tokio::test]

@@ -152,6 +152,10 @@ async fn streamed_success_assembles_text_usage_and_cost() {
         vec![
             ProviderEvent::Output(" good".into()),
             ProviderEvent::Output(" to me ✓".into()),
+            ProviderEvent::Usage {
+                usage: out.usage,
+                cost_micros: out.cost_micros
+            },
         ]
     );
     assert_eq!(out.output, "Looks good to me ✓");
@@ -225,7 +229,7 @@ async fn local_server_without_key_or_usage() {
         .into_iter()
         .filter_map(|e| match e {
             ProviderEvent::Activity(a) => Some(a),
-            ProviderEvent::Output(_) => None,
+            ProviderEvent::Output(_) | ProviderEvent::Usage { .. } => None,
         })
         .collect();
     assert!(notes.iter().any(|n| n.contains("estimated")), "{notes:?}");
@@ -351,6 +355,45 @@ async fn error_object_mid_stream_is_a_typed_error_not_success() {
             assert_permanent(&err, want);
         }
     }
+}
+
+#[tokio::test]
+async fn usage_reported_before_an_error_is_sent_first() {
+    // A gateway that sends the usage chunk and then an error: the attempt fails, but the
+    // tokens it reported are on record.
+    let server = FakeServer::start(|_| {
+        let model = "gpt-4o-mini-2024-07-18";
+        Reply::sse(vec![
+            chunk(model, json!({"content": "Partial"}), Value::Null),
+            usage_chunk(model, 1_000, 10, 0),
+            data(json!({"error": {"message": "upstream failed", "type": "server_error"}})),
+            Step::Hang,
+        ])
+    })
+    .await;
+    let s = setup(&server.url());
+    let (sink, mut rx) = EventSink::channel();
+    let err = s
+        .provider
+        .execute(request(), sink)
+        .await
+        .expect_err("an error");
+    assert_retryable(&err, "unavailable");
+    let usage = Usage {
+        input_tokens: 1_000,
+        output_tokens: 10,
+        ..Usage::default()
+    };
+    assert_eq!(
+        drain(&mut rx),
+        vec![
+            ProviderEvent::Output("Partial".into()),
+            ProviderEvent::Usage {
+                usage,
+                cost_micros: 150 + 6
+            },
+        ]
+    );
 }
 
 #[tokio::test]

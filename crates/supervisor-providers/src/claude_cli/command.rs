@@ -1,18 +1,10 @@
-//! The CLI's command line, and the process group it runs in.
+//! The CLI's command line.
 //!
 //! Arguments are passed as separate argv entries, never through a shell, so nothing in a
-//! prompt or a context value can be read as a command. The CLI runs in its own process
-//! group because it starts tools (shells, test runners, servers) as its own children:
-//! killing only the CLI on a timeout or a cancel would leave those running, so the whole
-//! group is signalled, politely first.
+//! prompt or a context value can be read as a command.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io;
-use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
-
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 use crate::ProviderRequest;
 use crate::config::ClaudeCliConfig;
@@ -22,12 +14,6 @@ pub(super) const RUN_KEYS: &[&str] = &["repo", "ref"];
 
 /// Tools that change files or run commands: never allowed to a read-only specialty.
 const WRITE_TOOLS: &[&str] = &["Edit", "MultiEdit", "Write", "NotebookEdit", "Bash"];
-
-/// How long a signalled group gets to exit before it is killed.
-pub(super) const GRACE: Duration = Duration::from_secs(2);
-
-/// How long to wait for a killed process to be reaped before giving up on it.
-const REAP_LIMIT: Duration = Duration::from_secs(5);
 
 /// The prompt with the task's context (except [`RUN_KEYS`]) appended as a `Context:` block.
 pub(super) fn prompt_with_context(prompt: &str, context: &BTreeMap<String, String>) -> String {
@@ -125,113 +111,10 @@ pub(super) fn args(cfg: &ClaudeCliConfig, request: &ProviderRequest) -> Vec<OsSt
     args
 }
 
-/// Git variables that would point a command at another repository than its cwd's.
-pub(super) const GIT_ENV: &[&str] = &[
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_COMMON_DIR",
-    "GIT_PREFIX",
-];
-
-/// A running CLI and its process group. Dropping it kills the group (SIGKILL, at once);
-/// [`ProcessGroup::terminate`] is the polite way.
-#[derive(Debug)]
-pub(super) struct ProcessGroup {
-    pgid: libc::pid_t,
-    child: Option<Child>,
-    done: bool,
-}
-
-impl ProcessGroup {
-    /// Starts `cmd` as the leader of a new process group, stdin closed, stdout and stderr
-    /// piped.
-    pub(super) fn spawn(mut cmd: Command) -> io::Result<(ProcessGroup, ChildStdout, ChildStderr)> {
-        cmd.process_group(0)
-            .kill_on_drop(true)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn()?;
-        let pgid = child
-            .id()
-            .and_then(|id| libc::pid_t::try_from(id).ok())
-            .unwrap_or(0);
-        // From here on the group is owned: an early return drops and kills it.
-        let mut group = ProcessGroup {
-            pgid,
-            child: None,
-            done: false,
-        };
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        group.child = Some(child);
-        match (pgid > 1, stdout, stderr) {
-            (true, Some(out), Some(err)) => Ok((group, out, err)),
-            _ => Err(io::Error::other(
-                "the started process has no pid or no pipes",
-            )),
-        }
-    }
-
-    /// Waits for the leader (the CLI itself) to exit. Cancel safe.
-    pub(super) async fn wait(&mut self) -> io::Result<ExitStatus> {
-        match self.child.as_mut() {
-            Some(child) => child.wait().await,
-            None => Err(io::Error::other("the process was already released")),
-        }
-    }
-
-    /// Sends `signal` to every process of the group.
-    pub(super) fn signal(&self, signal: libc::c_int) {
-        // Never 0 or 1: killpg(0) would signal our own group.
-        if self.pgid > 1 {
-            // SAFETY: killpg has no memory-safety preconditions; a stale group only
-            // yields ESRCH, which is ignored.
-            unsafe {
-                libc::killpg(self.pgid, signal);
-            }
-        }
-    }
-
-    /// Ends the group: SIGTERM, up to [`GRACE`] for the leader to exit, then SIGKILL to
-    /// whatever is left (including children of a leader that already exited), and reaps
-    /// the leader.
-    pub(super) async fn terminate(mut self) {
-        self.signal(libc::SIGTERM);
-        if let Some(child) = self.child.as_mut() {
-            let _ = tokio::time::timeout(GRACE, child.wait()).await;
-        }
-        // The group id stays reserved while any member lives, so this reaches only what the
-        // CLI left behind (or nobody: ESRCH).
-        self.signal(libc::SIGKILL);
-        if let Some(child) = self.child.as_mut()
-            && tokio::time::timeout(REAP_LIMIT, child.wait())
-                .await
-                .is_err()
-        {
-            tracing::warn!(
-                pgid = self.pgid,
-                "claude_cli: the CLI did not exit after SIGKILL"
-            );
-        }
-        self.done = true;
-    }
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        if !self.done {
-            // The last resort (no runtime to wait on): kill now; the child handle kills
-            // the leader again on drop and tokio reaps it.
-            self.signal(libc::SIGKILL);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use supervisor_model::{Specialty, TaskType};
 

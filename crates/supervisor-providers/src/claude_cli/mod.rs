@@ -4,19 +4,27 @@
 //! Why a CLI and not the API: Claude Code brings its own agent loop and tools (read, edit,
 //! run commands), so a task that has to change a repository is done by the CLI itself.
 //! Supervisor's part is to start it with the specialty's tool policy, follow its stream as
-//! events, bound it in time, collect what it changed as a diff, and leave nothing behind:
-//! no process (the CLI runs in its own process group, killed on timeout and when the
-//! attempt is abandoned) and no worktree.
+//! events, bound it in time, collect what it changed, and treat it as untrusted: it gets
+//! no secret of the node (an allowlisted environment with its own HOME and TMPDIR), and
+//! nothing it starts outlives the attempt or the node (a PID namespace, cgroup or
+//! subreaper per attempt). Its changes come back as a diff and, on success, as a commit
+//! on the attempt's branch, which is kept; the worktree itself is removed.
 //!
-//! The parts: `command` (argv and the process group), `stream` (stream-json lines into
-//! events and an outcome) and `worktree` (the per-attempt git worktree or scratch
-//! directory).
+//! The parts: `command` (argv), `environment` (what the CLI's environment holds),
+//! `sandbox` and `shim` (confining and ending the CLI's processes), `stream` (stream-json
+//! lines into events and an outcome), `worktree` (the attempt directory: worktree or
+//! scratch directory, HOME, TMPDIR; the commit) and `recovery` (cleaning up after a node
+//! that died).
 
 mod command;
+mod environment;
+mod recovery;
+mod sandbox;
+mod shim;
 mod stream;
 mod worktree;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,21 +33,24 @@ use supervisor_model::TaskType;
 use tokio::io::{AsyncReadExt, BufReader};
 use tokio::time::Instant;
 
-use crate::config::ClaudeCliConfig;
-use crate::factory::BuildContext;
+use crate::config::{BuildContext, ClaudeCliConfig};
 use crate::pricing::PriceTable;
+use crate::secret::ApiKey;
 use crate::{
-    Artifact, Capabilities, EventSink, Health, Provider, ProviderError, ProviderOutput,
-    ProviderRequest,
+    Artifact, Capabilities, EventSink, Health, Provider, ProviderError, ProviderEvent,
+    ProviderOutput, ProviderRequest, Recovery,
 };
-use command::ProcessGroup;
+use environment::AttemptDirs;
+use sandbox::{AgentProcess, Sandbox};
 use stream::{Exit, LineReader, StreamParser, Tail};
-use worktree::Workspace;
+use worktree::{Author, Workspace};
+
+pub use recovery::recover;
 
 /// Bytes of stderr kept (the end of it).
 const STDERR_CAP: usize = 64 * 1024;
 /// After the CLI exits, how long its output pipes may stay open (held by a child it left
-/// behind) before the rest of its group is killed.
+/// behind) before the rest of its processes are killed.
 const DRAIN: Duration = Duration::from_secs(2);
 /// Time limit of the `--version` health probe.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,37 +58,20 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 const ESTIMATE_MODEL: &str = "claude-sonnet-4-5";
 /// Output tokens `estimate_cost` assumes.
 const ESTIMATE_OUTPUT_TOKENS: u64 = 2000;
+/// Longest first line of a prompt quoted in a commit message.
+const COMMIT_PROMPT_CHARS: usize = 200;
 
 /// Builds the claude_cli provider named `name` from its config. Worktrees go under
-/// `worktree_dir`, or `<data_dir>/worktrees` when it is unset.
+/// `worktree_dir`, or `<data_dir>/worktrees` when it is unset. The key (if configured) is
+/// loaded now, and how agent processes will be confined is detected now: an error names
+/// what to fix (an unset key variable, an isolation this machine cannot give...).
 pub fn build(
     name: &str,
     cfg: &ClaudeCliConfig,
     prices: Arc<PriceTable>,
     ctx: &BuildContext,
 ) -> Result<Arc<dyn Provider>, String> {
-    if cfg.binary.as_os_str().is_empty() {
-        return Err(format!("provider {name}: binary must not be empty"));
-    }
-    if cfg.max_turns == 0 {
-        return Err(format!("provider {name}: max_turns must be at least 1"));
-    }
-    let root = cfg
-        .worktree_dir
-        .clone()
-        .unwrap_or_else(|| ctx.data_dir.join("worktrees"));
-    let root = std::path::absolute(&root).map_err(|e| {
-        format!(
-            "provider {name}: worktree_dir {} cannot be made absolute: {e}",
-            root.display()
-        )
-    })?;
-    Ok(Arc::new(ClaudeCliProvider {
-        name: name.to_string(),
-        cfg: cfg.clone(),
-        prices,
-        worktree_root: root,
-    }))
+    Ok(Arc::new(ClaudeCliProvider::new(name, cfg, prices, ctx)?))
 }
 
 /// The Claude Code CLI as a provider. Build it with [`build`].
@@ -87,14 +81,20 @@ pub struct ClaudeCliProvider {
     cfg: ClaudeCliConfig,
     prices: Arc<PriceTable>,
     worktree_root: PathBuf,
+    key: Option<ApiKey>,
+    author: Author,
+    sandbox: Sandbox,
 }
 
 /// What one execution holds that must not outlive it. Dropping it (the execute future was
-/// dropped) ends the process group politely in the background, then removes the workspace.
+/// dropped) kills every process of the attempt at once, then removes the workspace in the
+/// background.
 #[derive(Default)]
 struct Run {
-    process: Option<ProcessGroup>,
+    process: Option<AgentProcess>,
     workspace: Option<Workspace>,
+    /// Whether a kept branch may stay (the run succeeded).
+    keep_branch: bool,
 }
 
 impl Run {
@@ -103,30 +103,33 @@ impl Run {
             p.terminate().await;
         }
         if let Some(w) = self.workspace.take() {
-            w.remove().await;
+            w.remove(self.keep_branch).await;
         }
     }
 }
 
 impl Drop for Run {
     fn drop(&mut self) {
-        let process = self.process.take();
+        let mut process = self.process.take();
         let workspace = self.workspace.take();
+        let keep_branch = self.keep_branch;
+        if let Some(p) = process.as_mut() {
+            // Synchronously: the shim kills the attempt's processes as soon as its
+            // lifeline closes, whether or not the task below ever runs.
+            p.kill_now();
+        }
         if process.is_none() && workspace.is_none() {
             return;
         }
-        if let Some(p) = &process {
-            p.signal(libc::SIGTERM);
-        }
         // Without a runtime (or if the task is dropped at shutdown) the parts' own Drop
-        // kills the group at once and removes the workspace, blocking.
+        // removes the workspace, blocking; recovery at the next start removes the rest.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                if let Some(p) = process {
-                    p.terminate().await;
+                if let Some(mut p) = process {
+                    p.finish().await;
                 }
                 if let Some(w) = workspace {
-                    w.remove().await;
+                    w.remove(keep_branch).await;
                 }
             });
         }
@@ -142,7 +145,73 @@ fn describe(status: &ExitStatus) -> String {
     }
 }
 
+/// The commit message of an attempt's changes: what the task was, then the first line of
+/// its prompt.
+fn commit_message(request: &ProviderRequest) -> String {
+    let first_line = request
+        .prompt
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty());
+    let mut message = format!(
+        "supervisor: {} task {} attempt {}\n",
+        request.task_type.as_str(),
+        request.task_id,
+        request.attempt
+    );
+    if let Some(line) = first_line {
+        message.push('\n');
+        message.push_str(&stream::first_chars(line, COMMIT_PROMPT_CHARS));
+        message.push('\n');
+    }
+    message
+}
+
 impl ClaudeCliProvider {
+    fn new(
+        name: &str,
+        cfg: &ClaudeCliConfig,
+        prices: Arc<PriceTable>,
+        ctx: &BuildContext,
+    ) -> Result<Self, String> {
+        if cfg.binary.as_os_str().is_empty() {
+            return Err(format!("provider {name}: binary must not be empty"));
+        }
+        if cfg.max_turns == 0 {
+            return Err(format!("provider {name}: max_turns must be at least 1"));
+        }
+        environment::validate(name, cfg)?;
+        if let Some(url) = &cfg.base_url {
+            reqwest::Url::parse(url)
+                .map_err(|e| format!("provider {name}: base_url {url:?} is not a URL: {e}"))?;
+        }
+        let author =
+            Author::parse(&cfg.commit_author).map_err(|e| format!("provider {name}: {e}"))?;
+        let key = cfg.key_source().load(name, false)?;
+        let root = cfg
+            .worktree_dir
+            .clone()
+            .unwrap_or_else(|| ctx.data_dir.join("worktrees"));
+        let root = std::path::absolute(&root).map_err(|e| {
+            format!(
+                "provider {name}: worktree_dir {} cannot be made absolute: {e}",
+                root.display()
+            )
+        })?;
+        let sandbox =
+            Sandbox::detect(cfg.isolation).map_err(|e| format!("provider {name}: {e}"))?;
+        tracing::info!(provider = name, sandbox = %sandbox.describe(), "claude_cli: agent processes are confined");
+        Ok(ClaudeCliProvider {
+            name: name.to_string(),
+            cfg: cfg.clone(),
+            prices,
+            worktree_root: root,
+            key,
+            author,
+            sandbox,
+        })
+    }
+
     fn binary_name(&self) -> String {
         self.cfg.binary.display().to_string()
     }
@@ -182,34 +251,62 @@ impl ClaudeCliProvider {
             },
             _ => ProviderError::Retryable {
                 kind: "cli_failed",
-                message: format!("could not start {}: {e}", self.binary_name()),
+                message: format!(
+                    "could not start {} ({} sandbox): {e}",
+                    self.binary_name(),
+                    self.sandbox.summary()
+                ),
                 retry_after: None,
             },
         }
     }
 
-    /// Makes the workspace: a worktree of the context's `repo` at `ref`, or a scratch dir.
+    /// Makes the attempt directory: a worktree of the context's `repo` at `ref`, or a
+    /// scratch dir, with the agent's HOME and TMPDIR.
     async fn workspace(&self, request: &ProviderRequest) -> Result<Workspace, ProviderError> {
         let name = worktree::slug(&request.task_id, request.attempt);
-        match request.context.get("repo") {
-            Some(repo) => {
-                let git_ref = request
-                    .context
-                    .get("ref")
-                    .map(String::as_str)
-                    .filter(|r| !r.trim().is_empty())
-                    .unwrap_or("HEAD");
-                Workspace::worktree(
-                    &self.worktree_root,
-                    repo,
-                    git_ref.trim(),
-                    &name,
-                    &format!("supervisor/{name}"),
-                )
-                .await
-            }
-            None => Workspace::scratch(&self.worktree_root, &name).await,
+        let repo = request.context.get("repo").map(|repo| {
+            let git_ref = request
+                .context
+                .get("ref")
+                .map(|r| r.trim())
+                .filter(|r| !r.is_empty())
+                .unwrap_or("HEAD");
+            (repo.as_str(), git_ref)
+        });
+        Workspace::create(
+            &self.worktree_root,
+            &name,
+            repo,
+            &format!("supervisor/{name}"),
+        )
+        .await
+    }
+
+    /// `text` without the provider's key, which the agent has in its environment and
+    /// could print or write into a file.
+    fn redact(&self, text: String) -> String {
+        match &self.key {
+            Some(key) if text.contains(key.expose()) => key.redact(&text),
+            _ => text,
         }
+    }
+
+    fn redact_error(&self, e: ProviderError) -> ProviderError {
+        crate::http::redact_error(e, self.key.as_ref())
+    }
+
+    /// A hint for a failed run that may be the CLI refusing to bypass permissions as root.
+    fn root_bypass_hint(&self, args: &[std::ffi::OsString]) -> Option<String> {
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        (root && environment::bypasses_permissions(args) && !self.cfg.env.contains_key("IS_SANDBOX"))
+            .then(|| {
+                format!(
+                    "note: as root the Claude CLI refuses bypassPermissions unless IS_SANDBOX=1; if this node is a disposable sandbox, set it in [providers.{}.env]",
+                    self.name
+                )
+            })
     }
 
     /// Runs the CLI in `run`'s workspace; leaves the process and workspace in `run` for the
@@ -219,21 +316,46 @@ impl ClaudeCliProvider {
         request: &ProviderRequest,
         sink: &EventSink,
         run: &mut Run,
-        cwd: &Path,
     ) -> Result<ProviderOutput, ProviderError> {
         let deadline = Instant::now() + request.timeout;
-        let mut cmd = tokio::process::Command::new(&self.cfg.binary);
-        cmd.args(command::args(&self.cfg, request)).current_dir(cwd);
-        for var in command::GIT_ENV {
-            cmd.env_remove(var);
+        let Some(ws) = run.workspace.as_mut() else {
+            return Err(ProviderError::Retryable {
+                kind: "worktree_failed",
+                message: "internal: the attempt has no workspace".into(),
+                retry_after: None,
+            });
+        };
+        let cgroup = self.sandbox.cgroup_for(
+            &worktree::slug(&request.task_id, request.attempt),
+            &recovery::Owner::current(),
+        );
+        if cgroup.is_some() {
+            ws.set_cgroup(cgroup.clone())?;
         }
-        let (group, stdout, mut stderr) =
-            ProcessGroup::spawn(cmd).map_err(|e| self.spawn_error(e))?;
-        let group = run.process.insert(group);
+        let args = command::args(&self.cfg, request);
+        let env = environment::agent(
+            &self.cfg,
+            self.key.as_ref(),
+            AttemptDirs {
+                home: ws.home(),
+                tmp: ws.tmp(),
+            },
+        );
+        let mut cmd = tokio::process::Command::new(&self.cfg.binary);
+        cmd.args(&args).current_dir(ws.path()).env_clear().envs(env);
+        let (process, stdout, mut stderr) = self
+            .sandbox
+            .spawn(cmd, cgroup.as_deref())
+            .map_err(|e| self.spawn_error(e))?;
+        let process = run.process.insert(process);
 
         let mut lines = LineReader::new(BufReader::new(stdout), stream::MAX_LINE);
         let mut tail = Tail::new(STDERR_CAP);
-        let mut parser = StreamParser::new();
+        let mut parser = StreamParser::new(
+            self.prices.clone(),
+            self.cfg.model.as_deref(),
+            self.key.clone(),
+        );
         let mut chunk = vec![0u8; 8192];
         let mut status: Option<ExitStatus> = None;
         let (mut out_eof, mut err_eof) = (false, false);
@@ -262,7 +384,7 @@ impl ClaudeCliProvider {
                     Ok(0) | Err(_) => err_eof = true,
                     Ok(n) => tail.push(&chunk[..n]),
                 },
-                st = group.wait(), if status.is_none() => match st {
+                st = process.wait(), if status.is_none() => match st {
                     Ok(st) => {
                         status = Some(st);
                         drain_until = Some(Instant::now() + DRAIN);
@@ -292,8 +414,8 @@ impl ClaudeCliProvider {
             }
         };
 
-        // Ends the group (what is left of it) before anything else, also on success: the
-        // CLI may have left background processes.
+        // Ends whatever is left of the attempt's processes before anything else, also on
+        // success: the CLI may have left background processes.
         if let Some(p) = run.process.take() {
             p.terminate().await;
         }
@@ -310,30 +432,92 @@ impl ClaudeCliProvider {
                 description: "exit status unknown".into(),
             },
         };
-        let outcome = parser.finish(
-            &exit,
-            &tail.excerpt(),
-            self.cfg.max_turns,
-            self.cfg.model.as_deref(),
-            &self.prices,
-        )?;
-        let mut artifacts = Vec::new();
-        if let Some(ws) = &run.workspace
-            && let Some(diff) = ws.diff().await?
-        {
-            artifacts.push(Artifact {
-                name: "changes.diff".into(),
-                media_type: "text/x-diff".into(),
-                content: diff,
-            });
-        }
+        let outcome = match parser.finish(&exit, &tail.excerpt(), self.cfg.max_turns) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                return Err(match (e, self.root_bypass_hint(&args)) {
+                    (
+                        ProviderError::Retryable {
+                            kind,
+                            message,
+                            retry_after,
+                        },
+                        Some(hint),
+                    ) => ProviderError::Retryable {
+                        kind,
+                        message: format!("{message}; {hint}"),
+                        retry_after,
+                    },
+                    (ProviderError::Permanent { kind, message }, Some(hint)) => {
+                        ProviderError::Permanent {
+                            kind,
+                            message: format!("{message}; {hint}"),
+                        }
+                    }
+                    (e, None) => e,
+                });
+            }
+        };
+        let artifacts = self.collect_changes(request, sink, run).await?;
+        run.keep_branch = true;
         Ok(ProviderOutput {
-            output: outcome.output,
+            output: self.redact(outcome.output),
             usage: outcome.usage,
             cost_micros: outcome.cost_micros,
             model: outcome.model,
             artifacts,
         })
+    }
+
+    /// After a successful run: the diff of the worktree as an artifact and, with
+    /// `keep_branch`, a commit of it on the attempt's branch (and an artifact naming it).
+    async fn collect_changes(
+        &self,
+        request: &ProviderRequest,
+        sink: &EventSink,
+        run: &mut Run,
+    ) -> Result<Vec<Artifact>, ProviderError> {
+        let Some(ws) = run.workspace.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let Some(diff) = ws.diff().await? else {
+            return Ok(Vec::new());
+        };
+        let leaks_key = self.key.as_ref().is_some_and(|k| diff.contains(k.expose()));
+        let mut artifacts = vec![Artifact {
+            name: "changes.diff".into(),
+            media_type: "text/x-diff".into(),
+            content: self.redact(diff),
+        }];
+        if !self.cfg.keep_branch {
+            return Ok(artifacts);
+        }
+        if leaks_key {
+            // A commit would put the key into the repository's history.
+            sink.send(ProviderEvent::Activity(
+                "the changes contain this provider's API key: not committed (the diff shows it redacted)".into(),
+            ));
+            return Ok(artifacts);
+        }
+        if let Some(kept) = ws.commit(&self.author, &commit_message(request)).await? {
+            sink.send(ProviderEvent::Activity(format!(
+                "changes committed as {} on branch {} in {}",
+                &kept.commit[..kept.commit.len().min(12)],
+                kept.branch,
+                kept.repo.display()
+            )));
+            artifacts.push(Artifact {
+                name: "branch".into(),
+                media_type: "text/plain".into(),
+                content: format!(
+                    "repo {}\nbranch {}\ncommit {}\n",
+                    kept.repo.display(),
+                    kept.branch,
+                    kept.commit
+                ),
+            });
+        }
+        Ok(artifacts)
     }
 }
 
@@ -363,18 +547,17 @@ impl Provider for ClaudeCliProvider {
         sink: EventSink,
     ) -> Result<ProviderOutput, ProviderError> {
         let mut run = Run::default();
-        let cwd = {
-            let ws = run.workspace.insert(self.workspace(&request).await?);
-            ws.path().to_path_buf()
-        };
-        let result = self.attempt(&request, &sink, &mut run, &cwd).await;
+        run.workspace = Some(self.workspace(&request).await?);
+        let result = self.attempt(&request, &sink, &mut run).await;
         run.cleanup().await;
-        result
+        result.map_err(|e| self.redact_error(e))
     }
 
     async fn health(&self) -> Health {
         let mut cmd = tokio::process::Command::new(&self.cfg.binary);
         cmd.arg("--version")
+            .env_clear()
+            .envs(environment::probe())
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         match tokio::time::timeout(HEALTH_TIMEOUT, cmd.output()).await {
@@ -395,13 +578,14 @@ impl Provider for ClaudeCliProvider {
             },
             Ok(Ok(out)) if out.status.success() => {
                 let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                let version = if version.is_empty() {
+                    "version unknown (empty --version output)".into()
+                } else {
+                    stream::one_line(&version, 200)
+                };
                 Health {
                     healthy: true,
-                    detail: if version.is_empty() {
-                        "version unknown (empty --version output)".into()
-                    } else {
-                        stream::one_line(&version, 200)
-                    },
+                    detail: format!("{version}; sandbox: {}", self.sandbox.summary()),
                 }
             }
             Ok(Ok(out)) => Health {
@@ -412,6 +596,24 @@ impl Provider for ClaudeCliProvider {
                     describe(&out.status),
                     stream::last_chars(String::from_utf8_lossy(&out.stderr).trim(), 1000)
                 ),
+            },
+        }
+    }
+
+    fn sandbox(&self) -> Option<String> {
+        Some(self.sandbox.describe())
+    }
+
+    async fn recover(&self) -> Recovery {
+        let root = self.worktree_root.clone();
+        match tokio::task::spawn_blocking(move || recover(&root)).await {
+            Ok(report) => report,
+            Err(e) => Recovery {
+                problems: vec![format!(
+                    "recovery of {} failed: {e}",
+                    self.worktree_root.display()
+                )],
+                ..Recovery::default()
             },
         }
     }

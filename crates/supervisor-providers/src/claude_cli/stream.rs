@@ -6,11 +6,14 @@
 //! fields) and strict about what it cannot read: a line that is not JSON means the stream is
 //! not what we think it is, and inventing an answer from it would be worse than failing.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use supervisor_model::Usage;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 use crate::pricing::PriceTable;
+use crate::secret::ApiKey;
 use crate::{EventSink, ProviderError, ProviderEvent};
 
 /// Longest stdout line accepted (tool results can carry whole files).
@@ -142,17 +145,92 @@ pub(super) struct Exit {
 }
 
 /// Follows one run's stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct StreamParser {
+    prices: Arc<PriceTable>,
+    /// `--model` as configured, until the init line names the model.
+    configured_model: Option<String>,
     model: Option<String>,
     text: String,
+    /// Usage of each assistant message so far, by message id. The CLI prints a message
+    /// once per content block, repeating its usage (later lines win), so usage is summed
+    /// over messages, not lines.
+    messages: Vec<(String, Usage)>,
+    /// The usage last sent as a [`ProviderEvent::Usage`].
+    reported: Option<(Usage, u64)>,
     result: Option<ResultLine>,
+    /// The key the CLI was given, kept out of every event (a tool may print it).
+    key: Option<ApiKey>,
 }
 
 impl StreamParser {
-    /// A parser that has seen nothing.
-    pub(super) fn new() -> Self {
-        StreamParser::default()
+    /// A parser that has seen nothing; `prices` prices usage the CLI reports without a
+    /// cost, for `configured_model` until the stream names its model; `key` is redacted
+    /// from every event.
+    pub(super) fn new(
+        prices: Arc<PriceTable>,
+        configured_model: Option<&str>,
+        key: Option<ApiKey>,
+    ) -> Self {
+        StreamParser {
+            prices,
+            configured_model: configured_model
+                .filter(|m| !m.is_empty())
+                .map(str::to_string),
+            model: None,
+            text: String::new(),
+            messages: Vec::new(),
+            reported: None,
+            result: None,
+            key,
+        }
+    }
+
+    /// `text` without the key.
+    fn redact(&self, text: String) -> String {
+        match &self.key {
+            Some(key) if text.contains(key.expose()) => key.redact(&text),
+            _ => text,
+        }
+    }
+
+    fn user(&self, value: &Value, sink: &EventSink) {
+        for line in tool_results(value) {
+            self.activity(sink, line);
+        }
+    }
+
+    fn output(&self, sink: &EventSink, text: &str) {
+        sink.send(ProviderEvent::Output(self.redact(text.to_string())));
+    }
+
+    fn activity(&self, sink: &EventSink, line: String) {
+        sink.send(ProviderEvent::Activity(self.redact(line)));
+    }
+
+    /// The model answering, as far as the stream said ("unknown" if nothing said it).
+    fn model(&self) -> String {
+        self.model
+            .clone()
+            .or_else(|| self.configured_model.clone())
+            .unwrap_or_else(|| "unknown".to_string())
+    }
+
+    /// What `usage` costs: `total_cost_usd` when the CLI reported it, else the price table.
+    fn cost(&self, usage: &Usage, total_cost_usd: Option<f64>) -> Option<u64> {
+        match total_cost_usd {
+            Some(usd) => Some((usd * 1_000_000.0).round() as u64),
+            None => self.prices.cost_micros(&self.model(), usage),
+        }
+    }
+
+    /// Sends the usage so far if it changed.
+    fn report(&mut self, usage: Usage, cost_micros: u64, sink: &EventSink) {
+        if self.reported == Some((usage, cost_micros)) {
+            return;
+        }
+        self.reported = Some((usage, cost_micros));
+        sink.send(ProviderEvent::Usage { usage, cost_micros });
     }
 
     /// Handles one stdout line, sending its events to `sink`.
@@ -179,8 +257,15 @@ impl StreamParser {
         match kind {
             "system" => self.system(&value, sink),
             "assistant" => self.assistant(&value, sink),
-            "user" => user(&value, sink),
-            "result" => self.result = Some(result_line(&value)),
+            "user" => self.user(&value, sink),
+            "result" => {
+                // Reported before the outcome is decided, so a result that is an error
+                // still leaves what the run consumed on record.
+                let result = result_line(&value);
+                let cost = self.cost(&result.usage, result.total_cost_usd).unwrap_or(0);
+                self.report(result.usage, cost, sink);
+                self.result = Some(result);
+            }
             other => tracing::debug!(line_type = other, "claude_cli: ignoring a stream line"),
         }
         Ok(())
@@ -203,13 +288,38 @@ impl StreamParser {
             .get("tools")
             .and_then(Value::as_array)
             .map_or(0, Vec::len);
-        sink.send(ProviderEvent::Activity(format!(
-            "session started: model {}, {tools} tools",
-            model.unwrap_or("unknown")
-        )));
+        self.activity(
+            sink,
+            format!(
+                "session started: model {}, {tools} tools",
+                model.unwrap_or("unknown")
+            ),
+        );
     }
 
     fn assistant(&mut self, value: &Value, sink: &EventSink) {
+        if let Some(usage) = value.pointer("/message/usage").filter(|u| u.is_object()) {
+            let id = value
+                .pointer("/message/id")
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("#{}", self.messages.len()), str::to_string);
+            let usage = read_usage(usage);
+            match self.messages.iter_mut().find(|(m, _)| *m == id) {
+                Some((_, seen)) => *seen = usage,
+                None => self.messages.push((id, usage)),
+            }
+            let total = self
+                .messages
+                .iter()
+                .fold(Usage::default(), |sum, (_, u)| Usage {
+                    input_tokens: sum.input_tokens + u.input_tokens,
+                    output_tokens: sum.output_tokens + u.output_tokens,
+                    cache_read_tokens: sum.cache_read_tokens + u.cache_read_tokens,
+                    cache_write_tokens: sum.cache_write_tokens + u.cache_write_tokens,
+                });
+            let cost = self.cost(&total, None).unwrap_or(0);
+            self.report(total, cost, sink);
+        }
         let Some(blocks) = value.pointer("/message/content").and_then(Value::as_array) else {
             return;
         };
@@ -223,16 +333,13 @@ impl StreamParser {
                             self.text.push_str("\n\n");
                         }
                         self.text.push_str(text);
-                        sink.send(ProviderEvent::Output(text.to_string()));
+                        self.output(sink, text);
                     }
                 }
                 Some("tool_use") => {
                     let name = block.get("name").and_then(Value::as_str).unwrap_or("?");
                     let input = block.get("input").unwrap_or(&Value::Null);
-                    sink.send(ProviderEvent::Activity(format!(
-                        "tool {}",
-                        tool_summary(name, input)
-                    )));
+                    self.activity(sink, format!("tool {}", tool_summary(name, input)));
                 }
                 _ => {}
             }
@@ -242,12 +349,10 @@ impl StreamParser {
     /// The outcome once the process has ended: the result line if there was one, otherwise
     /// a failure saying how the process ended.
     pub(super) fn finish(
-        self,
+        mut self,
         exit: &Exit,
         stderr: &str,
         max_turns: u32,
-        configured_model: Option<&str>,
-        prices: &PriceTable,
     ) -> Result<Outcome, ProviderError> {
         let with_stderr = |message: String| {
             if stderr.is_empty() {
@@ -256,7 +361,7 @@ impl StreamParser {
                 format!("{message}; stderr: {stderr}")
             }
         };
-        let Some(result) = self.result else {
+        let Some(result) = self.result.take() else {
             if !exit.success {
                 return Err(ProviderError::Retryable {
                     kind: "cli_failed",
@@ -296,59 +401,54 @@ impl StreamParser {
             });
         }
         if result.is_error || result.subtype != "success" {
-            // Failures a retry cannot fix: the CLI is not logged in, or out of credit.
+            // The subtype is only worth showing when it says more than the flag: an error
+            // result often has subtype `success`.
+            let subtype = match result.subtype.as_str() {
+                "success" | "" => String::new(),
+                other => format!(" ({other})"),
+            };
+            let text = if excerpt.is_empty() {
+                "no result text".to_string()
+            } else {
+                format!("\"{excerpt}\"")
+            };
+            let said = format!("the Claude CLI reported an error{subtype}: {text}");
+            // Failures a retry cannot fix: the CLI has no valid key, or no credit.
             let lower = excerpt.to_ascii_lowercase();
-            let permanent = if lower.contains("invalid api key")
+            if lower.contains("invalid api key")
                 || lower.contains("/login")
                 || lower.contains("not logged in")
                 || lower.contains("authentication")
             {
-                Some("auth")
-            } else if lower.contains("credit balance") {
-                Some("budget")
-            } else {
-                None
-            };
-            if let Some(kind) = permanent {
                 return Err(ProviderError::Permanent {
-                    kind,
+                    kind: "auth",
                     message: with_stderr(format!(
-                        "claude reported {}: {excerpt} (fix the CLI's login or billing on this node)",
-                        result.subtype
+                        "{said} (check the key this provider gives the CLI: api_key_env or api_key_file)"
                     )),
+                });
+            }
+            if lower.contains("credit balance") {
+                return Err(ProviderError::Permanent {
+                    kind: "budget",
+                    message: with_stderr(format!("{said} (check the account's billing)")),
                 });
             }
             return Err(ProviderError::Retryable {
                 kind: "cli_error",
-                message: with_stderr(format!(
-                    "claude reported {}{}: {}",
-                    result.subtype,
-                    if result.is_error { " (is_error)" } else { "" },
-                    if excerpt.is_empty() {
-                        "no result text"
-                    } else {
-                        &excerpt
-                    }
-                )),
+                message: with_stderr(said),
                 retry_after: None,
             });
         }
-        let model = self
-            .model
-            .or_else(|| configured_model.map(str::to_string))
-            .unwrap_or_else(|| "unknown".to_string());
-        let cost_micros = match result.total_cost_usd {
-            Some(usd) => (usd * 1_000_000.0).round() as u64,
-            None => prices
-                .cost_micros(&model, &result.usage)
-                .unwrap_or_else(|| {
-                    tracing::warn!(
-                        model,
-                        "claude_cli: no cost reported and no price known for the model; counting 0"
-                    );
-                    0
-                }),
-        };
+        let model = self.model();
+        let cost_micros = self
+            .cost(&result.usage, result.total_cost_usd)
+            .unwrap_or_else(|| {
+                tracing::warn!(
+                    model,
+                    "claude_cli: no cost reported and no price known for the model; counting 0"
+                );
+                0
+            });
         let output = match result.result {
             Some(r) => r,
             None => self.text,
@@ -362,9 +462,11 @@ impl StreamParser {
     }
 }
 
-fn user(value: &Value, sink: &EventSink) {
+/// One activity line per tool result in a `user` line.
+fn tool_results(value: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
     let Some(blocks) = value.pointer("/message/content").and_then(Value::as_array) else {
-        return;
+        return lines;
     };
     for block in blocks {
         if block.get("type").and_then(Value::as_str) != Some("tool_result") {
@@ -398,22 +500,27 @@ fn user(value: &Value, sink: &EventSink) {
             "tool result"
         };
         let summary = one_line(&content, ACTIVITY_CHARS);
-        sink.send(ProviderEvent::Activity(if summary.is_empty() {
+        lines.push(if summary.is_empty() {
             format!("{label} (empty)")
         } else {
             format!("{label}: {summary}")
-        }));
+        });
+    }
+    lines
+}
+
+/// Token counts of a `usage` object as the API names them.
+fn read_usage(usage: &Value) -> Usage {
+    let tokens = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
+    Usage {
+        input_tokens: tokens("input_tokens"),
+        output_tokens: tokens("output_tokens"),
+        cache_read_tokens: tokens("cache_read_input_tokens"),
+        cache_write_tokens: tokens("cache_creation_input_tokens"),
     }
 }
 
 fn result_line(value: &Value) -> ResultLine {
-    let usage = value.get("usage");
-    let tokens = |key: &str| {
-        usage
-            .and_then(|u| u.get(key))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
     ResultLine {
         subtype: value
             .get("subtype")
@@ -433,12 +540,7 @@ fn result_line(value: &Value) -> ResultLine {
             .get("total_cost_usd")
             .and_then(Value::as_f64)
             .filter(|c| c.is_finite() && *c >= 0.0),
-        usage: Usage {
-            input_tokens: tokens("input_tokens"),
-            output_tokens: tokens("output_tokens"),
-            cache_read_tokens: tokens("cache_read_input_tokens"),
-            cache_write_tokens: tokens("cache_creation_input_tokens"),
-        },
+        usage: value.get("usage").map(read_usage).unwrap_or_default(),
     }
 }
 
@@ -499,7 +601,7 @@ mod tests {
 
     fn events(lines: &[&str]) -> (StreamParser, Vec<ProviderEvent>) {
         let (sink, mut rx) = EventSink::channel();
-        let mut p = StreamParser::new();
+        let mut p = StreamParser::new(Arc::new(PriceTable::default()), None, None);
         for l in lines {
             assert!(p.line(l.as_bytes(), &sink).is_ok(), "line {l}");
         }
@@ -526,9 +628,7 @@ mod tests {
             r#"{"type":"assistant","message":{"content":[{"type":"text","text":"two"}]}}"#,
             r#"{"type":"result","subtype":"success","is_error":false,"usage":{"input_tokens":1000000,"output_tokens":100000}}"#,
         ]);
-        let out = p
-            .finish(&ok_exit(), "", 30, None, &PriceTable::default())
-            .map_err(|e| e.to_string());
+        let out = p.finish(&ok_exit(), "", 30).map_err(|e| e.to_string());
         let out = match out {
             Ok(o) => o,
             Err(e) => panic!("{e}"),
@@ -554,7 +654,7 @@ mod tests {
     #[test]
     fn unknown_lines_are_ignored_and_non_objects_refused() {
         let (sink, _rx) = EventSink::channel();
-        let mut p = StreamParser::new();
+        let mut p = StreamParser::new(Arc::new(PriceTable::default()), None, None);
         assert!(
             p.line(br#"{"type":"stream_event","event":{}}"#, &sink)
                 .is_ok()
