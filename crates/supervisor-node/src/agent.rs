@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use supervisor_engine::{Engine, Finish, LeasedTask, Outcome, RunnerWriteResult, Streamed};
-use supervisor_model::{TaskResult, Usage, analyze};
+use supervisor_model::{TaskResult, analyze};
 use supervisor_providers::{
     EventSink, ProviderError, ProviderEvent, ProviderOutput, ProviderRequest,
 };
@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::routing::{Report, Route, RouteError, RouteRequest, Router};
+use crate::wire::Spent;
 
 /// Messages of an agent.
 pub enum AgentMsg {
@@ -95,6 +96,9 @@ enum Ending {
     Done {
         provider: String,
         result: Result<ProviderOutput, ProviderError>,
+        /// What the provider reported spending before the attempt ended (it counts when
+        /// the attempt failed: the tokens were used all the same).
+        spent: Spent,
     },
     /// No provider can take it now, for a reason that passes by itself: hand the task
     /// back to wait `wait`, without spending the attempt.
@@ -227,6 +231,7 @@ async fn run_attempt(args: AgentArgs) {
         Routed::Failed(err) => Ending::Done {
             provider: String::new(),
             result: Err(err),
+            spent: Spent::default(),
         },
         Routed::To(route) => {
             let handle = route.handle.clone();
@@ -236,6 +241,7 @@ async fn run_attempt(args: AgentArgs) {
             )));
             let started = clock.now();
             let (sink, mut events) = EventSink::channel();
+            let mut spent = Spent::default();
             let result = 'run: {
                 // A slot under the provider's concurrency limit.
                 let _permit = tokio::select! {
@@ -255,7 +261,7 @@ async fn run_attempt(args: AgentArgs) {
                         biased;
                         _ = abandoned(&mut abandon) => break 'run None,
                         result = &mut exec => break 'run Some(result),
-                        Some(event) = events.recv() => buffered.push(streamed(event)),
+                        Some(event) = events.recv() => take_event(event, &mut buffered, &mut spent),
                         _ = &mut flush, if !buffered.is_empty() => {
                             flush = clock.sleep(flush_interval);
                             let items = std::mem::take(&mut buffered);
@@ -273,7 +279,7 @@ async fn run_attempt(args: AgentArgs) {
                 }
             };
             while let Ok(event) = events.try_recv() {
-                buffered.push(streamed(event));
+                take_event(event, &mut buffered, &mut spent);
             }
             match result {
                 None => {
@@ -283,7 +289,7 @@ async fn run_attempt(args: AgentArgs) {
                 Some(result) => {
                     let (usage, cost) = match &result {
                         Ok(out) => (out.usage, out.cost_micros),
-                        Err(_) => (Usage::default(), 0),
+                        Err(_) => (spent.usage, spent.cost_micros),
                     };
                     handle.report(&Report {
                         ok: result.is_ok(),
@@ -301,13 +307,14 @@ async fn run_attempt(args: AgentArgs) {
                         result: result.map_err(|e| {
                             moved_elsewhere(e, router.others_can_serve(&route_req, &handle.name))
                         }),
+                        spent,
                     }
                 }
             }
         }
     };
 
-    let (provider, result) = match ending {
+    let (provider, result, spent) = match ending {
         Ending::Abandoned => {
             tracing::debug!(task = %task.id, "attempt abandoned; writing nothing");
             return;
@@ -327,7 +334,11 @@ async fn run_attempt(args: AgentArgs) {
             }
             return;
         }
-        Ending::Done { provider, result } => (provider, result),
+        Ending::Done {
+            provider,
+            result,
+            spent,
+        } => (provider, result, spent),
     };
     let (model, usage, cost_micros, outcome) = match result {
         Ok(out) => {
@@ -371,8 +382,8 @@ async fn run_attempt(args: AgentArgs) {
             };
             (
                 String::new(),
-                Usage::default(),
-                0,
+                spent.usage,
+                spent.cost_micros,
                 Outcome::Failed {
                     kind: error_kind(&err).to_string(),
                     retryable: err.is_retryable(),
@@ -405,10 +416,15 @@ async fn run_attempt(args: AgentArgs) {
     }
 }
 
-fn streamed(event: ProviderEvent) -> Streamed {
+/// Files a provider's event: output and activity go to the task's event log; usage
+/// replaces what was spent so far (providers report running totals).
+fn take_event(event: ProviderEvent, buffered: &mut Vec<Streamed>, spent: &mut Spent) {
     match event {
-        ProviderEvent::Output(text) => Streamed::Output(text),
-        ProviderEvent::Activity(line) => Streamed::Activity(line),
+        ProviderEvent::Output(text) => buffered.push(Streamed::Output(text)),
+        ProviderEvent::Activity(line) => buffered.push(Streamed::Activity(line)),
+        ProviderEvent::Usage { usage, cost_micros } => {
+            *spent = Spent { usage, cost_micros };
+        }
     }
 }
 

@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
-use supervisor_model::Usage;
-use supervisor_providers::{EventSink, Health, ProviderError, ProviderOutput, ProviderRequest};
+use supervisor_providers::{EventSink, Health, ProviderError, ProviderEvent, ProviderRequest};
 
 use crate::routing::{ProviderHandle, Report, estimate_tokens};
-use crate::wire;
+use crate::wire::{self, Answer, Spent};
 
 /// The registry name of the actor for provider `name`.
 pub fn actor_name(provider: &str) -> String {
@@ -144,17 +143,21 @@ impl Actor for ProviderActor {
             ProviderMsg::Execute(bytes, reply) => {
                 let handle = state.handle.clone();
                 tokio::spawn(async move {
-                    let result = match wire::decode_request(&bytes) {
+                    let (result, spent) = match wire::decode_request(&bytes) {
                         Ok(request) => serve(&handle, request).await,
-                        Err(err) => Err(ProviderError::Retryable {
-                            kind: "unavailable",
-                            message: err.to_string(),
-                            retry_after: None,
-                        }),
+                        Err(err) => (
+                            Err(ProviderError::Retryable {
+                                kind: "unavailable",
+                                message: err.to_string(),
+                                retry_after: None,
+                            }),
+                            Spent::default(),
+                        ),
                     };
                     // The caller may have given up (timeout, node gone): nothing to do.
                     let _ = reply.send(wire::encode_outcome_within(
                         &result,
+                        spent,
                         wire::MAX_OUTCOME_BYTES,
                     ));
                 });
@@ -181,17 +184,14 @@ impl Actor for ProviderActor {
 ///
 /// Streamed output is not forwarded: the asking node receives the whole output with the
 /// outcome.
-pub async fn serve(
-    handle: &ProviderHandle,
-    request: ProviderRequest,
-) -> Result<ProviderOutput, ProviderError> {
+pub async fn serve(handle: &ProviderHandle, request: ProviderRequest) -> Answer {
     let clock = handle.clock();
     let timeout = request.timeout;
     let deadline = clock.now() + timeout;
     let tokens = estimate_tokens(&request);
     if let Err(refusal) = handle.admit(tokens, clock.now()) {
         let why = refusal.why;
-        return Err(match refusal.wait {
+        let error = match refusal.wait {
             Some(wait) => ProviderError::Retryable {
                 kind: "rate_limited",
                 message: format!("provider {} refused the attempt: {why}", handle.name),
@@ -202,7 +202,8 @@ pub async fn serve(
                 message: format!("provider {} refused the attempt: {why}", handle.name),
                 retry_after: None,
             },
-        });
+        };
+        return (Err(error), Spent::default());
     }
     let timed_out = || ProviderError::Retryable {
         kind: "timeout",
@@ -217,20 +218,21 @@ pub async fn serve(
         Some(Ok(permit)) => permit,
         Some(Err(_)) => {
             handle.abandon();
-            return Err(ProviderError::Retryable {
+            let error = ProviderError::Retryable {
                 kind: "unavailable",
                 message: format!("provider {} is shutting down", handle.name),
                 retry_after: None,
-            });
+            };
+            return (Err(error), Spent::default());
         }
         None => {
             handle.abandon();
-            return Err(timed_out());
+            return (Err(timed_out()), Spent::default());
         }
     };
     let started = clock.now();
-    // Events are dropped with the receiver: the outcome carries the whole output.
-    let (sink, _events) = EventSink::channel();
+    // Output travels with the outcome; of the events only the last usage is kept.
+    let (sink, mut events) = EventSink::channel();
     let left = deadline.saturating_duration_since(clock.now());
     let result = match clock
         .timeout(left, handle.provider.execute(request, sink))
@@ -239,9 +241,15 @@ pub async fn serve(
         Some(result) => result,
         None => Err(timed_out()),
     };
+    let mut spent = Spent::default();
+    while let Ok(event) = events.try_recv() {
+        if let ProviderEvent::Usage { usage, cost_micros } = event {
+            spent = Spent { usage, cost_micros };
+        }
+    }
     let (usage, cost) = match &result {
         Ok(out) => (out.usage, out.cost_micros),
-        Err(_) => (Usage::default(), 0),
+        Err(_) => (spent.usage, spent.cost_micros),
     };
     handle.report(&Report {
         ok: result.is_ok(),
@@ -261,7 +269,7 @@ pub async fn serve(
             _ => None,
         },
     });
-    result
+    (result, spent)
 }
 
 #[cfg(test)]
@@ -291,12 +299,12 @@ mod tests {
             requests_per_minute: Some(1),
             ..Limits::default()
         });
-        let out = serve(&h, request()).await.unwrap();
+        let out = serve(&h, request()).await.0.unwrap();
         assert_eq!(
             out.output,
             MockProvider::output_for(TaskType::BugFix, "fix")
         );
-        match serve(&h, request()).await {
+        match serve(&h, request()).await.0 {
             Err(ProviderError::Retryable {
                 kind: "rate_limited",
                 retry_after: Some(wait),
@@ -318,7 +326,7 @@ mod tests {
             healthy: false,
             detail: "probe failed".into(),
         });
-        match serve(&h, request()).await {
+        match serve(&h, request()).await.0 {
             Err(ProviderError::Retryable {
                 kind: "unavailable",
                 message,

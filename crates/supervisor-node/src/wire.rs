@@ -57,6 +57,19 @@ struct WireError {
     kind: String,
     message: String,
     retry_after_ms: Option<u64>,
+    /// What the provider reported spending before it failed (absent from older peers).
+    #[serde(default)]
+    spent: Option<Spent>,
+}
+
+/// Tokens and cost a provider reported for an execution so far. A failed execution
+/// still used them: they are charged like a success's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spent {
+    /// Tokens.
+    pub usage: Usage,
+    /// Cost in millionths of a dollar.
+    pub cost_micros: u64,
 }
 
 /// What a provider on another node says about itself, asked once per remote provider
@@ -148,8 +161,8 @@ pub fn decode_request(bytes: &[u8]) -> Result<ProviderRequest, WireDecodeError> 
     })
 }
 
-/// Encodes an outcome.
-pub fn encode_outcome(result: &Result<ProviderOutput, ProviderError>) -> Vec<u8> {
+/// Encodes an outcome; a failure carries what was `spent` before it.
+pub fn encode_outcome(result: &Result<ProviderOutput, ProviderError>, spent: Spent) -> Vec<u8> {
     let result = match result {
         Ok(out) => Ok(WireOutput {
             output: out.output.clone(),
@@ -171,12 +184,14 @@ pub fn encode_outcome(result: &Result<ProviderOutput, ProviderError>) -> Vec<u8>
             kind: kind.to_string(),
             message: message.clone(),
             retry_after_ms: retry_after.map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+            spent: Some(spent),
         }),
         Err(ProviderError::Permanent { kind, message }) => Err(WireError {
             retryable: false,
             kind: kind.to_string(),
             message: message.clone(),
             retry_after_ms: None,
+            spent: Some(spent),
         }),
     };
     encode(&WireOutcome {
@@ -193,27 +208,43 @@ pub const MAX_OUTCOME_BYTES: usize = 12 * 1024 * 1024;
 /// `output_too_large` error (running it again on the same provider would only repeat it).
 pub fn encode_outcome_within(
     result: &Result<ProviderOutput, ProviderError>,
+    spent: Spent,
     limit: usize,
 ) -> Vec<u8> {
-    let bytes = encode_outcome(result);
+    let bytes = encode_outcome(result, spent);
     if bytes.len() <= limit {
         return bytes;
     }
-    encode_outcome(&Err(ProviderError::Permanent {
-        kind: "output_too_large",
-        message: format!(
-            "the outcome is {} bytes, over the {limit} bytes a provider on another node may return; run such tasks on a node that has the provider itself",
-            bytes.len()
-        ),
-    }))
+    let spent = match result {
+        Ok(out) => Spent {
+            usage: out.usage,
+            cost_micros: out.cost_micros,
+        },
+        Err(_) => spent,
+    };
+    encode_outcome(
+        &Err(ProviderError::Permanent {
+            kind: "output_too_large",
+            message: format!(
+                "the outcome is {} bytes, over the {limit} bytes a provider on another node may return; run such tasks on a node that has the provider itself",
+                bytes.len()
+            ),
+        }),
+        spent,
+    )
 }
 
+/// An outcome as decoded: the result, and what a failure spent.
+pub type Answer = (Result<ProviderOutput, ProviderError>, Spent);
+
 /// Decodes an outcome.
-pub fn decode_outcome(
-    bytes: &[u8],
-) -> Result<Result<ProviderOutput, ProviderError>, WireDecodeError> {
+pub fn decode_outcome(bytes: &[u8]) -> Result<Answer, WireDecodeError> {
     let w: WireOutcome = decode("provider outcome", bytes, |w: &WireOutcome| w.version)?;
-    Ok(match w.result {
+    let spent = match &w.result {
+        Err(e) => e.spent.unwrap_or_default(),
+        Ok(_) => Spent::default(),
+    };
+    let result = match w.result {
         Ok(out) => Ok(ProviderOutput {
             output: out.output,
             usage: out.usage,
@@ -238,7 +269,8 @@ pub fn decode_outcome(
             kind: intern_kind(&e.kind),
             message: e.message,
         }),
-    })
+    };
+    Ok((result, spent))
 }
 
 /// Encodes a provider's description.
@@ -319,18 +351,45 @@ mod tests {
                 content: "+x".into(),
             }],
         });
-        assert_eq!(decode_outcome(&encode_outcome(&ok)).unwrap(), ok);
+        assert_eq!(
+            decode_outcome(&encode_outcome(&ok, Spent::default()))
+                .unwrap()
+                .0,
+            ok
+        );
         let limited: Result<ProviderOutput, ProviderError> = Err(ProviderError::Retryable {
             kind: "rate_limited",
             message: "slow down".into(),
             retry_after: Some(Duration::from_millis(1500)),
         });
-        assert_eq!(decode_outcome(&encode_outcome(&limited)).unwrap(), limited);
+        let spent = Spent {
+            usage: Usage {
+                input_tokens: 1200,
+                ..Usage::default()
+            },
+            cost_micros: 3600,
+        };
+        assert_eq!(
+            decode_outcome(&encode_outcome(&limited, spent)).unwrap(),
+            (limited.clone(), spent),
+            "a failure carries what it spent"
+        );
+        assert_eq!(
+            decode_outcome(&encode_outcome(&limited, Spent::default()))
+                .unwrap()
+                .0,
+            limited
+        );
         let denied: Result<ProviderOutput, ProviderError> = Err(ProviderError::Permanent {
             kind: "some_new_kind",
             message: "no".into(),
         });
-        assert_eq!(decode_outcome(&encode_outcome(&denied)).unwrap(), denied);
+        assert_eq!(
+            decode_outcome(&encode_outcome(&denied, Spent::default()))
+                .unwrap()
+                .0,
+            denied
+        );
     }
 
     #[test]
@@ -343,10 +402,15 @@ mod tests {
             artifacts: vec![],
         });
         assert_eq!(
-            decode_outcome(&encode_outcome_within(&big, 4096)).unwrap(),
+            decode_outcome(&encode_outcome_within(&big, Spent::default(), 4096))
+                .unwrap()
+                .0,
             big
         );
-        match decode_outcome(&encode_outcome_within(&big, 1000)).unwrap() {
+        match decode_outcome(&encode_outcome_within(&big, Spent::default(), 1000))
+            .unwrap()
+            .0
+        {
             Err(ProviderError::Permanent { kind, message }) => {
                 assert_eq!(kind, "output_too_large");
                 assert!(message.contains("1000 bytes"), "{message}");

@@ -36,6 +36,8 @@ enum Script {
     Hang,
     /// Refuses every call: its key is wrong.
     BadKey,
+    /// Reports 100 input and 7 output tokens costing $0.0025, then fails.
+    SpendThenFail,
 }
 
 struct Scripted {
@@ -94,6 +96,21 @@ impl Provider for Scripted {
                 });
             }
             Script::Hang => std::future::pending::<()>().await,
+            Script::SpendThenFail => {
+                sink.send(ProviderEvent::Usage {
+                    usage: Usage {
+                        input_tokens: 100,
+                        output_tokens: 7,
+                        ..Usage::default()
+                    },
+                    cost_micros: 2500,
+                });
+                return Err(ProviderError::Retryable {
+                    kind: "bad_stream",
+                    message: format!("{} dropped the stream midway", self.name),
+                    retry_after: None,
+                });
+            }
             Script::BadKey => {
                 return Err(ProviderError::Permanent {
                     kind: "auth",
@@ -671,5 +688,39 @@ async fn an_attempt_that_reached_no_provider_is_worded_as_such() {
             .any(|m| m.contains("moved from  ") || m.contains("failed on :")),
         "no blank provider in the log: {log:?}"
     );
+    r.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_failed_attempt_spent_is_charged() {
+    let r = start(
+        vec![scripted("spender", Script::SpendThenFail, 0)],
+        RoutingConfig::default(),
+        Limits::default(),
+    )
+    .await;
+    let id = submit(&r, limited("costly", 1, Duration::from_secs(30))).await;
+    let t = wait(&r.engine, id).await;
+    assert_eq!(t.status, TaskStatus::Failed);
+    let attempt = &t.attempts[0];
+    assert_eq!(
+        (attempt.usage.input_tokens, attempt.usage.output_tokens),
+        (100, 7)
+    );
+    assert_eq!((attempt.cost_micros, t.cost_micros), (2500, 2500));
+    let today = supervisor_engine::utc_day(r.engine.now_micros());
+    let rows = r.engine.ledger("default", &today, &today).await.unwrap();
+    let row = rows
+        .iter()
+        .find(|row| row.provider == "spender")
+        .expect("the failure is in the ledger");
+    assert_eq!((row.input_tokens, row.cost_micros), (100, 2500));
+    let snap = r
+        .node
+        .provider_snapshots()
+        .into_iter()
+        .find(|s| s.name == "spender")
+        .unwrap();
+    assert_eq!((snap.input_tokens, snap.cost_micros), (100, 2500));
     r.node.shutdown().await;
 }

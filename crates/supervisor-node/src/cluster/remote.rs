@@ -93,13 +93,20 @@ impl Provider for RemoteProvider {
             .await;
         match answer {
             Ok(CallResult::Success(bytes)) => match wire::decode_outcome(&bytes) {
-                Ok(Ok(out)) => {
+                Ok((Ok(out), _)) => {
                     if !out.output.is_empty() {
                         sink.send(ProviderEvent::Output(out.output.clone()));
                     }
                     Ok(out)
                 }
-                Ok(Err(err)) => Err(err),
+                Ok((Err(err), spent)) => {
+                    // The other node's provider spent this before failing: charge it here.
+                    sink.send(ProviderEvent::Usage {
+                        usage: spent.usage,
+                        cost_micros: spent.cost_micros,
+                    });
+                    Err(err)
+                }
                 Err(err) => Err(self.unavailable(err.to_string())),
             },
             Ok(CallResult::Timeout) => Err(self.unavailable(format!(
