@@ -1,9 +1,13 @@
-//! A node configured with the claude_cli provider (pointed at a fake CLI): cancelling a
-//! running task kills the CLI's whole process group, so nothing is left behind.
+//! A node configured with the claude_cli provider (pointed at a fake CLI). The fake starts
+//! two tools the way a real agent's Bash tool may: one in the background and one in a
+//! session of its own (`setsid`), which a process group kill would miss. Whatever ends
+//! the attempt (a cancel, its time limit, the node draining on SIGINT, the node killed
+//! with `kill -9`), none of them survives, and a node restarted after `kill -9` removes
+//! the workspace its dead predecessor left.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use supervisor_client::Client;
@@ -11,19 +15,72 @@ use supervisor_proto::v1;
 
 use common::NodeProcess;
 
-fn alive(pid: i32) -> bool {
-    // A zombie still has /proc/<pid>, but its state is Z.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
+/// Guard against hangs only; no assertion depends on how long anything took.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Pids of live (not zombie) processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(marker) {
+            continue;
+        }
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if !zombie {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits (bounded) until no process carries `marker`.
+async fn all_gone(marker: &str, after: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes {left:?} of the attempt outlived {after}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// Writes `script` as an executable fake `claude` in `dir` and starts a node whose only
-/// provider is a claude_cli provider running it.
-fn node_with_fake_cli(dir: &Path, script: &str) -> NodeProcess {
+/// A marker no other test's processes carry: `sleep 300.<marker>`.
+fn marker() -> String {
+    format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
+
+/// Writes `script` as an executable fake `claude` in `dir`, and the config of a node whose
+/// only provider runs it; returns the config's path.
+fn fake_cli_config(dir: &Path, script: &str) -> PathBuf {
     let fake = dir.join("fake-claude");
     std::fs::write(&fake, script).unwrap();
     let made_executable = std::process::Command::new("chmod")
@@ -42,32 +99,67 @@ fn node_with_fake_cli(dir: &Path, script: &str) -> NodeProcess {
         ),
     )
     .unwrap();
+    config
+}
+
+fn node_with_fake_cli(dir: &Path, script: &str) -> NodeProcess {
+    let config = fake_cli_config(dir, script);
     let config = config.display().to_string();
     NodeProcess::start(&dir.join("data"), &[("SUPERVISOR_CONFIG", config.as_str())])
 }
 
-fn read_pid(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+/// A fake CLI that starts `sleep 300.<marker>` twice (once in its own session) and waits;
+/// it marks `<dir>/started` when they run. With `once`, a second run (after a restart)
+/// answers at once instead.
+fn lingering_cli(dir: &Path, marker: &str, once: bool) -> String {
+    let again = if once {
+        format!(
+            "if [ -e {d}/started ]; then echo '{{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"done\",\"num_turns\":1,\"usage\":{{\"input_tokens\":1,\"output_tokens\":1}}}}'; exit 0; fi\n",
+            d = dir.display()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "#!/bin/bash\n\
+         if [ \"$1\" = \"--version\" ]; then echo '1.0.0 (Claude Code)'; exit 0; fi\n\
+         {again}\
+         setsid sleep 300.{marker}1 </dev/null >/dev/null 2>&1 &\n\
+         sleep 300.{marker}2 &\n\
+         echo '{{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s\",\"model\":\"claude-test\",\"tools\":[\"Bash\"],\"cwd\":\".\"}}'\n\
+         touch {d}/started\n\
+         wait\n",
+        d = dir.display()
+    )
+}
+
+/// Waits until the fake CLI's tools run (both of them).
+async fn tools_running(dir: &Path, marker: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while !(dir.join("started").exists() && processes_with(marker).len() >= 2) {
+        assert!(
+            Instant::now() < deadline,
+            "the fake CLI never started its tools"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn bug_fix(timeout: Option<Duration>) -> v1::SubmitTaskRequest {
+    v1::SubmitTaskRequest {
+        r#type: v1::TaskType::BugFix as i32,
+        prompt: "fix the parser".into(),
+        timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
+        max_attempts: 1,
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_claude_cli_task_leaves_no_process_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let pids = dir.path().join("pids");
-    std::fs::create_dir_all(&pids).unwrap();
-    let node = node_with_fake_cli(
-        dir.path(),
-        &format!(
-            "#!/bin/bash\n\
-             if [ \"$1\" = \"--version\" ]; then echo '1.0.0 (Claude Code)'; exit 0; fi\n\
-             echo $$ > {p}/cli.pid\n\
-             sleep 300 &\n\
-             echo $! > {p}/child.pid\n\
-             echo '{{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s\",\"model\":\"claude-test\",\"tools\":[\"Read\"],\"cwd\":\".\"}}'\n\
-             wait\n",
-            p = pids.display()
-        ),
-    );
+    let marker = marker();
+    let node = node_with_fake_cli(dir.path(), &lingering_cli(dir.path(), &marker, false));
     let client = Client::connect(&node.url()).await.unwrap();
     let providers = client.providers().await.unwrap();
     assert_eq!(providers.len(), 1);
@@ -75,51 +167,135 @@ async fn cancelling_a_running_claude_cli_task_leaves_no_process_behind() {
         (providers[0].name.as_str(), providers[0].kind.as_str()),
         ("cli", "claude_cli")
     );
-
-    let task = client
-        .submit(v1::SubmitTaskRequest {
-            r#type: v1::TaskType::BugFix as i32,
-            prompt: "fix the parser".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (cli, child) = loop {
-        if let (Some(a), Some(b)) = (
-            read_pid(&pids.join("cli.pid")),
-            read_pid(&pids.join("child.pid")),
-        ) {
-            break (a, b);
-        }
-        assert!(Instant::now() < deadline, "the fake CLI never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(alive(cli) && alive(child));
+    let task = client.submit(bug_fix(None)).await.unwrap();
+    tools_running(dir.path(), &marker).await;
     let cancelled = client.cancel(&task.id, "no longer needed").await.unwrap();
     assert_eq!(cancelled.status, v1::TaskStatus::Cancelled as i32);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while alive(cli) || alive(child) {
-        assert!(
-            Instant::now() < deadline,
-            "the CLI (pid {cli}) or its child (pid {child}) outlived the cancel"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    all_gone(&marker, "the cancel").await;
     let t = client.get(&task.id).await.unwrap();
     assert_eq!(t.status, v1::TaskStatus::Cancelled as i32);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repository_task_returns_its_diff_as_an_artifact() {
+async fn an_attempt_over_its_time_limit_leaves_no_process_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = marker();
+    let node = node_with_fake_cli(dir.path(), &lingering_cli(dir.path(), &marker, false));
+    let client = Client::connect(&node.url()).await.unwrap();
+    let task = client
+        .submit(bug_fix(Some(Duration::from_secs(3))))
+        .await
+        .unwrap();
+    tools_running(dir.path(), &marker).await;
+    let done = tokio::time::timeout(PATIENCE, client.wait(&task.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, v1::TaskStatus::Failed as i32);
+    assert!(done.error.contains("timeout"), "{}", done.error);
+    all_gone(&marker, "the attempt's time limit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_ctrl_c_leaves_no_process_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = marker();
+    let config = fake_cli_config(dir.path(), &lingering_cli(dir.path(), &marker, false));
+    let config = config.display().to_string();
+    let mut node = NodeProcess::start(
+        &dir.path().join("data"),
+        &[
+            ("SUPERVISOR_CONFIG", config.as_str()),
+            ("SUPERVISOR_NODE__DRAIN_TIMEOUT", "1s"),
+        ],
+    );
+    let client = Client::connect(&node.url()).await.unwrap();
+    let task = client.submit(bug_fix(None)).await.unwrap();
+    tools_running(dir.path(), &marker).await;
+    let status = node.stop_with(libc::SIGINT);
+    assert!(
+        status.success(),
+        "the node drains and exits cleanly: {status}"
+    );
+    all_gone(&marker, "the node's drain on SIGINT").await;
+    drop(client);
+    // The attempt was handed back, not lost.
+    let node = NodeProcess::start(
+        &dir.path().join("data"),
+        &[("SUPERVISOR_CONFIG", config.as_str())],
+    );
+    let client = Client::connect(&node.url()).await.unwrap();
+    let t = client.get(&task.id).await.unwrap();
+    assert_ne!(t.status, v1::TaskStatus::Failed as i32, "{}", t.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_sigkill_leaves_no_process_and_its_restart_no_workspace() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
+    init_repo(&repo);
+    let marker = marker();
+    let config = fake_cli_config(dir.path(), &lingering_cli(dir.path(), &marker, true));
+    let config = config.display().to_string();
+    let data = dir.path().join("data");
+    let mut node = NodeProcess::start(&data, &[("SUPERVISOR_CONFIG", config.as_str())]);
+    let client = Client::connect(&node.url()).await.unwrap();
+    let mut context = std::collections::HashMap::new();
+    context.insert("repo".to_string(), repo.display().to_string());
+    let task = client
+        .submit(v1::SubmitTaskRequest {
+            context,
+            max_attempts: 3,
+            ..bug_fix(None)
+        })
+        .await
+        .unwrap();
+    tools_running(dir.path(), &marker).await;
+    let workspaces = data.join("worktrees");
+    let left: Vec<_> = std::fs::read_dir(&workspaces).unwrap().collect();
+    assert!(!left.is_empty(), "the attempt works in a workspace");
+    node.kill9();
+    all_gone(&marker, "kill -9 of the node").await;
+    drop(client);
+
+    // The next start cleans up before it leases: the task then runs again and succeeds.
+    let node = NodeProcess::start(&data, &[("SUPERVISOR_CONFIG", config.as_str())]);
+    let client = Client::connect(&node.url()).await.unwrap();
+    let done = tokio::time::timeout(PATIENCE, client.wait(&task.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        done.status,
+        v1::TaskStatus::Succeeded as i32,
+        "{}",
+        done.error
+    );
+    let remaining: Vec<_> = std::fs::read_dir(&workspaces)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(remaining.is_empty(), "workspaces left: {remaining:?}");
+    let worktrees = std::process::Command::new("git")
+        .args(["worktree", "list", "--porcelain"])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&worktrees.stdout);
+    assert_eq!(
+        listed.matches("worktree ").count(),
+        1,
+        "only the checkout itself: {listed}"
+    );
+}
+
+/// A git repository with one commit.
+fn init_repo(repo: &Path) {
+    std::fs::create_dir_all(repo).unwrap();
     let git = |args: &[&str]| {
         let ok = std::process::Command::new("git")
             .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
             .args(args)
-            .current_dir(&repo)
+            .current_dir(repo)
             .output()
             .expect("git runs")
             .status
@@ -130,6 +306,13 @@ async fn a_repository_task_returns_its_diff_as_an_artifact() {
     std::fs::write(repo.join("lib.rs"), "fn buggy() -> u32 { 1 }\n").unwrap();
     git(&["add", "-A"]);
     git(&["commit", "-q", "-m", "start"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_task_returns_its_diff_as_an_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init_repo(&repo);
 
     // A fake CLI that fixes the file in its working directory and reports success.
     let node = node_with_fake_cli(

@@ -37,8 +37,9 @@ pub struct Config {
     pub node: NodeConfig,
     /// Membership and networking between nodes.
     pub cluster: ClusterConfig,
-    /// Providers by name, each `[providers.<name>]` with a `kind`. Default: one mock
-    /// provider named `mock`.
+    /// Providers by name, each `[providers.<name>]` with a `kind`. When none is
+    /// configured (in the file or the environment), one mock provider named `mock`; when
+    /// any is, exactly those.
     pub providers: ProvidersConfig,
     /// How attempts are routed to providers.
     pub routing: RoutingConfig,
@@ -46,6 +47,10 @@ pub struct Config {
     pub prices: PriceTable,
     /// Logging.
     pub log: LogConfig,
+    /// Where each provider's configuration came from (set by [`Config::load`]; not a
+    /// key of the file).
+    #[serde(skip)]
+    pub provider_origins: BTreeMap<String, String>,
 }
 
 /// The data directory (a newtype so its default is documented in one place).
@@ -175,17 +180,54 @@ impl Config {
         }
         // SUPERVISOR_SERVER (the client's server address) and SUPERVISOR_CONFIG (the config
         // file's path) are not keys of the node's config.
-        figment = figment.merge(
+        let env = || {
             Env::prefixed("SUPERVISOR_")
                 .split("__")
-                .ignore(&["server", "config"]),
-        );
-        let config: Config = figment.extract().map_err(|error| ConfigError::Parse {
+                .ignore(&["server", "config"])
+        };
+        figment = figment.merge(env());
+        let mut config: Config = figment.extract().map_err(|error| ConfigError::Parse {
             origin: file
                 .map(|p| format!("{} or the SUPERVISOR_* environment", p.display()))
                 .unwrap_or_else(|| "the SUPERVISOR_* environment".into()),
             error: Box::new(error),
         })?;
+        // The default mock stands in only when no provider is configured: a file or the
+        // environment naming any provider gets exactly those.
+        let named = |f: Figment| -> Vec<String> {
+            match f.find_value("providers") {
+                Ok(figment::value::Value::Dict(_, map)) => map.keys().cloned().collect(),
+                _ => Vec::new(),
+            }
+        };
+        let from_file = file
+            .map(|p| named(Figment::from(Toml::file(p))))
+            .unwrap_or_default();
+        let from_env = named(Figment::from(env()));
+        if from_file.is_empty() && from_env.is_empty() {
+            for name in config.providers.0.keys() {
+                config.provider_origins.insert(
+                    name.clone(),
+                    "built-in default: no provider is configured".into(),
+                );
+            }
+        } else {
+            config
+                .providers
+                .0
+                .retain(|name, _| from_file.contains(name) || from_env.contains(name));
+            for name in config.providers.0.keys() {
+                let origin = match (file, from_env.contains(name)) {
+                    (_, true) => format!(
+                        "SUPERVISOR_PROVIDERS__{}__* in the environment",
+                        name.to_uppercase()
+                    ),
+                    (Some(path), false) => path.display().to_string(),
+                    (None, false) => "the configuration".into(),
+                };
+                config.provider_origins.insert(name.clone(), origin);
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -343,6 +385,37 @@ mod tests {
             jail.set_env("SUPERVISOR_PROVIDERS__MOCK__FAILURE_RATE", "2");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("failure_rate"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure must return figment::Error
+    fn the_mock_serves_only_when_no_provider_is_configured() {
+        figment::Jail::expect_with(|jail| {
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.providers.0.keys().collect::<Vec<_>>(), ["mock"]);
+            assert!(cfg.provider_origins["mock"].contains("built-in default"));
+
+            jail.create_file(
+                "real.toml",
+                "[providers.claude]\nkind = \"anthropic\"\napi_key_env = \"SV_TEST_KEY\"\n",
+            )?;
+            let cfg = Config::load(Some(Path::new("real.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(
+                cfg.providers.0.keys().collect::<Vec<_>>(),
+                ["claude"],
+                "a configured provider replaces the default mock"
+            );
+            assert_eq!(cfg.provider_origins["claude"], "real.toml");
+
+            jail.set_env("SUPERVISOR_PROVIDERS__LOCAL__KIND", "mock");
+            let cfg = Config::load(Some(Path::new("real.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(
+                cfg.providers.0.keys().collect::<Vec<_>>(),
+                ["claude", "local"]
+            );
+            assert!(cfg.provider_origins["local"].contains("SUPERVISOR_PROVIDERS__LOCAL__"));
             Ok(())
         });
     }

@@ -159,10 +159,26 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
         .filter(|(_, p)| p.enabled())
         .collect();
     let mut providers = Vec::new();
+    let mut described = Vec::new();
     for &(name, provider_cfg) in &enabled {
         let provider =
             supervisor_providers::factory::build(name, provider_cfg, prices.clone(), &build_ctx)
                 .map_err(RunError::Provider)?;
+        // What an earlier run of this node left behind (its attempts' processes and
+        // workspaces) goes before this one leases anything.
+        let recovered = provider.recover().await;
+        if !recovered.is_empty() {
+            tracing::warn!(provider = %name, "cleaned up after an earlier run: {recovered}");
+        }
+        let origin = cfg
+            .provider_origins
+            .get(name)
+            .map_or("the configuration", String::as_str);
+        let mut line = format!("  {name} ({}) from {origin}", provider.kind());
+        if let Some(sandbox) = provider.sandbox() {
+            line.push_str(&format!("; sandbox: {sandbox}"));
+        }
+        described.push(line);
         providers.push(ProviderSpec {
             provider,
             max_concurrency: provider_cfg.max_concurrency(),
@@ -196,6 +212,9 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
     }
     let names: Vec<&str> = enabled.iter().map(|(name, _)| name.as_str()).collect();
     println!("providers: {}; press Ctrl-C to stop", names.join(", "));
+    for line in &described {
+        println!("{line}");
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_timeout = cfg.node.drain_timeout;

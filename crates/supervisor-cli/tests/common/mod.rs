@@ -67,9 +67,15 @@ impl NodeProcess {
 
     /// SIGTERM and wait for a clean exit; returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT) and waits for the node to exit; returns the exit
+    /// status.
+    pub fn stop_with(&mut self, signal: i32) -> std::process::ExitStatus {
         // SAFETY: kill(2) with a pid we own and a valid signal number.
         unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
+            libc::kill(self.child.id() as i32, signal);
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -78,7 +84,7 @@ impl NodeProcess {
             }
             assert!(
                 Instant::now() < deadline,
-                "node did not exit within 60s of SIGTERM"
+                "node did not exit within 60s of signal {signal}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
