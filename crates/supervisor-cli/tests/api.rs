@@ -260,6 +260,17 @@ async fn bad_input_gets_the_right_status_and_names_the_field() {
     assert_eq!(quick.status, v1::TaskStatus::Cancelled as i32);
     let again = client.retry(&t.id).await.unwrap();
     client.cancel(&again.id, "").await.unwrap();
+
+    // A repository task on a cluster without a provider that can work in one (only the
+    // mock here) is refused at once instead of running without touching the repository.
+    let mut repo_task = submit_req("fix the bug in the checkout");
+    repo_task.context.insert("repo".into(), "/src/app".into());
+    expect_status(
+        client.submit(repo_task).await,
+        Code::FailedPrecondition,
+        &["/src/app", "claude_cli"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -371,4 +371,36 @@ async fn a_repository_task_returns_its_diff_as_an_artifact() {
     let (code, _, err) = common::cli(&node.addr, &["task", "artifact", &task.id, "nope.txt"]);
     assert_eq!(code, 1);
     assert!(err.contains("no artifact named \"nope.txt\""), "{err}");
+
+    // The agent's work stays on its branch, committed, naming the task.
+    let log = std::process::Command::new("git")
+        .args(["log", "--format=%an|%s", "--branches=supervisor/*"])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("Supervisor|") && l.contains(&task.id)),
+        "{log}"
+    );
+    // And `task apply` puts it into the checkout (the repository the task named).
+    let (code, out, err) = common::cli(&node.addr, &["task", "apply", &task.id, "--check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("would apply the changes"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("lib.rs")).unwrap(),
+        "fn buggy() -> u32 { 1 }\n"
+    );
+    let (code, out, err) = common::cli(&node.addr, &["task", "apply", &task.id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("lib.rs"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("lib.rs")).unwrap(),
+        "fn buggy() -> u32 { 2 }\n"
+    );
+    // A second time it no longer applies, and says so.
+    let (code, _, err) = common::cli(&node.addr, &["task", "apply", &task.id]);
+    assert_eq!(code, 1);
+    assert!(err.contains("do not apply"), "{err}");
 }

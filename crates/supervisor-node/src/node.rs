@@ -442,6 +442,12 @@ impl Node {
         self.router.known_names()
     }
 
+    /// Providers in the cluster (as this node knows it) that can work in a task's
+    /// repository; a task naming one can run only on them.
+    pub fn repository_providers(&self) -> Vec<String> {
+        self.router.repository_names()
+    }
+
     /// Fires whenever any provider's live state changes (health, breaker, throttle, an
     /// execution's report).
     pub fn provider_changes(&self) -> watch::Receiver<u64> {

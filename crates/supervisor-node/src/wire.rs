@@ -91,6 +91,9 @@ pub struct WireDescription {
     pub streaming: bool,
     /// Uses tools.
     pub tools: bool,
+    /// Works in a task's repository (absent from older peers: no).
+    #[serde(default)]
+    pub repository: bool,
     /// Concurrency limit on its node.
     pub max_concurrency: u32,
 }
@@ -289,6 +292,7 @@ pub fn encode_description(
         max_context_tokens: caps.max_context_tokens,
         streaming: caps.streaming,
         tools: caps.tools,
+        repository: caps.repository,
         max_concurrency,
     })
 }
@@ -432,6 +436,7 @@ mod tests {
             max_context_tokens: 0,
             streaming: false,
             tools: false,
+            repository: false,
             max_concurrency: 1,
         };
         let err = decode_description(&encode(&other)).unwrap_err();

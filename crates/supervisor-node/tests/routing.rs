@@ -47,6 +47,8 @@ struct Scripted {
     calls: AtomicU64,
     /// What its health probe reports: down while set.
     down: AtomicBool,
+    /// Whether it claims to work in a task's repository.
+    repository: bool,
 }
 
 #[async_trait::async_trait]
@@ -64,6 +66,7 @@ impl Provider for Scripted {
             max_context_tokens: 100_000,
             streaming: true,
             tools: false,
+            repository: self.repository,
         }
     }
     async fn execute(
@@ -159,6 +162,19 @@ fn scripted(name: &str, script: Script, cost: u64) -> Arc<Scripted> {
         cost,
         calls: AtomicU64::new(0),
         down: AtomicBool::new(false),
+        repository: false,
+    })
+}
+
+/// A scripted provider that works in a task's repository.
+fn scripted_repository(name: &str, script: Script) -> Arc<Scripted> {
+    Arc::new(Scripted {
+        name: name.into(),
+        script,
+        cost: 0,
+        calls: AtomicU64::new(0),
+        down: AtomicBool::new(false),
+        repository: true,
     })
 }
 
@@ -722,5 +738,51 @@ async fn what_a_failed_attempt_spent_is_charged() {
         .find(|s| s.name == "spender")
         .unwrap();
     assert_eq!((snap.input_tokens, snap.cost_micros), (100, 2500));
+    r.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_task_goes_only_to_a_provider_that_works_in_repositories() {
+    let chat = scripted("chat", Script::Ok, 0);
+    let r = start(
+        vec![chat.clone(), scripted_repository("agent", Script::Ok)],
+        RoutingConfig {
+            strategy: RoutingStrategy::FailoverChain,
+            chain: vec!["chat".into(), "agent".into()],
+            ..RoutingConfig::default()
+        },
+        Limits::default(),
+    )
+    .await;
+    let mut t = limited("fix the checkout", 3, Duration::from_secs(30));
+    t.context.insert("repo".into(), "/src/app".into());
+    let id = submit(&r, t.clone()).await;
+    let done = wait(&r.engine, id).await;
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
+    assert_eq!(done.result.expect("result").provider, "agent");
+    // Without the repository the chain's first provider takes it.
+    let id = submit(&r, limited("just answer", 3, Duration::from_secs(30))).await;
+    assert_eq!(
+        wait(&r.engine, id).await.result.expect("result").provider,
+        "chat"
+    );
+    r.node.shutdown().await;
+
+    // No provider able to work in a repository: the task fails, naming why.
+    let r = start(
+        vec![scripted("chat", Script::Ok, 0)],
+        RoutingConfig::default(),
+        Limits::default(),
+    )
+    .await;
+    let id = submit(&r, t).await;
+    let done = wait(&r.engine, id).await;
+    assert_eq!(done.status, TaskStatus::Failed);
+    let error = done.error.unwrap_or_default();
+    assert!(error.contains("cannot work in a repository"), "{error}");
+    assert!(
+        done.attempts.iter().all(|a| a.provider.is_empty()),
+        "the chat provider never ran it"
+    );
     r.node.shutdown().await;
 }

@@ -145,6 +145,7 @@ impl Provider for AnthropicProvider {
             max_context_tokens: MAX_CONTEXT_TOKENS,
             streaming: true,
             tools: false,
+            repository: false,
         }
     }
 

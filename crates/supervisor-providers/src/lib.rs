@@ -199,7 +199,14 @@ pub struct Capabilities {
     pub streaming: bool,
     /// Whether it can use tools (edit files, run commands).
     pub tools: bool,
+    /// Whether it works in the git repository a task names (context [`REPO_KEY`]): a
+    /// worktree, the agent's changes as a diff and a commit. Tasks that name a repository
+    /// go only to providers that can.
+    pub repository: bool,
 }
+
+/// The context key naming the repository a task works in.
+pub const REPO_KEY: &str = "repo";
 
 /// The result of a health check.
 #[derive(Debug, Clone, PartialEq, Eq)]

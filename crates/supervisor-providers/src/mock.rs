@@ -98,6 +98,7 @@ impl Provider for MockProvider {
             max_context_tokens: 1_000_000,
             streaming: true,
             tools: false,
+            repository: false,
         }
     }
 

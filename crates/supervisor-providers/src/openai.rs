@@ -158,6 +158,7 @@ impl Provider for OpenAiProvider {
             max_context_tokens: MAX_CONTEXT_TOKENS,
             streaming: true,
             tools: false,
+            repository: false,
         }
     }
 

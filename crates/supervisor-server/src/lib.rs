@@ -67,6 +67,25 @@ impl TaskApi {
     }
 }
 
+/// Refuses a task that names a repository when no provider of the cluster can work in
+/// one: it would otherwise wait or fail only when it runs.
+fn repository_servable(
+    context: &std::collections::BTreeMap<String, String>,
+    node: &Node,
+) -> Result<(), Status> {
+    let Some(repo) = context.get(supervisor_providers::REPO_KEY) else {
+        return Ok(());
+    };
+    if node.repository_providers().is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "the task names repository {repo:?} (context {}=), but no provider in the cluster can work in a repository: configure a provider of kind claude_cli on a node, or submit without {}=",
+            supervisor_providers::REPO_KEY,
+            supervisor_providers::REPO_KEY
+        )));
+    }
+    Ok(())
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::TaskEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -84,6 +103,7 @@ impl TaskService for TaskApi {
                 self.node.known_provider_names()
             };
         let new = new_task_in(request, &names)?;
+        repository_servable(&new.context, &self.node)?;
         let submitted = self.engine.submit(tenant, new).await.map_err(status_from)?;
         Ok(Response::new(task_out(submitted.task)))
     }

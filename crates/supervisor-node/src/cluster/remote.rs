@@ -253,6 +253,7 @@ impl RemoteDirectory {
                 name: d.name.clone(),
                 node_id: node.id.clone(),
                 task_types: d.task_types.clone(),
+                repository: d.repository,
             },
         );
         let capabilities = Capabilities {
@@ -261,6 +262,7 @@ impl RemoteDirectory {
             max_context_tokens: d.max_context_tokens,
             streaming: false,
             tools: d.tools,
+            repository: d.repository,
         };
         let provider = Arc::new(RemoteProvider {
             name: d.name,

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use supervisor_model::{RoutingPrefs, RoutingStrategy, TaskType};
-use supervisor_providers::ProviderRequest;
+use supervisor_providers::{ProviderRequest, REPO_KEY};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
@@ -36,6 +36,13 @@ pub struct RouteRequest<'a> {
     pub prefs: &'a RoutingPrefs,
     /// Providers whose earlier attempts at this task failed, oldest first.
     pub failed_on: &'a [String],
+}
+
+impl RouteRequest<'_> {
+    /// Whether the task names a repository to work in.
+    fn needs_repository(&self) -> bool {
+        self.request.context.contains_key(REPO_KEY)
+    }
 }
 
 /// The provider chosen for an attempt.
@@ -75,6 +82,8 @@ pub struct SeenProvider {
     pub node_id: String,
     /// The task types it serves.
     pub task_types: Vec<TaskType>,
+    /// Whether it works in a task's repository.
+    pub repository: bool,
 }
 
 /// Providers that run on other nodes, as the cluster network sees them now.
@@ -209,6 +218,24 @@ impl Router {
         names
     }
 
+    /// Names of the providers that can work in a task's repository: this node's, those
+    /// reachable on other nodes, and those seen on nodes that are away now.
+    pub fn repository_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .providers
+            .iter()
+            .chain(self.remote_providers().iter())
+            .filter(|p| p.capabilities.repository)
+            .map(|p| p.name.clone())
+            .collect();
+        for seen in self.unreachable_remote() {
+            if seen.repository && !names.contains(&seen.name) {
+                names.push(seen.name);
+            }
+        }
+        names
+    }
+
     /// Fires whenever any provider's state changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
@@ -263,6 +290,13 @@ impl Router {
                 rejected.push(format!("{}: does not serve {}", p.name, req.task_type));
                 continue;
             }
+            if req.needs_repository() && !p.capabilities.repository {
+                rejected.push(format!(
+                    "{}: cannot work in a repository (the task names {REPO_KEY}=)",
+                    p.name
+                ));
+                continue;
+            }
             let cost = p.provider.estimate_cost(req.request);
             if let Some(max) = prefs.max_cost_micros
                 && cost > max
@@ -284,6 +318,7 @@ impl Router {
                 .filter(|s| {
                     self.get(&s.name).is_none()
                         && s.task_types.contains(&req.task_type)
+                        && (s.repository || !req.needs_repository())
                         && !prefs.excluded_providers.iter().any(|e| e == &s.name)
                 })
                 .map(|s| format!("{} (on node {}, not reachable now)", s.name, s.node_id))
@@ -357,6 +392,7 @@ impl Router {
     fn can_serve(&self, p: &ProviderHandle, req: &RouteRequest<'_>) -> bool {
         !req.prefs.excluded_providers.iter().any(|e| e == &p.name)
             && p.capabilities.task_types.contains(&req.task_type)
+            && (p.capabilities.repository || !req.needs_repository())
             && req
                 .prefs
                 .max_cost_micros

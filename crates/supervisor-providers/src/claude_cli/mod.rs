@@ -538,6 +538,7 @@ impl Provider for ClaudeCliProvider {
             max_context_tokens: 200_000,
             streaming: true,
             tools: true,
+            repository: true,
         }
     }
 

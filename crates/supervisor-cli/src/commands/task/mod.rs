@@ -1,5 +1,6 @@
 //! `supervisor task ...`: submit, read, list, watch, cancel and retry tasks.
 
+mod apply;
 mod json;
 mod progress;
 mod text;
@@ -78,6 +79,18 @@ pub enum TaskCommand {
         id: String,
         /// The artifact's name, as `task get` lists it.
         name: String,
+    },
+    /// Apply a finished repository task's changes (its `changes.diff`) to a checkout.
+    Apply {
+        /// The task's id.
+        id: String,
+        /// The checkout to change (default: the repository the task named, else the
+        /// current directory).
+        #[arg(long, value_name = "PATH")]
+        repo: Option<PathBuf>,
+        /// Only check that the changes apply; change nothing.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -204,6 +217,10 @@ pub async fn run(cmd: TaskCommand, global: &GlobalArgs) -> anyhow::Result<()> {
                     "task {id} has no artifact named {name:?}; `supervisor task get {id}` lists its artifacts"
                 ),
             }
+        }
+        TaskCommand::Apply { id, repo, check } => {
+            let task = connect(global).await?.get(&id).await?;
+            apply::apply(&task, repo, check, global.output)
         }
         TaskCommand::Stats => {
             let stats = connect(global).await?.stats().await?;
