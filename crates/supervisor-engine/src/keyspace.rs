@@ -18,6 +18,11 @@
 //! - `("node", id)` → node record (epoch, state, addresses); `("nodebeat", id)` → its
 //!   heartbeat revision and load; `("inbox", node, tenant, id)` → cancel notice,
 //!   `("inboxver", node)` → bumped on each notice (the node watches it)
+//! - `("tenant", name)` → tenant record; `("apikey", id)` → API key record (a hash, never
+//!   the secret); `("apikeyuse", id)` → its last use; `("authkey",)` → the per-cluster key
+//!   of the key hash; `("audit", at_micros, nonce)` → audit log entry
+//! - `("stat", "tenant", tenant, status)` → per-tenant status counters (not for
+//!   `default`, whose count is the cluster's minus every other tenant's)
 
 use supervisor_model::{TaskId, TaskStatus};
 use supervisor_store::keys::{Subspace, pack};
@@ -257,4 +262,58 @@ pub(crate) fn all_schedules() -> (Vec<u8>, Vec<u8>) {
 
 pub(crate) fn singleton(duty: &str) -> Vec<u8> {
     root().pack(&("singleton", duty))
+}
+
+pub(crate) fn tenant(name: &str) -> Vec<u8> {
+    root().pack(&("tenant", name))
+}
+
+pub(crate) fn tenant_range() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("tenant",)).range()
+}
+
+pub(crate) fn api_key(id: &str) -> Vec<u8> {
+    root().pack(&("apikey", id))
+}
+
+pub(crate) fn api_key_range() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("apikey",)).range()
+}
+
+pub(crate) fn api_key_use(id: &str) -> Vec<u8> {
+    root().pack(&("apikeyuse", id))
+}
+
+pub(crate) fn auth_hash_key() -> Vec<u8> {
+    root().pack(&("authkey",))
+}
+
+pub(crate) fn audit(at_micros: i64, nonce: u64) -> Vec<u8> {
+    root().pack(&("audit", at_micros, nonce))
+}
+
+pub(crate) fn audit_range() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("audit",)).range()
+}
+
+/// Where entries at or after `at_micros` begin.
+pub(crate) fn audit_since(at_micros: i64) -> Vec<u8> {
+    root().subspace(&("audit", at_micros)).range().0
+}
+
+pub(crate) fn tenant_status_counter(tenant: &str, status: TaskStatus) -> Vec<u8> {
+    root().pack(&("stat", "tenant", tenant, status.as_str()))
+}
+
+pub(crate) fn tenant_status_counters() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("stat", "tenant")).range()
+}
+
+/// The status a per-tenant counter key counts.
+pub(crate) fn parse_tenant_status_counter(key: &[u8]) -> Option<TaskStatus> {
+    let (_, _, _, status): (String, String, String, String) = root().unpack(key).ok()?;
+    TaskStatus::ALL
+        .iter()
+        .copied()
+        .find(|s| s.as_str() == status)
 }

@@ -17,6 +17,7 @@ mod clock;
 mod codec;
 mod config;
 mod event_log;
+mod identity;
 mod keyspace;
 mod ledger;
 mod nodes;
@@ -27,6 +28,8 @@ mod tasks;
 mod timers;
 mod workflows;
 
+#[cfg(test)]
+mod identity_tests;
 #[cfg(test)]
 mod membership_tests;
 #[cfg(test)]
@@ -42,6 +45,10 @@ use tokio::sync::Notify;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
+pub use identity::{
+    ApiKeyInfo, AuditEntry, AuditPage, AuditQuery, KEY_PREFIX, KeyRefusal, NewKey, TenantInfo,
+    principal_of,
+};
 pub use ledger::{LedgerRow, utc_day};
 pub use nodes::{HeartbeatReply, NodeAnnouncement, NodeIdentity, NodeInfo, NodeLoad, NodeState};
 pub use runner::{Finish, LeaseBatch, LeasedTask, Outcome, RunnerWriteResult, Streamed, TaskRef};
@@ -101,6 +108,15 @@ pub enum EngineError {
     /// The engine is stopping (gRPC `UNAVAILABLE`).
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// What the request would create exists already (gRPC `ALREADY_EXISTS`).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// No such API key (gRPC `NOT_FOUND`).
+    #[error("no API key with id {id}; `supervisor key list` lists them")]
+    KeyNotFound {
+        /// The id that was looked up.
+        id: String,
+    },
 }
 
 impl TxnError for EngineError {
@@ -124,6 +140,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     submits: batch::Batcher<tasks::SubmitItem, Submitted>,
     runner_writes: batch::Batcher<runner::RunnerWrite, RunnerWriteResult>,
+    audits: batch::Batcher<AuditEntry, ()>,
     /// Woken after a local commit made a task ready (faster than a store watch).
     ready: Notify,
     /// Woken after a local commit armed a timer that may be due before the sweeper's sleep.
@@ -169,12 +186,26 @@ impl Engine {
                     })
                 }),
             );
+            let audit_weak = weak.clone();
+            let audits = batch::Batcher::spawn(
+                "audit",
+                cfg.max_batch,
+                cfg.batches_in_flight,
+                Arc::new(move |items| {
+                    let weak = audit_weak.clone();
+                    Box::pin(async move {
+                        let inner = weak.upgrade().ok_or(EngineError::ShuttingDown)?;
+                        identity::write_audits(&inner, items).await
+                    })
+                }),
+            );
             Inner {
                 db,
                 cfg,
                 clock,
                 submits,
                 runner_writes,
+                audits,
                 ready: Notify::new(),
                 timers: Notify::new(),
             }

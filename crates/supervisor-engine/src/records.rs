@@ -92,6 +92,14 @@ fn append_event_by(
     Ok(event)
 }
 
+/// Keeps a tenant's own status counter in step (the `default` tenant's count is the
+/// cluster's minus every other tenant's, so tasks from before tenants existed count).
+fn count_for_tenant(txn: &mut Transaction<'_>, tenant: &str, status: TaskStatus, delta: i64) {
+    if tenant != supervisor_model::DEFAULT_TENANT {
+        txn.atomic_add(&keyspace::tenant_status_counter(tenant, status), delta);
+    }
+}
+
 /// Moves a task to `to`, keeping the status index and counters in step, and appends the
 /// event that records it. Refuses transitions the state machine does not allow.
 pub(crate) fn transition(
@@ -121,6 +129,8 @@ pub(crate) fn transition(
     );
     txn.atomic_add(&keyspace::status_counter(from), -1);
     txn.atomic_add(&keyspace::status_counter(to), 1);
+    count_for_tenant(txn, &task.tenant, from, -1);
+    count_for_tenant(txn, &task.tenant, to, 1);
     // The writer as it was before the transition (a completion clears the lease).
     let writer = holder(task);
     task.status = to;
@@ -151,6 +161,7 @@ pub(crate) fn index_new(txn: &mut Transaction<'_>, task: &Task) {
         );
     }
     txn.atomic_add(&keyspace::status_counter(task.status), 1);
+    count_for_tenant(txn, &task.tenant, task.status, 1);
 }
 
 /// Puts a task in the ready range and wakes dispatchers watching the queue.

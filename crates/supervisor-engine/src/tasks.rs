@@ -470,6 +470,41 @@ impl Engine {
         Ok(StatusCounts { counts })
     }
 
+    /// Counts one tenant's tasks by status. Tenants other than `default` have counters of
+    /// their own; `default` (which holds every task from before tenants existed) counts
+    /// what the cluster holds beyond the other tenants.
+    pub async fn tenant_status_counts(&self, tenant: &str) -> Result<StatusCounts, EngineError> {
+        let mut txn = self.inner.db.begin().await?;
+        if tenant != supervisor_model::DEFAULT_TENANT {
+            let mut counts = Vec::with_capacity(COUNTED_STATUSES.len());
+            for status in COUNTED_STATUSES {
+                let key = keyspace::tenant_status_counter(tenant, *status);
+                let value = txn.get_snapshot(&key).await?;
+                counts.push((*status, counter(value.as_deref()).max(0) as u64));
+            }
+            return Ok(StatusCounts { counts });
+        }
+        let (begin, end) = keyspace::tenant_status_counters();
+        let others = txn
+            .get_range(&begin, &end, RangeOptions::new().snapshot())
+            .await?;
+        let mut counts = Vec::with_capacity(COUNTED_STATUSES.len());
+        for status in COUNTED_STATUSES {
+            let all = counter(
+                txn.get_snapshot(&keyspace::status_counter(*status))
+                    .await?
+                    .as_deref(),
+            );
+            let elsewhere: i64 = others
+                .iter()
+                .filter(|kv| keyspace::parse_tenant_status_counter(&kv.key) == Some(*status))
+                .map(|kv| counter(Some(&kv.value)))
+                .sum();
+            counts.push((*status, (all - elsewhere).max(0) as u64));
+        }
+        Ok(StatusCounts { counts })
+    }
+
     /// Durable counters of one provider.
     pub async fn provider_stats(&self, provider: &str) -> Result<ProviderStats, EngineError> {
         let mut txn = self.inner.db.begin().await?;

@@ -8,8 +8,10 @@
 
 #[macro_use]
 mod task;
+mod identity;
 mod specialty;
 
+pub use identity::*;
 pub use specialty::*;
 pub use task::*;
 
