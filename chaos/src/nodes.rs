@@ -192,6 +192,8 @@ fn spawn(spec: &NodeSpec, common: &NodeCommon, start: u32) -> Result<(Child, Str
     .arg("--data-dir")
     .arg(&data_dir)
     .args(["--listen", &format!("{}:0", spec.ip)])
+    // A closed network of the test's own namespaces: no authentication to set up.
+    .arg("--insecure")
     .args([
         "--cluster-listen",
         &format!("{}:{}", spec.ip, spec.cluster_port),

@@ -57,6 +57,7 @@ job "supervisor" {
 SUPERVISOR_STORE__URL={{ .store_url }}
 SUPERVISOR_CLUSTER__COOKIE={{ .cookie }}
 {{ end }}
+SUPERVISOR_AUTH__ENABLED=true
 EOT
       }
 

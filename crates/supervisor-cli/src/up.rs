@@ -29,6 +29,10 @@ pub struct UpArgs {
     /// id no live node uses.
     #[arg(long)]
     pub join: bool,
+    /// Serve the API without authentication even on an address other hosts can reach
+    /// (refused otherwise; turn on [auth] instead).
+    #[arg(long)]
+    pub insecure: bool,
     /// This node's id (default: the host name; `node.id` in the config).
     #[arg(long, value_name = "ID")]
     pub node_id: Option<String>,
@@ -75,7 +79,10 @@ fn init_logging(cfg: &Config) {
 /// Runs the node until a shutdown signal.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut cfg = Config::load(args.config.as_deref())?;
-    let options = RunOptions { join: args.join };
+    let options = RunOptions {
+        join: args.join,
+        insecure: args.insecure,
+    };
     args.override_config(&mut cfg);
     init_logging(&cfg);
     Ok(supervisor_server::run(cfg, options).await?)

@@ -15,6 +15,13 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The credentials or TLS settings cannot be used (an unreadable file, a token
+    /// metadata cannot carry).
+    #[error("{reason}")]
+    Credentials {
+        /// What is wrong.
+        reason: String,
+    },
     /// Nothing answered at the server address.
     #[error("could not connect to Supervisor at {addr}: {detail} — is `supervisor up` running?")]
     Connect {
@@ -41,7 +48,7 @@ impl ClientError {
     /// `INVALID_ARGUMENT` for a bad address and `INTERNAL` for protocol violations.
     pub fn code(&self) -> Code {
         match self {
-            Self::InvalidAddress { .. } => Code::InvalidArgument,
+            Self::InvalidAddress { .. } | Self::Credentials { .. } => Code::InvalidArgument,
             Self::Connect { .. } => Code::Unavailable,
             Self::Status { code, .. } => *code,
             Self::Protocol(_) => Code::Internal,

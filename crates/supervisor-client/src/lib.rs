@@ -38,7 +38,9 @@
 
 #![warn(missing_docs)]
 
+mod connect;
 mod error;
+mod identity;
 mod pages;
 mod source;
 mod watch;
@@ -52,11 +54,17 @@ use supervisor_proto::v1::{
     GetSpendRequest, GetSpendResponse, GetTaskRequest, GetTaskStatsRequest, ListProvidersRequest,
     ListTasksRequest, ListTasksResponse, NodeStatus, ProviderInfo, RetryTaskRequest,
     SubmitTaskRequest, Task, TaskStats, WatchProvidersRequest,
-    cluster_service_client::ClusterServiceClient, provider_service_client::ProviderServiceClient,
-    task_service_client::TaskServiceClient, workflow_service_client::WorkflowServiceClient,
+    auth_service_client::AuthServiceClient, cluster_service_client::ClusterServiceClient,
+    provider_service_client::ProviderServiceClient, task_service_client::TaskServiceClient,
+    workflow_service_client::WorkflowServiceClient,
 };
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+pub use connect::{
+    CA_FILE_ENV, ConnectOptions, Credentials, TOKEN_ENV, TOKEN_FILE_ENV, normalize_addr,
+    read_token_file,
+};
 pub use error::{ClientError, code_name};
 pub use source::{SourceError, SourceFormat, read_workflow_source, workflow_source};
 pub use supervisor_proto::{convert, v1};
@@ -83,54 +91,35 @@ pub type ProviderStream = BoxStream<'static, Result<Vec<ProviderInfo>, ClientErr
 #[derive(Debug, Clone)]
 pub struct Client {
     addr: String,
-    tasks: TaskServiceClient<Channel>,
-    providers: ProviderServiceClient<Channel>,
-    workflows: WorkflowServiceClient<Channel>,
-    cluster: ClusterServiceClient<Channel>,
+    tasks: TaskServiceClient<Transport>,
+    providers: ProviderServiceClient<Transport>,
+    workflows: WorkflowServiceClient<Transport>,
+    cluster: ClusterServiceClient<Transport>,
+    auth: AuthServiceClient<Transport>,
     resume: ResumePolicy,
 }
 
-/// Turns `host:port` or `http://host:port` into the URI the client dials
-/// (`http://host:port`). Surrounding whitespace and a trailing `/` are ignored.
-///
-/// Fails on an empty address, on `https://` (TLS is not supported) and on other schemes.
-pub fn normalize_addr(addr: &str) -> Result<String, ClientError> {
-    let trimmed = addr.trim();
-    let invalid = |reason: &str| ClientError::InvalidAddress {
-        addr: addr.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let (scheme, rest) = match trimmed.split_once("://") {
-        Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, trimmed),
-    };
-    let host_port = rest.trim_end_matches('/');
-    match scheme {
-        None | Some("http") => {}
-        Some("https") => return Err(invalid("TLS (https://) is not supported; use http://")),
-        Some(scheme) => {
-            return Err(invalid(&format!(
-                "unsupported scheme {scheme:?}; expected host:port or http://host:port"
-            )));
-        }
-    }
-    if host_port.is_empty() {
-        return Err(invalid("no host; expected host:port or http://host:port"));
-    }
-    let uri = format!("http://{host_port}");
-    // Let the URI parser catch spaces, bad ports and the like.
-    Endpoint::from_shared(uri.clone()).map_err(|e| invalid(&error::chain(&e)))?;
-    Ok(uri)
-}
+/// The channel every generated client of a [`Client`] uses: the connection, with the
+/// credentials added to each call.
+pub type Transport = InterceptedService<Channel, Credentials>;
 
 impl Client {
-    /// Connects to the server at `addr` (`host:port` or `http://host:port`).
+    /// Connects to the server at `addr` (`host:port` or `http://host:port`) without
+    /// credentials (a node with authentication off).
     ///
     /// Fails with [`ClientError::Connect`] when nothing answers there, naming the
     /// address and suggesting `supervisor up`.
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+        Self::connect_with(addr, &ConnectOptions::default()).await
+    }
+
+    /// Connects to the server at `addr` (`host:port`, `http://host:port` or
+    /// `https://host:port`) with `options`: the token every call carries, the CA file of
+    /// an `https://` server, the tenant an admin acts in.
+    pub async fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Self, ClientError> {
         let uri = normalize_addr(addr)?;
-        let endpoint = Endpoint::from_shared(uri.clone())
+        let credentials = Credentials::new(options)?;
+        let mut endpoint = Endpoint::from_shared(uri.clone())
             .map_err(|e| ClientError::InvalidAddress {
                 addr: addr.to_owned(),
                 reason: error::chain(&e),
@@ -139,26 +128,45 @@ impl Client {
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
+        if let Some(tls) = connect::tls_for(&uri, options)? {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| ClientError::Credentials {
+                    reason: format!("TLS settings for {uri}: {}", error::chain(&e)),
+                })?;
+        }
         let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
             addr: uri.clone(),
             detail: error::chain(&e),
         })?;
-        Ok(Self::from_channel(channel, uri))
+        Ok(Self::from_channel_with(channel, uri, credentials))
     }
 
     /// Wraps an existing channel (for example one connected lazily, or to an
-    /// in-process server in tests). `addr` is only used in messages.
+    /// in-process server in tests), without credentials. `addr` is only used in
+    /// messages.
     pub fn from_channel(channel: Channel, addr: impl Into<String>) -> Self {
+        Self::from_channel_with(channel, addr, Credentials::default())
+    }
+
+    /// Wraps an existing channel; every call carries `credentials`.
+    pub fn from_channel_with(
+        channel: Channel,
+        addr: impl Into<String>,
+        credentials: Credentials,
+    ) -> Self {
+        let transport = InterceptedService::new(channel, credentials);
         Self {
             addr: addr.into(),
-            tasks: TaskServiceClient::new(channel.clone())
+            tasks: TaskServiceClient::new(transport.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            providers: ProviderServiceClient::new(channel.clone())
+            providers: ProviderServiceClient::new(transport.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            workflows: WorkflowServiceClient::new(channel.clone())
+            workflows: WorkflowServiceClient::new(transport.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            cluster: ClusterServiceClient::new(channel)
+            cluster: ClusterServiceClient::new(transport.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            auth: AuthServiceClient::new(transport),
             resume: ResumePolicy::default(),
         }
     }
@@ -176,17 +184,17 @@ impl Client {
     }
 
     /// The generated task client, for calls this SDK does not wrap.
-    pub fn task_service(&self) -> TaskServiceClient<Channel> {
+    pub fn task_service(&self) -> TaskServiceClient<Transport> {
         self.tasks.clone()
     }
 
     /// The generated provider client, for calls this SDK does not wrap.
-    pub fn provider_service(&self) -> ProviderServiceClient<Channel> {
+    pub fn provider_service(&self) -> ProviderServiceClient<Transport> {
         self.providers.clone()
     }
 
     /// The generated workflow client, for calls this SDK does not wrap.
-    pub fn workflow_service(&self) -> WorkflowServiceClient<Channel> {
+    pub fn workflow_service(&self) -> WorkflowServiceClient<Transport> {
         self.workflows.clone()
     }
 
@@ -390,38 +398,6 @@ fn interval_millis(interval: Duration) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_are_normalized() {
-        assert_eq!(
-            normalize_addr("127.0.0.1:50051").ok().as_deref(),
-            Some("http://127.0.0.1:50051")
-        );
-        assert_eq!(
-            normalize_addr(" http://localhost:50051/ ").ok().as_deref(),
-            Some("http://localhost:50051")
-        );
-        assert_eq!(
-            normalize_addr("[::1]:7000").ok().as_deref(),
-            Some("http://[::1]:7000")
-        );
-    }
-
-    #[test]
-    fn bad_addresses_are_refused_with_the_address() {
-        for bad in ["", "https://x:1", "grpc://x:1", "http://", "a b:1"] {
-            let err = normalize_addr(bad).expect_err(bad);
-            assert!(
-                matches!(&err, ClientError::InvalidAddress { addr, .. } if addr == bad),
-                "{err:?}"
-            );
-        }
-        let text = normalize_addr("https://x:1").expect_err("tls").to_string();
-        assert!(
-            text.contains("https://x:1") && text.contains("TLS"),
-            "{text}"
-        );
-    }
 
     #[test]
     fn watch_intervals_become_whole_milliseconds() {

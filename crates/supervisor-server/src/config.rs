@@ -47,6 +47,8 @@ pub struct Config {
     pub prices: PriceTable,
     /// Logging.
     pub log: LogConfig,
+    /// Who may call the API.
+    pub auth: crate::auth::AuthConfig,
     /// Where each provider's configuration came from (set by [`Config::load`]; not a
     /// key of the file).
     #[serde(skip)]
@@ -257,6 +259,7 @@ impl Config {
             self.engine.validate(),
             self.node.validate(),
             self.cluster.validate(),
+            self.auth.validate(),
         ];
         for (name, provider) in &self.providers.0 {
             if let ProviderConfig::Mock(m) = provider {

@@ -9,13 +9,16 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod cluster;
 pub mod config;
 mod convert;
+mod identity;
 mod run;
 pub mod store;
 mod workflows;
 
+pub use identity::IdentityApi;
 pub use run::{RunError, RunOptions, run};
 pub use workflows::WorkflowApi;
 
@@ -25,9 +28,10 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use supervisor_engine::{Engine, ListQuery};
-use supervisor_model::{DEFAULT_TENANT, TaskStatus};
+use supervisor_model::{Permission, TaskStatus};
 use supervisor_node::{Node, TreeHealth};
 use supervisor_proto::v1;
+use supervisor_proto::v1::auth_service_server::AuthServiceServer;
 use supervisor_proto::v1::cluster_service_server::ClusterServiceServer;
 use supervisor_proto::v1::provider_service_server::{ProviderService, ProviderServiceServer};
 use supervisor_proto::v1::task_service_server::{TaskService, TaskServiceServer};
@@ -44,9 +48,10 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 /// Page size when the request gives none.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 
-/// The tenant of a request. Until authentication arrives, every caller is `default`.
-fn tenant<T>(_req: &Request<T>) -> &'static str {
-    DEFAULT_TENANT
+/// The tenant a request acts in: its principal's (set by the auth layer; `default` when
+/// authentication is off). Never taken from the request's fields.
+fn tenant<T>(req: &Request<T>) -> String {
+    auth::principal_in(req.extensions()).tenant
 }
 
 /// `supervisor.v1.TaskService` over a running node.
@@ -94,7 +99,7 @@ impl TaskService for TaskApi {
         &self,
         req: Request<v1::SubmitTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let request = req.into_inner();
         let names =
             if request.preferred_providers.is_empty() && request.excluded_providers.is_empty() {
@@ -112,7 +117,7 @@ impl TaskService for TaskApi {
         &self,
         req: Request<v1::GetTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let id = task_id_in("id", &req.get_ref().id)?;
         let task = self.engine.get(tenant, id).await.map_err(status_from)?;
         Ok(Response::new(task_out(task)))
@@ -122,7 +127,7 @@ impl TaskService for TaskApi {
         &self,
         req: Request<v1::ListTasksRequest>,
     ) -> Result<Response<v1::ListTasksResponse>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let r = req.into_inner();
         let (page_size, page_token) = paging_in(r.page_size, &r.page_token, "ListTasks")?;
         let query = ListQuery {
@@ -150,7 +155,7 @@ impl TaskService for TaskApi {
         &self,
         req: Request<v1::CancelTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let r = req.into_inner();
         let id = task_id_in("id", &r.id)?;
         let task = self
@@ -165,7 +170,7 @@ impl TaskService for TaskApi {
         &self,
         req: Request<v1::RetryTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let id = task_id_in("id", &req.get_ref().id)?;
         let task = self.engine.retry(tenant, id).await.map_err(status_from)?;
         Ok(Response::new(task_out(task)))
@@ -177,7 +182,7 @@ impl TaskService for TaskApi {
         &self,
         req: Request<v1::WatchTaskRequest>,
     ) -> Result<Response<Self::WatchTaskStream>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let r = req.into_inner();
         let id = task_id_in("id", &r.id)?;
         let events = self
@@ -191,9 +196,16 @@ impl TaskService for TaskApi {
 
     async fn get_task_stats(
         &self,
-        _req: Request<v1::GetTaskStatsRequest>,
+        req: Request<v1::GetTaskStatsRequest>,
     ) -> Result<Response<v1::TaskStats>, Status> {
-        let counts = self.engine.status_counts().await.map_err(status_from)?;
+        let principal = auth::principal_in(req.extensions());
+        // Without authentication the one caller sees the whole cluster, as before tenants.
+        let counts = if principal == supervisor_model::Principal::anonymous() {
+            self.engine.status_counts().await
+        } else {
+            self.engine.tenant_status_counts(&principal.tenant).await
+        }
+        .map_err(status_from)?;
         Ok(Response::new(v1::TaskStats {
             queued: counts.get(TaskStatus::Queued),
             running: counts.get(TaskStatus::Running),
@@ -219,15 +231,21 @@ impl ProviderApi {
 }
 
 impl ProviderApi {
-    async fn list(&self) -> Result<v1::ListProvidersResponse, Status> {
+    /// The providers and their numbers. The durable totals (completions, tokens, cost)
+    /// add up every tenant's work, so only callers with the operate permission see them;
+    /// for others they are 0 (a tenant's own spend is `GetSpend`).
+    async fn list(&self, cluster_totals: bool) -> Result<v1::ListProvidersResponse, Status> {
         let mut providers = Vec::new();
         for snap in self.node.provider_snapshots() {
-            let durable = self
-                .node
-                .engine()
-                .provider_stats(&snap.name)
-                .await
-                .map_err(status_from)?;
+            let durable = if cluster_totals {
+                self.node
+                    .engine()
+                    .provider_stats(&snap.name)
+                    .await
+                    .map_err(status_from)?
+            } else {
+                supervisor_engine::ProviderStats::default()
+            };
             let ms = |d: Option<std::time::Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1000.0);
             providers.push(v1::ProviderInfo {
                 name: snap.name,
@@ -259,6 +277,13 @@ impl ProviderApi {
     }
 }
 
+/// Whether the caller may see totals across tenants.
+fn cluster_totals<T>(req: &Request<T>) -> bool {
+    auth::principal_in(req.extensions())
+        .role
+        .allows(Permission::Operate)
+}
+
 type ProvidersStream =
     Pin<Box<dyn Stream<Item = Result<v1::ListProvidersResponse, Status>> + Send>>;
 
@@ -266,9 +291,10 @@ type ProvidersStream =
 impl ProviderService for ProviderApi {
     async fn list_providers(
         &self,
-        _req: Request<v1::ListProvidersRequest>,
+        req: Request<v1::ListProvidersRequest>,
     ) -> Result<Response<v1::ListProvidersResponse>, Status> {
-        Ok(Response::new(self.list().await?))
+        let totals = cluster_totals(&req);
+        Ok(Response::new(self.list(totals).await?))
     }
 
     type WatchProvidersStream = ProvidersStream;
@@ -282,9 +308,10 @@ impl ProviderService for ProviderApi {
             ms => std::time::Duration::from_millis(u64::from(ms).max(50)),
         };
         let api = self.clone();
+        let totals = cluster_totals(&req);
         let mut changes = self.node.provider_changes();
         changes.borrow_and_update();
-        let first = api.list().await?;
+        let first = api.list(totals).await?;
         // State: the service, the list still to send, the last list sent, the change feed.
         let stream = futures::stream::unfold(
             (api, Some(first), None::<v1::ListProvidersResponse>, changes),
@@ -297,7 +324,7 @@ impl ProviderService for ProviderApi {
                     // load changes are caught by re-reading now and then.
                     tokio::time::sleep(interval).await;
                     let _ = tokio::time::timeout(interval * 20, changes.changed()).await;
-                    match api.list().await {
+                    match api.list(totals).await {
                         Ok(now) if Some(&now) == last.as_ref() => continue,
                         Ok(now) => return Some((Ok(now.clone()), (api, None, Some(now), changes))),
                         Err(e) => return Some((Err(e), (api, None, last, changes))),
@@ -312,7 +339,7 @@ impl ProviderService for ProviderApi {
         &self,
         req: Request<v1::GetSpendRequest>,
     ) -> Result<Response<v1::GetSpendResponse>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let r = req.into_inner();
         let today = supervisor_engine::utc_day(self.node.engine().now_micros());
         let day = |field: &str, v: String| -> Result<String, Status> {
@@ -388,14 +415,17 @@ pub const HEALTH_SERVICES: &[&str] = &[
     "supervisor.v1.ProviderService",
     "supervisor.v1.WorkflowService",
     "supervisor.v1.ClusterService",
+    "supervisor.v1.AuthService",
 ];
 
-/// Serves every service on `listener` until `shutdown` resolves. Health follows the node's
-/// supervision tree: SERVING while it is whole, NOT_SERVING while a child restarts, after
-/// it gave up, and from the moment shutdown begins.
+/// Serves every service on `listener` until `shutdown` resolves, every call going through
+/// the auth layer of `auth`. Health follows the node's supervision tree: SERVING while it
+/// is whole, NOT_SERVING while a child restarts, after it gave up, and from the moment
+/// shutdown begins.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: Arc<Node>,
+    auth: Arc<auth::Authenticator>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let addr = listener
@@ -441,6 +471,7 @@ pub async fn serve(
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let drain_reporter = reporter.clone();
     let result = tonic::transport::Server::builder()
+        .layer(auth::AuthLayer::new(auth.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -450,6 +481,7 @@ pub async fn serve(
             node.clone(),
         )))
         .add_service(ProviderServiceServer::new(ProviderApi::new(node)))
+        .add_service(AuthServiceServer::new(IdentityApi::new(auth)))
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             follow.abort();

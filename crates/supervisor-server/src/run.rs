@@ -22,6 +22,9 @@ pub struct RunOptions {
     /// FoundationDB) requires it and the embedded store refuses it, so that a node never
     /// joins a cluster by accident; with it, a node id that a live node uses is refused.
     pub join: bool,
+    /// Serve the API without authentication on an address other hosts can reach (by
+    /// default refused: anyone reaching the port could run agents).
+    pub insecure: bool,
 }
 
 /// Why a node could not start, or stopped serving.
@@ -101,6 +104,83 @@ pub enum RunError {
     /// The gRPC server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The API would listen beyond this host without authentication.
+    #[error(
+        "server.listen {addr} can be reached from other hosts, and authentication is off: anyone reaching it could run agents. Turn it on ([auth] enabled = true, or SUPERVISOR_AUTH__ENABLED=true; the first start writes an admin key to <data_dir>/admin.key), listen on 127.0.0.1, or pass --insecure to run open anyway"
+    )]
+    Insecure {
+        /// `server.listen`.
+        addr: String,
+    },
+    /// `[auth]` does not hold together (an unreadable JWT file...).
+    #[error("invalid configuration: {0}")]
+    Auth(String),
+    /// The first admin key could not be written.
+    #[error("could not write the admin key to {}: {source}", path.display())]
+    AdminKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Refuses an open API that other hosts can reach, unless asked to.
+fn refuse_open_network(cfg: &Config, options: RunOptions) -> Result<(), RunError> {
+    let loopback = cfg
+        .server
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback());
+    if cfg.auth.enabled || loopback || options.insecure {
+        return Ok(());
+    }
+    Err(RunError::Insecure {
+        addr: cfg.server.listen.clone(),
+    })
+}
+
+/// With authentication on and no admin key in the store, makes one and writes it to
+/// `path` (mode 0600), so the operator can make the others. Prints the path, never the
+/// key.
+async fn first_admin_key(engine: &Engine, path: &std::path::Path) -> Result<(), RunError> {
+    if engine.has_admin_key().await? {
+        return Ok(());
+    }
+    let made = engine
+        .create_key(
+            supervisor_model::DEFAULT_TENANT,
+            supervisor_model::Role::Admin,
+            "first admin (made at start)",
+            None,
+            "supervisor up",
+        )
+        .await?;
+    let written = (|| {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(format!("{}\n", made.key).as_bytes())
+    })();
+    if let Err(source) = written {
+        // A key nobody holds must not stay valid.
+        let _ = engine.revoke_key(&made.info.id, None).await;
+        return Err(RunError::AdminKey {
+            path: path.to_path_buf(),
+            source,
+        });
+    }
+    println!(
+        "auth: made the first admin key (id {}) and wrote it to {} (mode 0600); use it with --token-file or SUPERVISOR_TOKEN to make others",
+        made.info.id,
+        path.display()
+    );
+    Ok(())
 }
 
 /// Runs a node in the foreground until Ctrl-C, SIGTERM or a drain request, then drains
@@ -112,6 +192,7 @@ pub enum RunError {
 /// configuration) and come before the node serves, except a failure of the gRPC server.
 pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
     cfg.validate()?;
+    refuse_open_network(&cfg, options)?;
     let url = StoreUrl::parse(&cfg.store.url)?;
     match (url.is_shared(), options.join) {
         (false, true) => return Err(RunError::JoinNeedsSharedStore),
@@ -237,7 +318,20 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
             let _ = stop_tx.send(());
         })
     };
-    crate::serve(listener, node.clone(), async move {
+    let auth = Arc::new(
+        crate::auth::Authenticator::new(node.engine().clone(), cfg.auth.clone())
+            .map_err(RunError::Auth)?,
+    );
+    if cfg.auth.enabled {
+        let path = cfg
+            .auth
+            .admin_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("admin.key"));
+        first_admin_key(node.engine(), &path).await?;
+        println!("auth: on; every call needs `authorization: Bearer <key or JWT>`");
+    }
+    crate::serve(listener, node.clone(), auth, async move {
         let _ = stop_rx.await;
     })
     .await?;

@@ -247,7 +247,7 @@ impl WorkflowApi {
         req: Request<v1::ScheduleRef>,
         paused: bool,
     ) -> Result<Response<v1::Schedule>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let s = self
             .engine
             .set_schedule_paused(tenant, &req.get_ref().name, paused)
@@ -330,7 +330,7 @@ impl WorkflowService for WorkflowApi {
         &self,
         req: Request<v1::SubmitWorkflowRequest>,
     ) -> Result<Response<v1::WorkflowRun>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let r = req.into_inner();
         let def = definition_in(r.source)?;
         let run = self
@@ -345,7 +345,7 @@ impl WorkflowService for WorkflowApi {
         &self,
         req: Request<v1::GetWorkflowRequest>,
     ) -> Result<Response<v1::WorkflowRun>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let id = run_id_in("id", &req.get_ref().id)?;
         let run = self
             .engine
@@ -359,7 +359,7 @@ impl WorkflowService for WorkflowApi {
         &self,
         req: Request<v1::ListWorkflowsRequest>,
     ) -> Result<Response<v1::ListWorkflowsResponse>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let r = req.into_inner();
         let (page_size, page_token) = paging_in(r.page_size, &r.page_token, "ListWorkflows")?;
         let status = match v1::RunStatus::try_from(r.status) {
@@ -408,7 +408,7 @@ impl WorkflowService for WorkflowApi {
         &self,
         req: Request<v1::CancelWorkflowRequest>,
     ) -> Result<Response<v1::WorkflowRun>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let r = req.into_inner();
         let id = run_id_in("id", &r.id)?;
         let run = self
@@ -423,7 +423,7 @@ impl WorkflowService for WorkflowApi {
         &self,
         req: Request<v1::RetryWorkflowRequest>,
     ) -> Result<Response<v1::WorkflowRun>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let id = run_id_in("id", &req.get_ref().id)?;
         let run = self
             .engine
@@ -439,7 +439,7 @@ impl WorkflowService for WorkflowApi {
         &self,
         req: Request<v1::WatchWorkflowRequest>,
     ) -> Result<Response<Self::WatchWorkflowStream>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let r = req.into_inner();
         let id = run_id_in("id", &r.id)?;
         let events = self
@@ -457,7 +457,7 @@ impl WorkflowService for WorkflowApi {
         &self,
         req: Request<v1::CreateScheduleRequest>,
     ) -> Result<Response<v1::Schedule>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let r = req.into_inner();
         let def = definition_in(r.source)?;
         let missed = match r.missed.as_str() {
@@ -491,7 +491,7 @@ impl WorkflowService for WorkflowApi {
         &self,
         req: Request<v1::ListSchedulesRequest>,
     ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let schedules = self
             .engine
             .list_schedules(tenant)
@@ -520,7 +520,7 @@ impl WorkflowService for WorkflowApi {
         &self,
         req: Request<v1::ScheduleRef>,
     ) -> Result<Response<v1::WorkflowRun>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let run = self
             .engine
             .trigger_schedule(tenant, &req.get_ref().name)
@@ -533,7 +533,7 @@ impl WorkflowService for WorkflowApi {
         &self,
         req: Request<v1::ScheduleRef>,
     ) -> Result<Response<v1::Schedule>, Status> {
-        let tenant = tenant(&req);
+        let tenant = &tenant(&req);
         let s = self
             .engine
             .delete_schedule(tenant, &req.get_ref().name)

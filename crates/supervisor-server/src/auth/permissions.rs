@@ -1,0 +1,220 @@
+//! The one table of which RPC needs which permission. The auth layer consults it before
+//! any handler runs; a test walks every RPC of every service in the descriptor set, so
+//! an RPC added without an entry fails the build's tests.
+
+use supervisor_model::Permission;
+
+/// `(full method path, permission)`, for every RPC of `supervisor.v1`.
+pub const TABLE: &[(&str, Permission)] = &[
+    // Tasks.
+    ("/supervisor.v1.TaskService/SubmitTask", Permission::Write),
+    ("/supervisor.v1.TaskService/GetTask", Permission::Read),
+    ("/supervisor.v1.TaskService/ListTasks", Permission::Read),
+    ("/supervisor.v1.TaskService/CancelTask", Permission::Write),
+    ("/supervisor.v1.TaskService/RetryTask", Permission::Write),
+    ("/supervisor.v1.TaskService/WatchTask", Permission::Read),
+    ("/supervisor.v1.TaskService/GetTaskStats", Permission::Read),
+    // Workflows and schedules.
+    (
+        "/supervisor.v1.WorkflowService/ValidateWorkflow",
+        Permission::Read,
+    ),
+    (
+        "/supervisor.v1.WorkflowService/SubmitWorkflow",
+        Permission::Write,
+    ),
+    (
+        "/supervisor.v1.WorkflowService/GetWorkflow",
+        Permission::Read,
+    ),
+    (
+        "/supervisor.v1.WorkflowService/ListWorkflows",
+        Permission::Read,
+    ),
+    (
+        "/supervisor.v1.WorkflowService/CancelWorkflow",
+        Permission::Write,
+    ),
+    (
+        "/supervisor.v1.WorkflowService/RetryWorkflow",
+        Permission::Write,
+    ),
+    (
+        "/supervisor.v1.WorkflowService/WatchWorkflow",
+        Permission::Read,
+    ),
+    (
+        "/supervisor.v1.WorkflowService/CreateSchedule",
+        Permission::Operate,
+    ),
+    (
+        "/supervisor.v1.WorkflowService/ListSchedules",
+        Permission::Read,
+    ),
+    (
+        "/supervisor.v1.WorkflowService/PauseSchedule",
+        Permission::Operate,
+    ),
+    (
+        "/supervisor.v1.WorkflowService/ResumeSchedule",
+        Permission::Operate,
+    ),
+    (
+        "/supervisor.v1.WorkflowService/TriggerSchedule",
+        Permission::Operate,
+    ),
+    (
+        "/supervisor.v1.WorkflowService/DeleteSchedule",
+        Permission::Operate,
+    ),
+    // Providers.
+    (
+        "/supervisor.v1.ProviderService/ListProviders",
+        Permission::Read,
+    ),
+    (
+        "/supervisor.v1.ProviderService/WatchProviders",
+        Permission::Read,
+    ),
+    ("/supervisor.v1.ProviderService/GetSpend", Permission::Read),
+    // Cluster.
+    (
+        "/supervisor.v1.ClusterService/GetClusterStatus",
+        Permission::Read,
+    ),
+    (
+        "/supervisor.v1.ClusterService/DrainNode",
+        Permission::Operate,
+    ),
+    // Identity.
+    ("/supervisor.v1.AuthService/WhoAmI", Permission::Read),
+    (
+        "/supervisor.v1.AuthService/CreateTenant",
+        Permission::Administer,
+    ),
+    (
+        "/supervisor.v1.AuthService/ListTenants",
+        Permission::Administer,
+    ),
+    (
+        "/supervisor.v1.AuthService/CreateKey",
+        Permission::Administer,
+    ),
+    (
+        "/supervisor.v1.AuthService/ListKeys",
+        Permission::Administer,
+    ),
+    (
+        "/supervisor.v1.AuthService/RevokeKey",
+        Permission::Administer,
+    ),
+    (
+        "/supervisor.v1.AuthService/ListAudit",
+        Permission::Administer,
+    ),
+];
+
+/// Services anyone may call without a credential: health checks and reflection (the
+/// API's schema, which is public in the repository anyway).
+pub const OPEN_SERVICES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// What calling `path` needs: `Some(permission)` for an RPC of the API, `None` for an
+/// open service. An unknown method of the API needs `Administer`, so an RPC someone
+/// forgot to list is closed rather than open.
+pub fn needed(path: &str) -> Option<Permission> {
+    if OPEN_SERVICES.iter().any(|s| path.starts_with(s)) {
+        return None;
+    }
+    Some(
+        TABLE
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or(Permission::Administer, |(_, perm)| *perm),
+    )
+}
+
+/// The method's short name (`SubmitTask`) for messages.
+pub fn method_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+    use supervisor_model::Role;
+
+    /// Every RPC the descriptor set declares, as a full path.
+    fn declared_rpcs() -> Vec<String> {
+        let fds = prost_types::FileDescriptorSet::decode(supervisor_proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set decodes");
+        let mut paths = Vec::new();
+        for file in fds.file {
+            let package = file.package.clone().unwrap_or_default();
+            if !package.starts_with("supervisor.") {
+                continue;
+            }
+            for service in &file.service {
+                for method in &service.method {
+                    paths.push(format!("/{package}.{}/{}", service.name(), method.name()));
+                }
+            }
+        }
+        paths
+    }
+
+    #[test]
+    fn every_rpc_of_every_service_has_exactly_one_entry() {
+        let declared = declared_rpcs();
+        assert!(declared.len() >= 30, "{declared:?}");
+        for path in &declared {
+            let entries = TABLE.iter().filter(|(p, _)| p == path).count();
+            assert_eq!(
+                entries, 1,
+                "{path} needs exactly one entry in the permission table"
+            );
+        }
+        for (path, _) in TABLE {
+            assert!(
+                declared.iter().any(|d| d == path),
+                "{path} is not an RPC of the API"
+            );
+        }
+    }
+
+    #[test]
+    fn every_role_against_every_rpc() {
+        for path in declared_rpcs() {
+            let need = needed(&path).expect("an API RPC needs a permission");
+            for role in Role::ALL {
+                let expected = match need {
+                    Permission::Read => true,
+                    Permission::Write => role >= Role::Developer,
+                    Permission::Operate => role >= Role::Operator,
+                    Permission::Administer => role == Role::Admin,
+                };
+                assert_eq!(role.allows(need), expected, "{role} calling {path}");
+            }
+            // The few a viewer may not call are exactly the mutating ones.
+            let mutating = [
+                "Submit", "Cancel", "Retry", "Create", "Pause", "Resume", "Trigger", "Delete",
+                "Drain", "Revoke",
+            ];
+            let is_mutating = mutating.iter().any(|m| method_name(&path).starts_with(m));
+            assert_eq!(
+                Role::Viewer.allows(need),
+                !is_mutating && need != Permission::Administer,
+                "{path}"
+            );
+        }
+        assert_eq!(needed("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(
+            needed("/supervisor.v1.TaskService/NotYetListed"),
+            Some(Permission::Administer)
+        );
+    }
+}
