@@ -72,12 +72,15 @@ impl Default for DataDir {
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:50051`.
     pub listen: String,
+    /// TLS on the API (`https://` for clients); plain HTTP/2 when absent.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:50051".into(),
+            tls: None,
         }
     }
 }

@@ -16,6 +16,7 @@ mod convert;
 mod identity;
 mod run;
 pub mod store;
+pub mod tls;
 mod workflows;
 
 pub use identity::IdentityApi;
@@ -396,6 +397,9 @@ impl ProviderService for ProviderApi {
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// `[server.tls]` could not be loaded.
+    #[error("invalid configuration: {0}")]
+    Tls(String),
     /// Reflection could not be built from the descriptor set (a build problem).
     #[error("could not build server reflection: {0}")]
     Reflection(String),
@@ -426,6 +430,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     node: Arc<Node>,
     auth: Arc<auth::Authenticator>,
+    tls: Option<&tls::ServerTls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let addr = listener
@@ -467,10 +472,12 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let engine = node.engine().clone();
-    // Small request/response frames must not wait for delayed ACKs (Nagle).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let acceptor = tls
+        .map(tls::acceptor)
+        .transpose()
+        .map_err(ServeError::Tls)?;
     let drain_reporter = reporter.clone();
-    let result = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(auth::AuthLayer::new(auth.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -481,14 +488,26 @@ pub async fn serve(
             node.clone(),
         )))
         .add_service(ProviderServiceServer::new(ProviderApi::new(node)))
-        .add_service(AuthServiceServer::new(IdentityApi::new(auth)))
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
-            follow.abort();
-            drain_reporter
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-        })
-        .await;
+        .add_service(AuthServiceServer::new(IdentityApi::new(auth)));
+    let stop = async move {
+        shutdown.await;
+        follow.abort();
+        drain_reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    };
+    let result = match acceptor {
+        Some(acceptor) => {
+            router
+                .serve_with_incoming_shutdown(tls::incoming(listener, acceptor), stop)
+                .await
+        }
+        None => {
+            // Small request/response frames must not wait for delayed ACKs (Nagle).
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, stop).await
+        }
+    };
     result.map_err(|source| ServeError::Transport { addr, source })
 }

@@ -331,9 +331,15 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
         first_admin_key(node.engine(), &path).await?;
         println!("auth: on; every call needs `authorization: Bearer <key or JWT>`");
     }
-    crate::serve(listener, node.clone(), auth, async move {
-        let _ = stop_rx.await;
-    })
+    crate::serve(
+        listener,
+        node.clone(),
+        auth,
+        cfg.server.tls.as_ref(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
     .await?;
     drainer.abort();
     Ok(())
