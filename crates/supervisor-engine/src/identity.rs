@@ -517,12 +517,12 @@ pub(crate) async fn write_audits(
 
 /// The principal a verified key stands for.
 pub fn principal_of(key: &ApiKeyInfo) -> Principal {
-    Principal {
-        tenant: key.tenant.clone(),
-        role: key.role,
-        id: format!("key:{}", key.id),
-        name: key.name.clone(),
-    }
+    Principal::new(
+        key.tenant.clone(),
+        key.role,
+        format!("key:{}", key.id),
+        key.name.clone(),
+    )
 }
 
 #[cfg(test)]

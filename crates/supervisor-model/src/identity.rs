@@ -122,6 +122,9 @@ pub struct Principal {
     pub id: String,
     /// A name for people (the key's name, the token's subject).
     pub name: String,
+    /// Whether it administers the whole cluster: an admin of the `default` tenant. Only
+    /// such a principal makes tenants, and acts in or lists other tenants.
+    pub cluster_admin: bool,
 }
 
 impl Principal {
@@ -133,6 +136,20 @@ impl Principal {
             role: Role::Admin,
             id: "anonymous".into(),
             name: "anonymous".into(),
+            cluster_admin: true,
+        }
+    }
+
+    /// A principal of `tenant` with `role`; a cluster admin when it is an admin of
+    /// `default`.
+    pub fn new(tenant: String, role: Role, id: String, name: String) -> Principal {
+        let cluster_admin = role == Role::Admin && tenant == crate::DEFAULT_TENANT;
+        Principal {
+            tenant,
+            role,
+            id,
+            name,
+            cluster_admin,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use supervisor_engine::{ApiKeyInfo, AuditQuery, Engine};
-use supervisor_model::Role;
+use supervisor_model::{Principal, Role};
 use supervisor_proto::convert::timestamp_from_micros;
 use supervisor_proto::v1;
 use supervisor_proto::v1::auth_service_server::AuthService;
@@ -15,6 +15,18 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{Authenticator, principal_in};
 use crate::convert::{invalid, status_from};
+
+/// Refuses what only an admin of the whole cluster (of the `default` tenant) may do.
+fn cluster_admin_only(p: &Principal, what: &str) -> Result<(), Status> {
+    if p.cluster_admin {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "{what} takes an admin of the default tenant; {} administers tenant {} only",
+            p.id, p.tenant
+        )))
+    }
+}
 
 /// Longest lifetime a key may be given: ten years.
 const MAX_KEY_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -77,6 +89,7 @@ impl AuthService for IdentityApi {
         req: Request<v1::CreateTenantRequest>,
     ) -> Result<Response<v1::Tenant>, Status> {
         let p = principal_in(req.extensions());
+        cluster_admin_only(&p, "making a tenant")?;
         let t = self
             .engine
             .create_tenant(&req.get_ref().name, &p.id)
@@ -91,8 +104,9 @@ impl AuthService for IdentityApi {
 
     async fn list_tenants(
         &self,
-        _req: Request<v1::ListTenantsRequest>,
+        req: Request<v1::ListTenantsRequest>,
     ) -> Result<Response<v1::ListTenantsResponse>, Status> {
+        cluster_admin_only(&principal_in(req.extensions()), "listing tenants")?;
         let tenants = self.engine.list_tenants().await.map_err(status_from)?;
         Ok(Response::new(v1::ListTenantsResponse {
             tenants: tenants
@@ -150,6 +164,9 @@ impl AuthService for IdentityApi {
         req: Request<v1::ListKeysRequest>,
     ) -> Result<Response<v1::ListKeysResponse>, Status> {
         let p = principal_in(req.extensions());
+        if req.get_ref().all_tenants {
+            cluster_admin_only(&p, "listing every tenant's keys")?;
+        }
         let scope = (!req.get_ref().all_tenants).then_some(p.tenant.as_str());
         let keys = self.engine.list_keys(scope).await.map_err(status_from)?;
         Ok(Response::new(v1::ListKeysResponse {
@@ -169,9 +186,11 @@ impl AuthService for IdentityApi {
                 "is empty; `supervisor key list` lists the keys",
             ));
         }
+        // A cluster admin revokes any key; a tenant's admin, its tenant's.
+        let scope = (!p.cluster_admin).then_some(p.tenant.as_str());
         let key = self
             .engine
-            .revoke_key(id, Some(&p.tenant))
+            .revoke_key(id, scope)
             .await
             .map_err(status_from)?;
         Ok(Response::new(key_out(key)))
@@ -183,6 +202,9 @@ impl AuthService for IdentityApi {
     ) -> Result<Response<v1::ListAuditResponse>, Status> {
         let p = principal_in(req.extensions());
         let r = req.into_inner();
+        if r.all_tenants {
+            cluster_admin_only(&p, "reading every tenant's audit log")?;
+        }
         let query = AuditQuery {
             since: r.since.as_ref().map(micros_of),
             principal: Some(r.principal).filter(|s| !s.is_empty()),

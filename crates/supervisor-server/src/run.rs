@@ -278,6 +278,19 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
         .await
         .map_err(RunError::Node)?,
     );
+    let auth = Arc::new(
+        crate::auth::Authenticator::new(node.engine().clone(), cfg.auth.clone())
+            .map_err(RunError::Auth)?,
+    );
+    if cfg.auth.enabled {
+        let path = cfg
+            .auth
+            .admin_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("admin.key"));
+        first_admin_key(node.engine(), &path).await?;
+        println!("auth: on; every call needs `authorization: Bearer <key or JWT>`");
+    }
     let identity = node.identity();
     println!(
         "supervisor node {} (epoch {}) listening on {addr}",
@@ -318,19 +331,6 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
             let _ = stop_tx.send(());
         })
     };
-    let auth = Arc::new(
-        crate::auth::Authenticator::new(node.engine().clone(), cfg.auth.clone())
-            .map_err(RunError::Auth)?,
-    );
-    if cfg.auth.enabled {
-        let path = cfg
-            .auth
-            .admin_key_file
-            .clone()
-            .unwrap_or_else(|| data_dir.join("admin.key"));
-        first_admin_key(node.engine(), &path).await?;
-        println!("auth: on; every call needs `authorization: Bearer <key or JWT>`");
-    }
     crate::serve(
         listener,
         node.clone(),

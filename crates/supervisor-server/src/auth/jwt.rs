@@ -214,12 +214,12 @@ impl JwtVerifier {
             .parse()
             .map_err(|e: supervisor_model::FieldError| e.message)?;
         let subject = text("sub").unwrap_or_default();
-        Ok(Principal {
+        Ok(Principal::new(
             tenant,
             role,
-            id: format!("jwt:{}/{subject}", self.cfg.issuer),
-            name: subject,
-        })
+            format!("jwt:{}/{subject}", self.cfg.issuer),
+            subject,
+        ))
     }
 }
 

@@ -185,11 +185,11 @@ async fn admit(
     let mut principal = auth.authenticate(token).await.map_err(|s| (None, s))?;
     if let Some(other) = headers.get(TENANT_HEADER) {
         let other = other.to_str().unwrap_or_default().to_string();
-        if !principal.role.allows(Permission::Administer) {
+        if !principal.cluster_admin {
             return Err((
                 Some(principal),
                 Status::permission_denied(format!(
-                    "naming a tenant ({TENANT_HEADER} metadata) needs the administer permission (role admin)"
+                    "acting in another tenant ({TENANT_HEADER} metadata) takes an admin of the default tenant"
                 )),
             ));
         }
