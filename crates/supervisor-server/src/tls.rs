@@ -228,3 +228,193 @@ pub fn incoming(
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt as _;
+
+    struct Authority {
+        issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+        pem: String,
+    }
+
+    fn authority(name: &str) -> Authority {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("authority");
+        Authority {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for 127.0.0.1 signed by `ca`: (chain PEM, key PEM, DER).
+    fn leaf(ca: &Authority, cn: &str) -> (String, String, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &ca.issuer).expect("leaf");
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    fn client(ca: &Authority, identity: Option<(String, String)>) -> tokio_rustls::TlsConnector {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+            roots.add(c.expect("pem")).expect("root");
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
+        let config = match identity {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_slice_iter(chain.as_bytes())
+                        .map(|c| c.expect("pem"))
+                        .collect(),
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+                )
+                .expect("client cert"),
+            None => builder.with_no_client_auth(),
+        };
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    /// Connects and returns the certificate the server presented, or why it failed.
+    async fn presented(
+        addr: std::net::SocketAddr,
+        connector: &tokio_rustls::TlsConnector,
+    ) -> Result<Vec<u8>, String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let mut tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        // TLS 1.3 reports a refused client certificate on the first read.
+        use tokio::io::AsyncWriteExt as _;
+        let _ = tls.write_all(b"PRI * HTTP/2.0\r\n\r\n").await;
+        let mut buf = [0u8; 1];
+        if let Ok(Err(e)) = tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::io::AsyncReadExt::read(&mut tls, &mut buf),
+        )
+        .await
+        {
+            return Err(e.to_string());
+        }
+        let (_, session) = tls.get_ref();
+        Ok(session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn a_renewed_certificate_is_served_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = authority("test authority");
+        let (chain, key, first) = leaf(&ca, "first");
+        let files = ServerTls {
+            cert: dir.path().join("node.pem"),
+            key: dir.path().join("node.key"),
+            client_ca: None,
+        };
+        std::fs::write(&files.cert, &chain).unwrap();
+        std::fs::write(&files.key, &key).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut conns = incoming(listener, acceptor(&files).expect("acceptor"));
+        // Hold every connection open, as a server would.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(conn) = conns.next().await {
+                held.push(conn);
+            }
+        });
+        // A fresh client each time: a resumed session would not show the certificate anew.
+        assert_eq!(presented(addr, &client(&ca, None)).await.unwrap(), first);
+
+        let (chain, key, second) = leaf(&ca, "second");
+        std::fs::write(&files.cert, &chain).unwrap();
+        std::fs::write(&files.key, &key).unwrap();
+        // The files are looked at again at most once a second.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(presented(addr, &client(&ca, None)).await.unwrap(), second);
+
+        // A broken renewal keeps the last good certificate.
+        std::fs::write(&files.cert, "not a certificate").unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(presented(addr, &client(&ca, None)).await.unwrap(), second);
+    }
+
+    #[tokio::test]
+    async fn with_a_client_authority_only_its_clients_are_admitted() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = authority("servers");
+        let clients = authority("clients");
+        let strangers = authority("strangers");
+        let (chain, key, _) = leaf(&ca, "node");
+        std::fs::write(dir.path().join("node.pem"), &chain).unwrap();
+        std::fs::write(dir.path().join("node.key"), &key).unwrap();
+        std::fs::write(dir.path().join("clients.pem"), &clients.pem).unwrap();
+        let files = ServerTls {
+            cert: dir.path().join("node.pem"),
+            key: dir.path().join("node.key"),
+            client_ca: Some(dir.path().join("clients.pem")),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut conns = incoming(listener, acceptor(&files).expect("acceptor"));
+        // Hold every connection open, as a server would.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(conn) = conns.next().await {
+                held.push(conn);
+            }
+        });
+
+        let (c_chain, c_key, _) = leaf(&clients, "ana");
+        assert!(
+            presented(addr, &client(&ca, Some((c_chain, c_key))))
+                .await
+                .is_ok()
+        );
+        assert!(
+            presented(addr, &client(&ca, None)).await.is_err(),
+            "no certificate"
+        );
+        let (s_chain, s_key, _) = leaf(&strangers, "eve");
+        assert!(
+            presented(addr, &client(&ca, Some((s_chain, s_key))))
+                .await
+                .is_err(),
+            "a certificate of another authority"
+        );
+    }
+
+    #[test]
+    fn missing_or_wrong_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ServerTls {
+            cert: dir.path().join("nope.pem"),
+            key: dir.path().join("nope.key"),
+            client_ca: None,
+        };
+        let err = acceptor(&files).err().expect("refused");
+        assert!(
+            err.contains("server.tls.cert") && err.contains("nope.pem"),
+            "{err}"
+        );
+    }
+}

@@ -295,4 +295,66 @@ mod tests {
             assert!(!err.contains(&t), "the error quotes the token");
         }
     }
+
+    fn base64url(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
+                << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn es256_tokens_are_checked_against_the_jwks_which_is_reread_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = dir.path().join("jwks.json");
+        let write_jwks = |kid: &str, key: &rcgen::KeyPair| {
+            let point = key.public_key_raw();
+            let (x, y) = point[1..].split_at(32);
+            let set = serde_json::json!({"keys": [{
+                "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+                "x": base64url(x), "y": base64url(y),
+            }]});
+            std::fs::write(&jwks, set.to_string()).unwrap();
+        };
+        let sign = |kid: &str, key: &rcgen::KeyPair| {
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some(kid.into());
+            let claims = serde_json::json!({
+                "iss": "idp", "aud": "sv", "sub": "bot", "exp": now() + 600,
+                "tenant": "team-a", "role": "viewer",
+            });
+            let encoding = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+            jsonwebtoken::encode(&header, &claims, &encoding).unwrap()
+        };
+        let first = rcgen::KeyPair::generate().unwrap();
+        write_jwks("k1", &first);
+        let v = JwtVerifier::new(JwtConfig {
+            jwks_file: Some(jwks.clone()),
+            issuer: "idp".into(),
+            audience: "sv".into(),
+            ..JwtConfig::default()
+        })
+        .unwrap();
+        assert_eq!(v.verify(&sign("k1", &first)).unwrap().role, Role::Viewer);
+        let second = rcgen::KeyPair::generate().unwrap();
+        let err = v.verify(&sign("k2", &second)).unwrap_err();
+        assert!(err.contains("no key \"k2\""), "{err}");
+        // A key rotation: the file changes, and the next check after a second sees it.
+        std::thread::sleep(Duration::from_millis(1100));
+        write_jwks("k2", &second);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(v.verify(&sign("k2", &second)).unwrap().tenant, "team-a");
+        // HS256 is refused when only a JWKS is configured.
+        let hs = token(
+            serde_json::json!({"iss": "idp", "aud": "sv", "exp": now() + 60}),
+            SECRET,
+        );
+        assert!(v.verify(&hs).unwrap_err().contains("HS256"));
+    }
 }
