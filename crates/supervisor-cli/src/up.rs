@@ -11,8 +11,9 @@ use supervisor_server::config::{Config, LogFormat};
 /// Flags of `supervisor up`.
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
-    /// Directory of the embedded store (default: `supervisor-data`, or `data_dir` in the
-    /// config file).
+    /// Directory of the embedded store and of the Claude CLI's worktrees (default:
+    /// `supervisor-data`, or `data_dir` in the config file); created only when one of
+    /// them needs it.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Address to listen on (default 127.0.0.1:50051).

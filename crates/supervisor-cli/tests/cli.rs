@@ -1,9 +1,10 @@
 //! The `supervisor` command itself against a real node: submit --wait, get and list as
-//! JSON, piped watch output, cancel, retry, stats, providers, and its error messages.
+//! JSON, piped watch output, cancel, retry, stats, providers, its error messages, and
+//! what `up` leaves behind when it cannot start.
 
 mod common;
 
-use common::{NodeProcess, cli, supervisor};
+use common::{NodeProcess, cli, supervisor, supervisor_in};
 
 #[test]
 fn task_commands_work_end_to_end() {
@@ -143,4 +144,46 @@ fn config_default_prints_the_annotated_defaults() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("lease_duration"), "names the bad key: {err}");
+}
+
+#[test]
+fn up_leaves_nothing_behind_when_it_cannot_start() {
+    // The port is taken: no store file, no data directory.
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let data = dir.path().join("data");
+    let (code, _, err) = supervisor(
+        &[
+            "up",
+            "--listen",
+            &listen,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("could not listen on"), "{err}");
+    assert!(!data.exists(), "created {}", data.display());
+
+    // A node on PostgreSQL (here one that cannot be reached) makes no ./supervisor-data.
+    let (code, _, err) = supervisor_in(
+        dir.path(),
+        &[
+            "up",
+            "--store",
+            "postgres://sv@127.0.0.1:1/sv",
+            "--join",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

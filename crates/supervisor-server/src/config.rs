@@ -25,7 +25,10 @@ pub const EXAMPLE: &str = include_str!("../../../supervisor.example.toml");
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Where the embedded store keeps its file.
+    /// Where the embedded store keeps its file and, unless configured elsewhere, where
+    /// the Claude CLI provider makes its worktrees and the first start with
+    /// authentication on writes the admin key. Created by whichever of them first uses
+    /// it: a node on a shared store that needs none of them never creates it.
     pub data_dir: DataDir,
     /// The gRPC listener.
     pub server: ServerConfig,

@@ -49,14 +49,6 @@ pub enum RunError {
         /// The store, its password hidden.
         store: String,
     },
-    /// The data directory could not be created.
-    #[error("could not create the data directory {}", path.display())]
-    CreateDataDir {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The data directory could not be made absolute.
     #[error("could not resolve the data directory {}", path.display())]
     ResolveDataDir {
@@ -159,6 +151,11 @@ async fn first_admin_key(engine: &Engine, path: &std::path::Path) -> Result<(), 
     let written = (|| {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
+        // The data directory is created when first used, and this may be its first use
+        // (a node on a shared store).
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -190,6 +187,13 @@ async fn first_admin_key(engine: &Engine, path: &std::path::Path) -> Result<(), 
 /// listening on <addr>`, the store, and the providers; on stderr, the drain's progress.
 /// `cfg` is validated first. Errors say what to change (a flag, a key of the
 /// configuration) and come before the node serves, except a failure of the gRPC server.
+///
+/// The listener is bound before anything is written, so that a taken port costs nothing
+/// (no store file, no directory). The data directory is only resolved, not created: the
+/// embedded store creates it when it opens its file there, the Claude CLI provider when
+/// it makes its first worktree under it, and the first start with authentication on when
+/// it writes the admin key there; a node on PostgreSQL or FoundationDB with none of these
+/// leaves no trace in the working directory.
 pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
     cfg.validate()?;
     refuse_open_network(&cfg, options)?;
@@ -204,23 +208,6 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
         _ => {}
     }
 
-    let data_dir = &cfg.data_dir.0;
-    std::fs::create_dir_all(data_dir).map_err(|source| RunError::CreateDataDir {
-        path: data_dir.clone(),
-        source,
-    })?;
-    let data_dir = data_dir
-        .canonicalize()
-        .map_err(|source| RunError::ResolveDataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
-    let db = store::open(&url, &cfg.store, &data_dir).await?;
-    let engine = Engine::new(db, cfg.engine.clone(), Arc::new(SystemClock));
-    if options.join {
-        refuse_a_live_namesake(&engine, &cfg).await?;
-    }
-
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .map_err(|source| RunError::Listen {
@@ -228,6 +215,18 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(RunError::ListenAddress)?;
+
+    // Absolute, so that it means the same wherever it is used; not created (see above).
+    let data_dir =
+        std::path::absolute(&cfg.data_dir.0).map_err(|source| RunError::ResolveDataDir {
+            path: cfg.data_dir.0.clone(),
+            source,
+        })?;
+    let db = store::open(&url, &cfg.store, &data_dir).await?;
+    let engine = Engine::new(db, cfg.engine.clone(), Arc::new(SystemClock));
+    if options.join {
+        refuse_a_live_namesake(&engine, &cfg).await?;
+    }
 
     let prices = Arc::new(cfg.prices.clone());
     let build_ctx = BuildContext {

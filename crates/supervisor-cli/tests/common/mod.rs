@@ -101,8 +101,14 @@ impl Drop for NodeProcess {
 /// Runs the `supervisor` command with extra environment and returns (exit code, stdout,
 /// stderr); the exit code is -1 when a signal ended it.
 pub fn supervisor(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    supervisor_in(Path::new("."), args, env)
+}
+
+/// [`supervisor`] run in the directory `dir`.
+pub fn supervisor_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_supervisor"))
         .args(args)
+        .current_dir(dir)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
