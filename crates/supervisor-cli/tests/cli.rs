@@ -1,10 +1,19 @@
 //! The `supervisor` command itself against a real node: submit --wait, get and list as
-//! JSON, piped watch output, cancel, retry, stats, providers, its error messages, and
-//! what `up` leaves behind when it cannot start.
+//! JSON, piped watch output, cancel, retry, stats, providers, its error messages, what it
+//! prints of hostile text, and what `up` leaves behind when it cannot start.
 
 mod common;
 
 use common::{NodeProcess, cli, supervisor, supervisor_in};
+
+/// The characters a terminal would obey rather than show.
+fn obeyed(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|c| {
+            matches!(*c, '\x1b' | '\x07' | '\x7f' | '\u{80}'..='\u{9f}' | '\u{202a}'..='\u{202e}')
+        })
+        .collect()
+}
 
 #[test]
 fn task_commands_work_end_to_end() {
@@ -144,6 +153,81 @@ fn config_default_prints_the_annotated_defaults() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("lease_duration"), "names the bad key: {err}");
+}
+
+#[test]
+fn hostile_text_is_shown_escaped_and_json_stays_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(
+        dir.path(),
+        &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "300ms")],
+    );
+    let addr = node.addr.as_str();
+    // The mock echoes the prompt's first words in its output, as a model may.
+    let prompt = "fix \x1b[31mred\x1b[0m bug \u{202e}txt.exe\x07\nand\tthis";
+
+    let (code, out, err) = cli(
+        addr,
+        &[
+            "task", "submit", "--type", "bug_fix", "--prompt", prompt, "--wait",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(obeyed(&out), [], "submit --wait: {out:?}");
+    assert!(out.contains("\\e[31mred\\e[0m"), "{out}");
+    let id = out.lines().next().unwrap_or_default().trim().to_owned();
+
+    let (code, out, _) = cli(addr, &["task", "get", &id]);
+    assert_eq!(code, 0);
+    assert_eq!(obeyed(&out), [], "task get: {out:?}");
+    // The prompt is a body: its line break and tab stay, the rest is escaped.
+    assert!(
+        out.contains("prompt:\n  fix \\e[31mred\\e[0m bug \\u{202e}txt.exe\\u{7}\n  and\tthis\n"),
+        "{out}"
+    );
+    let (code, out, _) = cli(addr, &["task", "get", &id, "--output", "json"]);
+    assert_eq!(code, 0);
+    let task: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(task["prompt"], prompt, "JSON is exact");
+
+    // A cancel reason is one line wherever it shows.
+    let (code, out, _) = cli(
+        addr,
+        &["task", "submit", "--type", "feature", "--prompt", "later"],
+    );
+    assert_eq!(code, 0);
+    let second = out.trim().to_owned();
+    let reason = "\x1b[2Jgone\nfor good";
+    let (code, out, err) = cli(addr, &["task", "cancel", &second, "--reason", reason]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("task {second} cancelled\n"));
+    let (code, out, _) = cli(addr, &["task", "get", &second]);
+    assert_eq!(code, 0);
+    assert_eq!(obeyed(&out), [], "{out:?}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("error:") && l.ends_with("cancelled: \\e[2Jgone\\nfor good")),
+        "{out}"
+    );
+    let (code, out, _) = cli(addr, &["task", "watch", &second]);
+    assert_eq!(code, 4, "{out}");
+    assert_eq!(obeyed(&out), [], "{out:?}");
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("task {second} cancelled in "))
+            && last.ends_with(": \\e[2Jgone\\nfor good"),
+        "on one line: {out}"
+    );
+
+    let (code, out, _) = cli(addr, &["task", "list"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 3, "a header and a row per task: {out}");
+
+    // Errors quote what the client sent: escaped too.
+    let (code, _, err) = cli(addr, &["task", "get", "\x1b[31mnot-an-id"]);
+    assert_eq!(code, 1);
+    assert_eq!(obeyed(&err), [], "{err:?}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 #[test]

@@ -12,7 +12,10 @@ use futures::{Stream, StreamExt as _};
 use supervisor_client::ClientError;
 use supervisor_proto::v1::{TaskEvent, WorkflowEvent};
 
-use crate::commands::{EXIT_INTERRUPTED, Exit, output::OutputFormat};
+use crate::commands::{
+    EXIT_INTERRUPTED, Exit,
+    output::{OutputFormat, print_stderr_line},
+};
 
 /// How often the live display is redrawn.
 const TICK: Duration = Duration::from_millis(100);
@@ -45,24 +48,6 @@ impl WatchMode {
             OutputFormat::Text => Self::Plain,
         }
     }
-}
-
-/// The terminal's width in columns (`$COLUMNS`, else 80).
-pub fn terminal_width() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|cols| cols.trim().parse::<usize>().ok())
-        .filter(|cols| *cols >= 20)
-        .unwrap_or(80)
-}
-
-/// The terminal's height in lines (`$LINES`, else 24).
-pub fn terminal_height() -> usize {
-    std::env::var("LINES")
-        .ok()
-        .and_then(|lines| lines.trim().parse::<usize>().ok())
-        .filter(|lines| *lines >= 5)
-        .unwrap_or(24)
 }
 
 /// An event of a followed log: it has a sequence number to resume after.
@@ -149,10 +134,10 @@ where
             () = &mut interrupted => {
                 view.clear()?;
                 let Followed { noun, group, id, .. } = followed;
-                eprintln!(
+                print_stderr_line(&format!(
                     "interrupted: {noun} {id} keeps running; resume with \
                      `supervisor {group} watch {id} --after-seq {last_seq}`"
-                );
+                ));
                 return Err(Exit { code: EXIT_INTERRUPTED, message: None }.into());
             }
         }

@@ -22,13 +22,14 @@ mod parse;
 pub mod providers;
 pub mod schedule;
 pub mod task;
+mod terminal;
 pub mod workflow;
 
 use std::{fmt, io, process::ExitCode};
 
 use supervisor_client::{Client, ClientError};
 
-use output::OutputFormat;
+use output::{OutputFormat, print_stderr_line};
 
 pub use cluster::{ClusterCommand, NodeCommand};
 pub use providers::ProviderCommand;
@@ -105,14 +106,15 @@ impl fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-/// Prints `err` to stderr as one line (`error: NOT_FOUND: no task with id x`) and
-/// returns the exit code to end with: the code of an [`Exit`], otherwise
+/// Prints `err` to stderr as one escaped line (`error: NOT_FOUND: no task with id x`;
+/// the server's message may quote anything a client sent) and returns the exit code to
+/// end with: the code of an [`Exit`], otherwise
 /// [`EXIT_ERROR`]. Writing to a closed pipe (`supervisor task list | head`) ends
 /// quietly with success.
 pub fn report_error(err: &anyhow::Error) -> ExitCode {
     if let Some(exit) = err.downcast_ref::<Exit>() {
         if let Some(message) = &exit.message {
-            eprintln!("error: {message}");
+            print_stderr_line(&format!("error: {message}"));
         }
         return ExitCode::from(exit.code);
     }
@@ -123,7 +125,7 @@ pub fn report_error(err: &anyhow::Error) -> ExitCode {
     if broken_pipe {
         return ExitCode::SUCCESS;
     }
-    eprintln!("error: {}", error_line(err));
+    print_stderr_line(&format!("error: {}", error_line(err)));
     ExitCode::from(EXIT_ERROR)
 }
 

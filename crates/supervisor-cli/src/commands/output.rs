@@ -1,6 +1,16 @@
 //! What every command's output shares: the `--output` format, writing to stdout, table
 //! layout, and how times, durations, money and missing values read in text and JSON.
 //!
+//! Text for people never reaches the terminal raw: prompts, labels, errors and provider
+//! output (which no one vouches for) may hold escape sequences and other control
+//! characters that a terminal would obey. [`escape`] is the one function that makes them
+//! visible instead (`\e`, `\n`, `\u{202e}`), and every text path goes through it: the
+//! [`Table`] and [`field_lines`] helpers escape their cells (so a row stays one row),
+//! [`print_stdout`] and [`print_stderr_line`] escape what they write, and the live views
+//! escape each line they draw. Escaping is idempotent (a backslash is left as it is), so
+//! text escaped early to measure or cut it passes the later escapes unchanged. JSON
+//! (`--output json`, written by [`print_json`]) is exact: serde escapes what JSON must.
+//!
 //! In JSON (`--output json`), field names are snake_case and stable; enums are their
 //! short names (`"succeeded"`, `"bug_fix"`), timestamps RFC 3339 in UTC with
 //! microseconds (null when unset), and optional strings null when empty. Numbers the
@@ -8,12 +18,14 @@
 //! measurement of -1 (nothing measured yet).
 
 use std::{
+    borrow::Cow,
     fmt::Write as _,
     io::{self, Write as _},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use prost_types::Timestamp;
+use unicode_width::{UnicodeWidthChar as _, UnicodeWidthStr as _};
 
 /// How commands print their results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -25,18 +37,92 @@ pub enum OutputFormat {
     Json,
 }
 
-/// Writes `text` to stdout at once and flushes.
+/// How much of a text's layout [`escape`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One line (a table cell, a field, a status line): every control character is
+    /// shown escaped, line breaks and tabs included.
+    Line,
+    /// Lines meant to be read (a prompt, a task's output): line breaks (`\n`, `\r\n`)
+    /// and tabs stay; every other control character is shown escaped.
+    Body,
+}
+
+/// Whether a terminal could obey `c` rather than show it: the C0 controls (ESC
+/// included), DEL, the C1 controls (U+0080 to U+009F; some terminals take U+009B as
+/// CSI), and the bidirectional overrides and isolates (U+202A to U+202E, U+2066 to
+/// U+2069), which reorder what follows them on screen.
+pub fn is_control(c: char) -> bool {
+    matches!(c, '\0'..='\x1f' | '\x7f'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` safe to print on a terminal: each control character (see [`is_control`]) is
+/// shown as an escape, `\e` for ESC, `\n`, `\r`, `\t`, `\0`, and `\u{hex}` for the
+/// others; in a [`Layout::Body`], line breaks and tabs stay. Everything else, a backslash
+/// included, is left as it is, so escaping twice changes nothing. Borrows when there is
+/// nothing to escape.
+pub fn escape(text: &str, layout: Layout) -> Cow<'_, str> {
+    let keep = |c: char| layout == Layout::Body && matches!(c, '\n' | '\t');
+    if !text.chars().any(|c| is_control(c) && !keep(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if layout == Layout::Body && c == '\r' && chars.peek() == Some(&'\n') {
+            // A CRLF line end is a line end.
+            continue;
+        }
+        match c {
+            c if keep(c) || !is_control(c) => out.push(c),
+            '\x1b' => out.push_str("\\e"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\0' => out.push_str("\\0"),
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`escape`] for one line.
+pub fn escape_line(text: &str) -> Cow<'_, str> {
+    escape(text, Layout::Line)
+}
+
+/// Writes `text` (lines for people) to stdout at once, escaped as a [`Layout::Body`],
+/// and flushes.
 pub fn print_stdout(text: &str) -> io::Result<()> {
+    print_stdout_exact(&escape(text, Layout::Body))
+}
+
+/// Writes `text` to stdout as one escaped line (see [`escape_line`]), then a newline.
+pub fn print_line(text: &str) -> io::Result<()> {
+    print_stdout_exact(&format!("{}\n", escape_line(text)))
+}
+
+/// Writes `text` to stdout exactly as it is, and flushes: for JSON, an artifact piped
+/// to a file, and the live views' own terminal sequences.
+pub fn print_stdout_exact(text: &str) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush()
 }
 
-/// Writes a value as pretty JSON, followed by a newline, to stdout.
+/// Writes `text` to stderr as one escaped line (see [`escape_line`]).
+pub fn print_stderr_line(text: &str) {
+    eprintln!("{}", escape_line(text));
+}
+
+/// Writes a value as pretty JSON, followed by a newline, to stdout. JSON is printed
+/// exactly (serde escapes the control characters JSON strings cannot hold).
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
-    Ok(print_stdout(&text)?)
+    Ok(print_stdout_exact(&text)?)
 }
 
 /// First second that RFC 3339 (four-digit years) cannot show: year 10000.
@@ -124,18 +210,39 @@ pub fn dollars(usd: f64) -> String {
     format!("${usd}")
 }
 
-/// `text` on one line (line breaks become spaces).
+/// Free text (an event's message, a failure, an output summary) read on one line: line
+/// breaks become spaces, and any other control character is escaped (see
+/// [`escape_line`]).
 pub fn single_line(text: &str) -> String {
-    text.replace(['\r', '\n'], " ")
+    escape_line(&text.replace("\r\n", " ").replace(['\r', '\n'], " ")).into_owned()
 }
 
-/// At most `max` characters of `text`, ending with `…` when cut.
+/// How many terminal columns `text` takes (wide characters take two, combining marks
+/// none). For escaped text: control characters count as none.
+pub fn width(text: &str) -> usize {
+    text.width()
+}
+
+/// The start of `text` that fits in `max` terminal columns (see [`width`]), ending with
+/// `…` when cut.
 pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
+    if width(text) <= max {
         return text.to_owned();
     }
-    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
+    let room = max.saturating_sub(1);
+    let mut cut = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w > room {
+            break;
+        }
+        used += w;
+        cut.push(c);
+    }
+    if max > 0 {
+        cut.push('…');
+    }
     cut
 }
 
@@ -151,13 +258,13 @@ pub fn indented(text: &str, prefix: &str) -> String {
 }
 
 /// `name: value` lines, the values aligned in one column (how `task get` and `workflow
-/// get` show a record's fields).
+/// get` show a record's fields). Each value is escaped to stay on its line.
 pub fn field_lines(fields: &[(&str, String)]) -> String {
     let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0) + 1;
     let mut text = String::new();
     for (name, value) in fields {
         let label = format!("{name}:");
-        let _ = writeln!(text, "{label:<width$} {value}");
+        let _ = writeln!(text, "{label:<width$} {}", escape_line(value));
     }
     text
 }
@@ -179,7 +286,8 @@ pub fn or_dash(text: &str) -> String {
     }
 }
 
-/// Columns aligned with two spaces between them; the last column is not padded.
+/// Columns aligned with two spaces between them; the last column is not padded. Cells
+/// are escaped as they are added (see [`escape_line`]), so each row is one line.
 pub struct Table {
     rows: Vec<Vec<String>>,
 }
@@ -188,12 +296,24 @@ impl Table {
     /// A table with these headers.
     pub fn new(headers: &[&str]) -> Self {
         Self {
-            rows: vec![headers.iter().map(|h| (*h).to_owned()).collect()],
+            rows: vec![
+                headers
+                    .iter()
+                    .map(|h| escape_line(h).into_owned())
+                    .collect(),
+            ],
         }
     }
 
     /// Adds a row (as many cells as headers).
     pub fn row(&mut self, cells: Vec<String>) {
+        let cells = cells
+            .into_iter()
+            .map(|cell| match escape_line(&cell) {
+                Cow::Borrowed(_) => cell,
+                Cow::Owned(escaped) => escaped,
+            })
+            .collect();
         self.rows.push(cells);
     }
 
@@ -205,7 +325,7 @@ impl Table {
                 self.rows
                     .iter()
                     .filter_map(|row| row.get(col))
-                    .map(|cell| cell.chars().count())
+                    .map(|cell| width(cell))
                     .max()
                     .unwrap_or(0)
             })
@@ -219,7 +339,7 @@ impl Table {
                 }
                 line.push_str(cell);
                 if col + 1 < row.len() {
-                    let pad = widths[col].saturating_sub(cell.chars().count());
+                    let pad = widths[col].saturating_sub(width(cell));
                     line.extend(std::iter::repeat_n(' ', pad));
                 }
             }
@@ -313,5 +433,82 @@ mod tests {
         let mut table = Table::new(&["A", "LONGER", "C"]);
         table.row(vec!["wide cell".into(), "x".into(), "".into()]);
         assert_eq!(table.render(), "A          LONGER  C\nwide cell  x\n");
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        let cases = [
+            (
+                "plain text, \\ and ünïcödé 日本",
+                "plain text, \\ and ünïcödé 日本",
+            ),
+            ("\x1b[31mred\x1b[0m", "\\e[31mred\\e[0m"),
+            ("a\nb\r\nc\td\0", "a\\nb\\r\\nc\\td\\0"),
+            ("bell\x07 del\x7f", "bell\\u{7} del\\u{7f}"),
+            ("c1 csi\u{9b}31m nel\u{85}", "c1 csi\\u{9b}31m nel\\u{85}"),
+            (
+                "bidi \u{202e}evil\u{202c} \u{2066}iso\u{2069}",
+                "bidi \\u{202e}evil\\u{202c} \\u{2066}iso\\u{2069}",
+            ),
+            // Neighbours of the ranges are ordinary text.
+            (
+                "\u{a0}\u{2029}\u{2065}\u{206a}",
+                "\u{a0}\u{2029}\u{2065}\u{206a}",
+            ),
+        ];
+        for (raw, shown) in cases {
+            assert_eq!(escape_line(raw), shown, "{raw:?}");
+            assert_eq!(escape_line(shown), shown, "escaping twice changes nothing");
+        }
+        assert!(matches!(escape_line("clean"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn bodies_keep_their_lines_and_tabs() {
+        let raw = "fn main() {\r\n\tprintln!(\"\x1b[2J\");\r}\n";
+        assert_eq!(
+            escape(raw, Layout::Body),
+            "fn main() {\n\tprintln!(\"\\e[2J\");\\r}\n"
+        );
+        assert_eq!(
+            escape(&escape(raw, Layout::Body), Layout::Body),
+            escape(raw, Layout::Body)
+        );
+    }
+
+    #[test]
+    fn one_line_text_turns_breaks_into_spaces_and_escapes_the_rest() {
+        assert_eq!(single_line("a\r\nb\nc\rd"), "a b c d");
+        assert_eq!(single_line("tab\there \x1b[1m"), "tab\\there \\e[1m");
+    }
+
+    #[test]
+    fn cells_and_fields_are_escaped_so_rows_stay_rows() {
+        let mut table = Table::new(&["ID", "LABELS"]);
+        table.row(vec!["t1".into(), "\x1b[31mred\nsecond row".into()]);
+        table.row(vec!["t2".into(), "ok".into()]);
+        assert_eq!(
+            table.render(),
+            "ID  LABELS\nt1  \\e[31mred\\nsecond row\nt2  ok\n"
+        );
+        let fields = field_lines(&[("label", "a\nb".into()), ("id", "t1".into())]);
+        assert_eq!(fields, "label: a\\nb\nid:    t1\n");
+    }
+
+    #[test]
+    fn widths_count_terminal_columns() {
+        assert_eq!(width("abc"), 3);
+        assert_eq!(width("日本"), 4);
+        assert_eq!(width("⠋ ● ◐ …"), 7);
+        assert_eq!(truncate("日本語のテキスト", 7), "日本語…");
+        assert_eq!(width(&truncate("日本語のテキスト", 7)), 7);
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("abc", 0), "");
+        // Wide characters line up in tables.
+        let mut table = Table::new(&["NAME", "X"]);
+        table.row(vec!["日本".into(), "1".into()]);
+        table.row(vec!["abcde".into(), "2".into()]);
+        assert_eq!(table.render(), "NAME   X\n日本   1\nabcde  2\n");
     }
 }

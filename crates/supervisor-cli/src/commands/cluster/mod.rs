@@ -11,7 +11,7 @@ use clap::Subcommand;
 
 use crate::commands::{
     GlobalArgs, connect,
-    output::{OutputFormat, elapsed, print_json, print_stdout},
+    output::{OutputFormat, elapsed, escape_line, print_json, print_line, print_stdout},
     parse::parse_timeout,
 };
 
@@ -55,7 +55,7 @@ pub async fn run_cluster(cmd: ClusterCommand, global: &GlobalArgs) -> anyhow::Re
                 })),
                 OutputFormat::Text => Ok(print_stdout(&format!(
                     "answered by {}\n{}",
-                    status.answered_by,
+                    escape_line(&status.answered_by),
                     nodes_table(&status.nodes)
                 ))?),
             }
@@ -90,12 +90,12 @@ pub async fn run_node(cmd: NodeCommand, global: &GlobalArgs) -> anyhow::Result<(
             }
             match global.output {
                 OutputFormat::Json => print_json(&NodeJson::from(&node)),
-                OutputFormat::Text if wait => Ok(print_stdout(&format!(
-                    "node {id} drained and is {}\n",
+                OutputFormat::Text if wait => Ok(print_line(&format!(
+                    "node {id} drained and is {}",
                     node.state
                 ))?),
-                OutputFormat::Text => Ok(print_stdout(&format!(
-                    "asked node {id} to drain; it stops leasing on its next heartbeat (`supervisor cluster status` follows it)\n"
+                OutputFormat::Text => Ok(print_line(&format!(
+                    "asked node {id} to drain; it stops leasing on its next heartbeat (`supervisor cluster status` follows it)"
                 ))?),
             }
         }

@@ -53,3 +53,33 @@ pub fn nodes_table(nodes: &[NodeStatus]) -> String {
     }
     table.render()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, state: &str) -> NodeStatus {
+        NodeStatus {
+            id: id.into(),
+            state: state.into(),
+            epoch: 2,
+            liveness: NodeLiveness::Alive as i32,
+            leases_held: 3,
+            max_in_flight: 64,
+            address: "10.0.0.1:50051".into(),
+            providers: vec!["mock".into()],
+            link: "down".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hostile_notes_stay_on_their_row() {
+        let mut n = node("w1", "fenced");
+        n.note = "fenced\n\x1b[31mred".into();
+        let text = nodes_table(&[n]);
+        assert_eq!(text.lines().count(), 2, "{text:?}");
+        assert!(text.contains("fenced\\n\\e[31mred"), "{text:?}");
+        assert!(!text.contains('\x1b'), "{text:?}");
+    }
+}

@@ -16,8 +16,12 @@ use supervisor_proto::v1::ProviderInfo;
 use crate::commands::{
     EXIT_INTERRUPTED, Exit, GlobalArgs, connect,
     follow::ctrl_c,
-    output::{OutputFormat, print_json, print_stdout},
+    output::{
+        OutputFormat, escape_line, print_json, print_stderr_line, print_stdout, print_stdout_exact,
+        truncate,
+    },
     parse::{parse_day, parse_timeout},
+    terminal::{Size, size},
 };
 
 use json::{ProviderJson, SpendJson};
@@ -61,7 +65,7 @@ pub async fn run(cmd: ProviderCommand, global: &GlobalArgs) -> anyhow::Result<()
             match global.output {
                 OutputFormat::Json => print_json(&providers_json(&providers)),
                 OutputFormat::Text if providers.is_empty() => {
-                    eprintln!("no providers");
+                    print_stderr_line("no providers");
                     Ok(())
                 }
                 OutputFormat::Text => Ok(print_stdout(&providers_table(&providers))?),
@@ -79,16 +83,19 @@ fn providers_json(providers: &[ProviderInfo]) -> Vec<ProviderJson> {
 /// How `providers watch` shows each list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WatchView {
-    /// The screen cleared and the table redrawn under a heading (stdout is a terminal).
-    Redraw,
+    /// The screen cleared and the table redrawn under a heading, cut to fit a terminal
+    /// of this size (stdout is a terminal; the size is read again for each list).
+    Redraw(Size),
     /// Each table followed by a blank line (stdout is not a terminal).
     Plain,
     /// One JSON array per line.
     JsonLines,
 }
 
-/// What `providers watch` prints for one list. `addr` and `now` go in the heading of
-/// the [`WatchView::Redraw`] view.
+/// What `providers watch` prints for one list, escaped. `addr` and `now` go in the
+/// heading of the [`WatchView::Redraw`] view, whose lines are cut to the terminal's
+/// width (less one column, so none wraps) and, when they would not fit its height, end
+/// with a count of the rows left out.
 fn watch_frame(
     view: WatchView,
     providers: &[ProviderInfo],
@@ -101,9 +108,26 @@ fn watch_frame(
         providers_table(providers)
     };
     Ok(match view {
-        WatchView::Redraw => {
+        WatchView::Redraw(screen) => {
             let at = humantime::format_rfc3339_seconds(now);
-            format!("{CLEAR_SCREEN}providers of {addr} at {at} (Ctrl-C to stop)\n\n{table}")
+            let heading = format!("providers of {addr} at {at} (Ctrl-C to stop)");
+            let mut lines: Vec<String> = vec![escape_line(&heading).into_owned(), String::new()];
+            lines.extend(table.lines().map(str::to_owned));
+            // The last row stays free for the cursor, so the screen never scrolls.
+            let room = screen.height.saturating_sub(1).max(3);
+            if lines.len() > room {
+                let left_out = lines.len() - (room - 1);
+                lines.truncate(room - 1);
+                lines.push(format!(
+                    "… {left_out} more rows (a taller window shows them)"
+                ));
+            }
+            let mut frame = CLEAR_SCREEN.to_owned();
+            for line in lines {
+                frame.push_str(&truncate(&line, screen.width.saturating_sub(1)));
+                frame.push('\n');
+            }
+            frame
         }
         WatchView::Plain => format!("{table}\n"),
         WatchView::JsonLines => {
@@ -116,9 +140,9 @@ fn watch_frame(
 
 /// Prints the provider list each time the server sends it, until Ctrl-C.
 async fn watch(global: &GlobalArgs, interval: Duration) -> anyhow::Result<()> {
-    let view = match global.output {
+    let view = || match global.output {
         OutputFormat::Json => WatchView::JsonLines,
-        OutputFormat::Text if std::io::stdout().is_terminal() => WatchView::Redraw,
+        OutputFormat::Text if std::io::stdout().is_terminal() => WatchView::Redraw(size()),
         OutputFormat::Text => WatchView::Plain,
     };
     let client = connect(global).await?;
@@ -129,8 +153,8 @@ async fn watch(global: &GlobalArgs, interval: Duration) -> anyhow::Result<()> {
         tokio::select! {
             item = lists.next() => match item {
                 Some(Ok(providers)) => {
-                    let frame = watch_frame(view, &providers, client.addr(), SystemTime::now())?;
-                    print_stdout(&frame)?;
+                    let frame = watch_frame(view(), &providers, client.addr(), SystemTime::now())?;
+                    print_stdout_exact(&frame)?;
                 }
                 Some(Err(err)) => return Err(err.into()),
                 None => bail!("the server ended the provider stream"),
@@ -171,7 +195,7 @@ async fn spend(global: &GlobalArgs, args: SpendArgs) -> anyhow::Result<()> {
     match global.output {
         OutputFormat::Json => print_json(&SpendJson::from(&spend)),
         OutputFormat::Text if spend.rows.is_empty() => {
-            eprintln!("no spend recorded {}", period(from, to));
+            print_stderr_line(&format!("no spend recorded {}", period(from, to)));
             Ok(())
         }
         OutputFormat::Text => Ok(print_stdout(&spend_table(&spend))?),
@@ -183,6 +207,7 @@ mod tests {
 
     use super::*;
     use crate::commands::harness::{self, Parsed, T0};
+    use crate::commands::output::width;
 
     fn parse(args: &[&str]) -> Result<Parsed<ProviderCommand>, clap::Error> {
         harness::parse(args)
@@ -259,7 +284,11 @@ mod tests {
         let frame = watch_frame(WatchView::Plain, &providers, "http://h:1", now).expect("frame");
         assert_eq!(frame, format!("{table}\n"));
 
-        let frame = watch_frame(WatchView::Redraw, &providers, "http://h:1", now).expect("frame");
+        let wide = WatchView::Redraw(Size {
+            width: 220,
+            height: 50,
+        });
+        let frame = watch_frame(wide, &providers, "http://h:1", now).expect("frame");
         assert_eq!(
             frame,
             format!(
@@ -281,5 +310,48 @@ mod tests {
         assert_eq!(value[0]["success_rate"], serde_json::Value::Null);
         let empty = watch_frame(WatchView::JsonLines, &[], "http://h:1", now).expect("frame");
         assert_eq!(empty, "[]\n");
+    }
+
+    #[test]
+    fn redrawn_frames_fit_the_terminal() {
+        let now = harness::at(T0);
+        let providers: Vec<_> = (0..20)
+            .map(|n| ProviderInfo {
+                name: format!("p{n}"),
+                ..provider()
+            })
+            .collect();
+        let small = Size {
+            width: 50,
+            height: 10,
+        };
+        let frame =
+            watch_frame(WatchView::Redraw(small), &providers, "http://h:1", now).expect("frame");
+        let body = frame.strip_prefix(CLEAR_SCREEN).expect("clears first");
+        let lines: Vec<_> = body.lines().collect();
+        assert_eq!(lines.len(), 9, "the last row stays free: {body}");
+        assert!(lines.iter().all(|l| width(l) <= 49), "{body}");
+        assert!(lines[8].starts_with("… 15 more rows"), "{body}");
+    }
+
+    #[test]
+    fn hostile_text_is_escaped_in_every_view() {
+        let now = harness::at(T0);
+        let mut hostile = provider();
+        hostile.health_detail = "bad\x1b[2J\nkey".into();
+        let big = Size {
+            width: 500,
+            height: 50,
+        };
+        for view in [WatchView::Redraw(big), WatchView::Plain] {
+            let frame = watch_frame(view, &[hostile.clone()], "h\x1b:1", now).expect("frame");
+            let body = frame.strip_prefix(CLEAR_SCREEN).unwrap_or(&frame);
+            assert!(!body.contains('\x1b'), "{body:?}");
+            assert!(body.contains("bad\\e[2J\\nkey"), "{body:?}");
+        }
+        // JSON is exact.
+        let line = watch_frame(WatchView::JsonLines, &[hostile], "h", now).expect("frame");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(value[0]["health_detail"], "bad\x1b[2J\nkey");
     }
 }

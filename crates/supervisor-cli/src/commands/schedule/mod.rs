@@ -11,7 +11,7 @@ use supervisor_proto::v1::{CreateScheduleRequest, Schedule};
 
 use crate::commands::{
     GlobalArgs, connect,
-    output::{OutputFormat, print_json, print_stdout},
+    output::{OutputFormat, print_json, print_line, print_stderr_line, print_stdout},
     parse::{parse_cron, parse_var},
     workflow::{SourceArgs, print_id_or_run, vars},
 };
@@ -138,7 +138,7 @@ pub async fn run(cmd: ScheduleCommand, global: &GlobalArgs) -> anyhow::Result<()
                     print_json(&schedules)
                 }
                 OutputFormat::Text if schedules.is_empty() => {
-                    eprintln!("no schedules");
+                    print_stderr_line("no schedules");
                     Ok(())
                 }
                 OutputFormat::Text => Ok(print_stdout(&schedule_table(
@@ -193,7 +193,7 @@ fn saved_line(schedule: &Schedule) -> String {
 fn print_schedule(schedule: &Schedule, output: OutputFormat, line: &str) -> anyhow::Result<()> {
     match output {
         OutputFormat::Json => print_json(&ScheduleJson::from(schedule)),
-        OutputFormat::Text => Ok(print_stdout(&format!("{line}\n"))?),
+        OutputFormat::Text => Ok(print_line(line)?),
     }
 }
 

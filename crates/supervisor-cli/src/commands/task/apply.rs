@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 use supervisor_proto::v1::{Task, TaskStatus};
 
-use crate::commands::output::{OutputFormat, print_json, print_stdout};
+use crate::commands::output::{OutputFormat, print_json, print_line};
 
 /// What an apply did, for `--output json`.
 #[derive(Debug, Serialize)]
@@ -73,18 +73,18 @@ pub fn apply(
         OutputFormat::Json => print_json(&shown),
         OutputFormat::Text => {
             let verb = if check { "would apply" } else { "applied" };
-            let mut text = format!(
-                "{verb} the changes of task {id} to {} ({} file(s)): {}\n",
+            print_line(&format!(
+                "{verb} the changes of task {id} to {} ({} file(s)): {}",
                 shown.repo,
                 shown.files.len(),
                 shown.files.join(", ")
-            );
+            ))?;
             if let (Some(branch), Some(commit)) = (&shown.branch, &shown.commit) {
-                text.push_str(&format!(
-                    "the agent's commit {commit} is also on branch {branch} of the repository it worked in\n"
-                ));
+                print_line(&format!(
+                    "the agent's commit {commit} is also on branch {branch} of the repository it worked in"
+                ))?;
             }
-            Ok(print_stdout(&text)?)
+            Ok(())
         }
     }
 }

@@ -6,7 +6,7 @@ mod progress;
 mod text;
 
 use std::{
-    io::Read as _,
+    io::{IsTerminal as _, Read as _},
     path::PathBuf,
     time::{Duration, SystemTime},
 };
@@ -23,7 +23,9 @@ use supervisor_proto::v1::{
 use crate::commands::{
     Exit, GlobalArgs, connect,
     follow::WatchMode,
-    output::{OutputFormat, print_json, print_stdout},
+    output::{
+        OutputFormat, print_json, print_line, print_stderr_line, print_stdout, print_stdout_exact,
+    },
     parse::{
         EnumArg, ModelArg, context_map, duration_millis, parse_context, parse_dollars,
         parse_provider, parse_timeout,
@@ -73,12 +75,19 @@ pub enum TaskCommand {
     },
     /// Count tasks by status, cluster-wide.
     Stats,
-    /// Print one artifact of a finished task (such as `changes.diff`) to standard output.
+    /// Print one artifact of a finished task (such as `changes.diff`) to standard output:
+    /// exactly as stored when it goes to a file or a pipe (`> changes.diff`, `| git
+    /// apply`); on a terminal, with its control characters (escape sequences included)
+    /// shown escaped unless --raw.
     Artifact {
         /// The task's id.
         id: String,
         /// The artifact's name, as `task get` lists it.
         name: String,
+        /// Print it exactly as stored even on a terminal, which then obeys any escape
+        /// sequence in it.
+        #[arg(long)]
+        raw: bool,
     },
     /// Apply a finished repository task's changes (its `changes.diff`) to a checkout.
     Apply {
@@ -197,8 +206,8 @@ pub async fn run(cmd: TaskCommand, global: &GlobalArgs) -> anyhow::Result<()> {
             let task = client.cancel(&id, reason.as_deref().unwrap_or("")).await?;
             match global.output {
                 OutputFormat::Json => print_json(&TaskJson::from(&task)),
-                OutputFormat::Text => Ok(print_stdout(&format!(
-                    "task {} {}\n",
+                OutputFormat::Text => Ok(print_line(&format!(
+                    "task {} {}",
                     task.id,
                     TaskStatus::name_of(task.status)
                 ))?),
@@ -208,10 +217,13 @@ pub async fn run(cmd: TaskCommand, global: &GlobalArgs) -> anyhow::Result<()> {
             let task = connect(global).await?.retry(&id).await?;
             print_id_or_task(&task, global.output)
         }
-        TaskCommand::Artifact { id, name } => {
+        TaskCommand::Artifact { id, name, raw } => {
             let task = connect(global).await?.get(&id).await?;
             let artifacts = task.result.map(|r| r.artifacts).unwrap_or_default();
             match artifacts.into_iter().find(|a| a.name == name) {
+                Some(a) if raw || !std::io::stdout().is_terminal() => {
+                    Ok(print_stdout_exact(&a.content)?)
+                }
                 Some(a) => Ok(print_stdout(&a.content)?),
                 None => anyhow::bail!(
                     "task {id} has no artifact named {name:?}; `supervisor task get {id}` lists its artifacts"
@@ -297,7 +309,7 @@ async fn wait_and_print(client: &Client, task: &Task, output: OutputFormat) -> a
         OutputFormat::Text => WatchMode::for_output(output),
     };
     if output == OutputFormat::Text {
-        print_stdout(&format!("{}\n", task.id))?;
+        print_line(&task.id)?;
     }
     let Watched {
         task,
@@ -342,14 +354,14 @@ async fn list(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             let tasks: Vec<TaskJson> = tasks.iter().map(TaskJson::from).collect();
             print_json(&tasks)?;
         }
-        OutputFormat::Text if tasks.is_empty() => eprintln!("no tasks"),
+        OutputFormat::Text if tasks.is_empty() => print_stderr_line("no tasks"),
         OutputFormat::Text => print_stdout(&task_table(&tasks, SystemTime::now()))?,
     }
     if !next_page_token.is_empty() && !args.all && global.output == OutputFormat::Text {
-        eprintln!(
+        print_stderr_line(&format!(
             "(showing the first {}; use --all or --limit N for more)",
             tasks.len()
-        );
+        ));
     }
     Ok(())
 }
@@ -366,7 +378,7 @@ fn print_task(task: &Task, output: OutputFormat) -> anyhow::Result<()> {
 fn print_id_or_task(task: &Task, output: OutputFormat) -> anyhow::Result<()> {
     match output {
         OutputFormat::Json => print_json(&TaskJson::from(task)),
-        OutputFormat::Text => Ok(print_stdout(&format!("{}\n", task.id))?),
+        OutputFormat::Text => Ok(print_line(&task.id)?),
     }
 }
 

@@ -17,12 +17,25 @@ use super::{
     text::{attempts, outcome_line},
 };
 use crate::commands::{
-    follow::{Followed, SPINNER, View, WatchMode, follow, terminal_width},
-    output::{elapsed, rfc3339, single_line, system_time, truncate},
+    follow::{Followed, SPINNER, View, WatchMode, follow},
+    output::{
+        Layout, elapsed, escape, escape_line, rfc3339, single_line, system_time, truncate, width,
+    },
+    terminal::{SizeSource, rows},
 };
 
 /// Moves to the start of the line and erases it.
 const CLEAR_LINE: &str = "\r\x1b[2K";
+
+/// What erases a status line `line_width` columns wide, drawn last and not ended by a
+/// newline, from a terminal now `width` columns wide: the rows it wraps onto (after the
+/// window shrank, say) are erased too.
+fn erase_status_line(line_width: usize, width: usize) -> String {
+    match rows(line_width, width) {
+        1 => CLEAR_LINE.to_owned(),
+        n => format!("\r\x1b[{}A\x1b[J", n - 1),
+    }
+}
 
 /// What a watch ended with.
 #[derive(Debug)]
@@ -43,7 +56,7 @@ pub async fn watch(
     mode: WatchMode,
 ) -> anyhow::Result<Watched> {
     let initial = client.get(id).await?;
-    let mut display = Display::new(mode, io::stdout(), &initial, terminal_width());
+    let mut display = Display::new(mode, io::stdout(), &initial, SizeSource::Terminal);
     let followed = Followed {
         noun: "task",
         group: "task",
@@ -98,7 +111,7 @@ struct LiveState {
 }
 
 impl LiveState {
-    /// The status line, cut to `width - 1` characters.
+    /// The status line, escaped and cut to `width - 1` columns (so that it never wraps).
     fn line(&self, now: SystemTime, width: usize) -> String {
         let age = match self.created {
             Some(created) => now.duration_since(created).unwrap_or_default(),
@@ -107,7 +120,7 @@ impl LiveState {
         let mut line = format!(
             "{} {}  {}  attempt {}  {}",
             SPINNER[self.frame % SPINNER.len()],
-            self.id,
+            escape_line(&self.id),
             self.status.name(),
             attempts(self.attempt, self.max_attempts),
             elapsed(age),
@@ -141,20 +154,21 @@ fn activity_line(event: &TaskEvent) -> String {
     format!("· {}", single_line(event.message.trim()))
 }
 
-/// Shows events on `out` in one of the [`WatchMode`]s.
+/// Shows events on `out` in one of the [`WatchMode`]s. Every line of text it writes is
+/// escaped: the task's output as a [`Layout::Body`], everything else as one line.
 struct Display<W: Write> {
     mode: WatchMode,
     out: W,
     lines: LineBuffer,
     state: LiveState,
-    width: usize,
-    /// Whether the live status line is on screen.
-    drawn: bool,
+    size: SizeSource,
+    /// How wide the live status line on screen is, if one is.
+    drawn: Option<usize>,
     output_events: u64,
 }
 
 impl<W: Write> Display<W> {
-    fn new(mode: WatchMode, out: W, task: &Task, width: usize) -> Self {
+    fn new(mode: WatchMode, out: W, task: &Task, size: SizeSource) -> Self {
         Self {
             mode,
             out,
@@ -169,20 +183,25 @@ impl<W: Write> Display<W> {
                 started: Instant::now(),
                 frame: 0,
             },
-            width,
-            drawn: false,
+            size,
+            drawn: None,
             output_events: 0,
         }
     }
 
-    /// Prints lines above the live status line.
-    fn print_above(&mut self, lines: &[String]) -> io::Result<()> {
+    /// Writes one line of text, escaped as `layout` says.
+    fn write_line(&mut self, text: &str, layout: Layout) -> io::Result<()> {
+        writeln!(self.out, "{}", escape(text, layout))
+    }
+
+    /// Prints lines of the task's output above the live status line.
+    fn print_above(&mut self, lines: &[String], layout: Layout) -> io::Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
         self.clear()?;
         for line in lines {
-            writeln!(self.out, "{line}")?;
+            self.write_line(line, layout)?;
         }
         Ok(())
     }
@@ -193,8 +212,8 @@ impl<W: Write> Display<W> {
             return Ok(());
         };
         match self.mode {
-            WatchMode::Plain => writeln!(self.out, "  | {rest}"),
-            WatchMode::Live => self.print_above(&[rest]),
+            WatchMode::Plain => self.write_line(&format!("  | {rest}"), Layout::Body),
+            WatchMode::Live => self.print_above(&[rest], Layout::Body),
             WatchMode::JsonLines | WatchMode::Quiet => Ok(()),
         }
     }
@@ -209,9 +228,9 @@ impl<W: Write> Display<W> {
                     TaskStatus::Failed | TaskStatus::Cancelled => '✗',
                     _ => '•',
                 };
-                writeln!(self.out, "{mark} {}", outcome_line(task))?;
+                self.write_line(&format!("{mark} {}", outcome_line(task)), Layout::Line)?;
             }
-            WatchMode::Plain => writeln!(self.out, "{}", outcome_line(task))?,
+            WatchMode::Plain => self.write_line(&outcome_line(task), Layout::Line)?,
             WatchMode::JsonLines | WatchMode::Quiet => {}
         }
         self.out.flush()
@@ -241,11 +260,11 @@ impl<W: Write> View for Display<W> {
             WatchMode::Plain => {
                 if is_output {
                     for line in self.lines.push(&event.output) {
-                        writeln!(self.out, "  | {line}")?;
+                        self.write_line(&format!("  | {line}"), Layout::Body)?;
                     }
                 } else {
                     self.flush_output()?;
-                    writeln!(self.out, "{}", plain_event_line(event))?;
+                    self.write_line(&plain_event_line(event), Layout::Line)?;
                 }
                 self.out.flush()
             }
@@ -254,13 +273,13 @@ impl<W: Write> View for Display<W> {
                 self.state.attempt = self.state.attempt.max(event.attempt);
                 if is_output {
                     let lines = self.lines.push(&event.output);
-                    self.print_above(&lines)?;
+                    self.print_above(&lines, Layout::Body)?;
                 } else if event.r#type() == TaskEventType::Activity {
                     // What the agent did goes above the status line, which keeps the
                     // message of the last lifecycle event.
                     self.flush_output()?;
                     if !event.message.trim().is_empty() {
-                        self.print_above(&[activity_line(event)])?;
+                        self.print_above(&[activity_line(event)], Layout::Line)?;
                     }
                 } else {
                     self.flush_output()?;
@@ -275,7 +294,7 @@ impl<W: Write> View for Display<W> {
                             event.attempt,
                             single_line(&event.message)
                         );
-                        self.print_above(&[note])?;
+                        self.print_above(&[note], Layout::Line)?;
                     }
                 }
                 self.redraw(now)
@@ -283,23 +302,29 @@ impl<W: Write> View for Display<W> {
         }
     }
 
-    /// Redraws the live status line (a no-op in other modes).
+    /// Redraws the live status line (a no-op in other modes) at the terminal's width
+    /// now, erasing the one drawn before, however many rows it has come to take.
     fn redraw(&mut self, now: SystemTime) -> io::Result<()> {
         if self.mode != WatchMode::Live {
             return Ok(());
         }
         self.state.frame = self.state.frame.wrapping_add(1);
-        let line = self.state.line(now, self.width);
-        write!(self.out, "{CLEAR_LINE}{line}")?;
-        self.drawn = true;
+        let width_now = self.size.get().width;
+        let erase = match self.drawn.take() {
+            Some(drawn) => erase_status_line(drawn, width_now),
+            None => CLEAR_LINE.to_owned(),
+        };
+        let line = self.state.line(now, width_now);
+        write!(self.out, "{erase}{line}")?;
+        self.drawn = Some(width(&line));
         self.out.flush()
     }
 
     /// Erases the live status line if it is on screen.
     fn clear(&mut self) -> io::Result<()> {
-        if self.drawn {
-            write!(self.out, "{CLEAR_LINE}")?;
-            self.drawn = false;
+        if let Some(drawn) = self.drawn.take() {
+            let erase = erase_status_line(drawn, self.size.get().width);
+            write!(self.out, "{erase}")?;
             self.out.flush()?;
         }
         Ok(())
@@ -312,6 +337,7 @@ mod tests {
 
     use super::*;
     use crate::commands::harness::{T0, at};
+    use crate::commands::terminal::Size;
 
     fn event(seq: u64, kind: TaskEventType, status: TaskStatus, text: &str) -> TaskEvent {
         let (message, output) = if kind == TaskEventType::Output {
@@ -346,6 +372,11 @@ mod tests {
         at(T0 + 12_300_000)
     }
 
+    const SCREEN: SizeSource = SizeSource::Fixed(Size {
+        width: 80,
+        height: 24,
+    });
+
     #[test]
     fn line_buffer_splits_streamed_text() {
         let mut lines = LineBuffer::default();
@@ -360,7 +391,7 @@ mod tests {
     fn plain_mode_prints_event_lines_and_prefixed_output() {
         use {TaskEventType as E, TaskStatus as S};
         let mut out = Vec::new();
-        let mut display = Display::new(WatchMode::Plain, &mut out, &task(), 80);
+        let mut display = Display::new(WatchMode::Plain, &mut out, &task(), SCREEN);
         for e in [
             event(1, E::Submitted, S::Queued, ""),
             event(2, E::Started, S::Running, "on node n1"),
@@ -391,7 +422,7 @@ mod tests {
     fn plain_mode_prints_activity_like_other_events() {
         use {TaskEventType as E, TaskStatus as S};
         let mut out = Vec::new();
-        let mut display = Display::new(WatchMode::Plain, &mut out, &task(), 80);
+        let mut display = Display::new(WatchMode::Plain, &mut out, &task(), SCREEN);
         for e in [
             event(3, E::Output, S::Running, "partial"),
             event(
@@ -416,7 +447,7 @@ mod tests {
     fn live_mode_prints_activity_above_the_status_line() {
         use {TaskEventType as E, TaskStatus as S};
         let mut out = Vec::new();
-        let mut display = Display::new(WatchMode::Live, &mut out, &task(), 80);
+        let mut display = Display::new(WatchMode::Live, &mut out, &task(), SCREEN);
         for e in [
             event(2, E::Started, S::Running, "on n1"),
             event(3, E::Activity, S::Running, "tool read_file src/lib.rs"),
@@ -445,7 +476,7 @@ mod tests {
     #[test]
     fn json_mode_prints_one_event_per_line() {
         let mut out = Vec::new();
-        let mut display = Display::new(WatchMode::JsonLines, &mut out, &task(), 80);
+        let mut display = Display::new(WatchMode::JsonLines, &mut out, &task(), SCREEN);
         let e = event(1, TaskEventType::Submitted, TaskStatus::Queued, "");
         display.event(&e, now()).expect("write");
         display.event(&e, now()).expect("write");
@@ -462,7 +493,7 @@ mod tests {
     fn live_mode_redraws_one_line_and_prints_output_above() {
         use {TaskEventType as E, TaskStatus as S};
         let mut out = Vec::new();
-        let mut display = Display::new(WatchMode::Live, &mut out, &task(), 80);
+        let mut display = Display::new(WatchMode::Live, &mut out, &task(), SCREEN);
         display
             .event(&event(2, E::Started, S::Running, "on n1"), now())
             .expect("write");
@@ -507,5 +538,83 @@ mod tests {
         let cut = state.line(now(), 30);
         assert_eq!(cut.chars().count(), 29);
         assert!(cut.ends_with('…'));
+    }
+
+    /// `text` without the display's own terminal sequences: what is left must hold no
+    /// ESC.
+    fn without_own_sequences(text: &str) -> String {
+        let mut rest = text.replace(CLEAR_LINE, "");
+        for n in 1..10 {
+            rest = rest.replace(&format!("\r\x1b[{n}A\x1b[J"), "");
+        }
+        rest
+    }
+
+    #[test]
+    fn hostile_text_is_shown_escaped_in_every_mode() {
+        use {TaskEventType as E, TaskStatus as S};
+        let events = [
+            event(2, E::Started, S::Running, "on n1\x1b[2J"),
+            event(3, E::Activity, S::Running, "tool \u{202e}cod.exe"),
+            event(4, E::Output, S::Running, "\x1b]0;pwned\x07hello\tworld\n"),
+            event(5, E::RetryScheduled, S::RetryWait, "bad\x1b[31m"),
+        ];
+        let mut failed = task();
+        failed.status = S::Failed as i32;
+        failed.error = "boom\n\x1b[1mbold".into();
+        for mode in [WatchMode::Live, WatchMode::Plain] {
+            let mut out = Vec::new();
+            let mut display = Display::new(mode, &mut out, &task(), SCREEN);
+            for e in &events {
+                display.event(e, now()).expect("write");
+            }
+            display.finish(&failed).expect("write");
+            let text = String::from_utf8(out).expect("utf-8");
+            let rest = without_own_sequences(&text);
+            for raw in ['\x1b', '\x07', '\u{202e}'] {
+                assert!(!rest.contains(raw), "{mode:?}: {raw:?} in {text:?}");
+            }
+            for shown in [
+                "\\e]0;pwned\\u{7}hello\tworld",
+                "\\u{202e}cod.exe",
+                "boom\\n\\e[1mbold",
+            ] {
+                assert!(text.contains(shown), "{mode:?}: {shown:?} in {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_status_line_uses_the_whole_width_and_follows_a_resize() {
+        use {TaskEventType as E, TaskStatus as S};
+        let size = |width| SizeSource::Fixed(Size { width, height: 24 });
+        let message = format!("attempt 1 of 3 started on node {}", "n".repeat(100));
+        let mut out = Vec::new();
+        let mut display = Display::new(WatchMode::Live, &mut out, &task(), size(220));
+        display
+            .event(&event(2, E::Started, S::Running, &message), now())
+            .expect("write");
+        let drawn = display.drawn.expect("drawn");
+        assert!(drawn > 80 && drawn < 220, "not cut at 80 columns: {drawn}");
+
+        // The window shrinks to 50 columns: the line on screen now wraps onto
+        // ceil(drawn / 50) rows, all of which the next redraw erases; the new line fits.
+        display.size = size(50);
+        display.redraw(now()).expect("write");
+        let rows = drawn.div_ceil(50);
+        assert!(rows > 1);
+        let after = display.drawn.expect("drawn");
+        assert!(after <= 49, "{after}");
+        display.redraw(now()).expect("write");
+        let text = String::from_utf8(out).expect("utf-8");
+        let erase = format!("\r\x1b[{}A\x1b[J", rows - 1);
+        let (before, redrawn) = text.split_once(&erase).expect("erases the wrapped rows");
+        assert!(
+            before.contains(&message),
+            "the full message at 220: {before:?}"
+        );
+        // At 50 columns, one row: the following redraw clears one line.
+        assert!(redrawn.contains(CLEAR_LINE), "{redrawn:?}");
+        assert!(redrawn.ends_with('…'), "{redrawn:?}");
     }
 }

@@ -391,6 +391,33 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_in_task_fields_are_shown_escaped() {
+        let mut hostile = task();
+        hostile.labels = vec!["\x1b[31mred".into(), "two\nlines".into()];
+        hostile.context = [("k\te".to_owned(), "v\u{202e}x".to_owned())].into();
+        hostile.error = "boom\x1b]0;title\x07".into();
+        hostile.prompt = "line one\n\tindented \x1b[2Jclear\r\nline three\u{9b}".into();
+        let table = task_table(std::slice::from_ref(&hostile), at(T0));
+        assert_eq!(table.lines().count(), 2, "one row: {table:?}");
+        assert!(table.ends_with("\\e[31mred,two\\nlines\n"), "{table:?}");
+
+        let summary = task_summary(&hostile, at(T0));
+        let shown =
+            crate::commands::output::escape(&summary, crate::commands::output::Layout::Body);
+        for raw in ['\x1b', '\x07', '\u{202e}', '\u{9b}', '\r'] {
+            assert!(!shown.contains(raw), "{raw:?} in {shown:?}");
+        }
+        for expected in [
+            "labels:   \\e[31mred, two\\nlines\n",
+            "context:  k\\te=v\\u{202e}x\n",
+            "error:    boom\\e]0;title\\u{7}\n",
+            "prompt:\n  line one\n  \tindented \\e[2Jclear\n  line three\\u{9b}\n",
+        ] {
+            assert!(shown.contains(expected), "{expected:?} in\n{shown}");
+        }
+    }
+
+    #[test]
     fn task_summary_shows_routing_cost_and_attempts() {
         let mut routed = task();
         routed.specialty = "security_analyst".into();

@@ -14,7 +14,7 @@ use supervisor_proto::v1::{ListWorkflowsRequest, RunStatus, WorkflowRun, Workflo
 use crate::commands::{
     EXIT_ERROR, Exit, GlobalArgs, connect,
     follow::WatchMode,
-    output::{OutputFormat, print_json, print_stdout},
+    output::{OutputFormat, print_json, print_line, print_stderr_line, print_stdout},
     parse::{parse_var, var_map},
 };
 
@@ -165,8 +165,8 @@ pub async fn run(cmd: WorkflowCommand, global: &GlobalArgs) -> anyhow::Result<()
             let run = client.cancel_workflow(&id, reason).await?;
             match global.output {
                 OutputFormat::Json => print_json(&WorkflowRunJson::from(&run)),
-                OutputFormat::Text => Ok(print_stdout(&format!(
-                    "workflow run {} {}\n",
+                OutputFormat::Text => Ok(print_line(&format!(
+                    "workflow run {} {}",
                     run.id,
                     run_status_name(run.status)
                 ))?),
@@ -227,7 +227,7 @@ async fn follow_new_run(
     output: OutputFormat,
 ) -> anyhow::Result<()> {
     if output == OutputFormat::Text {
-        print_stdout(&format!("{}\n", run.id))?;
+        print_line(&run.id)?;
     }
     let mode = WatchMode::for_output(output);
     let ended = progress::watch_run(client, &run.id, 0, hide_retries, mode).await?;
@@ -246,11 +246,14 @@ async fn list(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             let runs: Vec<WorkflowRunJson> = runs.iter().map(WorkflowRunJson::from).collect();
             print_json(&runs)?;
         }
-        OutputFormat::Text if runs.is_empty() => eprintln!("no workflow runs"),
+        OutputFormat::Text if runs.is_empty() => print_stderr_line("no workflow runs"),
         OutputFormat::Text => print_stdout(&run_table(&runs, SystemTime::now()))?,
     }
     if !next_page_token.is_empty() && global.output == OutputFormat::Text {
-        eprintln!("(showing the first {}; use --limit N for more)", runs.len());
+        print_stderr_line(&format!(
+            "(showing the first {}; use --limit N for more)",
+            runs.len()
+        ));
     }
     Ok(())
 }
@@ -277,7 +280,7 @@ fn print_run(run: &WorkflowRun, output: OutputFormat) -> anyhow::Result<()> {
 pub fn print_id_or_run(run: &WorkflowRun, output: OutputFormat) -> anyhow::Result<()> {
     match output {
         OutputFormat::Json => print_json(&WorkflowRunJson::from(run)),
-        OutputFormat::Text => Ok(print_stdout(&format!("{}\n", run.id))?),
+        OutputFormat::Text => Ok(print_line(&run.id)?),
     }
 }
 

@@ -28,12 +28,15 @@ use super::{
     },
 };
 use crate::commands::{
-    follow::{Followed, SPINNER, View, WatchMode, follow, terminal_height, terminal_width},
-    output::{elapsed, rfc3339, rfc3339_seconds, single_line, system_time, truncate},
+    follow::{Followed, SPINNER, View, WatchMode, follow},
+    output::{
+        elapsed, escape_line, rfc3339, rfc3339_seconds, single_line, system_time, truncate, width,
+    },
+    terminal::{Size, SizeSource, total_rows},
 };
 
-/// Moves the cursor up `n` lines, to the start of the line, and erases to the end of
-/// the screen.
+/// Moves the cursor up `n` rows, to the start of the row, and erases to the end of the
+/// screen.
 fn clear_lines(n: usize) -> String {
     format!("\x1b[{n}A\r\x1b[J")
 }
@@ -50,15 +53,7 @@ pub async fn watch_run(
     mode: WatchMode,
 ) -> anyhow::Result<WorkflowRun> {
     let initial = client.get_workflow(id).await?;
-    let mut progress = Progress::new(
-        mode,
-        io::stdout(),
-        &initial,
-        Screen {
-            width: terminal_width(),
-            height: terminal_height(),
-        },
-    );
+    let mut progress = Progress::new(mode, io::stdout(), &initial, SizeSource::Terminal);
     progress.hidden_retries = hide_retries;
     let followed = Followed {
         noun: "workflow run",
@@ -78,7 +73,7 @@ pub async fn watch_run(
 }
 
 /// The plain line of a workflow event: `<seq> <rfc3339> <kind> <step> <message>`, with
-/// `-` for a run event's step.
+/// `-` for a run event's step; escaped.
 pub fn plain_event_line(event: &WorkflowEvent) -> String {
     let at = event.at.as_ref().map_or_else(|| "-".to_owned(), rfc3339);
     let step = if event.step.is_empty() {
@@ -92,7 +87,7 @@ pub fn plain_event_line(event: &WorkflowEvent) -> String {
         event.kind,
         single_line(&event.message),
     );
-    line.trim_end().to_owned()
+    escape_line(line.trim_end()).into_owned()
 }
 
 /// The symbol of an event in the live view: its step's new state, or the run's.
@@ -123,7 +118,7 @@ fn step_state_after(what: &str) -> Option<&'static str> {
 }
 
 /// The live view's line for an event: `22:13:21 ● step analyse succeeded (task …)`
-/// (UTC time of day).
+/// (UTC time of day); escaped.
 fn live_event_line(event: &WorkflowEvent) -> String {
     let at = event.at.as_ref().map(rfc3339_seconds);
     let time = at
@@ -136,7 +131,7 @@ fn live_event_line(event: &WorkflowEvent) -> String {
         (true, true) => event.kind.clone(),
         (true, false) => format!("{} {}", event.kind, event.step),
     };
-    format!("{time} {} {text}", event_symbol(&event.kind))
+    escape_line(&format!("{time} {} {text}", event_symbol(&event.kind))).into_owned()
 }
 
 /// One step as the live view knows it.
@@ -175,13 +170,6 @@ struct RunView {
     /// When the watch began (for the run's age when it has no creation time).
     opened: Instant,
     steps: Vec<StepView>,
-}
-
-/// The size of the terminal the live view draws on.
-#[derive(Debug, Clone, Copy)]
-struct Screen {
-    width: usize,
-    height: usize,
 }
 
 impl RunView {
@@ -308,11 +296,11 @@ impl RunView {
     }
 
     /// The lines of `steps` (indexes into `self.steps`): symbol, id, short task id and
-    /// time, in aligned columns.
+    /// time, in aligned columns; escaped.
     fn step_lines(&self, steps: &[usize], now: SystemTime) -> Vec<String> {
         let id_width = steps
             .iter()
-            .map(|&i| self.steps[i].id.chars().count())
+            .map(|&i| width(&escape_line(&self.steps[i].id)))
             .max()
             .unwrap_or(0);
         let task = |step: &StepView| {
@@ -324,18 +312,24 @@ impl RunView {
         };
         let task_width = steps
             .iter()
-            .map(|&i| task(&self.steps[i]).chars().count())
+            .map(|&i| width(&escape_line(&task(&self.steps[i]))))
             .max()
             .unwrap_or(0);
+        // Padded by display width: `format!`'s padding counts chars.
+        let padded = |text: &str, to: usize| {
+            let text = escape_line(text);
+            let pad = to.saturating_sub(width(&text));
+            format!("{text}{}", " ".repeat(pad))
+        };
         steps
             .iter()
             .map(|&i| {
                 let step = &self.steps[i];
                 let line = format!(
-                    "  {} {:<id_width$}  {:<task_width$}  {}",
+                    "  {} {}  {}  {}",
                     step_symbol(&step.state),
-                    step.id,
-                    task(step),
+                    padded(&step.id, id_width),
+                    padded(&task(step), task_width),
                     step.elapsed(now).unwrap_or_default(),
                 );
                 line.trim_end().to_owned()
@@ -378,15 +372,19 @@ impl RunView {
     }
 
     /// The live block: the heading, then one line per step (as many as fit on
-    /// `screen`), each cut to the screen's width.
-    fn lines(&self, frame: usize, now: SystemTime, screen: Screen) -> Vec<String> {
+    /// `screen`), each escaped and cut to the screen's width less one column (so that
+    /// none wraps).
+    fn lines(&self, frame: usize, now: SystemTime, screen: Size) -> Vec<String> {
         let room = screen.height.saturating_sub(3).max(3);
         let (steps, more) = self.visible_steps(room);
         let mut lines = vec![self.header(frame, now)];
         lines.extend(self.step_lines(&steps, now));
         lines.extend(more);
         let max = screen.width.saturating_sub(1);
-        lines.iter().map(|line| truncate(line, max)).collect()
+        lines
+            .iter()
+            .map(|line| truncate(&escape_line(line), max))
+            .collect()
     }
 }
 
@@ -395,35 +393,39 @@ struct Progress<W: Write> {
     mode: WatchMode,
     out: W,
     view: RunView,
-    screen: Screen,
+    screen: SizeSource,
     frame: usize,
-    /// How many lines of the live block are on screen.
-    drawn: usize,
+    /// How wide each line of the live block on screen is (none: no block is).
+    drawn: Vec<usize>,
     /// `run_retried` events still to come before events are shown.
     hidden_retries: u32,
 }
 
 impl<W: Write> Progress<W> {
-    fn new(mode: WatchMode, out: W, run: &WorkflowRun, screen: Screen) -> Self {
+    fn new(mode: WatchMode, out: W, run: &WorkflowRun, screen: SizeSource) -> Self {
         Self {
             mode,
             out,
             view: RunView::new(run),
             screen,
             frame: 0,
-            drawn: 0,
+            drawn: Vec::new(),
             hidden_retries: 0,
         }
     }
 
-    /// Replaces the live block with `above` (if any) and the block drawn anew, in one
-    /// write.
+    /// Replaces the live block with `above` (if any) and the block drawn anew at the
+    /// terminal's size now, in one write.
     fn draw(&mut self, above: Option<&str>, now: SystemTime) -> io::Result<()> {
         self.frame = self.frame.wrapping_add(1);
-        let lines = self.view.lines(self.frame, now, self.screen);
-        let mut text = self.clear_text();
+        let screen = self.screen.get();
+        let lines = self.view.lines(self.frame, now, screen);
+        let mut text = self.clear_text(screen.width);
         if let Some(above) = above {
-            text.push_str(above);
+            text.push_str(&truncate(
+                &escape_line(above),
+                screen.width.saturating_sub(1),
+            ));
             text.push('\n');
         }
         for line in &lines {
@@ -431,16 +433,19 @@ impl<W: Write> Progress<W> {
             text.push('\n');
         }
         self.out.write_all(text.as_bytes())?;
-        self.drawn = lines.len();
+        self.drawn = lines.iter().map(|line| width(line)).collect();
         self.out.flush()
     }
 
-    /// What erases the live block, if it is on screen.
-    fn clear_text(&mut self) -> String {
-        match std::mem::take(&mut self.drawn) {
-            0 => String::new(),
-            n => clear_lines(n),
+    /// What erases the live block, if it is on screen, from a terminal `width` columns
+    /// wide: as many rows as its lines take at that width (more than one each when the
+    /// window shrank since they were drawn).
+    fn clear_text(&mut self, width: usize) -> String {
+        let drawn = std::mem::take(&mut self.drawn);
+        if drawn.is_empty() {
+            return String::new();
         }
+        clear_lines(total_rows(&drawn, width))
     }
 
     /// Shows how the run ended (text modes): on a terminal, every step as it ended and
@@ -449,7 +454,7 @@ impl<W: Write> Progress<W> {
         self.view.sync(run);
         match self.mode {
             WatchMode::Live => {
-                let mut text = self.clear_text();
+                let mut text = self.clear_text(self.screen.get().width);
                 let all: Vec<usize> = (0..self.view.steps.len()).collect();
                 for line in self.view.step_lines(&all, now) {
                     text.push_str(&line);
@@ -460,10 +465,10 @@ impl<W: Write> Progress<W> {
                     RunStatus::Failed | RunStatus::Cancelled => '✗',
                     _ => '•',
                 };
-                let _ = writeln!(text, "{mark} {}", run_outcome_line(run));
+                let _ = writeln!(text, "{mark} {}", escape_line(&run_outcome_line(run)));
                 self.out.write_all(text.as_bytes())?;
             }
-            WatchMode::Plain => writeln!(self.out, "{}", run_outcome_line(run))?,
+            WatchMode::Plain => writeln!(self.out, "{}", escape_line(&run_outcome_line(run)))?,
             WatchMode::JsonLines | WatchMode::Quiet => {}
         }
         self.out.flush()
@@ -500,10 +505,7 @@ impl<W: Write> View for Progress<W> {
                 writeln!(self.out, "{}", plain_event_line(event))?;
                 self.out.flush()
             }
-            WatchMode::Live => {
-                let line = truncate(&live_event_line(event), self.screen.width.saturating_sub(1));
-                self.draw(Some(&line), now)
-            }
+            WatchMode::Live => self.draw(Some(&live_event_line(event)), now),
         }
     }
 
@@ -517,7 +519,7 @@ impl<W: Write> View for Progress<W> {
 
     /// Erases the live block if it is on screen.
     fn clear(&mut self) -> io::Result<()> {
-        let text = self.clear_text();
+        let text = self.clear_text(self.screen.get().width);
         if !text.is_empty() {
             self.out.write_all(text.as_bytes())?;
             self.out.flush()?;
@@ -533,10 +535,11 @@ mod tests {
     use super::*;
     use crate::commands::harness::{self, T0};
 
-    const SCREEN: Screen = Screen {
+    const SIZE: Size = Size {
         width: 80,
         height: 24,
     };
+    const SCREEN: SizeSource = SizeSource::Fixed(SIZE);
 
     fn at(secs: f64) -> SystemTime {
         harness::at(T0 + (secs * 1e6) as i64)
@@ -646,7 +649,7 @@ mod tests {
         ] {
             view.apply(&e);
         }
-        let lines = view.lines(0, at(8.5), SCREEN);
+        let lines = view.lines(0, at(8.5), SIZE);
         assert_eq!(
             lines,
             [
@@ -660,7 +663,7 @@ mod tests {
         view.apply(&event(9, "step_failed", "fix", TASK_B, ""));
         view.apply(&event(10, "step_skipped", "review", "", ""));
         view.apply(&event(11, "run_failed", "", "", ""));
-        let lines = view.lines(1, at(60.0), SCREEN);
+        let lines = view.lines(1, at(60.0), SIZE);
         assert_eq!(
             lines,
             [
@@ -673,7 +676,7 @@ mod tests {
 
         // A retry runs the failed and skipped steps again; succeeded ones stay.
         view.apply(&event(12, "run_retried", "", "", ""));
-        let lines = view.lines(2, at(13.0), SCREEN);
+        let lines = view.lines(2, at(13.0), SIZE);
         assert_eq!(
             lines,
             [
@@ -695,7 +698,7 @@ mod tests {
         steps[7].state = "pending".into();
         steps[7].task_id.clear();
         let view = RunView::new(&run(RunStatus::Running, steps));
-        let screen = Screen {
+        let screen = Size {
             width: 80,
             height: 7,
         };
@@ -710,7 +713,7 @@ mod tests {
                 "  … 5 more: 5 succeeded",
             ]
         );
-        let narrow = Screen {
+        let narrow = Size {
             width: 20,
             height: 24,
         };
@@ -864,6 +867,67 @@ mod tests {
                  {up4}  ● analyse  …3f9a2c1d  2.0s\n  ↷ fix\n  ● review   …8b7e6d5c\n\
                  ✓ workflow run r1 (fix) succeeded in 4.0s: 2 succeeded, 1 skipped\n"
             )
+        );
+    }
+
+    #[test]
+    fn hostile_ids_and_messages_are_shown_escaped() {
+        let mut hostile = pending_run();
+        hostile.name = "fix\x1b[2J".into();
+        hostile.steps[0].id = "ana\nlyse".into();
+        let events = [
+            event(1, "run_started", "", "", "run \u{202e}started"),
+            event(2, "step_started", "ana\nlyse", TASK_A, "\x1b]0;pwned\x07"),
+        ];
+        for mode in [WatchMode::Live, WatchMode::Plain] {
+            let mut out = Vec::new();
+            let mut progress = Progress::new(mode, &mut out, &hostile, SCREEN);
+            for e in &events {
+                progress.event(e, at(1.0)).expect("write");
+            }
+            let mut ended = hostile.clone();
+            ended.status = RunStatus::Failed as i32;
+            ended.steps[0].state = "failed".into();
+            progress.finish(&ended, at(2.0)).expect("write");
+            let text = text(out);
+            let mut rest = text.clone();
+            for n in 1..10 {
+                rest = rest.replace(&clear_lines(n), "");
+            }
+            for raw in ['\x1b', '\x07', '\u{202e}'] {
+                assert!(!rest.contains(raw), "{mode:?}: {raw:?} in {text:?}");
+            }
+            assert!(text.contains("ana\\nlyse"), "{mode:?}: {text:?}");
+            assert!(text.contains("\\e]0;pwned\\u{7}"), "{mode:?}: {text:?}");
+        }
+    }
+
+    #[test]
+    fn the_block_is_drawn_at_the_terminal_size_and_erased_after_a_resize() {
+        let size = |width| SizeSource::Fixed(Size { width, height: 24 });
+        let mut long = pending_run();
+        long.name = "n".repeat(150);
+        let mut out = Vec::new();
+        let mut progress = Progress::new(WatchMode::Live, &mut out, &long, size(220));
+        progress.redraw(at(0.5)).expect("write");
+        let drawn = progress.drawn.clone();
+        assert_eq!(drawn.len(), 4, "header and three steps");
+        assert!(drawn[0] > 150 && drawn[0] < 220, "not cut at 80: {drawn:?}");
+
+        // At 50 columns the header on screen wraps onto ceil(width / 50) rows, the
+        // steps one row each: the redraw moves up over all of them.
+        progress.screen = size(50);
+        progress.redraw(at(0.6)).expect("write");
+        let rows = drawn[0].div_ceil(50) + 3;
+        assert!(
+            progress.drawn.iter().all(|w| *w <= 49),
+            "{:?}",
+            progress.drawn
+        );
+        let text = text(out);
+        assert!(
+            text.contains(&format!("\n{}⠹ ", clear_lines(rows))),
+            "moves up {rows} rows: {text:?}"
         );
     }
 }

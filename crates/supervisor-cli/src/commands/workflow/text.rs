@@ -8,8 +8,8 @@ use supervisor_proto::v1::{
 };
 
 use crate::commands::output::{
-    Table, age, between, elapsed, field_lines, indented, instant_and_age, key_values, or_dash,
-    rfc3339_seconds, single_line, truncate,
+    Table, age, between, elapsed, escape_line, field_lines, indented, instant_and_age, key_values,
+    or_dash, rfc3339_seconds, single_line, truncate,
 };
 
 /// The short name of a workflow run status: `running`, `succeeded`, `failed` or
@@ -215,14 +215,15 @@ pub fn run_outcome_line(run: &WorkflowRun) -> String {
     )
 }
 
-/// One validation issue: `error[cycle] step fix: fix needs itself`.
+/// One validation issue: `error[cycle] step fix: fix needs itself`; escaped (a step id
+/// is the definition's to choose).
 fn issue_line(severity: &str, issue: &ValidationIssue) -> String {
     let mut line = format!("{severity}[{}]", or_dash(&issue.code));
     if !issue.step.is_empty() {
         let _ = write!(line, " step {}", issue.step);
     }
     let _ = write!(line, ": {}", single_line(&issue.message));
-    line
+    escape_line(&line).into_owned()
 }
 
 /// `1 error`, `2 warnings`.
@@ -433,6 +434,15 @@ mod tests {
              error[unknown_dependency] step review: needs \"nope\", which is not a step\n\
              warning[unused_var]: variable x is never used\n\
              invalid: 2 errors, 1 warning\n"
+        );
+        let hostile = ValidateWorkflowResponse {
+            valid: false,
+            errors: vec![issue("bad_id", "a\nb\x1b[2J", "no\nway")],
+            warnings: vec![],
+        };
+        assert_eq!(
+            validation_text(&hostile),
+            "error[bad_id] step a\\nb\\e[2J: no way\ninvalid: 1 error\n"
         );
     }
 }
