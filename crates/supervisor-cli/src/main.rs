@@ -1,19 +1,24 @@
 //! The `supervisor` command: `up` runs a node; `task`, `workflow`, `schedule`,
 //! `providers`, `cluster` and `node` talk to one over gRPC; `config default` prints the
-//! annotated default configuration and `store init` prepares a store.
+//! annotated default configuration, `config show` the one a node started here would
+//! run with, and `store init` prepares a store.
+//!
+//! Only the subjects that talk to a node take `--server` and `--output` (after their
+//! name, or before it: `supervisor --server ADDR task list`); `up`, `config` and `store`
+//! work on this machine and refuse them.
 
 mod commands;
 mod up;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use supervisor_server::config::{self, Config};
 use supervisor_server::store::{self, StoreUrl};
 
 use commands::{
-    ClusterCommand, GlobalArgs, NodeCommand, ProviderCommand, ScheduleCommand, TaskCommand,
-    WorkflowCommand,
+    ClientArgs, ClusterCommand, GlobalArgs, NodeCommand, OutputFormat, ProviderCommand,
+    ScheduleCommand, TaskCommand, WorkflowCommand,
 };
 
 /// Supervisor: a durable queue of coding tasks run by AI providers.
@@ -21,9 +26,33 @@ use commands::{
 #[command(name = "supervisor", version, about)]
 struct Cli {
     #[command(flatten)]
-    global: GlobalArgs,
+    client: LeadingClientArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--server` and `--output` given before the subject (`supervisor --server ADDR task
+/// list`). Not global: `up`, `config` and `store` neither list nor take them.
+#[derive(Debug, Clone, Default, clap::Args)]
+struct LeadingClientArgs {
+    /// For task, providers, workflow, schedule, cluster and node: address of the
+    /// Supervisor server, host:port or http://host:port [env: SUPERVISOR_SERVER]
+    /// [default: 127.0.0.1:50051].
+    #[arg(long, value_name = "ADDR")]
+    server: Option<String>,
+    /// For task, providers, workflow, schedule, cluster and node: how the command
+    /// prints its results [default: text].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    output: Option<OutputFormat>,
+}
+
+impl LeadingClientArgs {
+    fn client_args(&self) -> ClientArgs {
+        ClientArgs {
+            server: self.server.clone(),
+            output: self.output,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -32,31 +61,43 @@ enum Command {
     Up(up::UpArgs),
     /// Submit, inspect, follow, cancel and retry tasks.
     Task {
+        #[command(flatten)]
+        client: ClientArgs,
         #[command(subcommand)]
         command: TaskCommand,
     },
     /// Inspect the node's providers.
     Providers {
+        #[command(flatten)]
+        client: ClientArgs,
         #[command(subcommand)]
         command: ProviderCommand,
     },
     /// Validate, submit, inspect, follow, cancel and retry workflow runs (DAGs of tasks).
     Workflow {
+        #[command(flatten)]
+        client: ClientArgs,
         #[command(subcommand)]
         command: WorkflowCommand,
     },
     /// Create, list, pause, resume, trigger and delete schedules of workflow runs.
     Schedule {
+        #[command(flatten)]
+        client: ClientArgs,
         #[command(subcommand)]
         command: ScheduleCommand,
     },
     /// The cluster's nodes as the store records them.
     Cluster {
+        #[command(flatten)]
+        client: ClientArgs,
         #[command(subcommand)]
         command: ClusterCommand,
     },
     /// Operate on one node of the cluster.
     Node {
+        #[command(flatten)]
+        client: ClientArgs,
         #[command(subcommand)]
         command: NodeCommand,
     },
@@ -104,7 +145,8 @@ async fn store_command(command: StoreCommand) -> anyhow::Result<()> {
 enum ConfigCommand {
     /// Print the configuration file with every default, annotated.
     Default,
-    /// Load the configuration (file, then SUPERVISOR_* variables) and print what is in force.
+    /// Print the configuration a node started here would run with: the defaults, then
+    /// the file, then this environment's SUPERVISOR_* variables (not a running node's).
     Show {
         /// A TOML config file.
         #[arg(long, value_name = "FILE", env = "SUPERVISOR_CONFIG")]
@@ -117,25 +159,86 @@ fn config_command(command: ConfigCommand) -> anyhow::Result<()> {
         ConfigCommand::Default => print!("{}", config::EXAMPLE),
         ConfigCommand::Show { config } => {
             let cfg = Config::load(config.as_deref())?;
-            print!("{}", cfg.to_redacted_toml()?);
+            print!(
+                "{}{}",
+                show_header(config.as_deref()),
+                cfg.to_redacted_toml()?
+            );
         }
     }
     Ok(())
 }
 
+/// The TOML comment `config show` starts with: what it shows, and that it comes from
+/// this machine's file and environment, not from a running node.
+fn show_header(file: Option<&std::path::Path>) -> String {
+    let file = match file {
+        Some(path) => format!("the file {}", path.display()),
+        None => "no file (neither --config nor SUPERVISOR_CONFIG names one)".to_owned(),
+    };
+    format!(
+        "# The configuration a node started here with `supervisor up` would run with,\n\
+         # before the flags of `up`. It is read on this machine (a running node may have\n\
+         # been started with another), from:\n\
+         #   the defaults\n\
+         #   {file}\n\
+         #   the SUPERVISOR_* variables of this environment\n\n"
+    )
+}
+
+/// The subjects that work on this machine, which take no client option.
+fn local_subject(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Up(_) => Some("up"),
+        Command::Config { .. } => Some("config"),
+        Command::Store { .. } => Some("store"),
+        _ => None,
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(subject) = local_subject(&cli.command) {
+        let given = [
+            cli.client.server.as_ref().map(|_| "--server"),
+            cli.client.output.map(|_| "--output"),
+        ];
+        if let Some(flag) = given.into_iter().flatten().next() {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "{flag} is for the commands that talk to a node (task, providers, \
+                         workflow, schedule, cluster, node); `supervisor {subject}` works on \
+                         this machine and takes no {flag}"
+                    ),
+                )
+                .exit();
+        }
+    }
+    let outer = cli.client.client_args();
+    let global = |inner: &ClientArgs| GlobalArgs::resolve(&outer, inner);
     let result = match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Config { command } => config_command(command),
         Command::Store { command } => store_command(command).await,
-        Command::Task { command } => commands::task::run(command, &cli.global).await,
-        Command::Providers { command } => commands::providers::run(command, &cli.global).await,
-        Command::Workflow { command } => commands::workflow::run(command, &cli.global).await,
-        Command::Schedule { command } => commands::schedule::run(command, &cli.global).await,
-        Command::Cluster { command } => commands::cluster::run_cluster(command, &cli.global).await,
-        Command::Node { command } => commands::cluster::run_node(command, &cli.global).await,
+        Command::Task { client, command } => commands::task::run(command, &global(&client)).await,
+        Command::Providers { client, command } => {
+            commands::providers::run(command, &global(&client)).await
+        }
+        Command::Workflow { client, command } => {
+            commands::workflow::run(command, &global(&client)).await
+        }
+        Command::Schedule { client, command } => {
+            commands::schedule::run(command, &global(&client)).await
+        }
+        Command::Cluster { client, command } => {
+            commands::cluster::run_cluster(command, &global(&client)).await
+        }
+        Command::Node { client, command } => {
+            commands::cluster::run_node(command, &global(&client)).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

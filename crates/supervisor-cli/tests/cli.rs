@@ -1,6 +1,7 @@
 //! The `supervisor` command itself against a real node: submit --wait, get and list as
 //! JSON, piped watch output, cancel, retry, stats, providers, its error messages, what it
-//! prints of hostile text, and what `up` leaves behind when it cannot start.
+//! prints of hostile text, which commands take which options, and what `up` leaves
+//! behind when it cannot start.
 
 mod common;
 
@@ -228,6 +229,102 @@ fn hostile_text_is_shown_escaped_and_json_stays_exact() {
     assert_eq!(code, 1);
     assert_eq!(obeyed(&err), [], "{err:?}");
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn only_the_commands_that_talk_to_a_node_take_server_and_output() {
+    for args in [
+        &["up", "--help"][..],
+        &["config", "show", "--help"],
+        &["store", "init", "--help"],
+    ] {
+        let (code, out, _) = supervisor(args, &[]);
+        assert_eq!(code, 0);
+        assert!(
+            !out.contains("--server") && !out.contains("--output"),
+            "{args:?}: {out}"
+        );
+    }
+    let (_, out, _) = supervisor(&["up", "--help"], &[]);
+    assert!(out.contains("--listen"), "{out}");
+    let (_, out, _) = supervisor(&["task", "list", "--help"], &[]);
+    assert!(
+        out.contains("--server") && out.contains("--output"),
+        "{out}"
+    );
+
+    let (code, _, err) = supervisor(&["config", "show", "--server", "h:1"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--server"), "{err}");
+    for args in [
+        &["--server", "h:1", "config", "show"][..],
+        &["--output", "json", "up"],
+        &["--server", "h:1", "store", "init"],
+    ] {
+        let (code, _, err) = supervisor(args, &[]);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("talk to a node"), "{args:?}: {err}");
+    }
+
+    // `config show` says what it shows.
+    let (code, out, _) = supervisor(
+        &["config", "show"],
+        &[("SUPERVISOR_ENGINE__LEASE_DURATION", "7s")],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("# The configuration a node started here with `supervisor up`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("SUPERVISOR_* variables of this environment"),
+        "{out}"
+    );
+    assert!(out.contains("lease_duration = \"7s\""), "{out}");
+
+    // The client options work before the subject, after it, and after its command.
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]);
+    for args in [
+        &[
+            "--server",
+            node.addr.as_str(),
+            "--output",
+            "json",
+            "task",
+            "list",
+        ][..],
+        &[
+            "task",
+            "--server",
+            node.addr.as_str(),
+            "--output",
+            "json",
+            "list",
+        ],
+        &[
+            "task",
+            "list",
+            "--server",
+            node.addr.as_str(),
+            "--output",
+            "json",
+        ],
+        &[
+            "--server",
+            "127.0.0.1:1",
+            "task",
+            "list",
+            "--server",
+            node.addr.as_str(),
+            "--output",
+            "json",
+        ],
+    ] {
+        let (code, out, err) = supervisor(args, &[("SUPERVISOR_SERVER", "127.0.0.1:1")]);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert_eq!(out.trim(), "[]", "{args:?}");
+    }
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //! [`NodeCommand`]. What they share: [`output`] (the `--output` format, tables, times,
 //! money), [`parse`] (values of flags), [`follow`] (the loop of `task watch` and
 //! `workflow watch`); their tests share `harness` (parsing a command line, fixed
-//! instants). All take the [`GlobalArgs`] (server address, output format). Errors are
+//! instants). Each subject takes [`ClientArgs`]; its command runs with them resolved
+//! as [`GlobalArgs`] (server address, output format). Errors are
 //! returned as [`anyhow::Error`]; [`report_error`] prints them as one line and picks the
 //! exit code.
 
@@ -29,7 +30,9 @@ use std::{fmt, io, process::ExitCode};
 
 use supervisor_client::{Client, ClientError};
 
-use output::{OutputFormat, print_stderr_line};
+use output::print_stderr_line;
+
+pub use output::OutputFormat;
 
 pub use cluster::{ClusterCommand, NodeCommand};
 pub use providers::ProviderCommand;
@@ -47,21 +50,52 @@ pub const EXIT_TASK_CANCELLED: u8 = 4;
 /// Exit code after Ctrl-C stopped a watch (the task or run itself keeps running).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
-/// Options shared by every client command.
-#[derive(Debug, Clone, clap::Args)]
+/// The variable that names the server when `--server` does not.
+pub const SERVER_ENV: &str = "SUPERVISOR_SERVER";
+
+/// `--server` and `--output` of a command that talks to a node, as its subject takes
+/// them: after the subject's name or anywhere after it (`supervisor task list --server
+/// ADDR`). Only the subjects that talk to a node (`task`, `providers`, `workflow`,
+/// `schedule`, `cluster`, `node`) have them: `up`, `config` and `store` do not.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientArgs {
+    /// Address of the Supervisor server, host:port or http://host:port [env:
+    /// SUPERVISOR_SERVER] [default: 127.0.0.1:50051].
+    #[arg(long = "server", value_name = "ADDR", global = true)]
+    pub server: Option<String>,
+    /// How the command prints its results [default: text].
+    #[arg(long, value_enum, value_name = "FORMAT", global = true)]
+    pub output: Option<OutputFormat>,
+}
+
+/// The options of every client command, resolved: the server to talk to and the output
+/// format.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GlobalArgs {
     /// Address of the Supervisor server (host:port or http://host:port).
-    #[arg(
-        long = "server",
-        value_name = "ADDR",
-        env = "SUPERVISOR_SERVER",
-        default_value = supervisor_client::DEFAULT_ADDR,
-        global = true
-    )]
     pub server: String,
     /// How commands print their results.
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Text, global = true)]
     pub output: OutputFormat,
+}
+
+impl GlobalArgs {
+    /// The options in force: those given after the subject (`inner`), else those given
+    /// before it (`outer`, as in `supervisor --server ADDR task list`), else
+    /// `$SUPERVISOR_SERVER` for the server, else the defaults (127.0.0.1:50051, text).
+    pub fn resolve(outer: &ClientArgs, inner: &ClientArgs) -> Self {
+        let server = inner
+            .server
+            .clone()
+            .or_else(|| outer.server.clone())
+            .or_else(|| {
+                std::env::var(SERVER_ENV)
+                    .ok()
+                    .filter(|s| !s.trim().is_empty())
+            })
+            .unwrap_or_else(|| supervisor_client::DEFAULT_ADDR.to_owned());
+        let output = inner.output.or(outer.output).unwrap_or(OutputFormat::Text);
+        GlobalArgs { server, output }
+    }
 }
 
 /// An error that asks for a given exit code; its message (if any) was not printed yet.
