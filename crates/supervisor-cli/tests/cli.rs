@@ -216,8 +216,8 @@ fn hostile_text_is_shown_escaped_and_json_stays_exact() {
     let last = out.lines().last().unwrap_or_default();
     assert!(
         last.starts_with(&format!("task {second} cancelled in "))
-            && last.ends_with(": \\e[2Jgone\\nfor good"),
-        "on one line: {out}"
+            && last.ends_with("s: \\e[2Jgone\\nfor good"),
+        "says cancelled once, on one line: {out}"
     );
 
     let (code, out, _) = cli(addr, &["task", "list"]);
@@ -325,6 +325,12 @@ fn only_the_commands_that_talk_to_a_node_take_server_and_output() {
         assert_eq!(code, 0, "{args:?}: {err}");
         assert_eq!(out.trim(), "[]", "{args:?}");
     }
+
+    // `providers list` says which numbers are the node's since it started.
+    let (code, out, _) = cli(&node.addr, &["providers", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("since the answering node started"), "{out}");
+    assert!(out.contains("durable and cluster-wide"), "{out}");
 }
 
 #[test]

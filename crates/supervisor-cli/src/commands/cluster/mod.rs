@@ -74,7 +74,7 @@ pub async fn run_node(cmd: NodeCommand, global: &GlobalArgs) -> anyhow::Result<(
                 while node.state != "left" && node.state != "fenced" {
                     if started.elapsed() > timeout {
                         bail!(
-                            "node {id} has not left after {}; it is {} with {} leases held",
+                            "node {id} has not left after {}: its state is {}, with {} leases held",
                             elapsed(timeout),
                             node.state,
                             node.leases_held
@@ -90,14 +90,37 @@ pub async fn run_node(cmd: NodeCommand, global: &GlobalArgs) -> anyhow::Result<(
             }
             match global.output {
                 OutputFormat::Json => print_json(&NodeJson::from(&node)),
-                OutputFormat::Text if wait => Ok(print_line(&format!(
-                    "node {id} drained and is {}",
-                    node.state
-                ))?),
+                OutputFormat::Text if wait => Ok(print_line(&drained_line(&id, &node.state))?),
                 OutputFormat::Text => Ok(print_line(&format!(
                     "asked node {id} to drain; it stops leasing on its next heartbeat (`supervisor cluster status` follows it)"
                 ))?),
             }
         }
+    }
+}
+
+/// How a drain waited for ended: the node left, or was fenced first.
+fn drained_line(id: &str, state: &str) -> String {
+    match state {
+        "left" => format!("node {id} drained and left the cluster"),
+        "fenced" => format!(
+            "node {id} was fenced before it finished draining (its peers stopped hearing \
+             from it); its unfinished tasks went back to the queue"
+        ),
+        other => format!("node {id} stopped waiting in state {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_lines_say_how_the_node_went() {
+        assert_eq!(
+            drained_line("w1", "left"),
+            "node w1 drained and left the cluster"
+        );
+        assert!(drained_line("w1", "fenced").starts_with("node w1 was fenced before"));
     }
 }

@@ -15,7 +15,8 @@ pub fn liveness_name(value: i32) -> &'static str {
     }
 }
 
-/// The node table of `cluster status`.
+/// The node table of `cluster status`. A node that left holds no leases and keeps no
+/// link, so both read `-` (the JSON keeps what the server sent).
 pub fn nodes_table(nodes: &[NodeStatus]) -> String {
     let mut table = Table::new(&[
         "NODE",
@@ -34,6 +35,7 @@ pub fn nodes_table(nodes: &[NodeStatus]) -> String {
         if n.drain_requested && n.state == "active" {
             state.push_str(" (drain requested)");
         }
+        let left = n.state == "left";
         table.row(vec![
             n.id.clone(),
             state,
@@ -44,10 +46,18 @@ pub fn nodes_table(nodes: &[NodeStatus]) -> String {
             } else {
                 elapsed(Duration::from_millis(n.silent_for_ms))
             },
-            format!("{}/{}", n.leases_held, n.max_in_flight),
+            if left {
+                "-".to_owned()
+            } else {
+                format!("{}/{}", n.leases_held, n.max_in_flight)
+            },
             n.address.clone(),
             n.providers.join(","),
-            or_dash(&n.link),
+            if left {
+                "-".to_owned()
+            } else {
+                or_dash(&n.link)
+            },
             n.note.clone(),
         ]);
     }
@@ -71,6 +81,20 @@ mod tests {
             link: "down".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_node_that_left_shows_no_leases_and_no_link() {
+        let text = nodes_table(&[node("w1", "active"), node("w2", "left")]);
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "NODE  STATE   EPOCH  LIVENESS  SILENT  LEASES  ADDRESS         PROVIDERS  LINK  NOTE",
+                "w1    active  2      alive     -       3/64    10.0.0.1:50051  mock       down",
+                "w2    left    2      alive     -       -       10.0.0.1:50051  mock       -",
+            ]
+        );
     }
 
     #[test]

@@ -1,5 +1,12 @@
 //! Providers and spend as `--output json` prints them. A rate limit of 0 (none) and a
 //! success rate or latency of -1 (nothing measured yet) read null.
+//!
+//! A provider's numbers are of two kinds, as the text table's footer says: the answering
+//! node's live numbers, which start again from zero when that node restarts
+//! (`in_flight`, `executions_*`, `success_rate`, `latency_*`, `throttled_for_ms`,
+//! `circuit`, `healthy`), and durable, cluster-wide counters kept in the store
+//! (`completions_*`, `input_tokens`, `output_tokens`, `cost_*`: the completions the store
+//! accepted from the provider).
 
 use serde::Serialize;
 use supervisor_proto::v1::{GetSpendResponse, ProviderInfo, SpendRow};
@@ -11,25 +18,38 @@ use crate::commands::output::{measured, non_empty, non_zero, usd};
 pub struct ProviderJson {
     name: String,
     kind: String,
+    /// The answering node's last health check.
     healthy: bool,
     health_detail: Option<String>,
     models: Vec<String>,
+    /// The answering node's circuit breaker for it.
     circuit: String,
     throttled_for_ms: u64,
     requests_per_minute: Option<u32>,
     tokens_per_minute: Option<u64>,
+    /// Live, answering node: executions running now.
     in_flight: u32,
     max_concurrency: u32,
+    /// Live, answering node: executions started since the node started.
     executions_started: u64,
+    /// Live, answering node: executions that succeeded since the node started.
     executions_succeeded: u64,
+    /// Live, answering node: executions that failed since the node started.
     executions_failed: u64,
+    /// Live, answering node: share of its recent executions that succeeded.
     success_rate: Option<f64>,
+    /// Live, answering node: latency of its recent executions.
     latency_p50_ms: Option<f64>,
     latency_p95_ms: Option<f64>,
+    /// Durable, cluster-wide: completions the store accepted.
     completions_accepted: u64,
+    /// Durable, cluster-wide: completions refused for a stale fencing token.
     completions_refused: u64,
+    /// Durable, cluster-wide: tokens of the accepted completions.
     input_tokens: u64,
     output_tokens: u64,
+    /// Durable, cluster-wide: cost of the accepted completions (`providers spend`
+    /// counts failed attempts too).
     cost_usd: f64,
     cost_micros: u64,
 }

@@ -331,7 +331,7 @@ mod tests {
         let lines: Vec<_> = body.lines().collect();
         assert_eq!(lines.len(), 9, "the last row stays free: {body}");
         assert!(lines.iter().all(|l| width(l) <= 49), "{body}");
-        assert!(lines[8].starts_with("… 15 more rows"), "{body}");
+        assert!(lines[8].starts_with("… 17 more rows"), "{body}");
     }
 
     #[test]

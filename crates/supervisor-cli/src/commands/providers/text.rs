@@ -6,8 +6,19 @@ use supervisor_proto::v1::{GetSpendResponse, ProviderInfo};
 
 use crate::commands::output::{Table, cost, elapsed, or_dash};
 
+/// What the numbers of [`providers_table`] count, printed under it: the node's live
+/// numbers start again from zero when it restarts; the durable ones do not.
+pub const PROVIDERS_FOOTER: &str = "\
+IN-FLIGHT now, OK/FAILED since the answering node started, SUCCESS and P50/P95 MS over its \
+recent executions: that node's live numbers.
+TOKENS IN/OUT and SPEND: durable and cluster-wide, for the completions the store accepted \
+(`providers spend` also counts failed attempts).
+";
+
 /// The providers: health, circuit breaker, load, executions, success rate, latency,
-/// rate limits, tokens and spend, and the health check's detail last.
+/// rate limits, tokens and spend, and the health check's detail last; then
+/// [`PROVIDERS_FOOTER`], which says which numbers are the answering node's since it
+/// started and which are durable.
 ///
 /// Started executions, accepted and refused completions and the models are left to
 /// `--output json`.
@@ -50,7 +61,9 @@ pub fn providers_table(providers: &[ProviderInfo]) -> String {
             p.health_detail.clone(),
         ]);
     }
-    table.render()
+    let mut text = table.render();
+    text.push_str(PROVIDERS_FOOTER);
+    text
 }
 
 /// `a/b`, or `-` when both are `-`.
@@ -170,7 +183,7 @@ mod tests {
         let text = providers_table(&[fresh, busy]);
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(
-            lines,
+            lines[..3],
             [
                 "NAME    KIND       HEALTH     CIRCUIT               IN-FLIGHT  OK/FAILED  \
                  SUCCESS  P50/P95 MS  LIMITS RPM/TPM  TOKENS IN/OUT  SPEND      DETAIL",

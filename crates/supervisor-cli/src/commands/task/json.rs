@@ -1,5 +1,11 @@
 //! Tasks as `--output json` prints them. An unspecified priority reads `"normal"` (its
 //! meaning in the contract); a `max_cost_usd` of 0 (no limit) reads null.
+//!
+//! `specialty` is the specialty the task asked for; null when it left the choice to the
+//! agents, which pick one per attempt and name it in the attempt's routing event (an
+//! `activity` event: `attempt 1: specialty bug_hunter (...); provider ...`). An attempt's
+//! `provider` is null when none was chosen, or when the agent panicked (outcome
+//! `panicked`) before it recorded one.
 
 use std::collections::BTreeMap;
 
@@ -39,6 +45,7 @@ pub struct TaskJson {
     started_at: Option<String>,
     finished_at: Option<String>,
     next_attempt_at: Option<String>,
+    /// The specialty the task asked for (null: chosen per attempt, see its events).
     specialty: Option<String>,
     routing_strategy: Option<String>,
     preferred_providers: Vec<String>,
@@ -53,6 +60,7 @@ pub struct TaskJson {
 #[derive(Debug, Serialize)]
 pub struct AttemptJson {
     attempt: u32,
+    /// Null when no provider was chosen, or the agent panicked (outcome `panicked`).
     provider: Option<String>,
     model: Option<String>,
     outcome: String,

@@ -87,14 +87,18 @@ pub fn task_summary(task: &Task, now: SystemTime) -> String {
     if !task.context.is_empty() {
         fields.push(("context", key_values(&task.context)));
     }
-    let routing = [
-        ("specialty", &task.specialty),
-        ("strategy", &task.routing_strategy),
-    ];
-    for (name, value) in routing {
-        if !value.is_empty() {
-            fields.push((name, value.clone()));
-        }
+    if !task.specialty.is_empty() {
+        fields.push(("specialty", task.specialty.clone()));
+    } else if !task.attempts.is_empty() {
+        // The task left it to the agents: each attempt picked one, which only its
+        // routing event names.
+        fields.push((
+            "specialty",
+            "chosen per attempt (see `supervisor task watch`)".to_owned(),
+        ));
+    }
+    if !task.routing_strategy.is_empty() {
+        fields.push(("strategy", task.routing_strategy.clone()));
     }
     if !task.preferred_providers.is_empty() {
         fields.push(("prefer", task.preferred_providers.join(", ")));
@@ -184,6 +188,19 @@ pub fn task_summary(task: &Task, now: SystemTime) -> String {
     text
 }
 
+/// What the attempts table shows for an attempt that names no provider: one whose agent
+/// panicked is recorded without the provider it may have reached.
+pub const PANICKED_PROVIDER: &str = "(none recorded: the agent panicked)";
+
+/// The provider of an attempt: `-` when none was chosen, [`PANICKED_PROVIDER`] when the
+/// agent panicked.
+fn attempt_provider(attempt: &Attempt) -> String {
+    match (attempt.provider.as_str(), attempt.outcome.as_str()) {
+        ("", "panicked") => PANICKED_PROVIDER.to_owned(),
+        (provider, _) => or_dash(provider),
+    }
+}
+
 /// The ended attempts of a task: number, provider, model, outcome, tokens and cost.
 pub fn attempts_table(attempts: &[Attempt]) -> String {
     let mut table = Table::new(&["#", "PROVIDER", "MODEL", "OUTCOME", "TOKENS IN/OUT", "COST"]);
@@ -191,7 +208,7 @@ pub fn attempts_table(attempts: &[Attempt]) -> String {
         let usage = attempt.usage.unwrap_or_default();
         table.row(vec![
             attempt.attempt.to_string(),
-            or_dash(&attempt.provider),
+            attempt_provider(attempt),
             or_dash(&attempt.model),
             or_dash(&attempt.outcome),
             format!("{}/{}", usage.input_tokens, usage.output_tokens),
@@ -233,7 +250,17 @@ pub fn outcome_line(task: &Task) -> String {
         _ => {}
     }
     if !task.error.is_empty() && status != TaskStatus::Succeeded {
-        let _ = write!(line, ": {}", task.error);
+        // A cancelled task's error starts with what the line already says
+        // (`cancelled: not needed`, `cancelled by request`): not twice.
+        let error = task.error.as_str();
+        match error.strip_prefix("cancelled") {
+            Some(rest) if status == TaskStatus::Cancelled && rest.starts_with([':', ' ']) => {
+                line.push_str(rest);
+            }
+            _ => {
+                let _ = write!(line, ": {error}");
+            }
+        }
     }
     line
 }
@@ -388,6 +415,75 @@ mod tests {
         cancelled.error = "by user".into();
         cancelled.finished_at = None;
         assert_eq!(outcome_line(&cancelled), "task t1 cancelled: by user");
+    }
+
+    #[test]
+    fn a_cancelled_task_says_cancelled_once() {
+        let mut cancelled = task();
+        cancelled.status = TaskStatus::Cancelled as i32;
+        cancelled.finished_at = Some(timestamp_from_micros(T0 + 500_000));
+        cancelled.error = "cancelled: not needed".into();
+        assert_eq!(
+            outcome_line(&cancelled),
+            "task t1 cancelled in 0.5s: not needed"
+        );
+        cancelled.error = "cancelled by request".into();
+        assert_eq!(
+            outcome_line(&cancelled),
+            "task t1 cancelled in 0.5s by request"
+        );
+        cancelled.error = "cancelledness".into();
+        assert_eq!(
+            outcome_line(&cancelled),
+            "task t1 cancelled in 0.5s: cancelledness"
+        );
+        // Another status keeps its error whole.
+        let mut failed = task();
+        failed.error = "cancelled: upstream".into();
+        assert!(outcome_line(&failed).ends_with("attempts: cancelled: upstream"));
+    }
+
+    #[test]
+    fn a_panicked_attempt_says_why_it_names_no_provider() {
+        let attempts = [
+            Attempt {
+                attempt: 1,
+                outcome: "panicked".into(),
+                ..Default::default()
+            },
+            Attempt {
+                attempt: 2,
+                outcome: "no_provider".into(),
+                ..Default::default()
+            },
+        ];
+        let text = attempts_table(&attempts);
+        let lines: Vec<_> = text.lines().collect();
+        assert!(
+            lines[1].starts_with(&format!("1  {PANICKED_PROVIDER}  -")),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("2  -  "), "{text}");
+        assert!(!text.contains("None"), "{text}");
+    }
+
+    #[test]
+    fn a_specialty_left_to_the_agents_is_said_to_be_chosen_per_attempt() {
+        let mut ran = task();
+        ran.attempts = vec![Attempt {
+            attempt: 1,
+            provider: "mock".into(),
+            outcome: "timeout".into(),
+            ..Default::default()
+        }];
+        let text = task_summary(&ran, at(T0));
+        assert!(
+            text.contains("chosen per attempt (see `supervisor task watch`)"),
+            "{text}"
+        );
+        ran.specialty = "bug_hunter".into();
+        let text = task_summary(&ran, at(T0));
+        assert!(!text.contains("chosen per attempt"), "{text}");
     }
 
     #[test]
