@@ -374,3 +374,36 @@ fn up_leaves_nothing_behind_when_it_cannot_start() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn a_node_with_authentication_takes_the_key_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[("SUPERVISOR_AUTH__ENABLED", "true")]);
+    // The first start writes an admin key, just after it says where it listens.
+    let key_file = dir.path().join("admin.key");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let key = loop {
+        match std::fs::read_to_string(&key_file) {
+            Ok(key) if key.ends_with('\n') => break key,
+            _ if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => panic!("no admin key at {}: {other:?}", key_file.display()),
+        }
+    };
+
+    let (code, _, err) = cli(&node.addr, &["task", "list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("UNAUTHENTICATED"), "{err}");
+    for (name, value) in [
+        ("SUPERVISOR_TOKEN", key.trim()),
+        ("SUPERVISOR_TOKEN_FILE", key_file.to_str().unwrap()),
+    ] {
+        let (code, out, err) = supervisor(
+            &["task", "list", "--output", "json"],
+            &[("SUPERVISOR_SERVER", &node.addr), (name, value)],
+        );
+        assert_eq!(code, 0, "{name}: {err}");
+        assert_eq!(out.trim(), "[]", "{name}");
+    }
+}

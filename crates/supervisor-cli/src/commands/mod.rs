@@ -28,7 +28,7 @@ pub mod workflow;
 
 use std::{fmt, io, process::ExitCode};
 
-use supervisor_client::{Client, ClientError};
+use supervisor_client::{Client, ClientError, ConnectOptions};
 
 use output::print_stderr_line;
 
@@ -59,8 +59,9 @@ pub const SERVER_ENV: &str = "SUPERVISOR_SERVER";
 /// `schedule`, `cluster`, `node`) have them: `up`, `config` and `store` do not.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ClientArgs {
-    /// Address of the Supervisor server, host:port or http://host:port [env:
-    /// SUPERVISOR_SERVER] [default: 127.0.0.1:50051].
+    /// Address of the Supervisor server, host:port, http://host:port or https://host:port
+    /// [env: SUPERVISOR_SERVER] [default: 127.0.0.1:50051]. Credentials come from
+    /// SUPERVISOR_TOKEN (or SUPERVISOR_TOKEN_FILE) and SUPERVISOR_CA_FILE.
     #[arg(long = "server", value_name = "ADDR", global = true)]
     pub server: Option<String>,
     /// How the command prints its results [default: text].
@@ -177,9 +178,13 @@ fn error_line(err: &anyhow::Error) -> String {
     line
 }
 
-/// Connects to the server named by the global options.
+/// Connects to the server named by the global options, with what the environment says
+/// about credentials: the key or JWT in `SUPERVISOR_TOKEN` (or the file
+/// `SUPERVISOR_TOKEN_FILE` names) and the CA of an `https://` server in
+/// `SUPERVISOR_CA_FILE`.
 async fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
-    Ok(Client::connect(&global.server).await?)
+    let options = ConnectOptions::from_env()?;
+    Ok(Client::connect_with(&global.server, &options).await?)
 }
 
 #[cfg(test)]
