@@ -51,6 +51,7 @@ impl LeadingClientArgs {
         ClientArgs {
             server: self.server.clone(),
             output: self.output,
+            ..ClientArgs::default()
         }
     }
 }
@@ -100,6 +101,33 @@ enum Command {
         client: ClientArgs,
         #[command(subcommand)]
         command: NodeCommand,
+    },
+    /// Who the credentials stand for (tenant, role, principal).
+    Whoami {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make and list tenants (admins of the default tenant).
+    Tenant {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: commands::access::TenantCommand,
+    },
+    /// Make, list and revoke API keys (admins).
+    Key {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: commands::access::KeyCommand,
+    },
+    /// Read the audit log: every call that may change something, every refused call
+    /// (admins).
+    Audit {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: commands::access::AuditCommand,
     },
     /// Work with the configuration file.
     Config {
@@ -238,6 +266,16 @@ async fn main() -> ExitCode {
         }
         Command::Node { client, command } => {
             commands::cluster::run_node(command, &global(&client)).await
+        }
+        Command::Whoami { client } => commands::access::run_whoami(&global(&client)).await,
+        Command::Tenant { client, command } => {
+            commands::access::run_tenant(command, &global(&client)).await
+        }
+        Command::Key { client, command } => {
+            commands::access::run_key(command, &global(&client)).await
+        }
+        Command::Audit { client, command } => {
+            commands::access::run_audit(command, &global(&client)).await
         }
     };
     match result {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::NodeProcess;
+use common::{NodeProcess, supervisor};
 use supervisor_client::{Client, ConnectOptions, v1};
 use tonic::Code;
 
@@ -323,4 +323,89 @@ async fn another_tenant_sees_nothing_of_a_tenants_tasks_runs_and_schedules() {
         code(b_admin_into_a.get(&task.id).await).0,
         Code::PermissionDenied
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_makes_tenants_and_keys_and_reads_the_audit_log() {
+    let (dir, node) = start();
+    let admin_file = dir.path().join("admin.key");
+    let admin_file = admin_file.to_str().unwrap();
+    let cli = |args: &[&str], token: (&str, &str)| {
+        let mut env = vec![("SUPERVISOR_SERVER", node.addr.as_str())];
+        env.push(token);
+        supervisor(args, &env)
+    };
+    let admin = ("SUPERVISOR_TOKEN_FILE", admin_file);
+    let (code, out, err) = cli(&["whoami"], admin);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("admin") && out.contains("default"), "{out}");
+    let (code, _, err) = cli(&["tenant", "create", "team-a"], admin);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = cli(
+        &[
+            "key",
+            "create",
+            "--tenant",
+            "team-a",
+            "--role",
+            "developer",
+            "--name",
+            "ci",
+            "--expires",
+            "30d",
+            "--output",
+            "json",
+        ],
+        admin,
+    );
+    assert_eq!(code, 0, "{err}");
+    let made: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let key = made["key"].as_str().expect("key").to_string();
+    let id = made["id"].as_str().expect("id").to_string();
+    assert!(key.starts_with("svk_") && key.contains(&id), "{out}");
+    assert_eq!(made["info"]["tenant"], "team-a");
+
+    // The new key, through --token: its tenant and role.
+    let (code, out, err) = supervisor(
+        &[
+            "whoami", "--server", &node.addr, "--token", &key, "--output", "json",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let me: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (me["tenant"].as_str(), me["role"].as_str()),
+        (Some("team-a"), Some("developer"))
+    );
+    // A developer is no admin.
+    let (code, _, err) = cli(&["key", "list"], ("SUPERVISOR_TOKEN", &key));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("PERMISSION_DENIED") && err.contains("administer"),
+        "{err}"
+    );
+
+    let (code, out, err) = cli(&["key", "list", "--all-tenants"], admin);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&id) && out.contains("active"), "{out}");
+    assert!(!out.contains(&key[21..]), "a secret was listed: {out}");
+    let (code, out, err) = cli(&["key", "revoke", &id], admin);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("revoked key"), "{out}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (code, _, err) = cli(&["task", "stats"], ("SUPERVISOR_TOKEN", &key));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("UNAUTHENTICATED") && err.contains("revoked"),
+        "{err}"
+    );
+
+    let (code, out, err) = cli(&["audit", "list", "--all-tenants", "--since", "1h"], admin);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("AuthService/RevokeKey") && out.contains(&id),
+        "{out}"
+    );
+    assert!(out.contains("PermissionDenied"), "{out}");
 }

@@ -157,3 +157,39 @@ fn grpcurl_lists_submits_watches_and_gets() {
         "{err}"
     );
 }
+
+#[test]
+fn grpcurl_with_a_bearer_token_on_a_node_with_authentication() {
+    let bin = grpcurl();
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[("SUPERVISOR_AUTH__ENABLED", "true")]);
+    let key = std::fs::read_to_string(dir.path().join("admin.key")).expect("admin key");
+    let header = format!("authorization: Bearer {}", key.trim());
+    // Reflection and health stay open: they reveal the schema and liveness only.
+    let services = run(&bin, &[&node.addr, "list"]);
+    assert!(services.contains("supervisor.v1.AuthService"), "{services}");
+    let me = run(
+        &bin,
+        &[
+            "-H",
+            &header,
+            &node.addr,
+            "supervisor.v1.AuthService/WhoAmI",
+        ],
+    );
+    assert!(
+        me.contains("\"role\": \"admin\"") && me.contains("\"authEnabled\": true"),
+        "{me}"
+    );
+    let out = Command::new(&bin)
+        .args([
+            "-plaintext",
+            &node.addr,
+            "supervisor.v1.TaskService/GetTaskStats",
+        ])
+        .output()
+        .expect("run grpcurl");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Unauthenticated"), "{err}");
+}

@@ -14,6 +14,7 @@
 //! returned as [`anyhow::Error`]; [`report_error`] prints them as one line and picks the
 //! exit code.
 
+pub mod access;
 pub mod cluster;
 mod follow;
 #[cfg(test)]
@@ -67,6 +68,18 @@ pub struct ClientArgs {
     /// How the command prints its results [default: text].
     #[arg(long, value_enum, value_name = "FORMAT", global = true)]
     pub output: Option<OutputFormat>,
+    /// The API key (svk_...) or JWT every call carries [env: SUPERVISOR_TOKEN].
+    #[arg(long, value_name = "TOKEN", global = true)]
+    pub token: Option<String>,
+    /// A file holding the token [env: SUPERVISOR_TOKEN_FILE].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// The authority of an https:// server's certificate [env: SUPERVISOR_CA_FILE].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Act in this tenant (an admin of the default tenant only).
+    #[arg(long, value_name = "TENANT", global = true)]
+    pub tenant: Option<String>,
 }
 
 /// The options of every client command, resolved: the server to talk to and the output
@@ -77,6 +90,21 @@ pub struct GlobalArgs {
     pub server: String,
     /// How commands print their results.
     pub output: OutputFormat,
+    /// The flags that override the environment's credentials.
+    pub credentials: Credentials,
+}
+
+/// Credentials given as flags; each one given wins over its environment variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// `--token`.
+    pub token: Option<String>,
+    /// `--token-file`.
+    pub token_file: Option<std::path::PathBuf>,
+    /// `--ca-file`.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `--tenant`.
+    pub tenant: Option<String>,
 }
 
 impl GlobalArgs {
@@ -95,7 +123,17 @@ impl GlobalArgs {
             })
             .unwrap_or_else(|| supervisor_client::DEFAULT_ADDR.to_owned());
         let output = inner.output.or(outer.output).unwrap_or(OutputFormat::Text);
-        GlobalArgs { server, output }
+        let credentials = Credentials {
+            token: inner.token.clone(),
+            token_file: inner.token_file.clone(),
+            ca_file: inner.ca_file.clone(),
+            tenant: inner.tenant.clone(),
+        };
+        GlobalArgs {
+            server,
+            output,
+            credentials,
+        }
     }
 }
 
@@ -178,12 +216,23 @@ fn error_line(err: &anyhow::Error) -> String {
     line
 }
 
-/// Connects to the server named by the global options, with what the environment says
-/// about credentials: the key or JWT in `SUPERVISOR_TOKEN` (or the file
-/// `SUPERVISOR_TOKEN_FILE` names) and the CA of an `https://` server in
+/// Connects to the server named by the global options, with the credentials the flags
+/// give, else those the environment gives: the key or JWT in `SUPERVISOR_TOKEN` (or the
+/// file `SUPERVISOR_TOKEN_FILE` names) and the CA of an `https://` server in
 /// `SUPERVISOR_CA_FILE`.
 async fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
-    let options = ConnectOptions::from_env()?;
+    let flags = &global.credentials;
+    let mut options = ConnectOptions::from_env()?;
+    if let Some(path) = &flags.token_file {
+        options.token = Some(supervisor_client::read_token_file(path)?);
+    }
+    if let Some(token) = &flags.token {
+        options.token = Some(token.clone());
+    }
+    if let Some(ca) = &flags.ca_file {
+        options.ca_file = Some(ca.clone());
+    }
+    options.tenant = flags.tenant.clone();
     Ok(Client::connect_with(&global.server, &options).await?)
 }
 
