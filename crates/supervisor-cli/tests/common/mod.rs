@@ -18,9 +18,16 @@ impl NodeProcess {
     /// Starts a node on a free loopback port over `data_dir`, with extra environment
     /// (e.g. `SUPERVISOR_PROVIDERS__MOCK__LATENCY`), and waits until it listens.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> NodeProcess {
+        NodeProcess::start_with_args(data_dir, &[], env)
+    }
+
+    /// Like [`NodeProcess::start`], with more arguments to `up` (such as `--store URL
+    /// --join --node-id n2`).
+    pub fn start_with_args(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_supervisor"));
         cmd.args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
