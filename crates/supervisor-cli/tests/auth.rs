@@ -409,3 +409,88 @@ async fn the_cli_makes_tenants_and_keys_and_reads_the_audit_log() {
     );
     assert!(out.contains("PermissionDenied"), "{out}");
 }
+
+/// Calls `path` with an empty request as `token`; the status it ends with (`Ok` for a
+/// success, or for a stream that is still open after its first message).
+async fn raw_call(
+    channel: tonic::transport::Channel,
+    path: &str,
+    streaming: bool,
+    token: &str,
+) -> Code {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let mut request = tonic::Request::new(());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("metadata"),
+    );
+    let path = http::uri::PathAndQuery::try_from(path.to_string()).expect("path");
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    if streaming {
+        match grpc.server_streaming(request, path, codec).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                match tokio::time::timeout(Duration::from_secs(2), stream.message()).await {
+                    Ok(Err(status)) => status.code(),
+                    _ => Code::Ok,
+                }
+            }
+            Err(status) => status.code(),
+        }
+    } else {
+        match grpc.unary(request, path, codec).await {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_of_every_service_against_every_role() {
+    use prost::Message as _;
+    let (dir, node) = start();
+    let admin_key = std::fs::read_to_string(dir.path().join("admin.key")).expect("admin.key");
+    let admin = as_token(&node, admin_key.trim()).await;
+    let mut keys = Vec::new();
+    for role in ["viewer", "developer", "operator", "admin"] {
+        keys.push((role, key(&admin, "default", role).await));
+    }
+    let channel = tonic::transport::Endpoint::from_shared(node.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let fds = prost_types::FileDescriptorSet::decode(supervisor_proto::FILE_DESCRIPTOR_SET)
+        .expect("descriptors");
+    let mut walked = 0;
+    for file in fds.file.iter().filter(|f| f.package() == "supervisor.v1") {
+        for service in &file.service {
+            for method in &service.method {
+                let path = format!("/supervisor.v1.{}/{}", service.name(), method.name());
+                let need = supervisor_server::auth::permissions::needed(&path)
+                    .expect("every RPC of the API needs a permission");
+                for (role, token) in &keys {
+                    let allowed = role
+                        .parse::<supervisor_model::Role>()
+                        .expect("role")
+                        .allows(need);
+                    let code =
+                        raw_call(channel.clone(), &path, method.server_streaming(), token).await;
+                    if allowed {
+                        assert!(
+                            !matches!(code, Code::PermissionDenied | Code::Unauthenticated),
+                            "{role} calling {path} got {code:?}"
+                        );
+                    } else {
+                        assert_eq!(code, Code::PermissionDenied, "{role} calling {path}");
+                    }
+                }
+                let code = raw_call(channel.clone(), &path, method.server_streaming(), "").await;
+                assert_eq!(code, Code::Unauthenticated, "no credentials calling {path}");
+                walked += 1;
+            }
+        }
+    }
+    assert!(walked >= 30, "{walked} RPCs walked");
+}
