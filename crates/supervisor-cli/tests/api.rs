@@ -457,3 +457,63 @@ async fn spend_ledger_and_provider_watch_over_grpc() {
         "{events:?}"
     );
 }
+
+/// A finished task to watch or read back.
+async fn finished_task(client: &Client) -> v1::Task {
+    let task = client.submit(submit_req("finish quickly")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), client.wait(&task.id))
+        .await
+        .expect("the task finishes")
+        .expect("wait")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_after_the_largest_sequence_numbers_replays_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]);
+    let client = connect(&node).await;
+    let task = finished_task(&client).await;
+    let mut workflows = client.workflow_service();
+    let run = workflows
+        .submit_workflow(v1::SubmitWorkflowRequest {
+            source: Some(v1::WorkflowSource {
+                source: Some(v1::workflow_source::Source::Yaml(
+                    "name: one\nsteps:\n  - id: a\n    task: { type: testing, prompt: test }\n"
+                        .into(),
+                )),
+            }),
+            vars: Default::default(),
+        })
+        .await
+        .expect("submit")
+        .into_inner();
+    tokio::time::timeout(Duration::from_secs(60), client.wait_workflow(&run.id))
+        .await
+        .expect("the run ends")
+        .expect("wait");
+    for after_seq in [i64::MAX as u64 - 1, i64::MAX as u64, 1 << 63, u64::MAX] {
+        let events: Vec<_> = client
+            .task_service()
+            .watch_task(v1::WatchTaskRequest {
+                id: task.id.clone(),
+                after_seq,
+            })
+            .await
+            .expect("watch")
+            .into_inner()
+            .collect()
+            .await;
+        assert!(events.is_empty(), "after_seq {after_seq}: {events:?}");
+        let events: Vec<_> = workflows
+            .watch_workflow(v1::WatchWorkflowRequest {
+                id: run.id.clone(),
+                after_seq,
+            })
+            .await
+            .expect("watch")
+            .into_inner()
+            .collect()
+            .await;
+        assert!(events.is_empty(), "after_seq {after_seq}: {events:?}");
+    }
+}

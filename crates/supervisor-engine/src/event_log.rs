@@ -147,7 +147,7 @@ pub(crate) async fn follow<L: EventLog>(
                 return None;
             }
             let (ended, next_seq, watch) = st.next.take()?;
-            let caught_up = next_seq <= st.after + 1;
+            let caught_up = next_seq <= st.after.saturating_add(1);
             if ended && caught_up {
                 return None;
             }

@@ -64,9 +64,21 @@ pub(crate) fn event(tenant: &str, id: TaskId, seq: u64) -> Vec<u8> {
 
 /// Events of a task with `seq > after`.
 pub(crate) fn events_after(tenant: &str, id: TaskId, after: u64) -> (Vec<u8>, Vec<u8>) {
-    let begin = event(tenant, id, after.saturating_add(1));
     let (_, end) = root().subspace(&("ev", tenant, id.to_string())).range();
-    (begin, end)
+    seqs_after(after, end, |seq| event(tenant, id, seq))
+}
+
+/// The range `[key(after + 1), end)`, or an empty range when no sequence number the
+/// tuple layer stores (an `i64`) lies above `after`: a `u64` above `i64::MAX` would wrap
+/// to a negative number and sort before every event.
+fn seqs_after(after: u64, end: Vec<u8>, key: impl Fn(u64) -> Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    match after
+        .checked_add(1)
+        .filter(|first| i64::try_from(*first).is_ok())
+    {
+        Some(first) => (key(first), end),
+        None => (end.clone(), end),
+    }
 }
 
 pub(crate) fn idempotency(tenant: &str, key: &str) -> Vec<u8> {
@@ -243,9 +255,8 @@ pub(crate) fn workflow_event(tenant: &str, id: TaskId, seq: u64) -> Vec<u8> {
 
 /// Events of a run with `seq > after`.
 pub(crate) fn workflow_events_after(tenant: &str, id: TaskId, after: u64) -> (Vec<u8>, Vec<u8>) {
-    let begin = workflow_event(tenant, id, after.saturating_add(1));
     let (_, end) = root().subspace(&("wfev", tenant, id.to_string())).range();
-    (begin, end)
+    seqs_after(after, end, |seq| workflow_event(tenant, id, seq))
 }
 
 pub(crate) fn schedule(tenant: &str, name: &str) -> Vec<u8> {
