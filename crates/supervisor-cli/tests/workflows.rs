@@ -294,3 +294,62 @@ async fn a_schedule_fires_once_per_tick_on_one_node() {
         .expect_err("missing");
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
+
+async fn wait_run(c: &mut WorkflowServiceClient<Channel>, id: &str) -> v1::WorkflowRun {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = get(c, id).await;
+        if r.status != v1::RunStatus::Running as i32 {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "the run did not end: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_reads_the_status_of_an_earlier_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]);
+    let mut c = client(&node).await;
+    // The review step of examples/fix-and-review.yaml.
+    let flow = r#"
+name: status
+vars: { issue: "flaky retry test" }
+steps:
+  - id: fix
+    task: { type: bug_fix, prompt: "Fix the {{ vars.issue }}" }
+  - id: review
+    needs: [{ step: fix, when: always }]
+    task:
+      type: pr_review
+      prompt: "Fix attempt ({{ steps.fix.status }}, {{ steps.fix.attempts }} attempt): {{ steps.fix.output }}"
+"#;
+    let run = c
+        .submit_workflow(v1::SubmitWorkflowRequest {
+            source: yaml(flow),
+            vars: Default::default(),
+        })
+        .await
+        .expect("submit")
+        .into_inner();
+    let done = wait_run(&mut c, &run.id).await;
+    assert_eq!(done.status, v1::RunStatus::Succeeded as i32, "{done:?}");
+    let review = done
+        .steps
+        .iter()
+        .find(|s| s.id == "review")
+        .expect("review step");
+    let task = supervisor_client::Client::connect(&node.url())
+        .await
+        .unwrap()
+        .get(&review.task_id)
+        .await
+        .unwrap();
+    assert!(
+        task.prompt
+            .starts_with("Fix attempt (succeeded, 1 attempt): [mock provider] bug_fix"),
+        "{}",
+        task.prompt
+    );
+}

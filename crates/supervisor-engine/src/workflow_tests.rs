@@ -203,6 +203,44 @@ steps:
 }
 
 #[tokio::test]
+async fn prompts_read_the_status_of_earlier_steps() {
+    let f = fixture().await;
+    let d = def(r#"
+name: status
+steps:
+  - id: fix
+    task: { type: bug_fix, prompt: "fix it" }
+  - id: review
+    needs: [{ step: fix, when: always }]
+    task: { type: pr_review, prompt: "Fix attempt ({{ steps.fix.status }}): {{ steps.fix.output }}" }
+"#);
+    for (rule, expected) in [
+        (
+            Box::new(succeed_all) as Box<Rule>,
+            "Fix attempt (succeeded): output of fix",
+        ),
+        (
+            Box::new(|t: &supervisor_model::Task| match step_of(t) {
+                "fix" => Err("no luck".to_string()),
+                _ => Ok(String::new()),
+            }),
+            "Fix attempt (failed): ",
+        ),
+    ] {
+        f.engine
+            .submit_workflow("default", d.clone(), BTreeMap::new())
+            .await
+            .expect("submit");
+        let ran = run_ready(&f, rule.as_ref()).await;
+        let review = ran
+            .iter()
+            .find(|t| step_of(t) == "review")
+            .expect("review ran");
+        assert_eq!(review.prompt, expected);
+    }
+}
+
+#[tokio::test]
 async fn an_expression_condition_decides_a_branch() {
     let yaml = r#"
 name: review-loop

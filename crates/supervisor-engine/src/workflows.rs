@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use supervisor_model::{Task, TaskId, TaskStatus, WorkflowRef};
 use supervisor_store::{RangeOptions, Transaction, Watch};
 use supervisor_workflow::{
-    Context, Expression, Plan, RenderOptions, RunStatus, StepState, StepStates, When, WorkflowDef,
-    placeholders, render_task, retry_plan,
+    Context, Expression, Plan, RenderOptions, RunStatus, StepState, StepStates, StepStatus, When,
+    WorkflowDef, placeholders, render_task, retry_plan,
 };
 
 use crate::codec::{decode, encode};
@@ -163,10 +163,11 @@ fn event(
     Ok(())
 }
 
-/// Values the planner and the templates read: variables, and outputs and attempts of the
-/// steps that are referenced and have finished.
+/// Values the planner and the templates read: variables, every step's status, and
+/// outputs and attempts of the steps that are referenced and have finished.
 struct RunContext {
     vars: BTreeMap<String, String>,
+    statuses: HashMap<String, StepStatus>,
     outputs: HashMap<String, String>,
     attempts: HashMap<String, u32>,
 }
@@ -180,6 +181,10 @@ impl Context for RunContext {
     }
     fn step_attempts(&self, step: &str) -> Option<u32> {
         self.attempts.get(step).copied()
+    }
+    // Conditions get statuses from the planner; prompts (`{{ steps.x.status }}`) from here.
+    fn step_status(&self, step: &str) -> Option<StepStatus> {
+        self.statuses.get(step).copied()
     }
 }
 
@@ -223,6 +228,11 @@ async fn context_for(
 ) -> Result<RunContext, EngineError> {
     let mut ctx = RunContext {
         vars: run.vars.clone(),
+        statuses: run
+            .steps
+            .iter()
+            .map(|(id, state)| (id.clone(), state.status()))
+            .collect(),
         outputs: HashMap::new(),
         attempts: HashMap::new(),
     };

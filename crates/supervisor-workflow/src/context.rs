@@ -212,7 +212,9 @@ pub trait Context {
         None
     }
     /// The status of step `step`, if known. The readiness planner supplies statuses from
-    /// the run's step states itself, so engine contexts may leave this out.
+    /// the run's step states itself when it evaluates conditions, but prompts
+    /// (`{{ steps.x.status }}`) read them from here: a context that renders templates must
+    /// answer, or every status renders as `pending`.
     fn step_status(&self, _step: &str) -> Option<StepStatus> {
         None
     }
