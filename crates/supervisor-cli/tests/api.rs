@@ -517,3 +517,101 @@ async fn watching_after_the_largest_sequence_numbers_replays_nothing() {
         assert!(events.is_empty(), "after_seq {after_seq}: {events:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_limits_are_refused_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]);
+    let client = connect(&node).await;
+    let mut r = submit_req("x");
+    r.timeout_ms = u64::MAX;
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["timeout_ms", "86400000"],
+    )
+    .await;
+    let mut r = submit_req("x");
+    r.max_cost_usd = 1e308;
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["max_cost_usd", "10000"],
+    )
+    .await;
+    let mut r = submit_req("x");
+    r.max_attempts = 101;
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["max_attempts", "1 to 100"],
+    )
+    .await;
+    // At the limits, accepted as given.
+    let mut r = submit_req("x");
+    r.timeout_ms = 86_400_000;
+    r.max_cost_usd = 10_000.0;
+    r.max_attempts = 100;
+    let t = client.submit(r).await.unwrap();
+    assert_eq!(
+        (t.timeout_ms, t.max_cost_usd, t.max_attempts),
+        (86_400_000, 10_000.0, 100)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_are_refused_with_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "5s")]);
+    let client = connect(&node).await;
+    let mut r = submit_req("x");
+    r.labels = vec!["ok".into(), "red\u{1b}[31m".into()];
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["labels", "U+001B", "byte 3"],
+    )
+    .await;
+    let mut r = submit_req("x");
+    r.labels = vec!["evil\u{202e}txt".into()];
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["labels", "U+202E"],
+    )
+    .await;
+    let mut r = submit_req("x");
+    r.context.insert("two\nlines".into(), "v".into());
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["context", "U+000A"],
+    )
+    .await;
+    let mut r = submit_req("x");
+    r.context.insert("k".into(), "nul\0here".into());
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["context", "U+0000"],
+    )
+    .await;
+    let r = submit_req(&format!("{}\0", "p".repeat(10_000)));
+    let err = client.submit(r).await.expect_err("NUL in a prompt");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(
+        err.message().contains("prompt") && err.message().contains("U+0000"),
+        "{err}"
+    );
+    assert!(err.message().len() < 400, "the input is not echoed: {err}");
+    // Prompts and context values may hold line breaks and tabs.
+    let mut r = submit_req("line one\n\tline two\r\n");
+    r.context.insert("notes".into(), "a\nb\tc".into());
+    let t = client.submit(r).await.expect("accepted");
+    expect_status(
+        client.cancel(&t.id, "bad\0reason").await,
+        Code::InvalidArgument,
+        &["reason", "U+0000"],
+    )
+    .await;
+}

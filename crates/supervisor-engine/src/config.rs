@@ -61,8 +61,14 @@ impl EngineConfig {
                 supervisor_model::MAX_ATTEMPTS_LIMIT
             ));
         }
-        if self.default_attempt_timeout.is_zero() {
-            return Err("engine.default_attempt_timeout must be above zero".into());
+        if self.default_attempt_timeout.is_zero()
+            || self.default_attempt_timeout.as_millis()
+                > u128::from(supervisor_model::MAX_TIMEOUT_MS)
+        {
+            return Err(format!(
+                "engine.default_attempt_timeout must be above zero and at most {}ms (24h)",
+                supervisor_model::MAX_TIMEOUT_MS
+            ));
         }
         if self.retry_initial_backoff > self.retry_max_backoff {
             return Err(

@@ -100,7 +100,10 @@ pub enum EngineError {
         detail: String,
     },
     /// No such node in the cluster (gRPC `NOT_FOUND`).
-    #[error("no node with id {id:?} in the cluster; `supervisor cluster status` lists them")]
+    #[error(
+        "no node with id {} in the cluster; `supervisor cluster status` lists them",
+        supervisor_model::quote(id)
+    )]
     NodeNotFound {
         /// The id that was looked up.
         id: String,

@@ -363,13 +363,15 @@ impl Engine {
     }
 
     /// Cancels an unfinished task. A running task's node is told through its inbox; its
-    /// later writes are refused because cancelling advances the fencing token.
+    /// later writes are refused because cancelling advances the fencing token. A reason
+    /// over `MAX_REASON_BYTES` or holding NUL is refused (`InvalidArgument`).
     pub async fn cancel(
         &self,
         tenant: &str,
         id: TaskId,
         reason: &str,
     ) -> Result<Task, EngineError> {
+        supervisor_model::check_reason(reason)?;
         let now = self.now_micros();
         let reason = if reason.trim().is_empty() {
             "cancelled by request".to_string()

@@ -845,6 +845,7 @@ impl Engine {
         id: TaskId,
         reason: &str,
     ) -> Result<WorkflowRun, EngineError> {
+        supervisor_model::check_reason(reason)?;
         let now = self.now_micros();
         let why = if reason.trim().is_empty() {
             "cancelled by request".to_string()

@@ -10,13 +10,19 @@
 mod task;
 mod identity;
 mod specialty;
+mod text;
 
 pub use identity::*;
 pub use specialty::*;
 pub use task::*;
+pub use text::{MAX_QUOTED_CHARS, check_name, check_text, forbidden_in_name, quote};
 
 /// The tenant every task belongs to until authentication introduces more.
 pub const DEFAULT_TENANT: &str = "default";
+
+// The limits of the API. Every layer reads them from here: the model's validation (which
+// the server runs on every request), the CLI's flag parsers and value ranges, and the
+// docs (`docs/limits.md` and the proto comments name the same numbers; a test checks it).
 
 /// Largest prompt accepted, in bytes. Kept well under the store's value limit so a task
 /// record (prompt plus metadata) always fits in one value.
@@ -27,9 +33,19 @@ pub const MAX_LABELS: usize = 32;
 pub const MAX_LABEL_BYTES: usize = 128;
 /// Most context entries on one task.
 pub const MAX_CONTEXT_ENTRIES: usize = 64;
+/// Longest context key, in bytes.
+pub const MAX_CONTEXT_KEY_BYTES: usize = 128;
 /// Largest total of context keys and values, in bytes.
 pub const MAX_CONTEXT_BYTES: usize = 16 * 1024;
 /// Longest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 /// Largest `max_attempts` a task may ask for.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+/// Longest time limit one attempt may ask for, in milliseconds: 24 hours.
+pub const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+/// Highest cost ceiling one attempt may ask for, in millionths of a US dollar: $10,000.
+pub const MAX_COST_MICROS: u64 = 10_000 * 1_000_000;
+/// Longest provider name a task may prefer or exclude, in bytes.
+pub const MAX_PROVIDER_NAME_BYTES: usize = 64;
+/// Longest reason given when cancelling a task or a run, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// An error parsing a user-supplied name (task type, status, priority, id).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} {given:?}; expected one of: {expected}")]
+#[error("unknown {what} {}; expected one of: {expected}", crate::quote(given))]
 pub struct ParseError {
     /// What was being parsed ("task type", "priority", ...).
     pub what: &'static str,
@@ -328,7 +328,8 @@ impl FieldError {
 }
 
 impl NewTask {
-    /// Checks every field against the limits, naming the first one that is wrong.
+    /// Checks every field against the limits and the text rules ([`crate::check_name`],
+    /// [`crate::check_text`]), naming the first one that is wrong.
     pub fn validate(&self) -> Result<TaskType, FieldError> {
         let task_type = self.task_type.ok_or_else(|| {
             FieldError::new(
@@ -356,6 +357,7 @@ impl NewTask {
                 ),
             ));
         }
+        crate::check_text("prompt", "the prompt", &self.prompt)?;
         if self.labels.len() > crate::MAX_LABELS {
             return Err(FieldError::new(
                 "labels",
@@ -366,28 +368,32 @@ impl NewTask {
                 ),
             ));
         }
-        for label in &self.labels {
+        for (i, label) in self.labels.iter().enumerate() {
             if label.is_empty() || label.len() > crate::MAX_LABEL_BYTES {
                 return Err(FieldError::new(
                     "labels",
                     format!(
-                        "label {label:?} must be 1 to {} bytes long",
+                        "label {} ({}) must be 1 to {} bytes long",
+                        i + 1,
+                        crate::quote(label),
                         crate::MAX_LABEL_BYTES
                     ),
                 ));
             }
+            crate::check_name("labels", &format!("label {}", i + 1), label)?;
         }
-        if let Some(key) = &self.idempotency_key
-            && key.len() > crate::MAX_IDEMPOTENCY_KEY_BYTES
-        {
-            return Err(FieldError::new(
-                "idempotency_key",
-                format!(
-                    "the key is {} bytes; the limit is {} bytes",
-                    key.len(),
-                    crate::MAX_IDEMPOTENCY_KEY_BYTES
-                ),
-            ));
+        if let Some(key) = &self.idempotency_key {
+            if key.len() > crate::MAX_IDEMPOTENCY_KEY_BYTES {
+                return Err(FieldError::new(
+                    "idempotency_key",
+                    format!(
+                        "the key is {} bytes; the limit is {} bytes",
+                        key.len(),
+                        crate::MAX_IDEMPOTENCY_KEY_BYTES
+                    ),
+                ));
+            }
+            crate::check_name("idempotency_key", "the key", key)?;
         }
         if self.context.len() > crate::MAX_CONTEXT_ENTRIES {
             return Err(FieldError::new(
@@ -409,6 +415,24 @@ impl NewTask {
                 ),
             ));
         }
+        for (key, value) in &self.context {
+            if key.is_empty() || key.len() > crate::MAX_CONTEXT_KEY_BYTES {
+                return Err(FieldError::new(
+                    "context",
+                    format!(
+                        "context key {} must be 1 to {} bytes long",
+                        crate::quote(key),
+                        crate::MAX_CONTEXT_KEY_BYTES
+                    ),
+                ));
+            }
+            crate::check_name("context", "context key", key)?;
+            crate::check_text(
+                "context",
+                &format!("the value of context key {}", crate::quote(key)),
+                value,
+            )?;
+        }
         for (field, names) in [
             ("preferred_providers", &self.routing.preferred_providers),
             ("excluded_providers", &self.routing.excluded_providers),
@@ -422,11 +446,18 @@ impl NewTask {
                     ),
                 ));
             }
-            if let Some(bad) = names.iter().find(|n| n.trim().is_empty() || n.len() > 64) {
-                return Err(FieldError::new(
-                    field,
-                    format!("provider name {bad:?} must be 1 to 64 characters"),
-                ));
+            for name in names {
+                if name.trim().is_empty() || name.len() > crate::MAX_PROVIDER_NAME_BYTES {
+                    return Err(FieldError::new(
+                        field,
+                        format!(
+                            "provider name {} must be 1 to {} bytes",
+                            crate::quote(name),
+                            crate::MAX_PROVIDER_NAME_BYTES
+                        ),
+                    ));
+                }
+                crate::check_name(field, "provider name", name)?;
             }
         }
         if let Some(n) = self.max_attempts
@@ -440,8 +471,47 @@ impl NewTask {
                 ),
             ));
         }
+        if let Some(ms) = self.timeout_ms
+            && (ms == 0 || ms > crate::MAX_TIMEOUT_MS)
+        {
+            return Err(FieldError::new(
+                "timeout_ms",
+                format!(
+                    "{ms} ms is out of range; use 1 to {} ms (24h; 0 in the API means the default)",
+                    crate::MAX_TIMEOUT_MS
+                ),
+            ));
+        }
+        if let Some(micros) = self.routing.max_cost_micros
+            && micros > crate::MAX_COST_MICROS
+        {
+            return Err(FieldError::new(
+                "max_cost_usd",
+                format!(
+                    "${} per attempt is over the limit of ${}",
+                    micros as f64 / 1e6,
+                    crate::MAX_COST_MICROS / 1_000_000
+                ),
+            ));
+        }
         Ok(task_type)
     }
+}
+
+/// Checks a reason given when cancelling a task or a run: at most
+/// [`crate::MAX_REASON_BYTES`] of free text.
+pub fn check_reason(reason: &str) -> Result<(), FieldError> {
+    if reason.len() > crate::MAX_REASON_BYTES {
+        return Err(FieldError::new(
+            "reason",
+            format!(
+                "the reason is {} bytes; the limit is {} bytes",
+                reason.len(),
+                crate::MAX_REASON_BYTES
+            ),
+        ));
+    }
+    crate::check_text("reason", "the reason", reason)
 }
 
 /// A task as stored: its request, its lifecycle state and, once finished, its result.
@@ -612,6 +682,89 @@ mod tests {
         t.task_type = Some(TaskType::Feature);
         t.max_attempts = Some(0);
         assert_eq!(t.validate().unwrap_err().field, "max_attempts");
+    }
+
+    #[test]
+    fn limits_are_enforced_at_the_edge_and_named() {
+        let ok = NewTask {
+            task_type: Some(TaskType::BugFix),
+            prompt: "fix it".into(),
+            max_attempts: Some(crate::MAX_ATTEMPTS_LIMIT),
+            timeout_ms: Some(crate::MAX_TIMEOUT_MS),
+            routing: crate::RoutingPrefs {
+                max_cost_micros: Some(crate::MAX_COST_MICROS),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(ok.validate().is_ok());
+        let over = |f: fn(&mut NewTask)| {
+            let mut t = ok.clone();
+            f(&mut t);
+            t.validate().unwrap_err()
+        };
+        let e = over(|t| t.max_attempts = Some(crate::MAX_ATTEMPTS_LIMIT + 1));
+        assert!(e.message.contains("1 to 100"), "{e}");
+        let e = over(|t| t.timeout_ms = Some(u64::MAX));
+        assert_eq!(e.field, "timeout_ms");
+        assert!(e.message.contains("86400000"), "{e}");
+        let e = over(|t| t.timeout_ms = Some(0));
+        assert_eq!(e.field, "timeout_ms");
+        let e = over(|t| t.routing.max_cost_micros = Some(u64::MAX));
+        assert_eq!(e.field, "max_cost_usd");
+        assert!(e.message.contains("$10000"), "{e}");
+    }
+
+    #[test]
+    fn text_rules_apply_to_every_field() {
+        let base = NewTask {
+            task_type: Some(TaskType::BugFix),
+            prompt: "line one\n\tline two".into(),
+            context: [("notes".to_string(), "a\nb".to_string())].into(),
+            ..Default::default()
+        };
+        assert!(base.validate().is_ok(), "line breaks and tabs in free text");
+        for (field, f) in [
+            (
+                "prompt",
+                (|t: &mut NewTask| t.prompt.push('\0')) as fn(&mut NewTask),
+            ),
+            ("labels", |t| t.labels = vec!["a\u{1b}".into()]),
+            ("labels", |t| t.labels = vec!["a\u{202d}".into()]),
+            ("context", |t| {
+                t.context.insert("k\n".into(), "v".into());
+            }),
+            ("context", |t| {
+                t.context.insert(String::new(), "v".into());
+            }),
+            ("context", |t| {
+                t.context.insert("k".into(), "v\0".into());
+            }),
+            ("idempotency_key", |t| {
+                t.idempotency_key = Some("k\r".into())
+            }),
+            ("preferred_providers", |t| {
+                t.routing.preferred_providers = vec!["mo\u{7}ck".into()]
+            }),
+        ] {
+            let mut t = base.clone();
+            f(&mut t);
+            assert_eq!(t.validate().map_err(|e| e.field), Err(field));
+        }
+        assert!(check_reason("not now\n(see #12)").is_ok());
+        assert_eq!(check_reason("a\0").unwrap_err().field, "reason");
+        assert!(check_reason(&"r".repeat(crate::MAX_REASON_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn parse_errors_quote_at_most_a_hundred_characters() {
+        let err = "x"
+            .repeat(10_000)
+            .parse::<TaskType>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 400, "{err}");
+        assert!(err.contains("(10000 bytes)"), "{err}");
     }
 
     #[test]

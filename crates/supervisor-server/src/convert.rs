@@ -146,7 +146,10 @@ pub(crate) fn id_in(field: &str, raw: &str, what: &str) -> Result<TaskId, Status
     raw.parse::<TaskId>().map_err(|_| {
         invalid(
             field,
-            format!("{raw:?} is not a {what}; expected a UUID such as 0192f5e4-7c2a-7b3e-9f00-1a2b3c4d5e6f"),
+            format!(
+                "{} is not a {what}; expected a UUID such as 0192f5e4-7c2a-7b3e-9f00-1a2b3c4d5e6f",
+                supervisor_model::quote(raw)
+            ),
         )
     })
 }
@@ -197,7 +200,8 @@ fn providers_in(field: &str, names: Vec<String>, known: &[String]) -> Result<Vec
             return Err(invalid(
                 field,
                 format!(
-                    "unknown provider {name:?}; configured providers: {}",
+                    "unknown provider {}; configured providers: {}",
+                    supervisor_model::quote(name),
                     known.join(", ")
                 ),
             ));
@@ -233,6 +237,17 @@ pub(crate) fn new_task_in(
             "max_cost_usd",
             format!(
                 "{} is not a cost; give dollars, 0 for no limit",
+                r.max_cost_usd
+            ),
+        ));
+    }
+    let max_dollars = supervisor_model::MAX_COST_MICROS / 1_000_000;
+    if r.max_cost_usd > max_dollars as f64 {
+        // Refused, never clamped: a ceiling the caller did not ask for is no ceiling.
+        return Err(invalid(
+            "max_cost_usd",
+            format!(
+                "${:e} per attempt is over the limit of ${max_dollars}; give less, or 0 for no limit",
                 r.max_cost_usd
             ),
         ));

@@ -84,7 +84,8 @@ fn repository_servable(
     };
     if node.repository_providers().is_empty() {
         return Err(Status::failed_precondition(format!(
-            "the task names repository {repo:?} (context {}=), but no provider in the cluster can work in a repository: configure a provider of kind claude_cli on a node, or submit without {}=",
+            "the task names repository {} (context {}=), but no provider in the cluster can work in a repository: configure a provider of kind claude_cli on a node, or submit without {}=",
+            supervisor_model::quote(repo),
             supervisor_providers::REPO_KEY,
             supervisor_providers::REPO_KEY
         )));
@@ -360,7 +361,10 @@ impl ProviderService for ProviderApi {
             } else {
                 Err(invalid(
                     field,
-                    format!("{v:?} is not a day like 2026-11-24"),
+                    format!(
+                        "{} is not a day like 2026-11-24",
+                        supervisor_model::quote(&v)
+                    ),
                 ))
             }
         };

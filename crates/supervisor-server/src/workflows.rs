@@ -466,7 +466,10 @@ impl WorkflowService for WorkflowApi {
             other => {
                 return Err(invalid(
                     "missed",
-                    format!("unknown policy {other:?}; expected skip or catch_up_one"),
+                    format!(
+                        "unknown policy {}; expected skip or catch_up_one",
+                        supervisor_model::quote(other)
+                    ),
                 ));
             }
         };

@@ -31,11 +31,20 @@ use crate::template::Template;
 pub const MAX_STEPS: usize = 10_000;
 /// Longest step id, in bytes.
 pub const MAX_STEP_ID_BYTES: usize = 64;
+/// Longest workflow name, in bytes.
+pub const MAX_NAME_BYTES: usize = 128;
+/// Longest workflow description, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
+/// Longest `policy.deadline` a run may have: 30 days.
+pub const MAX_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// The stable codes of validation issues.
 pub mod codes {
     /// The workflow's name is empty.
     pub const EMPTY_NAME: &str = "empty_name";
+    /// The workflow's name or description is too long or holds characters it may not
+    /// (see `supervisor_model::check_name`).
+    pub const INVALID_NAME: &str = "invalid_name";
     /// The workflow has no steps.
     pub const NO_STEPS: &str = "no_steps";
     /// More than [`super::MAX_STEPS`] steps.
@@ -86,6 +95,7 @@ pub mod codes {
     /// Every error code.
     pub const ERRORS: &[&str] = &[
         EMPTY_NAME,
+        INVALID_NAME,
         NO_STEPS,
         TOO_MANY_STEPS,
         INVALID_VAR_NAME,
@@ -294,6 +304,33 @@ pub fn validate(def: &WorkflowDef) -> Report {
             None,
             "the workflow needs a name: add `name: <name>`".into(),
         );
+    } else if def.name.len() > MAX_NAME_BYTES {
+        c.error(
+            codes::INVALID_NAME,
+            None,
+            format!(
+                "the name is {} bytes; the limit is {MAX_NAME_BYTES} bytes",
+                def.name.len()
+            ),
+        );
+    } else if let Err(e) = supervisor_model::check_name("name", "the name", &def.name) {
+        c.error(codes::INVALID_NAME, None, e.message);
+    }
+    if let Some(description) = &def.description {
+        if description.len() > MAX_DESCRIPTION_BYTES {
+            c.error(
+                codes::INVALID_NAME,
+                None,
+                format!(
+                    "the description is {} bytes; the limit is {MAX_DESCRIPTION_BYTES} bytes",
+                    description.len()
+                ),
+            );
+        } else if let Err(e) =
+            supervisor_model::check_text("description", "the description", description)
+        {
+            c.error(codes::INVALID_NAME, None, e.message);
+        }
     }
     if def.steps.is_empty() {
         c.error(
@@ -309,15 +346,20 @@ pub fn validate(def: &WorkflowDef) -> Report {
             format!("{} steps; at most {MAX_STEPS} are allowed", def.steps.len()),
         );
     }
-    for name in def.vars.keys() {
+    for (name, value) in &def.vars {
         if !is_valid_var_name(name) {
             c.error(
                 codes::INVALID_VAR_NAME,
                 None,
                 format!(
-                    "variable name {name:?} must be 1 to 64 of A-Z a-z 0-9 _ - to be referenced as vars.<name>"
+                    "variable name {} must be 1 to 64 of A-Z a-z 0-9 _ - to be referenced as vars.<name>",
+                    supervisor_model::quote(name)
                 ),
             );
+        } else if let Err(e) =
+            supervisor_model::check_text("vars", &format!("variable `{name}`"), value)
+        {
+            c.error(codes::INVALID_VAR_NAME, None, e.message);
         }
     }
     if def.policy.deadline.is_some_and(|d| d.is_zero()) {
@@ -325,6 +367,17 @@ pub fn validate(def: &WorkflowDef) -> Report {
             codes::INVALID_POLICY,
             None,
             "policy.deadline is zero, so every run would fail at once; give a positive duration such as \"2h\" or remove it".into(),
+        );
+    }
+    if let Some(deadline) = def.policy.deadline.filter(|d| *d > MAX_DEADLINE) {
+        c.error(
+            codes::INVALID_POLICY,
+            None,
+            format!(
+                "policy.deadline is {}; the limit is {} (30 days)",
+                humantime::format_duration(deadline),
+                humantime::format_duration(MAX_DEADLINE)
+            ),
         );
     }
     if def.policy.max_concurrency == Some(0) {
@@ -347,8 +400,8 @@ pub fn validate(def: &WorkflowDef) -> Report {
                 codes::INVALID_STEP_ID,
                 Some(&step.id),
                 format!(
-                    "step id {:?} must be 1 to {MAX_STEP_ID_BYTES} of a-z 0-9 _ - (steps[{pos}])",
-                    step.id
+                    "step id {} must be 1 to {MAX_STEP_ID_BYTES} of a-z 0-9 _ - (steps[{pos}])",
+                    supervisor_model::quote(&step.id)
                 ),
             );
         }
@@ -602,9 +655,26 @@ fn check_task(c: &mut Checker<'_>, pos: usize, step: &StepDef) {
             Some(&step.id),
             "timeout: must be positive, e.g. \"10m\"".into(),
         );
+    } else if let Some(t) = task
+        .timeout
+        .filter(|t| t.as_millis() > u128::from(supervisor_model::MAX_TIMEOUT_MS))
+    {
+        c.error(
+            codes::INVALID_TASK,
+            Some(&step.id),
+            format!(
+                "timeout: {} is over the limit of 24h ({} ms)",
+                humantime::format_duration(t),
+                supervisor_model::MAX_TIMEOUT_MS
+            ),
+        );
+    }
+    if let Err(e) = supervisor_model::check_text("prompt", "the prompt", &task.prompt) {
+        c.error(codes::INVALID_TASK, Some(&step.id), e.to_string());
     }
     // The remaining limits are the model's own; the prompt was checked above (its length
-    // depends on outputs only known at run time).
+    // depends on outputs only known at run time), and so was the timeout (in its own
+    // words).
     let probe = NewTask {
         task_type: Some(task.task_type),
         prompt: "-".into(),
@@ -766,6 +836,10 @@ mod tests {
                 format!("name: ''\nsteps:\n{}", s("a", "[]", "p")),
             ),
             (codes::NO_STEPS, "name: x\nsteps: []\n".into()),
+            (
+                codes::INVALID_NAME,
+                format!("name: \"a\\u001bb\"\nsteps:\n{}", s("a", "[]", "p")),
+            ),
             (
                 codes::INVALID_VAR_NAME,
                 format!(
@@ -1037,6 +1111,43 @@ mod tests {
         assert!(msgs[0].starts_with("timeout:"), "{r}");
         assert!(msgs[1].starts_with("max_attempts:"), "{r}");
         assert!(msgs[2].contains("the limit is"), "{r}");
+    }
+
+    #[test]
+    fn absurd_values_and_forbidden_characters_are_named() {
+        let yaml = format!(
+            "name: \"{}\"\ndescription: \"nul\\0\"\nvars: {{ repo: \"a\\0b\" }}\npolicy: {{ deadline: 100y }}\nsteps:\n  - id: a\n    task: {{ type: testing, prompt: \"{{{{ vars.repo }}}}\\0\", timeout: 100y, labels: [\"x\\u202ey\"] }}\n",
+            "n".repeat(MAX_NAME_BYTES + 1)
+        );
+        let r = report(&yaml);
+        let msgs: Vec<String> = r.errors.iter().map(|i| i.to_string()).collect();
+        assert_eq!(
+            codes_of(&r.errors),
+            [
+                codes::INVALID_NAME,
+                codes::INVALID_NAME,
+                codes::INVALID_VAR_NAME,
+                codes::INVALID_POLICY,
+                codes::INVALID_TASK,
+                codes::INVALID_TASK,
+                codes::INVALID_TASK,
+            ],
+            "{r}"
+        );
+        for (i, needle) in [
+            "the limit is 128 bytes",
+            "U+0000",
+            "variable `repo` holds U+0000",
+            "the limit is 30days",
+            "over the limit of 24h",
+            "prompt: the prompt holds U+0000",
+            "U+202E",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(msgs[i].contains(needle), "{} lacks {needle}", msgs[i]);
+        }
     }
 
     #[test]
