@@ -615,3 +615,53 @@ async fn control_characters_are_refused_with_their_position() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_choices_no_provider_can_satisfy_are_refused_at_submit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]);
+    let client = connect(&node).await;
+    let mut r = submit_req("x");
+    r.excluded_providers = vec!["mock".into()];
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["excluded_providers", "every provider", "mock"],
+    )
+    .await;
+    let mut r = submit_req("x");
+    r.preferred_providers = vec!["claude".into()];
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["preferred_providers", "claude", "mock"],
+    )
+    .await;
+    // The same holds for a workflow's steps.
+    let mut workflows = client.workflow_service();
+    for (field, yaml) in [
+        (
+            "excluded_providers",
+            "name: w\nsteps:\n  - id: a\n    task: { type: testing, prompt: t, excluded_providers: [mock] }\n",
+        ),
+        (
+            "preferred_providers",
+            "name: w\nsteps:\n  - id: a\n    task: { type: testing, prompt: t, preferred_providers: [claude] }\n",
+        ),
+    ] {
+        let err = workflows
+            .submit_workflow(v1::SubmitWorkflowRequest {
+                source: Some(v1::WorkflowSource {
+                    source: Some(v1::workflow_source::Source::Yaml(yaml.into())),
+                }),
+                vars: Default::default(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains(field) && err.message().contains("mock"),
+            "{err:?}"
+        );
+    }
+}

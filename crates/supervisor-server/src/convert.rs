@@ -193,21 +193,43 @@ pub(crate) fn paging_in(
     Ok((size as usize, token))
 }
 
-/// Checks provider names against the node's providers.
-fn providers_in(field: &str, names: Vec<String>, known: &[String]) -> Result<Vec<String>, Status> {
-    for name in &names {
-        if !known.iter().any(|k| k == name) {
-            return Err(invalid(
+/// Checks a task's provider choices against the providers the cluster knows (this
+/// node's and those seen on others): every name must be one of them, and the exclusions
+/// must leave at least one, or the task could only fail when it runs. The error names
+/// the field (`preferred_providers`, `excluded_providers`) and the known providers.
+pub(crate) fn check_providers(
+    preferred: &[String],
+    excluded: &[String],
+    known: &[String],
+) -> Result<(), (&'static str, String)> {
+    let known_list = if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.join(", ")
+    };
+    for (field, names) in [
+        ("preferred_providers", preferred),
+        ("excluded_providers", excluded),
+    ] {
+        if let Some(name) = names.iter().find(|n| !known.contains(n)) {
+            return Err((
                 field,
                 format!(
-                    "unknown provider {}; configured providers: {}",
-                    supervisor_model::quote(name),
-                    known.join(", ")
+                    "unknown provider {}; the providers of the cluster are: {known_list}",
+                    supervisor_model::quote(name)
                 ),
             ));
         }
     }
-    Ok(names)
+    if !excluded.is_empty() && !known.is_empty() && known.iter().all(|k| excluded.contains(k)) {
+        return Err((
+            "excluded_providers",
+            format!(
+                "excludes every provider of the cluster ({known_list}), so the task could never run; leave at least one"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A submit request as the domain's `NewTask`; `providers` are the configured provider
@@ -252,11 +274,15 @@ pub(crate) fn new_task_in(
             ),
         ));
     }
+    if !r.preferred_providers.is_empty() || !r.excluded_providers.is_empty() {
+        check_providers(&r.preferred_providers, &r.excluded_providers, providers)
+            .map_err(|(field, message)| invalid(field, message))?;
+    }
     let routing = RoutingPrefs {
         specialty,
         strategy,
-        preferred_providers: providers_in("preferred_providers", r.preferred_providers, providers)?,
-        excluded_providers: providers_in("excluded_providers", r.excluded_providers, providers)?,
+        preferred_providers: r.preferred_providers,
+        excluded_providers: r.excluded_providers,
         max_cost_micros: (r.max_cost_usd > 0.0).then(|| (r.max_cost_usd * 1e6).round() as u64),
     };
     let new = NewTask {

@@ -475,7 +475,6 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let engine = node.engine().clone();
     let acceptor = tls
         .map(tls::acceptor)
         .transpose()
@@ -487,7 +486,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(TaskServiceServer::new(TaskApi::new(node.clone())))
-        .add_service(WorkflowServiceServer::new(WorkflowApi::new(engine)))
+        .add_service(WorkflowServiceServer::new(WorkflowApi::new(node.clone())))
         .add_service(ClusterServiceServer::new(cluster::ClusterApi::new(
             node.clone(),
         )))

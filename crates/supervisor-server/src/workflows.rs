@@ -5,17 +5,19 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use serde_json::{Map, Value, json};
 use supervisor_engine::workflow::{Missed, RunStatus, ScheduleDef, StepState, WorkflowDef};
 use supervisor_engine::{Engine, ScheduleRecord, WorkflowEvent, WorkflowQuery, WorkflowRun};
+use supervisor_node::Node;
 use supervisor_proto::convert::{EnumName, timestamp_from_micros};
 use supervisor_proto::v1;
 use supervisor_proto::v1::workflow_service_server::WorkflowService;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{id_in, invalid, paging_in, status_from};
+use crate::convert::{check_providers, id_in, invalid, paging_in, status_from};
 
 /// Parses a workflow run id field.
 fn run_id_in(field: &str, raw: &str) -> Result<supervisor_model::TaskId, Status> {
@@ -23,16 +25,59 @@ fn run_id_in(field: &str, raw: &str) -> Result<supervisor_model::TaskId, Status>
 }
 use crate::tenant;
 
-/// `supervisor.v1.WorkflowService` over an engine.
+/// `supervisor.v1.WorkflowService` over a running node.
 #[derive(Clone)]
 pub struct WorkflowApi {
     engine: Engine,
+    node: Arc<Node>,
 }
 
 impl WorkflowApi {
-    /// A workflow service over `engine`.
-    pub fn new(engine: Engine) -> Self {
-        WorkflowApi { engine }
+    /// A workflow service over `node`'s engine; the providers `node` knows (its own and
+    /// those of other nodes) are the names a step may prefer or exclude.
+    pub fn new(node: Arc<Node>) -> Self {
+        WorkflowApi {
+            engine: node.engine().clone(),
+            node,
+        }
+    }
+
+    /// What is wrong with the provider choices of `def`'s steps, by step: a name no
+    /// node of the cluster runs, or exclusions that leave no provider (the step could
+    /// only fail when it runs).
+    fn provider_issues(&self, def: &WorkflowDef) -> Vec<(String, String)> {
+        let uses_names = def.steps.iter().any(|s| {
+            !s.task.preferred_providers.is_empty() || !s.task.excluded_providers.is_empty()
+        });
+        if !uses_names {
+            return Vec::new();
+        }
+        let known = self.node.known_provider_names();
+        def.steps
+            .iter()
+            .filter_map(|s| {
+                check_providers(
+                    &s.task.preferred_providers,
+                    &s.task.excluded_providers,
+                    &known,
+                )
+                .err()
+                .map(|(field, message)| (s.id.clone(), format!("{field}: {message}")))
+            })
+            .collect()
+    }
+
+    /// Refuses `def` when a step's provider choices cannot be satisfied.
+    fn check_providers(&self, def: &WorkflowDef) -> Result<(), Status> {
+        let issues = self.provider_issues(def);
+        if issues.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = issues
+            .iter()
+            .map(|(step, message)| format!("[invalid_task] step {step}: {message}"))
+            .collect();
+        Err(invalid("definition", lines.join("; ")))
     }
 }
 
@@ -319,9 +364,19 @@ impl WorkflowService for WorkflowApi {
             step: i.step.clone().unwrap_or_default(),
             message: i.message.clone(),
         };
+        let mut errors: Vec<v1::ValidationIssue> = report.errors.iter().map(issue).collect();
+        errors.extend(
+            self.provider_issues(&def)
+                .into_iter()
+                .map(|(step, message)| v1::ValidationIssue {
+                    code: supervisor_engine::workflow::codes::INVALID_TASK.into(),
+                    step,
+                    message,
+                }),
+        );
         Ok(Response::new(v1::ValidateWorkflowResponse {
-            valid: report.is_ok(),
-            errors: report.errors.iter().map(issue).collect(),
+            valid: errors.is_empty(),
+            errors,
             warnings: report.warnings.iter().map(issue).collect(),
         }))
     }
@@ -333,6 +388,7 @@ impl WorkflowService for WorkflowApi {
         let tenant = &tenant(&req);
         let r = req.into_inner();
         let def = definition_in(r.source)?;
+        self.check_providers(&def)?;
         let run = self
             .engine
             .submit_workflow(tenant, def, r.vars.into_iter().collect())
@@ -460,6 +516,7 @@ impl WorkflowService for WorkflowApi {
         let tenant = &tenant(&req);
         let r = req.into_inner();
         let def = definition_in(r.source)?;
+        self.check_providers(&def)?;
         let missed = match r.missed.as_str() {
             "" | "skip" => Missed::Skip,
             "catch_up_one" => Missed::CatchUpOne,
