@@ -200,6 +200,20 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Parses an attempt's time limit like [`parse_timeout`], at most the API's limit
+/// ([`supervisor_model::MAX_TIMEOUT_MS`], 24h).
+pub fn parse_attempt_timeout(text: &str) -> Result<Duration, String> {
+    let duration = parse_timeout(text)?;
+    let limit = Duration::from_millis(supervisor_model::MAX_TIMEOUT_MS);
+    if duration > limit {
+        return Err(format!(
+            "invalid duration {text:?}: the limit is {} per attempt",
+            humantime::format_duration(limit)
+        ));
+    }
+    Ok(duration)
+}
+
 /// Parses a provider name (`--prefer`, `--exclude`): anything but blank. The server
 /// checks it against the configured providers.
 pub fn parse_provider(text: &str) -> Result<String, String> {
@@ -211,7 +225,8 @@ pub fn parse_provider(text: &str) -> Result<String, String> {
 }
 
 /// Parses an amount of US dollars such as `0.25` or `$2` (more than 0, at least one
-/// millionth of a dollar, the unit costs are counted in).
+/// millionth of a dollar, the unit costs are counted in, and at most the API's limit,
+/// [`supervisor_model::MAX_COST_MICROS`]).
 pub fn parse_dollars(text: &str) -> Result<f64, String> {
     let trimmed = text.trim();
     let number = trimmed.strip_prefix('$').unwrap_or(trimmed);
@@ -229,6 +244,10 @@ pub fn parse_dollars(text: &str) -> Result<f64, String> {
     }
     if dollars < 0.000_001 {
         return Err(bad("must be at least 0.000001 (one millionth of a dollar)"));
+    }
+    let max = supervisor_model::MAX_COST_MICROS / 1_000_000;
+    if dollars > max as f64 {
+        return Err(bad(&format!("the limit is ${max} per attempt")));
     }
     Ok(dollars)
 }
@@ -435,6 +454,8 @@ mod tests {
             ("0", "must be more than 0"),
             ("-1", "must be more than 0"),
             ("0.0000001", "at least 0.000001"),
+            ("1e308", "the limit is $10000 per attempt"),
+            ("10000.01", "the limit is $10000 per attempt"),
         ] {
             let err = parse_dollars(bad).expect_err(bad);
             assert!(
@@ -472,6 +493,18 @@ mod tests {
         assert!(err.contains("examples: 30s"), "{err}");
         assert!(parse_timeout("0s").is_err());
         assert!(parse_timeout("soon").is_err());
+        assert_eq!(parse_timeout("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(
+            parse_attempt_timeout("24h"),
+            Ok(Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            parse_attempt_timeout("100y"),
+            Err("invalid duration \"100y\": the limit is 1day per attempt".into())
+        );
+        assert!(parse_attempt_timeout("24h 1ms").is_err());
+        assert!(parse_attempt_timeout("0s").is_err());
+        assert_eq!(parse_dollars("10000"), Ok(10_000.0));
         assert_eq!(duration_millis(Duration::from_secs(30)), 30_000);
         assert_eq!(duration_millis(Duration::MAX), u64::MAX);
     }

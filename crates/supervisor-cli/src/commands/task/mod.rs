@@ -27,8 +27,8 @@ use crate::commands::{
         OutputFormat, print_json, print_line, print_stderr_line, print_stdout, print_stdout_exact,
     },
     parse::{
-        EnumArg, ModelArg, context_map, duration_millis, parse_context, parse_dollars,
-        parse_provider, parse_timeout,
+        EnumArg, ModelArg, context_map, duration_millis, parse_attempt_timeout, parse_context,
+        parse_dollars, parse_provider,
     },
 };
 
@@ -132,11 +132,15 @@ pub struct SubmitArgs {
     /// Submitting again with the same key returns the first task.
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
-    /// Attempts before giving up (default: the server's).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Attempts before giving up, 1 to 100 (default: the server's).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(supervisor_model::MAX_ATTEMPTS_LIMIT))
+    )]
     pub max_attempts: Option<u32>,
-    /// Time limit of one attempt, such as 30s or 5m (default: the server's).
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    /// Time limit of one attempt, such as 30s or 5m, at most 24h (default: the server's).
+    #[arg(long, value_name = "DURATION", value_parser = parse_attempt_timeout)]
     pub timeout: Option<Duration>,
     /// The agent specialty to work on it (default: chosen from its labels, prompt and
     /// type).
@@ -152,7 +156,7 @@ pub struct SubmitArgs {
     #[arg(long = "exclude", value_name = "PROVIDER", value_parser = parse_provider)]
     pub exclude: Vec<String>,
     /// Most one attempt may cost by the provider's estimate, in US dollars, such as
-    /// 0.50 (default: no limit).
+    /// 0.50, at most 10000 (default: no limit).
     #[arg(
         long,
         value_name = "DOLLARS",
@@ -629,6 +633,43 @@ mod tests {
         assert_eq!(
             submit_request(&blank).expect_err("blank").to_string(),
             "the prompt is empty"
+        );
+    }
+
+    #[test]
+    fn submit_limits_are_the_apis() {
+        let over = |flag: &str, value: &str| {
+            parse(&["submit", "--type", "bug_fix", "--prompt", "x", flag, value])
+                .expect_err("over the limit")
+                .to_string()
+        };
+        let err = over("--max-attempts", "101");
+        assert!(err.contains("101 is not in 1..=100"), "{err}");
+        let err = over("--timeout", "100y");
+        assert!(err.contains("the limit is 1day per attempt"), "{err}");
+        let err = over("--max-cost", "1e308");
+        assert!(err.contains("the limit is $10000 per attempt"), "{err}");
+        let at_limits = submit_args(&[
+            "submit",
+            "--type",
+            "bug_fix",
+            "--prompt",
+            "x",
+            "--max-attempts",
+            "100",
+            "--timeout",
+            "24h",
+            "--max-cost",
+            "10000",
+        ]);
+        let request = submit_request(&at_limits).expect("request");
+        assert_eq!(
+            (
+                request.max_attempts,
+                request.timeout_ms,
+                request.max_cost_usd
+            ),
+            (100, supervisor_model::MAX_TIMEOUT_MS, 10_000.0)
         );
     }
 
