@@ -519,6 +519,32 @@ async fn watching_after_the_largest_sequence_numbers_replays_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_prompt_learns_the_prompt_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]);
+    let client = connect(&node).await;
+    // Under the request limit: decoded, then refused by the field's own limit.
+    let r = submit_req(&"a".repeat(5_000_000));
+    expect_status(
+        client.submit(r).await,
+        Code::InvalidArgument,
+        &["prompt", "5000000 bytes", "limit is 65536"],
+    )
+    .await;
+    // Over it: refused before decoding, still naming the prompt's limit.
+    let r = submit_req(&"a".repeat(20_000_000));
+    let err = client.submit(r).await.expect_err("refused");
+    assert!(
+        matches!(err.code(), Code::ResourceExhausted | Code::InvalidArgument),
+        "{err}"
+    );
+    let message = err.message();
+    for needle in ["20000", "8388608", "prompt", "65536"] {
+        assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absurd_limits_are_refused_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(dir.path(), &[]);

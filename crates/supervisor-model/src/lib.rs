@@ -49,3 +49,8 @@ pub const MAX_COST_MICROS: u64 = 10_000 * 1_000_000;
 pub const MAX_PROVIDER_NAME_BYTES: usize = 64;
 /// Longest reason given when cancelling a task or a run, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
+/// Largest request the server reads, in bytes (8 MiB): above every field limit, so an
+/// oversized field is decoded and refused naming the field. A larger request is refused
+/// with `RESOURCE_EXHAUSTED` before it is read, naming this limit and the field limits
+/// of the call.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;

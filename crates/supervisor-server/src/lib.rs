@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod config;
 mod convert;
 mod identity;
+mod request_limit;
 mod run;
 pub mod store;
 pub mod tls;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use supervisor_engine::{Engine, ListQuery};
-use supervisor_model::{Permission, TaskStatus};
+use supervisor_model::{MAX_REQUEST_BYTES, Permission, TaskStatus};
 use supervisor_node::{Node, TreeHealth};
 use supervisor_proto::v1;
 use supervisor_proto::v1::auth_service_server::AuthServiceServer;
@@ -38,6 +39,8 @@ use supervisor_proto::v1::provider_service_server::{ProviderService, ProviderSer
 use supervisor_proto::v1::task_service_server::{TaskService, TaskServiceServer};
 use supervisor_proto::v1::workflow_service_server::WorkflowServiceServer;
 use tonic::{Request, Response, Status};
+
+use request_limit::RequestLimit;
 
 use convert::{
     event_out, invalid, new_task_in, paging_in, status_from, status_in, task_id_in, task_out,
@@ -485,13 +488,26 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(TaskServiceServer::new(TaskApi::new(node.clone())))
-        .add_service(WorkflowServiceServer::new(WorkflowApi::new(node.clone())))
-        .add_service(ClusterServiceServer::new(cluster::ClusterApi::new(
-            node.clone(),
-        )))
-        .add_service(ProviderServiceServer::new(ProviderApi::new(node)))
-        .add_service(AuthServiceServer::new(IdentityApi::new(auth)));
+        .add_service(RequestLimit::new(
+            TaskServiceServer::new(TaskApi::new(node.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        ))
+        .add_service(RequestLimit::new(
+            WorkflowServiceServer::new(WorkflowApi::new(node.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        ))
+        .add_service(RequestLimit::new(
+            ClusterServiceServer::new(cluster::ClusterApi::new(node.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        ))
+        .add_service(RequestLimit::new(
+            ProviderServiceServer::new(ProviderApi::new(node))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        ))
+        .add_service(RequestLimit::new(
+            AuthServiceServer::new(IdentityApi::new(auth))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        ));
     let stop = async move {
         shutdown.await;
         follow.abort();

@@ -42,6 +42,7 @@ fn limits() -> Vec<(&'static str, String)> {
         ),
         ("MAX_REASON_BYTES", model::MAX_REASON_BYTES.to_string()),
         ("MAX_QUOTED_CHARS", model::MAX_QUOTED_CHARS.to_string()),
+        ("MAX_REQUEST_BYTES", model::MAX_REQUEST_BYTES.to_string()),
         ("validate::MAX_STEPS", validate::MAX_STEPS.to_string()),
         (
             "validate::MAX_STEP_ID_BYTES",

@@ -22,8 +22,10 @@ use supervisor_model::{Priority, RoutingStrategy, Specialty, TaskType};
 
 use crate::schedule::ScheduleDef;
 
-/// Largest definition text accepted, in bytes.
-pub const MAX_DEFINITION_BYTES: usize = 8 * 1024 * 1024;
+/// Largest definition text accepted, in bytes (4 MiB): half of the largest request the
+/// server reads (`supervisor_model::MAX_REQUEST_BYTES`), so a definition at its limit
+/// still reaches validation, which names this limit.
+pub const MAX_DEFINITION_BYTES: usize = 4 * 1024 * 1024;
 
 /// A workflow: named steps, each a task, joined by dependencies into a DAG.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -103,10 +103,17 @@ where
                 .and_then(|i| i.remote_addr())
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            // The request's message, read once: for the ids the audit log records.
+            // The request's message, read once: for the ids the audit log records. No
+            // further than the largest request a service reads (plus its frame header).
             let (parts, body) = req.into_parts();
-            let bytes = match body.collect().await {
+            let limit = supervisor_model::MAX_REQUEST_BYTES + 5;
+            let bytes = match http_body_util::Limited::new(body, limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
+                Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                    let status =
+                        Status::resource_exhausted(crate::request_limit::message(&path, None));
+                    return Ok(status.into_http());
+                }
                 Err(err) => {
                     let status =
                         Status::invalid_argument(format!("could not read the request: {err}"));
