@@ -545,6 +545,35 @@ async fn an_oversized_prompt_learns_the_prompt_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_reused_for_another_request_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "5s")]);
+    let client = connect(&node).await;
+    let mut first = submit_req("deploy build 7");
+    first.idempotency_key = "deploy-7".into();
+    first.labels = vec!["b".into(), "a".into()];
+    let task = client.submit(first.clone()).await.unwrap();
+    // The very same request (labels in another order) is the same task.
+    let mut same = first.clone();
+    same.labels = vec!["a".into(), "b".into()];
+    assert_eq!(client.submit(same).await.unwrap().id, task.id);
+    for change in [
+        |r: &mut v1::SubmitTaskRequest| r.prompt = "deploy build 8".into(),
+        |r: &mut v1::SubmitTaskRequest| r.r#type = v1::TaskType::Deployment as i32,
+        |r: &mut v1::SubmitTaskRequest| r.max_attempts = 7,
+    ] {
+        let mut other = first.clone();
+        change(&mut other);
+        expect_status(
+            client.submit(other).await,
+            Code::AlreadyExists,
+            &["deploy-7", "different request", &task.id],
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absurd_limits_are_refused_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(dir.path(), &[]);

@@ -5,7 +5,8 @@
 //! - `("out", tenant, id, chunk)` → output text in chunks under the value limit
 //! - `("art", tenant, id, name, chunk)` → an artifact's content, chunked the same way
 //! - `("ev", tenant, id, seq)` → task event
-//! - `("idem", tenant, key)` → task id
+//! - `("idem", tenant, key)` → the task it made and a fingerprint of the request
+//!   (`idempotency::Entry`; older entries hold the bare task id)
 //! - `("wf", tenant, id, chunk)` → workflow run record, chunked; `("wfev", tenant, id,
 //!   seq)` → its events
 //! - `("sched", tenant, name)` → schedule; `("singleton", duty)` → who holds a duty

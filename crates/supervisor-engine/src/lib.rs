@@ -17,6 +17,7 @@ mod clock;
 mod codec;
 mod config;
 mod event_log;
+mod idempotency;
 mod identity;
 mod keyspace;
 mod ledger;

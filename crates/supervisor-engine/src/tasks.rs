@@ -8,6 +8,7 @@ use supervisor_store::{RangeOptions, Transaction, Watch};
 
 use crate::codec::{counter, decode};
 use crate::event_log::{self, EventLog};
+use crate::idempotency::{self, Entry};
 use crate::keyspace::{self, Index};
 use crate::records;
 use crate::{COUNTED_STATUSES, Engine, EngineError, Inner};
@@ -142,30 +143,56 @@ pub(crate) async fn submit_batch(
         .run(|txn| {
             Box::pin(async move {
                 let mut out = Vec::with_capacity(items.len());
-                let mut batch_keys: HashMap<(String, String), usize> = HashMap::new();
+                // Keys first used in this batch: where, and with which entry.
+                let mut batch_keys: HashMap<(String, String), (usize, Entry)> = HashMap::new();
+                let default_timeout_ms =
+                    u64::try_from(cfg.default_attempt_timeout.as_millis()).unwrap_or(u64::MAX);
                 for (i, item) in items.iter().enumerate() {
                     if let Some(key) = &item.request.idempotency_key {
                         let slot = (item.tenant.clone(), key.clone());
-                        if let Some(&first) = batch_keys.get(&slot) {
-                            let earlier: &Result<Submitted, EngineError> = &out[first];
-                            out.push(earlier.clone().map(|s| Submitted {
-                                task: s.task,
-                                created: false,
-                            }));
+                        if let Some((first, entry)) = batch_keys.get(&slot) {
+                            let earlier: &Result<Submitted, EngineError> = &out[*first];
+                            out.push(match earlier {
+                                Ok(s) if !entry.matches(&item.request) => {
+                                    let fields = idempotency::differences(
+                                        &item.request,
+                                        &s.task,
+                                        cfg.default_max_attempts,
+                                        default_timeout_ms,
+                                    );
+                                    Err(idempotency::conflict(key, s.task.id, &fields))
+                                }
+                                _ => earlier.clone().map(|s| Submitted {
+                                    task: s.task,
+                                    created: false,
+                                }),
+                            });
                             continue;
                         }
                         let idem_key = keyspace::idempotency(&item.tenant, key);
                         if let Some(existing) = txn.get(&idem_key).await? {
-                            let id = decode::<TaskId>("idempotency entry", &existing)?;
-                            let task = records::load_existing(txn, &item.tenant, id).await?;
-                            out.push(Ok(Submitted {
-                                task,
-                                created: false,
-                            }));
+                            let entry = Entry::decode(&existing)?;
+                            let task =
+                                records::load_existing(txn, &item.tenant, entry.task).await?;
+                            if entry.matches(&item.request) {
+                                out.push(Ok(Submitted {
+                                    task,
+                                    created: false,
+                                }));
+                            } else {
+                                let fields = idempotency::differences(
+                                    &item.request,
+                                    &task,
+                                    cfg.default_max_attempts,
+                                    default_timeout_ms,
+                                );
+                                out.push(Err(idempotency::conflict(key, task.id, &fields)));
+                            }
                             continue;
                         }
-                        txn.set(&idem_key, &crate::codec::encode(&item.id)?);
-                        batch_keys.insert(slot, i);
+                        let entry = Entry::new(item.id, &item.request);
+                        txn.set(&idem_key, &entry.encode()?);
+                        batch_keys.insert(slot, (i, entry));
                     }
                     out.push(Ok(Submitted {
                         task: create(txn, item, cfg)?,
@@ -239,7 +266,9 @@ fn create(
 
 impl Engine {
     /// Validates and durably queues a task. With an idempotency key this tenant already
-    /// used, returns the first task (`created == false`) and creates nothing.
+    /// used for the same request, returns the first task (`created == false`) and
+    /// creates nothing; for a different request, fails with `AlreadyExists` naming the
+    /// fields that differ.
     pub async fn submit(&self, tenant: &str, request: NewTask) -> Result<Submitted, EngineError> {
         let task_type = request.validate()?;
         self.inner

@@ -280,6 +280,49 @@ async fn idempotency_key_returns_the_first_task() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_reused_for_another_request_is_refused() {
+    let f = fixture().await;
+    let mut req = new_task("deploy build 7");
+    req.idempotency_key = Some("deploy-7".into());
+    let first = f.engine.submit("default", req.clone()).await.unwrap();
+    let mut other = req.clone();
+    other.prompt = "deploy build 8".into();
+    other.priority = Priority::High;
+    let err = f.engine.submit("default", other.clone()).await.unwrap_err();
+    let EngineError::AlreadyExists(message) = &err else {
+        panic!("expected AlreadyExists, got {err}");
+    };
+    assert!(message.contains("\"deploy-7\""), "{message}");
+    assert!(message.contains("differs in prompt, priority"), "{message}");
+    assert!(message.contains(&first.task.id.to_string()), "{message}");
+    // Asking explicitly for what the first request left to the default is another request
+    // too, although the task would be the same.
+    let mut explicit = req.clone();
+    explicit.max_attempts = Some(f.engine.config().default_max_attempts);
+    assert!(matches!(
+        f.engine.submit("default", explicit).await,
+        Err(EngineError::AlreadyExists(_))
+    ));
+    // Within one batch: the first of two concurrent requests wins, the other is refused.
+    let mut a = new_task("a");
+    a.idempotency_key = Some("race".into());
+    let mut b = a.clone();
+    b.prompt = "b".into();
+    let (ra, rb) = tokio::join!(
+        f.engine.submit("default", a.clone()),
+        f.engine.submit("default", b.clone())
+    );
+    let refused = [&ra, &rb]
+        .iter()
+        .filter(|r| matches!(r, Err(EngineError::AlreadyExists(_))))
+        .count();
+    assert_eq!(refused, 1, "{ra:?} {rb:?}");
+    // The same request still returns the first task.
+    let again = f.engine.submit("default", req).await.unwrap();
+    assert_eq!((again.task.id, again.created), (first.task.id, false));
+}
+
+#[tokio::test]
 async fn terminal_task_never_changes() {
     let f = fixture().await;
     let id = f
