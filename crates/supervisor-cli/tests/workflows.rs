@@ -353,3 +353,59 @@ steps:
         task.prompt
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelt_variable_is_refused_naming_the_declared_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]);
+    let mut c = client(&node).await;
+    let vars = |k: &str| [(k.to_string(), "/src/other".to_string())].into();
+    let err = c
+        .submit_workflow(v1::SubmitWorkflowRequest {
+            source: yaml(DIAMOND),
+            vars: vars("rpeo"),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("rpeo") && err.message().contains("`repo`"),
+        "{}",
+        err.message()
+    );
+    let err = c
+        .create_schedule(v1::CreateScheduleRequest {
+            name: "nightly".into(),
+            cron: "0 3 * * *".into(),
+            source: yaml(DIAMOND),
+            vars: vars("rpeo"),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("rpeo"), "{}", err.message());
+    // A declared one is fine.
+    c.submit_workflow(v1::SubmitWorkflowRequest {
+        source: yaml(DIAMOND),
+        vars: vars("repo"),
+    })
+    .await
+    .expect("declared variable");
+    // The CLI says the same.
+    let file = dir.path().join("diamond.yaml");
+    std::fs::write(&file, DIAMOND).unwrap();
+    let (code, _, err) = common::cli(
+        &node.addr,
+        &[
+            "workflow",
+            "submit",
+            "-f",
+            file.to_str().unwrap(),
+            "--var",
+            "rpeo=/src/other",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("rpeo") && err.contains("`repo`"), "{err}");
+}

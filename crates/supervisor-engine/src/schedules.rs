@@ -136,15 +136,11 @@ impl Engine {
             };
             EngineError::InvalidArgument(FieldError::new(field, e.to_string()))
         })?;
-        let report = supervisor_workflow::validate(&def);
-        if !report.is_ok() {
-            let lines: Vec<String> = report.errors.iter().map(|i| i.to_string()).collect();
-            return Err(EngineError::InvalidArgument(FieldError::new(
-                "definition",
-                lines.join("; "),
-            )));
-        }
-        crate::workflows::check_run_size(&def, &vars)?;
+        crate::workflows::check_definition(&def)?;
+        // Checked now (a misspelt variable would otherwise fail only at the first tick),
+        // stored as given: each run merges them over the definition's.
+        let all_vars = supervisor_workflow::run_vars(&def.vars, vars.clone())?;
+        crate::workflows::check_run_size(&def, &all_vars)?;
         let now = self.now_micros();
         let record = ScheduleRecord {
             tenant: tenant.to_string(),

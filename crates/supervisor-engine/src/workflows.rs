@@ -600,6 +600,20 @@ async fn stop(
     Ok(())
 }
 
+/// Errors of an invalid definition quoted in a refusal; `ValidateWorkflow` lists them all.
+const ERRORS_SHOWN: usize = 10;
+
+/// Refuses a definition that does not validate, naming its first errors.
+pub(crate) fn check_definition(def: &WorkflowDef) -> Result<(), EngineError> {
+    let report = supervisor_workflow::validate(def);
+    if report.is_ok() {
+        return Ok(());
+    }
+    Err(EngineError::InvalidArgument(
+        supervisor_model::FieldError::new("definition", report.errors_line(ERRORS_SHOWN)),
+    ))
+}
+
 /// Largest encoded run record accepted: each change rewrites it, so it must stay well
 /// inside the store's transaction limit (10 MB).
 const MAX_RUN_BYTES: usize = 2_000_000;
@@ -715,23 +729,17 @@ pub(crate) async fn start_run_in_txn(
 }
 
 impl Engine {
-    /// Validates `def` (every error at once) and starts a run of it: its root steps'
-    /// tasks are queued in the same transaction. `vars` override the definition's.
+    /// Validates `def` (naming its first errors) and starts a run of it: its root steps'
+    /// tasks are queued in the same transaction. `vars` override the definition's; a
+    /// variable the definition does not declare is refused.
     pub async fn submit_workflow(
         &self,
         tenant: &str,
         def: WorkflowDef,
         vars: BTreeMap<String, String>,
     ) -> Result<WorkflowRun, EngineError> {
-        let report = supervisor_workflow::validate(&def);
-        if !report.is_ok() {
-            let lines: Vec<String> = report.errors.iter().map(|i| i.to_string()).collect();
-            return Err(EngineError::InvalidArgument(
-                supervisor_model::FieldError::new("definition", lines.join("; ")),
-            ));
-        }
-        let mut all_vars = def.vars.clone();
-        all_vars.extend(vars);
+        check_definition(&def)?;
+        let all_vars = supervisor_workflow::run_vars(&def.vars, vars)?;
         check_run_size(&def, &all_vars)?;
         let now = self.now_micros();
         let id = TaskId::generate();

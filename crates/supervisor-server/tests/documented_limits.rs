@@ -64,6 +64,15 @@ fn limits() -> Vec<(&'static str, String)> {
             "context::MAX_VAR_NAME_BYTES",
             context::MAX_VAR_NAME_BYTES.to_string(),
         ),
+        ("context::MAX_VARS", context::MAX_VARS.to_string()),
+        (
+            "context::MAX_VARS_BYTES",
+            context::MAX_VARS_BYTES.to_string(),
+        ),
+        (
+            "validate::MAX_REPORTED_ISSUES",
+            validate::MAX_REPORTED_ISSUES.to_string(),
+        ),
         (
             "definition::MAX_DEFINITION_BYTES",
             definition::MAX_DEFINITION_BYTES.to_string(),

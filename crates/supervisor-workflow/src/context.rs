@@ -13,6 +13,103 @@ use serde::{Deserialize, Serialize};
 
 /// Longest variable name, in bytes (the same limit as step ids).
 pub const MAX_VAR_NAME_BYTES: usize = 64;
+/// Most variables a workflow declares.
+pub const MAX_VARS: usize = 256;
+/// Largest total of variable names and values, in bytes (256 KiB), whether declared or
+/// given for a run.
+pub const MAX_VARS_BYTES: usize = 256 * 1024;
+
+/// The bytes `vars` takes: names and values.
+pub fn vars_bytes(vars: &BTreeMap<String, String>) -> usize {
+    vars.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+/// Checks the variables a run is given over its definition's (`declared`) and returns
+/// the run's variables: the declared ones overridden by `given`. A variable the
+/// definition does not declare is refused (a misspelt `--var` would otherwise leave the
+/// intended one at its default), listing the declared ones and the closest name; so is
+/// a value holding NUL, and a total over [`MAX_VARS_BYTES`].
+pub fn run_vars(
+    declared: &BTreeMap<String, String>,
+    given: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, supervisor_model::FieldError> {
+    let unknown: Vec<&String> = given
+        .keys()
+        .filter(|k| !declared.contains_key(*k))
+        .collect();
+    if let Some(first) = unknown.first() {
+        let names: Vec<String> = unknown
+            .iter()
+            .take(10)
+            .map(|n| supervisor_model::quote(n))
+            .collect();
+        let more = if unknown.len() > 10 {
+            format!(" and {} more", unknown.len() - 10)
+        } else {
+            String::new()
+        };
+        let hint = closest(first, declared.keys())
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        let listed = if declared.is_empty() {
+            "it declares no variables".to_string()
+        } else {
+            let all: Vec<String> = declared.keys().take(50).map(|k| format!("`{k}`")).collect();
+            let rest = declared.len().saturating_sub(50);
+            let tail = if rest > 0 {
+                format!(" and {rest} more")
+            } else {
+                String::new()
+            };
+            format!("it declares {}{tail}", all.join(", "))
+        };
+        return Err(supervisor_model::FieldError::new(
+            "vars",
+            format!(
+                "the workflow has no variable {}{more}{hint}; {listed}; a run may only set declared variables (add it under `vars:` to give it a default)",
+                names.join(", ")
+            ),
+        ));
+    }
+    for (name, value) in &given {
+        supervisor_model::check_text("vars", &format!("variable `{name}`"), value)?;
+    }
+    let mut all = declared.clone();
+    all.extend(given);
+    let bytes = vars_bytes(&all);
+    if bytes > MAX_VARS_BYTES {
+        return Err(supervisor_model::FieldError::new(
+            "vars",
+            format!("the run's variables take {bytes} bytes; the limit is {MAX_VARS_BYTES} bytes"),
+        ));
+    }
+    Ok(all)
+}
+
+/// The name among `candidates` within two edits of `name`, if one is.
+fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a String>) -> Option<&'a str> {
+    candidates
+        .map(|c| (edit_distance(name, c), c.as_str()))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance over characters (names are at most 64 bytes).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
 
 /// Which value of a step a reference reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -321,6 +418,34 @@ mod tests {
         }
         let msg = Ref::parse("steps.a.outputs").unwrap_err();
         assert!(msg.contains("status, output or attempts"), "{msg}");
+    }
+
+    #[test]
+    fn a_run_sets_only_declared_variables() {
+        let declared: BTreeMap<String, String> = [
+            ("repo".to_string(), "/src/app".to_string()),
+            ("issue".to_string(), "flaky".to_string()),
+        ]
+        .into();
+        let given = |k: &str, v: &str| [(k.to_string(), v.to_string())].into();
+        let all = run_vars(&declared, given("repo", "/src/other")).expect("declared");
+        assert_eq!(all["repo"], "/src/other");
+        assert_eq!(all["issue"], "flaky");
+        let e = run_vars(&declared, given("rpeo", "/src/other")).expect_err("misspelt");
+        assert_eq!(e.field, "vars");
+        assert!(
+            e.message
+                .starts_with("the workflow has no variable \"rpeo\" (did you mean `repo`?)"),
+            "{e}"
+        );
+        assert!(e.message.contains("it declares `issue`, `repo`"), "{e}");
+        let e = run_vars(&BTreeMap::new(), given("x", "1")).expect_err("none declared");
+        assert!(e.message.contains("it declares no variables"), "{e}");
+        let e = run_vars(&declared, given("repo", "a\0")).expect_err("NUL");
+        assert!(e.message.contains("U+0000"), "{e}");
+        let big = "x".repeat(MAX_VARS_BYTES);
+        let e = run_vars(&declared, given("repo", &big)).expect_err("too large");
+        assert!(e.message.contains("the limit is 262144 bytes"), "{e}");
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub mod schedule;
 pub mod template;
 pub mod validate;
 
-pub use context::{Context, MapContext, Ref, StepField, StepStatus};
+pub use context::{Context, MapContext, Ref, StepField, StepStatus, run_vars};
 pub use definition::{
     DefinitionError, Need, OnFailure, Policy, StepDef, TaskTemplate, When, WorkflowDef,
 };

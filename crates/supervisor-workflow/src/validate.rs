@@ -22,7 +22,7 @@ use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 use supervisor_model::{MAX_PROMPT_BYTES, NewTask, RoutingPrefs};
 
-use crate::context::{Ref, is_valid_var_name};
+use crate::context::{MAX_VARS, MAX_VARS_BYTES, Ref, is_valid_var_name, vars_bytes};
 use crate::definition::{StepDef, When, WorkflowDef};
 use crate::expr::{CheckError, Expression};
 use crate::template::Template;
@@ -35,6 +35,9 @@ pub const MAX_STEP_ID_BYTES: usize = 64;
 pub const MAX_NAME_BYTES: usize = 128;
 /// Longest workflow description, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
+/// Most issues one list of a [`Report`] holds; the rest are counted in a last issue
+/// with code [`codes::MORE`] ("and 99900 more warnings").
+pub const MAX_REPORTED_ISSUES: usize = 100;
 /// Longest `policy.deadline` a run may have: 30 days.
 pub const MAX_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
@@ -49,8 +52,11 @@ pub mod codes {
     pub const NO_STEPS: &str = "no_steps";
     /// More than [`super::MAX_STEPS`] steps.
     pub const TOO_MANY_STEPS: &str = "too_many_steps";
-    /// A variable name is not 1 to 64 of `A-Z a-z 0-9 _ -`.
+    /// A variable name is not 1 to 64 of `A-Z a-z 0-9 _ -`, or its value holds NUL.
     pub const INVALID_VAR_NAME: &str = "invalid_var_name";
+    /// More than [`crate::context::MAX_VARS`] variables, or more than
+    /// [`crate::context::MAX_VARS_BYTES`] of them.
+    pub const TOO_MANY_VARS: &str = "too_many_vars";
     /// A policy value is unusable (a zero deadline).
     pub const INVALID_POLICY: &str = "invalid_policy";
     /// The schedule's cron expression or time zone is wrong.
@@ -92,6 +98,10 @@ pub mod codes {
     /// Warning: a declared variable is used nowhere.
     pub const UNUSED_VARIABLE: &str = "unused_variable";
 
+    /// The last issue of a list cut at [`super::MAX_REPORTED_ISSUES`]: how many more
+    /// there are (in neither [`ERRORS`] nor [`WARNINGS`]).
+    pub const MORE: &str = "more";
+
     /// Every error code.
     pub const ERRORS: &[&str] = &[
         EMPTY_NAME,
@@ -99,6 +109,7 @@ pub mod codes {
         NO_STEPS,
         TOO_MANY_STEPS,
         INVALID_VAR_NAME,
+        TOO_MANY_VARS,
         INVALID_POLICY,
         INVALID_SCHEDULE,
         INVALID_STEP_ID,
@@ -143,9 +154,10 @@ impl fmt::Display for Issue {
 /// Everything validation found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
-    /// Problems that stop the workflow from running.
+    /// Problems that stop the workflow from running: at most [`MAX_REPORTED_ISSUES`],
+    /// then one issue with code [`codes::MORE`] counting the rest.
     pub errors: Vec<Issue>,
-    /// Likely mistakes that do not.
+    /// Likely mistakes that do not, cut the same way.
     pub warnings: Vec<Issue>,
 }
 
@@ -153,6 +165,35 @@ impl Report {
     /// Whether there are no errors (warnings allowed).
     pub fn is_ok(&self) -> bool {
         self.errors.is_empty()
+    }
+
+    /// The errors in one line for a refusal: the first `shown`, then how many more there
+    /// are (`ValidateWorkflow` lists them all).
+    pub fn errors_line(&self, shown: usize) -> String {
+        let real: Vec<&Issue> = self
+            .errors
+            .iter()
+            .filter(|i| i.code != codes::MORE)
+            .collect();
+        let omitted: usize = self
+            .errors
+            .iter()
+            .filter(|i| i.code == codes::MORE)
+            .filter_map(|i| i.message.split(' ').nth(1)?.parse::<usize>().ok())
+            .sum();
+        let mut line = real
+            .iter()
+            .take(shown)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let more = real.len().saturating_sub(shown) + omitted;
+        if more > 0 {
+            line.push_str(&format!(
+                "; and {more} more errors (`supervisor workflow validate` lists them)"
+            ));
+        }
+        line
     }
 
     /// Whether an error or warning with this code was found.
@@ -196,6 +237,8 @@ pub fn is_valid_step_id(id: &str) -> bool {
 struct Checker<'a> {
     def: &'a WorkflowDef,
     report: Report,
+    /// Errors and warnings found past [`MAX_REPORTED_ISSUES`].
+    omitted: (usize, usize),
     /// First position of each step id.
     index: HashMap<&'a str, usize>,
     /// Ancestor bitsets by step position, when the graph is acyclic.
@@ -205,6 +248,10 @@ struct Checker<'a> {
 
 impl<'a> Checker<'a> {
     fn error(&mut self, code: &'static str, step: Option<&str>, message: String) {
+        if self.report.errors.len() == MAX_REPORTED_ISSUES {
+            self.omitted.0 += 1;
+            return;
+        }
         self.report.errors.push(Issue {
             code,
             step: step.map(str::to_string),
@@ -213,11 +260,31 @@ impl<'a> Checker<'a> {
     }
 
     fn warning(&mut self, code: &'static str, step: Option<&str>, message: String) {
+        if self.report.warnings.len() == MAX_REPORTED_ISSUES {
+            self.omitted.1 += 1;
+            return;
+        }
         self.report.warnings.push(Issue {
             code,
             step: step.map(str::to_string),
             message,
         });
+    }
+
+    /// The report, each list ending with how many issues it left out, if any.
+    fn finish(mut self) -> Report {
+        let more = |n: usize, what: &str| Issue {
+            code: codes::MORE,
+            step: None,
+            message: format!("and {n} more {what} like those above"),
+        };
+        if self.omitted.0 > 0 {
+            self.report.errors.push(more(self.omitted.0, "errors"));
+        }
+        if self.omitted.1 > 0 {
+            self.report.warnings.push(more(self.omitted.1, "warnings"));
+        }
+        self.report
     }
 
     fn is_ancestor(&self, of: usize, candidate: usize) -> Option<bool> {
@@ -293,6 +360,7 @@ pub fn validate(def: &WorkflowDef) -> Report {
     let mut c = Checker {
         def,
         report: Report::default(),
+        omitted: (0, 0),
         index: HashMap::new(),
         ancestors: None,
         used_vars: BTreeSet::new(),
@@ -344,6 +412,25 @@ pub fn validate(def: &WorkflowDef) -> Report {
             codes::TOO_MANY_STEPS,
             None,
             format!("{} steps; at most {MAX_STEPS} are allowed", def.steps.len()),
+        );
+    }
+    if def.vars.len() > MAX_VARS {
+        c.error(
+            codes::TOO_MANY_VARS,
+            None,
+            format!(
+                "{} variables; at most {MAX_VARS} are allowed",
+                def.vars.len()
+            ),
+        );
+    } else if vars_bytes(&def.vars) > MAX_VARS_BYTES {
+        c.error(
+            codes::TOO_MANY_VARS,
+            None,
+            format!(
+                "the variables take {} bytes; the limit is {MAX_VARS_BYTES} bytes",
+                vars_bytes(&def.vars)
+            ),
         );
     }
     for (name, value) in &def.vars {
@@ -541,7 +628,7 @@ pub fn validate(def: &WorkflowDef) -> Report {
             format!("variable `{name}` is used by no prompt, context or condition"),
         );
     }
-    c.report
+    c.finish()
 }
 
 fn is_single_word(s: &str) -> bool {
@@ -848,6 +935,17 @@ mod tests {
                 ),
             ),
             (
+                codes::TOO_MANY_VARS,
+                format!(
+                    "name: x\nvars: {{ {} }}\nsteps:\n{}",
+                    (0..=MAX_VARS)
+                        .map(|i| format!("v{i}: x"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    s("a", "[]", "p")
+                ),
+            ),
+            (
                 codes::INVALID_POLICY,
                 format!(
                     "name: x\npolicy: {{ deadline: 0s }}\nsteps:\n{}",
@@ -1148,6 +1246,41 @@ mod tests {
         {
             assert!(msgs[i].contains(needle), "{} lacks {needle}", msgs[i]);
         }
+    }
+
+    #[test]
+    fn too_many_variables_are_an_error_and_the_lists_are_cut() {
+        let vars: Vec<String> = (0..100_000).map(|i| format!("v{i}: x")).collect();
+        let yaml = format!(
+            "name: x\nvars:\n  {}\nsteps:\n{}",
+            vars.join("\n  "),
+            step("a", "[]", "p")
+        );
+        let r = report(&yaml);
+        assert_eq!(codes_of(&r.errors), [codes::TOO_MANY_VARS], "{r}");
+        assert!(r.errors[0].message.contains("at most 256"), "{r}");
+        assert_eq!(r.warnings.len(), MAX_REPORTED_ISSUES + 1);
+        let last = r.warnings.last().expect("a last warning");
+        assert_eq!(last.code, codes::MORE);
+        assert_eq!(last.message, "and 99900 more warnings like those above");
+        let steps: String = (0..300)
+            .map(|i| step(&format!("s{i}"), "[nope]", "p"))
+            .collect();
+        let r = report(&format!("name: x\nsteps:\n{steps}"));
+        assert_eq!(r.errors.len(), MAX_REPORTED_ISSUES + 1);
+        let line = r.errors_line(2);
+        assert!(
+            line.ends_with("; and 298 more errors (`supervisor workflow validate` lists them)"),
+            "{line}"
+        );
+        assert_eq!(line.matches("unknown_dependency").count(), 2, "{line}");
+        let big = format!(
+            "name: x\nvars: {{ a: '{}' }}\nsteps:\n{}",
+            "x".repeat(MAX_VARS_BYTES),
+            step("a", "[]", "{{ vars.a }}")
+        );
+        let r = report(&big);
+        assert_eq!(codes_of(&r.errors), [codes::TOO_MANY_VARS], "{r}");
     }
 
     #[test]
