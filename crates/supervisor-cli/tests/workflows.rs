@@ -211,7 +211,14 @@ steps:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_fires_once_per_tick_on_one_node() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(dir.path(), &[("SUPERVISOR_NODE__DUTY_LEASE", "3s")]);
+    let node = NodeProcess::start(
+        dir.path(),
+        &[
+            ("SUPERVISOR_NODE__DUTY_LEASE", "3s"),
+            // Ticks every second, below the default minimum of a minute.
+            ("SUPERVISOR_ENGINE__MIN_SCHEDULE_INTERVAL", "1s"),
+        ],
+    );
     let mut c = client(&node).await;
     let nightly = "name: tick\nsteps:\n  - id: audit\n    task: { type: security_audit, prompt: \"audit\" }\n";
     let s = c
@@ -408,4 +415,58 @@ async fn a_misspelt_variable_is_refused_naming_the_declared_ones() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("rpeo") && err.contains("`repo`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_names_and_crons_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]);
+    let mut c = client(&node).await;
+    let flow = "name: tick\nsteps:\n  - id: audit\n    task: { type: security_audit, prompt: \"audit\" }\n";
+    let err = c
+        .pause_schedule(v1::ScheduleRef { name: "".into() })
+        .await
+        .expect_err("empty name");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("name"), "{}", err.message());
+    for (name, cron, needles) in [
+        ("fast", "* * * * * *", &["cron", "1m"][..]),
+        ("fast", "*/30 * * * * *", &["cron", "30s", "1m"][..]),
+    ] {
+        let err = c
+            .create_schedule(v1::CreateScheduleRequest {
+                name: name.into(),
+                cron: cron.into(),
+                source: yaml(flow),
+                ..Default::default()
+            })
+            .await
+            .expect_err("under the minimum interval");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        for needle in needles {
+            assert!(err.message().contains(needle), "{}", err.message());
+        }
+    }
+    let huge = "1 ".repeat(50_000);
+    let err = c
+        .create_schedule(v1::CreateScheduleRequest {
+            name: "huge".into(),
+            cron: huge,
+            source: yaml(flow),
+            ..Default::default()
+        })
+        .await
+        .expect_err("oversize cron");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().len() < 500, "{}", err.message());
+    assert!(err.message().contains("cron"), "{}", err.message());
+    // Once a minute is fine.
+    c.create_schedule(v1::CreateScheduleRequest {
+        name: "minutely".into(),
+        cron: "* * * * *".into(),
+        source: yaml(flow),
+        ..Default::default()
+    })
+    .await
+    .expect("a minute apart");
 }

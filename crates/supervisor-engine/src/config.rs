@@ -30,6 +30,10 @@ pub struct EngineConfig {
     /// Output is stored in chunks of at most this many bytes (below the store's value
     /// limit). Default 65536.
     pub output_chunk_bytes: usize,
+    /// Shortest time between two ticks a workflow schedule may have: a cron that fires
+    /// more often (`* * * * * *`) is refused. Default 1m.
+    #[serde(with = "humantime_serde")]
+    pub min_schedule_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -43,6 +47,7 @@ impl Default for EngineConfig {
             max_batch: 512,
             batches_in_flight: 2,
             output_chunk_bytes: 64 * 1024,
+            min_schedule_interval: supervisor_workflow::schedule::DEFAULT_MIN_INTERVAL,
         }
     }
 }
@@ -80,6 +85,9 @@ impl EngineConfig {
         }
         if self.output_chunk_bytes < 1024 || self.output_chunk_bytes > 90_000 {
             return Err("engine.output_chunk_bytes must be 1024 to 90000".into());
+        }
+        if self.min_schedule_interval < Duration::from_secs(1) {
+            return Err("engine.min_schedule_interval must be at least 1s (cron ticks fall on whole seconds)".into());
         }
         Ok(())
     }

@@ -53,7 +53,7 @@ pub use identity::{
 pub use ledger::{LedgerRow, utc_day};
 pub use nodes::{HeartbeatReply, NodeAnnouncement, NodeIdentity, NodeInfo, NodeLoad, NodeState};
 pub use runner::{Finish, LeaseBatch, LeasedTask, Outcome, RunnerWriteResult, Streamed, TaskRef};
-pub use schedules::{SCHEDULER_DUTY, ScheduleRecord};
+pub use schedules::{MAX_SCHEDULE_NAME_BYTES, SCHEDULER_DUTY, ScheduleRecord};
 pub use supervisor_workflow as workflow;
 pub use tasks::{ListPage, ListQuery, ProviderStats, StatusCounts, Submitted};
 pub use timers::{REAPER_DUTY, TimerSweep};
@@ -99,6 +99,15 @@ pub enum EngineError {
         epoch: u64,
         /// Who fenced it, or what replaced it.
         detail: String,
+    },
+    /// No such schedule (gRPC `NOT_FOUND`).
+    #[error(
+        "no schedule named {}; `supervisor schedule list` shows them",
+        supervisor_model::quote(name)
+    )]
+    ScheduleNotFound {
+        /// The name that was looked up.
+        name: String,
     },
     /// No such node in the cluster (gRPC `NOT_FOUND`).
     #[error(

@@ -62,20 +62,29 @@ struct SingletonLease {
 /// The duty that fires schedules.
 pub const SCHEDULER_DUTY: &str = "scheduler";
 
+/// Longest schedule name, in bytes.
+pub const MAX_SCHEDULE_NAME_BYTES: usize = 64;
+
+/// Checks a schedule name (1 to 64 of `a-z 0-9 - _`) in every call that takes one, so an
+/// empty or malformed name is `InvalidArgument`, not "not found".
 fn check_name(name: &str) -> Result<(), EngineError> {
     let ok = !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= MAX_SCHEDULE_NAME_BYTES
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if ok {
-        Ok(())
-    } else {
-        Err(EngineError::InvalidArgument(FieldError::new(
-            "name",
-            format!("{name:?} is not a schedule name; use 1 to 64 of a-z, 0-9, - and _"),
-        )))
+        return Ok(());
     }
+    let what = if name.is_empty() {
+        "a schedule name is required".to_string()
+    } else {
+        format!("{} is not a schedule name", supervisor_model::quote(name))
+    };
+    Err(EngineError::InvalidArgument(FieldError::new(
+        "name",
+        format!("{what}; use 1 to {MAX_SCHEDULE_NAME_BYTES} of a-z, 0-9, - and _"),
+    )))
 }
 
 async fn load(
@@ -95,9 +104,9 @@ fn put(txn: &mut Transaction<'_>, s: &ScheduleRecord) -> Result<(), EngineError>
 }
 
 fn not_found(name: &str) -> EngineError {
-    EngineError::FailedPrecondition(format!(
-        "no schedule named {name:?}; `supervisor schedule list` shows them"
-    ))
+    EngineError::ScheduleNotFound {
+        name: name.to_string(),
+    }
 }
 
 /// Whether the lease of `duty` is still the one granted with `fence` and has not lapsed.
@@ -129,13 +138,25 @@ impl Engine {
     ) -> Result<ScheduleRecord, EngineError> {
         check_name(name)?;
         let compiled = spec.compile().map_err(|e| {
-            let field = if e.to_string().contains("time zone") {
-                "timezone"
-            } else {
-                "cron"
+            let field = match e {
+                supervisor_workflow::ScheduleError::Timezone { .. } => "timezone",
+                _ => "cron",
             };
             EngineError::InvalidArgument(FieldError::new(field, e.to_string()))
         })?;
+        let min = self.inner.cfg.min_schedule_interval;
+        let every = compiled.min_interval();
+        if every < min {
+            return Err(EngineError::InvalidArgument(FieldError::new(
+                "cron",
+                format!(
+                    "{} fires every {}; the shortest interval allowed is {} (engine.min_schedule_interval)",
+                    supervisor_model::quote(&spec.cron),
+                    humantime::format_duration(every),
+                    humantime::format_duration(min)
+                ),
+            )));
+        }
         crate::workflows::check_definition(&def)?;
         // Checked now (a misspelt variable would otherwise fail only at the first tick),
         // stored as given: each run merges them over the definition's.
@@ -185,6 +206,7 @@ impl Engine {
         name: &str,
         paused: bool,
     ) -> Result<ScheduleRecord, EngineError> {
+        check_name(name)?;
         let now = self.now_micros();
         self.inner
             .db
@@ -213,6 +235,7 @@ impl Engine {
         tenant: &str,
         name: &str,
     ) -> Result<ScheduleRecord, EngineError> {
+        check_name(name)?;
         self.inner
             .db
             .run(|txn| {
@@ -233,6 +256,7 @@ impl Engine {
         tenant: &str,
         name: &str,
     ) -> Result<WorkflowRun, EngineError> {
+        check_name(name)?;
         let now = self.now_micros();
         let id = TaskId::generate();
         let cfg = &self.inner.cfg;

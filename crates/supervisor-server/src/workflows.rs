@@ -297,7 +297,7 @@ impl WorkflowApi {
             .engine
             .set_schedule_paused(tenant, &req.get_ref().name, paused)
             .await
-            .map_err(not_found_schedule)?;
+            .map_err(status_from)?;
         Ok(Response::new(schedule_out(s)))
     }
 
@@ -585,7 +585,7 @@ impl WorkflowService for WorkflowApi {
             .engine
             .trigger_schedule(tenant, &req.get_ref().name)
             .await
-            .map_err(not_found_schedule)?;
+            .map_err(status_from)?;
         Ok(Response::new(run_out(run, &BTreeMap::new())))
     }
 
@@ -598,19 +598,7 @@ impl WorkflowService for WorkflowApi {
             .engine
             .delete_schedule(tenant, &req.get_ref().name)
             .await
-            .map_err(not_found_schedule)?;
+            .map_err(status_from)?;
         Ok(Response::new(schedule_out(s)))
-    }
-}
-
-/// A missing schedule is NOT_FOUND on the wire.
-fn not_found_schedule(err: supervisor_engine::EngineError) -> Status {
-    match err {
-        supervisor_engine::EngineError::FailedPrecondition(m)
-            if m.starts_with("no schedule named") =>
-        {
-            Status::not_found(m)
-        }
-        other => status_from(other),
     }
 }

@@ -2,7 +2,7 @@
 //! `docs/limits.md` that names a constant states its value, and the proto comments state
 //! the values of the fields they describe.
 
-use supervisor_engine::workflow::{context, definition, validate};
+use supervisor_engine::workflow::{context, definition, schedule, validate};
 use supervisor_model as model;
 
 fn read(path: &str) -> String {
@@ -76,6 +76,18 @@ fn limits() -> Vec<(&'static str, String)> {
         (
             "definition::MAX_DEFINITION_BYTES",
             definition::MAX_DEFINITION_BYTES.to_string(),
+        ),
+        (
+            "schedules::MAX_SCHEDULE_NAME_BYTES",
+            supervisor_engine::MAX_SCHEDULE_NAME_BYTES.to_string(),
+        ),
+        (
+            "schedule::MAX_CRON_BYTES",
+            schedule::MAX_CRON_BYTES.to_string(),
+        ),
+        (
+            "schedule::DEFAULT_MIN_INTERVAL",
+            format!("{} minute", schedule::DEFAULT_MIN_INTERVAL.as_secs() / 60),
         ),
     ]
 }

@@ -24,6 +24,11 @@ use serde::{Deserialize, Serialize};
 
 /// Default lateness within which a tick still counts as on time, for [`Missed::Skip`].
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+/// Longest cron expression accepted, in bytes.
+pub const MAX_CRON_BYTES: usize = 256;
+/// Shortest time between two ticks a schedule may have by default: one minute (the
+/// engine's `min_schedule_interval` setting).
+pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(60);
 
 const MICROS: i64 = 1_000_000;
 
@@ -68,9 +73,10 @@ pub enum Missed {
 /// A schedule that could not be compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
-    /// The cron expression does not parse.
+    /// The cron expression does not parse, or is longer than [`MAX_CRON_BYTES`].
     #[error(
-        "invalid cron expression {given:?}: {reason}; expected 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, e.g. \"30 2 * * *\" for 02:30 every day"
+        "invalid cron expression {}: {reason}; expected 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, e.g. \"30 2 * * *\" for 02:30 every day",
+        supervisor_model::quote(given)
     )]
     Cron {
         /// The expression given.
@@ -80,7 +86,8 @@ pub enum ScheduleError {
     },
     /// The time zone is not an IANA name.
     #[error(
-        "unknown time zone {given:?}; expected an IANA name such as \"Europe/Paris\", \"America/New_York\" or \"UTC\""
+        "unknown time zone {}; expected an IANA name such as \"Europe/Paris\", \"America/New_York\" or \"UTC\"",
+        supervisor_model::quote(given)
     )]
     Timezone {
         /// The name given.
@@ -88,7 +95,8 @@ pub enum ScheduleError {
     },
     /// The expression parses but matches no time (for example the 30th of February).
     #[error(
-        "cron expression {given:?} never fires (e.g. \"0 0 30 2 *\" asks for the 30th of February)"
+        "cron expression {} never fires (e.g. \"0 0 30 2 *\" asks for the 30th of February)",
+        supervisor_model::quote(given)
     )]
     Never {
         /// The expression given.
@@ -130,6 +138,15 @@ impl Schedule {
             .map_err(|_| ScheduleError::Timezone {
                 given: timezone.to_string(),
             })?;
+        if cron.len() > MAX_CRON_BYTES {
+            return Err(ScheduleError::Cron {
+                given: cron.to_string(),
+                reason: format!(
+                    "it is {} bytes; the limit is {MAX_CRON_BYTES} bytes",
+                    cron.len()
+                ),
+            });
+        }
         let parser = CronParser::builder()
             .seconds(Seconds::Optional)
             .year(Year::Disallowed)
@@ -189,6 +206,30 @@ impl Schedule {
             .single()?;
         let next = self.cron.find_next_occurrence(&start, false).ok()?;
         next.timestamp().checked_mul(MICROS)
+    }
+
+    /// The shortest time between two ticks, as found over the ticks that follow a few
+    /// instants (ticks fall on whole seconds, and the closest ones are those within a
+    /// minute, found among the first ticks after any instant they follow).
+    pub fn min_interval(&self) -> Duration {
+        // 2000-01-01 and 2024-02-29 (a leap day), both at midnight UTC.
+        const STARTS: [i64; 2] = [946_684_800 * MICROS, 1_709_164_800 * MICROS];
+        let mut shortest = i64::MAX;
+        for start in STARTS {
+            let mut at = start;
+            let mut previous = None;
+            for _ in 0..64 {
+                let Some(next) = self.next_after(at) else {
+                    break;
+                };
+                if let Some(p) = previous {
+                    shortest = shortest.min(next - p);
+                }
+                previous = Some(next);
+                at = next;
+            }
+        }
+        Duration::from_micros(u64::try_from(shortest).unwrap_or(u64::MAX))
     }
 
     /// The last tick at or before `unix_micros`.
@@ -350,6 +391,35 @@ mod tests {
         assert!(e.to_string().contains("Europe/Paris"), "{e}");
         let e = Schedule::new("0 0 30 2 *", "UTC", Missed::Skip).expect_err("never");
         assert!(matches!(e, ScheduleError::Never { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_shortest_interval_between_ticks() {
+        let every = |cron: &str| {
+            Schedule::new(cron, "Europe/Paris", Missed::Skip)
+                .expect(cron)
+                .min_interval()
+        };
+        assert_eq!(every("* * * * * *"), Duration::from_secs(1));
+        assert_eq!(every("*/30 * * * * *"), Duration::from_secs(30));
+        assert_eq!(every("0,59 * * * * *"), Duration::from_secs(1));
+        assert_eq!(every("* * * * *"), Duration::from_secs(60));
+        assert_eq!(every("*/15 * * * *"), Duration::from_secs(900));
+        // 02:30 does not exist the night clocks spring forward: that tick is 03:00, 23.5
+        // hours after the one before.
+        assert_eq!(every("30 2 * * *"), Duration::from_secs(84_600));
+        assert_eq!(every("@hourly"), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn an_oversized_expression_is_refused_without_being_echoed() {
+        let huge = "1 ".repeat(50_000);
+        let e = Schedule::new(&huge, "UTC", Missed::Skip).expect_err("too long");
+        let msg = e.to_string();
+        assert!(msg.contains("the limit is 256 bytes"), "{msg}");
+        assert!(msg.len() < 500, "{msg}");
+        let e = Schedule::new("0 2 * * *", &"Z".repeat(10_000), Missed::Skip).expect_err("tz");
+        assert!(e.to_string().len() < 500, "{e}");
     }
 
     #[test]
