@@ -470,3 +470,81 @@ async fn schedule_names_and_crons_are_checked() {
     .await
     .expect("a minute apart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_takes_the_definitions_schedule_block_unless_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]);
+    let mut c = client(&node).await;
+    let audit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/nightly-audit.yaml"
+    ))
+    .expect("example");
+    let s = c
+        .create_schedule(v1::CreateScheduleRequest {
+            name: "nightly".into(),
+            source: yaml(&audit),
+            ..Default::default()
+        })
+        .await
+        .expect("created from the definition's schedule")
+        .into_inner();
+    assert_eq!(
+        (s.cron.as_str(), s.timezone.as_str(), s.missed.as_str()),
+        ("30 2 * * *", "Europe/Paris", "catch_up_one")
+    );
+    // The request's fields override the block's, one by one.
+    let s = c
+        .create_schedule(v1::CreateScheduleRequest {
+            name: "nightly".into(),
+            cron: "0 4 * * *".into(),
+            source: yaml(&audit),
+            ..Default::default()
+        })
+        .await
+        .expect("created")
+        .into_inner();
+    assert_eq!(
+        (s.cron.as_str(), s.timezone.as_str(), s.missed.as_str()),
+        ("0 4 * * *", "Europe/Paris", "catch_up_one")
+    );
+    // Without a block, a cron is required.
+    let err = c
+        .create_schedule(v1::CreateScheduleRequest {
+            name: "bare".into(),
+            source: yaml(DIAMOND),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no cron anywhere");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("schedule:"), "{}", err.message());
+
+    // The CLI: no flag takes the file's block; a flag overrides it and says so.
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/nightly-audit.yaml"
+    );
+    let (code, out, err) = common::cli(
+        &node.addr,
+        &[
+            "schedule", "create", "audit", "-f", file, "--output", "json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(json["cron"], "30 2 * * *");
+    assert_eq!(json["missed"], "catch_up_one");
+    let (code, out, err) = common::cli(
+        &node.addr,
+        &[
+            "schedule", "create", "audit", "-f", file, "--missed", "skip",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("--missed skip overrides") && err.contains("catch_up_one"),
+        "{err}"
+    );
+}

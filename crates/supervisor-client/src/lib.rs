@@ -66,7 +66,9 @@ pub use connect::{
     read_token_file,
 };
 pub use error::{ClientError, code_name};
-pub use source::{SourceError, SourceFormat, read_workflow_source, workflow_source};
+pub use source::{
+    ScheduleBlock, SourceError, SourceFormat, read_workflow_source, schedule_block, workflow_source,
+};
 pub use supervisor_proto::{convert, v1};
 pub use watch::{EventStream, ResumePolicy, WorkflowEventStream};
 

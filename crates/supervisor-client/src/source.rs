@@ -3,7 +3,8 @@
 //!
 //! The server parses and checks the text; the client only picks YAML or JSON from the
 //! file's extension, so that the server's errors (with line and column) are about the
-//! text the user wrote.
+//! text the user wrote. It reads one part itself: the `schedule:` block
+//! ([`schedule_block`]), so a command can say when its flags override it.
 //!
 //! [`Client::validate_workflow`]: crate::Client::validate_workflow
 //! [`Client::submit_workflow`]: crate::Client::submit_workflow
@@ -168,6 +169,38 @@ pub fn read_workflow_source(path: &Path) -> Result<WorkflowSource, SourceError> 
     Ok(workflow_source(text, format))
 }
 
+/// The `schedule:` block of a workflow definition, as `CreateSchedule` reads it when the
+/// request leaves its fields empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleBlock {
+    /// The cron expression.
+    pub cron: String,
+    /// The IANA time zone (`UTC` when the block names none).
+    pub timezone: String,
+    /// The missed-tick policy as the API names it (`skip`, `catch_up_one`).
+    pub missed: &'static str,
+}
+
+/// The `schedule:` block of the definition in `source`, if it has one. `None` too when
+/// the definition does not parse: the server says why when it is sent.
+pub fn schedule_block(source: &WorkflowSource) -> Option<ScheduleBlock> {
+    use supervisor_workflow::{Missed, WorkflowDef};
+    let def = match source.source.as_ref()? {
+        Source::Yaml(text) => WorkflowDef::from_yaml(text).ok()?,
+        Source::Json(text) => WorkflowDef::from_json(text).ok()?,
+        Source::Definition(_) => return None,
+    };
+    let block = def.schedule?;
+    Some(ScheduleBlock {
+        cron: block.cron,
+        timezone: block.timezone,
+        missed: match block.missed {
+            Missed::Skip => "skip",
+            Missed::CatchUpOne => "catch_up_one",
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +302,34 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(origin(Path::new("-")), "the workflow on standard input");
+    }
+
+    #[test]
+    fn the_schedule_block_is_read_from_yaml_and_json() {
+        let yaml = workflow_source(
+            "name: n\nschedule: { cron: \"30 2 * * *\", missed: catch_up_one }\nsteps: []\n".into(),
+            SourceFormat::Yaml,
+        );
+        assert_eq!(
+            schedule_block(&yaml),
+            Some(ScheduleBlock {
+                cron: "30 2 * * *".into(),
+                timezone: "UTC".into(),
+                missed: "catch_up_one",
+            })
+        );
+        let json = workflow_source(
+            r#"{"name":"n","schedule":{"cron":"0 3 * * *","timezone":"Europe/Paris"}}"#.into(),
+            SourceFormat::Json,
+        );
+        let block = schedule_block(&json).expect("a block");
+        assert_eq!(
+            (block.timezone.as_str(), block.missed),
+            ("Europe/Paris", "skip")
+        );
+        let none = workflow_source("name: n\nsteps: []\n".into(), SourceFormat::Yaml);
+        assert_eq!(schedule_block(&none), None);
+        let broken = workflow_source("name: [".into(), SourceFormat::Yaml);
+        assert_eq!(schedule_block(&broken), None);
     }
 }

@@ -282,6 +282,51 @@ fn schedule_out(s: ScheduleRecord) -> v1::Schedule {
     }
 }
 
+/// The schedule a `CreateSchedule` request asks for: each of its fields when given,
+/// otherwise the one of the definition's `schedule:` block, otherwise the default (UTC,
+/// skip). Without a cron in either, the request is refused.
+fn schedule_in(
+    cron: &str,
+    timezone: &str,
+    missed: &str,
+    block: Option<&ScheduleDef>,
+) -> Result<ScheduleDef, Status> {
+    let cron = match (cron.trim(), block) {
+        ("", Some(block)) => block.cron.clone(),
+        ("", None) => {
+            return Err(invalid(
+                "cron",
+                "a cron expression is required: give one (e.g. \"0 3 * * *\"), or a `schedule:` block in the definition",
+            ));
+        }
+        (given, _) => given.to_string(),
+    };
+    let timezone = match (timezone.trim(), block) {
+        ("", Some(block)) => block.timezone.clone(),
+        ("", None) => "UTC".to_string(),
+        (given, _) => given.to_string(),
+    };
+    let missed = match (missed, block) {
+        ("", Some(block)) => block.missed,
+        ("" | "skip", _) => Missed::Skip,
+        ("catch_up_one", _) => Missed::CatchUpOne,
+        (other, _) => {
+            return Err(invalid(
+                "missed",
+                format!(
+                    "unknown policy {}; expected skip or catch_up_one",
+                    supervisor_model::quote(other)
+                ),
+            ));
+        }
+    };
+    Ok(ScheduleDef {
+        cron,
+        timezone,
+        missed,
+    })
+}
+
 /// Most characters of a step's output shown in a run.
 const SUMMARY_CHARS: usize = 200;
 
@@ -517,28 +562,7 @@ impl WorkflowService for WorkflowApi {
         let r = req.into_inner();
         let def = definition_in(r.source)?;
         self.check_providers(&def)?;
-        let missed = match r.missed.as_str() {
-            "" | "skip" => Missed::Skip,
-            "catch_up_one" => Missed::CatchUpOne,
-            other => {
-                return Err(invalid(
-                    "missed",
-                    format!(
-                        "unknown policy {}; expected skip or catch_up_one",
-                        supervisor_model::quote(other)
-                    ),
-                ));
-            }
-        };
-        let spec = ScheduleDef {
-            cron: r.cron,
-            timezone: if r.timezone.is_empty() {
-                "UTC".into()
-            } else {
-                r.timezone
-            },
-            missed,
-        };
+        let spec = schedule_in(&r.cron, &r.timezone, &r.missed, def.schedule.as_ref())?;
         let s = self
             .engine
             .create_schedule(tenant, &r.name, spec, def, r.vars.into_iter().collect())

@@ -7,6 +7,7 @@ mod text;
 use std::time::SystemTime;
 
 use clap::{Args, Subcommand, ValueEnum};
+use supervisor_client::schedule_block;
 use supervisor_proto::v1::{CreateScheduleRequest, Schedule};
 
 use crate::commands::{
@@ -56,13 +57,16 @@ pub struct CreateArgs {
     /// The schedule's name; a schedule of that name is replaced.
     pub name: String,
     /// When to start runs: a cron expression with 5 fields (minute hour day-of-month
-    /// month day-of-week), or 6 with seconds first, such as "0 3 * * *".
+    /// month day-of-week), or 6 with seconds first, such as "0 3 * * *" (default: the
+    /// file's `schedule:` block).
     #[arg(long, value_name = "EXPR", value_parser = parse_cron)]
-    pub cron: String,
-    /// The IANA time zone the cron is read in, such as Europe/Paris (default: UTC).
+    pub cron: Option<String>,
+    /// The IANA time zone the cron is read in, such as Europe/Paris (default: the file's
+    /// `schedule:` block, else UTC).
     #[arg(long = "tz", value_name = "ZONE")]
     pub timezone: Option<String>,
-    /// What to do about ticks missed while no node ran (default: skip).
+    /// What to do about ticks missed while no node ran (default: the file's `schedule:`
+    /// block, else skip).
     #[arg(long, value_enum, value_name = "POLICY")]
     pub missed: Option<MissedArg>,
     /// The workflow definition file.
@@ -95,37 +99,61 @@ impl MissedArg {
     }
 }
 
-/// Builds the request of `schedule create`, reading the definition file.
-fn create_request(args: &CreateArgs) -> anyhow::Result<CreateScheduleRequest> {
+/// Builds the request of `schedule create`, reading the definition file. Flags left out
+/// are left empty, for the server to take from the file's `schedule:` block; the notes
+/// returned say which flags override that block.
+fn create_request(args: &CreateArgs) -> anyhow::Result<(CreateScheduleRequest, Vec<String>)> {
     let name = args.name.trim();
     if name.is_empty() {
         anyhow::bail!("the schedule name is empty");
     }
     let vars = vars(&args.vars)?;
-    Ok(CreateScheduleRequest {
+    let source = args.source.read()?;
+    let block = schedule_block(&source);
+    let timezone = args.timezone.as_deref().map(str::trim).unwrap_or_default();
+    let missed = args.missed.map(MissedArg::as_str).unwrap_or_default();
+    let cron = args.cron.clone().unwrap_or_default();
+    let mut notes = Vec::new();
+    match &block {
+        None if cron.is_empty() => anyhow::bail!(
+            "give --cron: {} has no `schedule:` block",
+            args.source.file.display()
+        ),
+        None => {}
+        Some(block) => {
+            for (flag, given, in_file) in [
+                ("--cron", cron.as_str(), block.cron.as_str()),
+                ("--tz", timezone, block.timezone.as_str()),
+                ("--missed", missed, block.missed),
+            ] {
+                if !given.is_empty() && given != in_file {
+                    notes.push(format!(
+                        "note: {flag} {given} overrides the file's schedule ({} {in_file:?})",
+                        flag.trim_start_matches('-')
+                    ));
+                }
+            }
+        }
+    }
+    let request = CreateScheduleRequest {
         name: name.to_owned(),
-        cron: args.cron.clone(),
-        timezone: args
-            .timezone
-            .as_deref()
-            .map(str::trim)
-            .unwrap_or_default()
-            .to_owned(),
-        missed: args
-            .missed
-            .map(MissedArg::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        source: Some(args.source.read()?),
+        cron,
+        timezone: timezone.to_owned(),
+        missed: missed.to_owned(),
+        source: Some(source),
         vars,
-    })
+    };
+    Ok((request, notes))
 }
 
 /// Runs a `schedule` subcommand against the server named in `global`.
 pub async fn run(cmd: ScheduleCommand, global: &GlobalArgs) -> anyhow::Result<()> {
     match cmd {
         ScheduleCommand::Create(args) => {
-            let request = create_request(&args)?;
+            let (request, notes) = create_request(&args)?;
+            for note in notes {
+                eprintln!("{note}");
+            }
             let schedule = connect(global).await?.create_schedule(request).await?;
             print_schedule(&schedule, global.output, &saved_line(&schedule))
         }
@@ -235,7 +263,8 @@ mod tests {
             "--var",
             "repo=/src",
         ]);
-        let request = create_request(&args).expect("request");
+        let (request, notes) = create_request(&args).expect("request");
+        assert!(notes.is_empty(), "{notes:?}");
         assert_eq!(request.name, "nightly");
         assert_eq!(request.cron, "0 3 * * *");
         assert_eq!(request.timezone, "Europe/Paris");
@@ -248,8 +277,50 @@ mod tests {
 
         // Defaults are left to the server: UTC, skip.
         let args = create_args(&["create", "n", "--cron", "0 3 * * *", "-f", file]);
-        let request = create_request(&args).expect("request");
+        let (request, _) = create_request(&args).expect("request");
         assert!(request.timezone.is_empty() && request.missed.is_empty());
+    }
+
+    #[test]
+    fn create_takes_the_files_schedule_unless_flags_override_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("nightly.yaml");
+        std::fs::write(
+            &file,
+            "name: audit\nschedule: { cron: \"30 2 * * *\", timezone: Europe/Paris, missed: catch_up_one }\n",
+        )
+        .expect("write");
+        let file = file.to_str().expect("utf-8 path");
+        // No flag: every field is left to the file's block.
+        let (request, notes) =
+            create_request(&create_args(&["create", "n", "-f", file])).expect("request");
+        assert!(
+            request.cron.is_empty() && request.timezone.is_empty() && request.missed.is_empty()
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+        // A flag overrides its field and says so; one that agrees says nothing.
+        let (request, notes) = create_request(&create_args(&[
+            "create",
+            "n",
+            "-f",
+            file,
+            "--cron",
+            "0 4 * * *",
+            "--tz",
+            "Europe/Paris",
+        ]))
+        .expect("request");
+        assert_eq!(request.cron, "0 4 * * *");
+        assert_eq!(
+            notes,
+            ["note: --cron 0 4 * * * overrides the file's schedule (cron \"30 2 * * *\")"]
+        );
+        // Without a block, --cron is required.
+        let bare = dir.path().join("bare.yaml");
+        std::fs::write(&bare, "name: audit\n").expect("write");
+        let err = create_request(&create_args(&["create", "n", "-f", bare.to_str().unwrap()]))
+            .expect_err("no cron anywhere");
+        assert!(err.to_string().starts_with("give --cron: "), "{err}");
     }
 
     #[test]
@@ -271,10 +342,6 @@ mod tests {
             err.to_string()
                 .contains("[possible values: skip, catch_up_one]"),
             "{err}"
-        );
-        assert!(
-            parse(&["create", "n", "-f", "f.yaml"]).is_err(),
-            "cron required"
         );
         assert!(
             parse(&["create", "n", "--cron", "0 3 * * *"]).is_err(),
