@@ -31,7 +31,8 @@ pub struct LoadSettings {
     pub give_up_after: Duration,
     /// Prefix of the idempotency keys (unique per run).
     pub key_prefix: String,
-    /// Attempts each task may take (faults cost attempts: a killed node's attempt counts).
+    /// Attempts each task may take (a killed node's attempt does not count, but a task
+    /// abandoned by its nodes more than three times per allowed attempt fails).
     pub max_attempts: u32,
 }
 

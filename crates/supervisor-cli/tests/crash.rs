@@ -89,7 +89,8 @@ async fn kill_9_mid_run_loses_nothing_and_completes_nothing_twice() {
             "task {id}: {}",
             task.error
         );
-        if task.attempt > 1 {
+        // An attempt the kill interrupted does not count against the task's attempts.
+        if task.abandoned_attempts > 0 {
             rerun += 1;
         }
         let events: Vec<v1::TaskEvent> = client

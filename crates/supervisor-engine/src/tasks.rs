@@ -112,6 +112,7 @@ fn build_task(item: &SubmitItem, cfg: &crate::EngineConfig) -> Task {
             .timeout_ms
             .unwrap_or(cfg.default_attempt_timeout.as_millis() as u64),
         attempt: 0,
+        abandoned_attempts: 0,
         lease: None,
         fence: 0,
         next_attempt_at: None,

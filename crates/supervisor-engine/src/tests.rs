@@ -185,8 +185,93 @@ async fn lapsed_lease_makes_the_task_eligible_again() {
     assert_eq!(sweep.leases_reclaimed, 1);
     let second = lease_one(&f).await;
     assert_eq!(second.task.id, id);
-    assert_eq!(second.task.attempt, 2);
+    // The lapsed attempt does not count: this is attempt 1 again, after one abandoned.
+    assert_eq!(
+        (second.task.attempt, second.task.abandoned_attempts),
+        (1, 1)
+    );
     assert!(second.task_ref.fence > first.task_ref.fence);
+}
+
+#[tokio::test]
+async fn attempts_abandoned_by_a_dead_node_do_not_count_but_are_bounded() {
+    let f = fixture().await;
+    let mut req = new_task("brings its node down");
+    req.max_attempts = Some(2);
+    let id = f.engine.submit("default", req).await.unwrap().task.id;
+    let allowed = 2 * supervisor_model::ABANDONED_ATTEMPTS_PER_ATTEMPT;
+    // Every attempt dies with its node: the lease lapses, or the node restarts.
+    let mut node = f.node.clone();
+    for round in 1..=allowed {
+        let leased = lease_one_as(&f, &node).await;
+        assert_eq!(leased.task.attempt, 1, "round {round}");
+        if round % 2 == 0 {
+            node = f
+                .engine
+                .register_node("node-a", &crate::NodeAnnouncement::default())
+                .await
+                .unwrap();
+            assert_eq!(f.engine.reclaim_orphaned_leases(&node).await.unwrap(), 1);
+        } else {
+            f.clock.advance(Duration::from_secs(11));
+            assert_eq!(f.engine.sweep_timers(10).await.unwrap().leases_reclaimed, 1);
+        }
+        let task = f.engine.get("default", id).await.unwrap();
+        assert_eq!(task.status, TaskStatus::Queued, "round {round}");
+        assert_eq!((task.attempt, task.abandoned_attempts), (0, round));
+    }
+    let events = events_of(&f, id).await;
+    let requeued = events
+        .iter()
+        .rfind(|e| e.kind == EventKind::Requeued)
+        .expect("a requeue");
+    assert!(
+        requeued
+            .message
+            .contains("the attempt does not count (node node-a stopped answering)"),
+        "{}",
+        requeued.message
+    );
+    assert!(
+        requeued
+            .message
+            .contains("6 of 6 abandoned attempts allowed"),
+        "{}",
+        requeued.message
+    );
+    // One more, and the task fails instead of looping forever.
+    lease_one_as(&f, &node).await;
+    f.clock.advance(Duration::from_secs(11));
+    f.engine.sweep_timers(10).await.unwrap();
+    let task = f.engine.get("default", id).await.unwrap();
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.abandoned_attempts, allowed + 1);
+    let error = task.error.unwrap_or_default();
+    assert!(
+        error.contains("7 attempts were abandoned") && error.contains("over the limit of 6"),
+        "{error}"
+    );
+    // A real failure still counts: attempts and abandons are separate budgets.
+    let id = f
+        .engine
+        .submit("default", new_task("fails"))
+        .await
+        .unwrap()
+        .task
+        .id;
+    let leased = lease_one_as(&f, &node).await;
+    f.engine
+        .finish(finish(&leased.task_ref, failed("boom", true)))
+        .await
+        .unwrap();
+    let task = f.engine.get("default", id).await.unwrap();
+    assert_eq!((task.attempt, task.abandoned_attempts), (1, 0));
+}
+
+async fn lease_one_as(f: &Fixture, node: &NodeIdentity) -> LeasedTask {
+    let mut batch = f.engine.lease(node, 1).await.expect("lease");
+    assert_eq!(batch.tasks.len(), 1, "expected one task to lease");
+    batch.tasks.remove(0)
 }
 
 #[tokio::test]
@@ -568,7 +653,13 @@ async fn orphaned_leases_of_an_earlier_epoch_are_reclaimed_at_once() {
     );
     let again = f.engine.lease(&restarted, 10).await.unwrap();
     assert_eq!(again.tasks.len(), 3);
-    assert!(again.tasks.iter().all(|t| t.task.attempt == 2));
+    // The attempts the dead incarnation abandoned do not count.
+    assert!(
+        again
+            .tasks
+            .iter()
+            .all(|t| (t.task.attempt, t.task.abandoned_attempts) == (1, 1))
+    );
     // Reclaiming twice finds nothing more.
     assert_eq!(
         f.engine.reclaim_orphaned_leases(&restarted).await.unwrap(),

@@ -16,7 +16,8 @@ use crate::{Engine, EngineError};
 pub struct TimerSweep {
     /// Retries requeued.
     pub retries_vested: usize,
-    /// Lapsed or orphaned leases taken back (requeued, or failed on the last attempt).
+    /// Lapsed or orphaned leases taken back (requeued without counting the attempt, or
+    /// failed once the task was abandoned too often).
     pub leases_reclaimed: usize,
     /// Workflow runs stopped because their deadline passed.
     pub runs_timed_out: usize,
@@ -31,8 +32,11 @@ pub struct TimerSweep {
 /// ending overdue workflow runs): one node at a time does it.
 pub const REAPER_DUTY: &str = "reaper";
 
-/// Takes back a running task whose lease can no longer be trusted. Counts as a spent
-/// attempt: requeued while attempts remain, failed otherwise.
+/// Takes back a running task whose lease can no longer be trusted because its node
+/// stopped answering. The attempt does not count against `max_attempts` (the task did
+/// nothing wrong): it is requeued, and counted in `abandoned_attempts` instead, so a task
+/// that brings its node down every time fails once it has been abandoned more than
+/// `max_attempts * ABANDONED_ATTEMPTS_PER_ATTEMPT` times.
 async fn reclaim(
     txn: &mut Transaction<'_>,
     task: &mut Task,
@@ -47,16 +51,23 @@ async fn reclaim(
         .map(|l| l.node_id.clone())
         .unwrap_or_default();
     task.lease = None;
-    if task.attempt < task.max_attempts {
+    let attempt = task.attempt;
+    task.attempt = task.attempt.saturating_sub(1);
+    task.abandoned_attempts = task.abandoned_attempts.saturating_add(1);
+    let allowed = task
+        .max_attempts
+        .saturating_mul(supervisor_model::ABANDONED_ATTEMPTS_PER_ATTEMPT);
+    if task.abandoned_attempts <= allowed {
         let message = format!(
-            "attempt {} abandoned: {why} (node {node}); requeued",
-            task.attempt
+            "attempt {attempt} abandoned: {why}; the attempt does not count (node {node} stopped answering); requeued ({} of {allowed} abandoned attempts allowed)",
+            task.abandoned_attempts
         );
         records::requeue(txn, task, now, message)
     } else {
         let message = format!(
-            "attempt {} of {} abandoned: {why} (node {node}); no attempts left",
-            task.attempt, task.max_attempts
+            "attempt {attempt} abandoned: {why} (node {node} stopped answering); failed: {} attempts were abandoned by nodes that stopped answering, over the limit of {allowed} ({} per allowed attempt), so the task may be what brings its nodes down",
+            task.abandoned_attempts,
+            supervisor_model::ABANDONED_ATTEMPTS_PER_ATTEMPT
         );
         task.error = Some(message.clone());
         records::transition(

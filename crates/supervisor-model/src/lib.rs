@@ -54,3 +54,9 @@ pub const MAX_REASON_BYTES: usize = 1024;
 /// with `RESOURCE_EXHAUSTED` before it is read, naming this limit and the field limits
 /// of the call.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// How many attempts abandoned by a node that stopped answering (its lease lapsed, or
+/// its node was fenced or restarted) a task may go through per attempt it is allowed,
+/// before it fails. Such attempts do not count against `max_attempts` (the task did
+/// nothing wrong), but a task that brings its node down every time must not loop
+/// forever: with `max_attempts = 3`, the ninth abandoned attempt fails it.
+pub const ABANDONED_ATTEMPTS_PER_ATTEMPT: u32 = 3;

@@ -539,8 +539,14 @@ pub struct Task {
     pub max_attempts: u32,
     /// Time limit of one attempt, in milliseconds.
     pub timeout_ms: u64,
-    /// Attempts started so far (1 during the first run).
+    /// Attempts started so far (1 during the first run), not counting those abandoned
+    /// by a node that stopped answering.
     pub attempt: u32,
+    /// Attempts abandoned because their node stopped answering (lease lapsed, node fenced
+    /// or restarted); they do not count in `attempt`, and more than
+    /// `max_attempts * ABANDONED_ATTEMPTS_PER_ATTEMPT` of them fail the task.
+    #[serde(default)]
+    pub abandoned_attempts: u32,
     /// The current lease while running.
     pub lease: Option<Lease>,
     /// The latest fencing token handed out; grows with every lease and terminal change.

@@ -316,6 +316,7 @@ pub(crate) fn task_out(t: Task) -> v1::Task {
         max_attempts: t.max_attempts,
         timeout_ms: t.timeout_ms,
         attempt: t.attempt,
+        abandoned_attempts: t.abandoned_attempts,
         specialty: t
             .routing
             .specialty

@@ -41,6 +41,13 @@ fn limits() -> Vec<(&'static str, String)> {
             model::MAX_PROVIDER_NAME_BYTES.to_string(),
         ),
         ("MAX_REASON_BYTES", model::MAX_REASON_BYTES.to_string()),
+        (
+            "ABANDONED_ATTEMPTS_PER_ATTEMPT",
+            format!(
+                "{} per allowed attempt",
+                model::ABANDONED_ATTEMPTS_PER_ATTEMPT
+            ),
+        ),
         ("MAX_QUOTED_CHARS", model::MAX_QUOTED_CHARS.to_string()),
         ("MAX_REQUEST_BYTES", model::MAX_REQUEST_BYTES.to_string()),
         ("validate::MAX_STEPS", validate::MAX_STEPS.to_string()),
