@@ -720,3 +720,221 @@ async fn provider_choices_no_provider_can_satisfy_are_refused_at_submit() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_stay_under_the_standard_4_mib_message_limit() {
+    use prost::Message as _;
+    const LIMIT: usize = 4 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(
+        dir.path(),
+        &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "60s")],
+    );
+    let client = connect(&node).await;
+    // Each task is within every limit; a page of 100 of them is not.
+    let prompt = "p".repeat(60 * 1024);
+    for _ in 0..80 {
+        client.submit(submit_req(&prompt)).await.unwrap();
+    }
+    // A client with the standard 4 MiB limit.
+    let mut tasks = v1::task_service_client::TaskServiceClient::connect(node.url())
+        .await
+        .unwrap();
+    let mut token = String::new();
+    let mut seen = 0;
+    let mut pages = 0;
+    loop {
+        let page = tasks
+            .list_tasks(v1::ListTasksRequest {
+                page_size: 100,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("a page under 4 MiB")
+            .into_inner();
+        assert!(page.encoded_len() < LIMIT);
+        seen += page.tasks.len();
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, 80);
+    assert!(pages >= 2, "cut by size into pages");
+
+    // Runs within every limit whose listing is not.
+    let mut workflows = v1::workflow_service_client::WorkflowServiceClient::connect(node.url())
+        .await
+        .unwrap();
+    let mut yaml = String::from("name: wide\nsteps:\n");
+    for i in 0..25 {
+        yaml.push_str(&format!(
+            "  - id: s{i}\n    task: {{ type: testing, prompt: \"{}\" }}\n",
+            "q".repeat(60 * 1024)
+        ));
+    }
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let run = workflows
+            .submit_workflow(v1::SubmitWorkflowRequest {
+                source: Some(v1::WorkflowSource {
+                    source: Some(v1::workflow_source::Source::Yaml(yaml.clone())),
+                }),
+                vars: Default::default(),
+            })
+            .await
+            .expect("submit")
+            .into_inner();
+        ids.push(run.id);
+    }
+    let mut token = String::new();
+    let mut runs = Vec::new();
+    loop {
+        let page = workflows
+            .list_workflows(v1::ListWorkflowsRequest {
+                page_size: 50,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("a page under 4 MiB")
+            .into_inner();
+        assert!(page.encoded_len() < LIMIT);
+        runs.extend(page.runs.into_iter().map(|r| r.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    ids.reverse();
+    assert_eq!(runs, ids, "every run, newest first");
+
+    // Schedules are paged too, by name.
+    for name in ["a", "b", "c"] {
+        workflows
+            .create_schedule(v1::CreateScheduleRequest {
+                name: name.into(),
+                cron: "0 3 * * *".into(),
+                source: Some(v1::WorkflowSource {
+                    source: Some(v1::workflow_source::Source::Yaml(
+                        "name: n\nsteps:\n  - id: a\n    task: { type: testing, prompt: t }\n"
+                            .into(),
+                    )),
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("create");
+    }
+    let page = workflows
+        .list_schedules(v1::ListSchedulesRequest {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = page.schedules.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        (names, page.next_page_token.as_str()),
+        (vec!["a", "b"], "b")
+    );
+    let page = workflows
+        .list_schedules(v1::ListSchedulesRequest {
+            page_size: 2,
+            page_token: "b".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.schedules.len(), 1);
+    assert!(page.next_page_token.is_empty());
+    assert_eq!(client.list_schedules().await.unwrap().len(), 3);
+}
+
+/// Stores, as an earlier process could have, a finished task whose output and diff are
+/// far over 4 MiB; returns its id.
+async fn store_a_task_with_a_huge_result(data_dir: &std::path::Path) -> String {
+    use supervisor_engine::{Engine, EngineConfig, Finish, NodeAnnouncement, Outcome, SystemClock};
+    let db = supervisor_store::embedded::open_db(
+        &data_dir.join("supervisor.redb"),
+        supervisor_store::embedded::EmbeddedOptions::default(),
+    )
+    .expect("open the store");
+    let engine = Engine::new(
+        db,
+        EngineConfig::default(),
+        std::sync::Arc::new(SystemClock),
+    );
+    let node = engine
+        .register_node("earlier", &NodeAnnouncement::default())
+        .await
+        .unwrap();
+    let task = supervisor_model::NewTask {
+        task_type: Some(supervisor_model::TaskType::Refactor),
+        prompt: "rename everything".into(),
+        ..Default::default()
+    };
+    let id = engine.submit("default", task).await.unwrap().task.id;
+    let leased = engine.lease(&node, 1).await.unwrap().tasks.remove(0);
+    let result = supervisor_model::TaskResult {
+        output: "o".repeat(6_000_000),
+        provider: "mock".into(),
+        artifacts: vec![supervisor_model::Artifact {
+            name: "changes.diff".into(),
+            media_type: "text/x-diff".into(),
+            content: "d".repeat(3_000_000),
+            size_bytes: 3_000_000,
+        }],
+        ..Default::default()
+    };
+    engine
+        .finish(Finish {
+            task_ref: leased.task_ref,
+            provider: "mock".into(),
+            model: String::new(),
+            usage: Default::default(),
+            cost_micros: 0,
+            trailing: vec![],
+            outcome: Outcome::Succeeded(result),
+        })
+        .await
+        .unwrap();
+    id.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_with_a_huge_result_is_read_back_under_4_mib() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let id = store_a_task_with_a_huge_result(dir.path()).await;
+    let node = NodeProcess::start(dir.path(), &[]);
+    // A client with the standard 4 MiB limit reads it.
+    let mut tasks = v1::task_service_client::TaskServiceClient::connect(node.url())
+        .await
+        .unwrap();
+    let task = tasks
+        .get_task(v1::GetTaskRequest { id: id.clone() })
+        .await
+        .expect("a task under 4 MiB")
+        .into_inner();
+    assert!(task.encoded_len() < 4 * 1024 * 1024);
+    assert_eq!(
+        task.truncated_fields,
+        ["result.output", "result.artifacts[changes.diff].content"]
+    );
+    let result = task.result.expect("result");
+    assert_eq!(result.output_bytes, 6_000_000, "the full length is told");
+    assert_eq!(result.artifacts[0].size_bytes, 3_000_000);
+    assert!(result.output.len() > 1_000_000 && result.output.len() < 6_000_000);
+    // Listed, it carries no output at all.
+    let page = tasks
+        .list_tasks(v1::ListTasksRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(page.tasks.len(), 1);
+    assert!(page.tasks[0].truncated_fields.is_empty());
+}

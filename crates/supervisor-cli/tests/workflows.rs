@@ -237,7 +237,7 @@ async fn a_schedule_fires_once_per_tick_on_one_node() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let list = c
-            .list_schedules(v1::ListSchedulesRequest {})
+            .list_schedules(v1::ListSchedulesRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -256,7 +256,7 @@ async fn a_schedule_fires_once_per_tick_on_one_node() {
     .await
     .unwrap();
     let paused = c
-        .list_schedules(v1::ListSchedulesRequest {})
+        .list_schedules(v1::ListSchedulesRequest::default())
         .await
         .unwrap()
         .into_inner()

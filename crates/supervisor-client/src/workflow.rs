@@ -187,11 +187,32 @@ impl Client {
             .into_inner())
     }
 
-    /// Every schedule, with its next and last firing.
+    /// Every schedule, with its next and last firing, following pages.
     pub async fn list_schedules(&self) -> Result<Vec<Schedule>, ClientError> {
-        let request = ListSchedulesRequest {};
-        let response = self.workflows.clone().list_schedules(request).await?;
-        Ok(response.into_inner().schedules)
+        let pages = pages::Pages {
+            call: "ListSchedules",
+            page_size: 0,
+            page_token: String::new(),
+            limit: None,
+        };
+        let (schedules, _) = pages
+            .collect(|page_size, page_token| {
+                let request = ListSchedulesRequest {
+                    page_size,
+                    page_token,
+                };
+                async move {
+                    let page = self
+                        .workflows
+                        .clone()
+                        .list_schedules(request)
+                        .await?
+                        .into_inner();
+                    Ok((page.schedules, page.next_page_token))
+                }
+            })
+            .await?;
+        Ok(schedules)
     }
 
     /// Pauses a schedule: its ticks start no run until it is resumed. Returns it.
@@ -482,11 +503,20 @@ mod tests {
 
         async fn list_schedules(
             &self,
-            _: Request<ListSchedulesRequest>,
+            request: Request<ListSchedulesRequest>,
         ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
-            Ok(Response::new(v1::ListSchedulesResponse {
-                schedules: vec![schedule("nightly", false), schedule("weekly", true)],
-            }))
+            // One schedule per page, as a page cut by size may hold.
+            let page = match request.into_inner().page_token.as_str() {
+                "" => v1::ListSchedulesResponse {
+                    schedules: vec![schedule("nightly", false)],
+                    next_page_token: "nightly".into(),
+                },
+                _ => v1::ListSchedulesResponse {
+                    schedules: vec![schedule("weekly", true)],
+                    next_page_token: String::new(),
+                },
+            };
+            Ok(Response::new(page))
         }
 
         async fn pause_schedule(

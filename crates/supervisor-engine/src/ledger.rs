@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use supervisor_model::FieldError;
 use supervisor_model::Usage;
 use supervisor_store::{RangeOptions, Transaction};
 
@@ -59,12 +60,35 @@ pub(crate) fn charge(
 
 impl Engine {
     /// The tenant's ledger for days `from..=to` (`YYYY-MM-DD`), by day then provider.
+    /// Fails with `InvalidArgument` on a day that is not a date and on a range of more
+    /// than `MAX_SPEND_DAYS` days.
     pub async fn ledger(
         &self,
         tenant: &str,
         from: &str,
         to: &str,
     ) -> Result<Vec<LedgerRow>, EngineError> {
+        let day = |field: &'static str, text: &str| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+                FieldError::new(
+                    field,
+                    format!(
+                        "{} is not a day like 2026-11-24",
+                        supervisor_model::quote(text)
+                    ),
+                )
+            })
+        };
+        let days = (day("to_day", to)? - day("from_day", from)?).num_days() + 1;
+        if days > i64::from(supervisor_model::MAX_SPEND_DAYS) {
+            return Err(EngineError::InvalidArgument(FieldError::new(
+                "to_day",
+                format!(
+                    "{from} to {to} is {days} days; one query covers at most {} days",
+                    supervisor_model::MAX_SPEND_DAYS
+                ),
+            )));
+        }
         let (begin, end) = keyspace::ledger_days(tenant, from, to);
         let mut txn = self.db().begin().await?;
         let kvs = txn

@@ -53,7 +53,7 @@ pub use identity::{
 pub use ledger::{LedgerRow, utc_day};
 pub use nodes::{HeartbeatReply, NodeAnnouncement, NodeIdentity, NodeInfo, NodeLoad, NodeState};
 pub use runner::{Finish, LeaseBatch, LeasedTask, Outcome, RunnerWriteResult, Streamed, TaskRef};
-pub use schedules::{MAX_SCHEDULE_NAME_BYTES, SCHEDULER_DUTY, ScheduleRecord};
+pub use schedules::{MAX_SCHEDULE_NAME_BYTES, SCHEDULER_DUTY, SchedulePage, ScheduleRecord};
 pub use supervisor_workflow as workflow;
 pub use tasks::{ListPage, ListQuery, ProviderStats, StatusCounts, Submitted};
 pub use timers::{REAPER_DUTY, TimerSweep};

@@ -50,6 +50,15 @@ pub struct ScheduleRecord {
     pub created_at: i64,
 }
 
+/// A page of schedules, by name.
+#[derive(Debug, Clone)]
+pub struct SchedulePage {
+    /// The schedules.
+    pub schedules: Vec<ScheduleRecord>,
+    /// Whether more schedules follow the last one.
+    pub more: bool,
+}
+
 /// Who holds a singleton duty.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SingletonLease {
@@ -189,14 +198,34 @@ impl Engine {
             .await
     }
 
-    /// Every schedule of a tenant, by name.
-    pub async fn list_schedules(&self, tenant: &str) -> Result<Vec<ScheduleRecord>, EngineError> {
-        let (begin, end) = keyspace::schedule_range(tenant);
+    /// Up to `limit` schedules of a tenant by name, after the one named `after` when
+    /// given; `more` says whether others follow.
+    pub async fn list_schedules(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<SchedulePage, EngineError> {
+        let (mut begin, end) = keyspace::schedule_range(tenant);
+        if let Some(after) = after {
+            begin = supervisor_store::keys::key_after(&keyspace::schedule(tenant, after));
+        }
+        let limit = limit.max(1);
         let mut txn = self.inner.db.begin().await?;
         let kvs = txn
-            .get_range(&begin, &end, RangeOptions::new().snapshot())
+            .get_range(
+                &begin,
+                &end,
+                RangeOptions::new().snapshot().limit(limit + 1),
+            )
             .await?;
-        kvs.iter().map(|kv| decode("schedule", &kv.value)).collect()
+        let more = kvs.len() > limit;
+        let schedules = kvs
+            .iter()
+            .take(limit)
+            .map(|kv| decode("schedule", &kv.value))
+            .collect::<Result<_, _>>()?;
+        Ok(SchedulePage { schedules, more })
     }
 
     /// Pauses or resumes a schedule. Ticks that pass while paused are not caught up.

@@ -1112,3 +1112,33 @@ async fn artifacts_are_stored_in_chunks_and_read_back() {
             .all(|a| a.content.is_empty() && a.size_bytes > 0)
     );
 }
+
+#[tokio::test]
+async fn a_spend_query_covers_at_most_a_year() {
+    let f = fixture().await;
+    assert!(
+        f.engine
+            .ledger("default", "2025-01-01", "2026-01-01")
+            .await
+            .is_ok(),
+        "366 days"
+    );
+    let err = f
+        .engine
+        .ledger("default", "2025-01-01", "2026-01-02")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::InvalidArgument(e) if e.field == "to_day" && e.message.contains("at most 366 days")),
+        "{err}"
+    );
+    let err = f
+        .engine
+        .ledger("default", "2026-02-30", "2026-03-01")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::InvalidArgument(e) if e.field == "from_day"),
+        "{err}"
+    );
+}

@@ -683,7 +683,12 @@ async fn a_schedule_fires_once_per_tick_under_the_singleton_lease() {
     );
     assert_eq!(f.engine.fire_due_schedules(taken).await.unwrap().0, 1);
     assert_eq!(runs(&f).await, 2);
-    let s = &f.engine.list_schedules("default").await.unwrap()[0];
+    let s = &f
+        .engine
+        .list_schedules("default", None, 10)
+        .await
+        .unwrap()
+        .schedules[0];
     assert_eq!(s.runs_started, 2);
 }
 
@@ -768,9 +773,21 @@ async fn pause_resume_trigger_and_missed_tick_policies() {
         .await
         .unwrap_err();
     assert!(bad.to_string().contains("cron"), "{bad}");
+    // Listed by name, one page at a time.
+    let first = f.engine.list_schedules("default", None, 1).await.unwrap();
+    assert!(first.more);
+    let name = first.schedules[0].name.clone();
+    let second = f
+        .engine
+        .list_schedules("default", Some(&name), 1)
+        .await
+        .unwrap();
+    assert!(!second.more);
+    assert!(second.schedules[0].name > name);
     let deleted = f.engine.delete_schedule("default", "skip").await.unwrap();
     assert_eq!(deleted.name, "skip");
-    assert_eq!(f.engine.list_schedules("default").await.unwrap().len(), 1);
+    let page = f.engine.list_schedules("default", None, 10).await.unwrap();
+    assert_eq!((page.schedules.len(), page.more), (1, false));
 }
 
 #[tokio::test]

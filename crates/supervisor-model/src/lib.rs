@@ -54,6 +54,13 @@ pub const MAX_REASON_BYTES: usize = 1024;
 /// with `RESOURCE_EXHAUSTED` before it is read, naming this limit and the field limits
 /// of the call.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// Largest response the server sends, in bytes: under the 4 MiB (4,194,304 bytes) that
+/// gRPC clients accept by default. Listings are cut into pages by size as well as count,
+/// and the long texts of a single answer are cut, with `truncated_fields` naming them.
+pub const MAX_RESPONSE_BYTES: usize = 4_000_000;
+/// Most days one spend query (`GetSpend`) covers, so its answer stays under
+/// [`MAX_RESPONSE_BYTES`] (one row per day and provider).
+pub const MAX_SPEND_DAYS: u32 = 366;
 /// How many attempts abandoned by a node that stopped answering (its lease lapsed, or
 /// its node was fenced or restarted) a task may go through per attempt it is allowed,
 /// before it fails. Such attempts do not count against `max_attempts` (the task did

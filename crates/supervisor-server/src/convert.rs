@@ -300,8 +300,14 @@ pub(crate) fn new_task_in(
     Ok(new)
 }
 
-/// A task as its protobuf message.
+/// A task as its protobuf message, fitted under the response limit (`fit::task`).
 pub(crate) fn task_out(t: Task) -> v1::Task {
+    let mut task = task_message(t);
+    crate::fit::task(&mut task, crate::fit::ITEM_BUDGET);
+    task
+}
+
+fn task_message(t: Task) -> v1::Task {
     let ts = |m: Option<i64>| m.map(timestamp_from_micros);
     let output_bytes = t.output_bytes;
     v1::Task {
@@ -373,6 +379,7 @@ pub(crate) fn task_out(t: Task) -> v1::Task {
         started_at: ts(t.started_at),
         finished_at: ts(t.finished_at),
         next_attempt_at: ts(t.next_attempt_at),
+        truncated_fields: Vec::new(),
     }
 }
 

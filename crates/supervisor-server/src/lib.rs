@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 mod convert;
+mod fit;
 mod identity;
 mod request_limit;
 mod run;
@@ -147,12 +148,18 @@ impl TaskService for TaskApi {
             .list(tenant, &query)
             .await
             .map_err(status_from)?;
-        Ok(Response::new(v1::ListTasksResponse {
-            tasks: page.tasks.into_iter().map(task_out).collect(),
-            next_page_token: page
-                .next_page_token
+        let mut tasks: Vec<v1::Task> = page.tasks.into_iter().map(task_out).collect();
+        let next_page_token = if fit::page(&mut tasks) {
+            // Cut by size: continue after the last task this page holds.
+            tasks.last().map(|t| t.id.clone()).unwrap_or_default()
+        } else {
+            page.next_page_token
                 .map(|t| t.to_string())
-                .unwrap_or_default(),
+                .unwrap_or_default()
+        };
+        Ok(Response::new(v1::ListTasksResponse {
+            tasks,
+            next_page_token,
         }))
     }
 

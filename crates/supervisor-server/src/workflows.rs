@@ -210,8 +210,15 @@ fn step_state_name(s: &StepState) -> &'static str {
     }
 }
 
-/// A run as its message; `summaries` holds output summaries of succeeded steps.
+/// A run as its message, fitted under the response limit (`fit::run`); `summaries`
+/// holds output summaries of succeeded steps.
 fn run_out(run: WorkflowRun, summaries: &BTreeMap<String, String>) -> v1::WorkflowRun {
+    let mut message = run_message(run, summaries);
+    crate::fit::run(&mut message, crate::fit::ITEM_BUDGET);
+    message
+}
+
+fn run_message(run: WorkflowRun, summaries: &BTreeMap<String, String>) -> v1::WorkflowRun {
     let steps = run
         .def
         .steps
@@ -245,6 +252,7 @@ fn run_out(run: WorkflowRun, summaries: &BTreeMap<String, String>) -> v1::Workfl
         updated_at: Some(timestamp_from_micros(run.updated_at)),
         finished_at: run.finished_at.map(timestamp_from_micros),
         deadline_at: run.deadline_at.map(timestamp_from_micros),
+        truncated_fields: Vec::new(),
     }
 }
 
@@ -267,8 +275,9 @@ fn missed_name(m: Missed) -> &'static str {
     }
 }
 
+/// A schedule as its message, fitted under the response limit (`fit::schedule`).
 fn schedule_out(s: ScheduleRecord) -> v1::Schedule {
-    v1::Schedule {
+    let mut schedule = v1::Schedule {
         name: s.name,
         cron: s.spec.cron,
         timezone: s.spec.timezone,
@@ -279,7 +288,10 @@ fn schedule_out(s: ScheduleRecord) -> v1::Schedule {
         last_fired_at: s.last_fired_at.map(timestamp_from_micros),
         last_run_id: s.last_run.map(|r| r.to_string()).unwrap_or_default(),
         runs_started: s.runs_started,
-    }
+        truncated_fields: Vec::new(),
+    };
+    crate::fit::schedule(&mut schedule, crate::fit::ITEM_BUDGET);
+    schedule
 }
 
 /// The schedule a `CreateSchedule` request asks for: each of its fields when given,
@@ -492,16 +504,22 @@ impl WorkflowService for WorkflowApi {
             )
             .await
             .map_err(status_from)?;
-        Ok(Response::new(v1::ListWorkflowsResponse {
-            runs: page
-                .runs
-                .into_iter()
-                .map(|r| run_out(r, &BTreeMap::new()))
-                .collect(),
-            next_page_token: page
-                .next_page_token
+        let mut runs: Vec<v1::WorkflowRun> = page
+            .runs
+            .into_iter()
+            .map(|r| run_out(r, &BTreeMap::new()))
+            .collect();
+        let next_page_token = if crate::fit::page(&mut runs) {
+            // Cut by size: continue after the last run this page holds.
+            runs.last().map(|r| r.id.clone()).unwrap_or_default()
+        } else {
+            page.next_page_token
                 .map(|t| t.to_string())
-                .unwrap_or_default(),
+                .unwrap_or_default()
+        };
+        Ok(Response::new(v1::ListWorkflowsResponse {
+            runs,
+            next_page_token,
         }))
     }
 
@@ -576,13 +594,50 @@ impl WorkflowService for WorkflowApi {
         req: Request<v1::ListSchedulesRequest>,
     ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
         let tenant = &tenant(&req);
-        let schedules = self
+        let r = req.into_inner();
+        if r.page_size > crate::MAX_PAGE_SIZE {
+            return Err(invalid(
+                "page_size",
+                format!(
+                    "{} is too large; the limit is {}",
+                    r.page_size,
+                    crate::MAX_PAGE_SIZE
+                ),
+            ));
+        }
+        let page_size = match r.page_size {
+            0 => crate::DEFAULT_PAGE_SIZE,
+            n => n,
+        } as usize;
+        // A token is the name of the last schedule of the previous page.
+        let after = Some(r.page_token.as_str()).filter(|t| !t.is_empty());
+        if after.is_some_and(|t| {
+            t.len() > supervisor_engine::MAX_SCHEDULE_NAME_BYTES
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        }) {
+            return Err(invalid(
+                "page_token",
+                "not a token from a previous ListSchedules response",
+            ));
+        }
+        let page = self
             .engine
-            .list_schedules(tenant)
+            .list_schedules(tenant, after, page_size)
             .await
             .map_err(status_from)?;
+        let mut schedules: Vec<v1::Schedule> =
+            page.schedules.into_iter().map(schedule_out).collect();
+        let cut = crate::fit::page(&mut schedules);
+        let next_page_token = if cut || page.more {
+            schedules.last().map(|s| s.name.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
         Ok(Response::new(v1::ListSchedulesResponse {
-            schedules: schedules.into_iter().map(schedule_out).collect(),
+            schedules,
+            next_page_token,
         }))
     }
 

@@ -50,6 +50,8 @@ fn limits() -> Vec<(&'static str, String)> {
         ),
         ("MAX_QUOTED_CHARS", model::MAX_QUOTED_CHARS.to_string()),
         ("MAX_REQUEST_BYTES", model::MAX_REQUEST_BYTES.to_string()),
+        ("MAX_RESPONSE_BYTES", model::MAX_RESPONSE_BYTES.to_string()),
+        ("MAX_SPEND_DAYS", model::MAX_SPEND_DAYS.to_string()),
         ("validate::MAX_STEPS", validate::MAX_STEPS.to_string()),
         (
             "validate::MAX_STEP_ID_BYTES",
