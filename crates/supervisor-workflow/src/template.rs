@@ -193,17 +193,25 @@ impl Template {
 }
 
 /// Appends `output`, cut to at most `max` bytes on a character boundary and followed by a
-/// marker when cut.
+/// marker when cut. A NUL (which no prompt may hold, and a provider's output might)
+/// becomes U+FFFD, so an odd output cannot make the next step's task invalid.
 fn push_truncated(out: &mut String, output: &str, step: &str, max: usize) {
+    let push = |out: &mut String, text: &str| {
+        if text.contains('\0') {
+            out.push_str(&text.replace('\0', "\u{fffd}"));
+        } else {
+            out.push_str(text);
+        }
+    };
     if output.len() <= max {
-        out.push_str(output);
+        push(out, output);
         return;
     }
     let mut cut = max;
     while !output.is_char_boundary(cut) {
         cut -= 1;
     }
-    out.push_str(&output[..cut]);
+    push(out, &output[..cut]);
     let _ = write!(
         out,
         "\n[... output of step {step} truncated: {cut} of {} bytes shown]",
@@ -399,6 +407,18 @@ mod tests {
         bad.context.insert("x".into(), "{{ vars.nope }}".into());
         let err = render_task(&bad, &vars, &RenderOptions::default()).expect_err("unknown var");
         assert_eq!(err.to_string(), "context.x: unknown variable vars.nope");
+    }
+
+    #[test]
+    fn a_nul_in_an_output_does_not_reach_the_next_prompt() {
+        let ctx = MapContext::default().step("a", StepStatus::Succeeded, "x\0y", 1);
+        let def = crate::definition::WorkflowDef::from_yaml(
+            "name: n\nsteps:\n  - id: b\n    task: { type: testing, prompt: \"see {{ steps.a.output }}\" }\n",
+        )
+        .expect("parses");
+        let task =
+            render_task(&def.steps[0].task, &ctx, &RenderOptions::default()).expect("a valid task");
+        assert_eq!(task.prompt, "see x\u{fffd}y");
     }
 
     #[test]
