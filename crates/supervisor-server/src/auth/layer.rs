@@ -103,55 +103,81 @@ where
                 .and_then(|i| i.remote_addr())
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            // The request's message, read once: for the ids the audit log records. No
-            // further than the largest request a service reads (plus its frame header).
-            let (parts, body) = req.into_parts();
-            let limit = supervisor_model::MAX_REQUEST_BYTES + 5;
-            let bytes = match http_body_util::Limited::new(body, limit).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-                    let status =
-                        Status::resource_exhausted(crate::request_limit::message(&path, None));
-                    return Ok(status.into_http());
-                }
-                Err(err) => {
-                    let status =
-                        Status::invalid_argument(format!("could not read the request: {err}"));
-                    return Ok(status.into_http());
-                }
-            };
-            let mut req = http::Request::from_parts(parts, Body::new(Full::new(bytes.clone())));
-            let record = |principal: &str, tenant: &str, outcome: String| AuditEntry {
+            let record = |principal: &str, tenant: &str, outcome: String, body: &[u8]| AuditEntry {
                 at: auth.engine().now_micros(),
                 principal: principal.to_string(),
                 tenant: tenant.to_string(),
                 rpc: path.trim_start_matches('/').to_string(),
-                targets: targets.of(&path, &bytes),
+                targets: targets.of(&path, body),
                 outcome,
                 peer: peer.clone(),
             };
-            let principal = match admit(&auth, req.headers(), need, &path).await {
+            // Credentials first: nothing of the request's body is read for a caller who
+            // is not authenticated.
+            let admitted = admit(&auth, req.headers(), need, &path).await;
+            let principal = match admitted {
                 Ok(principal) => principal,
-                Err((who, status)) => {
-                    let (id, tenant) = who.as_ref().map_or(("unauthenticated", ""), |p| {
-                        (p.id.as_str(), p.tenant.as_str())
-                    });
-                    let entry = record(id, tenant, outcome_of(&status));
+                Err((None, status)) => {
+                    let entry = record("unauthenticated", "", outcome_of(&status), &[]);
+                    write(&auth, entry).await;
+                    return Ok(status.into_http());
+                }
+                Err((Some(who), status)) => {
+                    // The ids the refused call named, for the audit log.
+                    let body = match read_body(req, &path).await {
+                        Ok((_, body)) => body,
+                        Err(refusal) => return Ok(refusal),
+                    };
+                    let entry = record(&who.id, &who.tenant, outcome_of(&status), &body);
                     write(&auth, entry).await;
                     return Ok(status.into_http());
                 }
             };
             req.extensions_mut().insert(principal.clone());
-            let response = inner.call(req).await?;
-            if need != Permission::Read {
-                let outcome = match Status::from_header_map(response.headers()) {
-                    Some(status) if status.code() != tonic::Code::Ok => outcome_of(&status),
-                    _ => "ok".to_string(),
-                };
-                write(&auth, record(&principal.id, &principal.tenant, outcome)).await;
+            if need == Permission::Read {
+                return inner.call(req).await;
             }
+            // A call that may change something: the ids it names go to the audit log.
+            let (req, body) = match read_body(req, &path).await {
+                Ok(read) => read,
+                Err(refusal) => return Ok(refusal),
+            };
+            let response = inner.call(req).await?;
+            let outcome = match Status::from_header_map(response.headers()) {
+                Some(status) if status.code() != tonic::Code::Ok => outcome_of(&status),
+                _ => "ok".to_string(),
+            };
+            write(
+                &auth,
+                record(&principal.id, &principal.tenant, outcome, &body),
+            )
+            .await;
             Ok(response)
         })
+    }
+}
+
+/// Reads the request's message (no further than the largest request a service reads,
+/// plus its frame header) and gives back the request with the same body; on failure, the
+/// response to send instead.
+async fn read_body(
+    req: http::Request<Body>,
+    path: &str,
+) -> Result<(http::Request<Body>, tonic::codegen::Bytes), http::Response<Body>> {
+    let (parts, body) = req.into_parts();
+    let limit = supervisor_model::MAX_REQUEST_BYTES + 5;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            let req = http::Request::from_parts(parts, Body::new(Full::new(bytes.clone())));
+            Ok((req, bytes))
+        }
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            Err(Status::resource_exhausted(crate::request_limit::message(path, None)).into_http())
+        }
+        Err(err) => {
+            Err(Status::invalid_argument(format!("could not read the request: {err}")).into_http())
+        }
     }
 }
 
