@@ -195,8 +195,9 @@ pub(crate) async fn write_batch(
 fn stale(task: &Task, fence: u64) -> Option<String> {
     if task.status != TaskStatus::Running {
         return Some(format!(
-            "task {} is {}, no longer running under this lease",
-            task.id, task.status
+            "task {} {}, no longer running under this lease",
+            task.id,
+            task.status.predicate()
         ));
     }
     match &task.lease {

@@ -440,8 +440,8 @@ impl Engine {
         };
         if !matches!(original.status, TaskStatus::Failed | TaskStatus::Cancelled) {
             return Err(EngineError::FailedPrecondition(format!(
-                "task {id} is {}; only failed or cancelled tasks can be retried",
-                original.status
+                "task {id} {}; only failed or cancelled tasks can be retried",
+                original.status.predicate()
             )));
         }
         let item = SubmitItem {

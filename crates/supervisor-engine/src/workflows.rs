@@ -905,8 +905,11 @@ impl Engine {
                         .ok_or(EngineError::RunNotFound { id })?;
                     if !matches!(run.status, RunStatus::Failed | RunStatus::Cancelled) {
                         return Err(EngineError::FailedPrecondition(format!(
-                            "workflow run {id} is {}; only failed or cancelled runs can be retried",
-                            run_status_name(run.status)
+                            "workflow run {id} {}; only failed or cancelled runs can be retried",
+                            match run.status {
+                                RunStatus::Running => "is still running",
+                                _ => "has succeeded",
+                            }
                         )));
                     }
                     run.steps = retry_plan(&run.steps);

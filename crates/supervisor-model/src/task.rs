@@ -140,6 +140,19 @@ named_enum!(
 );
 
 impl TaskStatus {
+    /// The status as the end of a sentence about a task: `is queued`, `is running`,
+    /// `is waiting to retry`, `has succeeded`, `has failed`, `was cancelled`.
+    pub fn predicate(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "is queued",
+            TaskStatus::Running => "is running",
+            TaskStatus::RetryWait => "is waiting to retry",
+            TaskStatus::Succeeded => "has succeeded",
+            TaskStatus::Failed => "has failed",
+            TaskStatus::Cancelled => "was cancelled",
+        }
+    }
+
     /// Whether this status is final.
     pub fn is_terminal(self) -> bool {
         matches!(

@@ -111,7 +111,7 @@ impl ClusterService for ClusterApi {
             .map_err(status_from)?;
         if !matches!(info.state, NodeState::Active | NodeState::Draining) {
             return Err(Status::failed_precondition(format!(
-                "node {id} is {} and takes no work; nothing to drain",
+                "node {id} has state {} and takes no work; nothing to drain",
                 info.state.as_str()
             )));
         }

@@ -233,7 +233,7 @@ async fn admit(
     }
     if !principal.role.allows(need) {
         let status = Status::permission_denied(format!(
-            "{} needs the {need} permission (role {} or above); {} is {}",
+            "{} needs the {need} permission (role {} or above); {} has role {}",
             method_name(path),
             Role::least_with(need),
             principal.id,
