@@ -191,6 +191,32 @@ pub(crate) async fn write_batch(
     Ok(results)
 }
 
+/// The task `task_ref` leased, taken back from its runner without counting the attempt:
+/// its timers disarmed, its lease dropped. `Err` says why the runner may no longer hand
+/// it back (gone, another lease, a fenced node).
+async fn take_back(
+    txn: &mut supervisor_store::Transaction<'_>,
+    task_ref: &TaskRef,
+) -> Result<Result<Task, String>, EngineError> {
+    let Some(mut task) = records::load(txn, &task_ref.tenant, task_ref.id).await? else {
+        return Ok(Err(format!("task {} does not exist", task_ref.id)));
+    };
+    if let Some(why) = stale(&task, task_ref.fence) {
+        return Ok(Err(why));
+    }
+    if let Some(lease) = &task.lease
+        && let Some(why) = EpochCheck::default()
+            .refusal(txn, &lease.node_id, lease.node_epoch)
+            .await?
+    {
+        return Ok(Err(why));
+    }
+    records::disarm_timers(txn, &task);
+    task.lease = None;
+    task.attempt = task.attempt.saturating_sub(1);
+    Ok(Ok(task))
+}
+
 /// Why a write under `fence` must be refused, if it must.
 fn stale(task: &Task, fence: u64) -> Option<String> {
     if task.status != TaskStatus::Running {
@@ -545,26 +571,10 @@ impl Engine {
             .db
             .run(|txn| {
                 Box::pin(async move {
-                    let Some(mut task) = records::load(txn, &task_ref.tenant, task_ref.id).await?
-                    else {
-                        return Ok(RunnerWriteResult::Refused(format!(
-                            "task {} does not exist",
-                            task_ref.id
-                        )));
+                    let mut task = match take_back(txn, task_ref).await? {
+                        Ok(task) => task,
+                        Err(why) => return Ok(RunnerWriteResult::Refused(why)),
                     };
-                    if let Some(why) = stale(&task, task_ref.fence) {
-                        return Ok(RunnerWriteResult::Refused(why));
-                    }
-                    if let Some(lease) = &task.lease
-                        && let Some(why) = EpochCheck::default()
-                            .refusal(txn, &lease.node_id, lease.node_epoch)
-                            .await?
-                    {
-                        return Ok(RunnerWriteResult::Refused(why));
-                    }
-                    records::disarm_timers(txn, &task);
-                    task.lease = None;
-                    task.attempt = task.attempt.saturating_sub(1);
                     let message = format!("handed back: {reason}; the attempt does not count");
                     records::requeue(txn, &mut task, now, message)?;
                     Ok::<_, EngineError>(RunnerWriteResult::Accepted(task.status))
@@ -592,26 +602,10 @@ impl Engine {
             .db
             .run(|txn| {
                 Box::pin(async move {
-                    let Some(mut task) = records::load(txn, &task_ref.tenant, task_ref.id).await?
-                    else {
-                        return Ok(RunnerWriteResult::Refused(format!(
-                            "task {} does not exist",
-                            task_ref.id
-                        )));
+                    let mut task = match take_back(txn, task_ref).await? {
+                        Ok(task) => task,
+                        Err(why) => return Ok(RunnerWriteResult::Refused(why)),
                     };
-                    if let Some(why) = stale(&task, task_ref.fence) {
-                        return Ok(RunnerWriteResult::Refused(why));
-                    }
-                    if let Some(lease) = &task.lease
-                        && let Some(why) = EpochCheck::default()
-                            .refusal(txn, &lease.node_id, lease.node_epoch)
-                            .await?
-                    {
-                        return Ok(RunnerWriteResult::Refused(why));
-                    }
-                    records::disarm_timers(txn, &task);
-                    task.lease = None;
-                    task.attempt = task.attempt.saturating_sub(1);
                     task.next_attempt_at = Some(due);
                     let message = format!(
                         "waiting {} for a provider: {reason}; the attempt does not count",
