@@ -73,7 +73,7 @@ pub enum TaskCommand {
         /// The id of the failed or cancelled task.
         id: String,
     },
-    /// Count tasks by status, cluster-wide.
+    /// Count tasks by status: your tenant's (the whole cluster's with authentication off).
     Stats,
     /// Print one artifact of a finished task (such as `changes.diff`) to standard output:
     /// exactly as stored when it goes to a file or a pipe (`> changes.diff`, `| git
