@@ -494,3 +494,39 @@ async fn every_rpc_of_every_service_against_every_role() {
     }
     assert!(walked >= 30, "{walked} RPCs walked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_over_its_rate_limit_is_told_when_to_retry() {
+    use tonic_types::StatusExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(
+        dir.path(),
+        &[
+            ("SUPERVISOR_AUTH__ENABLED", "true"),
+            ("SUPERVISOR_AUTH__RATE_LIMITS__VIEWER", "3"),
+        ],
+    );
+    let admin_key = std::fs::read_to_string(dir.path().join("admin.key")).expect("admin.key");
+    let admin = as_token(&node, admin_key.trim()).await;
+    let viewer = as_token(&node, &key(&admin, "default", "viewer").await).await;
+    let mut tasks = viewer.task_service();
+    for _ in 0..3 {
+        tasks
+            .get_task_stats(v1::GetTaskStatsRequest {})
+            .await
+            .expect("within the limit");
+    }
+    let status = tasks
+        .get_task_stats(v1::GetTaskStatsRequest {})
+        .await
+        .expect_err("over the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let retry = status.get_details_retry_info().expect("a RetryInfo detail");
+    let wait = retry.retry_delay.expect("a delay");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(20),
+        "{wait:?}"
+    );
+    // Other principals have buckets of their own: the admin's role has no limit.
+    admin.stats().await.expect("the admin is not limited");
+}
