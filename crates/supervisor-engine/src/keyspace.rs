@@ -10,8 +10,24 @@
 //! - `("wf", tenant, id, chunk)` → workflow run record, chunked; `("wfev", tenant, id,
 //!   seq)` → its events
 //! - `("sched", tenant, name)` → schedule; `("singleton", duty)` → who holds a duty
-//! - `("ready", 4 - priority, id)` → tenant: tasks waiting to be leased, highest priority
-//!   first, oldest first within a priority (ids are time-ordered)
+//! - `("rq", tenant, 4 - priority, id)` → empty: a tenant's tasks waiting to be leased,
+//!   highest priority first, oldest first within a priority (ids are time-ordered);
+//!   `("rqt", tenant)` → empty: the tenant may have some (cleared by a lease that found
+//!   its queue empty). `("ready", 4 - priority, id)` → tenant is the single queue of
+//!   earlier versions, moved into these when a node registers
+//! - `("vt", tenant)` / `("vtsys",)` → fair-queueing virtual times (`resources::fair`)
+//! - `("lock", repo, ref, id)` → the holder of a repository lock; `("lockwait", repo, ref,
+//!   id)` → tenant: a task parked until the lock is free; `("lockfree", repo, ref)` →
+//!   empty: a lock was released, its waiters go back to the queue at the next lease
+//! - `("budget", tenant, kind, name)` → budget; `("spend", tenant, kind, name, period,
+//!   metric)` → settled spend; `("reserved", tenant, kind, name, metric)` → what running
+//!   attempts reserved; `("budgetgate", tenant, kind, name)` → written by every lease that
+//!   reserves, so reservations of one budget are serialized; `("budgetsoft", tenant,
+//!   kind, name)` → attempts started past the soft limit; `("bwait", tenant, id)` → empty:
+//!   a task parked because a budget is spent
+//! - `("quota", tenant)` → its fair-queueing weight, running limit and lock policy;
+//!   `("running", tenant)` → its running attempts; `("quotagate", tenant)` → written by
+//!   every lease that counts against its running limit
 //! - `("timer", due_micros, id)` → timer entry: a retry waiting to vest or a lease to check
 //! - `("ix", "status"|"type"|"label", tenant, value, id)` → empty: list indexes
 //! - `("stat", "status", status)` / `("stat", "provider", name, field)` → counters
@@ -86,17 +102,153 @@ pub(crate) fn idempotency(tenant: &str, key: &str) -> Vec<u8> {
     root().pack(&("idem", tenant, key))
 }
 
-pub(crate) fn ready(priority_rank: u8, id: TaskId) -> Vec<u8> {
-    root().pack(&("ready", 4 - priority_rank as i64, id.to_string()))
+pub(crate) fn ready(tenant: &str, priority_rank: u8, id: TaskId) -> Vec<u8> {
+    root().pack(&("rq", tenant, 4 - priority_rank as i64, id.to_string()))
 }
 
-pub(crate) fn ready_range() -> (Vec<u8>, Vec<u8>) {
-    root().subspace(&("ready",)).range()
+/// One tenant's ready tasks.
+pub(crate) fn ready_range(tenant: &str) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("rq", tenant)).range()
 }
 
 pub(crate) fn parse_ready(key: &[u8]) -> Option<TaskId> {
-    let (_, _, id): (String, i64, String) = root().unpack(key).ok()?;
+    let (_, _, _, id): (String, String, i64, String) = root().unpack(key).ok()?;
     id.parse().ok()
+}
+
+/// The marker of a tenant that may have ready tasks.
+pub(crate) fn ready_tenant(tenant: &str) -> Vec<u8> {
+    root().pack(&("rqt", tenant))
+}
+
+pub(crate) fn ready_tenants() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("rqt",)).range()
+}
+
+pub(crate) fn parse_ready_tenant(key: &[u8]) -> Option<String> {
+    let (_, tenant): (String, String) = root().unpack(key).ok()?;
+    Some(tenant)
+}
+
+/// The single ready queue of earlier versions (value: the tenant).
+pub(crate) fn legacy_ready_range() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("ready",)).range()
+}
+
+pub(crate) fn parse_legacy_ready(key: &[u8]) -> Option<(u8, TaskId)> {
+    let (_, rank, id): (String, i64, String) = root().unpack(key).ok()?;
+    Some((u8::try_from(4 - rank).ok()?, id.parse().ok()?))
+}
+
+pub(crate) fn virtual_time(tenant: &str) -> Vec<u8> {
+    root().pack(&("vt", tenant))
+}
+
+pub(crate) fn system_virtual_time() -> Vec<u8> {
+    root().pack(&("vtsys",))
+}
+
+pub(crate) fn lock_holder(repo: &str, git_ref: &str, id: TaskId) -> Vec<u8> {
+    root().pack(&("lock", repo, git_ref, id.to_string()))
+}
+
+/// Every holder of one repository and ref.
+pub(crate) fn lock_holders(repo: &str, git_ref: &str) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("lock", repo, git_ref)).range()
+}
+
+/// Every lock holder of the cluster.
+pub(crate) fn all_lock_holders() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("lock",)).range()
+}
+
+pub(crate) fn lock_waiter(repo: &str, git_ref: &str, id: TaskId) -> Vec<u8> {
+    root().pack(&("lockwait", repo, git_ref, id.to_string()))
+}
+
+pub(crate) fn lock_waiters(repo: &str, git_ref: &str) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("lockwait", repo, git_ref)).range()
+}
+
+pub(crate) fn all_lock_waiters() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("lockwait",)).range()
+}
+
+/// The repository, ref and task of a holder or waiter key.
+pub(crate) fn parse_lock_entry(key: &[u8]) -> Option<(String, String, TaskId)> {
+    let (_, repo, git_ref, id): (String, String, String, String) = root().unpack(key).ok()?;
+    Some((repo, git_ref, id.parse().ok()?))
+}
+
+pub(crate) fn lock_freed(repo: &str, git_ref: &str) -> Vec<u8> {
+    root().pack(&("lockfree", repo, git_ref))
+}
+
+pub(crate) fn locks_freed() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("lockfree",)).range()
+}
+
+pub(crate) fn parse_lock_freed(key: &[u8]) -> Option<(String, String)> {
+    let (_, repo, git_ref): (String, String, String) = root().unpack(key).ok()?;
+    Some((repo, git_ref))
+}
+
+pub(crate) fn budget(tenant: &str, kind: &str, name: &str) -> Vec<u8> {
+    root().pack(&("budget", tenant, kind, name))
+}
+
+pub(crate) fn budgets(tenant: &str) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("budget", tenant)).range()
+}
+
+pub(crate) fn spend(tenant: &str, kind: &str, name: &str, period: &str, metric: &str) -> Vec<u8> {
+    root().pack(&("spend", tenant, kind, name, period, metric))
+}
+
+pub(crate) fn reserved(tenant: &str, kind: &str, name: &str, metric: &str) -> Vec<u8> {
+    root().pack(&("reserved", tenant, kind, name, metric))
+}
+
+pub(crate) fn budget_gate(tenant: &str, kind: &str, name: &str) -> Vec<u8> {
+    root().pack(&("budgetgate", tenant, kind, name))
+}
+
+pub(crate) fn budget_soft(tenant: &str, kind: &str, name: &str) -> Vec<u8> {
+    root().pack(&("budgetsoft", tenant, kind, name))
+}
+
+pub(crate) fn budget_waiter(tenant: &str, id: TaskId) -> Vec<u8> {
+    root().pack(&("bwait", tenant, id.to_string()))
+}
+
+pub(crate) fn budget_waiters() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("bwait",)).range()
+}
+
+pub(crate) fn parse_budget_waiter(key: &[u8]) -> Option<(String, TaskId)> {
+    let (_, tenant, id): (String, String, String) = root().unpack(key).ok()?;
+    Some((tenant, id.parse().ok()?))
+}
+
+pub(crate) fn quota(tenant: &str) -> Vec<u8> {
+    root().pack(&("quota", tenant))
+}
+
+pub(crate) fn quotas() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("quota",)).range()
+}
+
+pub(crate) fn parse_quota(key: &[u8]) -> Option<String> {
+    let (_, tenant): (String, String) = root().unpack(key).ok()?;
+    Some(tenant)
+}
+
+pub(crate) fn running(tenant: &str) -> Vec<u8> {
+    root().pack(&("running", tenant))
+}
+
+pub(crate) fn quota_gate(tenant: &str) -> Vec<u8> {
+    root().pack(&("quotagate", tenant))
 }
 
 pub(crate) fn timer(due_micros: i64, id: TaskId) -> Vec<u8> {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use supervisor_model::FieldError;
-use supervisor_model::Usage;
+use supervisor_model::{Metric, Period, Task, Usage};
 use supervisor_store::{RangeOptions, Transaction};
 
 use crate::codec::counter;
@@ -56,6 +56,65 @@ pub(crate) fn charge(
     txn.atomic_add(&key("input_tokens"), usage.input_tokens as i64);
     txn.atomic_add(&key("output_tokens"), usage.output_tokens as i64);
     txn.atomic_add(&key("cost_micros"), cost_micros as i64);
+}
+
+/// The calendar period containing `micros` in time zone `tz`: `d2026-12-02` for a day,
+/// `m2026-12` for a month. An unknown zone counts in UTC (budgets are validated when set).
+pub(crate) fn period_id(period: Period, tz: &str, micros: i64) -> String {
+    let zone: chrono_tz::Tz = tz.parse().unwrap_or(chrono_tz::UTC);
+    let time = DateTime::from_timestamp_micros(micros)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .with_timezone(&zone);
+    match period {
+        Period::Day => time.format("d%Y-%m-%d").to_string(),
+        Period::Month => time.format("m%Y-%m").to_string(),
+    }
+}
+
+/// When the period containing `micros` ends in time zone `tz` (unix microseconds).
+pub(crate) fn period_end(period: Period, tz: &str, micros: i64) -> i64 {
+    use chrono::{Datelike, NaiveDate, TimeZone};
+    let zone: chrono_tz::Tz = tz.parse().unwrap_or(chrono_tz::UTC);
+    let Some(time) = DateTime::from_timestamp_micros(micros) else {
+        return i64::MAX;
+    };
+    let local = time.with_timezone(&zone).date_naive();
+    let next = match period {
+        Period::Day => local.succ_opt(),
+        Period::Month => {
+            let (y, m) = if local.month() == 12 {
+                (local.year() + 1, 1)
+            } else {
+                (local.year(), local.month() + 1)
+            };
+            NaiveDate::from_ymd_opt(y, m, 1)
+        }
+    };
+    next.and_then(|d| d.and_hms_opt(0, 0, 0))
+        .and_then(|midnight| zone.from_local_datetime(&midnight).earliest())
+        .map_or(i64::MAX, |t| t.timestamp_micros())
+}
+
+/// Charges an attempt's real spend to every budget its task reserved from, in the period
+/// (of each budget's time zone) it ended in. Atomic adds: no read, no conflict.
+pub(crate) fn charge_budgets(
+    txn: &mut Transaction<'_>,
+    task: &Task,
+    now: i64,
+    usage: &Usage,
+    cost_micros: u64,
+) {
+    let tokens = usage.input_tokens.saturating_add(usage.output_tokens) as i64;
+    for r in &task.holds.reservations {
+        let (kind, name) = r.scope.parts();
+        for period in [Period::Day, Period::Month] {
+            let id = period_id(period, &r.time_zone, now);
+            let key =
+                |metric: Metric| keyspace::spend(&task.tenant, kind, name, &id, metric.as_str());
+            txn.atomic_add(&key(Metric::CostMicros), cost_micros as i64);
+            txn.atomic_add(&key(Metric::Tokens), tokens);
+        }
+    }
 }
 
 impl Engine {

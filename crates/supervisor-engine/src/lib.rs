@@ -23,6 +23,7 @@ mod keyspace;
 mod ledger;
 mod nodes;
 mod records;
+mod resources;
 mod runner;
 mod schedules;
 mod tasks;
@@ -33,6 +34,8 @@ mod workflows;
 mod identity_tests;
 #[cfg(test)]
 mod membership_tests;
+#[cfg(test)]
+mod resources_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -52,6 +55,10 @@ pub use identity::{
 };
 pub use ledger::{LedgerRow, utc_day};
 pub use nodes::{HeartbeatReply, NodeAnnouncement, NodeIdentity, NodeInfo, NodeLoad, NodeState};
+pub use resources::{
+    Allocation, BudgetStatus, DEFAULT_ANSWER_TOKENS, Estimate, Estimator, LeaseOptions,
+    LimitStatus, MAX_LISTED, TenantQuotaInfo, WaitingTask, parse_scope,
+};
 pub use runner::{Finish, LeaseBatch, LeasedTask, Outcome, RunnerWriteResult, Streamed, TaskRef};
 pub use schedules::{MAX_SCHEDULE_NAME_BYTES, SCHEDULER_DUTY, SchedulePage, ScheduleRecord};
 pub use supervisor_workflow as workflow;

@@ -234,6 +234,11 @@ impl Engine {
                 })
             })
             .await?;
+        // Tasks queued by an earlier version wait in its single queue.
+        let moved = self.move_legacy_ready().await?;
+        if moved > 0 {
+            tracing::info!(moved, "moved ready tasks into the per-tenant queues");
+        }
         Ok(NodeIdentity {
             id: id.to_string(),
             epoch,

@@ -3,7 +3,7 @@
 //! so no code path can change a status without leaving its trace.
 
 use serde::{Deserialize, Serialize};
-use supervisor_model::{EventKind, Task, TaskEvent, TaskId, TaskStatus};
+use supervisor_model::{EventKind, Metric, RepoLock, Task, TaskEvent, TaskId, TaskStatus};
 use supervisor_store::Transaction;
 
 use crate::EngineError;
@@ -131,6 +131,16 @@ pub(crate) fn transition(
     txn.atomic_add(&keyspace::status_counter(to), 1);
     count_for_tenant(txn, &task.tenant, from, -1);
     count_for_tenant(txn, &task.tenant, to, 1);
+    if from == TaskStatus::Running {
+        release_holds(txn, task);
+        txn.atomic_add(&keyspace::running(&task.tenant), -1);
+    }
+    if to == TaskStatus::Running {
+        txn.atomic_add(&keyspace::running(&task.tenant), 1);
+    }
+    if to != TaskStatus::Queued {
+        task.waiting_for = None;
+    }
     // The writer as it was before the transition (a completion clears the lease).
     let writer = holder(task);
     task.status = to;
@@ -164,12 +174,32 @@ pub(crate) fn index_new(txn: &mut Transaction<'_>, task: &Task) {
     count_for_tenant(txn, &task.tenant, task.status, 1);
 }
 
-/// Puts a task in the ready range and wakes dispatchers watching the queue.
+/// Gives back what an attempt held, in the transaction that ends it: its repository lock
+/// (the lock's waiters go back to the queue at the next lease) and its budget
+/// reservations (its real spend was charged by whoever ended it).
+fn release_holds(txn: &mut Transaction<'_>, task: &mut Task) {
+    let holds = std::mem::take(&mut task.holds);
+    if let Some(lock) = &holds.lock {
+        txn.clear(&keyspace::lock_holder(&lock.repo, &lock.git_ref, task.id));
+        txn.set(&keyspace::lock_freed(&lock.repo, &lock.git_ref), &[]);
+        txn.atomic_add(&keyspace::queue_version(), 1);
+    }
+    for r in &holds.reservations {
+        let (kind, name) = r.scope.parts();
+        let reserved =
+            |metric: Metric| keyspace::reserved(&task.tenant, kind, name, metric.as_str());
+        txn.atomic_add(&reserved(Metric::CostMicros), -(r.cost_micros as i64));
+        txn.atomic_add(&reserved(Metric::Tokens), -(r.tokens as i64));
+    }
+}
+
+/// Puts a task in its tenant's ready range and wakes dispatchers watching the queue.
 pub(crate) fn make_ready(txn: &mut Transaction<'_>, task: &Task) {
     txn.set(
-        &keyspace::ready(task.priority.rank(), task.id),
-        task.tenant.as_bytes(),
+        &keyspace::ready(&task.tenant, task.priority.rank(), task.id),
+        &[],
     );
+    txn.set(&keyspace::ready_tenant(&task.tenant), &[]);
     txn.atomic_add(&keyspace::queue_version(), 1);
 }
 
@@ -203,7 +233,19 @@ pub(crate) fn cancel(
     reason: String,
 ) -> Result<(), EngineError> {
     match task.status {
-        TaskStatus::Queued => txn.clear(&keyspace::ready(task.priority.rank(), task.id)),
+        TaskStatus::Queued => {
+            txn.clear(&keyspace::ready(
+                &task.tenant,
+                task.priority.rank(),
+                task.id,
+            ));
+            // It may be parked behind a repository lock.
+            if let Some(lock) = RepoLock::for_task(task) {
+                txn.clear(&keyspace::lock_waiter(&lock.repo, &lock.git_ref, task.id));
+            }
+            // Or by a budget.
+            txn.clear(&keyspace::budget_waiter(&task.tenant, task.id));
+        }
         TaskStatus::Running => {
             if let Some(lease) = &task.lease {
                 txn.set(&keyspace::inbox(&lease.node_id, &task.tenant, task.id), &[]);
@@ -235,6 +277,8 @@ pub(crate) enum TimerKind {
     Lease,
     /// A workflow run's deadline (the timer's id is the run's).
     RunDeadline,
+    /// A queued task parked by a resource manager (a budget) goes back to the queue.
+    Unpark,
 }
 
 /// The value of a timer key.

@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use supervisor_model::{AttemptRecord, EventKind, Lease, Task, TaskId, TaskResult, TaskStatus};
+use supervisor_model::{AttemptRecord, EventKind, Task, TaskId, TaskResult, TaskStatus};
 use supervisor_store::{RangeOptions, Watch};
 
 use crate::keyspace;
 use crate::ledger;
 use crate::nodes::EpochCheck;
-use crate::nodes::NodeIdentity;
 use crate::records::{self, TimerEntry, TimerKind};
 use crate::{Engine, EngineError, Inner};
 
@@ -41,6 +40,9 @@ pub struct LeaseBatch {
     /// Fires when more tasks may have become ready since this lease's snapshot, so a
     /// dispatcher that found nothing can sleep on it without missing a submit.
     pub ready_watch: Watch,
+    /// Ready work was held back (a tenant at its running limit, repository tasks this
+    /// node declined): lease again soon, as no commit may wake the watch.
+    pub held_back: bool,
 }
 
 /// How an attempt ended.
@@ -266,6 +268,7 @@ fn finish(
         // Attempts that never reached a provider (no route, agent panic) cost nothing.
         ledger::charge(txn, &task.tenant, &f.provider, now, &f.usage, f.cost_micros);
     }
+    ledger::charge_budgets(txn, task, now, &f.usage, f.cost_micros);
     match &f.outcome {
         Outcome::Succeeded(result) => {
             let mut stored = result.clone();
@@ -388,102 +391,6 @@ fn humanize(d: Duration) -> String {
 }
 
 impl Engine {
-    /// Leases up to `max` ready tasks to `node`, highest priority and oldest first. Each gets
-    /// a fresh fencing token and a lease timer. Scans with snapshot reads and claims only
-    /// the entries it takes, so it never conflicts with concurrent submits.
-    pub async fn lease(&self, node: &NodeIdentity, max: usize) -> Result<LeaseBatch, EngineError> {
-        let now = self.now_micros();
-        let lease_micros = self.inner.cfg.lease_duration.as_micros() as i64;
-        let (begin, end) = keyspace::ready_range();
-        let (tasks, ready_watch) = self
-            .inner
-            .db
-            .run(|txn| {
-                let (begin, end) = (begin.clone(), end.clone());
-                Box::pin(async move {
-                    let ready_watch = txn.watch(&keyspace::queue_version());
-                    // Read the version so the watch compares against this snapshot.
-                    txn.get_snapshot(&keyspace::queue_version()).await?;
-                    let mut leased = Vec::new();
-                    if max == 0 {
-                        return Ok((leased, ready_watch));
-                    }
-                    if let Some(detail) = EpochCheck::default()
-                        .refusal(txn, &node.id, node.epoch)
-                        .await?
-                    {
-                        return Err(EngineError::Fenced {
-                            node: node.id.clone(),
-                            epoch: node.epoch,
-                            detail,
-                        });
-                    }
-                    let entries = txn
-                        .get_range(&begin, &end, RangeOptions::new().snapshot().limit(max))
-                        .await?;
-                    for kv in entries {
-                        txn.add_read_conflict_key(&kv.key);
-                        txn.clear(&kv.key);
-                        let Some(id) = keyspace::parse_ready(&kv.key) else {
-                            tracing::warn!("dropping an unparsable ready-queue entry");
-                            continue;
-                        };
-                        let tenant = String::from_utf8_lossy(&kv.value).into_owned();
-                        let Some(mut task) = records::load(txn, &tenant, id).await? else {
-                            continue;
-                        };
-                        if task.status != TaskStatus::Queued {
-                            continue;
-                        }
-                        task.attempt += 1;
-                        task.fence += 1;
-                        let expires_at = now + lease_micros;
-                        task.lease = Some(Lease {
-                            node_id: node.id.clone(),
-                            node_epoch: node.epoch,
-                            fence: task.fence,
-                            expires_at,
-                        });
-                        task.started_at = Some(now);
-                        let message = format!(
-                            "attempt {} of {} started on node {}",
-                            task.attempt, task.max_attempts, node.id
-                        );
-                        records::transition(
-                            txn,
-                            &mut task,
-                            TaskStatus::Running,
-                            now,
-                            EventKind::Started,
-                            message,
-                        )?;
-                        records::arm_timer(
-                            txn,
-                            expires_at,
-                            task.id,
-                            &TimerEntry {
-                                tenant: tenant.clone(),
-                                kind: TimerKind::Lease,
-                                fence: task.fence,
-                                node: node.id.clone(),
-                                epoch: node.epoch,
-                            },
-                        )?;
-                        records::put(txn, &task)?;
-                        let task_ref = TaskRef {
-                            tenant,
-                            id: task.id,
-                            fence: task.fence,
-                        };
-                        leased.push(LeasedTask { task, task_ref });
-                    }
-                    Ok::<_, EngineError>((leased, ready_watch))
-                })
-            })
-            .await?;
-        Ok(LeaseBatch { tasks, ready_watch })
-    }
-
     /// Records streamed output of a running attempt (fenced; batched with other writes).
     pub async fn progress(
         &self,

@@ -129,6 +129,31 @@ fn build_task(item: &SubmitItem, cfg: &crate::EngineConfig) -> Task {
         updated_at: item.now,
         started_at: None,
         finished_at: None,
+        submitted_by: r.submitted_by.clone(),
+        waiting_for: None,
+        holds: Default::default(),
+    }
+}
+
+/// `Ok(Err(..))` when the task needs a repository lock that is held and its tenant's
+/// lock policy is `reject`.
+async fn refuse_if_lock_held(
+    txn: &mut supervisor_store::Transaction<'_>,
+    item: &SubmitItem,
+    cfg: &crate::EngineConfig,
+) -> Result<Result<(), EngineError>, EngineError> {
+    if !item
+        .request
+        .context
+        .contains_key(supervisor_model::REPO_CONTEXT_KEY)
+    {
+        return Ok(Ok(()));
+    }
+    let policy = crate::resources::lock_policy(txn, &item.tenant).await?;
+    match crate::resources::refuse_if_held(txn, &build_task(item, cfg), policy).await {
+        Ok(()) => Ok(Ok(())),
+        Err(EngineError::FailedPrecondition(why)) => Ok(Err(EngineError::FailedPrecondition(why))),
+        Err(e) => Err(e),
     }
 }
 
@@ -191,9 +216,16 @@ pub(crate) async fn submit_batch(
                             }
                             continue;
                         }
+                        if let Err(e) = refuse_if_lock_held(txn, item, cfg).await? {
+                            out.push(Err(e));
+                            continue;
+                        }
                         let entry = Entry::new(item.id, &item.request);
                         txn.set(&idem_key, &entry.encode()?);
                         batch_keys.insert(slot, (i, entry));
+                    } else if let Err(e) = refuse_if_lock_held(txn, item, cfg).await? {
+                        out.push(Err(e));
+                        continue;
                     }
                     out.push(Ok(Submitted {
                         task: create(txn, item, cfg)?,
@@ -457,6 +489,7 @@ impl Engine {
                 max_attempts: Some(original.max_attempts),
                 timeout_ms: Some(original.timeout_ms),
                 routing: original.routing.clone(),
+                submitted_by: original.submitted_by.clone(),
             },
             id: TaskId::generate(),
             now: self.now_micros(),

@@ -9,14 +9,14 @@ use supervisor_store::embedded::{EmbeddedOptions, open_db};
 
 use crate::*;
 
-struct Fixture {
-    engine: Engine,
-    clock: ManualClock,
-    node: NodeIdentity,
+pub(crate) struct Fixture {
+    pub engine: Engine,
+    pub clock: ManualClock,
+    pub node: NodeIdentity,
     _dir: tempfile::TempDir,
 }
 
-async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     fixture_with(EngineConfig {
         lease_duration: Duration::from_secs(10),
         retry_initial_backoff: Duration::from_secs(2),
@@ -48,7 +48,7 @@ async fn fixture_with(cfg: EngineConfig) -> Fixture {
     }
 }
 
-fn new_task(prompt: &str) -> NewTask {
+pub(crate) fn new_task(prompt: &str) -> NewTask {
     NewTask {
         task_type: Some(TaskType::BugFix),
         prompt: prompt.to_string(),
@@ -56,7 +56,7 @@ fn new_task(prompt: &str) -> NewTask {
     }
 }
 
-fn success(output: &str) -> Outcome {
+pub(crate) fn success(output: &str) -> Outcome {
     Outcome::Succeeded(TaskResult {
         output: output.to_string(),
         usage: Usage {
@@ -71,7 +71,7 @@ fn success(output: &str) -> Outcome {
     })
 }
 
-fn finish(task_ref: &TaskRef, outcome: Outcome) -> Finish {
+pub(crate) fn finish(task_ref: &TaskRef, outcome: Outcome) -> Finish {
     let (usage, cost_micros) = match &outcome {
         Outcome::Succeeded(r) => (r.usage, r.cost_micros),
         Outcome::Failed { .. } => (Usage::default(), 0),
@@ -107,7 +107,10 @@ async fn lease_one(f: &Fixture) -> LeasedTask {
     batch.tasks.remove(0)
 }
 
-async fn events_of(f: &Fixture, id: supervisor_model::TaskId) -> Vec<supervisor_model::TaskEvent> {
+pub(crate) async fn events_of(
+    f: &Fixture,
+    id: supervisor_model::TaskId,
+) -> Vec<supervisor_model::TaskEvent> {
     f.engine
         .read_events("default", id, 0, 1000)
         .await

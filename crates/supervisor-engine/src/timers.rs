@@ -158,6 +158,16 @@ impl Engine {
                                     sweep.retries_vested += 1;
                                 }
                             }
+                            TimerKind::Unpark => {
+                                if task.status == TaskStatus::Queued
+                                    && task.next_attempt_at == Some(at)
+                                {
+                                    task.next_attempt_at = None;
+                                    records::make_ready(txn, &task);
+                                    records::put(txn, &task)?;
+                                    sweep.retries_vested += 1;
+                                }
+                            }
                             TimerKind::Lease => {
                                 let live = task.status == TaskStatus::Running
                                     && task.lease.as_ref().is_some_and(|l| {

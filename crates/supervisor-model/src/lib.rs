@@ -9,10 +9,12 @@
 #[macro_use]
 mod task;
 mod identity;
+mod resources;
 mod specialty;
 mod text;
 
 pub use identity::*;
+pub use resources::*;
 pub use specialty::*;
 pub use task::*;
 pub use text::{MAX_QUOTED_CHARS, check_name, check_text, forbidden_in_name, quote};

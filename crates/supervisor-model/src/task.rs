@@ -166,7 +166,7 @@ impl TaskStatus {
         use TaskStatus::*;
         matches!(
             (self, next),
-            (Queued, Running | Cancelled)
+            (Queued, Running | Cancelled | Failed)
                 | (Running, Succeeded | Failed | Cancelled | RetryWait | Queued)
                 | (RetryWait, Queued | Cancelled | Failed)
         )
@@ -287,6 +287,10 @@ pub struct NewTask {
     pub timeout_ms: Option<u64>,
     /// Routing preferences.
     pub routing: crate::RoutingPrefs,
+    /// Who submits it; the server sets it from the caller's credentials (budgets per key
+    /// count by it). Not part of what an idempotency key compares.
+    #[serde(default)]
+    pub submitted_by: Option<String>,
 }
 
 /// Most providers a task may list as preferred or excluded.
@@ -597,6 +601,17 @@ pub struct Task {
     pub started_at: Option<i64>,
     /// When it reached its terminal status.
     pub finished_at: Option<i64>,
+    /// Who submitted it (`key:<id>`, `jwt:<issuer>/<subject>`, `anonymous`), for budgets
+    /// per key.
+    #[serde(default)]
+    pub submitted_by: Option<String>,
+    /// While queued but held back by a resource manager: what it waits for (a repository
+    /// lock and its holders, a budget, a quota), in words.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
+    /// What its running attempt holds (repository lock, budget reservations).
+    #[serde(default)]
+    pub holds: crate::Holds,
 }
 
 /// What happened to a task, in order. The event log is append-only and resumable by

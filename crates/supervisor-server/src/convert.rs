@@ -295,6 +295,7 @@ pub(crate) fn new_task_in(
         context: r.context.into_iter().collect(),
         max_attempts: Some(r.max_attempts).filter(|n| *n > 0),
         timeout_ms: Some(r.timeout_ms).filter(|n| *n > 0),
+        submitted_by: None,
     };
     new.validate().map_err(|e| invalid(e.field, &e.message))?;
     Ok(new)

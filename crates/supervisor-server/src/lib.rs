@@ -105,7 +105,8 @@ impl TaskService for TaskApi {
         &self,
         req: Request<v1::SubmitTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
-        let tenant = &tenant(&req);
+        let principal = auth::principal_in(req.extensions());
+        let tenant = &principal.tenant;
         let request = req.into_inner();
         let names =
             if request.preferred_providers.is_empty() && request.excluded_providers.is_empty() {
@@ -113,7 +114,8 @@ impl TaskService for TaskApi {
             } else {
                 self.node.known_provider_names()
             };
-        let new = new_task_in(request, &names)?;
+        let mut new = new_task_in(request, &names)?;
+        new.submitted_by = Some(principal.id.clone());
         repository_servable(&new.context, &self.node)?;
         let submitted = self.engine.submit(tenant, new).await.map_err(status_from)?;
         Ok(Response::new(task_out(submitted.task)))

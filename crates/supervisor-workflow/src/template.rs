@@ -274,6 +274,7 @@ pub fn render_task(
             excluded_providers: task.excluded_providers.clone(),
             max_cost_micros: None,
         },
+        submitted_by: None,
     };
     new.validate()?;
     Ok(new)

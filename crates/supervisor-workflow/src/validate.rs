@@ -778,6 +778,7 @@ fn check_task(c: &mut Checker<'_>, pos: usize, step: &StepDef) {
             excluded_providers: task.excluded_providers.clone(),
             max_cost_micros: None,
         },
+        submitted_by: None,
     };
     if let Err(e) = probe.validate() {
         c.error(codes::INVALID_TASK, Some(&step.id), e.to_string());
