@@ -54,7 +54,10 @@ pub use identity::{
     principal_of,
 };
 pub use ledger::{LedgerRow, utc_day};
-pub use nodes::{HeartbeatReply, NodeAnnouncement, NodeIdentity, NodeInfo, NodeLoad, NodeState};
+pub use nodes::{
+    AttemptUsage, DiskUsage, HeartbeatReply, NodeAnnouncement, NodeIdentity, NodeInfo, NodeLoad,
+    NodeResources, NodeState,
+};
 pub use resources::{
     Allocation, BudgetStatus, DEFAULT_ANSWER_TOKENS, Estimate, Estimator, LeaseOptions,
     LimitStatus, MAX_LISTED, TenantQuotaInfo, WaitingTask, parse_scope,

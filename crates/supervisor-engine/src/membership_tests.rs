@@ -88,12 +88,24 @@ async fn heartbeats_move_the_revision_and_record_the_load() {
     let c = cluster().await;
     let first = c
         .engine
-        .heartbeat(&c.a, NodeLoad { in_flight: 3 })
+        .heartbeat(
+            &c.a,
+            NodeLoad {
+                in_flight: 3,
+                ..NodeLoad::default()
+            },
+        )
         .await
         .unwrap();
     let second = c
         .engine
-        .heartbeat(&c.a, NodeLoad { in_flight: 5 })
+        .heartbeat(
+            &c.a,
+            NodeLoad {
+                in_flight: 5,
+                ..NodeLoad::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!((first.revision, second.revision), (1, 2));

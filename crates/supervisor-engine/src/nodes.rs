@@ -69,10 +69,68 @@ pub struct NodeAnnouncement {
 }
 
 /// The load a node reports with each heartbeat.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeLoad {
     /// Attempts running now (each holds a lease).
     pub in_flight: u32,
+    /// What the node measured of its machine and its attempts' processes.
+    #[serde(default)]
+    pub resources: NodeResources,
+}
+
+/// A node's machine and processes as it measured them (from `/proc` and `statvfs`), not
+/// as configured. Zero where the platform does not tell.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeResources {
+    /// When measured (unix microseconds); 0 when never.
+    pub measured_at: i64,
+    /// CPUs the machine has.
+    pub cpu_cores: u32,
+    /// Share of all CPUs busy since the previous measurement, in thousandths.
+    pub cpu_busy_permille: u32,
+    /// Memory of the machine, in bytes.
+    pub memory_total_bytes: u64,
+    /// Memory available to new work, in bytes.
+    pub memory_available_bytes: u64,
+    /// Resident memory of the node's own process, in bytes.
+    pub process_rss_bytes: u64,
+    /// CPU time of the node's own process so far, in milliseconds.
+    pub process_cpu_ms: u64,
+    /// Disks the node writes to: its data directory and its providers' work directories.
+    pub disks: Vec<DiskUsage>,
+    /// Processes running attempts, grouped by attempt.
+    pub attempts: Vec<AttemptUsage>,
+    /// Whether a work disk is below the configured free space: the node takes no
+    /// repository tasks meanwhile.
+    pub low_on_disk: bool,
+}
+
+/// Space on one file system a node writes to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    /// What the node keeps there (`data`, `worktrees of claude`...).
+    pub purpose: String,
+    /// The directory measured.
+    pub path: String,
+    /// Size of its file system, in bytes.
+    pub total_bytes: u64,
+    /// Space available to the node, in bytes.
+    pub free_bytes: u64,
+}
+
+/// The processes of one running attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptUsage {
+    /// The attempt's work directory name (`<task id>-a<attempt>`), or the command of a
+    /// process outside any.
+    pub attempt: String,
+    /// Processes in it.
+    pub processes: u32,
+    /// Their resident memory, in bytes.
+    pub rss_bytes: u64,
+    /// Their CPU time so far, in milliseconds.
+    pub cpu_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -254,6 +312,7 @@ impl Engine {
         load: NodeLoad,
     ) -> Result<HeartbeatReply, EngineError> {
         let now = self.now_micros();
+        let load = &load;
         self.inner
             .db
             .run(|txn| {
@@ -294,7 +353,7 @@ impl Engine {
                         epoch: node.epoch,
                         revision,
                         at: now,
-                        load,
+                        load: load.clone(),
                     };
                     txn.set(&key, &encode(&beat)?);
                     Ok::<_, EngineError>(HeartbeatReply {
@@ -347,7 +406,7 @@ impl Engine {
                             started_at: r.started_at,
                             revision: beat.revision,
                             heartbeat_at: beat.at,
-                            load: beat.load,
+                            load: beat.load.clone(),
                             max_in_flight: r.max_in_flight,
                             providers: r.providers,
                             drain_requested: r.drain_requested,

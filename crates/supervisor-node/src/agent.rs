@@ -12,12 +12,11 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use supervisor_engine::{Engine, Finish, LeasedTask, Outcome, RunnerWriteResult, Streamed};
 use supervisor_model::{TaskResult, analyze};
-use supervisor_providers::{
-    EventSink, ProviderError, ProviderEvent, ProviderOutput, ProviderRequest,
-};
+use supervisor_providers::{EventSink, ProviderError, ProviderEvent, ProviderOutput};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::routing::provider_request;
 use crate::routing::{Report, Route, RouteError, RouteRequest, Router};
 use crate::wire::Spent;
 
@@ -191,17 +190,7 @@ async fn run_attempt(args: AgentArgs) {
         &task.prompt,
         task.routing.specialty,
     );
-    let request = ProviderRequest {
-        task_id: task.id.to_string(),
-        attempt: task.attempt,
-        task_type: task.task_type,
-        prompt: task.prompt.clone(),
-        context: task.context.clone(),
-        timeout,
-        specialty: choice.specialty,
-        system_prompt: choice.specialty.system_prompt().to_string(),
-        tools: choice.specialty.tools(),
-    };
+    let request = provider_request(task);
     // Attempts that never reached a provider (no route, a panic) name none.
     let failed_on: Vec<String> = task
         .attempts

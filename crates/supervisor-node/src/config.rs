@@ -44,6 +44,9 @@ pub struct NodeConfig {
     pub duty_lease: Duration,
     /// Restarts of the node's actors.
     pub restart: RestartPolicy,
+    /// Free space, in MiB, below which a providers' work disk (where repository
+    /// worktrees go) makes the node stop taking repository tasks. Default 1024.
+    pub min_free_disk_mb: u64,
 }
 
 fn default_node_id() -> String {
@@ -67,6 +70,7 @@ impl Default for NodeConfig {
             drain_timeout: Duration::from_secs(10),
             duty_lease: Duration::from_secs(15),
             restart: RestartPolicy::default(),
+            min_free_disk_mb: 1024,
         }
     }
 }

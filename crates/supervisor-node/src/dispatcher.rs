@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use supervisor_engine::{Engine, Finish, NodeIdentity, Outcome, RunnerWriteResult, TaskRef};
+use supervisor_engine::{
+    Engine, Finish, LeaseOptions, NodeIdentity, Outcome, RunnerWriteResult, TaskRef,
+};
 use supervisor_model::TaskId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -37,6 +39,8 @@ pub struct DispatcherSettings {
     pub idle_recheck: Duration,
 }
 
+/// Pause before leasing again when the last lease held work back.
+const HELD_BACK_RECHECK: Duration = Duration::from_millis(500);
 /// Pause before leasing again after a lease transaction failed (give or take half).
 const LEASE_RETRY: Duration = Duration::from_millis(250);
 /// Longest wait on the cancel inbox's watch before reading it again anyway.
@@ -92,6 +96,8 @@ pub struct DispatcherArgs {
     pub clock: Clock,
     /// Spreads retries of a failed lease apart.
     pub rng: Rng,
+    /// Set while a work disk is low: repository tasks are left to other nodes.
+    pub low_on_disk: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Running {
@@ -126,6 +132,9 @@ pub struct DispatcherState {
     rng: Rng,
     /// The periodic renewal, stopped with the dispatcher.
     renewer: Option<JoinHandle<()>>,
+    low_on_disk: Arc<std::sync::atomic::AtomicBool>,
+    /// What an attempt of a task is expected to spend, for budget reservations.
+    estimator: supervisor_engine::Estimator,
 }
 
 impl DispatcherState {
@@ -168,7 +177,11 @@ async fn lease_and_spawn(
     }
     let want = free.min(state.settings.lease_batch);
     let node = state.node.borrow().clone();
-    let batch = match state.engine.lease(&node, want).await {
+    let options = LeaseOptions {
+        no_repository_tasks: state.low_on_disk.load(std::sync::atomic::Ordering::Relaxed),
+        estimate: Some(state.estimator.clone()),
+    };
+    let batch = match state.engine.lease_with(&node, want, &options).await {
         Ok(b) => b,
         Err(err @ supervisor_engine::EngineError::Fenced { .. }) => {
             // Membership notices on its next heartbeat and rejoins; until then, nothing.
@@ -231,7 +244,13 @@ async fn lease_and_spawn(
         }
         let engine = state.engine.clone();
         let me = myself.clone();
-        let recheck = state.clock.sleep(state.settings.idle_recheck);
+        // Work held back by a quota or left for other nodes wakes no watch: look again
+        // soon.
+        let recheck = state.clock.sleep(if batch.held_back {
+            HELD_BACK_RECHECK
+        } else {
+            state.settings.idle_recheck
+        });
         let watch = batch.ready_watch;
         state.waiter = Some(tokio::spawn(async move {
             tokio::select! {
@@ -305,6 +324,10 @@ impl Actor for Dispatcher {
             myself.clone(),
             args.clock.clone(),
         );
+        let estimator: supervisor_engine::Estimator = {
+            let router = args.router.clone();
+            Arc::new(move |task: &supervisor_model::Task| router.estimate(task))
+        };
         let mut state = DispatcherState {
             engine: args.engine,
             router: args.router,
@@ -320,6 +343,8 @@ impl Actor for Dispatcher {
             clock: args.clock,
             rng: args.rng,
             renewer: Some(renewer),
+            low_on_disk: args.low_on_disk,
+            estimator,
         };
         state.queue_pump(&myself);
         Ok(state)

@@ -36,6 +36,7 @@ mod config;
 mod dispatcher;
 mod error;
 mod housekeeper;
+mod machine;
 mod membership;
 mod node;
 mod provider_actor;

@@ -18,6 +18,7 @@ use crate::dispatcher::{
 };
 use crate::error::NodeError;
 use crate::housekeeper::{Housekeeper, HousekeeperArgs};
+use crate::machine::Sampler;
 use crate::membership::{LivePeer, Membership, MembershipArgs, MembershipView, PeerView};
 use crate::provider_actor::{self, ProviderActor, ProviderArgs};
 use crate::rng::Rng;
@@ -55,6 +56,8 @@ pub struct NodeSetup {
     pub clock: Clock,
     /// Source of its jitter; a test passes a seeded one.
     pub rng: Rng,
+    /// Where it keeps its data (the embedded store), so its heartbeat reports that disk.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl NodeSetup {
@@ -75,6 +78,7 @@ impl NodeSetup {
             providers,
             clock: Clock::system(),
             rng: Rng::from_entropy(),
+            data_dir: None,
         }
     }
 }
@@ -102,6 +106,10 @@ struct MembershipChannels {
     view: Arc<std::sync::RwLock<MembershipView>>,
     drain: watch::Sender<bool>,
     peers: watch::Sender<Vec<LivePeer>>,
+    /// Measures the machine for each heartbeat.
+    machine: Arc<std::sync::Mutex<Sampler>>,
+    /// Set while a work disk is low: the dispatcher leaves repository tasks to others.
+    low_on_disk: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The node's children, in start order: a provider actor per provider, the dispatcher,
@@ -143,6 +151,7 @@ fn children(
     children.push({
         let (engine, router, node) = (engine.clone(), router.clone(), identity.clone());
         let (clock, rng) = (clock.clone(), setup.rng.clone());
+        let low_on_disk = channels.low_on_disk.clone();
         ChildSpec::actor(dispatcher.clone(), Dispatcher, move || DispatcherArgs {
             engine: engine.clone(),
             router: router.clone(),
@@ -150,6 +159,7 @@ fn children(
             settings: settings.clone(),
             clock: clock.clone(),
             rng: rng.clone(),
+            low_on_disk: low_on_disk.clone(),
         })
         .registered()
     });
@@ -200,6 +210,8 @@ fn children(
                 drain: channels.drain.clone(),
                 peers: channels.peers.clone(),
                 clock: clock.clone(),
+                machine: channels.machine.clone(),
+                low_on_disk: channels.low_on_disk.clone(),
             }
         })
     });
@@ -314,6 +326,18 @@ impl Node {
                 view: view.clone(),
                 drain: drain_tx,
                 peers: peers_tx,
+                machine: Arc::new(std::sync::Mutex::new(Sampler::new(
+                    setup.data_dir.clone(),
+                    handles
+                        .iter()
+                        .filter_map(|h| {
+                            let dir = h.provider.work_dir()?;
+                            Some((format!("worktrees of {}", h.name), dir))
+                        })
+                        .collect(),
+                    cfg.min_free_disk_mb.saturating_mul(1024 * 1024),
+                ))),
+                low_on_disk: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             },
         );
         let (health_tx, health) = watch::channel(TreeHealth::Restarting("starting".into()));

@@ -278,6 +278,11 @@ pub trait Provider: Send + Sync + 'static {
     async fn health(&self) -> Health;
     /// Estimated cost of a request, in millionths of a dollar.
     fn estimate_cost(&self, request: &ProviderRequest) -> u64;
+    /// Where it makes attempts' work directories (repository worktrees), if anywhere:
+    /// the node watches that disk's free space.
+    fn work_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     /// How the processes this provider starts for a task are confined, in one sentence
     /// the node can print at start (what is guaranteed, and what is not on this machine);
     /// `None` for providers that start no processes.

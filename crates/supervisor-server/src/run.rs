@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use supervisor_engine::{Engine, EngineError, NodeInfo, NodeState, SystemClock};
-use supervisor_node::{Node, NodeError, ProviderSpec};
+use supervisor_node::{Node, NodeError, NodeSetup, ProviderSpec};
 use supervisor_providers::factory::BuildContext;
 
 use crate::ServeError;
@@ -266,14 +266,17 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
         });
     }
     let node = Arc::new(
-        Node::start_in_cluster(
-            engine,
-            cfg.node.clone(),
-            cfg.cluster.clone(),
-            cfg.routing.clone(),
-            &addr.to_string(),
-            providers,
-        )
+        Node::start_with(NodeSetup {
+            cluster: cfg.cluster.clone(),
+            data_dir: Some(data_dir.clone()),
+            ..NodeSetup::new(
+                engine,
+                cfg.node.clone(),
+                cfg.routing.clone(),
+                &addr.to_string(),
+                providers,
+            )
+        })
         .await
         .map_err(RunError::Node)?,
     );

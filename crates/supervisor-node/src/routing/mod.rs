@@ -20,11 +20,34 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use supervisor_model::{RoutingPrefs, RoutingStrategy, TaskType};
+use supervisor_engine::Estimate;
+use supervisor_model::{RoutingPrefs, RoutingStrategy, Task, TaskType, analyze};
 use supervisor_providers::{ProviderRequest, REPO_KEY};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+
+/// What a provider is asked for an attempt of `task`: its prompt and context with the
+/// system prompt and tools of the specialty the analyzer picks.
+pub fn provider_request(task: &Task) -> ProviderRequest {
+    let choice = analyze(
+        task.task_type,
+        &task.labels,
+        &task.prompt,
+        task.routing.specialty,
+    );
+    ProviderRequest {
+        task_id: task.id.to_string(),
+        attempt: task.attempt,
+        task_type: task.task_type,
+        prompt: task.prompt.clone(),
+        context: task.context.clone(),
+        timeout: Duration::from_millis(task.timeout_ms),
+        specialty: choice.specialty,
+        system_prompt: choice.specialty.system_prompt().to_string(),
+        tools: choice.specialty.tools(),
+    }
+}
 
 /// What routing needs to know about an attempt.
 pub struct RouteRequest<'a> {
@@ -187,6 +210,29 @@ impl Router {
             .collect();
         v.sort_unstable();
         Some((handle::percentile(&v, 0.5)?, handle::percentile(&v, 0.99)?))
+    }
+
+    /// What an attempt of `task` is expected to spend at most, for its budget
+    /// reservations: its cost ceiling if it names one (no provider estimated above it is
+    /// chosen), else the highest estimate among this node's providers that could serve
+    /// it (none: the budget's default reservation); tokens from the prompt's size.
+    pub fn estimate(&self, task: &Task) -> Estimate {
+        let request = provider_request(task);
+        let cost = task.routing.max_cost_micros.or_else(|| {
+            self.providers
+                .iter()
+                .filter(|p| {
+                    p.capabilities.task_types.contains(&task.task_type)
+                        && (p.capabilities.repository || !task.context.contains_key(REPO_KEY))
+                        && !task.routing.excluded_providers.iter().any(|e| e == &p.name)
+                })
+                .map(|p| p.provider.estimate_cost(&request))
+                .max()
+        });
+        Estimate {
+            cost_micros: cost,
+            tokens: estimate_tokens(&request),
+        }
     }
 
     /// Every provider, in configuration order.

@@ -619,6 +619,10 @@ impl Provider for ClaudeCliProvider {
         }
     }
 
+    fn work_dir(&self) -> Option<std::path::PathBuf> {
+        Some(self.worktree_root.clone())
+    }
+
     fn estimate_cost(&self, request: &ProviderRequest) -> u64 {
         let model = self.cfg.model.as_deref().unwrap_or(ESTIMATE_MODEL);
         let Some(price) = self
