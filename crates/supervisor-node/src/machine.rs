@@ -267,8 +267,13 @@ fn statvfs(path: &Path) -> Option<(u64, u64)> {
     }
     // SAFETY: statvfs returned 0, so it filled `out`.
     let s = unsafe { out.assume_init() };
-    let block = s.f_frsize as u64;
-    Some((s.f_blocks as u64 * block, s.f_bavail as u64 * block))
+    // The field types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
+    let (block, blocks, available) = (s.f_frsize as u64, s.f_blocks as u64, s.f_bavail as u64);
+    Some((
+        blocks.saturating_mul(block),
+        available.saturating_mul(block),
+    ))
 }
 
 #[cfg(test)]
