@@ -25,6 +25,10 @@
 //!   reserves, so reservations of one budget are serialized; `("budgetsoft", tenant,
 //!   kind, name)` → attempts started past the soft limit; `("bwait", tenant, id)` → empty:
 //!   a task parked because a budget is spent
+//! - `("qs", bucket, granted_at, node)` → count: a slice of a cluster-wide rate limit
+//!   (`provider:<name>:rpm`...) granted to a node, settled to what it used
+//! - `("qc", bucket, node)` → epoch and count: concurrency permits of a cluster-wide
+//!   limit held by a node (void once that epoch is fenced or left)
 //! - `("quota", tenant)` → its fair-queueing weight, running limit and lock policy;
 //!   `("running", tenant)` → its running attempts; `("quotagate", tenant)` → written by
 //!   every lease that counts against its running limit
@@ -228,6 +232,37 @@ pub(crate) fn budget_waiters() -> (Vec<u8>, Vec<u8>) {
 pub(crate) fn parse_budget_waiter(key: &[u8]) -> Option<(String, TaskId)> {
     let (_, tenant, id): (String, String, String) = root().unpack(key).ok()?;
     Some((tenant, id.parse().ok()?))
+}
+
+pub(crate) fn slice(bucket: &str, granted_at: i64, node: &str) -> Vec<u8> {
+    root().pack(&("qs", bucket, granted_at, node))
+}
+
+pub(crate) fn slices(bucket: &str) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("qs", bucket)).range()
+}
+
+/// Where slices granted at or after `at` begin.
+pub(crate) fn slices_since(bucket: &str, at: i64) -> Vec<u8> {
+    root().subspace(&("qs", bucket, at)).range().0
+}
+
+pub(crate) fn parse_slice(key: &[u8]) -> Option<(i64, String)> {
+    let (_, _, at, node): (String, String, i64, String) = root().unpack(key).ok()?;
+    Some((at, node))
+}
+
+pub(crate) fn permits(bucket: &str, node: &str) -> Vec<u8> {
+    root().pack(&("qc", bucket, node))
+}
+
+pub(crate) fn all_permits(bucket: &str) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("qc", bucket)).range()
+}
+
+pub(crate) fn parse_permits(key: &[u8]) -> Option<String> {
+    let (_, _, node): (String, String, String) = root().unpack(key).ok()?;
+    Some(node)
 }
 
 pub(crate) fn quota(tenant: &str) -> Vec<u8> {

@@ -26,6 +26,7 @@ mod records;
 mod resources;
 mod runner;
 mod schedules;
+mod slices;
 mod tasks;
 mod timers;
 mod workflows;
@@ -64,6 +65,7 @@ pub use resources::{
 };
 pub use runner::{Finish, LeaseBatch, LeasedTask, Outcome, RunnerWriteResult, Streamed, TaskRef};
 pub use schedules::{MAX_SCHEDULE_NAME_BYTES, SCHEDULER_DUTY, SchedulePage, ScheduleRecord};
+pub use slices::{Grant, WINDOW_MICROS};
 pub use supervisor_workflow as workflow;
 pub use tasks::{ListPage, ListQuery, ProviderStats, StatusCounts, Submitted};
 pub use timers::{REAPER_DUTY, TimerSweep};

@@ -16,8 +16,8 @@ use supervisor_providers::{EventSink, ProviderError, ProviderEvent, ProviderOutp
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::routing::provider_request;
 use crate::routing::{Report, Route, RouteError, RouteRequest, Router};
+use crate::routing::{SharedLimits, provider_request};
 use crate::wire::Spent;
 
 /// Messages of an agent.
@@ -47,6 +47,8 @@ pub struct AgentArgs {
     pub leased_at: Instant,
     /// Times the attempt: its limit, route waits, output flushes.
     pub clock: Clock,
+    /// The providers' cluster-wide limits, when nodes share a store.
+    pub shared: Option<Arc<SharedLimits>>,
 }
 
 /// The agent actor.
@@ -176,6 +178,7 @@ async fn run_attempt(args: AgentArgs) {
         mut abandon,
         leased_at,
         clock,
+        shared,
     } = args;
     let task = &leased.task;
     let task_ref = leased.task_ref.clone();
@@ -222,8 +225,20 @@ async fn run_attempt(args: AgentArgs) {
             result: Err(err),
             spent: Spent::default(),
         },
-        Routed::To(route) => {
+        Routed::To(route) => 'to: {
             let handle = route.handle.clone();
+            let admission = match &shared {
+                Some(shared) => match shared.admit(&handle, route.tokens_estimated).await {
+                    Ok(admission) => Some(admission),
+                    Err(no) => {
+                        break 'to Ending::Deferred {
+                            why: format!("provider {}: {}", handle.name, no.why),
+                            wait: no.wait,
+                        };
+                    }
+                },
+                None => None,
+            };
             buffered.push(Streamed::Activity(format!(
                 "attempt {}: specialty {} ({}); provider {} ({})",
                 task.attempt, choice.specialty, choice.reason, handle.name, route.reason
@@ -273,6 +288,10 @@ async fn run_attempt(args: AgentArgs) {
             match result {
                 None => {
                     handle.abandon();
+                    if let (Some(shared), Some(admission)) = (&shared, admission) {
+                        let tokens = spent.usage.input_tokens + spent.usage.output_tokens;
+                        shared.settle(admission, tokens).await;
+                    }
                     Ending::Abandoned
                 }
                 Some(result) => {
@@ -280,6 +299,11 @@ async fn run_attempt(args: AgentArgs) {
                         Ok(out) => (out.usage, out.cost_micros),
                         Err(_) => (spent.usage, spent.cost_micros),
                     };
+                    if let (Some(shared), Some(admission)) = (&shared, admission) {
+                        shared
+                            .settle(admission, usage.input_tokens + usage.output_tokens)
+                            .await;
+                    }
                     handle.report(&Report {
                         ok: result.is_ok(),
                         error_kind: result.as_ref().err().map(|e| error_kind(e).to_string()),

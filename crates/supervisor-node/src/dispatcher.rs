@@ -98,6 +98,8 @@ pub struct DispatcherArgs {
     pub rng: Rng,
     /// Set while a work disk is low: repository tasks are left to other nodes.
     pub low_on_disk: Arc<std::sync::atomic::AtomicBool>,
+    /// The providers' cluster-wide limits, when nodes share a store.
+    pub shared: Option<Arc<crate::routing::SharedLimits>>,
 }
 
 struct Running {
@@ -133,6 +135,7 @@ pub struct DispatcherState {
     /// The periodic renewal, stopped with the dispatcher.
     renewer: Option<JoinHandle<()>>,
     low_on_disk: Arc<std::sync::atomic::AtomicBool>,
+    shared: Option<Arc<crate::routing::SharedLimits>>,
     /// What an attempt of a task is expected to spend, for budget reservations.
     estimator: supervisor_engine::Estimator,
 }
@@ -213,6 +216,7 @@ async fn lease_and_spawn(
             leased_at,
             abandon: abandon_rx,
             clock: state.clock.clone(),
+            shared: state.shared.clone(),
         };
         match Actor::spawn_linked(None, Agent, args, myself.get_cell()).await {
             Ok((agent, _)) => {
@@ -344,6 +348,7 @@ impl Actor for Dispatcher {
             rng: args.rng,
             renewer: Some(renewer),
             low_on_disk: args.low_on_disk,
+            shared: args.shared,
             estimator,
         };
         state.queue_pump(&myself);

@@ -22,6 +22,7 @@ use crate::machine::Sampler;
 use crate::membership::{LivePeer, Membership, MembershipArgs, MembershipView, PeerView};
 use crate::provider_actor::{self, ProviderActor, ProviderArgs};
 use crate::rng::Rng;
+use crate::routing::SharedLimits;
 use crate::routing::{ProviderHandle, ProviderSnapshot, Router};
 use crate::scheduler::{Scheduler, SchedulerArgs};
 use crate::supervision::{ChildSpec, OneForOne, OneForOneArgs, SupervisorMsg, TreeHealth};
@@ -58,6 +59,9 @@ pub struct NodeSetup {
     pub rng: Rng,
     /// Where it keeps its data (the embedded store), so its heartbeat reports that disk.
     pub data_dir: Option<std::path::PathBuf>,
+    /// Whether other nodes share its store: then its providers' per-minute limits and
+    /// configured `max_concurrency` hold for the whole cluster (through the store).
+    pub shared_store: bool,
 }
 
 impl NodeSetup {
@@ -79,6 +83,7 @@ impl NodeSetup {
             clock: Clock::system(),
             rng: Rng::from_entropy(),
             data_dir: None,
+            shared_store: false,
         }
     }
 }
@@ -152,6 +157,9 @@ fn children(
         let (engine, router, node) = (engine.clone(), router.clone(), identity.clone());
         let (clock, rng) = (clock.clone(), setup.rng.clone());
         let low_on_disk = channels.low_on_disk.clone();
+        let shared = setup
+            .shared_store
+            .then(|| SharedLimits::new(engine.clone(), identity.clone(), clock.clone()));
         ChildSpec::actor(dispatcher.clone(), Dispatcher, move || DispatcherArgs {
             engine: engine.clone(),
             router: router.clone(),
@@ -160,6 +168,7 @@ fn children(
             clock: clock.clone(),
             rng: rng.clone(),
             low_on_disk: low_on_disk.clone(),
+            shared: shared.clone(),
         })
         .registered()
     });

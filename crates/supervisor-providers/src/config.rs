@@ -14,11 +14,14 @@ use crate::secret::KeySource;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Most concurrent executions on one node (default: 1024 for the mock, 16 otherwise).
+    /// Most concurrent executions (default: 1024 for the mock, 16 otherwise, per node).
+    /// When set and nodes share a store, it holds for the whole cluster as well.
     pub max_concurrency: Option<u32>,
-    /// Requests per minute (token bucket; unset: unlimited).
+    /// Requests per minute (unset: unlimited). When nodes share a store it holds for the
+    /// whole cluster, give or take one slice (a twentieth) per node.
     pub requests_per_minute: Option<u32>,
-    /// Tokens per minute, input plus output (token bucket; unset: unlimited).
+    /// Tokens per minute, input plus output (unset: unlimited); cluster-wide like
+    /// `requests_per_minute`.
     pub tokens_per_minute: Option<u64>,
     /// Failures within `breaker_window` that open the circuit breaker (default 5).
     pub breaker_failures: Option<u32>,

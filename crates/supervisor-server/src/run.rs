@@ -269,6 +269,7 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
         Node::start_with(NodeSetup {
             cluster: cfg.cluster.clone(),
             data_dir: Some(data_dir.clone()),
+            shared_store: !matches!(url, store::StoreUrl::Embedded(_)),
             ..NodeSetup::new(
                 engine,
                 cfg.node.clone(),

@@ -12,8 +12,10 @@
 
 mod handle;
 mod limits;
+mod shared;
 
 pub use handle::{ProviderHandle, ProviderSnapshot, Report, estimate_tokens};
+pub use shared::SharedLimits;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
