@@ -129,6 +129,35 @@ enum Command {
         #[command(subcommand)]
         command: commands::access::AuditCommand,
     },
+    /// Set and read budgets: hard limits on what a tenant, key or label spends per day
+    /// and month.
+    Budget {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: commands::resources::BudgetCommand,
+    },
+    /// Set and read a tenant's share of the cluster: weight, running limit, lock policy.
+    Quota {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: commands::resources::QuotaCommand,
+    },
+    /// Repository locks held now, and the tasks waiting for a resource.
+    Resources {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: commands::resources::ResourcesCommand,
+    },
+    /// What the nodes measured of their machines and their attempts' processes.
+    Nodes {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: commands::resources::NodesCommand,
+    },
     /// Work with the configuration file.
     Config {
         #[command(subcommand)]
@@ -276,6 +305,18 @@ async fn main() -> ExitCode {
         }
         Command::Audit { client, command } => {
             commands::access::run_audit(command, &global(&client)).await
+        }
+        Command::Budget { client, command } => {
+            commands::resources::run_budget(command, &global(&client)).await
+        }
+        Command::Quota { client, command } => {
+            commands::resources::run_quota(command, &global(&client)).await
+        }
+        Command::Resources { client, command } => {
+            commands::resources::run_resources(command, &global(&client)).await
+        }
+        Command::Nodes { client, command } => {
+            commands::resources::run_nodes(command, &global(&client)).await
         }
     };
     match result {

@@ -42,6 +42,7 @@ mod connect;
 mod error;
 mod identity;
 mod pages;
+mod resources;
 mod source;
 mod watch;
 mod workflow;
@@ -55,8 +56,8 @@ use supervisor_proto::v1::{
     ListTasksRequest, ListTasksResponse, NodeStatus, ProviderInfo, RetryTaskRequest,
     SubmitTaskRequest, Task, TaskStats, WatchProvidersRequest,
     auth_service_client::AuthServiceClient, cluster_service_client::ClusterServiceClient,
-    provider_service_client::ProviderServiceClient, task_service_client::TaskServiceClient,
-    workflow_service_client::WorkflowServiceClient,
+    provider_service_client::ProviderServiceClient, resource_service_client::ResourceServiceClient,
+    task_service_client::TaskServiceClient, workflow_service_client::WorkflowServiceClient,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -98,6 +99,7 @@ pub struct Client {
     workflows: WorkflowServiceClient<Transport>,
     cluster: ClusterServiceClient<Transport>,
     auth: AuthServiceClient<Transport>,
+    resources: ResourceServiceClient<Transport>,
     resume: ResumePolicy,
 }
 
@@ -168,7 +170,9 @@ impl Client {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             cluster: ClusterServiceClient::new(transport.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            auth: AuthServiceClient::new(transport),
+            auth: AuthServiceClient::new(transport.clone()),
+            resources: ResourceServiceClient::new(transport)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             resume: ResumePolicy::default(),
         }
     }

@@ -16,12 +16,14 @@ mod convert;
 mod fit;
 mod identity;
 mod request_limit;
+mod resources;
 mod run;
 pub mod store;
 pub mod tls;
 mod workflows;
 
 pub use identity::IdentityApi;
+pub use resources::ResourceApi;
 pub use run::{RunError, RunOptions, run};
 pub use workflows::WorkflowApi;
 
@@ -37,6 +39,7 @@ use supervisor_proto::v1;
 use supervisor_proto::v1::auth_service_server::AuthServiceServer;
 use supervisor_proto::v1::cluster_service_server::ClusterServiceServer;
 use supervisor_proto::v1::provider_service_server::{ProviderService, ProviderServiceServer};
+use supervisor_proto::v1::resource_service_server::ResourceServiceServer;
 use supervisor_proto::v1::task_service_server::{TaskService, TaskServiceServer};
 use supervisor_proto::v1::workflow_service_server::WorkflowServiceServer;
 use tonic::{Request, Response, Status};
@@ -511,6 +514,10 @@ pub async fn serve(
         ))
         .add_service(RequestLimit::new(
             ProviderServiceServer::new(ProviderApi::new(node))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        ))
+        .add_service(RequestLimit::new(
+            ResourceServiceServer::new(ResourceApi::new(auth.engine().clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         ))
         .add_service(RequestLimit::new(

@@ -22,6 +22,7 @@ mod harness;
 mod output;
 mod parse;
 pub mod providers;
+pub mod resources;
 pub mod schedule;
 pub mod task;
 mod terminal;

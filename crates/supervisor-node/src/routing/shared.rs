@@ -365,7 +365,10 @@ mod tests {
                 Err(no) => refused = Some(no),
             }
         }
-        assert_eq!(admitted, 20, "the two nodes together get the limit, no more");
+        assert_eq!(
+            admitted, 20,
+            "the two nodes together get the limit, no more"
+        );
         let no = refused.expect("the rest is refused");
         assert!(no.why.contains("20 requests per minute"), "{}", no.why);
         assert!(no.wait > Duration::ZERO && no.wait <= Duration::from_secs(60));
@@ -376,7 +379,10 @@ mod tests {
         });
         let first = a.admit(&conc, 0).await.expect("one");
         let _second = a.admit(&conc, 0).await.expect("two");
-        let no = b.admit(&conc, 0).await.expect_err("the cluster runs two at once");
+        let no = b
+            .admit(&conc, 0)
+            .await
+            .expect_err("the cluster runs two at once");
         assert!(no.why.contains("2 attempts at once"), "{}", no.why);
         a.settle(first, 0).await;
         b.admit(&conc, 0).await.expect("a permit came back");

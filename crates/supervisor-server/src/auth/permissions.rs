@@ -86,6 +86,36 @@ pub const TABLE: &[(&str, Permission)] = &[
         "/supervisor.v1.ClusterService/DrainNode",
         Permission::Operate,
     ),
+    // Resources.
+    (
+        "/supervisor.v1.ResourceService/SetBudget",
+        Permission::Administer,
+    ),
+    (
+        "/supervisor.v1.ResourceService/DeleteBudget",
+        Permission::Administer,
+    ),
+    (
+        "/supervisor.v1.ResourceService/ListBudgets",
+        Permission::Read,
+    ),
+    (
+        "/supervisor.v1.ResourceService/SetQuota",
+        Permission::Administer,
+    ),
+    ("/supervisor.v1.ResourceService/GetQuota", Permission::Read),
+    (
+        "/supervisor.v1.ResourceService/ListAllocations",
+        Permission::Read,
+    ),
+    (
+        "/supervisor.v1.ResourceService/ListWaiting",
+        Permission::Read,
+    ),
+    (
+        "/supervisor.v1.ResourceService/ListNodeResources",
+        Permission::Read,
+    ),
     // Identity.
     ("/supervisor.v1.AuthService/WhoAmI", Permission::Read),
     (
