@@ -324,6 +324,7 @@ fn task_message(t: Task) -> v1::Task {
         timeout_ms: t.timeout_ms,
         attempt: t.attempt,
         abandoned_attempts: t.abandoned_attempts,
+        waiting_for: t.waiting_for.unwrap_or_default(),
         specialty: t
             .routing
             .specialty

@@ -37,6 +37,8 @@ pub struct TaskJson {
     attempt: u32,
     result: Option<ResultJson>,
     error: Option<String>,
+    /// While queued: what a resource manager holds it back for (null otherwise).
+    waiting_for: Option<String>,
     node_id: Option<String>,
     retry_of: Option<String>,
     tenant: Option<String>,
@@ -149,6 +151,7 @@ impl From<&Task> for TaskJson {
             attempt: task.attempt,
             result: task.result.as_ref().map(ResultJson::from),
             error: non_empty(&task.error),
+            waiting_for: non_empty(&task.waiting_for),
             node_id: non_empty(&task.node_id),
             retry_of: non_empty(&task.retry_of),
             tenant: non_empty(&task.tenant),

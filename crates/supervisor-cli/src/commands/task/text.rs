@@ -171,6 +171,9 @@ pub fn task_summary(task: &Task, now: SystemTime) -> String {
     if !task.error.is_empty() {
         fields.push(("error", task.error.clone()));
     }
+    if !task.waiting_for.is_empty() {
+        fields.push(("waiting for", task.waiting_for.clone()));
+    }
 
     let mut text = field_lines(&fields);
     if !task.attempts.is_empty() {
