@@ -24,7 +24,8 @@
 //!   attempts reserved; `("budgetgate", tenant, kind, name)` → written by every lease that
 //!   reserves, so reservations of one budget are serialized; `("budgetsoft", tenant,
 //!   kind, name)` → attempts started past the soft limit; `("bwait", tenant, id)` → empty:
-//!   a task parked because a budget is spent
+//!   a task parked because a budget is spent; `("bfree", tenant)` → empty: a reservation
+//!   was given back, the tenant's parked tasks are looked at again at the next lease
 //! - `("qs", bucket, granted_at, node)` → count: a slice of a cluster-wide rate limit
 //!   (`provider:<name>:rpm`...) granted to a node, settled to what it used
 //! - `("qc", bucket, node)` → epoch and count: concurrency permits of a cluster-wide
@@ -227,6 +228,26 @@ pub(crate) fn budget_waiter(tenant: &str, id: TaskId) -> Vec<u8> {
 
 pub(crate) fn budget_waiters() -> (Vec<u8>, Vec<u8>) {
     root().subspace(&("bwait",)).range()
+}
+
+/// Every task of `tenant` parked because a budget is spent.
+pub(crate) fn budget_waiters_of(tenant: &str) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("bwait", tenant)).range()
+}
+
+/// Marks that an attempt of `tenant` gave a reservation back: its budget waiters are
+/// looked at again at the next lease.
+pub(crate) fn budget_freed(tenant: &str) -> Vec<u8> {
+    root().pack(&("bfree", tenant))
+}
+
+pub(crate) fn budgets_freed() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("bfree",)).range()
+}
+
+pub(crate) fn parse_budget_freed(key: &[u8]) -> Option<String> {
+    let (_, tenant): (String, String) = root().unpack(key).ok()?;
+    Some(tenant)
 }
 
 pub(crate) fn parse_budget_waiter(key: &[u8]) -> Option<(String, TaskId)> {

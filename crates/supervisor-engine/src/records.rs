@@ -184,6 +184,10 @@ fn release_holds(txn: &mut Transaction<'_>, task: &mut Task) {
         txn.set(&keyspace::lock_freed(&lock.repo, &lock.git_ref), &[]);
         txn.atomic_add(&keyspace::queue_version(), 1);
     }
+    if !holds.reservations.is_empty() {
+        txn.set(&keyspace::budget_freed(&task.tenant), &[]);
+        txn.atomic_add(&keyspace::queue_version(), 1);
+    }
     for r in &holds.reservations {
         let (kind, name) = r.scope.parts();
         let reserved =

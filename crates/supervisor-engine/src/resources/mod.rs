@@ -167,6 +167,50 @@ async fn at_running_limit(
     Ok(running.max(0) as u64 >= u64::from(queue.quota.max_running))
 }
 
+/// Most parked tasks of one tenant looked at again per given-back reservation.
+const WAKE_PER_RELEASE: usize = 64;
+
+/// Sends the budget-parked tasks of tenants that gave a reservation back to the queue
+/// (their unpark timers disarmed): there may be room for them now.
+async fn wake_budget_waiters(txn: &mut Transaction<'_>) -> Result<(), EngineError> {
+    let (begin, end) = keyspace::budgets_freed();
+    let freed = txn
+        .get_range(&begin, &end, RangeOptions::new().snapshot().limit(64))
+        .await?;
+    for kv in freed {
+        txn.add_read_conflict_key(&kv.key);
+        txn.clear(&kv.key);
+        let Some(tenant) = keyspace::parse_budget_freed(&kv.key) else {
+            continue;
+        };
+        let (wbegin, wend) = keyspace::budget_waiters_of(&tenant);
+        let waiters = txn
+            .get_range(
+                &wbegin,
+                &wend,
+                RangeOptions::new().snapshot().limit(WAKE_PER_RELEASE),
+            )
+            .await?;
+        for waiter in waiters {
+            let Some((_, id)) = keyspace::parse_budget_waiter(&waiter.key) else {
+                continue;
+            };
+            let Some(mut task) = records::load(txn, &tenant, id).await? else {
+                txn.clear(&waiter.key);
+                continue;
+            };
+            if task.status != TaskStatus::Queued || task.next_attempt_at.is_none() {
+                continue;
+            }
+            records::disarm_timers(txn, &task);
+            task.next_attempt_at = None;
+            records::make_ready(txn, &task);
+            records::put(txn, &task)?;
+        }
+    }
+    Ok(())
+}
+
 /// Parks a claimed task until `due` (a budget blocks it): it stays `QUEUED`, says why,
 /// and an unpark timer puts it back in the queue.
 fn park_until(
@@ -191,11 +235,13 @@ fn park_until(
             epoch: 0,
         },
     )?;
-    if task.waiting_for.as_deref() != Some(why.as_str()) {
+    // One event per limit it waits for, not one per look (the amounts change).
+    let limit_of = |text: &str| text.split(';').next().unwrap_or_default().to_string();
+    if task.waiting_for.as_deref().map(limit_of) != Some(limit_of(&why)) {
         let message = format!("waiting: {why}");
         records::append_event(txn, task, now, EventKind::Activity, message, String::new())?;
-        task.waiting_for = Some(why);
     }
+    task.waiting_for = Some(why);
     records::put(txn, task)
 }
 
@@ -407,6 +453,7 @@ impl Engine {
                         });
                     }
                     locks::wake_released(txn).await?;
+                    wake_budget_waiters(txn).await?;
                     let mut system_time = counter(
                         txn.get_snapshot(&keyspace::system_virtual_time())
                             .await?
