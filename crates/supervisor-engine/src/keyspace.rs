@@ -17,15 +17,16 @@
 //!   earlier versions, moved into these when a node registers
 //! - `("vt", tenant)` / `("vtsys",)` → fair-queueing virtual times (`resources::fair`)
 //! - `("lock", repo, ref, id)` → the holder of a repository lock; `("lockwait", repo, ref,
-//!   id)` → tenant: a task parked until the lock is free; `("lockfree", repo, ref)` →
-//!   empty: a lock was released, its waiters go back to the queue at the next lease
+//!   id)` → tenant and mode: a task parked until the lock is free (leases look at the
+//!   waiting list, oldest first, and send back to the queue those whose lock is free)
 //! - `("budget", tenant, kind, name)` → budget; `("spend", tenant, kind, name, period,
 //!   metric)` → settled spend; `("reserved", tenant, kind, name, metric)` → what running
 //!   attempts reserved; `("budgetgate", tenant, kind, name)` → written by every lease that
 //!   reserves, so reservations of one budget are serialized; `("budgetsoft", tenant,
 //!   kind, name)` → attempts started past the soft limit; `("bwait", tenant, id)` → empty:
-//!   a task parked because a budget is spent; `("bfree", tenant)` → empty: a reservation
-//!   was given back, the tenant's parked tasks are looked at again at the next lease
+//!   a task parked because a budget is spent; `("bfree", tenant)` → counter of
+//!   reservations given back, `("bfseen", tenant)` → its value when the tenant's parked
+//!   tasks were last looked at again (a lease does so when they differ)
 //! - `("qs", bucket, granted_at, node)` → count: a slice of a cluster-wide rate limit
 //!   (`provider:<name>:rpm`...) granted to a node, settled to what it used
 //! - `("qc", bucket, node)` → epoch and count: concurrency permits of a cluster-wide
@@ -185,19 +186,6 @@ pub(crate) fn parse_lock_entry(key: &[u8]) -> Option<(String, String, TaskId)> {
     Some((repo, git_ref, id.parse().ok()?))
 }
 
-pub(crate) fn lock_freed(repo: &str, git_ref: &str) -> Vec<u8> {
-    root().pack(&("lockfree", repo, git_ref))
-}
-
-pub(crate) fn locks_freed() -> (Vec<u8>, Vec<u8>) {
-    root().subspace(&("lockfree",)).range()
-}
-
-pub(crate) fn parse_lock_freed(key: &[u8]) -> Option<(String, String)> {
-    let (_, repo, git_ref): (String, String, String) = root().unpack(key).ok()?;
-    Some((repo, git_ref))
-}
-
 pub(crate) fn budget(tenant: &str, kind: &str, name: &str) -> Vec<u8> {
     root().pack(&("budget", tenant, kind, name))
 }
@@ -235,10 +223,15 @@ pub(crate) fn budget_waiters_of(tenant: &str) -> (Vec<u8>, Vec<u8>) {
     root().subspace(&("bwait", tenant)).range()
 }
 
-/// Marks that an attempt of `tenant` gave a reservation back: its budget waiters are
-/// looked at again at the next lease.
+/// Counts the reservations `tenant`'s attempts gave back; a lease that sees it move
+/// looks at the tenant's budget waiters again.
 pub(crate) fn budget_freed(tenant: &str) -> Vec<u8> {
     root().pack(&("bfree", tenant))
+}
+
+/// The value of [`budget_freed`] when the tenant's waiters were last looked at.
+pub(crate) fn budget_freed_seen(tenant: &str) -> Vec<u8> {
+    root().pack(&("bfseen", tenant))
 }
 
 pub(crate) fn budgets_freed() -> (Vec<u8>, Vec<u8>) {

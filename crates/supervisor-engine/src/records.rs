@@ -175,17 +175,17 @@ pub(crate) fn index_new(txn: &mut Transaction<'_>, task: &Task) {
 }
 
 /// Gives back what an attempt held, in the transaction that ends it: its repository lock
-/// (the lock's waiters go back to the queue at the next lease) and its budget
+/// (the next lease looks at the lock's waiters) and its budget
 /// reservations (its real spend was charged by whoever ended it).
 fn release_holds(txn: &mut Transaction<'_>, task: &mut Task) {
     let holds = std::mem::take(&mut task.holds);
     if let Some(lock) = &holds.lock {
         txn.clear(&keyspace::lock_holder(&lock.repo, &lock.git_ref, task.id));
-        txn.set(&keyspace::lock_freed(&lock.repo, &lock.git_ref), &[]);
+        // Dispatchers wake; the next lease looks at the lock's waiters.
         txn.atomic_add(&keyspace::queue_version(), 1);
     }
     if !holds.reservations.is_empty() {
-        txn.set(&keyspace::budget_freed(&task.tenant), &[]);
+        txn.atomic_add(&keyspace::budget_freed(&task.tenant), 1);
         txn.atomic_add(&keyspace::queue_version(), 1);
     }
     for r in &holds.reservations {

@@ -327,7 +327,8 @@ impl Engine {
             .await?
         {
             if let Some((_, _, id)) = keyspace::parse_lock_entry(&kv.key) {
-                found.push((String::from_utf8_lossy(&kv.value).into_owned(), id, "lock"));
+                let waiter: super::locks::WaiterEntry = decode("lock waiter", &kv.value)?;
+                found.push((waiter.tenant, id, "lock"));
             }
         }
         let (begin, end) = keyspace::budget_waiters();

@@ -10,7 +10,7 @@
 //! reservation. So settled spend exceeds a hard limit only by what attempts spent beyond
 //! their reservation (see docs/resources.md).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use supervisor_model::{
     Budget, BudgetScope, ExceedPolicy, Metric, Period, Reservation, Task, quote,
@@ -79,6 +79,16 @@ pub(crate) enum Verdict {
     },
 }
 
+/// What one lease transaction knows of a tenant's budgets: the gates it holds, and each
+/// limit's use as first read plus what this transaction reserved since. The gate makes
+/// the transaction the only one reserving in those budgets, so the running sum is exact
+/// without reading the counters again for every task.
+#[derive(Debug, Default)]
+pub(crate) struct BatchUse {
+    gated: HashSet<BudgetScope>,
+    used: HashMap<(BudgetScope, Metric, Period), u64>,
+}
+
 /// The period's settled spend plus current reservations of one budget and metric.
 async fn used(
     txn: &mut Transaction<'_>,
@@ -115,21 +125,20 @@ pub(crate) fn amount(metric: Metric, value: u64) -> String {
 const RECHECK_MICROS: i64 = 60_000_000;
 
 /// Checks every budget of `budgets` covering `task` and reserves `estimate` in each, or
-/// says which limit blocks it. `gated` remembers the budgets whose gate this transaction
-/// already holds.
+/// says which limit blocks it. `batch` carries what this transaction already knows.
 pub(crate) async fn reserve(
     txn: &mut Transaction<'_>,
     task: &Task,
     budgets: &[Budget],
     estimate: Estimate,
     now: i64,
-    gated: &mut HashSet<BudgetScope>,
+    batch: &mut BatchUse,
 ) -> Result<Verdict, EngineError> {
     let mut reservations = Vec::new();
     let mut warnings = Vec::new();
     for budget in budgets.iter().filter(|b| b.scope.covers(task)) {
         let (kind, name) = budget.scope.parts();
-        if gated.insert(budget.scope.clone()) {
+        if batch.gated.insert(budget.scope.clone()) {
             let gate = keyspace::budget_gate(&task.tenant, kind, name);
             txn.get(&gate).await?;
             txn.set(&gate, &now.to_le_bytes());
@@ -143,7 +152,16 @@ pub(crate) async fn reserve(
                 Metric::CostMicros => cost,
                 Metric::Tokens => estimate.tokens,
             };
-            let used = used(txn, &task.tenant, budget, limit.metric, limit.period, now).await?;
+            let slot = (budget.scope.clone(), limit.metric, limit.period);
+            let used = match batch.used.get(&slot) {
+                Some(used) => *used,
+                None => {
+                    let used =
+                        used(txn, &task.tenant, budget, limit.metric, limit.period, now).await?;
+                    batch.used.insert(slot, used);
+                    used
+                }
+            };
             let after = used.saturating_add(need);
             if after > limit.hard {
                 let ends = period_end(limit.period, &budget.time_zone, now);
@@ -179,6 +197,19 @@ pub(crate) async fn reserve(
         if soft_passed {
             txn.atomic_add(&keyspace::budget_soft(&task.tenant, kind, name), 1);
         }
+        for limit in &budget.limits {
+            let need = match limit.metric {
+                Metric::CostMicros => cost,
+                Metric::Tokens => estimate.tokens,
+            };
+            if let Some(used) =
+                batch
+                    .used
+                    .get_mut(&(budget.scope.clone(), limit.metric, limit.period))
+            {
+                *used = used.saturating_add(need);
+            }
+        }
         reservations.push(Reservation {
             scope: budget.scope.clone(),
             cost_micros: cost,
@@ -210,6 +241,22 @@ fn add_reservations(
 
 /// Takes back reservations made earlier in the same transaction (the task was parked
 /// after all).
-pub(crate) fn unreserve(txn: &mut Transaction<'_>, tenant: &str, reservations: &[Reservation]) {
+pub(crate) fn unreserve(
+    txn: &mut Transaction<'_>,
+    tenant: &str,
+    reservations: &[Reservation],
+    batch: &mut BatchUse,
+) {
     add_reservations(txn, tenant, reservations, -1);
+    for r in reservations {
+        for ((scope, metric, _), used) in batch.used.iter_mut() {
+            if *scope == r.scope {
+                let back = match metric {
+                    Metric::CostMicros => r.cost_micros,
+                    Metric::Tokens => r.tokens,
+                };
+                *used = used.saturating_sub(back);
+            }
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! The repository lock manager: exclusive and shared locks on a repository and ref, held
 //! by an attempt under its fencing token, taken in the lease transaction and given back in
 //! the one that ends the attempt (`records::transition`). A task that cannot have its lock
-//! is parked on the lock's waiting list; a release wakes the list at the next lease.
+//! is parked on the lock's waiting list; leases send waiters whose lock is free back to
+//! the queue, oldest first.
 
 use serde::{Deserialize, Serialize};
 use supervisor_model::{EventKind, LockMode, LockPolicy, Priority, RepoLock, Task, TaskId};
@@ -142,9 +143,13 @@ async fn park(
     holders: &[(TaskId, HolderEntry)],
     now: i64,
 ) -> Result<(), EngineError> {
+    let waiter = WaiterEntry {
+        tenant: task.tenant.clone(),
+        mode: lock.mode,
+    };
     txn.set(
         &keyspace::lock_waiter(&lock.repo, &lock.git_ref, task.id),
-        task.tenant.as_bytes(),
+        &encode(&waiter)?,
     );
     let why = describe_holders(lock, holders);
     if task.waiting_for.as_deref() != Some(why.as_str()) {
@@ -197,33 +202,82 @@ async fn preempt(
     records::requeue(txn, &mut victim, now, message)
 }
 
-/// Sends the waiters of locks released since the last lease back to the queue.
-pub(crate) async fn wake_released(txn: &mut Transaction<'_>) -> Result<usize, EngineError> {
-    let (begin, end) = keyspace::locks_freed();
-    let freed = txn
-        .get_range(&begin, &end, RangeOptions::new().snapshot().limit(64))
-        .await?;
+/// The value of a waiter's key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WaiterEntry {
+    pub tenant: String,
+    pub mode: LockMode,
+}
+
+/// Waiters read per range read, and range reads per lease, when looking at the waiting
+/// lists.
+const WAITERS_PER_READ: usize = 64;
+const READS_PER_LEASE: usize = 16;
+
+/// Sends back to the queue the waiters whose lock is free now, oldest first per lock: the
+/// first waiter of a free lock, and after a shared one every shared waiter behind it. A
+/// lock whose first waiter cannot go is skipped whole, so a long queue on one busy lock
+/// does not hide the others. Reads as snapshots (a waiter sent back too early is parked
+/// again by its lease), so ending attempts never make a lease retry; nothing to read
+/// when nobody waits.
+pub(crate) async fn wake_waiters(txn: &mut Transaction<'_>) -> Result<usize, EngineError> {
+    let (mut cursor, end) = keyspace::all_lock_waiters();
     let mut woken = 0;
-    for kv in freed {
-        txn.add_read_conflict_key(&kv.key);
-        txn.clear(&kv.key);
-        let Some((repo, git_ref)) = keyspace::parse_lock_freed(&kv.key) else {
-            continue;
+    'reads: for _ in 0..READS_PER_LEASE {
+        let waiting = txn
+            .get_range(
+                &cursor,
+                &end,
+                RangeOptions::new().snapshot().limit(WAITERS_PER_READ),
+            )
+            .await?;
+        let Some(last) = waiting.last() else {
+            break;
         };
-        let (wbegin, wend) = keyspace::lock_waiters(&repo, &git_ref);
-        for waiter in txn.get_range(&wbegin, &wend, RangeOptions::new()).await? {
-            txn.clear(&waiter.key);
-            let Some((_, _, id)) = keyspace::parse_lock_entry(&waiter.key) else {
+        let mut next = last.key.clone();
+        next.push(0);
+        // The lock being looked at and the modes it is held in (woken waiters included).
+        let mut current: Option<(String, String, Vec<LockMode>)> = None;
+        for kv in &waiting {
+            let Some((repo, git_ref, id)) = keyspace::parse_lock_entry(&kv.key) else {
                 continue;
             };
-            let tenant = String::from_utf8_lossy(&waiter.value).into_owned();
-            if let Some(task) = records::load(txn, &tenant, id).await?
+            let waiter: WaiterEntry = decode("lock waiter", &kv.value)?;
+            if !current
+                .as_ref()
+                .is_some_and(|(r, g, _)| *r == repo && *g == git_ref)
+            {
+                let (hbegin, hend) = keyspace::lock_holders(&repo, &git_ref);
+                let mut modes = Vec::new();
+                for holder in txn
+                    .get_range(&hbegin, &hend, RangeOptions::new().snapshot())
+                    .await?
+                {
+                    let entry: HolderEntry = decode("lock holder", &holder.value)?;
+                    modes.push(entry.mode);
+                }
+                current = Some((repo.clone(), git_ref.clone(), modes));
+            }
+            let Some((_, _, modes)) = current.as_mut() else {
+                continue;
+            };
+            if !modes.iter().all(|m| waiter.mode.compatible(*m)) {
+                // Queue order: nobody overtakes a waiter that cannot go yet. Go on with
+                // the next lock's list.
+                cursor = keyspace::lock_waiters(&repo, &git_ref).1;
+                continue 'reads;
+            }
+            // Woken: from now on it counts as a holder for the waiters behind it.
+            modes.push(waiter.mode);
+            txn.clear(&kv.key);
+            if let Some(task) = records::load(txn, &waiter.tenant, id).await?
                 && task.status == supervisor_model::TaskStatus::Queued
             {
                 records::make_ready(txn, &task);
                 woken += 1;
             }
         }
+        cursor = next;
     }
     Ok(woken)
 }

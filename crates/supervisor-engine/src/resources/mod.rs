@@ -11,7 +11,7 @@ mod budgets;
 mod locks;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use supervisor_model::{
@@ -170,19 +170,26 @@ async fn at_running_limit(
 /// Most parked tasks of one tenant looked at again per given-back reservation.
 const WAKE_PER_RELEASE: usize = 64;
 
-/// Sends the budget-parked tasks of tenants that gave a reservation back to the queue
-/// (their unpark timers disarmed): there may be room for them now.
+/// Sends the budget-parked tasks of tenants that gave a reservation back since the last
+/// look to the queue (their unpark timers disarmed): there may be room for them now.
+/// Reads the counters as snapshots and writes only blind sets, so ending attempts never
+/// make a lease retry.
 async fn wake_budget_waiters(txn: &mut Transaction<'_>) -> Result<(), EngineError> {
     let (begin, end) = keyspace::budgets_freed();
     let freed = txn
-        .get_range(&begin, &end, RangeOptions::new().snapshot().limit(64))
+        .get_range(&begin, &end, RangeOptions::new().snapshot())
         .await?;
     for kv in freed {
-        txn.add_read_conflict_key(&kv.key);
-        txn.clear(&kv.key);
         let Some(tenant) = keyspace::parse_budget_freed(&kv.key) else {
             continue;
         };
+        let seen_key = keyspace::budget_freed_seen(&tenant);
+        let seen = counter(txn.get_snapshot(&seen_key).await?.as_deref());
+        let now_at = counter(Some(&kv.value));
+        if now_at == seen {
+            continue;
+        }
+        txn.set(&seen_key, &now_at.to_le_bytes());
         let (wbegin, wend) = keyspace::budget_waiters_of(&tenant);
         let waiters = txn
             .get_range(
@@ -268,7 +275,7 @@ async fn lease_one(
     queue: &mut Queue,
     key: &[u8],
     step: &Step<'_>,
-    gated: &mut HashSet<supervisor_model::BudgetScope>,
+    gated: &mut budgets::BatchUse,
 ) -> Result<StepOutcome, EngineError> {
     let mut outcome = StepOutcome::default();
     txn.add_read_conflict_key(key);
@@ -344,7 +351,7 @@ async fn lease_one(
         )
         .await?
     {
-        budgets::unreserve(txn, &task.tenant, &reservations);
+        budgets::unreserve(txn, &task.tenant, &reservations, gated);
         return Ok(outcome);
     }
     records::disarm_timers(txn, &task);
@@ -452,7 +459,7 @@ impl Engine {
                             detail,
                         });
                     }
-                    locks::wake_released(txn).await?;
+                    locks::wake_waiters(txn).await?;
                     wake_budget_waiters(txn).await?;
                     let mut system_time = counter(
                         txn.get_snapshot(&keyspace::system_virtual_time())
@@ -465,7 +472,7 @@ impl Engine {
                         .enumerate()
                         .map(|(i, q)| Reverse((q.tag, i)))
                         .collect();
-                    let mut gated = HashMap::<String, HashSet<_>>::new();
+                    let mut gated = HashMap::<String, budgets::BatchUse>::new();
                     while leased.len() < max {
                         let Some(Reverse((_, i))) = heap.pop() else {
                             break;
