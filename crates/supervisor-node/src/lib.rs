@@ -40,6 +40,7 @@ mod machine;
 mod membership;
 mod node;
 mod provider_actor;
+mod resource_manager;
 mod rng;
 mod routing;
 mod scheduler;

@@ -98,10 +98,8 @@ pub struct MembershipArgs {
     pub view: Arc<RwLock<MembershipView>>,
     /// Set when an operator asks this node to drain.
     pub drain: watch::Sender<bool>,
-    /// Measures the machine for the heartbeat.
-    pub machine: Arc<std::sync::Mutex<crate::machine::Sampler>>,
-    /// Set while a work disk is below its free-space floor.
-    pub low_on_disk: Arc<std::sync::atomic::AtomicBool>,
+    /// The resource manager's last measurement of the machine, sent with each beat.
+    pub resources: Arc<RwLock<supervisor_engine::NodeResources>>,
     /// Live peers (id, epoch, cluster address) after every read, for cluster networking.
     pub peers: watch::Sender<Vec<LivePeer>>,
     /// Times heartbeats and peers' silences.
@@ -134,12 +132,7 @@ pub struct MembershipState {
     args: MembershipArgs,
     observed: HashMap<String, Observed>,
     last_tick: Instant,
-    /// The last measurement of the machine, and when.
-    measured: Option<(Instant, supervisor_engine::NodeResources)>,
 }
-
-/// How often the machine is measured (heartbeats in between repeat the last measurement).
-const MEASURE_EVERY: Duration = Duration::from_secs(5);
 
 impl MembershipState {
     fn dispatcher(&self) -> Option<ActorRef<DispatcherMsg>> {
@@ -184,42 +177,18 @@ impl MembershipState {
         }
     }
 
-    /// The machine as measured now (at most every [`MEASURE_EVERY`]; in between, the last
-    /// measurement), also published to the view and to the dispatcher.
-    fn measure(&mut self) -> supervisor_engine::NodeResources {
-        let now = self.args.clock.now();
-        if let Some((at, last)) = &self.measured
-            && now.saturating_duration_since(*at) < MEASURE_EVERY
-        {
-            return last.clone();
-        }
-        let wall = self.args.engine.now_micros();
-        let resources = match self.args.machine.lock() {
-            Ok(mut sampler) => sampler.sample(wall),
-            Err(_) => supervisor_engine::NodeResources::default(),
-        };
-        let was_low = self
-            .args
-            .low_on_disk
-            .swap(resources.low_on_disk, std::sync::atomic::Ordering::Relaxed);
-        if resources.low_on_disk && !was_low {
-            tracing::warn!(
-                "a work disk is below its free-space floor (node.min_free_disk_mb): this node takes no repository tasks until it has room"
-            );
-        } else if was_low && !resources.low_on_disk {
-            tracing::info!("work disks have room again: this node takes repository tasks");
-        }
-        if let Ok(mut view) = self.args.view.write() {
-            view.resources = resources.clone();
-        }
-        self.measured = Some((now, resources.clone()));
-        resources
-    }
-
     /// Heartbeats; returns whether it went through.
     async fn beat(&mut self) -> bool {
         let identity = self.args.identity.borrow().clone();
-        let resources = self.measure();
+        let resources = self
+            .args
+            .resources
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        if let Ok(mut view) = self.args.view.write() {
+            view.resources = resources.clone();
+        }
         let load = NodeLoad {
             in_flight: self.in_flight().await,
             resources,
@@ -360,7 +329,6 @@ impl Actor for Membership {
             args,
             observed: HashMap::new(),
             last_tick,
-            measured: None,
         })
     }
 

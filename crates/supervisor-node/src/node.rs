@@ -21,6 +21,7 @@ use crate::housekeeper::{Housekeeper, HousekeeperArgs};
 use crate::machine::Sampler;
 use crate::membership::{LivePeer, Membership, MembershipArgs, MembershipView, PeerView};
 use crate::provider_actor::{self, ProviderActor, ProviderArgs};
+use crate::resource_manager::{ResourceManager, ResourceManagerArgs, ResourceShare};
 use crate::rng::Rng;
 use crate::routing::SharedLimits;
 use crate::routing::{ProviderHandle, ProviderSnapshot, Router};
@@ -111,14 +112,14 @@ struct MembershipChannels {
     view: Arc<std::sync::RwLock<MembershipView>>,
     drain: watch::Sender<bool>,
     peers: watch::Sender<Vec<LivePeer>>,
-    /// Measures the machine for each heartbeat.
+    /// Measures the machine (the resource manager does, every few seconds).
     machine: Arc<std::sync::Mutex<Sampler>>,
-    /// Set while a work disk is low: the dispatcher leaves repository tasks to others.
-    low_on_disk: Arc<std::sync::atomic::AtomicBool>,
+    /// What the resource manager publishes: the last measurement, the low-disk flag.
+    share: ResourceShare,
 }
 
-/// The node's children, in start order: a provider actor per provider, the dispatcher,
-/// the housekeeper, the scheduler and membership.
+/// The node's children, in start order: a provider actor per provider, the resource
+/// manager, the dispatcher, the housekeeper, the scheduler and membership.
 fn children(
     setup: &NodeSetup,
     scope: &str,
@@ -153,13 +154,28 @@ fn children(
         route_wait: setup.routing.max_wait,
         idle_recheck: cfg.idle_recheck,
     };
+    let shared = setup
+        .shared_store
+        .then(|| SharedLimits::new(engine.clone(), identity.clone(), clock.clone()));
+    children.push({
+        let (engine, clock, shared) = (engine.clone(), clock.clone(), shared.clone());
+        let (sampler, share) = (channels.machine.clone(), channels.share.clone());
+        ChildSpec::actor(
+            format!("{scope}/resource-manager"),
+            ResourceManager,
+            move || ResourceManagerArgs {
+                engine: engine.clone(),
+                sampler: sampler.clone(),
+                share: share.clone(),
+                shared: shared.clone(),
+                clock: clock.clone(),
+            },
+        )
+    });
     children.push({
         let (engine, router, node) = (engine.clone(), router.clone(), identity.clone());
         let (clock, rng) = (clock.clone(), setup.rng.clone());
-        let low_on_disk = channels.low_on_disk.clone();
-        let shared = setup
-            .shared_store
-            .then(|| SharedLimits::new(engine.clone(), identity.clone(), clock.clone()));
+        let low_on_disk = channels.share.low_on_disk.clone();
         ChildSpec::actor(dispatcher.clone(), Dispatcher, move || DispatcherArgs {
             engine: engine.clone(),
             router: router.clone(),
@@ -219,8 +235,7 @@ fn children(
                 drain: channels.drain.clone(),
                 peers: channels.peers.clone(),
                 clock: clock.clone(),
-                machine: channels.machine.clone(),
-                low_on_disk: channels.low_on_disk.clone(),
+                resources: channels.share.measured.clone(),
             }
         })
     });
@@ -346,7 +361,10 @@ impl Node {
                         .collect(),
                     cfg.min_free_disk_mb.saturating_mul(1024 * 1024),
                 ))),
-                low_on_disk: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                share: ResourceShare {
+                    measured: Arc::new(std::sync::RwLock::new(Default::default())),
+                    low_on_disk: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                },
             },
         );
         let (health_tx, health) = watch::channel(TreeHealth::Restarting("starting".into()));

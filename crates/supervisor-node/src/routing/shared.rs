@@ -2,7 +2,8 @@
 //! and tokens per minute through slices leased from the store (`Engine::take_slice`), a
 //! configured `max_concurrency` through permits (`Engine::take_permits`). A node spends
 //! its slice without a store round trip per request; a slice lives [`SLICE_TTL`] and is
-//! then settled to what was used, so what it did not use goes back to the other nodes.
+//! then settled to what was used (by the node's resource manager, every second), so what
+//! it did not use goes back to the other nodes.
 //! The node's own token buckets and slots still apply on top.
 
 use std::collections::HashMap;
@@ -33,7 +34,8 @@ pub fn slice_size(limit: u64, need: u64) -> u64 {
 struct Slice {
     grant: Grant,
     used: u64,
-    generation: u64,
+    /// When it is settled (by [`SharedLimits::settle_expired`], or by the next request).
+    expires_at: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -70,7 +72,6 @@ pub struct SharedLimits {
     clock: Clock,
     slices: Mutex<HashMap<String, Slice>>,
     permits: Mutex<HashMap<String, Permits>>,
-    generation: std::sync::atomic::AtomicU64,
 }
 
 fn bucket(provider: &str, what: &str) -> String {
@@ -86,7 +87,6 @@ impl SharedLimits {
             clock,
             slices: Mutex::new(HashMap::new()),
             permits: Mutex::new(HashMap::new()),
-            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -159,7 +159,9 @@ impl SharedLimits {
         unit: &str,
     ) -> Result<(), NoRoom> {
         let mut slices = self.slices.lock().await;
+        let now = self.clock.now();
         if let Some(slice) = slices.get_mut(key)
+            && slice.expires_at > now
             && slice.grant.granted >= slice.used + need
         {
             slice.used += need;
@@ -202,39 +204,43 @@ impl SharedLimits {
                 wait,
             });
         }
-        let generation = self
-            .generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         slices.insert(
             key.to_string(),
             Slice {
                 grant,
                 used: need,
-                generation,
+                expires_at: now + SLICE_TTL,
             },
         );
-        drop(slices);
-        // Settle it when it expires, unless it was spent and replaced before.
-        let me = Arc::clone(self);
-        let key = key.to_string();
-        tokio::spawn(async move {
-            me.clock.sleep(SLICE_TTL).await;
-            let mut slices = me.slices.lock().await;
-            if slices.get(&key).is_some_and(|s| s.generation == generation)
-                && let Some(slice) = slices.remove(&key)
-            {
-                drop(slices);
-                let node = me.node.borrow().id.clone();
-                if let Err(err) = me
-                    .engine
-                    .settle_slice(&key, &slice.grant, slice.used, &node)
-                    .await
-                {
-                    tracing::warn!(bucket = key, error = %err, "could not settle an expired slice; it counts whole until the window passes");
-                }
-            }
-        });
         Ok(())
+    }
+
+    /// Settles the slices whose time is up to what was used of them, so what this node
+    /// did not use goes back to the others. The node's resource manager calls it every
+    /// second.
+    pub async fn settle_expired(&self) {
+        let now = self.clock.now();
+        let expired: Vec<(String, Slice)> = {
+            let mut slices = self.slices.lock().await;
+            let keys: Vec<String> = slices
+                .iter()
+                .filter(|(_, s)| s.expires_at <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| slices.remove(&k).map(|s| (k, s)))
+                .collect()
+        };
+        let node = self.node.borrow().id.clone();
+        for (key, slice) in expired {
+            if let Err(err) = self
+                .engine
+                .settle_slice(&key, &slice.grant, slice.used, &node)
+                .await
+            {
+                tracing::warn!(bucket = key, error = %err, "could not settle an expired slice; it counts whole until the window passes");
+            }
+        }
     }
 
     /// Puts back what [`SharedLimits::spend`] took for a request that did not go out.
