@@ -18,7 +18,7 @@ use supervisor_client::{Client, ConnectOptions, v1};
 use supervisor_model::{EventKind, TaskId};
 
 /// The scenarios each run three node processes: one at a time.
-static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Guard against hangs only.
 const PATIENCE: Duration = Duration::from_secs(180);
@@ -96,9 +96,7 @@ fn micros(ts: &Option<prost_types::Timestamp>) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_racing_for_one_budget_spend_no_more_than_it_allows() {
-    let _one = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     // Each attempt costs exactly $0.20: 2,000 tokens at $100 per million. Each task
     // names a ceiling of $0.25, which is what its attempt reserves.
     let env = [
@@ -250,9 +248,7 @@ fn slow_cli_config(dir: &Path, seconds: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_on_one_repository_and_ref_never_overlap_even_when_the_holder_is_killed() {
-    let _one = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let work = tempfile::tempdir().unwrap();
     let repo = work.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
@@ -420,9 +416,7 @@ async fn counting_openai() -> (String, Arc<Mutex<Vec<Instant>>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_providers_requests_per_minute_hold_for_the_whole_cluster() {
-    let _one = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (base_url, seen) = counting_openai().await;
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("supervisor.toml");
@@ -497,9 +491,7 @@ async fn as_key(node: &NodeProcess, key: &str) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_backlog_does_not_delay_another_tenants_tasks() {
-    let _one = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(
         dir.path(),
