@@ -98,6 +98,15 @@ fn limits() -> Vec<(&'static str, String)> {
             "schedule::DEFAULT_MIN_INTERVAL",
             format!("{} minute", schedule::DEFAULT_MIN_INTERVAL.as_secs() / 60),
         ),
+        (
+            "MAX_BUDGETS_PER_TENANT",
+            model::MAX_BUDGETS_PER_TENANT.to_string(),
+        ),
+        ("MAX_TENANT_WEIGHT", model::MAX_TENANT_WEIGHT.to_string()),
+        (
+            "DEFAULT_RESERVE_MICROS",
+            format!("${:.2}", model::DEFAULT_RESERVE_MICROS as f64 / 1e6),
+        ),
     ]
 }
 
