@@ -498,3 +498,34 @@ async fn a_node_low_on_disk_leaves_repository_tasks_to_others() {
         vec![repo]
     );
 }
+
+#[tokio::test]
+async fn a_tenant_starts_no_more_attempts_per_minute_than_its_quota() {
+    let f = fixture().await;
+    f.engine
+        .set_quota(
+            "acme",
+            TenantQuota {
+                starts_per_minute: 3,
+                ..TenantQuota::default()
+            },
+        )
+        .await
+        .unwrap();
+    for i in 0..10 {
+        submit(&f, "acme", new_task(&format!("a{i}"))).await;
+    }
+    let first = f.engine.lease(&f.node, 10).await.unwrap();
+    assert_eq!(first.tasks.len(), 3);
+    assert!(first.held_back);
+    for t in &first.tasks {
+        f.engine
+            .finish(finish(&t.task_ref, success("ok")))
+            .await
+            .unwrap();
+    }
+    // Ending attempts does not make room: starts count per minute.
+    assert!(lease(&f, 10).await.is_empty());
+    f.clock.advance(Duration::from_secs(61));
+    assert_eq!(lease(&f, 10).await.len(), 3);
+}

@@ -35,6 +35,27 @@ pub struct Grant {
     pub retry_at: Option<i64>,
 }
 
+/// What the slices of the last minute of `bucket` add up to, read as a snapshot inside a
+/// transaction (the caller serializes its writers). Forgets older slices (a blind clear,
+/// which conflicts with nobody).
+pub(crate) async fn used_in_window(
+    txn: &mut supervisor_store::Transaction<'_>,
+    bucket: &str,
+    now: i64,
+) -> Result<u64, EngineError> {
+    let since = now.saturating_sub(WINDOW_MICROS);
+    let begin = keyspace::slices_since(bucket, since.saturating_add(1));
+    let (oldest, end) = keyspace::slices(bucket);
+    txn.clear_range(&oldest, &begin);
+    let live = txn
+        .get_range(&begin, &end, RangeOptions::new().snapshot())
+        .await?;
+    Ok(live
+        .iter()
+        .map(|kv| counter(Some(&kv.value)).max(0) as u64)
+        .sum())
+}
+
 impl Engine {
     /// Grants `node` up to `want` of the per-minute `limit` of `bucket`, or nothing when
     /// the slices of the last minute already reach it. Forgets slices older than the
@@ -115,17 +136,9 @@ impl Engine {
 
     /// What the slices of the last minute of `bucket` add up to.
     pub async fn slice_use(&self, bucket: &str) -> Result<u64, EngineError> {
-        let since = self.now_micros().saturating_sub(WINDOW_MICROS);
-        let begin = keyspace::slices_since(bucket, since.saturating_add(1));
-        let (_, end) = keyspace::slices(bucket);
+        let now = self.now_micros();
         let mut txn = self.db().begin().await?;
-        let live = txn
-            .get_range(&begin, &end, RangeOptions::new().snapshot())
-            .await?;
-        Ok(live
-            .iter()
-            .map(|kv| counter(Some(&kv.value)).max(0) as u64)
-            .sum())
+        used_in_window(&mut txn, bucket, now).await
     }
 }
 

@@ -362,6 +362,9 @@ pub struct TenantQuota {
     pub max_running: u32,
     /// What its tasks do when their repository and ref are held.
     pub lock_policy: LockPolicy,
+    /// Most attempts of its tasks started per minute in the whole cluster (0: no limit).
+    #[serde(default)]
+    pub starts_per_minute: u32,
 }
 
 /// Largest fair-queueing weight.
@@ -373,6 +376,7 @@ impl Default for TenantQuota {
             weight: 1,
             max_running: 0,
             lock_policy: LockPolicy::Queue,
+            starts_per_minute: 0,
         }
     }
 }

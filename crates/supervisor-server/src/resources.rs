@@ -153,6 +153,7 @@ fn quota_out(q: TenantQuotaInfo) -> v1::TenantQuota {
         max_running: q.quota.max_running,
         lock_policy: q.quota.lock_policy.as_str().into(),
         running: q.running,
+        starts_per_minute: q.quota.starts_per_minute,
     }
 }
 
@@ -238,6 +239,7 @@ impl ResourceService for ResourceApi {
             weight: q.weight.max(1),
             max_running: q.max_running,
             lock_policy,
+            starts_per_minute: q.starts_per_minute,
         };
         let info = self
             .engine

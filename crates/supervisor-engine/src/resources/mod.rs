@@ -143,14 +143,16 @@ async fn next_entry(
     Ok(queue.entries.as_mut().and_then(|e| e.pop_front()))
 }
 
-/// Whether the tenant is at its running limit (the first check in a transaction takes
-/// the tenant's gate, so concurrent leases count one after the other).
-async fn at_running_limit(
+/// Whether the tenant is at its running limit or has started as many attempts in the
+/// last minute as it may. The first check in a transaction takes the tenant's gate, so
+/// concurrent leases count one after another and both limits hold exactly.
+async fn at_tenant_limit(
     txn: &mut Transaction<'_>,
     queue: &mut Queue,
     now: i64,
 ) -> Result<bool, EngineError> {
-    if queue.quota.max_running == 0 {
+    let quota = &queue.quota;
+    if quota.max_running == 0 && quota.starts_per_minute == 0 {
         return Ok(false);
     }
     if !queue.gated_running {
@@ -159,12 +161,29 @@ async fn at_running_limit(
         txn.set(&gate, &now.to_le_bytes());
         queue.gated_running = true;
     }
-    let running = counter(
-        txn.get_snapshot(&keyspace::running(&queue.tenant))
-            .await?
-            .as_deref(),
-    );
-    Ok(running.max(0) as u64 >= u64::from(queue.quota.max_running))
+    if quota.max_running > 0 {
+        let running = counter(
+            txn.get_snapshot(&keyspace::running(&queue.tenant))
+                .await?
+                .as_deref(),
+        );
+        if running.max(0) as u64 >= u64::from(quota.max_running) {
+            return Ok(true);
+        }
+    }
+    if quota.starts_per_minute > 0 {
+        let started =
+            crate::slices::used_in_window(txn, &starts_bucket(&queue.tenant), now).await?;
+        if started >= u64::from(quota.starts_per_minute) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The bucket counting a tenant's attempt starts of the last minute.
+fn starts_bucket(tenant: &str) -> String {
+    format!("tenant:{tenant}:starts")
 }
 
 /// Most parked tasks of one tenant looked at again per given-back reservation.
@@ -478,7 +497,7 @@ impl Engine {
                             break;
                         };
                         let queue = &mut queues[i];
-                        if at_running_limit(txn, queue, now).await? {
+                        if at_tenant_limit(txn, queue, now).await? {
                             held_back = true;
                             continue;
                         }
@@ -496,6 +515,12 @@ impl Engine {
                         let outcome = lease_one(txn, queue, &key, &step, gates).await?;
                         held_back |= outcome.held_back;
                         if let Some(task) = outcome.leased {
+                            if queue.quota.starts_per_minute > 0 {
+                                txn.atomic_add(
+                                    &keyspace::slice(&starts_bucket(&queue.tenant), now, &node.id),
+                                    1,
+                                );
+                            }
                             // The tenant's next turn comes later by its inverse weight.
                             system_time = system_time.max(queue.tag);
                             queue.tag = queue.tag.saturating_add(

@@ -40,6 +40,7 @@ pub fn quota(q: &TenantQuota) -> Value {
         "max_running": q.max_running,
         "lock_policy": q.lock_policy,
         "running": q.running,
+        "starts_per_minute": q.starts_per_minute,
     })
 }
 

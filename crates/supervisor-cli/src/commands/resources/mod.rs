@@ -83,6 +83,9 @@ pub enum QuotaCommand {
         /// Most of its attempts running at once in the cluster (0: no limit).
         #[arg(long, default_value_t = 0)]
         max_running: u32,
+        /// Most of its attempts started per minute in the cluster (0: no limit).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        starts_per_minute: u32,
         /// What its tasks do when their repository and ref are held: queue, reject (at
         /// submit) or preempt (holders of lower priority).
         #[arg(long, value_name = "POLICY", default_value = "queue",
@@ -220,6 +223,7 @@ pub async fn run_quota(cmd: QuotaCommand, global: &GlobalArgs) -> anyhow::Result
             tenant,
             weight,
             max_running,
+            starts_per_minute,
             lock_policy,
         } => {
             client
@@ -229,6 +233,7 @@ pub async fn run_quota(cmd: QuotaCommand, global: &GlobalArgs) -> anyhow::Result
                     max_running,
                     lock_policy,
                     running: 0,
+                    starts_per_minute,
                 })
                 .await?
         }

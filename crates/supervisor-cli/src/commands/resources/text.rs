@@ -95,6 +95,14 @@ pub fn quota(q: &TenantQuota) -> String {
             },
         ),
         ("running", q.running.to_string()),
+        (
+            "starts per minute",
+            if q.starts_per_minute == 0 {
+                "no limit".into()
+            } else {
+                q.starts_per_minute.to_string()
+            },
+        ),
         ("lock policy", q.lock_policy.clone()),
     ])
 }
