@@ -141,6 +141,12 @@ pub(crate) fn legacy_ready_range() -> (Vec<u8>, Vec<u8>) {
     root().subspace(&("ready",)).range()
 }
 
+/// A ready entry as earlier versions wrote it.
+#[cfg(test)]
+pub(crate) fn legacy_ready(priority_rank: u8, id: TaskId) -> Vec<u8> {
+    root().pack(&("ready", 4 - priority_rank as i64, id.to_string()))
+}
+
 pub(crate) fn parse_legacy_ready(key: &[u8]) -> Option<(u8, TaskId)> {
     let (_, rank, id): (String, i64, String) = root().unpack(key).ok()?;
     Some((u8::try_from(4 - rank).ok()?, id.parse().ok()?))

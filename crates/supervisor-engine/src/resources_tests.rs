@@ -529,3 +529,41 @@ async fn a_tenant_starts_no_more_attempts_per_minute_than_its_quota() {
     f.clock.advance(Duration::from_secs(61));
     assert_eq!(lease(&f, 10).await.len(), 3);
 }
+
+#[tokio::test]
+async fn tasks_queued_by_an_earlier_version_are_moved_when_a_node_registers() {
+    let f = fixture().await;
+    let task = f
+        .engine
+        .submit("acme", new_task("queued long ago"))
+        .await
+        .unwrap()
+        .task;
+    // Put its ready entry back in the single queue earlier versions kept.
+    let mut txn = f.engine.db().begin().await.unwrap();
+    txn.clear(&crate::keyspace::ready(
+        "acme",
+        task.priority.rank(),
+        task.id,
+    ));
+    txn.clear(&crate::keyspace::ready_tenant("acme"));
+    txn.set(
+        &crate::keyspace::legacy_ready(task.priority.rank(), task.id),
+        b"acme",
+    );
+    txn.commit().await.unwrap();
+    assert!(
+        lease(&f, 10).await.is_empty(),
+        "the new queues do not see it"
+    );
+    let node = f
+        .engine
+        .register_node("node-a", &crate::NodeAnnouncement::default())
+        .await
+        .unwrap();
+    let leased = f.engine.lease(&node, 10).await.unwrap().tasks;
+    assert_eq!(
+        leased.iter().map(|t| t.task.id).collect::<Vec<_>>(),
+        vec![task.id]
+    );
+}
