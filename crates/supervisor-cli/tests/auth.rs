@@ -7,24 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NodeProcess, supervisor};
+use common::{NodeProcess, as_token, supervisor};
 use supervisor_client::{Client, ConnectOptions, v1};
 use tonic::Code;
 
 /// Bound on waits (a guard only; no assertion depends on how long anything took).
 const PATIENCE: Duration = Duration::from_secs(60);
-
-async fn as_token(node: &NodeProcess, token: &str) -> Client {
-    Client::connect_with(
-        &node.url(),
-        &ConnectOptions {
-            token: Some(token.to_string()),
-            ..ConnectOptions::default()
-        },
-    )
-    .await
-    .expect("connect")
-}
 
 fn code<T: std::fmt::Debug>(result: Result<T, supervisor_client::ClientError>) -> (Code, String) {
     let err = result.expect_err("the call must be refused");

@@ -6,22 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NodeProcess, supervisor};
+use common::{NodeProcess, as_token, supervisor};
 use supervisor_chaos::pg::PgServer;
-use supervisor_client::{Client, ConnectOptions, v1};
+use supervisor_client::v1;
 use tonic::Code;
-
-async fn as_token(node: &NodeProcess, token: &str) -> Client {
-    Client::connect_with(
-        &node.url(),
-        &ConnectOptions {
-            token: Some(token.to_string()),
-            ..ConnectOptions::default()
-        },
-    )
-    .await
-    .expect("connect")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_stops_working_on_every_node_within_a_second() {

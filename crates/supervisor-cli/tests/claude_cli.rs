@@ -7,13 +7,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use supervisor_client::Client;
 use supervisor_proto::v1;
 
-use common::NodeProcess;
+use common::{NodeProcess, fake_cli_config};
 
 /// Guard against hangs only; no assertion depends on how long anything took.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -76,30 +76,6 @@ fn marker() -> String {
             .unwrap()
             .subsec_nanos()
     )
-}
-
-/// Writes `script` as an executable fake `claude` in `dir`, and the config of a node whose
-/// only provider runs it; returns the config's path.
-fn fake_cli_config(dir: &Path, script: &str) -> PathBuf {
-    let fake = dir.join("fake-claude");
-    std::fs::write(&fake, script).unwrap();
-    let made_executable = std::process::Command::new("chmod")
-        .arg("+x")
-        .arg(&fake)
-        .status()
-        .unwrap()
-        .success();
-    assert!(made_executable);
-    let config = dir.join("supervisor.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[providers.mock]\nkind = \"mock\"\nenabled = false\n\n[providers.cli]\nkind = \"claude_cli\"\nbinary = \"{}\"\n",
-            fake.display()
-        ),
-    )
-    .unwrap();
-    config
 }
 
 fn node_with_fake_cli(dir: &Path, script: &str) -> NodeProcess {

@@ -12,9 +12,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{NodeProcess, supervisor};
+use common::{NodeProcess, as_token, fake_cli_config, supervisor};
 use supervisor_chaos::pg::PgServer;
-use supervisor_client::{Client, ConnectOptions, v1};
+use supervisor_client::{Client, v1};
 use supervisor_model::{EventKind, TaskId};
 
 /// The scenarios each run three node processes: one at a time.
@@ -219,31 +219,13 @@ fn git_repo(dir: &Path) {
 /// A config whose only provider is a fake `claude` that works for `seconds` and
 /// succeeds.
 fn slow_cli_config(dir: &Path, seconds: &str) -> String {
-    let fake = dir.join("fake-claude");
-    std::fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\nsleep {seconds}\necho '{{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"done\",\"num_turns\":1,\"usage\":{{\"input_tokens\":1,\"output_tokens\":1}}}}'\n"
-        ),
-    )
-    .unwrap();
-    let made_executable = std::process::Command::new("chmod")
-        .arg("+x")
-        .arg(&fake)
-        .status()
-        .unwrap()
-        .success();
-    assert!(made_executable);
-    let config = dir.join("supervisor.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[providers.mock]\nkind = \"mock\"\nenabled = false\n\n[providers.cli]\nkind = \"claude_cli\"\nbinary = \"{}\"\n",
-            fake.display()
-        ),
-    )
-    .unwrap();
-    config.display().to_string()
+    let script = format!(
+        "#!/bin/sh
+sleep {seconds}
+echo '{{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"done\",\"num_turns\":1,\"usage\":{{\"input_tokens\":1,\"output_tokens\":1}}}}'
+"
+    );
+    fake_cli_config(dir, &script).display().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,18 +459,6 @@ async fn a_providers_requests_per_minute_hold_for_the_whole_cluster() {
     );
 }
 
-async fn as_key(node: &NodeProcess, key: &str) -> Client {
-    Client::connect_with(
-        &node.url(),
-        &ConnectOptions {
-            token: Some(key.to_string()),
-            ..ConnectOptions::default()
-        },
-    )
-    .await
-    .expect("connect")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_backlog_does_not_delay_another_tenants_tasks() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
@@ -502,7 +472,7 @@ async fn a_tenants_backlog_does_not_delay_another_tenants_tasks() {
         ],
     );
     let admin_key = std::fs::read_to_string(dir.path().join("admin.key")).expect("admin.key");
-    let admin = as_key(&node, admin_key.trim()).await;
+    let admin = as_token(&node, admin_key.trim()).await;
     let mut keys = HashMap::new();
     for tenant in ["big", "small"] {
         admin.create_tenant(tenant).await.unwrap();
@@ -515,7 +485,7 @@ async fn a_tenants_backlog_does_not_delay_another_tenants_tasks() {
             })
             .await
             .unwrap();
-        keys.insert(tenant, as_key(&node, &made.key).await);
+        keys.insert(tenant, as_token(&node, &made.key).await);
     }
     let big = keys["big"].clone();
     let backlog = 5000;

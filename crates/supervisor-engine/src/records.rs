@@ -297,6 +297,30 @@ pub(crate) struct TimerEntry {
     pub epoch: u64,
 }
 
+impl TimerEntry {
+    /// A timer that is not a lease's: a retry, an unpark, a run's deadline.
+    pub(crate) fn waiting(tenant: &str, kind: TimerKind, fence: u64) -> TimerEntry {
+        TimerEntry {
+            tenant: tenant.to_string(),
+            kind,
+            fence,
+            node: String::new(),
+            epoch: 0,
+        }
+    }
+
+    /// The timer guarding `lease` of a task of `tenant`.
+    pub(crate) fn lease(tenant: &str, lease: &supervisor_model::Lease) -> TimerEntry {
+        TimerEntry {
+            tenant: tenant.to_string(),
+            kind: TimerKind::Lease,
+            fence: lease.fence,
+            node: lease.node_id.clone(),
+            epoch: lease.node_epoch,
+        }
+    }
+}
+
 pub(crate) fn arm_timer(
     txn: &mut Transaction<'_>,
     due: i64,

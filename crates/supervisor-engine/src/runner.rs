@@ -354,13 +354,7 @@ fn finish(
                     txn,
                     due,
                     task.id,
-                    &TimerEntry {
-                        tenant: task.tenant.clone(),
-                        kind: TimerKind::Retry,
-                        fence: task.fence,
-                        node: String::new(),
-                        epoch: 0,
-                    },
+                    &TimerEntry::waiting(&task.tenant, TimerKind::Retry, task.fence),
                 )?;
                 Ok(true)
             } else {
@@ -447,13 +441,7 @@ impl Engine {
                         };
                         let old = lease.expires_at;
                         lease.expires_at = now + lease_micros;
-                        let entry = TimerEntry {
-                            tenant: r.tenant.clone(),
-                            kind: TimerKind::Lease,
-                            fence: lease.fence,
-                            node: lease.node_id.clone(),
-                            epoch: lease.node_epoch,
-                        };
+                        let entry = TimerEntry::lease(&r.tenant, lease);
                         let due = lease.expires_at;
                         txn.clear(&keyspace::timer(old, r.id));
                         records::arm_timer(txn, due, r.id, &entry)?;
@@ -530,13 +518,7 @@ impl Engine {
                         txn,
                         due,
                         task.id,
-                        &TimerEntry {
-                            tenant: task.tenant.clone(),
-                            kind: TimerKind::Retry,
-                            fence: task.fence,
-                            node: String::new(),
-                            epoch: 0,
-                        },
+                        &TimerEntry::waiting(&task.tenant, TimerKind::Retry, task.fence),
                     )?;
                     records::put(txn, &task)?;
                     Ok::<_, EngineError>(RunnerWriteResult::Accepted(task.status))

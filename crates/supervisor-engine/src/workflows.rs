@@ -714,13 +714,7 @@ pub(crate) async fn start_run_in_txn(
             txn,
             at,
             run.id,
-            &TimerEntry {
-                tenant: run.tenant.clone(),
-                kind: TimerKind::RunDeadline,
-                fence: 0,
-                node: String::new(),
-                epoch: 0,
-            },
+            &TimerEntry::waiting(&run.tenant, TimerKind::RunDeadline, 0),
         )?;
     }
     advance(txn, &mut run, now, cfg).await?;
@@ -923,13 +917,7 @@ impl Engine {
                             txn,
                             at,
                             run.id,
-                            &TimerEntry {
-                                tenant: run.tenant.clone(),
-                                kind: TimerKind::RunDeadline,
-                                fence: 0,
-                                node: String::new(),
-                                epoch: 0,
-                            },
+                            &TimerEntry::waiting(&run.tenant, TimerKind::RunDeadline, 0),
                         )?;
                     }
                     let retries = run.retries;

@@ -131,3 +131,40 @@ pub fn supervisor_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, S
 pub fn cli(addr: &str, args: &[&str]) -> (i32, String, String) {
     supervisor(args, &[("SUPERVISOR_SERVER", addr)])
 }
+
+/// A client of `node` presenting `token` (an API key or a JWT).
+pub async fn as_token(node: &NodeProcess, token: &str) -> supervisor_client::Client {
+    supervisor_client::Client::connect_with(
+        &node.url(),
+        &supervisor_client::ConnectOptions {
+            token: Some(token.to_string()),
+            ..supervisor_client::ConnectOptions::default()
+        },
+    )
+    .await
+    .expect("connect")
+}
+
+/// Writes `script` as an executable fake `claude` in `dir`, and the config of a node whose
+/// only provider runs it; returns the config's path.
+pub fn fake_cli_config(dir: &Path, script: &str) -> PathBuf {
+    let fake = dir.join("fake-claude");
+    std::fs::write(&fake, script).expect("write the fake CLI");
+    let made_executable = Command::new("chmod")
+        .arg("+x")
+        .arg(&fake)
+        .status()
+        .expect("chmod")
+        .success();
+    assert!(made_executable);
+    let config = dir.join("supervisor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.mock]\nkind = \"mock\"\nenabled = false\n\n[providers.cli]\nkind = \"claude_cli\"\nbinary = \"{}\"\n",
+            fake.display()
+        ),
+    )
+    .expect("write the config");
+    config
+}

@@ -253,13 +253,7 @@ fn park_until(
         txn,
         due,
         task.id,
-        &TimerEntry {
-            tenant: task.tenant.clone(),
-            kind: TimerKind::Unpark,
-            fence: task.fence,
-            node: String::new(),
-            epoch: 0,
-        },
+        &TimerEntry::waiting(&task.tenant, TimerKind::Unpark, task.fence),
     )?;
     // One event per limit it waits for, not one per look (the amounts change).
     let limit_of = |text: &str| text.split(';').next().unwrap_or_default().to_string();
@@ -380,12 +374,13 @@ async fn lease_one(
     task.attempt += 1;
     task.fence += 1;
     let expires_at = step.now + step.lease_micros;
-    task.lease = Some(Lease {
+    let lease = Lease {
         node_id: step.node.id.clone(),
         node_epoch: step.node.epoch,
         fence: task.fence,
         expires_at,
-    });
+    };
+    task.lease = Some(lease.clone());
     task.started_at = Some(step.now);
     let message = format!(
         "attempt {} of {} started on node {}",
@@ -413,13 +408,7 @@ async fn lease_one(
         txn,
         expires_at,
         task.id,
-        &TimerEntry {
-            tenant: task.tenant.clone(),
-            kind: TimerKind::Lease,
-            fence: task.fence,
-            node: step.node.id.clone(),
-            epoch: step.node.epoch,
-        },
+        &TimerEntry::lease(&task.tenant, &lease),
     )?;
     records::put(txn, &task)?;
     let task_ref = TaskRef {
