@@ -354,6 +354,7 @@ mod tests {
                     "model": "mock-1",
                 },
                 "error": null,
+                "waiting_for": null,
                 "node_id": null,
                 "retry_of": null,
                 "tenant": "default",
