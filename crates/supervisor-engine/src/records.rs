@@ -197,6 +197,24 @@ fn release_holds(txn: &mut Transaction<'_>, task: &mut Task) {
     }
 }
 
+/// Records why a queued task is held back and writes it: an `Activity` event when what it
+/// waits for changed (`what` maps a reason to the part that names the resource, so
+/// amounts that move between looks do not make new events), and `waiting_for` always.
+pub(crate) fn note_waiting(
+    txn: &mut Transaction<'_>,
+    task: &mut Task,
+    now: i64,
+    why: String,
+    what: fn(&str) -> &str,
+) -> Result<(), EngineError> {
+    if task.waiting_for.as_deref().map(what) != Some(what(&why)) {
+        let message = format!("waiting: {why}");
+        append_event(txn, task, now, EventKind::Activity, message, String::new())?;
+    }
+    task.waiting_for = Some(why);
+    put(txn, task)
+}
+
 /// Puts a task in its tenant's ready range and wakes dispatchers watching the queue.
 pub(crate) fn make_ready(txn: &mut Transaction<'_>, task: &Task) {
     txn.set(

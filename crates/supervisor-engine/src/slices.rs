@@ -35,25 +35,39 @@ pub struct Grant {
     pub retry_at: Option<i64>,
 }
 
+/// The slices of `bucket` granted in the last minute, oldest first, read with `options`;
+/// forgets older slices (a blind clear, which conflicts with nobody).
+async fn window(
+    txn: &mut supervisor_store::Transaction<'_>,
+    bucket: &str,
+    now: i64,
+    options: RangeOptions,
+) -> Result<Vec<supervisor_store::KeyValue>, EngineError> {
+    let since = now.saturating_sub(WINDOW_MICROS);
+    let begin = keyspace::slices_since(bucket, since.saturating_add(1));
+    let (oldest, end) = keyspace::slices(bucket);
+    txn.clear_range(&oldest, &begin);
+    Ok(txn.get_range(&begin, &end, options).await?)
+}
+
+/// What slices add up to.
+fn total(slices: &[supervisor_store::KeyValue]) -> u64 {
+    slices
+        .iter()
+        .map(|kv| counter(Some(&kv.value)).max(0) as u64)
+        .sum()
+}
+
 /// What the slices of the last minute of `bucket` add up to, read as a snapshot inside a
-/// transaction (the caller serializes its writers). Forgets older slices (a blind clear,
-/// which conflicts with nobody).
+/// transaction (the caller serializes its writers).
 pub(crate) async fn used_in_window(
     txn: &mut supervisor_store::Transaction<'_>,
     bucket: &str,
     now: i64,
 ) -> Result<u64, EngineError> {
-    let since = now.saturating_sub(WINDOW_MICROS);
-    let begin = keyspace::slices_since(bucket, since.saturating_add(1));
-    let (oldest, end) = keyspace::slices(bucket);
-    txn.clear_range(&oldest, &begin);
-    let live = txn
-        .get_range(&begin, &end, RangeOptions::new().snapshot())
-        .await?;
-    Ok(live
-        .iter()
-        .map(|kv| counter(Some(&kv.value)).max(0) as u64)
-        .sum())
+    Ok(total(
+        &window(txn, bucket, now, RangeOptions::new().snapshot()).await?,
+    ))
 }
 
 impl Engine {
@@ -68,21 +82,13 @@ impl Engine {
         node: &str,
     ) -> Result<Grant, EngineError> {
         let now = self.now_micros();
-        let since = now.saturating_sub(WINDOW_MICROS);
         self.inner
             .db
             .run(|txn| {
                 Box::pin(async move {
-                    let (begin, end) = keyspace::slices(bucket);
-                    let window_begin = keyspace::slices_since(bucket, since.saturating_add(1));
-                    txn.clear_range(&begin, &window_begin);
-                    let live = txn
-                        .get_range(&window_begin, &end, RangeOptions::new())
-                        .await?;
-                    let used: u64 = live
-                        .iter()
-                        .map(|kv| counter(Some(&kv.value)).max(0) as u64)
-                        .sum();
+                    // Read with a conflict: concurrent grants go one after another.
+                    let live = window(txn, bucket, now, RangeOptions::new()).await?;
+                    let used = total(&live);
                     let granted = want.min(limit.saturating_sub(used));
                     if granted == 0 {
                         let oldest = live

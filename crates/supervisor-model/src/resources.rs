@@ -286,6 +286,13 @@ pub struct Budget {
     pub updated_by: String,
 }
 
+impl Budget {
+    /// The soft limit of `limit`: its hard limit times the budget's soft share.
+    pub fn soft(&self, limit: &BudgetLimit) -> u64 {
+        (u128::from(limit.hard) * u128::from(self.soft_percent) / 100) as u64
+    }
+}
+
 /// What an attempt reserves by default when nothing better is known: $0.50.
 pub const DEFAULT_RESERVE_MICROS: u64 = 500_000;
 /// Most budgets one tenant may have.

@@ -9,7 +9,7 @@ use supervisor_store::RangeOptions;
 
 use super::locks::HolderEntry;
 use crate::codec::{counter, decode, encode};
-use crate::ledger::{period_end, period_id};
+use crate::ledger::period_end;
 use crate::{Engine, EngineError, keyspace, records};
 
 /// Most entries one listing of allocations or waiting tasks returns.
@@ -173,27 +173,17 @@ impl Engine {
             let (kind, name) = budget.scope.parts();
             let mut limits = Vec::with_capacity(budget.limits.len());
             for limit in &budget.limits {
-                let id = period_id(limit.period, &budget.time_zone, now);
-                let metric = limit.metric.as_str();
-                let spent = counter(
-                    txn.get_snapshot(&keyspace::spend(tenant, kind, name, &id, metric))
-                        .await?
-                        .as_deref(),
-                );
-                let reserved = counter(
-                    txn.get_snapshot(&keyspace::reserved(tenant, kind, name, metric))
-                        .await?
-                        .as_deref(),
-                );
+                let now_used =
+                    super::budgets::limit_use(&mut txn, tenant, &budget, limit, now).await?;
                 limits.push(LimitStatus {
                     metric: limit.metric,
                     period: limit.period,
                     period_ends_at: period_end(limit.period, &budget.time_zone, now),
-                    period_id: id,
+                    period_id: now_used.period_id,
                     hard: limit.hard,
-                    soft: (u128::from(limit.hard) * u128::from(budget.soft_percent) / 100) as u64,
-                    spent: spent.max(0) as u64,
-                    reserved: reserved.max(0) as u64,
+                    soft: budget.soft(limit),
+                    spent: now_used.spent,
+                    reserved: now_used.reserved,
                 });
             }
             let soft_exceeded = counter(

@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use supervisor_model::{
-    Budget, BudgetScope, ExceedPolicy, Metric, Period, Reservation, Task, quote,
+    Budget, BudgetLimit, BudgetScope, ExceedPolicy, Metric, Period, Reservation, Task, quote,
 };
 use supervisor_store::{RangeOptions, Transaction};
 
@@ -89,28 +89,39 @@ pub(crate) struct BatchUse {
     used: HashMap<(BudgetScope, Metric, Period), u64>,
 }
 
-/// The period's settled spend plus current reservations of one budget and metric.
-async fn used(
+/// One limit's use now: settled spend in the period `period_id` names, and what running
+/// attempts reserved (snapshot reads).
+pub(crate) struct Use {
+    pub period_id: String,
+    pub spent: u64,
+    pub reserved: u64,
+}
+
+/// What `tenant`'s `budget` has used of `limit` now.
+pub(crate) async fn limit_use(
     txn: &mut Transaction<'_>,
     tenant: &str,
     budget: &Budget,
-    metric: Metric,
-    period: Period,
+    limit: &BudgetLimit,
     now: i64,
-) -> Result<u64, EngineError> {
+) -> Result<Use, EngineError> {
     let (kind, name) = budget.scope.parts();
-    let id = period_id(period, &budget.time_zone, now);
-    let spent = counter(
-        txn.get_snapshot(&keyspace::spend(tenant, kind, name, &id, metric.as_str()))
-            .await?
-            .as_deref(),
+    let metric = limit.metric.as_str();
+    let period_id = period_id(limit.period, &budget.time_zone, now);
+    let read = |bytes: Option<Vec<u8>>| counter(bytes.as_deref()).max(0) as u64;
+    let spent = read(
+        txn.get_snapshot(&keyspace::spend(tenant, kind, name, &period_id, metric))
+            .await?,
     );
-    let reserved = counter(
-        txn.get_snapshot(&keyspace::reserved(tenant, kind, name, metric.as_str()))
-            .await?
-            .as_deref(),
+    let reserved = read(
+        txn.get_snapshot(&keyspace::reserved(tenant, kind, name, metric))
+            .await?,
     );
-    Ok(spent.max(0).saturating_add(reserved.max(0)) as u64)
+    Ok(Use {
+        period_id,
+        spent,
+        reserved,
+    })
 }
 
 /// `amount` of `metric` in words.
@@ -156,8 +167,8 @@ pub(crate) async fn reserve(
             let used = match batch.used.get(&slot) {
                 Some(used) => *used,
                 None => {
-                    let used =
-                        used(txn, &task.tenant, budget, limit.metric, limit.period, now).await?;
+                    let u = limit_use(txn, &task.tenant, budget, limit, now).await?;
+                    let used = u.spent.saturating_add(u.reserved);
                     batch.used.insert(slot, used);
                     used
                 }
@@ -181,7 +192,7 @@ pub(crate) async fn reserve(
                     recheck_at: ends.min(now.saturating_add(RECHECK_MICROS)),
                 });
             }
-            let soft = (u128::from(limit.hard) * u128::from(budget.soft_percent) / 100) as u64;
+            let soft = budget.soft(limit);
             if budget.soft_percent < 100 && after > soft {
                 soft_passed = true;
                 warnings.push(format!(

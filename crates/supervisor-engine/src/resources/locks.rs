@@ -5,7 +5,7 @@
 //! the queue, oldest first.
 
 use serde::{Deserialize, Serialize};
-use supervisor_model::{EventKind, LockMode, LockPolicy, Priority, RepoLock, Task, TaskId};
+use supervisor_model::{LockMode, LockPolicy, Priority, RepoLock, Task, TaskId};
 use supervisor_store::{RangeOptions, Transaction};
 
 use crate::codec::{decode, encode};
@@ -151,13 +151,8 @@ async fn park(
         &keyspace::lock_waiter(&lock.repo, &lock.git_ref, task.id),
         &encode(&waiter)?,
     );
-    let why = describe_holders(lock, holders);
-    if task.waiting_for.as_deref() != Some(why.as_str()) {
-        let message = format!("waiting: {why}");
-        records::append_event(txn, task, now, EventKind::Activity, message, String::new())?;
-        task.waiting_for = Some(why);
-    }
-    records::put(txn, task)
+    // The holders are the resource: a new event when they change.
+    records::note_waiting(txn, task, now, describe_holders(lock, holders), |why| why)
 }
 
 /// Hands a lock holder of lower priority back to the queue: its lease ends here (the

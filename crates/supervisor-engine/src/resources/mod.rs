@@ -11,7 +11,7 @@ mod budgets;
 mod locks;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use supervisor_model::{
@@ -66,7 +66,10 @@ struct Queue {
     /// Ready keys read so far (`None`: not read yet).
     entries: Option<VecDeque<Vec<u8>>>,
     budgets: Option<Vec<supervisor_model::Budget>>,
-    gated_running: bool,
+    /// What this transaction knows of the tenant's budgets (gates held, use so far).
+    budget_use: budgets::BatchUse,
+    /// Whether this transaction holds the tenant's quota gate.
+    gated: bool,
 }
 
 async fn read_quota(txn: &mut Transaction<'_>, tenant: &str) -> Result<TenantQuota, EngineError> {
@@ -110,7 +113,8 @@ async fn queues(txn: &mut Transaction<'_>, system_time: i64) -> Result<Vec<Queue
             served: false,
             entries: None,
             budgets: None,
-            gated_running: false,
+            budget_use: budgets::BatchUse::default(),
+            gated: false,
         });
     }
     Ok(out)
@@ -155,11 +159,11 @@ async fn at_tenant_limit(
     if quota.max_running == 0 && quota.starts_per_minute == 0 {
         return Ok(false);
     }
-    if !queue.gated_running {
+    if !queue.gated {
         let gate = keyspace::quota_gate(&queue.tenant);
         txn.get(&gate).await?;
         txn.set(&gate, &now.to_le_bytes());
-        queue.gated_running = true;
+        queue.gated = true;
     }
     if quota.max_running > 0 {
         let running = counter(
@@ -255,14 +259,10 @@ fn park_until(
         task.id,
         &TimerEntry::waiting(&task.tenant, TimerKind::Unpark, task.fence),
     )?;
-    // One event per limit it waits for, not one per look (the amounts change).
-    let limit_of = |text: &str| text.split(';').next().unwrap_or_default().to_string();
-    if task.waiting_for.as_deref().map(limit_of) != Some(limit_of(&why)) {
-        let message = format!("waiting: {why}");
-        records::append_event(txn, task, now, EventKind::Activity, message, String::new())?;
-    }
-    task.waiting_for = Some(why);
-    records::put(txn, task)
+    // One event per limit it waits for, not one per look (the amounts after `;` change).
+    records::note_waiting(txn, task, now, why, |why| {
+        why.split(';').next().unwrap_or_default()
+    })
 }
 
 /// What one lease step needs besides the transaction.
@@ -288,7 +288,6 @@ async fn lease_one(
     queue: &mut Queue,
     key: &[u8],
     step: &Step<'_>,
-    gated: &mut budgets::BatchUse,
 ) -> Result<StepOutcome, EngineError> {
     let mut outcome = StepOutcome::default();
     txn.add_read_conflict_key(key);
@@ -314,11 +313,12 @@ async fn lease_one(
         queue.budgets = Some(budgets::load(txn, &queue.tenant).await?);
     }
     let tenant_budgets = queue.budgets.as_deref().unwrap_or_default();
+    let batch = &mut queue.budget_use;
     let estimate = match &step.options.estimate {
         Some(estimate) => estimate(&task),
         None => Estimate::from_task(&task),
     };
-    let verdict = budgets::reserve(txn, &task, tenant_budgets, estimate, step.now, gated).await?;
+    let verdict = budgets::reserve(txn, &task, tenant_budgets, estimate, step.now, batch).await?;
     let (reservations, warnings) = match verdict {
         budgets::Verdict::Reserved {
             reservations,
@@ -364,7 +364,7 @@ async fn lease_one(
         )
         .await?
     {
-        budgets::unreserve(txn, &task.tenant, &reservations, gated);
+        budgets::unreserve(txn, &task.tenant, &reservations, &mut queue.budget_use);
         return Ok(outcome);
     }
     records::disarm_timers(txn, &task);
@@ -480,7 +480,13 @@ impl Engine {
                         .enumerate()
                         .map(|(i, q)| Reverse((q.tag, i)))
                         .collect();
-                    let mut gated = HashMap::<String, budgets::BatchUse>::new();
+                    let step = Step {
+                        node,
+                        now,
+                        lease_micros,
+                        cfg,
+                        options,
+                    };
                     while leased.len() < max {
                         let Some(Reverse((_, i))) = heap.pop() else {
                             break;
@@ -493,15 +499,7 @@ impl Engine {
                         let Some(key) = next_entry(txn, queue, max).await? else {
                             continue;
                         };
-                        let step = Step {
-                            node,
-                            now,
-                            lease_micros,
-                            cfg,
-                            options,
-                        };
-                        let gates = gated.entry(queue.tenant.clone()).or_default();
-                        let outcome = lease_one(txn, queue, &key, &step, gates).await?;
+                        let outcome = lease_one(txn, queue, &key, &step).await?;
                         held_back |= outcome.held_back;
                         if let Some(task) = outcome.leased {
                             if queue.quota.starts_per_minute > 0 {
