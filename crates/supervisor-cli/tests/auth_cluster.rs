@@ -6,34 +6,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NodeProcess, as_token, supervisor};
-use supervisor_chaos::pg::PgServer;
+use common::{PgCluster, as_token};
 use supervisor_client::v1;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_stops_working_on_every_node_within_a_second() {
-    let pg =
-        PgServer::start(&[], &[]).expect("a throwaway PostgreSQL (apt-get install postgresql)");
-    pg.create_database("sv").await.expect("database");
-    let url = pg.url("127.0.0.1", "sv");
-    let (code, _, err) = supervisor(&["store", "init", "--store", &url], &[]);
-    assert_eq!(code, 0, "{err}");
-
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let env = [("SUPERVISOR_AUTH__ENABLED", "true")];
-    let nodes: Vec<NodeProcess> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, dir)| {
-            let id = format!("n{}", i + 1);
-            NodeProcess::start_with_args(
-                dir.path(),
-                &["--store", &url, "--join", "--node-id", &id],
-                &env,
-            )
-        })
-        .collect();
+    let cluster = PgCluster::start(3, &[("SUPERVISOR_AUTH__ENABLED", "true")]).await;
+    let (dirs, nodes) = (&cluster.dirs, &cluster.nodes);
     // The first node made the cluster's first admin key; the others found one.
     let admin_key = std::fs::read_to_string(dirs[0].path().join("admin.key")).expect("admin.key");
     assert!(!dirs[1].path().join("admin.key").exists());
@@ -50,7 +30,7 @@ async fn a_revoked_key_stops_working_on_every_node_within_a_second() {
         .unwrap();
     // Every node checks the key and trusts it.
     let mut clients = Vec::new();
-    for node in &nodes {
+    for node in nodes {
         let client = as_token(node, &made.key).await;
         client.stats().await.expect("the key works on every node");
         clients.push(client);

@@ -12,8 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{NodeProcess, as_token, fake_cli_config, supervisor};
-use supervisor_chaos::pg::PgServer;
+use common::{NodeProcess, PgCluster, as_token, fake_cli_config};
 use supervisor_client::{Client, v1};
 use supervisor_model::{EventKind, TaskId};
 
@@ -23,50 +22,13 @@ static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const
 /// Guard against hangs only.
 const PATIENCE: Duration = Duration::from_secs(180);
 
-struct Cluster {
-    _pg: PgServer,
-    url: String,
-    _dirs: Vec<tempfile::TempDir>,
-    nodes: Vec<NodeProcess>,
-}
-
-impl Cluster {
-    /// `n` nodes (`n1`...) sharing a fresh database, with `env` and an optional config.
-    async fn start(n: usize, env: &[(&str, &str)]) -> Cluster {
-        let pg =
-            PgServer::start(&[], &[]).expect("a throwaway PostgreSQL (apt-get install postgresql)");
-        pg.create_database("sv").await.expect("database");
-        let url = pg.url("127.0.0.1", "sv");
-        let (code, _, err) = supervisor(&["store", "init", "--store", &url], &[]);
-        assert_eq!(code, 0, "{err}");
-        let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
-        let nodes = dirs
-            .iter()
-            .enumerate()
-            .map(|(i, dir)| {
-                let id = format!("n{}", i + 1);
-                NodeProcess::start_with_args(
-                    dir.path(),
-                    &["--store", &url, "--join", "--node-id", &id],
-                    env,
-                )
-            })
-            .collect();
-        Cluster {
-            _pg: pg,
-            url,
-            _dirs: dirs,
-            nodes,
-        }
+/// Clients of every node of `cluster`.
+async fn clients(cluster: &PgCluster) -> Vec<Client> {
+    let mut out = Vec::new();
+    for node in &cluster.nodes {
+        out.push(Client::connect(&node.url()).await.expect("connect"));
     }
-
-    async fn clients(&self) -> Vec<Client> {
-        let mut out = Vec::new();
-        for node in &self.nodes {
-            out.push(Client::connect(&node.url()).await.expect("connect"));
-        }
-        out
-    }
+    out
 }
 
 fn task(prompt: &str) -> v1::SubmitTaskRequest {
@@ -108,8 +70,8 @@ async fn three_nodes_racing_for_one_budget_spend_no_more_than_it_allows() {
         ),
         ("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "300ms"),
     ];
-    let cluster = Cluster::start(3, &env).await;
-    let clients = cluster.clients().await;
+    let cluster = PgCluster::start(3, &env).await;
+    let clients = clients(&cluster).await;
     let budget = 5_000_000;
     clients[0]
         .set_budget(v1::Budget {
@@ -236,8 +198,8 @@ async fn tasks_on_one_repository_and_ref_never_overlap_even_when_the_holder_is_k
     std::fs::create_dir(&repo).unwrap();
     git_repo(&repo);
     let config = slow_cli_config(work.path(), "1.5");
-    let mut cluster = Cluster::start(3, &[("SUPERVISOR_CONFIG", config.as_str())]).await;
-    let clients = cluster.clients().await;
+    let mut cluster = PgCluster::start(3, &[("SUPERVISOR_CONFIG", config.as_str())]).await;
+    let clients = clients(&cluster).await;
     let mut ids = Vec::new();
     for i in 0..6 {
         let mut t = task(&format!("fix bug {i}"));
@@ -410,8 +372,8 @@ async fn a_providers_requests_per_minute_hold_for_the_whole_cluster() {
     )
     .unwrap();
     let config = config.display().to_string();
-    let cluster = Cluster::start(3, &[("SUPERVISOR_CONFIG", config.as_str())]).await;
-    let clients = cluster.clients().await;
+    let cluster = PgCluster::start(3, &[("SUPERVISOR_CONFIG", config.as_str())]).await;
+    let clients = clients(&cluster).await;
     for i in 0..150 {
         clients[i % 3]
             .submit(task(&format!("count {i}")))

@@ -168,3 +168,46 @@ pub fn fake_cli_config(dir: &Path, script: &str) -> PathBuf {
     .expect("write the config");
     config
 }
+
+/// Node processes `n1`, `n2`... sharing a fresh database on a throwaway PostgreSQL.
+pub struct PgCluster {
+    pub pg: supervisor_chaos::pg::PgServer,
+    /// The store's URL.
+    pub url: String,
+    /// Each node's data directory.
+    pub dirs: Vec<tempfile::TempDir>,
+    pub nodes: Vec<NodeProcess>,
+}
+
+impl PgCluster {
+    /// Starts PostgreSQL, creates the schema, and starts `n` nodes with `env`.
+    pub async fn start(n: usize, env: &[(&str, &str)]) -> PgCluster {
+        let pg = supervisor_chaos::pg::PgServer::start(&[], &[])
+            .expect("a throwaway PostgreSQL (apt-get install postgresql)");
+        pg.create_database("sv").await.expect("database");
+        let url = pg.url("127.0.0.1", "sv");
+        let (code, _, err) = supervisor(&["store", "init", "--store", &url], &[]);
+        assert_eq!(code, 0, "{err}");
+        let dirs: Vec<tempfile::TempDir> = (0..n)
+            .map(|_| tempfile::tempdir().expect("tempdir"))
+            .collect();
+        let nodes = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, dir)| {
+                let id = format!("n{}", i + 1);
+                NodeProcess::start_with_args(
+                    dir.path(),
+                    &["--store", &url, "--join", "--node-id", &id],
+                    env,
+                )
+            })
+            .collect();
+        PgCluster {
+            pg,
+            url,
+            dirs,
+            nodes,
+        }
+    }
+}
