@@ -314,7 +314,9 @@ async fn lease_one(
     }
     let tenant_budgets = queue.budgets.as_deref().unwrap_or_default();
     let batch = &mut queue.budget_use;
+    // Estimating builds the provider request: only worth it when a budget counts the task.
     let estimate = match &step.options.estimate {
+        _ if !tenant_budgets.iter().any(|b| b.scope.covers(&task)) => Estimate::default(),
         Some(estimate) => estimate(&task),
         None => Estimate::from_task(&task),
     };
