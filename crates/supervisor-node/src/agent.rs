@@ -285,13 +285,19 @@ async fn run_attempt(args: AgentArgs) {
             while let Ok(event) = events.try_recv() {
                 take_event(event, &mut buffered, &mut spent);
             }
+            if let (Some(shared), Some(admission)) = (&shared, admission) {
+                // What the provider reported, or what was streamed before it stopped.
+                let usage = match &result {
+                    Some(Ok(out)) => out.usage,
+                    _ => spent.usage,
+                };
+                shared
+                    .settle(admission, usage.input_tokens + usage.output_tokens)
+                    .await;
+            }
             match result {
                 None => {
                     handle.abandon();
-                    if let (Some(shared), Some(admission)) = (&shared, admission) {
-                        let tokens = spent.usage.input_tokens + spent.usage.output_tokens;
-                        shared.settle(admission, tokens).await;
-                    }
                     Ending::Abandoned
                 }
                 Some(result) => {
@@ -299,11 +305,6 @@ async fn run_attempt(args: AgentArgs) {
                         Ok(out) => (out.usage, out.cost_micros),
                         Err(_) => (spent.usage, spent.cost_micros),
                     };
-                    if let (Some(shared), Some(admission)) = (&shared, admission) {
-                        shared
-                            .settle(admission, usage.input_tokens + usage.output_tokens)
-                            .await;
-                    }
                     handle.report(&Report {
                         ok: result.is_ok(),
                         error_kind: result.as_ref().err().map(|e| error_kind(e).to_string()),
