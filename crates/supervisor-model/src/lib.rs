@@ -8,11 +8,13 @@
 
 #[macro_use]
 mod task;
+mod analytics;
 mod identity;
 mod resources;
 mod specialty;
 mod text;
 
+pub use analytics::*;
 pub use identity::*;
 pub use resources::*;
 pub use specialty::*;
