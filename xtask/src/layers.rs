@@ -22,7 +22,9 @@ pub enum Allowed {
 /// The allowed arrows, by package name.
 pub const LAYERS: &[(&str, Allowed)] = &[
     ("supervisor-model", Allowed::Only(&[])),
-    ("supervisor-store", Allowed::Only(&[])),
+    // Recording spans and metrics is everybody's; setting them up is the server's.
+    ("supervisor-telemetry", Allowed::Only(&[])),
+    ("supervisor-store", Allowed::Only(&["supervisor-telemetry"])),
     ("supervisor-workflow", Allowed::Only(&["supervisor-model"])),
     (
         "supervisor-engine",
@@ -30,9 +32,13 @@ pub const LAYERS: &[(&str, Allowed)] = &[
             "supervisor-model",
             "supervisor-store",
             "supervisor-workflow",
+            "supervisor-telemetry",
         ]),
     ),
-    ("supervisor-providers", Allowed::Only(&["supervisor-model"])),
+    (
+        "supervisor-providers",
+        Allowed::Only(&["supervisor-model", "supervisor-telemetry"]),
+    ),
     ("supervisor-proto", Allowed::Only(&["supervisor-model"])),
     (
         "supervisor-node",
@@ -41,6 +47,7 @@ pub const LAYERS: &[(&str, Allowed)] = &[
             "supervisor-store",
             "supervisor-engine",
             "supervisor-providers",
+            "supervisor-telemetry",
         ]),
     ),
     (
@@ -53,6 +60,7 @@ pub const LAYERS: &[(&str, Allowed)] = &[
             "supervisor-node",
             "supervisor-proto",
             "supervisor-workflow",
+            "supervisor-telemetry",
         ]),
     ),
     (

@@ -264,6 +264,8 @@ pub trait RawTransaction: Send {
     fn watch(&mut self, key: &[u8]) -> Watch;
     /// Commits. On [`StoreError::Conflict`] nothing was written.
     async fn commit(self: Box<Self>) -> Result<CommitInfo, StoreError>;
+    /// The backend's name for metrics: `embedded`, `postgres` or `fdb`.
+    fn backend(&self) -> &'static str;
 }
 
 /// How [`Db::run`] retries.

@@ -22,6 +22,7 @@ pub struct Transaction<'c> {
     raw: Box<dyn RawTransaction>,
     written: usize,
     deferred: Option<StoreError>,
+    after_commit: Vec<Box<dyn FnOnce() + Send>>,
     _scope: PhantomData<&'c ()>,
 }
 
@@ -31,6 +32,7 @@ impl Transaction<'_> {
             raw,
             written: 0,
             deferred: None,
+            after_commit: Vec::new(),
             _scope: PhantomData,
         }
     }
@@ -159,11 +161,46 @@ impl Transaction<'_> {
         self.raw.watch(key)
     }
 
+    /// Runs `f` once this transaction has committed, and never if it does not (a
+    /// conflict retried by [`crate::Db::run`] drops it with the attempt). For effects
+    /// outside the store that must happen once per committed change: metrics, say.
+    pub fn after_commit(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.after_commit.push(Box::new(f));
+    }
+
     /// Commits the buffered writes. A size violation recorded earlier fails here.
     pub async fn commit(self) -> Result<CommitInfo, StoreError> {
         if let Some(err) = self.deferred {
             return Err(err);
         }
-        self.raw.commit().await
+        if !supervisor_telemetry::metrics_on() {
+            let info = self.raw.commit().await?;
+            for f in self.after_commit {
+                f();
+            }
+            return Ok(info);
+        }
+        let backend = opentelemetry_backend(self.raw.backend());
+        let started = std::time::Instant::now();
+        let result = self.raw.commit().await;
+        let m = supervisor_telemetry::metrics();
+        match &result {
+            Ok(info) if info.version.is_some() => m
+                .store_commit_duration
+                .record(started.elapsed().as_secs_f64(), &backend),
+            Ok(_) => {}
+            Err(StoreError::Conflict) => m.store_conflicts.add(1, &backend),
+            Err(_) => {}
+        }
+        let info = result?;
+        for f in self.after_commit {
+            f();
+        }
+        Ok(info)
     }
+}
+
+/// The `backend` attribute of the store's metrics.
+pub(crate) fn opentelemetry_backend(name: &'static str) -> [opentelemetry::KeyValue; 1] {
+    [opentelemetry::KeyValue::new("backend", name)]
 }

@@ -26,6 +26,17 @@ pub(crate) fn set_tracing_on() {
     TRACING.store(true, Ordering::Relaxed);
 }
 
+static RECORD_CONTENT: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans may carry prompts and outputs (`telemetry.record_content`).
+pub fn record_content() -> bool {
+    tracing_on() && RECORD_CONTENT.load(Ordering::Relaxed)
+}
+
+pub(crate) fn set_record_content(on: bool) {
+    RECORD_CONTENT.store(on, Ordering::Relaxed);
+}
+
 /// The `traceparent` of `span` (`00-<trace id>-<span id>-<flags>`), or `None` when
 /// tracing is off or the span is not being recorded.
 pub fn traceparent_of(span: &tracing::Span) -> Option<String> {

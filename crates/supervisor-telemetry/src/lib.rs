@@ -29,7 +29,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub use config::{Protocol, Resolved, TelemetryConfig};
-pub use metrics::{Metrics, metrics, set_tenant_label_cap, tenant_kv, tenant_label};
+pub use metrics::{Metrics, metrics, metrics_on, set_tenant_label_cap, tenant_kv, tenant_label};
 
 /// Telemetry that could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +123,7 @@ pub fn install(
     opentelemetry::global::set_meter_provider(meter_provider.clone());
     // Made now, from the provider just set.
     let _ = metrics();
+    metrics::set_metrics_on();
 
     let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.filter))
@@ -160,6 +161,7 @@ pub fn install(
                         .with_target("supervisor", tracing::Level::INFO),
                 );
             context::set_tracing_on();
+            context::set_record_content(resolved.record_content);
             (Some(provider), Some(queue), Some(layer))
         }
         None => (None, None, None),

@@ -213,6 +213,17 @@ impl Metrics {
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
+static METRICS_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether metrics are recorded (set by [`crate::install`]). Hot paths ask this before
+/// building attributes, so a node or test without telemetry pays one load.
+pub fn metrics_on() -> bool {
+    METRICS_ON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub(crate) fn set_metrics_on() {
+    METRICS_ON.store(true, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// The node's instruments (made on first use from the global meter provider).
 pub fn metrics() -> &'static Metrics {

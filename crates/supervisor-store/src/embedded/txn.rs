@@ -285,6 +285,10 @@ impl<'t> SnapshotCursor<'t> {
 
 #[async_trait::async_trait]
 impl RawTransaction for EmbeddedTxn {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
     async fn get(&mut self, key: &[u8], snapshot: bool) -> Result<Option<Vec<u8>>, StoreError> {
         self.check_fresh()?;
         let value = self.visible(key)?;

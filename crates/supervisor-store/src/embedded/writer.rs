@@ -300,6 +300,12 @@ impl Writer {
 
     /// Resolves and applies one batch.
     fn process(&mut self, batch: Vec<CommitRequest>) {
+        if supervisor_telemetry::metrics_on() {
+            supervisor_telemetry::metrics().store_batch_size.record(
+                batch.len() as u64,
+                &crate::transaction::opentelemetry_backend("embedded"),
+            );
+        }
         let now = Instant::now();
         self.history
             .prune(now, CONFLICT_WINDOW, self.shared.oldest_live_read());

@@ -117,6 +117,10 @@ async fn resolve_watch(
 
 #[async_trait::async_trait]
 impl RawTransaction for FdbTxn {
+    fn backend(&self) -> &'static str {
+        "fdb"
+    }
+
     async fn get(&mut self, key: &[u8], snapshot: bool) -> Result<Option<Vec<u8>>, StoreError> {
         let value = self.trx.get(key, snapshot).await.map_err(map_err)?;
         Ok(value.map(|v| v.to_vec()))

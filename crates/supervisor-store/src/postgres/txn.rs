@@ -755,6 +755,10 @@ impl SnapshotCursor {
 
 #[async_trait::async_trait]
 impl RawTransaction for PgTxn {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn get(&mut self, key: &[u8], snapshot: bool) -> Result<Option<Vec<u8>>, StoreError> {
         let value = self.visible(key).await?;
         if !snapshot {
