@@ -213,7 +213,8 @@ class Supervisor:
 
     def start(self, config_text=None):
         self.dir = tempfile.mkdtemp(prefix="bench-supervisor-", dir=self.h.work)
-        cmd = [self.h.bin / "supervisor", "up", "--listen", "127.0.0.1:0", "--data-dir", self.dir]
+        cmd = [self.h.bin / "supervisor", "up", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+               "--data-dir", self.dir]
         if config_text:
             cfg = Path(self.dir) / "supervisor.toml"
             cfg.write_text(config_text)
@@ -691,7 +692,8 @@ class SupervisorCluster:
             svc = Service(
                 f"node{i + 1}-of-{self.count}",
                 [self.h.bin / "supervisor", "up", "--store", self.url, "--join", "--node-id", f"n{i + 1}",
-                 "--listen", f"127.0.0.1:{port}", "--cluster-listen", f"127.0.0.1:{cport}",
+                 "--listen", f"127.0.0.1:{port}", "--http-listen", "127.0.0.1:0",
+                 "--cluster-listen", f"127.0.0.1:{cport}",
                  "--data-dir", d],
                 self.h.logs,
                 env={"SUPERVISOR_CLUSTER__COOKIE": "bench-cookie", "RUST_LOG": "warn"},

@@ -192,6 +192,7 @@ fn spawn(spec: &NodeSpec, common: &NodeCommon, start: u32) -> Result<(Child, Str
     .arg("--data-dir")
     .arg(&data_dir)
     .args(["--listen", &format!("{}:0", spec.ip)])
+    .args(["--http-listen", &format!("{}:0", spec.ip)])
     // A closed network of the test's own namespaces: no authentication to set up.
     .arg("--insecure")
     .args([

@@ -158,6 +158,22 @@ enum Command {
         #[command(subcommand)]
         command: commands::resources::NodesCommand,
     },
+    /// What finished tasks add up to: summaries, trends, comparisons of providers and
+    /// specialties, predictions (from durable rollups in the store).
+    Analytics {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: commands::analytics::AnalyticsCommand,
+    },
+    /// Today's summary of finished tasks (since midnight UTC): `analytics summary` for
+    /// today.
+    Stats {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: commands::analytics::StatsArgs,
+    },
     /// Work with the configuration file.
     Config {
         #[command(subcommand)]
@@ -317,6 +333,12 @@ async fn main() -> ExitCode {
         }
         Command::Nodes { client, command } => {
             commands::resources::run_nodes(command, &global(&client)).await
+        }
+        Command::Analytics { client, command } => {
+            commands::analytics::run(command, &global(&client)).await
+        }
+        Command::Stats { client, args } => {
+            commands::analytics::run_stats(args, &global(&client)).await
         }
     };
     match result {

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use supervisor_server::RunOptions;
-use supervisor_server::config::{Config, LogFormat};
+use supervisor_server::config::Config;
 
 /// Flags of `supervisor up`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +40,10 @@ pub struct UpArgs {
     /// Address of this node's cluster listener, e.g. 0.0.0.0:4697 (`cluster.listen`).
     #[arg(long, value_name = "ADDR")]
     pub cluster_listen: Option<String>,
+    /// Address of the HTTP side: `/metrics` for Prometheus and `/healthz` (default
+    /// 127.0.0.1:50052; `server.http_listen`; "" for none).
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<String>,
 }
 
 impl UpArgs {
@@ -60,21 +64,10 @@ impl UpArgs {
         if let Some(listen) = self.cluster_listen {
             cfg.cluster.listen = listen;
         }
+        if let Some(listen) = self.http_listen {
+            cfg.server.http_listen = listen;
+        }
     }
-}
-
-fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match cfg.log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
 
 /// Runs the node until a shutdown signal.
@@ -85,6 +78,5 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         insecure: args.insecure,
     };
     args.override_config(&mut cfg);
-    init_logging(&cfg);
     Ok(supervisor_server::run(cfg, options).await?)
 }

@@ -174,13 +174,13 @@ fn hostile_text_is_shown_escaped_and_json_stays_exact() {
         ],
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(obeyed(&out), [], "submit --wait: {out:?}");
+    assert_eq!(obeyed(&out), Vec::<char>::new(), "submit --wait: {out:?}");
     assert!(out.contains("\\e[31mred\\e[0m"), "{out}");
     let id = out.lines().next().unwrap_or_default().trim().to_owned();
 
     let (code, out, _) = cli(addr, &["task", "get", &id]);
     assert_eq!(code, 0);
-    assert_eq!(obeyed(&out), [], "task get: {out:?}");
+    assert_eq!(obeyed(&out), Vec::<char>::new(), "task get: {out:?}");
     // The prompt is a body: its line break and tab stay, the rest is escaped.
     assert!(
         out.contains("prompt:\n  fix \\e[31mred\\e[0m bug \\u{202e}txt.exe\\u{7}\n  and\tthis\n"),
@@ -204,7 +204,7 @@ fn hostile_text_is_shown_escaped_and_json_stays_exact() {
     assert_eq!(out, format!("task {second} cancelled\n"));
     let (code, out, _) = cli(addr, &["task", "get", &second]);
     assert_eq!(code, 0);
-    assert_eq!(obeyed(&out), [], "{out:?}");
+    assert_eq!(obeyed(&out), Vec::<char>::new(), "{out:?}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("error:") && l.ends_with("cancelled: \\e[2Jgone\\nfor good")),
@@ -212,7 +212,7 @@ fn hostile_text_is_shown_escaped_and_json_stays_exact() {
     );
     let (code, out, _) = cli(addr, &["task", "watch", &second]);
     assert_eq!(code, 4, "{out}");
-    assert_eq!(obeyed(&out), [], "{out:?}");
+    assert_eq!(obeyed(&out), Vec::<char>::new(), "{out:?}");
     let last = out.lines().last().unwrap_or_default();
     assert!(
         last.starts_with(&format!("task {second} cancelled in "))
@@ -227,7 +227,7 @@ fn hostile_text_is_shown_escaped_and_json_stays_exact() {
     // Errors quote what the client sent: escaped too.
     let (code, _, err) = cli(addr, &["task", "get", "\x1b[31mnot-an-id"]);
     assert_eq!(code, 1);
-    assert_eq!(obeyed(&err), [], "{err:?}");
+    assert_eq!(obeyed(&err), Vec::<char>::new(), "{err:?}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 

@@ -38,6 +38,7 @@
 
 #![warn(missing_docs)]
 
+mod analytics;
 mod connect;
 mod error;
 mod identity;
@@ -55,9 +56,10 @@ use supervisor_proto::v1::{
     GetSpendRequest, GetSpendResponse, GetTaskRequest, GetTaskStatsRequest, ListProvidersRequest,
     ListTasksRequest, ListTasksResponse, NodeStatus, ProviderInfo, RetryTaskRequest,
     SubmitTaskRequest, Task, TaskStats, WatchProvidersRequest,
-    auth_service_client::AuthServiceClient, cluster_service_client::ClusterServiceClient,
-    provider_service_client::ProviderServiceClient, resource_service_client::ResourceServiceClient,
-    task_service_client::TaskServiceClient, workflow_service_client::WorkflowServiceClient,
+    analytics_service_client::AnalyticsServiceClient, auth_service_client::AuthServiceClient,
+    cluster_service_client::ClusterServiceClient, provider_service_client::ProviderServiceClient,
+    resource_service_client::ResourceServiceClient, task_service_client::TaskServiceClient,
+    workflow_service_client::WorkflowServiceClient,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -100,6 +102,7 @@ pub struct Client {
     cluster: ClusterServiceClient<Transport>,
     auth: AuthServiceClient<Transport>,
     resources: ResourceServiceClient<Transport>,
+    analytics: AnalyticsServiceClient<Transport>,
     resume: ResumePolicy,
 }
 
@@ -171,7 +174,9 @@ impl Client {
             cluster: ClusterServiceClient::new(transport.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             auth: AuthServiceClient::new(transport.clone()),
-            resources: ResourceServiceClient::new(transport)
+            resources: ResourceServiceClient::new(transport.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            analytics: AnalyticsServiceClient::new(transport)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             resume: ResumePolicy::default(),
         }

@@ -46,8 +46,18 @@
 //!   of the key hash; `("audit", at_micros, nonce)` → audit log entry
 //! - `("stat", "tenant", tenant, status)` → per-tenant status counters (not for
 //!   `default`, whose count is the cluster's minus every other tenant's)
+//! - `("stat", "queued", priority)` → queued tasks per priority (metrics only)
+//! - `("rollup", "minute"|"hour"|"day", tenant, period_ms, type, specialty, provider,
+//!   size_class, repository, field)` → counter: analytics rollups (`analytics`); minute
+//!   rows are added to by completions, hour and day rows by the roller
+//! - `("rollupf", tenant, minute_ms, type, specialty, provider, size_class, repository,
+//!   field)` → counter: how much of a minute row the roller already folded into its hour
+//!   and day rows
+//! - `("rollupdirty", minute_ms, tenant)` → empty: a completion added to that minute
+//!   since the roller last folded it; `("rollupmark",)` → every minute before this one
+//!   (ms) was folded at least once
 
-use supervisor_model::{TaskId, TaskStatus};
+use supervisor_model::{Granularity, RollupDims, TaskId, TaskStatus};
 use supervisor_store::keys::{Subspace, pack};
 
 /// Root of every key the engine writes.
@@ -369,6 +379,18 @@ pub(crate) fn status_counter(status: TaskStatus) -> Vec<u8> {
     root().pack(&("stat", "status", status.as_str()))
 }
 
+/// Queued tasks of one priority, cluster-wide (kept by every move into or out of
+/// `queued`; a gauge of the metrics, nothing decides on it).
+pub(crate) fn queued_counter(priority: supervisor_model::Priority) -> Vec<u8> {
+    root().pack(&("stat", "queued", priority.as_str()))
+}
+
+/// The tenant a per-tenant counter key counts for.
+pub(crate) fn parse_tenant_of_status_counter(key: &[u8]) -> Option<String> {
+    let (_, _, tenant, _): (String, String, String, String) = root().unpack(key).ok()?;
+    Some(tenant)
+}
+
 pub(crate) fn provider_counter(provider: &str, field: &str) -> Vec<u8> {
     root().pack(&("stat", "provider", provider, field))
 }
@@ -535,4 +557,190 @@ pub(crate) fn parse_tenant_status_counter(key: &[u8]) -> Option<TaskStatus> {
         .iter()
         .copied()
         .find(|s| s.as_str() == status)
+}
+
+/// The dimensions of a rollup row, as its key holds them (after the period).
+type RollupTail<'a> = (&'a str, &'a str, &'a str, i64, i64, &'a str);
+
+fn rollup_tail<'a>(dims: &'a RollupDims, field: &'a str) -> RollupTail<'a> {
+    (
+        dims.task_type.as_str(),
+        dims.specialty.as_str(),
+        &dims.provider,
+        i64::from(dims.size_class),
+        i64::from(dims.repository),
+        field,
+    )
+}
+
+/// A counter of one analytics rollup row (`field`: `finished`, ..., or `lat<bucket>`).
+pub(crate) fn rollup(
+    granularity: Granularity,
+    period_ms: i64,
+    dims: &RollupDims,
+    field: &str,
+) -> Vec<u8> {
+    let (t, s, p, c, r, f) = rollup_tail(dims, field);
+    root().pack(&(
+        "rollup",
+        granularity.as_str(),
+        dims.tenant.as_str(),
+        period_ms,
+        t,
+        s,
+        p,
+        c,
+        r,
+        f,
+    ))
+}
+
+/// A tenant's rollup rows of periods starting in `[from_ms, to_ms)`.
+pub(crate) fn rollup_periods(
+    granularity: Granularity,
+    tenant: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> (Vec<u8>, Vec<u8>) {
+    (
+        root().pack(&("rollup", granularity.as_str(), tenant, from_ms)),
+        root().pack(&("rollup", granularity.as_str(), tenant, to_ms)),
+    )
+}
+
+/// Every tenant's rollup rows of one granularity.
+pub(crate) fn rollup_tenants(granularity: Granularity) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("rollup", granularity.as_str())).range()
+}
+
+/// Every rollup row of one tenant and granularity.
+pub(crate) fn rollup_tenant(granularity: Granularity, tenant: &str) -> (Vec<u8>, Vec<u8>) {
+    root()
+        .subspace(&("rollup", granularity.as_str(), tenant))
+        .range()
+}
+
+/// A tenant's rollup rows of periods starting before `before_ms`.
+pub(crate) fn rollup_before(
+    granularity: Granularity,
+    tenant: &str,
+    before_ms: i64,
+) -> (Vec<u8>, Vec<u8>) {
+    (
+        rollup_tenant(granularity, tenant).0,
+        root().pack(&("rollup", granularity.as_str(), tenant, before_ms)),
+    )
+}
+
+/// The tenant of a rollup key, whatever names its dimensions hold.
+pub(crate) fn parse_rollup_tenant(key: &[u8]) -> Option<String> {
+    type Key = (
+        String,
+        String,
+        String,
+        i64,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        String,
+    );
+    let (_, _, tenant, ..): Key = root().unpack(key).ok()?;
+    Some(tenant)
+}
+
+/// A rollup key's period start, dimensions and field; `None` for a key of another shape
+/// or with a name this version does not know (a newer task type...).
+pub(crate) fn parse_rollup(key: &[u8]) -> Option<(i64, RollupDims, String)> {
+    type Key = (
+        String,
+        String,
+        String,
+        i64,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        String,
+    );
+    let (_, _, tenant, period, t, s, provider, class, repo, field): Key =
+        root().unpack(key).ok()?;
+    let dims = RollupDims {
+        tenant,
+        task_type: t.parse().ok()?,
+        specialty: s.parse().ok()?,
+        provider,
+        size_class: u8::try_from(class).ok()?,
+        repository: repo != 0,
+    };
+    Some((period, dims, field))
+}
+
+/// How much of the minute row `(minute_ms, dims, field)` was folded into hours and days.
+pub(crate) fn rollup_folded(minute_ms: i64, dims: &RollupDims, field: &str) -> Vec<u8> {
+    let (t, s, p, c, r, f) = rollup_tail(dims, field);
+    root().pack(&("rollupf", dims.tenant.as_str(), minute_ms, t, s, p, c, r, f))
+}
+
+/// The folded amounts of one tenant's minute `minute_ms`.
+pub(crate) fn rollup_folded_minute(tenant: &str, minute_ms: i64) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("rollupf", tenant, minute_ms)).range()
+}
+
+/// The folded amounts of one tenant's minutes before `before_ms`.
+pub(crate) fn rollup_folded_before(tenant: &str, before_ms: i64) -> (Vec<u8>, Vec<u8>) {
+    (
+        root().subspace(&("rollupf", tenant)).range().0,
+        root().pack(&("rollupf", tenant, before_ms)),
+    )
+}
+
+/// A folded-amount key's minute, dimensions and field (like [`parse_rollup`]).
+pub(crate) fn parse_rollup_folded(key: &[u8]) -> Option<(i64, RollupDims, String)> {
+    type Key = (
+        String,
+        String,
+        i64,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        String,
+    );
+    let (_, tenant, minute, t, s, provider, class, repo, field): Key = root().unpack(key).ok()?;
+    let dims = RollupDims {
+        tenant,
+        task_type: t.parse().ok()?,
+        specialty: s.parse().ok()?,
+        provider,
+        size_class: u8::try_from(class).ok()?,
+        repository: repo != 0,
+    };
+    Some((minute, dims, field))
+}
+
+/// The mark of a tenant's minute that completions added to since it was last folded.
+pub(crate) fn rollup_dirty(minute_ms: i64, tenant: &str) -> Vec<u8> {
+    root().pack(&("rollupdirty", minute_ms, tenant))
+}
+
+/// The marks of minutes before `before_ms`.
+pub(crate) fn rollup_dirty_before(before_ms: i64) -> (Vec<u8>, Vec<u8>) {
+    (
+        root().subspace(&("rollupdirty",)).range().0,
+        root().pack(&("rollupdirty", before_ms)),
+    )
+}
+
+pub(crate) fn parse_rollup_dirty(key: &[u8]) -> Option<(i64, String)> {
+    let (_, minute, tenant): (String, i64, String) = root().unpack(key).ok()?;
+    Some((minute, tenant))
+}
+
+/// Every minute before the one this key holds (ms) was folded at least once.
+pub(crate) fn rollup_watermark() -> Vec<u8> {
+    root().pack(&("rollupmark",))
 }

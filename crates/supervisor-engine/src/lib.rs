@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+mod analytics;
 mod batch;
 mod clock;
 mod codec;
@@ -22,8 +23,10 @@ mod identity;
 mod keyspace;
 mod ledger;
 mod nodes;
+mod observe;
 mod records;
 mod resources;
+mod rollups;
 mod runner;
 mod schedules;
 mod slices;
@@ -31,6 +34,8 @@ mod tasks;
 mod timers;
 mod workflows;
 
+#[cfg(test)]
+mod analytics_tests;
 #[cfg(test)]
 mod identity_tests;
 #[cfg(test)]
@@ -48,6 +53,9 @@ use supervisor_model::{FieldError, TaskId, TaskStatus};
 use supervisor_store::{Db, StoreError, TxnError};
 use tokio::sync::Notify;
 
+pub use analytics::{
+    AnalyticsQuery, AnalyticsSummary, AnalyticsTrend, ROLLER_DUTY, Roll, prediction_query,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
 pub use identity::{
@@ -59,6 +67,7 @@ pub use nodes::{
     AttemptUsage, DiskUsage, HeartbeatReply, NodeAnnouncement, NodeIdentity, NodeInfo, NodeLoad,
     NodeResources, NodeState,
 };
+pub use observe::ClusterGauges;
 pub use resources::{
     Allocation, BudgetStatus, DEFAULT_ANSWER_TOKENS, Estimate, Estimator, LeaseOptions,
     LimitStatus, MAX_LISTED, TenantQuotaInfo, WaitingTask, parse_scope,
@@ -170,6 +179,8 @@ struct Inner {
     ready: Notify,
     /// Woken after a local commit armed a timer that may be due before the sweeper's sleep.
     timers: Notify,
+    /// The predictions learnt from the analytics rollups, retrained every few minutes.
+    predictor: analytics::PredictorCache,
 }
 
 impl std::fmt::Debug for Engine {
@@ -233,6 +244,7 @@ impl Engine {
                 audits,
                 ready: Notify::new(),
                 timers: Notify::new(),
+                predictor: analytics::PredictorCache::default(),
             }
         });
         Engine { inner }

@@ -471,7 +471,10 @@ impl Engine {
                 epoch: epoch + 1,
             };
             let reclaimed = self
-                .reclaim_leases_of(&orphaned, &format!("node {id} was fenced ({note})"))
+                .reclaim_leases_of(
+                    &orphaned,
+                    ("fenced", &format!("node {id} was fenced ({note})")),
+                )
                 .await?;
             tracing::warn!(node = id, epoch, reclaimed, by, "fenced a silent node");
         }

@@ -101,7 +101,8 @@ fn count_for_tenant(txn: &mut Transaction<'_>, tenant: &str, status: TaskStatus,
 }
 
 /// Moves a task to `to`, keeping the status index and counters in step, and appends the
-/// event that records it. Refuses transitions the state machine does not allow.
+/// event that records it; a task that becomes terminal is added to the analytics rollups
+/// ([`crate::rollups`]). Refuses transitions the state machine does not allow.
 pub(crate) fn transition(
     txn: &mut Transaction<'_>,
     task: &mut Task,
@@ -129,6 +130,13 @@ pub(crate) fn transition(
     );
     txn.atomic_add(&keyspace::status_counter(from), -1);
     txn.atomic_add(&keyspace::status_counter(to), 1);
+    crate::observe::transition(txn, task, from, to, now);
+    if from == TaskStatus::Queued {
+        txn.atomic_add(&keyspace::queued_counter(task.priority), -1);
+    }
+    if to == TaskStatus::Queued {
+        txn.atomic_add(&keyspace::queued_counter(task.priority), 1);
+    }
     count_for_tenant(txn, &task.tenant, from, -1);
     count_for_tenant(txn, &task.tenant, to, 1);
     if from == TaskStatus::Running {
@@ -150,6 +158,7 @@ pub(crate) fn transition(
         task.lease = None;
         // Any write still carrying an earlier token is now stale.
         task.fence += 1;
+        crate::rollups::record_finished(txn, task);
     }
     append_event_by(txn, task, now, kind, message, String::new(), writer)
 }
@@ -172,6 +181,9 @@ pub(crate) fn index_new(txn: &mut Transaction<'_>, task: &Task) {
     }
     txn.atomic_add(&keyspace::status_counter(task.status), 1);
     count_for_tenant(txn, &task.tenant, task.status, 1);
+    if task.status == TaskStatus::Queued {
+        txn.atomic_add(&keyspace::queued_counter(task.priority), 1);
+    }
 }
 
 /// Gives back what an attempt held, in the transaction that ends it: its repository lock

@@ -153,6 +153,9 @@ pub(crate) async fn write_batch(
                     if let Some(reason) = refusal {
                         if let RunnerWrite::Finish(f) = item {
                             txn.atomic_add(&keyspace::provider_counter(&f.provider, "refused"), 1);
+                            crate::observe::refused(txn, "finish");
+                        } else {
+                            crate::observe::refused(txn, "progress");
                         }
                         out.push(Ok(RunnerWriteResult::Refused(reason)));
                         continue;

@@ -132,6 +132,7 @@ fn build_task(item: &SubmitItem, cfg: &crate::EngineConfig) -> Task {
         submitted_by: r.submitted_by.clone(),
         waiting_for: None,
         holds: Default::default(),
+        trace: r.trace.clone(),
     }
 }
 
@@ -294,6 +295,7 @@ fn create(
     )?;
     records::make_ready(txn, &task);
     records::put(txn, &task)?;
+    crate::observe::submitted(txn, &task);
     Ok(task)
 }
 
@@ -490,6 +492,8 @@ impl Engine {
                 timeout_ms: Some(original.timeout_ms),
                 routing: original.routing.clone(),
                 submitted_by: original.submitted_by.clone(),
+                // The retry request's trace, not the original's.
+                trace: supervisor_telemetry::context::current_traceparent(),
             },
             id: TaskId::generate(),
             now: self.now_micros(),

@@ -41,9 +41,10 @@ async fn reclaim(
     txn: &mut Transaction<'_>,
     task: &mut Task,
     now: i64,
-    why: &str,
+    (reason, why): (&'static str, &str),
     cfg: &crate::EngineConfig,
 ) -> Result<(), EngineError> {
+    crate::observe::reclaimed(txn, reason);
     records::disarm_timers(txn, task);
     let node = task
         .lease
@@ -178,7 +179,7 @@ impl Engine {
                                         txn,
                                         &mut task,
                                         now,
-                                        "lease lapsed without renewal",
+                                        ("expired", "lease lapsed without renewal"),
                                         cfg,
                                     )
                                     .await?;
@@ -212,7 +213,8 @@ impl Engine {
     /// Requeues at once every task leased by an earlier epoch of `node` (its previous
     /// process is gone: it crashed or was killed). Returns how many were reclaimed.
     pub async fn reclaim_orphaned_leases(&self, node: &NodeIdentity) -> Result<usize, EngineError> {
-        self.reclaim_leases_of(node, "node restarted").await
+        self.reclaim_leases_of(node, ("restarted", "node restarted"))
+            .await
     }
 
     /// Requeues every task leased by `node.id` under an epoch before `node.epoch`, saying
@@ -220,7 +222,7 @@ impl Engine {
     pub(crate) async fn reclaim_leases_of(
         &self,
         node: &NodeIdentity,
-        why: &str,
+        (reason, why): (&'static str, &str),
     ) -> Result<usize, EngineError> {
         let now = self.now_micros();
         let cfg = &self.inner.cfg;
@@ -270,7 +272,7 @@ impl Engine {
                                         "{why} (epoch {} replaced {})",
                                         node.epoch, entry.epoch
                                     );
-                                    reclaim(txn, &mut task, now, &why, cfg).await?;
+                                    reclaim(txn, &mut task, now, (reason, &why), cfg).await?;
                                     reclaimed += 1;
                                 } else {
                                     txn.clear(&kv.key);

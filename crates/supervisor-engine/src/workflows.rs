@@ -57,6 +57,10 @@ pub struct WorkflowRun {
     pub deadline_at: Option<i64>,
     /// The sequence number its next event will get.
     pub next_event_seq: u64,
+    /// The W3C `traceparent` of the span that started it: every step's task continues
+    /// it, so a run is one trace. `None` when tracing was off.
+    #[serde(default)]
+    pub trace: Option<String>,
 }
 
 /// What happened in a run, in order; resumable by sequence number.
@@ -292,8 +296,9 @@ async fn advance(
                 continue;
             };
             match render_task(&step.task, &ctx, &RenderOptions::default()) {
-                Ok(new) => match new.validate() {
+                Ok(mut new) => match new.validate() {
                     Ok(task_type) => {
+                        new.trace = run.trace.clone();
                         let id = TaskId::generate();
                         let item = tasks::SubmitItem::for_workflow(
                             &run.tenant,
@@ -652,6 +657,8 @@ pub(crate) fn check_run_size(
         finished_at: None,
         deadline_at: None,
         next_event_seq: 0,
+        // As long as a trace context gets.
+        trace: Some(format!("00-{:032}-{:016}-01", 0, 0)),
     };
     let size = encode(&full)?.len();
     if size > MAX_RUN_BYTES {
@@ -698,6 +705,7 @@ pub(crate) async fn start_run_in_txn(
         updated_at: now,
         finished_at: None,
         next_event_seq: 1,
+        trace: supervisor_telemetry::context::current_traceparent(),
     };
     let name = run.def.name.clone();
     event(

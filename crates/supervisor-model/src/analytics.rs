@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Specialty, TaskStatus, TaskType};
+use crate::{Specialty, Task, TaskStatus, TaskType};
 
 /// How long one rollup period is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -55,6 +55,18 @@ impl Granularity {
     }
 }
 
+/// How long minute rows are kept: 48 hours. Windows reaching further back are read from
+/// hour rows (their edges rounded out to whole hours).
+pub const MINUTE_ROWS_KEPT_MS: i64 = 48 * 3_600_000;
+/// How long hour rows are kept: 90 days. Windows reaching further back are read from day
+/// rows (their edges rounded out to whole days), which are kept for good.
+pub const HOUR_ROWS_KEPT_MS: i64 = 90 * 86_400_000;
+/// Most periods one trend answers (48 hours of minutes, 90 days of hours, about eight
+/// years of days), so its answer stays well under the response limit.
+pub const MAX_TREND_PERIODS: usize = 2880;
+/// Most groups one summary answers; the largest groups (by tasks finished) are kept.
+pub const MAX_SUMMARY_GROUPS: usize = 1000;
+
 /// Prompt sizes are grouped into four classes so history can tell a one-line request from
 /// a long specification without a dimension per byte count.
 pub const SIZE_CLASS_NAMES: [&str; 4] = ["<1KiB", "1-4KiB", "4-16KiB", ">=16KiB"];
@@ -87,6 +99,67 @@ pub struct RollupDims {
     pub repository: bool,
 }
 
+named_enum!(
+    /// A dimension rollups can be grouped or filtered by.
+    Dimension, "dimension", {
+        /// The task's tenant.
+        Tenant => "tenant",
+        /// The task's type.
+        TaskType => "type",
+        /// The specialty it was routed to.
+        Specialty => "specialty",
+        /// The provider of its last attempt.
+        Provider => "provider",
+        /// Its prompt's size class.
+        SizeClass => "size",
+        /// Whether it works on a repository.
+        Repository => "repository",
+    }
+);
+
+/// Some of the dimensions of a rollup row: a summary's group (the dimensions grouped by
+/// are set, the others `None`), or a filter (the dimensions it requires are set).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RollupGroup {
+    /// The tenant.
+    pub tenant: Option<String>,
+    /// The task type.
+    pub task_type: Option<TaskType>,
+    /// The specialty.
+    pub specialty: Option<Specialty>,
+    /// The provider (`Some("")`: tasks no attempt of which reached a provider).
+    pub provider: Option<String>,
+    /// The prompt size class ([`size_class`]).
+    pub size_class: Option<u8>,
+    /// Whether the task works on a repository.
+    pub repository: Option<bool>,
+}
+
+impl RollupGroup {
+    /// The group of `dims` when grouping by `by` (every other dimension left out).
+    pub fn of(dims: &RollupDims, by: &[Dimension]) -> RollupGroup {
+        let has = |d| by.contains(&d);
+        RollupGroup {
+            tenant: has(Dimension::Tenant).then(|| dims.tenant.clone()),
+            task_type: has(Dimension::TaskType).then_some(dims.task_type),
+            specialty: has(Dimension::Specialty).then_some(dims.specialty),
+            provider: has(Dimension::Provider).then(|| dims.provider.clone()),
+            size_class: has(Dimension::SizeClass).then_some(dims.size_class),
+            repository: has(Dimension::Repository).then_some(dims.repository),
+        }
+    }
+
+    /// Whether `dims` has every value this group (as a filter) sets.
+    pub fn matches(&self, dims: &RollupDims) -> bool {
+        self.tenant.as_ref().is_none_or(|t| *t == dims.tenant)
+            && self.task_type.is_none_or(|t| t == dims.task_type)
+            && self.specialty.is_none_or(|s| s == dims.specialty)
+            && self.provider.as_ref().is_none_or(|p| *p == dims.provider)
+            && self.size_class.is_none_or(|c| c == dims.size_class)
+            && self.repository.is_none_or(|r| r == dims.repository)
+    }
+}
+
 /// One finished task, as the rollups count it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinishedSample {
@@ -106,6 +179,59 @@ pub struct FinishedSample {
     pub cost_micros: u64,
     /// When it finished, milliseconds since the Unix epoch.
     pub finished_at: i64,
+}
+
+impl FinishedSample {
+    /// What `task` adds to the rollups, once terminal (`None` before): its specialty as
+    /// [`crate::analyze`] picks it, the provider of its last attempt, its latency from
+    /// submit to its terminal status, and its attempts, tokens and cost over every
+    /// attempt.
+    pub fn of(task: &Task) -> Option<FinishedSample> {
+        if !task.status.is_terminal() {
+            return None;
+        }
+        let finished_at = task.finished_at.unwrap_or(task.updated_at);
+        let specialty = crate::analyze(
+            task.task_type,
+            &task.labels,
+            &task.prompt,
+            task.routing.specialty,
+        )
+        .specialty;
+        let provider = task
+            .attempts
+            .last()
+            .map(|a| a.provider.clone())
+            .or_else(|| task.result.as_ref().map(|r| r.provider.clone()))
+            .unwrap_or_default();
+        let repository = task
+            .context
+            .get(crate::REPO_CONTEXT_KEY)
+            .is_some_and(|r| !r.trim().is_empty());
+        let (input_tokens, output_tokens) = task.attempts.iter().fold((0u64, 0u64), |(i, o), a| {
+            (
+                i.saturating_add(a.usage.input_tokens),
+                o.saturating_add(a.usage.output_tokens),
+            )
+        });
+        Some(FinishedSample {
+            dims: RollupDims {
+                tenant: task.tenant.clone(),
+                task_type: task.task_type,
+                specialty,
+                provider,
+                size_class: size_class(task.prompt.len()),
+                repository,
+            },
+            status: task.status,
+            latency_ms: (finished_at.saturating_sub(task.created_at).max(0) / 1000) as u64,
+            attempts: task.attempt,
+            input_tokens,
+            output_tokens,
+            cost_micros: task.cost_micros,
+            finished_at: finished_at.div_euclid(1000),
+        })
+    }
 }
 
 /// Counts of finished tasks in one period and group; merging two adds them.
@@ -257,7 +383,10 @@ mod tests {
             let b = LatencyHistogram::bucket_of(ms);
             let hi = LatencyHistogram::upper_bound_ms(b);
             assert!(hi >= ms, "{ms} ms in bucket {b} bounded by {hi}");
-            assert!((hi as f64) <= ms as f64 * 1.2 + 1.0, "{ms} ms bounded by {hi}");
+            assert!(
+                (hi as f64) <= ms as f64 * 1.2 + 1.0,
+                "{ms} ms bounded by {hi}"
+            );
         }
         assert_eq!(LatencyHistogram::bucket_of(0), 0);
         assert_eq!(LatencyHistogram::bucket_of(u64::MAX), MAX_LATENCY_BUCKET);
@@ -306,6 +435,30 @@ mod tests {
         assert_eq!(a.cost_micros, 21);
         assert_eq!(a.latency.count(), 3);
         assert_eq!(a.success_rate(), Some(0.5));
+    }
+
+    #[test]
+    fn groups_project_and_filters_match() {
+        let dims = RollupDims {
+            tenant: "t".into(),
+            task_type: TaskType::Testing,
+            specialty: Specialty::TestEngineer,
+            provider: "mock".into(),
+            size_class: 1,
+            repository: true,
+        };
+        let g = RollupGroup::of(&dims, &[Dimension::Provider, Dimension::TaskType]);
+        assert_eq!(g.provider.as_deref(), Some("mock"));
+        assert_eq!(g.task_type, Some(TaskType::Testing));
+        assert_eq!(g.tenant, None);
+        assert!(g.matches(&dims));
+        let other = RollupGroup {
+            provider: Some(String::new()),
+            ..RollupGroup::default()
+        };
+        assert!(!other.matches(&dims));
+        assert!(RollupGroup::default().matches(&dims));
+        assert_eq!("type".parse::<Dimension>(), Ok(Dimension::TaskType));
     }
 
     #[test]

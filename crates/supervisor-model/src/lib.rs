@@ -10,12 +10,14 @@
 mod task;
 mod analytics;
 mod identity;
+mod predict;
 mod resources;
 mod specialty;
 mod text;
 
 pub use analytics::*;
 pub use identity::*;
+pub use predict::*;
 pub use resources::*;
 pub use specialty::*;
 pub use task::*;

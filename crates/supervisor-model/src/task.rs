@@ -291,6 +291,11 @@ pub struct NewTask {
     /// count by it). Not part of what an idempotency key compares.
     #[serde(default)]
     pub submitted_by: Option<String>,
+    /// The W3C `traceparent` of the span submitting it, so the node that runs it
+    /// continues that trace; the server sets it when tracing is on. Not part of what an
+    /// idempotency key compares.
+    #[serde(default)]
+    pub trace: Option<String>,
 }
 
 /// Most providers a task may list as preferred or excluded.
@@ -612,6 +617,10 @@ pub struct Task {
     /// What its running attempt holds (repository lock, budget reservations).
     #[serde(default)]
     pub holds: crate::Holds,
+    /// The W3C `traceparent` its spans descend from (the submit's, or its workflow
+    /// run's); `None` when tracing was off at submit.
+    #[serde(default)]
+    pub trace: Option<String>,
 }
 
 /// What happened to a task, in order. The event log is append-only and resumable by

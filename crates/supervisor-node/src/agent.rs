@@ -14,6 +14,7 @@ use supervisor_engine::{Engine, Finish, LeasedTask, Outcome, RunnerWriteResult, 
 use supervisor_model::{TaskResult, analyze};
 use supervisor_providers::{EventSink, ProviderError, ProviderEvent, ProviderOutput};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::clock::Clock;
 use crate::routing::{Report, Route, RouteError, RouteRequest, Router};
@@ -78,7 +79,15 @@ impl Actor for Agent {
         let Some(args) = state.take() else {
             return Ok(());
         };
-        run_attempt(args).await;
+        let node = args
+            .leased
+            .task
+            .lease
+            .as_ref()
+            .map(|l| l.node_id.clone())
+            .unwrap_or_default();
+        let span = crate::spans::task("supervisor.attempt", &args.leased.task, &node);
+        run_attempt(args).instrument(span).await;
         myself.stop(None);
         Ok(())
     }
@@ -244,6 +253,17 @@ async fn run_attempt(args: AgentArgs) {
                 task.attempt, choice.specialty, choice.reason, handle.name, route.reason
             )));
             let started = clock.now();
+            let call_span = crate::spans::provider_call(
+                &handle.name,
+                handle.provider.kind(),
+                handle
+                    .capabilities
+                    .models
+                    .first()
+                    .map_or("", String::as_str),
+                &request,
+            );
+            let mut running = None;
             let (sink, mut events) = EventSink::channel();
             let mut spent = Spent::default();
             let result = 'run: {
@@ -257,7 +277,11 @@ async fn run_attempt(args: AgentArgs) {
                     _ = &mut time_up => break 'run Some(Err(timeout_error(timeout))),
                 };
                 router.record_dispatch(clock.since(leased_at));
-                let exec = handle.provider.execute(request.clone(), sink);
+                running = Some(RunningAttempt::start(&handle.name));
+                let exec = handle
+                    .provider
+                    .execute(request.clone(), sink)
+                    .instrument(call_span.clone());
                 tokio::pin!(exec);
                 let mut flush = clock.sleep(flush_interval);
                 loop {
@@ -301,10 +325,19 @@ async fn run_attempt(args: AgentArgs) {
                     Ending::Abandoned
                 }
                 Some(result) => {
+                    drop(running);
                     let (usage, cost) = match &result {
                         Ok(out) => (out.usage, out.cost_micros),
                         Err(_) => (spent.usage, spent.cost_micros),
                     };
+                    observe_call(
+                        &call_span,
+                        &handle.name,
+                        &result,
+                        usage,
+                        cost,
+                        clock.since(started),
+                    );
                     handle.report(&Report {
                         ok: result.is_ok(),
                         error_kind: result.as_ref().err().map(|e| error_kind(e).to_string()),
@@ -416,7 +449,13 @@ async fn run_attempt(args: AgentArgs) {
         trailing: buffered,
         outcome,
     };
-    match engine.finish(finish).await {
+    let node = task
+        .lease
+        .as_ref()
+        .map(|l| l.node_id.clone())
+        .unwrap_or_default();
+    let completing = crate::spans::within("supervisor.complete", task, &node);
+    match engine.finish(finish).instrument(completing).await {
         Ok(RunnerWriteResult::Accepted(status)) => {
             tracing::debug!(task = %task.id, %status, "attempt recorded");
         }
@@ -427,6 +466,98 @@ async fn run_attempt(args: AgentArgs) {
             // The lease will lapse and the task will run again; completion stays exactly-once.
             tracing::error!(task = %task.id, error = %err, "could not record the outcome");
         }
+    }
+}
+
+/// An attempt counted in `supervisor_attempts_running` while its provider runs it;
+/// uncounted when dropped, however the call ended.
+struct RunningAttempt {
+    provider: [opentelemetry::KeyValue; 1],
+}
+
+impl RunningAttempt {
+    fn start(provider: &str) -> Option<RunningAttempt> {
+        if !supervisor_telemetry::metrics_on() {
+            return None;
+        }
+        let provider = [opentelemetry::KeyValue::new(
+            "provider",
+            provider.to_string(),
+        )];
+        supervisor_telemetry::metrics()
+            .attempts_running
+            .add(1, &provider);
+        Some(RunningAttempt { provider })
+    }
+}
+
+impl Drop for RunningAttempt {
+    fn drop(&mut self) {
+        supervisor_telemetry::metrics()
+            .attempts_running
+            .add(-1, &self.provider);
+    }
+}
+
+/// Records a finished provider call: its span's GenAI usage and status, and the
+/// provider metrics (requests, errors by kind, time, tokens, cost).
+fn observe_call(
+    span: &tracing::Span,
+    provider: &str,
+    result: &Result<ProviderOutput, ProviderError>,
+    usage: supervisor_model::Usage,
+    cost_micros: u64,
+    took: Duration,
+) {
+    let model = result.as_ref().map(|o| o.model.as_str()).unwrap_or("");
+    crate::spans::provider_usage(
+        span,
+        model,
+        usage.input_tokens,
+        usage.output_tokens,
+        cost_micros,
+    );
+    match result {
+        Ok(out) if supervisor_telemetry::context::record_content() => {
+            supervisor_telemetry::context::set_attribute(
+                span,
+                "gen_ai.completion",
+                out.output.clone(),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            supervisor_telemetry::context::set_attribute(span, "error.type", error_kind(e));
+            supervisor_telemetry::context::set_error(span, e.to_string());
+        }
+    }
+    if !supervisor_telemetry::metrics_on() {
+        return;
+    }
+    use opentelemetry::KeyValue;
+    let m = supervisor_telemetry::metrics();
+    let p = KeyValue::new("provider", provider.to_string());
+    let model = KeyValue::new("model", model.to_string());
+    let outcome = KeyValue::new("outcome", if result.is_ok() { "ok" } else { "error" });
+    m.provider_requests
+        .add(1, &[p.clone(), model.clone(), outcome]);
+    if let Err(e) = result {
+        m.provider_errors
+            .add(1, &[p.clone(), KeyValue::new("kind", error_kind(e))]);
+    }
+    m.provider_duration
+        .record(took.as_secs_f64(), std::slice::from_ref(&p));
+    for (kind, n) in [
+        ("input", usage.input_tokens),
+        ("output", usage.output_tokens),
+    ] {
+        if n > 0 {
+            m.provider_tokens
+                .add(n, &[p.clone(), model.clone(), KeyValue::new("type", kind)]);
+        }
+    }
+    if cost_micros > 0 {
+        m.provider_cost.add(cost_micros as f64 / 1e6, &[p, model]);
     }
 }
 

@@ -157,6 +157,22 @@ impl DispatcherState {
     }
 }
 
+/// Counts renewals by outcome (`supervisor_lease_renewals_total`).
+fn count_renewals(kept: &[bool]) {
+    if !supervisor_telemetry::metrics_on() {
+        return;
+    }
+    let renewed = kept.iter().filter(|k| **k).count() as u64;
+    let lost = kept.len() as u64 - renewed;
+    let m = supervisor_telemetry::metrics();
+    for (outcome, n) in [("renewed", renewed), ("lost", lost)] {
+        if n > 0 {
+            m.lease_renewals
+                .add(n, &[opentelemetry::KeyValue::new("outcome", outcome)]);
+        }
+    }
+}
+
 async fn lease_and_spawn(
     myself: &ActorRef<DispatcherMsg>,
     state: &mut DispatcherState,
@@ -203,8 +219,19 @@ async fn lease_and_spawn(
     };
     let got = batch.tasks.len();
     let leased_at = state.clock.now();
+    if got > 0 && supervisor_telemetry::metrics_on() {
+        supervisor_telemetry::metrics()
+            .leases_granted
+            .add(got as u64, &[]);
+    }
     for leased in batch.tasks {
         let id = leased.task.id;
+        // The lease as one moment of the task's trace, on the node that took it.
+        drop(crate::spans::task(
+            "supervisor.lease",
+            &leased.task,
+            &node.id,
+        ));
         let (abandon_tx, abandon_rx) = watch::channel(false);
         let task_ref = leased.task_ref.clone();
         let args = AgentArgs {
@@ -399,6 +426,7 @@ impl Actor for Dispatcher {
                 tokio::spawn(async move {
                     match engine.renew(&refs).await {
                         Ok(kept) => {
+                            count_renewals(&kept);
                             let lost: Vec<TaskId> = refs
                                 .iter()
                                 .zip(kept)

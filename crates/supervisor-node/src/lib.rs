@@ -8,6 +8,7 @@
 //! │   └── agents        one per attempt: route, run, stream output, write the fenced outcome
 //! ├── housekeeper       vests retries, takes back lapsed leases (holder of the reaper duty)
 //! ├── scheduler         fires workflow schedules (holder of the scheduler duty)
+//! ├── roller            folds analytics minutes into hours and days (holder of the roller duty)
 //! └── membership        heartbeat, peers' silences, fencing, rejoin after a fence, drain
 //! ```
 //!
@@ -23,7 +24,7 @@
 //! `config`, `error`, `clock`, `rng`, `backoff` (settings and seams) ← `supervision` (the restart
 //! behaviour) ← `routing` (providers' live state and the choice among them; pure, no
 //! actors) ← `wire` (what crosses between nodes) ← `provider_actor` ← `agent` ←
-//! `dispatcher` ← `housekeeper`, `scheduler`, `membership` ← `cluster` (links to peers,
+//! `dispatcher` ← `housekeeper`, `scheduler`, `roller`, `membership` ← `cluster` (links to peers,
 //! remote providers) ← `node` (the assembly). Everything is private but the API below.
 
 #![warn(missing_docs)]
@@ -42,8 +43,10 @@ mod node;
 mod provider_actor;
 mod resource_manager;
 mod rng;
+mod roller;
 mod routing;
 mod scheduler;
+mod spans;
 mod supervision;
 mod wire;
 

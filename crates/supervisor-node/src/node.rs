@@ -23,6 +23,7 @@ use crate::membership::{LivePeer, Membership, MembershipArgs, MembershipView, Pe
 use crate::provider_actor::{self, ProviderActor, ProviderArgs};
 use crate::resource_manager::{ResourceManager, ResourceManagerArgs, ResourceShare};
 use crate::rng::Rng;
+use crate::roller::{Roller, RollerArgs};
 use crate::routing::SharedLimits;
 use crate::routing::{ProviderHandle, ProviderSnapshot, Router};
 use crate::scheduler::{Scheduler, SchedulerArgs};
@@ -119,7 +120,7 @@ struct MembershipChannels {
 }
 
 /// The node's children, in start order: a provider actor per provider, the resource
-/// manager, the dispatcher, the housekeeper, the scheduler and membership.
+/// manager, the dispatcher, the housekeeper, the scheduler, the roller and membership.
 fn children(
     setup: &NodeSetup,
     scope: &str,
@@ -216,6 +217,20 @@ fn children(
                 lease,
                 clock: clock.clone(),
             }
+        })
+    });
+    children.push({
+        let (engine, node, clock, lease) = (
+            engine.clone(),
+            identity.clone(),
+            clock.clone(),
+            cfg.duty_lease,
+        );
+        ChildSpec::actor(format!("{scope}/roller"), Roller, move || RollerArgs {
+            engine: engine.clone(),
+            node: node.clone(),
+            lease,
+            clock: clock.clone(),
         })
     });
     children.push({

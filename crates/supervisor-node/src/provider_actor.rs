@@ -20,6 +20,7 @@ use supervisor_providers::{EventSink, Health, ProviderError, ProviderEvent, Prov
 
 use crate::routing::{ProviderHandle, Report, estimate_tokens};
 use crate::wire::{self, Answer, Spent};
+use tracing::Instrument as _;
 
 /// The registry name of the actor for provider `name`.
 pub fn actor_name(provider: &str) -> String {
@@ -144,7 +145,11 @@ impl Actor for ProviderActor {
                 let handle = state.handle.clone();
                 tokio::spawn(async move {
                     let (result, spent) = match wire::decode_request(&bytes) {
-                        Ok(request) => serve(&handle, request).await,
+                        Ok((request, trace)) => {
+                            let span =
+                                crate::spans::remote_call(&handle.name, &request, trace.as_deref());
+                            serve(&handle, request).instrument(span).await
+                        }
                         Err(err) => (
                             Err(ProviderError::Retryable {
                                 kind: "unavailable",

@@ -33,6 +33,10 @@ pub struct WireRequest {
     specialty: Specialty,
     system_prompt: String,
     tools: ToolPolicy,
+    /// The caller's provider span (`traceparent`), so the serving node's span joins
+    /// the task's trace. Absent from nodes that trace nothing.
+    #[serde(default)]
+    trace: Option<String>,
 }
 
 /// A provider's answer on the wire.
@@ -145,13 +149,14 @@ pub fn encode_request(r: &ProviderRequest) -> Vec<u8> {
         specialty: r.specialty,
         system_prompt: r.system_prompt.clone(),
         tools: r.tools.clone(),
+        trace: supervisor_telemetry::context::current_traceparent(),
     })
 }
 
-/// Decodes a request.
-pub fn decode_request(bytes: &[u8]) -> Result<ProviderRequest, WireDecodeError> {
+/// Decodes a request, with the caller's trace context if it sent one.
+pub fn decode_request(bytes: &[u8]) -> Result<(ProviderRequest, Option<String>), WireDecodeError> {
     let w: WireRequest = decode("provider request", bytes, |w: &WireRequest| w.version)?;
-    Ok(ProviderRequest {
+    let request = ProviderRequest {
         task_id: w.task_id,
         attempt: w.attempt,
         task_type: w.task_type,
@@ -161,7 +166,8 @@ pub fn decode_request(bytes: &[u8]) -> Result<ProviderRequest, WireDecodeError> 
         specialty: w.specialty,
         system_prompt: w.system_prompt,
         tools: w.tools,
-    })
+    };
+    Ok((request, w.trace))
 }
 
 /// Encodes an outcome; a failure carries what was `spent` before it.
@@ -336,7 +342,7 @@ mod tests {
             Duration::from_secs(7),
         );
         req.context.insert("file".into(), "a.rs".into());
-        let back = decode_request(&encode_request(&req)).unwrap();
+        let (back, _) = decode_request(&encode_request(&req)).unwrap();
         assert_eq!(format!("{back:?}"), format!("{req:?}"));
 
         let ok: Result<ProviderOutput, ProviderError> = Ok(ProviderOutput {

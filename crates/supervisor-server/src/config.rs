@@ -52,6 +52,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Who may call the API.
     pub auth: crate::auth::AuthConfig,
+    /// Traces and metrics: the OTLP collector, sampling, label caps.
+    pub telemetry: supervisor_telemetry::TelemetryConfig,
     /// Where each provider's configuration came from (set by [`Config::load`]; not a
     /// key of the file).
     #[serde(skip)]
@@ -75,6 +77,9 @@ impl Default for DataDir {
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:50051`.
     pub listen: String,
+    /// Address of the node's HTTP side (`/metrics` for Prometheus, `/healthz`).
+    /// Default `127.0.0.1:50052`; empty turns it off.
+    pub http_listen: String,
     /// TLS on the API (`https://` for clients); plain HTTP/2 when absent.
     pub tls: Option<crate::tls::ServerTls>,
 }
@@ -83,6 +88,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:50051".into(),
+            http_listen: "127.0.0.1:50052".into(),
             tls: None,
         }
     }
@@ -266,6 +272,7 @@ impl Config {
             self.node.validate(),
             self.cluster.validate(),
             self.auth.validate(),
+            self.telemetry.validate(),
         ];
         for (name, provider) in &self.providers.0 {
             if let ProviderConfig::Mock(m) = provider {
@@ -320,6 +327,17 @@ impl Config {
                 listen: self.server.listen.clone(),
                 source,
             })?;
+        if !self.server.http_listen.is_empty() {
+            self.server
+                .http_listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "server.http_listen {:?} is not an address like 127.0.0.1:50052 ({e}); give one, or \"\" to serve no metrics",
+                        self.server.http_listen
+                    ))
+                })?;
+        }
         Ok(())
     }
 }

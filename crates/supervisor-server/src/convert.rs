@@ -47,7 +47,7 @@ pub(crate) fn task_type_in(field: &str, raw: i32) -> Result<Option<TaskType>, St
     })
 }
 
-fn task_type_out(t: TaskType) -> v1::TaskType {
+pub(crate) fn task_type_out(t: TaskType) -> v1::TaskType {
     match t {
         TaskType::PrReview => v1::TaskType::PrReview,
         TaskType::IssueSummary => v1::TaskType::IssueSummary,
@@ -296,6 +296,7 @@ pub(crate) fn new_task_in(
         max_attempts: Some(r.max_attempts).filter(|n| *n > 0),
         timeout_ms: Some(r.timeout_ms).filter(|n| *n > 0),
         submitted_by: None,
+        trace: None,
     };
     new.validate().map_err(|e| invalid(e.field, &e.message))?;
     Ok(new)
@@ -325,6 +326,12 @@ fn task_message(t: Task) -> v1::Task {
         attempt: t.attempt,
         abandoned_attempts: t.abandoned_attempts,
         waiting_for: t.waiting_for.unwrap_or_default(),
+        trace_id: t
+            .trace
+            .as_deref()
+            .and_then(supervisor_telemetry::context::trace_id)
+            .unwrap_or_default()
+            .to_string(),
         specialty: t
             .routing
             .specialty
@@ -382,6 +389,7 @@ fn task_message(t: Task) -> v1::Task {
         finished_at: ts(t.finished_at),
         next_attempt_at: ts(t.next_attempt_at),
         truncated_fields: Vec::new(),
+        prediction: None,
     }
 }
 

@@ -1,19 +1,23 @@
 //! A node as a process runs it: its configuration ([`config`]), its store ([`store`]),
 //! and [`run`], which assembles the store, the providers and the node's actors and serves
 //! them over gRPC: `TaskService`, `ProviderService`, `WorkflowService`, `ClusterService`,
-//! the standard health service and server reflection (`v1` and `v1alpha`, so every
-//! grpcurl release works).
+//! `AnalyticsService`, the standard health service and server reflection (`v1` and
+//! `v1alpha`, so every grpcurl release works).
 //!
 //! Services are thin adapters: decode and check the wire format, call the engine or the
 //! node, encode. Domain logic never sees a `tonic::Request`.
 
 #![warn(missing_docs)]
 
+mod analytics;
 pub mod auth;
 pub mod cluster;
 pub mod config;
 mod convert;
 mod fit;
+mod gauges;
+mod grpc_trace;
+pub mod http;
 mod identity;
 mod request_limit;
 mod resources;
@@ -22,6 +26,7 @@ pub mod store;
 pub mod tls;
 mod workflows;
 
+pub use analytics::AnalyticsApi;
 pub use identity::IdentityApi;
 pub use resources::ResourceApi;
 pub use run::{RunError, RunOptions, run};
@@ -36,6 +41,7 @@ use supervisor_engine::{Engine, ListQuery};
 use supervisor_model::{MAX_REQUEST_BYTES, Permission, TaskStatus};
 use supervisor_node::{Node, TreeHealth};
 use supervisor_proto::v1;
+use supervisor_proto::v1::analytics_service_server::AnalyticsServiceServer;
 use supervisor_proto::v1::auth_service_server::AuthServiceServer;
 use supervisor_proto::v1::cluster_service_server::ClusterServiceServer;
 use supervisor_proto::v1::provider_service_server::{ProviderService, ProviderServiceServer};
@@ -43,6 +49,7 @@ use supervisor_proto::v1::resource_service_server::ResourceServiceServer;
 use supervisor_proto::v1::task_service_server::{TaskService, TaskServiceServer};
 use supervisor_proto::v1::workflow_service_server::WorkflowServiceServer;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use request_limit::RequestLimit;
 
@@ -60,6 +67,19 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// authentication is off). Never taken from the request's fields.
 fn tenant<T>(req: &Request<T>) -> String {
     auth::principal_in(req.extensions()).tenant
+}
+
+/// The span of one submit (a child of the call's), or a disabled span with tracing off.
+fn submit_span(task_type: Option<supervisor_model::TaskType>) -> tracing::Span {
+    if !supervisor_telemetry::context::tracing_on() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: "supervisor_server",
+        "supervisor.submit",
+        otel.name = "supervisor.submit",
+        supervisor.task.type = task_type.map_or("", |t| t.as_str()),
+    )
 }
 
 /// `supervisor.v1.TaskService` over a running node.
@@ -120,7 +140,21 @@ impl TaskService for TaskApi {
         let mut new = new_task_in(request, &names)?;
         new.submitted_by = Some(principal.id.clone());
         repository_servable(&new.context, &self.node)?;
-        let submitted = self.engine.submit(tenant, new).await.map_err(status_from)?;
+        // The submit's span: the task stores its context, and the node that leases it
+        // continues from there.
+        let span = submit_span(new.task_type);
+        new.trace = supervisor_telemetry::context::traceparent_of(&span);
+        let submitted = self
+            .engine
+            .submit(tenant, new)
+            .instrument(span.clone())
+            .await
+            .map_err(status_from)?;
+        supervisor_telemetry::context::set_attribute(
+            &span,
+            "supervisor.task.id",
+            submitted.task.id.to_string(),
+        );
         Ok(Response::new(task_out(submitted.task)))
     }
 
@@ -131,7 +165,14 @@ impl TaskService for TaskApi {
         let tenant = &tenant(&req);
         let id = task_id_in("id", &req.get_ref().id)?;
         let task = self.engine.get(tenant, id).await.map_err(status_from)?;
-        Ok(Response::new(task_out(task)))
+        // A prediction is a bonus: the task is answered without one when it fails.
+        let prediction = self.engine.predict_task(&task).await.unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "could not predict task {id}");
+            None
+        });
+        let mut task = task_out(task);
+        task.prediction = prediction.as_ref().map(analytics::prediction_out);
+        Ok(Response::new(task))
     }
 
     async fn list_tasks(
@@ -439,6 +480,7 @@ pub const HEALTH_SERVICES: &[&str] = &[
     "supervisor.v1.WorkflowService",
     "supervisor.v1.ClusterService",
     "supervisor.v1.AuthService",
+    "supervisor.v1.AnalyticsService",
 ];
 
 /// Serves every service on `listener` until `shutdown` resolves, every call going through
@@ -496,6 +538,7 @@ pub async fn serve(
         .map_err(ServeError::Tls)?;
     let drain_reporter = reporter.clone();
     let router = tonic::transport::Server::builder()
+        .layer(grpc_trace::TraceLayer::new(&node.identity().id))
         .layer(auth::AuthLayer::new(auth.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -518,6 +561,10 @@ pub async fn serve(
         ))
         .add_service(RequestLimit::new(
             ResourceServiceServer::new(ResourceApi::new(auth.engine().clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        ))
+        .add_service(RequestLimit::new(
+            AnalyticsServiceServer::new(AnalyticsApi::new(auth.engine().clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         ))
         .add_service(RequestLimit::new(

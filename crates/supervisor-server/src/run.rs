@@ -73,6 +73,19 @@ pub enum RunError {
         /// The gRPC address of the live node.
         address: String,
     },
+    /// `[telemetry]` or an `OTEL_*` variable is wrong.
+    #[error(transparent)]
+    Telemetry(#[from] supervisor_telemetry::TelemetryError),
+    /// The HTTP listener (metrics) could not bind.
+    #[error(
+        "could not listen on {addr} for metrics; is another node running there? Use --http-listen to pick another address (\"\" for none)"
+    )]
+    HttpListen {
+        /// `server.http_listen`.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The gRPC listener could not bind.
     #[error(
         "could not listen on {addr}; is another node running there? Use --listen to pick another address"
@@ -197,6 +210,15 @@ async fn first_admin_key(engine: &Engine, path: &std::path::Path) -> Result<(), 
 pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
     cfg.validate()?;
     refuse_open_network(&cfg, options)?;
+    let telemetry = Arc::new(supervisor_telemetry::install(
+        &cfg.telemetry,
+        &supervisor_telemetry::LogSetup {
+            filter: cfg.log.level.clone(),
+            json: matches!(cfg.log.format, crate::config::LogFormat::Json),
+        },
+        &cfg.node.id,
+        !cfg.server.http_listen.is_empty(),
+    )?);
     let url = StoreUrl::parse(&cfg.store.url)?;
     match (url.is_shared(), options.join) {
         (false, true) => return Err(RunError::JoinNeedsSharedStore),
@@ -215,6 +237,17 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(RunError::ListenAddress)?;
+    let http_listener = match cfg.server.http_listen.as_str() {
+        "" => None,
+        http => Some(
+            tokio::net::TcpListener::bind(http)
+                .await
+                .map_err(|source| RunError::HttpListen {
+                    addr: http.to_string(),
+                    source,
+                })?,
+        ),
+    };
 
     // Absolute, so that it means the same wherever it is used; not created (see above).
     let data_dir =
@@ -307,6 +340,28 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
         ),
         _ => println!("store: {} (cluster member)", url.display(&data_dir)),
     }
+    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+    let http = match http_listener {
+        Some(listener) => {
+            let http_addr = listener.local_addr().map_err(RunError::ListenAddress)?;
+            println!(
+                "metrics: http://{http_addr}/metrics (Prometheus), health: http://{http_addr}/healthz"
+            );
+            Some(tokio::spawn(crate::http::serve(
+                listener,
+                crate::http::HttpState {
+                    telemetry: telemetry.clone(),
+                    node: node.clone(),
+                },
+                async move {
+                    let _ = stop_http_rx.await;
+                },
+            )))
+        }
+        None => None,
+    };
+    println!("telemetry: {}", telemetry.describe());
+    let gauges = supervisor_telemetry::metrics_on().then(|| crate::gauges::spawn(node.clone()));
     let names: Vec<&str> = enabled.iter().map(|(name, _)| name.as_str()).collect();
     println!("providers: {}; press Ctrl-C to stop", names.join(", "));
     for line in &described {
@@ -345,6 +400,14 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
     )
     .await?;
     drainer.abort();
+    if let Some(gauges) = gauges {
+        gauges.abort();
+    }
+    let _ = stop_http_tx.send(());
+    if let Some(http) = http {
+        let _ = http.await;
+    }
+    telemetry.flush(Duration::from_secs(5)).await;
     Ok(())
 }
 

@@ -107,6 +107,8 @@ fn limits() -> Vec<(&'static str, String)> {
             "DEFAULT_RESERVE_MICROS",
             format!("${:.2}", model::DEFAULT_RESERVE_MICROS as f64 / 1e6),
         ),
+        ("MAX_TREND_PERIODS", model::MAX_TREND_PERIODS.to_string()),
+        ("MAX_SUMMARY_GROUPS", model::MAX_SUMMARY_GROUPS.to_string()),
     ]
 }
 

@@ -4,7 +4,8 @@
 //! they work here too and win over the file: `OTEL_EXPORTER_OTLP_ENDPOINT`,
 //! `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc` or `http/protobuf`), `OTEL_SERVICE_NAME`,
 //! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, `OTEL_METRIC_EXPORT_INTERVAL`
-//! (milliseconds).
+//! (milliseconds), and `OTEL_TRACES_EXPORTER` / `OTEL_METRICS_EXPORTER` (`otlp` or
+//! `none`, to send one signal only).
 
 use std::time::Duration;
 
@@ -43,6 +44,12 @@ pub struct TelemetryConfig {
     /// Put prompts and outputs on provider spans (`gen_ai.prompt`, `gen_ai.completion`).
     /// Default false: they may hold code and secrets.
     pub record_content: bool,
+    /// Send traces to the collector (default true). `OTEL_TRACES_EXPORTER=none` turns it
+    /// off.
+    pub export_traces: bool,
+    /// Push metrics to the collector (default true; `/metrics` serves them either way).
+    /// `OTEL_METRICS_EXPORTER=none` turns it off.
+    pub export_metrics: bool,
     /// Distinct tenant names a metric label takes; later tenants are counted under
     /// `_other`, so a cluster with many tenants cannot explode the series count.
     /// Default 50.
@@ -60,6 +67,8 @@ impl Default for TelemetryConfig {
             metric_export_interval: Duration::from_secs(15),
             max_queued_spans: 8192,
             record_content: false,
+            export_traces: true,
+            export_metrics: true,
             max_tenant_labels: 50,
         }
     }
@@ -79,6 +88,10 @@ pub enum Protocol {
 pub struct Resolved {
     /// The collector, if any.
     pub endpoint: Option<String>,
+    /// Whether spans go to it.
+    pub traces: bool,
+    /// Whether metrics go to it.
+    pub metrics: bool,
     /// How to reach it.
     pub protocol: Protocol,
     /// `service.name`.
@@ -191,6 +204,19 @@ impl TelemetryConfig {
                 "must be at least 100ms".into(),
             ));
         }
+        let exporter = |var: &str, file: bool| -> Result<bool, TelemetryError> {
+            match env(var).as_deref().map(str::trim) {
+                None => Ok(file),
+                Some("otlp") => Ok(true),
+                Some("none") => Ok(false),
+                Some(other) => Err(bad(
+                    var,
+                    format!("{other:?} is not supported; use otlp or none"),
+                )),
+            }
+        };
+        let traces = exporter("OTEL_TRACES_EXPORTER", self.export_traces)?;
+        let metrics = exporter("OTEL_METRICS_EXPORTER", self.export_metrics)?;
         if self.max_queued_spans == 0 {
             return Err(bad(
                 "telemetry.max_queued_spans",
@@ -199,6 +225,8 @@ impl TelemetryConfig {
         }
         Ok(Resolved {
             endpoint: (!endpoint.is_empty()).then_some(endpoint),
+            traces,
+            metrics,
             protocol,
             service_name,
             sampler,

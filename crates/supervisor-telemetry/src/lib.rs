@@ -83,11 +83,14 @@ impl std::fmt::Debug for Telemetry {
 
 /// Sets up logs, traces and metrics for this process (see the crate docs). Call once,
 /// inside the tokio runtime, before the node starts: instruments made earlier stay
-/// no-ops. `instance` is the node id (`service.instance.id`).
+/// no-ops. `instance` is the node id (`service.instance.id`); `serve_metrics` says
+/// whether anything will read [`Telemetry::prometheus_text`]: with neither that nor an
+/// OTLP metrics export, nothing is recorded at all.
 pub fn install(
     cfg: &TelemetryConfig,
     log: &LogSetup,
     instance: &str,
+    serve_metrics: bool,
 ) -> Result<Telemetry, TelemetryError> {
     let resolved = cfg.resolve()?;
     metrics::set_tenant_label_cap(resolved.max_tenant_labels);
@@ -108,7 +111,7 @@ pub fn install(
     let mut meters = SdkMeterProvider::builder()
         .with_resource(resource.clone())
         .with_reader(prometheus);
-    if let Some(endpoint) = &resolved.endpoint {
+    if let Some(endpoint) = resolved.endpoint.as_ref().filter(|_| resolved.metrics) {
         let exporter = metric_exporter(endpoint, resolved.protocol)?;
         let reader =
             opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader::builder(
@@ -123,7 +126,9 @@ pub fn install(
     opentelemetry::global::set_meter_provider(meter_provider.clone());
     // Made now, from the provider just set.
     let _ = metrics();
-    metrics::set_metrics_on();
+    if serve_metrics || (resolved.endpoint.is_some() && resolved.metrics) {
+        metrics::set_metrics_on();
+    }
 
     let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.filter))
@@ -137,35 +142,36 @@ pub fn install(
         fmt.with_filter(env_filter).boxed()
     };
 
-    let (tracer_provider, spans, otel_layer) = match &resolved.endpoint {
-        Some(endpoint) => {
-            let exporter = span_exporter(endpoint, resolved.protocol)?;
-            let mut exporter = exporter;
-            opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
-            let (processor, queue) =
-                export::QueueProcessor::start(exporter, resolved.max_queued_spans);
-            let provider = SdkTracerProvider::builder()
-                .with_resource(resource)
-                .with_sampler(resolved.sampler.clone())
-                .with_span_processor(processor)
-                .build();
-            opentelemetry::global::set_tracer_provider(provider.clone());
-            let layer = tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("supervisor"))
-                .with_threads(false)
-                .with_location(false)
-                .with_tracked_inactivity(false)
-                // Only the node's own spans, at info: not every library's.
-                .with_filter(
-                    tracing_subscriber::filter::Targets::new()
-                        .with_target("supervisor", tracing::Level::INFO),
-                );
-            context::set_tracing_on();
-            context::set_record_content(resolved.record_content);
-            (Some(provider), Some(queue), Some(layer))
-        }
-        None => (None, None, None),
-    };
+    let (tracer_provider, spans, otel_layer) =
+        match resolved.endpoint.as_ref().filter(|_| resolved.traces) {
+            Some(endpoint) => {
+                let exporter = span_exporter(endpoint, resolved.protocol)?;
+                let mut exporter = exporter;
+                opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
+                let (processor, queue) =
+                    export::QueueProcessor::start(exporter, resolved.max_queued_spans);
+                let provider = SdkTracerProvider::builder()
+                    .with_resource(resource)
+                    .with_sampler(resolved.sampler.clone())
+                    .with_span_processor(processor)
+                    .build();
+                opentelemetry::global::set_tracer_provider(provider.clone());
+                let layer = tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("supervisor"))
+                    .with_threads(false)
+                    .with_location(false)
+                    .with_tracked_inactivity(false)
+                    // Only the node's own spans, at info: not every library's.
+                    .with_filter(
+                        tracing_subscriber::filter::Targets::new()
+                            .with_target("supervisor", tracing::Level::INFO),
+                    );
+                context::set_tracing_on();
+                context::set_record_content(resolved.record_content);
+                (Some(provider), Some(queue), Some(layer))
+            }
+            None => (None, None, None),
+        };
     let _ = tracing_subscriber::registry()
         .with(fmt)
         .with(otel_layer)
@@ -187,9 +193,15 @@ impl Telemetry {
 
     /// One line saying where telemetry goes, for the node's start banner.
     pub fn describe(&self) -> String {
+        let signals = match (self.resolved.traces, self.resolved.metrics) {
+            (true, true) => "traces and metrics",
+            (true, false) => "traces",
+            (false, true) => "metrics",
+            (false, false) => "nothing (OTEL_TRACES_EXPORTER and OTEL_METRICS_EXPORTER are none)",
+        };
         match &self.resolved.endpoint {
             Some(endpoint) => format!(
-                "traces and metrics over OTLP ({}) to {endpoint} as service {:?}",
+                "{signals} over OTLP ({}) to {endpoint} as service {:?}",
                 match self.resolved.protocol {
                     Protocol::Grpc => "grpc",
                     Protocol::HttpProtobuf => "http/protobuf",

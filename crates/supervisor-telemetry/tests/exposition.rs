@@ -13,6 +13,7 @@ async fn every_instrument_is_exposed_under_its_documented_name() {
             json: false,
         },
         "node-test",
+        true,
     )
     .expect("install");
     let m = metrics();

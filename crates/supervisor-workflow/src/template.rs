@@ -275,6 +275,7 @@ pub fn render_task(
             max_cost_micros: None,
         },
         submitted_by: None,
+        trace: None,
     };
     new.validate()?;
     Ok(new)

@@ -779,6 +779,7 @@ fn check_task(c: &mut Checker<'_>, pos: usize, step: &StepDef) {
             max_cost_micros: None,
         },
         submitted_by: None,
+        trace: None,
     };
     if let Err(e) = probe.validate() {
         c.error(codes::INVALID_TASK, Some(&step.id), e.to_string());

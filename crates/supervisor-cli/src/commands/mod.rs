@@ -15,6 +15,7 @@
 //! exit code.
 
 pub mod access;
+pub mod analytics;
 pub mod cluster;
 mod follow;
 #[cfg(test)]

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod receivers;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +14,8 @@ pub struct NodeProcess {
     pub child: Child,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// The HTTP side (`/metrics`), on a free port unless the test chose one.
+    pub http_addr: Option<String>,
 }
 
 impl NodeProcess {
@@ -29,6 +33,8 @@ impl NodeProcess {
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "warn")
+            // Many nodes run at once: each its own metrics port.
+            .env("SUPERVISOR_SERVER__HTTP_LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -38,12 +44,24 @@ impl NodeProcess {
         let mut child = cmd.spawn().expect("spawn supervisor up");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let (http_tx, http_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut http_tx = Some(http_tx);
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if !sent && let Some(addr) = line.split("listening on ").nth(1) {
                     let _ = tx.send(addr.trim().to_string());
                     sent = true;
+                }
+                if let Some(rest) = line.strip_prefix("metrics: http://")
+                    && let Some(addr) = rest.split('/').next()
+                    && let Some(http_tx) = &http_tx
+                {
+                    let _ = http_tx.send(addr.to_string());
+                }
+                if line.starts_with("providers: ") {
+                    // The banner is over: no metrics line means no HTTP side.
+                    http_tx = None;
                 }
             }
         });
@@ -54,10 +72,12 @@ impl NodeProcess {
                 panic!("supervisor up did not report its address within 60s");
             }
         };
+        let http_addr = http_rx.recv_timeout(Duration::from_secs(10)).ok();
         NodeProcess {
             child,
             addr,
             data_dir: data_dir.to_path_buf(),
+            http_addr,
         }
     }
 

@@ -116,6 +116,16 @@ pub const TABLE: &[(&str, Permission)] = &[
         "/supervisor.v1.ResourceService/ListNodeResources",
         Permission::Read,
     ),
+    // Analytics.
+    (
+        "/supervisor.v1.AnalyticsService/GetSummary",
+        Permission::Read,
+    ),
+    ("/supervisor.v1.AnalyticsService/GetTrend", Permission::Read),
+    (
+        "/supervisor.v1.AnalyticsService/GetPrediction",
+        Permission::Read,
+    ),
     // Identity.
     ("/supervisor.v1.AuthService/WhoAmI", Permission::Read),
     (

@@ -39,6 +39,8 @@ pub struct TaskJson {
     error: Option<String>,
     /// While queued: what a resource manager holds it back for (null otherwise).
     waiting_for: Option<String>,
+    /// The OpenTelemetry trace id of its spans (null when tracing was off).
+    trace_id: Option<String>,
     node_id: Option<String>,
     retry_of: Option<String>,
     tenant: Option<String>,
@@ -56,6 +58,9 @@ pub struct TaskJson {
     attempts: Vec<AttemptJson>,
     cost_usd: f64,
     cost_micros: u64,
+    /// What history says about tasks like it (`task get` only; null in lists and before
+    /// any task finished).
+    prediction: Option<serde_json::Value>,
 }
 
 /// One ended attempt of a task.
@@ -152,6 +157,7 @@ impl From<&Task> for TaskJson {
             result: task.result.as_ref().map(ResultJson::from),
             error: non_empty(&task.error),
             waiting_for: non_empty(&task.waiting_for),
+            trace_id: non_empty(&task.trace_id),
             node_id: non_empty(&task.node_id),
             retry_of: non_empty(&task.retry_of),
             tenant: non_empty(&task.tenant),
@@ -168,6 +174,10 @@ impl From<&Task> for TaskJson {
             attempts: task.attempts.iter().map(AttemptJson::from).collect(),
             cost_usd: task.cost_usd,
             cost_micros: task.cost_micros,
+            prediction: task
+                .prediction
+                .as_ref()
+                .map(crate::commands::analytics::prediction_json),
         }
     }
 }
@@ -355,6 +365,7 @@ mod tests {
                 },
                 "error": null,
                 "waiting_for": null,
+                "trace_id": null,
                 "node_id": null,
                 "retry_of": null,
                 "tenant": "default",
@@ -402,6 +413,7 @@ mod tests {
                 ],
                 "cost_usd": 0.0015,
                 "cost_micros": 1500,
+                "prediction": null,
             })
         );
     }

@@ -174,6 +174,12 @@ pub fn task_summary(task: &Task, now: SystemTime) -> String {
     if !task.waiting_for.is_empty() {
         fields.push(("waiting for", task.waiting_for.clone()));
     }
+    if !task.trace_id.is_empty() {
+        fields.push(("trace", task.trace_id.clone()));
+    }
+    if let Some(p) = &task.prediction {
+        fields.push(("predicted", crate::commands::analytics::prediction_line(p)));
+    }
 
     let mut text = field_lines(&fields);
     if !task.attempts.is_empty() {
