@@ -38,7 +38,10 @@ pub(crate) fn transition(
         return;
     }
     let task_type = KeyValue::new("task_type", task.task_type.as_str());
-    if to == TaskStatus::Running && from == TaskStatus::Queued && task.attempt <= 1 {
+    // The first start only: a lease taken back without counting (a node that died, a
+    // deferral) leaves `attempt` at 1 again, but not `abandoned_attempts` or `attempts`.
+    let first_start = task.attempt <= 1 && task.attempts.is_empty() && task.abandoned_attempts == 0;
+    if to == TaskStatus::Running && from == TaskStatus::Queued && first_start {
         let wait = seconds(task.created_at, now);
         let attrs = [task_type, tenant_kv(&task.tenant)];
         txn.after_commit(move || metrics().task_queue_wait.record(wait, &attrs));
