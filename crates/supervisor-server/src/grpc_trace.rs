@@ -1,7 +1,8 @@
 //! The tower layer that opens a server span for every gRPC call when tracing is on,
 //! continuing the caller's trace from its W3C `traceparent` metadata. Handlers run
 //! inside it, so a submit's span (and the trace context stored in the task) descends
-//! from the caller's. With tracing off, calls pass through untouched.
+//! from the caller's. With tracing off, and for the standard health and reflection
+//! services (`/grpc.*`), calls pass through untouched.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -59,7 +60,9 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        if !supervisor_telemetry::context::tracing_on() {
+        // Health probes and reflection would fill a trace store with noise.
+        let quiet = req.uri().path().starts_with("/grpc.");
+        if quiet || !supervisor_telemetry::context::tracing_on() {
             return Box::pin(self.inner.call(req));
         }
         let path = req.uri().path().to_string();
