@@ -35,6 +35,7 @@ mod clock;
 mod cluster;
 mod config;
 mod dispatcher;
+mod duty;
 mod error;
 mod housekeeper;
 mod machine;

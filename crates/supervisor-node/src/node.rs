@@ -16,17 +16,18 @@ use crate::config::{ClusterConfig, NodeConfig, RoutingConfig};
 use crate::dispatcher::{
     Dispatcher, DispatcherArgs, DispatcherMsg, DispatcherSettings, DrainReport,
 };
+use crate::duty::{Duty, DutyContext};
 use crate::error::NodeError;
-use crate::housekeeper::{Housekeeper, HousekeeperArgs};
+use crate::housekeeper::Housekeeper;
 use crate::machine::Sampler;
 use crate::membership::{LivePeer, Membership, MembershipArgs, MembershipView, PeerView};
 use crate::provider_actor::{self, ProviderActor, ProviderArgs};
 use crate::resource_manager::{ResourceManager, ResourceManagerArgs, ResourceShare};
 use crate::rng::Rng;
-use crate::roller::{Roller, RollerArgs};
+use crate::roller::Roller;
 use crate::routing::SharedLimits;
 use crate::routing::{ProviderHandle, ProviderSnapshot, Router};
-use crate::scheduler::{Scheduler, SchedulerArgs};
+use crate::scheduler::Scheduler;
 use crate::supervision::{ChildSpec, OneForOne, OneForOneArgs, SupervisorMsg, TreeHealth};
 
 /// A provider to run, with its node-local limits.
@@ -189,48 +190,35 @@ fn children(
         })
         .registered()
     });
+    // The singleton duties: every node runs each, one node at a time works.
+    let duties = DutyContext {
+        engine: engine.clone(),
+        node: identity.clone(),
+        lease: cfg.duty_lease,
+        clock: clock.clone(),
+    };
     children.push({
-        let (engine, node, clock) = (engine.clone(), identity.clone(), clock.clone());
-        let (max_idle, duty_lease) = (cfg.housekeeping_max_idle, cfg.duty_lease);
-        ChildSpec::actor(format!("{scope}/housekeeper"), Housekeeper, move || {
-            HousekeeperArgs {
-                engine: engine.clone(),
+        let (duties, max_idle) = (duties.clone(), cfg.housekeeping_max_idle);
+        ChildSpec::actor(format!("{scope}/housekeeper"), Duty::new(), move || {
+            duties.args(Housekeeper {
                 max_idle,
                 batch: 512,
-                node: node.clone(),
-                duty_lease,
-                clock: clock.clone(),
-            }
+            })
         })
     });
     children.push({
-        let (engine, node, clock, lease) = (
-            engine.clone(),
-            identity.clone(),
-            clock.clone(),
-            cfg.duty_lease,
-        );
-        ChildSpec::actor(format!("{scope}/scheduler"), Scheduler, move || {
-            SchedulerArgs {
-                engine: engine.clone(),
-                node: node.clone(),
-                lease,
-                clock: clock.clone(),
-            }
+        let duties = duties.clone();
+        ChildSpec::actor(format!("{scope}/scheduler"), Duty::new(), move || {
+            duties.args(Scheduler)
         })
     });
     children.push({
-        let (engine, node, clock, lease) = (
-            engine.clone(),
-            identity.clone(),
-            clock.clone(),
-            cfg.duty_lease,
-        );
-        ChildSpec::actor(format!("{scope}/roller"), Roller, move || RollerArgs {
-            engine: engine.clone(),
-            node: node.clone(),
-            lease,
-            clock: clock.clone(),
+        let (duties, clock) = (duties.clone(), clock.clone());
+        ChildSpec::actor(format!("{scope}/roller"), Duty::new(), move || {
+            duties.args(Roller {
+                clock: clock.clone(),
+                expired_at: None,
+            })
         })
     });
     children.push({
