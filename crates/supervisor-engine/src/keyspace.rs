@@ -632,50 +632,56 @@ pub(crate) fn rollup_before(
     )
 }
 
+/// A rollup row's key: `("rollup", granularity, tenant, period, type, specialty,
+/// provider, size class, repository, field)`.
+type RollupKey = (
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+);
+
+/// Rollup dimensions as a key spells them; `None` for a name this version does not know.
+fn rollup_dims(
+    tenant: String,
+    task_type: &str,
+    specialty: &str,
+    provider: String,
+    size_class: i64,
+    repository: i64,
+) -> Option<RollupDims> {
+    Some(RollupDims {
+        tenant,
+        task_type: task_type.parse().ok()?,
+        specialty: specialty.parse().ok()?,
+        provider,
+        size_class: u8::try_from(size_class).ok()?,
+        repository: repository != 0,
+    })
+}
+
 /// The tenant of a rollup key, whatever names its dimensions hold.
 pub(crate) fn parse_rollup_tenant(key: &[u8]) -> Option<String> {
-    type Key = (
-        String,
-        String,
-        String,
-        i64,
-        String,
-        String,
-        String,
-        i64,
-        i64,
-        String,
-    );
-    let (_, _, tenant, ..): Key = root().unpack(key).ok()?;
+    let (_, _, tenant, ..): RollupKey = root().unpack(key).ok()?;
     Some(tenant)
 }
 
 /// A rollup key's period start, dimensions and field; `None` for a key of another shape
 /// or with a name this version does not know (a newer task type...).
 pub(crate) fn parse_rollup(key: &[u8]) -> Option<(i64, RollupDims, String)> {
-    type Key = (
-        String,
-        String,
-        String,
-        i64,
-        String,
-        String,
-        String,
-        i64,
-        i64,
-        String,
-    );
-    let (_, _, tenant, period, t, s, provider, class, repo, field): Key =
+    let (_, _, tenant, period, t, s, provider, class, repo, field): RollupKey =
         root().unpack(key).ok()?;
-    let dims = RollupDims {
-        tenant,
-        task_type: t.parse().ok()?,
-        specialty: s.parse().ok()?,
-        provider,
-        size_class: u8::try_from(class).ok()?,
-        repository: repo != 0,
-    };
-    Some((period, dims, field))
+    Some((
+        period,
+        rollup_dims(tenant, &t, &s, provider, class, repo)?,
+        field,
+    ))
 }
 
 /// How much of the minute row `(minute_ms, dims, field)` was folded into hours and days.
@@ -711,15 +717,11 @@ pub(crate) fn parse_rollup_folded(key: &[u8]) -> Option<(i64, RollupDims, String
         String,
     );
     let (_, tenant, minute, t, s, provider, class, repo, field): Key = root().unpack(key).ok()?;
-    let dims = RollupDims {
-        tenant,
-        task_type: t.parse().ok()?,
-        specialty: s.parse().ok()?,
-        provider,
-        size_class: u8::try_from(class).ok()?,
-        repository: repo != 0,
-    };
-    Some((minute, dims, field))
+    Some((
+        minute,
+        rollup_dims(tenant, &t, &s, provider, class, repo)?,
+        field,
+    ))
 }
 
 /// The mark of a tenant's minute that completions added to since it was last folded.

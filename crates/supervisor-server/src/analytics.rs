@@ -237,6 +237,26 @@ fn hypothetical_in(t: &v1::HypotheticalTask) -> Result<PredictionQuery, Status> 
     })
 }
 
+impl AnalyticsApi {
+    /// The query a summary or trend request asks, in the caller's tenant (or the one its
+    /// scope names, for a cluster admin).
+    fn query_in(
+        &self,
+        p: &Principal,
+        scope: Option<&v1::Scope>,
+        window: Option<&v1::Window>,
+        filter: Option<&v1::Filter>,
+    ) -> Result<AnalyticsQuery, Status> {
+        let (from_micros, to_micros) = window_in(window, self.engine.now_micros())?;
+        Ok(AnalyticsQuery {
+            tenant: tenant_in(scope, p)?,
+            from_micros,
+            to_micros,
+            filter: filter_in(filter)?,
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl AnalyticsService for AnalyticsApi {
     async fn get_summary(
@@ -245,13 +265,7 @@ impl AnalyticsService for AnalyticsApi {
     ) -> Result<Response<v1::GetSummaryResponse>, Status> {
         let p = principal_in(req.extensions());
         let r = req.get_ref();
-        let (from_micros, to_micros) = window_in(r.window.as_ref(), self.engine.now_micros())?;
-        let query = AnalyticsQuery {
-            tenant: tenant_in(r.scope.as_ref(), &p)?,
-            from_micros,
-            to_micros,
-            filter: filter_in(r.filter.as_ref())?,
-        };
+        let query = self.query_in(&p, r.scope.as_ref(), r.window.as_ref(), r.filter.as_ref())?;
         let group_by = dimensions_in(&r.group_by)?;
         let summary = self
             .engine
@@ -282,13 +296,7 @@ impl AnalyticsService for AnalyticsApi {
     ) -> Result<Response<v1::GetTrendResponse>, Status> {
         let p = principal_in(req.extensions());
         let r = req.get_ref();
-        let (from_micros, to_micros) = window_in(r.window.as_ref(), self.engine.now_micros())?;
-        let query = AnalyticsQuery {
-            tenant: tenant_in(r.scope.as_ref(), &p)?,
-            from_micros,
-            to_micros,
-            filter: filter_in(r.filter.as_ref())?,
-        };
+        let query = self.query_in(&p, r.scope.as_ref(), r.window.as_ref(), r.filter.as_ref())?;
         let granularity = granularity_in(r.granularity)?;
         let trend = self
             .engine
