@@ -48,11 +48,28 @@ struct Args {
     /// A label for the result file name.
     #[arg(long, default_value = "foundation")]
     label: String,
+    /// The started node's HTTP side (`/metrics`, `/healthz`); "" for none, and then the
+    /// node records no metrics at all.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    http_listen: String,
+    /// An environment variable for the started node, e.g.
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318` (repeatable).
+    #[arg(long = "server-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    server_env: Vec<(String, String)>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 struct Server {
     child: Child,
     addr: String,
+    /// `http://ADDR/metrics` when the node serves it.
+    metrics_url: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -63,34 +80,45 @@ impl Drop for Server {
     }
 }
 
-fn start_server(bin: &PathBuf, durability: &str, latency: &str) -> anyhow::Result<Server> {
+fn start_server(args: &Args, bin: &PathBuf) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let mut child = Command::new(bin)
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["up", "--listen", "127.0.0.1:0", "--http-listen"])
+        .arg(&args.http_listen)
+        .arg("--data-dir")
         .arg(dir.path())
-        .env("SUPERVISOR_STORE__DURABILITY", durability)
-        .env("SUPERVISOR_PROVIDERS__MOCK__LATENCY", latency)
+        .env("SUPERVISOR_STORE__DURABILITY", &args.durability)
+        .env("SUPERVISOR_PROVIDERS__MOCK__LATENCY", &args.latency)
         .env("RUST_LOG", "warn")
+        .envs(args.server_env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("could not start {}", bin.display()))?;
     let stdout = child.stdout.take().context("server stdout")?;
     let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
+    // The start banner: `... listening on ADDR`, then `metrics: http://ADDR/metrics ...`
+    // if it serves them, and always `providers: ...`.
+    let (mut addr, mut metrics_url) = (None, None);
+    loop {
         match lines.next() {
             Some(Ok(line)) => {
                 if let Some(a) = line.split("listening on ").nth(1) {
-                    break a.trim().to_string();
+                    addr = Some(a.trim().to_string());
+                } else if let Some(m) = line.strip_prefix("metrics: ") {
+                    metrics_url = m.split_whitespace().next().map(str::to_string);
+                } else if line.starts_with("providers:") && addr.is_some() {
+                    break;
                 }
             }
             _ => bail!("the server exited before it listened"),
         }
-    };
+    }
     std::thread::spawn(move || for _ in lines {});
     Ok(Server {
         child,
-        addr,
+        addr: addr.context("no listen address")?,
+        metrics_url,
         _dir: dir,
     })
 }
@@ -132,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
     let (server, pid, url) = match &args.server {
         Some(addr) => (None, args.server_pid.unwrap_or(0), format!("http://{addr}")),
         None => {
-            let s = start_server(&bin, &args.durability, &args.latency)?;
+            let s = start_server(&args, &bin)?;
             let pid = s.child.id();
             let url = format!("http://{}", s.addr);
             (Some(s), pid, url)
@@ -189,6 +217,12 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = done_at.duration_since(started);
     let (peak_kib, cpu_after) = proc_usage(pid);
     let cpu = cpu_after - cpu_before;
+    // Spans the node could not export (queue full or collector unreachable), from its
+    // `/metrics`; null when it does not serve them.
+    let spans_dropped = match server.as_ref().and_then(|s| s.metrics_url.as_deref()) {
+        Some(url) => Some(spans_dropped(url).await?),
+        None => None,
+    };
     drop(server);
 
     let throughput = total as f64 / elapsed.as_secs_f64();
@@ -209,6 +243,7 @@ async fn main() -> anyhow::Result<()> {
         "server_peak_rss_mib": peak_kib as f64 / 1024.0,
         "server_cpu_s": cpu,
         "server_cpu_us_per_task": cpu * 1e6 / total as f64,
+        "server_spans_dropped": spans_dropped,
         "succeeded": final_stats.succeeded,
         "failed": final_stats.failed,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -224,6 +259,22 @@ async fn main() -> anyhow::Result<()> {
         bail!("{} tasks failed", final_stats.failed);
     }
     Ok(())
+}
+
+/// `supervisor_telemetry_spans_dropped_total` from a node's `/metrics` (0 when absent:
+/// the counter appears with its first drop).
+async fn spans_dropped(url: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(url)
+        .await
+        .and_then(|r| r.error_for_status())
+        .with_context(|| format!("could not read {url}"))?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("supervisor_telemetry_spans_dropped_total"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b))
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, without a date crate.
