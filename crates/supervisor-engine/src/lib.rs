@@ -54,7 +54,8 @@ use supervisor_store::{Db, StoreError, TxnError};
 use tokio::sync::Notify;
 
 pub use analytics::{
-    AnalyticsQuery, AnalyticsSummary, AnalyticsTrend, ROLLER_DUTY, Roll, prediction_query,
+    AnalyticsQuery, AnalyticsSummary, AnalyticsTrend, Predictors, ROLLER_DUTY, Roll,
+    prediction_query,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;

@@ -9,9 +9,9 @@
 //! # The model
 //!
 //! History is the rollup rows ([`RollupDims`], [`RollupStats`]) of every finished task,
-//! whatever its period. The tenant is ignored: history is pooled across tenants, so a new
-//! tenant gets predictions from day one, and a tenant whose tasks differ from the others'
-//! in ways the dimensions do not capture gets the pooled figures. Rows are merged into
+//! whatever its period. The tenant is not a dimension of the model: whoever trains it
+//! chooses whose rows it sees (the engine trains one predictor per tenant, on that
+//! tenant's rows only, so no prediction reveals another tenant's tasks). Rows are merged into
 //! groups along one chain of keys, from the most specific to everything:
 //!
 //! 1. type + specialty + provider + size class + repository

@@ -328,7 +328,7 @@ impl AnalyticsService for AnalyticsApi {
                 self.engine.predict_task(&task).await
             }
             Some(v1::get_prediction_request::Subject::Task(t)) => {
-                self.engine.predict(&hypothetical_in(t)?).await
+                self.engine.predict(&p.tenant, &hypothetical_in(t)?).await
             }
             None => {
                 return Err(invalid(

@@ -26,7 +26,7 @@ use crate::codec::counter;
 use crate::{Engine, EngineError, keyspace};
 
 pub(crate) use predictions::PredictorCache;
-pub use predictions::prediction_query;
+pub use predictions::{Predictors, prediction_query};
 pub use roller::{ROLLER_DUTY, Roll};
 
 /// Which rows a query reads: a tenant's or every tenant's, in a window, matching a filter.

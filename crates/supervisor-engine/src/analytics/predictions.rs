@@ -2,12 +2,14 @@
 //! learnt again from the store every few minutes.
 //!
 //! Training reads the last 30 days of hour rows of every tenant (and the minutes not folded
-//! yet): a few thousand rows, too many to read per request, so the engine keeps the
-//! trained [`Predictor`] and only `GetTask` and `GetPrediction` consult it (never submit or
-//! lease: the hot path pays nothing). The first call trains; a call that finds the
+//! yet): a few thousand rows, too many to read per request, so the engine keeps one
+//! trained [`Predictor`] per tenant, learnt from that tenant's history only (a prediction
+//! never tells one tenant about another's tasks), and only `GetTask` and `GetPrediction`
+//! consult them (never submit or lease: the hot path pays nothing). The first call trains; a call that finds the
 //! predictor older than five minutes (ten seconds while it has learnt nothing) gets it at
 //! once while a new one is trained in the background.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,10 +25,29 @@ const RETRAIN_AFTER_MICROS: i64 = 5 * 60 * 1_000_000;
 /// so a new cluster predicts soon after its first tasks finish.
 const RETRAIN_EMPTY_AFTER_MICROS: i64 = 10 * 1_000_000;
 
-/// The trained predictor and when it was trained.
+/// One predictor per tenant with history.
+#[derive(Debug, Default)]
+pub struct Predictors {
+    by_tenant: BTreeMap<String, Predictor>,
+    trained_on: u64,
+}
+
+impl Predictors {
+    /// Finished tasks learnt from, over every tenant.
+    pub fn trained_on(&self) -> u64 {
+        self.trained_on
+    }
+
+    /// What `tenant`'s history says about tasks like `q`.
+    pub fn predict(&self, tenant: &str, q: &PredictionQuery) -> Option<Prediction> {
+        self.by_tenant.get(tenant)?.predict(q)
+    }
+}
+
+/// The trained predictors and when they were trained.
 #[derive(Default)]
 pub(crate) struct PredictorCache {
-    current: std::sync::Mutex<Option<(i64, Arc<Predictor>)>>,
+    current: std::sync::Mutex<Option<(i64, Arc<Predictors>)>>,
     /// One training at a time.
     training: tokio::sync::Mutex<()>,
     /// A background retraining is under way.
@@ -34,14 +55,14 @@ pub(crate) struct PredictorCache {
 }
 
 impl PredictorCache {
-    fn get(&self) -> Option<(i64, Arc<Predictor>)> {
+    fn get(&self) -> Option<(i64, Arc<Predictors>)> {
         self.current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
-    fn put(&self, at: i64, predictor: Arc<Predictor>) {
+    fn put(&self, at: i64, predictor: Arc<Predictors>) {
         *self
             .current
             .lock()
@@ -76,8 +97,8 @@ pub fn prediction_query(task: &Task) -> PredictionQuery {
 }
 
 impl Engine {
-    /// Trains a predictor from the last 30 days of rollups now and keeps it.
-    pub async fn train_predictor(&self) -> Result<Arc<Predictor>, EngineError> {
+    /// Trains the predictors from the last 30 days of rollups now and keeps them.
+    pub async fn train_predictor(&self) -> Result<Arc<Predictors>, EngineError> {
         let cache = &self.inner.predictor;
         let _one = cache.training.lock().await;
         let now = self.now_micros();
@@ -85,15 +106,30 @@ impl Engine {
         let rows = self
             .rollups_by_dims(now_ms - HISTORY_MS, now_ms + 1)
             .await?;
-        let predictor = Arc::new(Predictor::train(rows.iter()));
-        cache.put(now, predictor.clone());
-        Ok(predictor)
+        let mut by_tenant: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+        for (dims, stats) in rows.iter() {
+            by_tenant
+                .entry(dims.tenant.as_str())
+                .or_default()
+                .push((dims, stats));
+        }
+        let by_tenant: BTreeMap<String, Predictor> = by_tenant
+            .into_iter()
+            .map(|(tenant, rows)| (tenant.to_string(), Predictor::train(rows)))
+            .collect();
+        let trained_on = by_tenant.values().map(Predictor::trained_on).sum();
+        let predictors = Arc::new(Predictors {
+            by_tenant,
+            trained_on,
+        });
+        cache.put(now, predictors.clone());
+        Ok(predictors)
     }
 
     /// The kept predictor: trained on first use; when older than five minutes (ten seconds
     /// while it has learnt nothing), returned as it is while a new one is trained in the
     /// background.
-    pub async fn predictor(&self) -> Result<Arc<Predictor>, EngineError> {
+    pub async fn predictor(&self) -> Result<Arc<Predictors>, EngineError> {
         let cache = &self.inner.predictor;
         let Some((at, predictor)) = cache.get() else {
             return self.train_predictor().await;
@@ -121,14 +157,18 @@ impl Engine {
         Ok(predictor)
     }
 
-    /// What history says about tasks like `q`; `None` when no task finished in the last
-    /// 30 days.
-    pub async fn predict(&self, q: &PredictionQuery) -> Result<Option<Prediction>, EngineError> {
-        Ok(self.predictor().await?.predict(q))
+    /// What `tenant`'s history says about tasks like `q`; `None` when none of its tasks
+    /// finished in the last 30 days.
+    pub async fn predict(
+        &self,
+        tenant: &str,
+        q: &PredictionQuery,
+    ) -> Result<Option<Prediction>, EngineError> {
+        Ok(self.predictor().await?.predict(tenant, q))
     }
 
-    /// What history says about `task` ([`prediction_query`]).
+    /// What its tenant's history says about `task` ([`prediction_query`]).
     pub async fn predict_task(&self, task: &Task) -> Result<Option<Prediction>, EngineError> {
-        self.predict(&prediction_query(task)).await
+        self.predict(&task.tenant, &prediction_query(task)).await
     }
 }
