@@ -56,8 +56,8 @@ struct Args {
 /// Pause between runs, after a `sync`.
 const PAUSE: Duration = Duration::from_secs(3);
 
-/// Share of the machine's CPU that other processes may use before a run starts, and
-/// during one before the report marks it as disturbed.
+/// Share of the machine's CPU that other processes and the hypervisor (steal) may take
+/// before a run starts, and during one before the report marks it as disturbed.
 const BUSY_PERCENT: f64 = 5.0;
 /// Longest wait for a quiet machine before a run.
 const QUIET_WAIT: Duration = Duration::from_secs(15 * 60);
@@ -293,8 +293,9 @@ fn varint(b: &mut &[u8]) -> Option<u64> {
     None
 }
 
-/// Waits (up to [`QUIET_WAIT`]) until other processes use under [`BUSY_PERCENT`] of the
-/// machine's CPU over a second: a run started during someone's build measures the build.
+/// Waits (up to [`QUIET_WAIT`]) until other processes and the hypervisor take under
+/// [`BUSY_PERCENT`] of the machine's CPU over a second: a run started during someone's
+/// build measures the build.
 fn wait_for_quiet() {
     let started = std::time::Instant::now();
     let mut said = false;
@@ -302,9 +303,7 @@ fn wait_for_quiet() {
         let before = cpu_times();
         std::thread::sleep(Duration::from_secs(1));
         let after = cpu_times();
-        let busy = cpu_percent(&before, &after, 0.0)["other_processes"]
-            .as_f64()
-            .unwrap_or(0.0);
+        let busy = taken(&cpu_percent(&before, &after, 0.0));
         if busy < BUSY_PERCENT {
             return;
         }
@@ -313,7 +312,9 @@ fn wait_for_quiet() {
             return;
         }
         if !said {
-            eprintln!("other processes use {busy:.0}% of the CPU; waiting for a quiet machine...");
+            eprintln!(
+                "other processes or the hypervisor take {busy:.0}% of the CPU; waiting for a quiet machine..."
+            );
             said = true;
         }
         std::thread::sleep(Duration::from_secs(4));
@@ -729,7 +730,8 @@ fn markdown(r: &Value, json_name: &str) -> String {
             "The machine's CPU during the runs (all processes, /proc/stat, lowest–highest \
              run): idle {}, waiting for the disk {}, stolen by the hypervisor {}, used by \
              processes other than this benchmark's {}. Each run started once other \
-             processes used under {:.0}% of the CPU (or after {} minutes of waiting).\n\n",
+             processes and the hypervisor took under {:.0}% of the CPU (or after {} minutes \
+             of waiting).\n\n",
             range("idle"),
             range("iowait"),
             range("steal"),
@@ -739,7 +741,7 @@ fn markdown(r: &Value, json_name: &str) -> String {
         ));
         // Runs during which other processes took their share of the machine.
         let limit = f(&r["busy_percent_limit"]);
-        let busy = |run: &Value| f(&run["machine_cpu_percent"]["other_processes"]);
+        let busy = |run: &Value| taken(&run["machine_cpu_percent"]);
         let mut disturbed = Vec::new();
         for c in &configs {
             for (i, run) in c["runs"].as_array().into_iter().flatten().enumerate() {
@@ -755,8 +757,8 @@ fn markdown(r: &Value, json_name: &str) -> String {
         }
         if disturbed.is_empty() {
             s.push_str(&format!(
-                "No run was disturbed: other processes used under {limit:.0}% of the CPU \
-                 during every run.\n\n"
+                "No run was disturbed: other processes and the hypervisor took under \
+                 {limit:.0}% of the CPU during every run.\n\n"
             ));
         } else {
             let quiet: Vec<Vec<f64>> = configs
@@ -772,8 +774,8 @@ fn markdown(r: &Value, json_name: &str) -> String {
                 })
                 .collect();
             s.push_str(&format!(
-                "Disturbed runs, during which other processes used {limit:.0}% or more of the \
-                 CPU: {}. ",
+                "Disturbed runs, during which other processes and the hypervisor (steal) took \
+                 {limit:.0}% or more of the CPU: {}. ",
                 disturbed.join(", ")
             ));
             if quiet.iter().all(|v| !v.is_empty()) {
@@ -899,6 +901,12 @@ fn cpu_times() -> Vec<u64> {
         .skip(1)
         .filter_map(|v| v.parse().ok())
         .collect()
+}
+
+/// The share of the machine's CPU that others took: other processes and the hypervisor.
+fn taken(usage: &Value) -> f64 {
+    let get = |k: &str| usage[k].as_f64().unwrap_or(0.0);
+    get("other_processes") + get("steal")
 }
 
 /// CPU seconds used by this process (all its threads) and by its children that ended
