@@ -3,6 +3,9 @@
 //! throughput (first submit to last completion), submit latency percentiles, and the
 //! server's peak memory and CPU time, into `benches/results/`.
 
+#[path = "utc.rs"]
+mod utc;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -228,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
     let throughput = total as f64 / elapsed.as_secs_f64();
     let submit_rate = total as f64 / submitted.as_secs_f64();
     let p = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    let date = chrono_date();
+    let date = utc::today();
     let report = serde_json::json!({
         "date": date,
         "tasks": total,
@@ -275,25 +278,4 @@ async fn spans_dropped(url: &str) -> anyhow::Result<f64> {
         .filter(|l| l.starts_with("supervisor_telemetry_spans_dropped_total"))
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .fold(0.0, |a, b| a + b))
-}
-
-/// Today's date (UTC) as YYYY-MM-DD, without a date crate.
-fn chrono_date() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let days = secs.div_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}")
 }

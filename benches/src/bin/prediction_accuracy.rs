@@ -46,6 +46,9 @@ use anyhow::Context;
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+#[path = "../utc.rs"]
+mod utc;
+
 use serde_json::{Value, json};
 use supervisor_model::{
     FinishedSample, Prediction, PredictionQuery, Predictor, RollupDims, RollupStats, Specialty,
@@ -579,25 +582,6 @@ fn calibration(mut v: Vec<(f64, bool)>, bins: usize) -> Vec<(f64, f64, f64, f64,
         .collect()
 }
 
-/// Today's date (UTC) as `YYYY-MM-DD`, for the result files' names.
-fn today() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    // Howard Hinnant's days-to-civil.
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
 fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
@@ -705,7 +689,7 @@ fn main() -> anyhow::Result<()> {
     let elapsed = started.elapsed();
 
     // The report: every figure in it comes from the values above.
-    let date = today();
+    let date = utc::today();
     let stem = format!(
         "{date}-predictions{}",
         if args.quick { "-quick" } else { "" }

@@ -27,6 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+#[path = "../utc.rs"]
+mod utc;
+
 use clap::Parser;
 use serde_json::{Value, json};
 
@@ -435,7 +438,7 @@ fn main() -> anyhow::Result<()> {
             .join("supervisor-bench"),
     };
     let scratch = tempfile::tempdir()?;
-    let started = now_utc();
+    let started = utc::now();
     // Others may rebuild the node while this runs (a shared target directory).
     let node_bin = bench.with_file_name("supervisor");
     let modified = || {
@@ -483,7 +486,7 @@ fn main() -> anyhow::Result<()> {
             std::thread::sleep(PAUSE);
         }
     }
-    let finished = now_utc();
+    let finished = utc::now();
     let node_bin_changed = modified() != node_bin_before;
 
     let series = |i: usize, key: &str| -> Vec<f64> {
@@ -986,31 +989,6 @@ fn machine() -> Value {
     m.insert("mem_total_mib", json!(mem_kib.map(|k| k / 1024)));
     m.insert("kernel", json!(kernel));
     json!(m)
-}
-
-/// The current UTC date (YYYY-MM-DD) and time (HH:MM:SS), without a date crate.
-fn now_utc() -> (String, String) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm), as in supervisor-bench.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    (
-        format!("{y:04}-{m:02}-{d:02}"),
-        format!("{:02}:{:02}:{:02}", tod / 3600, tod % 3600 / 60, tod % 60),
-    )
 }
 
 #[cfg(test)]
