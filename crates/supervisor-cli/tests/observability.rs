@@ -10,8 +10,8 @@ use std::time::Duration;
 use supervisor_proto::v1;
 use supervisor_proto::v1::task_service_client::TaskServiceClient;
 
+use common::NodeProcess;
 use common::receivers::{Phoenix, Prometheus, Span, http_request};
-use common::{NodeProcess, supervisor};
 
 /// Guard against hangs only; no assertion depends on how long anything took.
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -72,12 +72,7 @@ async fn wait_done(addr: &str, id: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_trace_follows_a_task_from_the_node_that_took_it_to_the_node_that_ran_it() {
     let phoenix = Phoenix::start();
-    let pg = supervisor_chaos::pg::PgServer::start(&[], &[])
-        .expect("a throwaway PostgreSQL (apt-get install postgresql)");
-    pg.create_database("sv").await.expect("database");
-    let url = pg.url("127.0.0.1", "sv");
-    let (code, _, err) = supervisor(&["store", "init", "--store", &url], &[]);
-    assert_eq!(code, 0, "{err}");
+    let (_pg, url) = common::pg_store().await;
     let endpoint = phoenix.otlp_grpc_endpoint();
     let otel = |service: &'static str| {
         vec![

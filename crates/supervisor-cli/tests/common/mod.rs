@@ -189,6 +189,18 @@ pub fn fake_cli_config(dir: &Path, script: &str) -> PathBuf {
     config
 }
 
+/// A throwaway PostgreSQL with a fresh database whose schema `store init` made, and the
+/// store's URL.
+pub async fn pg_store() -> (supervisor_chaos::pg::PgServer, String) {
+    let pg = supervisor_chaos::pg::PgServer::start(&[], &[])
+        .expect("a throwaway PostgreSQL (apt-get install postgresql)");
+    pg.create_database("sv").await.expect("database");
+    let url = pg.url("127.0.0.1", "sv");
+    let (code, _, err) = supervisor(&["store", "init", "--store", &url], &[]);
+    assert_eq!(code, 0, "{err}");
+    (pg, url)
+}
+
 /// Node processes `n1`, `n2`... sharing a fresh database on a throwaway PostgreSQL.
 pub struct PgCluster {
     pub pg: supervisor_chaos::pg::PgServer,
@@ -202,12 +214,7 @@ pub struct PgCluster {
 impl PgCluster {
     /// Starts PostgreSQL, creates the schema, and starts `n` nodes with `env`.
     pub async fn start(n: usize, env: &[(&str, &str)]) -> PgCluster {
-        let pg = supervisor_chaos::pg::PgServer::start(&[], &[])
-            .expect("a throwaway PostgreSQL (apt-get install postgresql)");
-        pg.create_database("sv").await.expect("database");
-        let url = pg.url("127.0.0.1", "sv");
-        let (code, _, err) = supervisor(&["store", "init", "--store", &url], &[]);
-        assert_eq!(code, 0, "{err}");
+        let (pg, url) = pg_store().await;
         let dirs: Vec<tempfile::TempDir> = (0..n)
             .map(|_| tempfile::tempdir().expect("tempdir"))
             .collect();
