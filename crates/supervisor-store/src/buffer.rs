@@ -83,6 +83,17 @@ impl RangeSet {
             .map(|(b, e)| (b.as_slice(), e.as_slice()))
     }
 
+    /// Whether `[begin, end)` shares a key with one of the ranges.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn overlaps(&self, begin: &[u8], end: &[u8]) -> bool {
+        begin < end
+            && self
+                .ranges
+                .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(end)))
+                .next_back()
+                .is_some_and(|(_, e)| e.as_slice() > begin)
+    }
+
     /// Whether `key` lies in one of the ranges.
     pub(crate) fn contains(&self, key: &[u8]) -> bool {
         self.containing(key).is_some()
@@ -256,6 +267,20 @@ mod tests {
         assert_eq!(set.iter().collect::<Vec<_>>(), vec![(&b"a"[..], &b"z"[..])]);
         assert!(!set.contains(b"z"));
         assert!(set.contains(b"a"));
+    }
+
+    #[test]
+    fn range_set_overlaps_only_ranges_sharing_a_key() {
+        let mut set = RangeSet::default();
+        set.insert(b"b", b"d");
+        set.insert(b"f", b"h");
+        assert!(set.overlaps(b"a", b"c"));
+        assert!(set.overlaps(b"c", b"g"));
+        assert!(set.overlaps(b"g", b"z"));
+        assert!(!set.overlaps(b"a", b"b"));
+        assert!(!set.overlaps(b"d", b"f"));
+        assert!(!set.overlaps(b"h", b"z"));
+        assert!(!set.overlaps(b"c", b"c"));
     }
 
     #[test]

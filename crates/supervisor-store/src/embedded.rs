@@ -390,6 +390,12 @@ impl Backend for EmbeddedStore {
     async fn begin(&self) -> Result<Box<dyn RawTransaction>, StoreError> {
         Ok(Box::new(txn::EmbeddedTxn::begin(self.shared.clone())?))
     }
+
+    /// One process owns the file (redb locks it): a relaxed commit not yet fsynced is lost
+    /// only by a crash of that process or of its machine.
+    fn relaxed_commits_die_with_process(&self) -> bool {
+        true
+    }
 }
 
 /// Opens an embedded database and wraps it in a [`Db`].

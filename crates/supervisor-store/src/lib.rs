@@ -216,6 +216,19 @@ impl Future for Watch {
     }
 }
 
+/// How urgently a transaction must get through when the store is busy (FoundationDB's
+/// transaction priorities).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    /// Ordinary work: submits, queries, administration.
+    #[default]
+    Default,
+    /// Work that keeps running tasks and the cluster alive (lease renewals, completions,
+    /// heartbeats, fencing): backends serve it ahead of, or apart from, default work, so an
+    /// overload of submits cannot make a live node's leases lapse.
+    System,
+}
+
 /// A storage engine: hands out transactions.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -223,6 +236,12 @@ pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Starts a transaction at the latest committed snapshot.
     async fn begin(&self) -> Result<Box<dyn RawTransaction>, StoreError>;
+    /// Whether a relaxed commit ([`Transaction::relax_durability`]) can only be lost
+    /// together with this process (a store in the process's own file): then nothing the
+    /// process did on the strength of a lost commit outlives the loss.
+    fn relaxed_commits_die_with_process(&self) -> bool {
+        false
+    }
 }
 
 /// One backend transaction. Callers use [`Transaction`], which validates sizes and wraps this.
@@ -266,6 +285,13 @@ pub trait RawTransaction: Send {
     async fn commit(self: Box<Self>) -> Result<CommitInfo, StoreError>;
     /// The backend's name for metrics: `embedded`, `postgres` or `fdb`.
     fn backend(&self) -> &'static str;
+    /// Sets the transaction's priority (before its first read). Backends without lanes
+    /// ignore it.
+    fn set_priority(&mut self, _priority: Priority) {}
+    /// Lets the commit be acknowledged before it is durable; it becomes durable with the
+    /// next durable commit of the same store, or after a short interval. Backends whose
+    /// commits are always durable ignore it.
+    fn relax_durability(&mut self) {}
 }
 
 /// How [`Db::run`] retries.
@@ -320,6 +346,7 @@ pub(crate) fn whole_micros(delay: Duration) -> Duration {
 pub struct Db {
     backend: Arc<dyn Backend>,
     retry: RetryPolicy,
+    latency: Arc<transaction::CommitLatency>,
 }
 
 impl std::fmt::Debug for Db {
@@ -336,7 +363,15 @@ impl Db {
         Db {
             backend,
             retry: RetryPolicy::default(),
+            latency: Arc::default(),
         }
+    }
+
+    /// How long this handle's write commits have taken lately: a moving average over the
+    /// last few dozen, forgotten after a few seconds without any (then zero). A store
+    /// that falls behind shows here first; admission control reads it.
+    pub fn commit_latency(&self) -> Duration {
+        self.latency.get()
     }
 
     /// Replaces the retry policy.
@@ -350,10 +385,19 @@ impl Db {
         self.backend.name()
     }
 
+    /// Whether a relaxed commit can only be lost together with this process (see
+    /// [`Backend::relaxed_commits_die_with_process`]).
+    pub fn relaxed_commits_die_with_process(&self) -> bool {
+        self.backend.relaxed_commits_die_with_process()
+    }
+
     /// Starts a single transaction with no retry loop (tests, and callers that retry
     /// themselves). Most code wants [`Db::run`].
     pub async fn begin(&self) -> Result<Transaction<'static>, StoreError> {
-        Ok(Transaction::new(self.backend.begin().await?))
+        Ok(Transaction::new(
+            self.backend.begin().await?,
+            self.latency.clone(),
+        ))
     }
 
     /// Runs `f` in a transaction and commits it, retrying on retryable errors with

@@ -16,21 +16,26 @@
 //!   no snapshot and holds no connection until it commits (FoundationDB also gets its read
 //!   version lazily); its read version is then its commit's, so an
 //!   `add_read_conflict_range` without any read conflicts with nothing.
-//! - **Commit = resolver + apply, in one short SQL transaction.** The commit ends the read
-//!   snapshot and, on the same connection, starts a `READ COMMITTED` transaction that locks
-//!   the single row of `supervisor_meta` (`SELECT … FOR UPDATE`). Committers therefore run
-//!   one at a time, in one total order. Under that lock it checks the recorded read ranges
-//!   against `supervisor_kv_history` — the key ranges written by every commit after the
-//!   read version — and fails with [`StoreError::Conflict`] on an overlap, exactly
-//!   FoundationDB's rule. Otherwise it applies the buffered writes (cleared ranges as
-//!   `DELETE … WHERE key >= AND <`, sets as upserts, atomic adds read-modify-written under
-//!   the lock, versionstamped keys), records its written ranges in the history, bumps the
-//!   commit version, sends a notification for watches and commits.
-//! - **Versionstamps** are the new commit version as 8 big-endian bytes followed by a
-//!   2-byte batch order that is always 0 (each commit is its own batch); all keys of one
-//!   transaction share the stamp, and its user version tells them apart, as in
-//!   FoundationDB. Commit versions grow with commit order because they are assigned under
-//!   the commit lock.
+//! - **Commit = resolver + apply, one batch per process, in one short SQL transaction.**
+//!   A commit ends the read snapshot (its connection goes back to the pool) and hands the
+//!   transaction to the process's committer (`group`), which takes every transaction
+//!   queued meanwhile as one batch and, on its own connection, starts a `READ COMMITTED`
+//!   transaction that locks the single row of `supervisor_meta` (`SELECT … FOR UPDATE`).
+//!   Committers (one per process) therefore run one at a time, in one total order. Under
+//!   that lock it checks every transaction's read ranges against `supervisor_kv_history`
+//!   — the key ranges written by every commit after its read version — and against the
+//!   transactions before it in the batch; an overlap fails that transaction with
+//!   [`StoreError::Conflict`], exactly FoundationDB's rule. The others' writes fold into
+//!   one net change, applied as a whole (cleared ranges as `DELETE … WHERE key >= AND <`,
+//!   sets as one `unnest` upsert, atomic adds read-modify-written under the lock,
+//!   versionstamped keys); the batch records its written ranges in the history, bumps the
+//!   commit version, sends one notification for watches and commits: one lock hold and
+//!   one WAL flush for the whole batch.
+//! - **Versionstamps** are the batch's commit version as 8 big-endian bytes followed by
+//!   the transaction's 2-byte order in the batch, as FoundationDB's commit proxies number
+//!   them; all keys of one transaction share the stamp, and its user version tells them
+//!   apart. Commit versions grow with commit order because they are assigned under the
+//!   commit lock.
 //! - **Conflict window.** History is pruned after five seconds (FoundationDB's transaction
 //!   lifetime), raising the *history floor*; a transaction whose read version is below the
 //!   floor can no longer be checked and its commit fails with [`StoreError::TooOld`]
@@ -52,10 +57,18 @@
 //! and (3) a commit counter updated inside every transaction makes every pair of
 //! concurrent writers conflict. The conformance suite checks all three.
 //!
-//! Costs of this design: commits are serialized by the meta row lock (each holds it for
+//! - **Lanes.** Reads of [`Priority::System`] transactions (lease renewals, completions,
+//!   heartbeats) take connections from a small pool of their own, and commits go through
+//!   the committer's own connection, so a flood of submits cannot starve them of
+//!   connections. A transaction that relaxed its durability
+//!   ([`crate::Transaction::relax_durability`]) may be acknowledged before its WAL is
+//!   flushed when its whole batch did (`synchronous_commit = off`).
+//!
+//! Costs of this design: batches are serialized by the meta row lock (each holds it for
 //! two pipelined round trips plus the server's commit), so a database sustains on the
-//! order of a thousand commits per second, less with a slow WAL flush; every commit sends
-//! one notification. Keys are limited by PostgreSQL's btree, which stores an index entry of
+//! order of a thousand batches per second, less with a slow WAL flush, and as many
+//! transactions per batch as the processes had queued; every batch sends one
+//! notification. Keys are limited by PostgreSQL's btree, which stores an index entry of
 //! at most 2,704 bytes (after compression): a longer key fails at commit with
 //! [`StoreError::Io`] naming the limit, although FoundationDB allows 10,000 bytes. Only
 //! unencrypted connections are supported (no TLS connector is linked in).
@@ -66,20 +79,20 @@
 //! [`StoreError::Unavailable`], naming the URL with its password redacted; a database
 //! without the schema to [`StoreError::Corrupt`] saying how to create it.
 
+mod group;
 mod session;
 mod sql;
 mod txn;
 mod watches;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-use crate::{Backend, Db, RawTransaction, StoreError};
+use crate::{Backend, Db, Priority, RawTransaction, StoreError};
 
 /// How long the server lets a session sit idle inside a transaction before ending it
 /// (and releasing the commit lock it may hold).
@@ -89,9 +102,9 @@ const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(6);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a transaction waits for a free pooled connection before giving up.
 const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often (at most) a process prunes the conflict history. The window itself (five
-/// seconds, FoundationDB's transaction lifetime) is written into [`sql::PRUNE_HISTORY`].
-const PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// Connections kept for [`Priority::System`] transactions (lease renewals, completions,
+/// heartbeats), so a flood of ordinary ones cannot make them wait for a connection.
+const SYSTEM_POOL_SIZE: usize = 4;
 
 /// Options of the PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -116,36 +129,31 @@ impl Default for PostgresOptions {
 
 /// State shared by the store handle and its transactions.
 pub(crate) struct Shared {
+    /// Connections for reads of [`Priority::Default`] transactions.
     pub(crate) pool: Pool,
+    /// Connections for reads of [`Priority::System`] transactions.
+    pub(crate) system_pool: Pool,
+    /// Where every commit of this process goes (one batch at a time).
+    pub(crate) committer: group::Committer,
     /// The URL with its password redacted, for messages.
     pub(crate) target: String,
     pub(crate) pool_size: usize,
     pub(crate) watches: Arc<watches::WatchRegistry>,
-    /// When this process last pruned the conflict history (milliseconds since `epoch`).
-    pub(crate) last_prune_ms: AtomicU64,
-    pub(crate) epoch: Instant,
 }
 
 impl Shared {
-    /// Whether this commit should also prune the history; claims the turn if so.
-    pub(crate) fn claim_prune(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let last = self.last_prune_ms.load(Ordering::Relaxed);
-        let every = u64::try_from(PRUNE_EVERY.as_millis()).unwrap_or(u64::MAX);
-        now.saturating_sub(last) >= every
-            && self
-                .last_prune_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-
-    /// A pooled connection.
-    pub(crate) async fn connection(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
+    /// A pooled connection for a transaction of `priority`.
+    pub(crate) async fn connection(
+        &self,
+        priority: Priority,
+    ) -> Result<deadpool_postgres::Object, StoreError> {
+        let (pool, size) = match priority {
+            Priority::Default => (&self.pool, self.pool_size),
+            Priority::System => (&self.system_pool, SYSTEM_POOL_SIZE),
+        };
+        pool.get()
             .await
-            .map_err(|err| pool_error(err, &self.target, self.pool_size))
+            .map_err(|err| pool_error(err, &self.target, size))
     }
 }
 
@@ -179,19 +187,9 @@ impl PostgresStore {
         let target = redact_url(url);
         let config = parse_url(url, &target)?;
         let pool_size = opts.pool_size.max(1);
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size)
-            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Io(format!("cannot build the connection pool: {e}")))?;
+        let pool = build_pool(&config, pool_size)?;
+        let system_pool = build_pool(&config, SYSTEM_POOL_SIZE)?;
+        let commit_pool = build_pool(&config, 1)?;
         {
             let client = pool
                 .get()
@@ -205,11 +203,11 @@ impl PostgresStore {
         Ok(Arc::new(PostgresStore {
             shared: Arc::new(Shared {
                 pool,
+                system_pool,
+                committer: group::Committer::start(commit_pool, target.clone()),
                 target,
                 pool_size,
                 watches: registry,
-                last_prune_ms: AtomicU64::new(0),
-                epoch: Instant::now(),
             }),
             listener,
         }))
@@ -266,6 +264,23 @@ impl Backend for PostgresStore {
 /// [`PostgresStore::connect`]).
 pub async fn open_db(url: &str, opts: PostgresOptions) -> Result<Db, StoreError> {
     Ok(Db::new(PostgresStore::connect(url, opts).await?))
+}
+
+/// A pool of at most `size` connections to `config`.
+fn build_pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Io(format!("cannot build the connection pool: {e}")))
 }
 
 /// Parses a connection URL, filling in this backend's defaults.

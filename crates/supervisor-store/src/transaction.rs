@@ -4,6 +4,9 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::{
     CommitInfo, KeyValue, MAX_KEY_BYTES, MAX_TXN_BYTES, MAX_VALUE_BYTES, RangeOptions,
@@ -20,6 +23,7 @@ pub type TxnFuture<'a, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send 
 /// borrow anything the caller's scope holds. Outside `run` it is simply `'static`.
 pub struct Transaction<'c> {
     raw: Box<dyn RawTransaction>,
+    latency: Arc<CommitLatency>,
     written: usize,
     deferred: Option<StoreError>,
     after_commit: Vec<Box<dyn FnOnce() + Send>>,
@@ -27,9 +31,10 @@ pub struct Transaction<'c> {
 }
 
 impl Transaction<'_> {
-    pub(crate) fn new(raw: Box<dyn RawTransaction>) -> Self {
+    pub(crate) fn new(raw: Box<dyn RawTransaction>, latency: Arc<CommitLatency>) -> Self {
         Transaction {
             raw,
+            latency,
             written: 0,
             deferred: None,
             after_commit: Vec::new(),
@@ -161,6 +166,22 @@ impl Transaction<'_> {
         self.raw.watch(key)
     }
 
+    /// Sets how urgently this transaction must get through when the store is busy; call it
+    /// before the first read. See [`crate::Priority`].
+    pub fn set_priority(&mut self, priority: crate::Priority) {
+        self.raw.set_priority(priority);
+    }
+
+    /// Lets the commit be acknowledged before it reaches the disk: a crash of the store in
+    /// the next moments may lose it. It becomes durable with the next durable commit (WAL
+    /// and commit order are one) or within a short interval (100 ms on the embedded
+    /// store). Only for writes whose loss is harmless, such as a lease: a lost lease means
+    /// the task runs again, which at-least-once execution allows. FoundationDB commits are
+    /// always durable.
+    pub fn relax_durability(&mut self) {
+        self.raw.relax_durability();
+    }
+
     /// Runs `f` once this transaction has committed, and never if it does not (a
     /// conflict retried by [`crate::Db::run`] drops it with the attempt). For effects
     /// outside the store that must happen once per committed change: metrics, say.
@@ -173,30 +194,87 @@ impl Transaction<'_> {
         if let Some(err) = self.deferred {
             return Err(err);
         }
-        if !supervisor_telemetry::metrics_on() {
-            let info = self.raw.commit().await?;
-            for f in self.after_commit {
-                f();
-            }
-            return Ok(info);
-        }
-        let backend = opentelemetry_backend(self.raw.backend());
-        let started = std::time::Instant::now();
+        let backend = self.raw.backend();
+        let started = Instant::now();
         let result = self.raw.commit().await;
-        let m = supervisor_telemetry::metrics();
-        match &result {
-            Ok(info) if info.version.is_some() => m
-                .store_commit_duration
-                .record(started.elapsed().as_secs_f64(), &backend),
-            Ok(_) => {}
-            Err(StoreError::Conflict) => m.store_conflicts.add(1, &backend),
-            Err(_) => {}
+        let elapsed = started.elapsed();
+        if matches!(result, Ok(CommitInfo { version: Some(_) })) {
+            self.latency.record(elapsed);
+        }
+        if supervisor_telemetry::metrics_on() {
+            let backend = opentelemetry_backend(backend);
+            let m = supervisor_telemetry::metrics();
+            match &result {
+                Ok(info) if info.version.is_some() => m
+                    .store_commit_duration
+                    .record(elapsed.as_secs_f64(), &backend),
+                Ok(_) => {}
+                Err(StoreError::Conflict) => m.store_conflicts.add(1, &backend),
+                Err(_) => {}
+            }
         }
         let info = result?;
         for f in self.after_commit {
             f();
         }
         Ok(info)
+    }
+}
+
+/// A moving average of write-commit latency (weight 1/8 per commit), forgotten after
+/// [`CommitLatency::FORGET_AFTER`] without a commit.
+#[derive(Debug)]
+pub(crate) struct CommitLatency {
+    micros: AtomicU64,
+    /// When the last commit was recorded, in milliseconds since `epoch`.
+    at_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for CommitLatency {
+    fn default() -> Self {
+        CommitLatency {
+            micros: AtomicU64::new(0),
+            at_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl CommitLatency {
+    /// How long a latency is remembered without a newer commit.
+    const FORGET_AFTER: Duration = Duration::from_secs(5);
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Folds one commit's latency in. Concurrent updates may lose one another's sample,
+    /// which an average can afford.
+    pub(crate) fn record(&self, latency: Duration) {
+        let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let now = self.now_ms();
+        let stale = now.saturating_sub(self.at_ms.load(Ordering::Relaxed))
+            > Self::FORGET_AFTER.as_millis() as u64;
+        let old = self.micros.load(Ordering::Relaxed);
+        let new = if old == 0 || stale {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.micros.store(new, Ordering::Relaxed);
+        self.at_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// The average, or zero when no commit was recorded lately.
+    pub(crate) fn get(&self) -> Duration {
+        let idle = self
+            .now_ms()
+            .saturating_sub(self.at_ms.load(Ordering::Relaxed));
+        if idle > Self::FORGET_AFTER.as_millis() as u64 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
     }
 }
 

@@ -516,6 +516,41 @@ async fn throughput_probe() {
 }
 
 #[tokio::test]
+async fn relaxed_transactions_wait_for_no_fsync_and_durable_ones_do() {
+    let dir = temp_dir();
+    let (store, db) = open_store(&db_path(&dir), EmbeddedOptions::default());
+    put(&db, b"first", b"v").await;
+    let before = store.stats();
+    const RELAXED: u64 = 50;
+    for i in 0..RELAXED {
+        let mut txn = ok(db.begin().await, "begin");
+        txn.relax_durability();
+        txn.set(format!("relaxed-{i}").as_bytes(), b"v");
+        ok(txn.commit().await, "relaxed commit");
+    }
+    let relaxed = store.stats();
+    put(&db, b"last", b"v").await;
+    let after = store.stats();
+    // Relaxed batches are flushed at most every 100 ms, so 50 quick ones share a few.
+    assert!(
+        relaxed.durable_commits - before.durable_commits < RELAXED,
+        "every relaxed commit was fsynced: {before:?} -> {relaxed:?}"
+    );
+    assert!(
+        after.durable_commits > relaxed.durable_commits,
+        "a durable commit must fsync: {relaxed:?} -> {after:?}"
+    );
+    for i in 0..RELAXED {
+        let key = format!("relaxed-{i}");
+        assert_eq!(
+            fetch(&db, key.as_bytes()).await.as_deref(),
+            Some(&b"v"[..]),
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn conflict_history_follows_live_readers_not_the_write_rate() {
     let dir = temp_dir();
     let (store, db) = open_store(&db_path(&dir), EmbeddedOptions::default());

@@ -496,16 +496,7 @@ async fn keys_sort_bytewise_including_high_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_too_long_for_the_index_fails_clearly() {
     let db = fresh_db().await;
-    // Incompressible bytes: PostgreSQL's btree cannot hold 3,000 of them.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let key: Vec<u8> = (0..3_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()[0]
-        })
-        .collect();
+    let key = incompressible_key(3_000);
     let mut txn = ok(db.begin().await, "begin");
     txn.set(b"marker", b"1");
     txn.set(&key, b"v");
@@ -514,6 +505,106 @@ async fn a_key_too_long_for_the_index_fails_clearly() {
         other => panic!("a key too long for the index must fail clearly, got {other:?}"),
     }
     assert_eq!(fetch(&db, b"marker").await, None, "nothing was written");
+}
+
+/// Incompressible bytes: PostgreSQL's btree cannot hold `len` of them as a key.
+fn incompressible_key(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_share_batches() {
+    let db = fresh_db().await;
+    const COMMITS: usize = 200;
+    let mut tasks = Vec::new();
+    for i in 0..COMMITS {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut txn = ok(db.begin().await, "begin");
+            txn.set(format!("batch/{i:03}").as_bytes(), b"v");
+            txn.atomic_add(b"batch-count", 1);
+            ok(txn.commit().await, "commit").version
+        }));
+    }
+    let mut versions = std::collections::BTreeSet::new();
+    for task in tasks {
+        match task.await {
+            Ok(Some(version)) => {
+                versions.insert(version);
+            }
+            other => panic!("a concurrent commit did not report its version: {other:?}"),
+        }
+    }
+    assert!(
+        versions.len() < COMMITS,
+        "{COMMITS} concurrent commits took {} commit versions: none was batched",
+        versions.len()
+    );
+    assert_eq!(
+        fetch(&db, b"batch-count").await,
+        Some((COMMITS as i64).to_le_bytes().to_vec()),
+        "every atomic add of every batch counted"
+    );
+    for i in 0..COMMITS {
+        let key = format!("batch/{i:03}");
+        assert_eq!(
+            fetch(&db, key.as_bytes()).await,
+            Some(b"v".to_vec()),
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_transaction_fails_alone_in_its_batch() {
+    let db = fresh_db().await;
+    let bad_key = incompressible_key(3_000);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let db = db.clone();
+        let bad_key = bad_key.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut txn = ok(db.begin().await, "begin");
+            if i == 20 {
+                txn.set(&bad_key, b"v");
+            } else {
+                txn.set(format!("good/{i:02}").as_bytes(), b"v");
+            }
+            (i, txn.commit().await)
+        }));
+    }
+    for task in tasks {
+        let (i, outcome) = match task.await {
+            Ok(done) => done,
+            Err(err) => panic!("a commit task panicked: {err}"),
+        };
+        match (i, outcome) {
+            (20, Err(StoreError::Io(msg))) => assert!(msg.contains("2,704 bytes"), "{msg}"),
+            (20, other) => panic!("the bad key must fail clearly, got {other:?}"),
+            (_, Ok(_)) => {}
+            (i, Err(err)) => panic!("good transaction {i} failed with the bad one: {err}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_and_system_transactions_commit_like_others() {
+    let db = fresh_db().await;
+    let mut relaxed = ok(db.begin().await, "begin");
+    relaxed.set_priority(supervisor_store::Priority::System);
+    relaxed.relax_durability();
+    ok(relaxed.get(b"r").await, "read on the system lane");
+    relaxed.set(b"r", b"1");
+    ok(relaxed.commit().await, "relaxed commit");
+    assert_eq!(fetch(&db, b"r").await, Some(b"1".to_vec()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

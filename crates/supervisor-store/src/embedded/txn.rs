@@ -39,6 +39,8 @@ pub(crate) struct EmbeddedTxn {
     /// Read conflict ranges, `[begin, end)`.
     reads: Vec<(Vec<u8>, Vec<u8>)>,
     watches: Vec<PendingWatch>,
+    /// Whether the commit's acknowledgement waits for the fsync (in immediate mode).
+    durable: bool,
 }
 
 impl Drop for EmbeddedTxn {
@@ -76,6 +78,7 @@ impl EmbeddedTxn {
             buffer: WriteBuffer::default(),
             reads: Vec::new(),
             watches: Vec::new(),
+            durable: true,
         })
     }
 
@@ -346,6 +349,10 @@ impl RawTransaction for EmbeddedTxn {
         watch
     }
 
+    fn relax_durability(&mut self) {
+        self.durable = false;
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<CommitInfo, StoreError> {
         let watches = match self.watched_values() {
             Ok(watches) => watches,
@@ -381,6 +388,7 @@ impl RawTransaction for EmbeddedTxn {
                 entries: buffer.entries,
                 versionstamped: buffer.versionstamped,
             },
+            durable: self.durable,
             reply,
         };
         if !self.shared.send(Message::Commit(request)) {

@@ -61,6 +61,8 @@ pub(crate) struct CommitRequest {
     pub(crate) reads: Vec<(Vec<u8>, Vec<u8>)>,
     /// What it writes.
     pub(crate) writes: WriteSet,
+    /// Whether its acknowledgement must wait for the fsync (in immediate mode).
+    pub(crate) durable: bool,
     /// Where the outcome goes: the commit version, or why it failed.
     pub(crate) reply: oneshot::Sender<Result<u64, StoreError>>,
 }
@@ -314,9 +316,14 @@ impl Writer {
             .store(self.history.floor(), Ordering::Release);
 
         let version = self.version + 1;
+        // A batch of relaxed transactions only (see `Transaction::relax_durability`) is
+        // made durable like relaxed mode's: by the next durable batch or within the
+        // flush interval.
         let durable = match self.durability {
-            Durability::Immediate => true,
-            Durability::Relaxed => self.last_durable.elapsed() >= RELAXED_FLUSH_INTERVAL,
+            Durability::Immediate if batch.iter().any(|r| r.durable) => true,
+            Durability::Immediate | Durability::Relaxed => {
+                self.last_durable.elapsed() >= RELAXED_FLUSH_INTERVAL
+            }
         };
         let mut txn = match self.shared.db.begin_write() {
             Ok(txn) => txn,

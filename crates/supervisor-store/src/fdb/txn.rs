@@ -10,11 +10,11 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use foundationdb::options::{ConflictRangeType, MutationType, StreamingMode};
+use foundationdb::options::{ConflictRangeType, MutationType, StreamingMode, TransactionOption};
 use foundationdb::{Database, FdbError, KeySelector, RangeOption, Transaction};
 
 use crate::fdb_mapping::{code, commit_version, user_range, versionstamp_offset};
-use crate::{CommitInfo, KeyValue, RangeOptions, RawTransaction, StoreError, Watch};
+use crate::{CommitInfo, KeyValue, Priority, RangeOptions, RawTransaction, StoreError, Watch};
 
 use super::map_err;
 
@@ -119,6 +119,16 @@ async fn resolve_watch(
 impl RawTransaction for FdbTxn {
     fn backend(&self) -> &'static str {
         "fdb"
+    }
+
+    fn set_priority(&mut self, priority: Priority) {
+        // High read priority rather than `priority_system_immediate`, which FoundationDB
+        // reserves for its own tools (it blocks every other transaction behind it).
+        if priority == Priority::System
+            && let Err(err) = self.trx.set_option(TransactionOption::ReadPriorityHigh)
+        {
+            self.defer(map_err(err));
+        }
     }
 
     async fn get(&mut self, key: &[u8], snapshot: bool) -> Result<Option<Vec<u8>>, StoreError> {

@@ -94,11 +94,17 @@ pub(super) const RANGE_REVERSE: &str = "SELECT key, value FROM supervisor_kv \
 pub(super) const LOCK_FOR_COMMIT: &str =
     "SELECT commit_version, history_floor FROM supervisor_meta WHERE id = 1 FOR UPDATE";
 
-/// Whether a commit after version `$1` wrote into one of the ranges `[$2[i], $3[i])`.
-pub(super) const CONFLICTS: &str = "SELECT EXISTS (
-    SELECT 1 FROM supervisor_kv_history h
-    JOIN unnest($2::bytea[], $3::bytea[]) AS r(b, e) ON h.begin_key < r.e AND h.end_key > r.b
-    WHERE h.version > $1)";
+/// Which transactions of a batch conflict with commits of other processes: the job index
+/// `$1[i]` read `[$3[i], $4[i])` at version `$2[i]`; a commit after that version wrote into
+/// the range.
+pub(super) const CONFLICTING_JOBS: &str = "SELECT DISTINCT r.j \
+     FROM unnest($1::int4[], $2::int8[], $3::bytea[], $4::bytea[]) AS r(j, v, b, e) \
+     WHERE EXISTS (SELECT 1 FROM supervisor_kv_history h \
+         WHERE h.version > r.v AND h.begin_key < r.e AND h.end_key > r.b)";
+
+/// Lets the commit transaction be acknowledged before its WAL reaches the disk (a batch
+/// whose transactions all relaxed their durability). The next durable commit flushes it.
+pub(super) const RELAXED_COMMIT: &str = "SET LOCAL synchronous_commit = off";
 
 /// Removes every key in the ranges `[$1[i], $2[i])`.
 pub(super) const CLEAR_RANGES: &str = "DELETE FROM supervisor_kv kv \

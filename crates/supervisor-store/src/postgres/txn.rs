@@ -10,7 +10,7 @@
 //! statements first (a cache hit after the connection's first use) and then polls all the
 //! requests together.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::mem;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -19,20 +19,20 @@ use futures::future::{BoxFuture, FutureExt, join_all};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::group::{CommitJob, Committed};
 use super::session::Session;
-use super::watches::encode_changes;
 use super::{Phase, Shared, pg_error, sql};
 use crate::buffer::{Entry, WriteBuffer, add_le, range_read_conflict, stamp_key};
 use crate::keys::key_after;
 use crate::watch::{PendingWatch, fail_all};
-use crate::{CommitInfo, KeyValue, RangeOptions, RawTransaction, StoreError, Watch};
+use crate::{CommitInfo, KeyValue, Priority, RangeOptions, RawTransaction, StoreError, Watch};
 
 /// One key and value, owned.
 type Pair = (Vec<u8>, Vec<u8>);
 /// A statement parameter.
-type Param<'a> = &'a (dyn ToSql + Sync);
+pub(super) type Param<'a> = &'a (dyn ToSql + Sync);
 /// One pipelined request.
-type Request<'a> = BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>>;
+pub(super) type Request<'a> = BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>>;
 
 /// Most rows one page of a limited range read asks for.
 const MAX_PAGE: usize = 10_000;
@@ -50,6 +50,8 @@ enum Seen {
 /// started by the first read that needs the server.
 struct Snapshot {
     shared: Arc<Shared>,
+    /// Which pool its connection comes from.
+    priority: Priority,
     session: Option<Session>,
     /// The commit version the snapshot is at, once started.
     read_version: Option<u64>,
@@ -63,7 +65,7 @@ impl Snapshot {
     /// Runs a query in the snapshot, starting it first if needed (in the same round trip).
     async fn query(&mut self, query: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
         if self.session.is_none() {
-            self.session = Some(Session::new(self.shared.connection().await?));
+            self.session = Some(Session::new(self.shared.connection(self.priority).await?));
         }
         let target = self.shared.target.clone();
         let error = |err: &tokio_postgres::Error| pg_error(err, &target, Phase::Read);
@@ -146,13 +148,13 @@ impl Snapshot {
 }
 
 /// Rows of `(key, value)` as a map.
-fn pairs(rows: &[Row]) -> Result<HashMap<Vec<u8>, Vec<u8>>, tokio_postgres::Error> {
+pub(super) fn pairs(rows: &[Row]) -> Result<HashMap<Vec<u8>, Vec<u8>>, tokio_postgres::Error> {
     rows.iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect()
 }
 
-fn to_version(version: i64) -> Result<u64, StoreError> {
+pub(super) fn to_version(version: i64) -> Result<u64, StoreError> {
     u64::try_from(version).map_err(|_| {
         StoreError::Corrupt(format!(
             "the commit version in supervisor_meta is negative ({version})"
@@ -167,6 +169,8 @@ pub(crate) struct PgTxn {
     /// Read conflict ranges, `[begin, end)`.
     reads: Vec<(Vec<u8>, Vec<u8>)>,
     watches: Vec<PendingWatch>,
+    /// Whether the commit's acknowledgement waits for the WAL flush.
+    durable: bool,
 }
 
 impl PgTxn {
@@ -175,12 +179,14 @@ impl PgTxn {
         PgTxn {
             snapshot: Snapshot {
                 shared,
+                priority: Priority::Default,
                 session: None,
                 read_version: None,
             },
             buffer: WriteBuffer::default(),
             reads: Vec::new(),
             watches: Vec::new(),
+            durable: true,
         }
     }
 
@@ -321,7 +327,7 @@ impl PgTxn {
         let outcome = async {
             let mut session = match session {
                 Some(session) => session,
-                None => Session::new(shared.connection().await?),
+                None => Session::new(shared.connection(self.snapshot.priority).await?),
             };
             let keys: Vec<&[u8]> = watches.iter().map(|(w, _)| w.key.as_slice()).collect();
             let statement = session
@@ -374,248 +380,37 @@ impl PgTxn {
         }
     }
 
-    /// Commits the buffered writes; returns the commit version and, for each watch whose
-    /// transaction saw a value, the key's value right after the commit.
-    async fn commit_writes(
-        &mut self,
-        watched: &[&[u8]],
-    ) -> Result<(u64, Vec<Option<Vec<u8>>>), StoreError> {
-        let shared = self.snapshot.shared.clone();
-        let target = shared.target.as_str();
-        let mut session = match self.snapshot.session.take() {
-            Some(session) => session,
-            None => Session::new(shared.connection().await?),
-        };
-        let before = |err: &tokio_postgres::Error| pg_error(err, target, Phase::Read);
-        let during = |err: &tokio_postgres::Error| pg_error(err, target, Phase::Commit);
-        let read_version = self.snapshot.read_version;
+    /// Commits the buffered writes through the process's committer (see `group`);
+    /// returns the commit version and, for each watch whose transaction saw a value, the
+    /// key's value right after the commit.
+    async fn commit_writes(&mut self, watched: Vec<Vec<u8>>) -> Result<Committed, StoreError> {
+        // The snapshot only read: its connection goes back to the pool, rolled back on
+        // the side, while the commit waits for its batch.
+        drop(self.snapshot.session.take());
         let reads = mem::take(&mut self.reads);
-        let buffer = mem::take(&mut self.buffer);
-
-        // Round trip 1: end the snapshot, start the commit transaction, take the commit
-        // lock, check conflicts, read the bases of atomic adds.
-        let check = match read_version {
+        let check = match self.snapshot.read_version {
             // Reads served from the buffer alone took no snapshot: nothing to check.
             Some(version) if !reads.is_empty() => Some(version),
             _ => None,
         };
-        let add_keys: Vec<&[u8]> = buffer
-            .entries
-            .iter()
-            .filter(|(_, entry)| matches!(entry, Entry::Add(_)))
-            .map(|(key, _)| key.as_slice())
-            .collect();
-        let (read_begins, read_ends): (Vec<&[u8]>, Vec<&[u8]>) = reads
-            .iter()
-            .map(|(b, e)| (b.as_slice(), e.as_slice()))
-            .unzip();
-        let check_version = check.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
-        let client = session.client();
-        let lock = client
-            .prepare_cached(sql::LOCK_FOR_COMMIT)
-            .await
-            .map_err(|e| before(&e))?;
-        let conflicts = client
-            .prepare_cached(sql::CONFLICTS)
-            .await
-            .map_err(|e| before(&e))?;
-        let get_many = client
-            .prepare_cached(sql::GET_MANY)
-            .await
-            .map_err(|e| before(&e))?;
-        let ended_snapshot = session.in_txn();
-        session.set_in_txn(true);
-        let client = session.client();
-        let conflict_params: [Param<'_>; 3] = [&check_version, &read_begins, &read_ends];
-        let add_params: [Param<'_>; 1] = [&add_keys];
-        let mut requests: Vec<Request<'_>> = Vec::new();
-        if ended_snapshot {
-            // The snapshot only read: ending it either way is the same.
-            requests.push(batch(client, sql::ROLLBACK));
-        }
-        requests.push(batch(client, sql::BEGIN_COMMIT));
-        requests.push(query(client, &lock, &[]));
-        if check_version.is_some() {
-            requests.push(query(client, &conflicts, &conflict_params));
-        }
-        if !add_keys.is_empty() {
-            requests.push(query(client, &get_many, &add_params));
-        }
-        let results = first_error(join_all(requests).await).map_err(|e| before(&e))?;
-        let mut results = results.into_iter().skip(usize::from(ended_snapshot) + 1);
-        let lock_rows = results.next().unwrap_or_default();
-        let (current, floor) = match lock_rows.first() {
-            Some(row) => (
-                to_version(row.try_get(0).map_err(|e| before(&e))?)?,
-                to_version(row.try_get(1).map_err(|e| before(&e))?)?,
-            ),
-            None => {
-                return Err(StoreError::Corrupt(format!(
-                    "the PostgreSQL database at {target} lost its supervisor_meta row; \
-                     restore it from a backup"
-                )));
-            }
+        let job = CommitJob {
+            check,
+            reads,
+            buffer: mem::take(&mut self.buffer),
+            watched,
+            durable: self.durable,
         };
-        if let Some(version) = check {
-            let conflict_rows = results.next().unwrap_or_default();
-            if version < floor {
-                rollback(session).await;
-                return Err(StoreError::TooOld);
-            }
-            let conflicted = match conflict_rows.first() {
-                Some(row) => row.try_get::<_, bool>(0).map_err(|e| before(&e))?,
-                None => false,
-            };
-            if conflicted {
-                rollback(session).await;
-                return Err(StoreError::Conflict);
-            }
-        }
-        let bases = match results.next() {
-            Some(rows) => pairs(&rows).map_err(|e| before(&e))?,
-            None => HashMap::new(),
-        };
-
-        // The net writes, keyed: `None` removes the key.
-        let version = current + 1;
-        let mut stamp = [0u8; crate::VERSIONSTAMP_BYTES];
-        stamp[..8].copy_from_slice(&version.to_be_bytes());
-        let mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for (key, entry) in buffer.entries {
-            let value = match entry {
-                Entry::Value(v) => Some(v),
-                Entry::Cleared => None,
-                Entry::Add(delta) => Some(add_le(bases.get(&key).map(Vec::as_slice), delta)),
-            };
-            writes.insert(key, value);
-        }
-        for (key, value) in buffer.versionstamped {
-            let key = stamp_key(&key, &stamp).ok_or_else(|| {
-                StoreError::InvalidVersionstamp("placeholder offset does not fit in the key".into())
-            })?;
-            writes.insert(key, Some(value));
-        }
-        let (clear_begins, clear_ends): (Vec<&[u8]>, Vec<&[u8]>) = buffer.cleared.iter().unzip();
-        let removed: Vec<&[u8]> = writes
-            .iter()
-            .filter(|(_, v)| v.is_none())
-            .map(|(k, _)| k.as_slice())
-            .collect();
-        let (set_keys, set_values): (Vec<&[u8]>, Vec<&[u8]>) = writes
-            .iter()
-            .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v)))
-            .unzip();
-        let point_ends: Vec<Vec<u8>> = writes.keys().map(|k| key_after(k)).collect();
-        let history_begins: Vec<&[u8]> = clear_begins
-            .iter()
-            .copied()
-            .chain(writes.keys().map(Vec::as_slice))
-            .collect();
-        let history_ends: Vec<&[u8]> = clear_ends
-            .iter()
-            .copied()
-            .chain(point_ends.iter().map(Vec::as_slice))
-            .collect();
-        let payload = encode_changes(
-            version,
-            writes.keys().map(Vec::as_slice),
-            buffer.cleared.iter(),
-        );
-        let new_version = i64::try_from(version).map_err(|_| {
-            StoreError::Corrupt(format!("commit version {version} is out of range"))
-        })?;
-        let channel = sql::NOTIFY_CHANNEL;
-        let prune = shared.claim_prune();
-
-        // Round trip 2: apply, record, notify, read the watched keys, commit.
-        let client = session.client();
-        let mut statements = Vec::new();
-        for text in [
-            sql::CLEAR_RANGES,
-            sql::DELETE_KEYS,
-            sql::UPSERT,
-            sql::RECORD_HISTORY,
-            sql::SET_VERSION,
-            sql::PRUNE_HISTORY,
-            sql::NOTIFY,
-            sql::CURRENT_VALUES,
-        ] {
-            statements.push(client.prepare_cached(text).await.map_err(|e| before(&e))?);
-        }
-        let [
-            clear,
-            delete,
-            upsert,
-            record,
-            set_version,
-            prune_history,
-            notify,
-            current_values,
-        ] = <[_; 8]>::try_from(statements)
-            .map_err(|_| StoreError::Io("statement preparation lost a statement".into()))?;
-        let clear_params: [Param<'_>; 2] = [&clear_begins, &clear_ends];
-        let delete_params: [Param<'_>; 1] = [&removed];
-        let upsert_params: [Param<'_>; 2] = [&set_keys, &set_values];
-        let record_params: [Param<'_>; 3] = [&new_version, &history_begins, &history_ends];
-        let version_params: [Param<'_>; 1] = [&new_version];
-        let notify_params: [Param<'_>; 2] = [&channel, &payload];
-        let watched_params: [Param<'_>; 1] = [&watched];
-        let mut requests: Vec<Request<'_>> = Vec::new();
-        if !clear_begins.is_empty() {
-            requests.push(query(client, &clear, &clear_params));
-        }
-        if !removed.is_empty() {
-            requests.push(query(client, &delete, &delete_params));
-        }
-        if !set_keys.is_empty() {
-            requests.push(query(client, &upsert, &upsert_params));
-        }
-        requests.push(query(client, &record, &record_params));
-        requests.push(query(client, &set_version, &version_params));
-        if prune {
-            requests.push(query(client, &prune_history, &[]));
-        }
-        requests.push(query(client, &notify, &notify_params));
-        if !watched.is_empty() {
-            requests.push(query(client, &current_values, &watched_params));
-        }
-        requests.push(batch(client, sql::COMMIT));
-        let mut results = join_all(requests).await;
-        let committed = results.pop().unwrap_or_else(|| Ok(Vec::new()));
-        // An answer to COMMIT ends the transaction whatever it says (after an earlier
-        // failure PostgreSQL answers it by rolling back); only a lost connection leaves it
-        // open, and then the session is discarded.
-        if committed
-            .as_ref()
-            .map_or_else(|err| err.as_db_error().is_some(), |_| true)
-        {
-            session.set_in_txn(false);
-        }
-        // The first failure is the cause; the statements after it only report that the
-        // transaction was aborted.
-        let mut rows = first_error(results).map_err(|e| during(&e))?;
-        committed.map_err(|e| during(&e))?;
-        let watched_rows = if watched.is_empty() {
-            Vec::new()
-        } else {
-            rows.pop().unwrap_or_default()
-        };
-        let current = watched_rows
-            .iter()
-            .map(|row| row.try_get::<_, Option<Vec<u8>>>(0))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| during(&e))?;
-        Ok((version, current))
+        self.snapshot.shared.committer.commit(job).await
     }
 }
 
 /// A simple-protocol statement as a pipelined request.
-fn batch<'a>(client: &'a tokio_postgres::Client, statement: &'a str) -> Request<'a> {
+pub(super) fn batch<'a>(client: &'a tokio_postgres::Client, statement: &'a str) -> Request<'a> {
     async move { client.batch_execute(statement).await.map(|()| Vec::new()) }.boxed()
 }
 
 /// A prepared statement as a pipelined request.
-fn query<'a>(
+pub(super) fn query<'a>(
     client: &'a tokio_postgres::Client,
     statement: &'a tokio_postgres::Statement,
     params: &'a [Param<'a>],
@@ -625,7 +420,7 @@ fn query<'a>(
 
 /// The first error of a pipeline (later statements only report that the transaction was
 /// aborted by it), or every result.
-fn first_error(
+pub(super) fn first_error(
     results: Vec<Result<Vec<Row>, tokio_postgres::Error>>,
 ) -> Result<Vec<Vec<Row>>, tokio_postgres::Error> {
     results.into_iter().collect()
@@ -633,7 +428,7 @@ fn first_error(
 
 /// Rolls back the commit transaction and returns the connection (or closes it if the
 /// rollback fails).
-async fn rollback(mut session: Session) {
+pub(super) async fn rollback(mut session: Session) {
     if session.client().batch_execute(sql::ROLLBACK).await.is_ok() {
         session.set_in_txn(false);
     }
@@ -814,6 +609,14 @@ impl RawTransaction for PgTxn {
         watch
     }
 
+    fn set_priority(&mut self, priority: Priority) {
+        self.snapshot.priority = priority;
+    }
+
+    fn relax_durability(&mut self) {
+        self.durable = false;
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<CommitInfo, StoreError> {
         let seen = match self.seen_values().await {
             Ok(seen) => seen,
@@ -844,8 +647,7 @@ impl RawTransaction for PgTxn {
             .filter(|(_, seen)| matches!(seen, Seen::Value(_)))
             .map(|(w, _)| w.key.clone())
             .collect();
-        let watched_refs: Vec<&[u8]> = watched.iter().map(Vec::as_slice).collect();
-        match self.commit_writes(&watched_refs).await {
+        match self.commit_writes(watched).await {
             Ok((version, current)) => {
                 activate(&self.snapshot.shared, watches, current, version);
                 Ok(CommitInfo {
