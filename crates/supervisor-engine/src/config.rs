@@ -34,6 +34,8 @@ pub struct EngineConfig {
     /// more often (`* * * * * *`) is refused. Default 1m.
     #[serde(with = "humantime_serde")]
     pub min_schedule_interval: Duration,
+    /// When submits are refused for overload (`[engine.admission]`).
+    pub admission: crate::AdmissionConfig,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +50,7 @@ impl Default for EngineConfig {
             batches_in_flight: 2,
             output_chunk_bytes: 64 * 1024,
             min_schedule_interval: supervisor_workflow::schedule::DEFAULT_MIN_INTERVAL,
+            admission: crate::AdmissionConfig::default(),
         }
     }
 }
@@ -85,6 +88,9 @@ impl EngineConfig {
         }
         if self.output_chunk_bytes < 1024 || self.output_chunk_bytes > 90_000 {
             return Err("engine.output_chunk_bytes must be 1024 to 90000".into());
+        }
+        if self.admission.retry_after.is_zero() {
+            return Err("engine.admission.retry_after must be above zero".into());
         }
         if self.min_schedule_interval < Duration::from_secs(1) {
             return Err("engine.min_schedule_interval must be at least 1s (cron ticks fall on whole seconds)".into());

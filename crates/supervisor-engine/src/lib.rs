@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+mod admission;
 mod analytics;
 mod batch;
 mod clock;
@@ -53,6 +54,7 @@ use supervisor_model::{FieldError, TaskId, TaskStatus};
 use supervisor_store::{Db, StoreError, TxnError};
 use tokio::sync::Notify;
 
+pub use admission::AdmissionConfig;
 pub use analytics::{
     AnalyticsQuery, AnalyticsSummary, AnalyticsTrend, Predictors, ROLLER_DUTY, Roll,
     prediction_query,
@@ -140,6 +142,15 @@ pub enum EngineError {
         /// The id that was looked up.
         id: String,
     },
+    /// Refused for overload: the cluster's backlog or this node's store latency is past
+    /// its bound (gRPC `RESOURCE_EXHAUSTED` with a `RetryInfo`).
+    #[error("the cluster is overloaded: {reason}; retry in {}s", retry_after.as_secs_f64())]
+    Overloaded {
+        /// Which bound was passed, by how much.
+        reason: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
     /// The engine is stopping (gRPC `UNAVAILABLE`).
     #[error("the engine is shutting down")]
     ShuttingDown,
@@ -182,6 +193,8 @@ struct Inner {
     timers: Notify,
     /// The predictions learnt from the analytics rollups, retrained every few minutes.
     predictor: analytics::PredictorCache,
+    /// The cluster's backlog as admission control last read it.
+    backlog: admission::Backlog,
 }
 
 impl std::fmt::Debug for Engine {
@@ -246,6 +259,7 @@ impl Engine {
                 ready: Notify::new(),
                 timers: Notify::new(),
                 predictor: analytics::PredictorCache::default(),
+                backlog: admission::Backlog::default(),
             }
         });
         Engine { inner }

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use supervisor_store::{RangeOptions, Transaction};
+use supervisor_store::{Priority, RangeOptions, Transaction};
 
 use crate::codec::{decode, encode};
 use crate::{Engine, EngineError, keyspace};
@@ -317,6 +317,7 @@ impl Engine {
             .db
             .run(|txn| {
                 Box::pin(async move {
+                    txn.set_priority(Priority::System);
                     let record = load_record(txn, &node.id).await?;
                     let record = match record {
                         Some(r) if r.epoch == node.epoch && r.state != NodeState::Fenced => r,
@@ -437,6 +438,7 @@ impl Engine {
             .run(|txn| {
                 let note = note.clone();
                 Box::pin(async move {
+                    txn.set_priority(Priority::System);
                     let Some(mut record) = load_record(txn, id).await? else {
                         return Ok(false);
                     };

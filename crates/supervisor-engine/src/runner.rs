@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use supervisor_model::{AttemptRecord, EventKind, Task, TaskId, TaskResult, TaskStatus};
-use supervisor_store::{RangeOptions, Watch};
+use supervisor_store::{Priority, RangeOptions, Watch};
 
 use crate::keyspace;
 use crate::ledger;
@@ -124,6 +124,7 @@ pub(crate) async fn write_batch(
         .db
         .run(|txn| {
             Box::pin(async move {
+                txn.set_priority(Priority::System);
                 let mut out = Vec::with_capacity(items.len());
                 let mut armed_retry = false;
                 // Workflow steps that ended: their runs advance once, after the batch.
@@ -418,6 +419,7 @@ impl Engine {
             .db
             .run(|txn| {
                 Box::pin(async move {
+                    txn.set_priority(Priority::System);
                     let mut out = Vec::with_capacity(refs.len());
                     let mut epochs = EpochCheck::default();
                     for r in refs {
@@ -469,6 +471,7 @@ impl Engine {
             .db
             .run(|txn| {
                 Box::pin(async move {
+                    txn.set_priority(Priority::System);
                     let mut task = match take_back(txn, task_ref).await? {
                         Ok(task) => task,
                         Err(why) => return Ok(RunnerWriteResult::Refused(why)),
@@ -500,6 +503,7 @@ impl Engine {
             .db
             .run(|txn| {
                 Box::pin(async move {
+                    txn.set_priority(Priority::System);
                     let mut task = match take_back(txn, task_ref).await? {
                         Ok(task) => task,
                         Err(why) => return Ok(RunnerWriteResult::Refused(why)),

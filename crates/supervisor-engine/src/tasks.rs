@@ -304,8 +304,11 @@ impl Engine {
     /// used for the same request, returns the first task (`created == false`) and
     /// creates nothing; for a different request, fails with `AlreadyExists` naming the
     /// fields that differ.
+    /// Refused with [`EngineError::Overloaded`] while the cluster is past a bound of
+    /// [`crate::AdmissionConfig`].
     pub async fn submit(&self, tenant: &str, request: NewTask) -> Result<Submitted, EngineError> {
         let task_type = request.validate()?;
+        self.admit().await?;
         self.inner
             .submits
             .call(SubmitItem {

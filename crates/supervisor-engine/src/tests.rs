@@ -1145,3 +1145,49 @@ async fn a_spend_query_covers_at_most_a_year() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn submits_past_the_backlog_bound_are_refused_with_a_retry_delay_until_it_drains() {
+    let f = fixture_with(EngineConfig {
+        admission: AdmissionConfig {
+            max_queued: 3,
+            retry_after: Duration::from_millis(700),
+            ..AdmissionConfig::default()
+        },
+        ..EngineConfig::default()
+    })
+    .await;
+    for i in 0..3 {
+        f.engine
+            .submit("default", new_task(&format!("task {i}")))
+            .await
+            .expect("under the bound");
+    }
+    // The backlog is read again once the last reading is a quarter second old.
+    f.clock.advance(Duration::from_millis(300));
+    match f.engine.submit("default", new_task("one too many")).await {
+        Err(EngineError::Overloaded {
+            reason,
+            retry_after,
+        }) => {
+            assert_eq!(retry_after, Duration::from_millis(700));
+            assert!(reason.contains("3 tasks are queued"), "{reason}");
+            assert!(reason.contains("engine.admission.max_queued"), "{reason}");
+        }
+        other => panic!("the fourth submit must be refused for overload, got {other:?}"),
+    }
+    let counts = f.engine.status_counts().await.expect("counts");
+    assert_eq!(
+        counts.get(TaskStatus::Queued),
+        3,
+        "the refused task was not queued"
+    );
+    // Leasing one makes room.
+    let leased = f.engine.lease(&f.node, 1).await.expect("lease");
+    assert_eq!(leased.tasks.len(), 1);
+    f.clock.advance(Duration::from_millis(300));
+    f.engine
+        .submit("default", new_task("room again"))
+        .await
+        .expect("the backlog drained below the bound");
+}

@@ -733,7 +733,9 @@ pub(crate) async fn start_run_in_txn(
 impl Engine {
     /// Validates `def` (naming its first errors) and starts a run of it: its root steps'
     /// tasks are queued in the same transaction. `vars` override the definition's; a
-    /// variable the definition does not declare is refused.
+    /// variable the definition does not declare is refused. Refused with
+    /// [`EngineError::Overloaded`] while the cluster is past a bound of
+    /// [`crate::AdmissionConfig`].
     pub async fn submit_workflow(
         &self,
         tenant: &str,
@@ -743,6 +745,7 @@ impl Engine {
         check_definition(&def)?;
         let all_vars = supervisor_workflow::run_vars(&def.vars, vars)?;
         check_run_size(&def, &all_vars)?;
+        self.admit().await?;
         let now = self.now_micros();
         let id = TaskId::generate();
         let cfg = &self.inner.cfg;

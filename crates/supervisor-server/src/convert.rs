@@ -12,6 +12,7 @@ use supervisor_model::{
 use supervisor_proto::convert::timestamp_from_micros;
 use supervisor_proto::v1;
 use tonic::Status;
+use tonic_types::StatusExt as _;
 
 pub(crate) fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {message}"))
@@ -441,5 +442,40 @@ pub(crate) fn status_from(err: EngineError) -> Status {
         EngineError::ShuttingDown => {
             Status::unavailable("the node is shutting down; retry on another node or later")
         }
+        e @ EngineError::Overloaded { retry_after, .. } => Status::with_error_details(
+            tonic::Code::ResourceExhausted,
+            e.to_string(),
+            tonic_types::ErrorDetails::with_retry_info(Some(retry_after)),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn overload_is_resource_exhausted_with_a_retry_delay() {
+        let status = status_from(EngineError::Overloaded {
+            reason: "12 tasks are queued".into(),
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status.message().contains("12 tasks are queued"),
+            "{}",
+            status.message()
+        );
+        assert!(
+            status.message().contains("retry in 1.5s"),
+            "{}",
+            status.message()
+        );
+        let retry = status
+            .get_details_retry_info()
+            .and_then(|info| info.retry_delay);
+        assert_eq!(retry, Some(Duration::from_millis(1500)));
     }
 }

@@ -446,11 +446,18 @@ impl Engine {
         let now = self.now_micros();
         let cfg = &self.inner.cfg;
         let lease_micros = cfg.lease_duration.as_micros() as i64;
+        let relax = self.inner.db.relaxed_commits_die_with_process();
         let (tasks, ready_watch, held_back) = self
             .inner
             .db
             .run(|txn| {
                 Box::pin(async move {
+                    if relax {
+                        // Lost only with this process, and with it every attempt started
+                        // under it: the tasks are simply leased again (see "Commits per
+                        // task" in docs/ARCHITECTURE.md).
+                        txn.relax_durability();
+                    }
                     let ready_watch = txn.watch(&keyspace::queue_version());
                     // Read the version so the watch compares against this snapshot.
                     txn.get_snapshot(&keyspace::queue_version()).await?;
