@@ -932,6 +932,23 @@ def write_report(h, facts, vers, started, finished):
             rss = summary(per_round(runs, "scale", s, lambda r: r.get("peak_rss_mib")).values())
             L.append(f"| {s} | {fmt(tp)} | {fmt(p50, 2)} | {fmt(p99, 2)} | {fmt(rss, 0)} |")
         L.append("")
+        # Ratios per round, against Celery with fsync from scenario 1 of the same round.
+        tput = lambda r: r["throughput_per_s"]
+        one = per_round(runs, "scale", "1-node", tput)
+        three = per_round(runs, "scale", "3-node", tput)
+        celery = per_round(runs, "throughput", "celery-fsync-always", tput)
+        lines = []
+        for label, num, den in (("1-node / celery-fsync-always", one, celery),
+                                ("3-node / celery-fsync-always", three, celery),
+                                ("3-node / 1-node", three, one)):
+            rs = summary([num[i] / den[i] for i in num if i in den and den[i]])
+            if rs["n"]:
+                lines.append(f"| {label} | {fmt(rs, 2)}× |")
+        if lines:
+            L.append("| throughput ratio on PostgreSQL (per round) | median (min–max) |")
+            L.append("|---|---|")
+            L.extend(lines)
+            L.append("")
     else:
         L.append(f"{h.settings.get('scale', 'not run (--no-scale)')}\n")
 

@@ -56,6 +56,8 @@ pub struct Observed {
     pub stats: ProviderStats,
     /// The membership table.
     pub nodes: Vec<NodeInfo>,
+    /// Tasks the durable status counters count (every status).
+    pub counted: u64,
 }
 
 /// An injected fault, as the scenario recorded it.
@@ -168,6 +170,7 @@ fn unfinished(counts: &StatusCounts) -> u64 {
 pub async fn wait_drained(engine: &Engine, limit: Duration) -> Result<()> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut last_said = tokio::time::Instant::now();
+    let mut settled: Option<u64> = None;
     loop {
         let counts = match engine.status_counts().await {
             Ok(counts) => counts,
@@ -178,9 +181,18 @@ pub async fn wait_drained(engine: &Engine, limit: Duration) -> Result<()> {
             }
             Err(err) => return Err(err.into()),
         };
+        let total: u64 = counts.counts.iter().map(|(_, n)| n).sum();
         if unfinished(&counts) == 0 {
-            return Ok(());
+            // Submits a node accepted before a client gave up may still be committing:
+            // drained means nothing unfinished and nothing new for a second.
+            if settled == Some(total) {
+                return Ok(());
+            }
+            settled = Some(total);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
         }
+        settled = None;
         if last_said.elapsed() >= Duration::from_secs(10) {
             last_said = tokio::time::Instant::now();
             println!(
@@ -226,6 +238,13 @@ pub async fn observe(engine: &Engine) -> Result<Observed> {
         tasks,
         stats: engine.provider_stats(PROVIDER).await?,
         nodes: engine.list_nodes().await?,
+        counted: engine
+            .status_counts()
+            .await?
+            .counts
+            .iter()
+            .map(|(_, n)| n)
+            .sum(),
     })
 }
 
@@ -317,6 +336,12 @@ pub fn audit(
         }
     }
     let tasks = observed.tasks.len();
+    if observed.counted != tasks as u64 {
+        v.push(format!(
+            "the status counters count {} tasks, but {tasks} are listed",
+            observed.counted
+        ));
+    }
     if observed.stats.completions_accepted != tasks as u64 {
         v.push(format!(
             "the {PROVIDER} provider's accepted completions ({}) differ from the number of tasks ({tasks})",

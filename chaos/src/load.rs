@@ -67,6 +67,8 @@ pub struct LoadReport {
     pub given_up: Vec<GivenUp>,
     /// Calls that failed or timed out and were sent again elsewhere.
     pub resent: u64,
+    /// Calls refused for overload (`RESOURCE_EXHAUSTED`) and sent again after a pause.
+    pub refused: u64,
     /// When the first submit went out and when the generator stopped (unix microseconds).
     pub started_at: i64,
     /// See `started_at`.
@@ -178,6 +180,7 @@ async fn generate(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let resent = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     let mut pending: Vec<JoinHandle<Submit>> = Vec::new();
     let started_at = now_micros();
     let mut seq: u64 = 0;
@@ -193,7 +196,7 @@ async fn generate(
             targets.clone(),
             key,
             first,
-            resent.clone(),
+            (resent.clone(), refused.clone()),
             accepted_count.clone(),
         )));
         seq += 1;
@@ -215,6 +218,7 @@ async fn generate(
         }
     }
     report.resent = resent.load(Ordering::Relaxed);
+    report.refused = refused.load(Ordering::Relaxed);
     report
 }
 
@@ -237,7 +241,7 @@ async fn submit_one(
     targets: Arc<Targets>,
     key: String,
     first: usize,
-    resent: Arc<AtomicU64>,
+    (resent, refused): (Arc<AtomicU64>, Arc<AtomicU64>),
     accepted_count: Arc<AtomicU64>,
 ) -> Submit {
     let request = SubmitTaskRequest {
@@ -279,6 +283,13 @@ async fn submit_one(
                     first_try_at,
                     calls,
                 });
+            }
+            Err(err) if err.code() == Code::ResourceExhausted => {
+                // Admission control: come back after the pause it asks for (1 s by
+                // default), to the same node.
+                last_error = err.to_string();
+                refused.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(err) if is_permanent(&err) => {
                 return Submit::GivenUp(GivenUp {

@@ -213,6 +213,9 @@ async fn run(args: Args) -> Result<bool> {
             cool_down: Duration::from_secs(8),
             pg_down: Duration::from_secs(3),
             drain_limit: Duration::from_secs(120),
+            burst: 1_000,
+            overload_for: Duration::from_secs(10),
+            overload_max_queued: 3_000,
         }
     } else {
         Profile {
@@ -221,6 +224,9 @@ async fn run(args: Args) -> Result<bool> {
             cool_down: Duration::from_secs(30),
             pg_down: Duration::from_secs(10),
             drain_limit: Duration::from_secs(300),
+            burst: 3_000,
+            overload_for: Duration::from_secs(60),
+            overload_max_queued: 20_000,
         }
     };
     header.push(format!(

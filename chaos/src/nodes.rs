@@ -200,7 +200,10 @@ fn spawn(spec: &NodeSpec, common: &NodeCommon, start: u32) -> Result<(Child, Str
         &format!("{}:{}", spec.ip, spec.cluster_port),
     ])
     .env("SUPERVISOR_CLUSTER__COOKIE", "chaos-cookie")
-    .env("RUST_LOG", "warn")
+    .env(
+        "RUST_LOG",
+        std::env::var("CHAOS_NODE_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+    )
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::from(log_file.try_clone()?));

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use supervisor_engine::{Engine, NodeState};
+use supervisor_model::EventKind;
 
 use crate::audit::{self, Fault, Findings};
 use crate::cluster::{Cluster, ClusterSpec, DATABASE, Timing};
@@ -26,16 +27,19 @@ pub enum Scenario {
     PgRestart,
     /// SIGTERM each node in turn, wait for its exit, start it again.
     Rolling,
+    /// Five times the cluster's measured capacity offered for a while, then drained.
+    Overload,
 }
 
 impl Scenario {
     /// Every scenario, in the order a full run takes them.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Kill9,
         Scenario::Sigstop,
         Scenario::Partition,
         Scenario::PgRestart,
         Scenario::Rolling,
+        Scenario::Overload,
     ];
 
     /// Its name on the command line.
@@ -46,6 +50,7 @@ impl Scenario {
             Scenario::Partition => "partition",
             Scenario::PgRestart => "pg-restart",
             Scenario::Rolling => "rolling",
+            Scenario::Overload => "overload",
         }
     }
 }
@@ -85,6 +90,12 @@ pub struct Profile {
     pub pg_down: Duration,
     /// Longest wait for the queue to drain before the audit.
     pub drain_limit: Duration,
+    /// `overload`: tasks submitted at once to measure the cluster's capacity.
+    pub burst: usize,
+    /// `overload`: how long five times that capacity is offered.
+    pub overload_for: Duration,
+    /// `overload`: admission control's bound on queued tasks.
+    pub overload_max_queued: u64,
 }
 
 /// What one scenario found.
@@ -143,14 +154,26 @@ async fn run_inner(
     timing: Timing,
     outcome: &mut Outcome,
 ) -> Result<()> {
-    let spec = ClusterSpec {
+    let mut spec = ClusterSpec {
         namespaces: scenario == Scenario::Partition,
         work_dir: spec.work_dir.join(scenario.name()),
         ..spec.clone()
     };
+    if scenario == Scenario::Overload {
+        // Capacity bound by the engine and the store rather than by the mock's latency,
+        // and a backlog bound low enough that admission control takes part.
+        spec.env
+            .retain(|(k, _)| k != MOCK_LATENCY && k != MAX_QUEUED);
+        spec.env.push((MOCK_LATENCY.into(), "5ms".into()));
+        spec.env
+            .push((MAX_QUEUED.into(), profile.overload_max_queued.to_string()));
+    }
     std::fs::create_dir_all(&spec.work_dir)?;
     let mut cluster = Cluster::start(&spec).await?;
     let engine = audit::open(&cluster.url).await?;
+    if scenario == Scenario::Overload {
+        return overload(&mut cluster, &engine, profile, outcome).await;
+    }
     let load = Load::start(
         LoadSettings {
             rate: profile.rate,
@@ -194,6 +217,7 @@ async fn run_inner(
         Scenario::Rolling => {
             rolling(&mut cluster, timing, &mut outcome.notes, &mut problems).await?
         }
+        Scenario::Overload => Vec::new(),
     };
     tokio::time::sleep(profile.cool_down).await;
     // A fault on one node must not cost the others their epoch (a false fencing makes a
@@ -369,6 +393,155 @@ async fn rolling(
         tokio::time::sleep(timing.heartbeat * 3).await;
     }
     Ok(faults)
+}
+
+/// The mock provider's latency setting.
+const MOCK_LATENCY: &str = "SUPERVISOR_PROVIDERS__MOCK__LATENCY";
+/// Admission control's backlog bound.
+const MAX_QUEUED: &str = "SUPERVISOR_ENGINE__ADMISSION__MAX_QUEUED";
+
+/// How many times the measured capacity the overload offers.
+const OVERLOAD_FACTOR: f64 = 5.0;
+/// The least share of the measured capacity the backlog must drain at afterwards.
+const DRAIN_SPEED_FLOOR: f64 = 0.6;
+
+/// `overload`: measures the cluster's capacity with a burst, offers five times it for a
+/// while, then checks that no live node lost a lease (no attempt was abandoned, no node
+/// fenced), that every accepted task ran exactly once, and that the backlog drained at
+/// (nearly) full speed.
+async fn overload(
+    cluster: &mut Cluster,
+    engine: &Engine,
+    profile: &Profile,
+    outcome: &mut Outcome,
+) -> Result<()> {
+    let settings = |rate: f64, phase: &str| LoadSettings {
+        rate,
+        call_timeout: Duration::from_secs(2),
+        give_up_after: Duration::from_secs(60),
+        key_prefix: format!("chaos-overload-{phase}-{}", std::process::id()),
+        max_attempts: 10,
+    };
+    let epochs_before = epochs(engine).await?;
+
+    // Capacity: a burst submitted as fast as the nodes take it, completed from a backlog.
+    let burst = Load::start(settings(2_000.0, "burst"), cluster.targets.clone());
+    while (burst.accepted_so_far() as usize) < profile.burst {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let burst = burst.finish().await?;
+    audit::wait_drained(engine, profile.drain_limit).await?;
+    let first = audit::observe(engine).await?;
+    let capacity = completion_rate(&first.tasks, i64::MIN)
+        .ok_or_else(|| anyhow!("the capacity burst completed too few tasks to measure"))?;
+    outcome.notes.push(format!(
+        "capacity: {} tasks from a backlog completed at {capacity:.1}/s",
+        burst.accepted.len()
+    ));
+
+    // Overload: five times that, open loop; refused submits retry after a pause.
+    let rate = capacity * OVERLOAD_FACTOR;
+    let started = now_micros();
+    let load = Load::start(settings(rate, "flood"), cluster.targets.clone());
+    tokio::time::sleep(profile.overload_for).await;
+    let flood = load.finish().await?;
+    let stopped = now_micros();
+    outcome.submits = format!(
+        "{} accepted in the burst; {} offered at {rate:.0}/s for {:?}: {} accepted, {} \
+         refused with RESOURCE_EXHAUSTED and retried, {} given up",
+        burst.accepted.len(),
+        flood.accepted.len() + flood.given_up.len(),
+        profile.overload_for,
+        flood.accepted.len(),
+        flood.refused,
+        flood.given_up.len()
+    );
+    audit::wait_drained(engine, profile.drain_limit).await?;
+    let observed = audit::observe(engine).await?;
+
+    let mut problems = Vec::new();
+    match completion_rate(&observed.tasks, stopped) {
+        Some(drain) if drain >= capacity * DRAIN_SPEED_FLOOR => outcome.notes.push(format!(
+            "the backlog left by the flood drained at {drain:.1}/s ({:.0}% of capacity)",
+            drain / capacity * 100.0
+        )),
+        Some(drain) => problems.push(format!(
+            "the backlog drained at {drain:.1}/s, under {:.0}% of the measured capacity \
+             ({capacity:.1}/s)",
+            DRAIN_SPEED_FLOOR * 100.0
+        )),
+        None => outcome
+            .notes
+            .push("the flood left no backlog to drain (every accepted task had finished)".into()),
+    }
+    // A live node's lease lapsing shows as an abandoned attempt (requeued by the reaper).
+    let abandoned: Vec<&str> = observed
+        .tasks
+        .iter()
+        .filter(|t| {
+            t.events
+                .iter()
+                .any(|e| e.kind == EventKind::Requeued && e.message.contains("abandoned"))
+        })
+        .map(|t| t.id.as_str())
+        .collect();
+    if !abandoned.is_empty() {
+        problems.push(format!(
+            "{} task(s) lost their lease on a live node under overload (first: {})",
+            abandoned.len(),
+            abandoned[0]
+        ));
+    }
+    let after = epochs(engine).await?;
+    if after != epochs_before {
+        problems.push(format!(
+            "a node was fenced under overload: epochs {epochs_before:?} → {after:?}"
+        ));
+    }
+    let accepted: Vec<String> = burst
+        .accepted
+        .iter()
+        .chain(&flood.accepted)
+        .map(|a| a.id.clone())
+        .collect();
+    let faults = vec![Fault {
+        what: format!(
+            "{OVERLOAD_FACTOR}× capacity ({rate:.0} submits/s) for {:?}",
+            profile.overload_for
+        ),
+        node: None,
+        at: started,
+        cleared: stopped,
+    }];
+    let mut findings = audit::audit(&observed, &accepted, &faults, (started, stopped));
+
+    findings.violations.append(&mut problems);
+    let exited = cluster.exited();
+    if !exited.is_empty() {
+        findings.violations.push(format!(
+            "node process(es) exited under overload: [{}]",
+            exited.join(", ")
+        ));
+    }
+    outcome.findings = Some(findings);
+    Ok(())
+}
+
+/// Completions per second of the tasks that finished after `after` (unix microseconds),
+/// from the first such completion to the last; `None` with fewer than 20 of them.
+fn completion_rate(tasks: &[audit::TaskLog], after: i64) -> Option<f64> {
+    let mut done: Vec<i64> = tasks
+        .iter()
+        .flat_map(|t| t.events.iter())
+        .filter(|e| e.kind == EventKind::Succeeded && e.at > after)
+        .map(|e| e.at)
+        .collect();
+    if done.len() < 20 {
+        return None;
+    }
+    done.sort_unstable();
+    let span = (done[done.len() - 1] - done[0]) as f64 / 1e6;
+    (span > 0.0).then(|| (done.len() - 1) as f64 / span)
 }
 
 /// `(id, epoch)` of every node in the membership table, in id order (`n1`, `n2`...).

@@ -45,6 +45,7 @@ fn observed(tasks: Vec<TaskLog>) -> Observed {
             ..ProviderStats::default()
         },
         nodes: Vec::new(),
+        counted: n,
     }
 }
 

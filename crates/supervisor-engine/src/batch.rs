@@ -33,11 +33,13 @@ pub(crate) struct Batcher<Q, R> {
 
 impl<Q: Send + 'static, R: Send + 'static> Batcher<Q, R> {
     /// Starts a batcher that runs at most `in_flight` batches of at most `max_batch`
-    /// requests at once.
+    /// requests at once. With `drop_abandoned`, a request whose caller stopped waiting
+    /// before its batch formed is dropped instead of run (for requests whose effect only
+    /// the caller needs, such as a submit whose client timed out and went elsewhere).
     pub(crate) fn spawn(
         name: &'static str,
-        max_batch: usize,
-        in_flight: usize,
+        (max_batch, in_flight): (usize, usize),
+        drop_abandoned: bool,
         run: BatchFn<Q, R>,
     ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Q, Reply<R>)>();
@@ -50,12 +52,19 @@ impl<Q: Send + 'static, R: Send + 'static> Batcher<Q, R> {
                     break;
                 };
                 let mut batch = Vec::with_capacity(max_batch.min(64));
-                batch.push(first);
+                let abandoned = |item: &(Q, Reply<R>)| drop_abandoned && item.1.is_closed();
+                if !abandoned(&first) {
+                    batch.push(first);
+                }
                 while batch.len() < max_batch {
                     match rx.try_recv() {
+                        Ok(item) if abandoned(&item) => {}
                         Ok(item) => batch.push(item),
                         Err(_) => break,
                     }
+                }
+                if batch.is_empty() {
+                    continue;
                 }
                 let run = run.clone();
                 tokio::spawn(async move {

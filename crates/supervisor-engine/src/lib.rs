@@ -195,6 +195,9 @@ struct Inner {
     predictor: analytics::PredictorCache,
     /// The cluster's backlog as admission control last read it.
     backlog: admission::Backlog,
+    /// When a lease last conflicted (engine clock): leases spread over the queue's head
+    /// for a while after.
+    lease_contended_at: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -213,8 +216,8 @@ impl Engine {
             let submit_weak = weak.clone();
             let submits = batch::Batcher::spawn(
                 "submit",
-                cfg.max_batch,
-                cfg.batches_in_flight,
+                (cfg.max_batch, cfg.batches_in_flight),
+                true,
                 Arc::new(move |items| {
                     let weak = submit_weak.clone();
                     Box::pin(async move {
@@ -226,8 +229,8 @@ impl Engine {
             let runner_weak = weak.clone();
             let runner_writes = batch::Batcher::spawn(
                 "runner",
-                cfg.max_batch,
-                cfg.batches_in_flight,
+                (cfg.max_batch, cfg.batches_in_flight),
+                false,
                 Arc::new(move |items| {
                     let weak = runner_weak.clone();
                     Box::pin(async move {
@@ -239,8 +242,8 @@ impl Engine {
             let audit_weak = weak.clone();
             let audits = batch::Batcher::spawn(
                 "audit",
-                cfg.max_batch,
-                cfg.batches_in_flight,
+                (cfg.max_batch, cfg.batches_in_flight),
+                false,
                 Arc::new(move |items| {
                     let weak = audit_weak.clone();
                     Box::pin(async move {
@@ -260,6 +263,7 @@ impl Engine {
                 timers: Notify::new(),
                 predictor: analytics::PredictorCache::default(),
                 backlog: admission::Backlog::default(),
+                lease_contended_at: std::sync::atomic::AtomicI64::new(i64::MIN),
             }
         });
         Engine { inner }

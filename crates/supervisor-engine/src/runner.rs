@@ -13,6 +13,12 @@ use crate::nodes::EpochCheck;
 use crate::records::{self, TimerEntry, TimerKind};
 use crate::{Engine, EngineError, Inner};
 
+/// Leases renewed per transaction by [`Engine::renew`].
+const RENEW_CHUNK: usize = 64;
+/// Renewal transactions [`Engine::renew`] runs at once (the store's system lane has four
+/// connections on PostgreSQL).
+const RENEWS_AT_ONCE: usize = 3;
+
 /// Names a running task and the lease under which a write is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskRef {
@@ -410,10 +416,31 @@ impl Engine {
             .await
     }
 
-    /// Extends the leases of running attempts by the lease duration, in one transaction.
-    /// Returns, per task, whether the lease is still this runner's.
+    /// Extends the leases of running attempts by the lease duration. Returns, per task,
+    /// whether the lease is still this runner's.
+    ///
+    /// The refs are renewed [`RENEW_CHUNK`] to a transaction, a few transactions at once:
+    /// a completion committing meanwhile conflicts with (and retries) only the chunk that
+    /// read its task, so a node running thousands of attempts still renews them all well
+    /// within a lease.
     pub async fn renew(&self, refs: &[TaskRef]) -> Result<Vec<bool>, EngineError> {
         let now = self.now_micros();
+        let chunks: Vec<&[TaskRef]> = refs.chunks(RENEW_CHUNK).collect();
+        let mut out = Vec::with_capacity(refs.len());
+        for group in chunks.chunks(RENEWS_AT_ONCE) {
+            let mut renewing = Vec::with_capacity(group.len());
+            for chunk in group {
+                renewing.push(self.renew_chunk(chunk, now));
+            }
+            for renewed in futures::future::join_all(renewing).await {
+                out.extend(renewed?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renews `refs` in one transaction.
+    async fn renew_chunk(&self, refs: &[TaskRef], now: i64) -> Result<Vec<bool>, EngineError> {
         let lease_micros = self.inner.cfg.lease_duration.as_micros() as i64;
         self.inner
             .db

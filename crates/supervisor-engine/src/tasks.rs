@@ -308,7 +308,22 @@ impl Engine {
     /// [`crate::AdmissionConfig`].
     pub async fn submit(&self, tenant: &str, request: NewTask) -> Result<Submitted, EngineError> {
         let task_type = request.validate()?;
-        self.admit().await?;
+        if let Err(refused) = self.admit().await {
+            // A retry of a submit that did create its task gets the task back, overload
+            // or not: refusing it would leave the client unsure whether the task exists.
+            let known = match &request.idempotency_key {
+                Some(key) => {
+                    let mut txn = self.inner.db.begin().await?;
+                    txn.get_snapshot(&keyspace::idempotency(tenant, key))
+                        .await?
+                        .is_some()
+                }
+                None => false,
+            };
+            if !known {
+                return Err(refused);
+            }
+        }
         self.inner
             .submits
             .call(SubmitItem {

@@ -61,8 +61,6 @@ pub struct DrainReport {
 pub enum DispatcherMsg {
     /// Lease what is ready, up to free capacity.
     Pump,
-    /// Renew the leases of running attempts.
-    Renew,
     /// Results of a renewal: tasks whose lease was lost.
     LeasesLost(Vec<TaskId>),
     /// Abandon these attempts (they were cancelled).
@@ -134,6 +132,8 @@ pub struct DispatcherState {
     rng: Rng,
     /// The periodic renewal, stopped with the dispatcher.
     renewer: Option<JoinHandle<()>>,
+    /// The leases the renewer keeps alive: every running attempt's.
+    leases: Leases,
     low_on_disk: Arc<std::sync::atomic::AtomicBool>,
     shared: Option<Arc<crate::routing::SharedLimits>>,
     /// What an attempt of a task is expected to spend, for budget reservations.
@@ -155,6 +155,50 @@ impl DispatcherState {
             }
         }
     }
+}
+
+/// The leases of this node's running attempts, shared with the renewer.
+type Leases = Arc<std::sync::Mutex<HashMap<TaskId, TaskRef>>>;
+
+/// Renews every running attempt's lease every third of the lease duration, on a task of
+/// its own: a dispatcher busy with thousands of agents' messages must not delay it, or
+/// leases of a live node lapse under load. Lost leases go back to the dispatcher, which
+/// abandons those attempts.
+fn spawn_renewer(
+    engine: Engine,
+    leases: Leases,
+    dispatcher: ActorRef<DispatcherMsg>,
+    clock: Clock,
+) -> JoinHandle<()> {
+    let every = engine.config().lease_duration / 3;
+    tokio::spawn(async move {
+        loop {
+            clock.sleep(every).await;
+            let refs: Vec<TaskRef> = match leases.lock() {
+                Ok(leases) => leases.values().cloned().collect(),
+                Err(_) => return,
+            };
+            if refs.is_empty() {
+                continue;
+            }
+            match engine.renew(&refs).await {
+                Ok(kept) => {
+                    count_renewals(&kept);
+                    let lost: Vec<TaskId> = refs
+                        .iter()
+                        .zip(kept)
+                        .filter(|(_, ok)| !ok)
+                        .map(|(r, _)| r.id)
+                        .collect();
+                    if !lost.is_empty() && dispatcher.cast(DispatcherMsg::LeasesLost(lost)).is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "lease renewal failed; will retry"),
+            }
+        }
+    })
 }
 
 /// Counts renewals by outcome (`supervisor_lease_renewals_total`).
@@ -248,6 +292,9 @@ async fn lease_and_spawn(
         match Actor::spawn_linked(None, Agent, args, myself.get_cell()).await {
             Ok((agent, _)) => {
                 state.by_actor.insert(agent.get_id(), id);
+                if let Ok(mut leases) = state.leases.lock() {
+                    leases.insert(id, task_ref.clone());
+                }
                 state.running.insert(
                     id,
                     Running {
@@ -344,10 +391,13 @@ impl Actor for Dispatcher {
         myself: ActorRef<Self::Msg>,
         args: DispatcherArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let renew_every = args.engine.config().lease_duration / 3;
-        let renewer = args
-            .clock
-            .send_interval(&myself, renew_every, || DispatcherMsg::Renew);
+        let leases = Leases::default();
+        let renewer = spawn_renewer(
+            args.engine.clone(),
+            leases.clone(),
+            myself.clone(),
+            args.clock.clone(),
+        );
         let node_id = args.node.borrow().id.clone();
         let inbox = spawn_inbox(
             args.engine.clone(),
@@ -374,6 +424,7 @@ impl Actor for Dispatcher {
             clock: args.clock,
             rng: args.rng,
             renewer: Some(renewer),
+            leases,
             low_on_disk: args.low_on_disk,
             shared: args.shared,
             estimator,
@@ -414,34 +465,6 @@ impl Actor for Dispatcher {
                 if state.draining.is_none() && !state.fenced {
                     lease_and_spawn(&myself, state).await?;
                 }
-            }
-            DispatcherMsg::Renew => {
-                if state.running.is_empty() {
-                    return Ok(());
-                }
-                let refs: Vec<TaskRef> =
-                    state.running.values().map(|r| r.task_ref.clone()).collect();
-                let engine = state.engine.clone();
-                let me = myself.clone();
-                tokio::spawn(async move {
-                    match engine.renew(&refs).await {
-                        Ok(kept) => {
-                            count_renewals(&kept);
-                            let lost: Vec<TaskId> = refs
-                                .iter()
-                                .zip(kept)
-                                .filter(|(_, ok)| !ok)
-                                .map(|(r, _)| r.id)
-                                .collect();
-                            if !lost.is_empty() {
-                                let _ = me.cast(DispatcherMsg::LeasesLost(lost));
-                            }
-                        }
-                        Err(err) => {
-                            tracing::warn!(error = %err, "lease renewal failed; will retry")
-                        }
-                    }
-                });
             }
             DispatcherMsg::LeasesLost(ids) => {
                 tracing::info!(count = ids.len(), "leases lost; abandoning those attempts");
@@ -534,6 +557,9 @@ impl Actor for Dispatcher {
         let Some(run) = state.running.remove(&id) else {
             return Ok(());
         };
+        if let Ok(mut leases) = state.leases.lock() {
+            leases.remove(&id);
+        }
         if let Some(err) = panic {
             tracing::error!(task = %id, error = %err, "agent panicked; failing the attempt");
             let engine = state.engine.clone();

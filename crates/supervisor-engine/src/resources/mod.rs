@@ -13,6 +13,7 @@ mod locks;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use supervisor_model::{
     EventKind, ExceedPolicy, Holds, Lease, RepoLock, Task, TaskStatus, TenantQuota,
@@ -52,6 +53,12 @@ impl std::fmt::Debug for LeaseOptions {
             .finish()
     }
 }
+
+/// Under contention a lease reads this many times the entries it may take and starts at
+/// a random one of them.
+const LEASE_SPREAD: usize = 4;
+/// How long after a lease conflicted with another node's leases reads stay spread.
+const SPREAD_FOR_MICROS: i64 = 10_000_000;
 
 /// Virtual time one leased attempt costs a tenant of weight 1.
 const VIRTUAL_UNIT: i64 = 1_000_000;
@@ -126,11 +133,17 @@ async fn next_entry(
     txn: &mut Transaction<'_>,
     queue: &mut Queue,
     max: usize,
+    spread: bool,
 ) -> Result<Option<Vec<u8>>, EngineError> {
     if queue.entries.is_none() {
         let (begin, end) = keyspace::ready_range(&queue.tenant);
+        let limit = if spread {
+            max.saturating_mul(LEASE_SPREAD)
+        } else {
+            max
+        };
         let kvs = txn
-            .get_range(&begin, &end, RangeOptions::new().snapshot().limit(max))
+            .get_range(&begin, &end, RangeOptions::new().snapshot().limit(limit))
             .await?;
         if kvs.is_empty() {
             // Confirm with a read a concurrent submit would conflict with, then drop
@@ -142,7 +155,14 @@ async fn next_entry(
                 txn.clear(&keyspace::ready_tenant(&queue.tenant));
             }
         }
-        queue.entries = Some(kvs.into_iter().map(|kv| kv.key).collect());
+        let mut entries: VecDeque<Vec<u8>> = kvs.into_iter().map(|kv| kv.key).collect();
+        if spread && entries.len() > 1 {
+            // Nodes leasing at once start at different places of the queue's head, so
+            // they stop claiming the same entries (QuiCK's randomized dequeue).
+            let start = rand::random_range(0..entries.len());
+            entries.rotate_left(start);
+        }
+        queue.entries = Some(entries);
     }
     Ok(queue.entries.as_mut().and_then(|e| e.pop_front()))
 }
@@ -447,11 +467,18 @@ impl Engine {
         let cfg = &self.inner.cfg;
         let lease_micros = cfg.lease_duration.as_micros() as i64;
         let relax = self.inner.db.relaxed_commits_die_with_process();
+        // Spread over the queue's head while leases have been conflicting lately (other
+        // nodes lease from it too), and on every retry after a conflict.
+        let contended = &self.inner.lease_contended_at;
+        let recently = now.saturating_sub(contended.load(Ordering::Relaxed)) < SPREAD_FOR_MICROS;
+        let runs = AtomicUsize::new(0);
+        let runs = &runs;
         let (tasks, ready_watch, held_back) = self
             .inner
             .db
             .run(|txn| {
                 Box::pin(async move {
+                    let spread = runs.fetch_add(1, Ordering::Relaxed) > 0 || recently;
                     if relax {
                         // Lost only with this process, and with it every attempt started
                         // under it: the tasks are simply leased again (see "Commits per
@@ -505,7 +532,7 @@ impl Engine {
                             held_back = true;
                             continue;
                         }
-                        let Some(key) = next_entry(txn, queue, max).await? else {
+                        let Some(key) = next_entry(txn, queue, max, spread).await? else {
                             continue;
                         };
                         let outcome = lease_one(txn, queue, &key, &step).await?;
@@ -540,6 +567,9 @@ impl Engine {
                 })
             })
             .await?;
+        if runs.load(Ordering::Relaxed) > 1 {
+            contended.store(now, Ordering::Relaxed);
+        }
         Ok(LeaseBatch {
             tasks,
             ready_watch,
