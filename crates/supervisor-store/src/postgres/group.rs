@@ -243,7 +243,14 @@ async fn commit_batch(
         .map_err(|e| before(&e))?;
     session.set_in_txn(true);
     let client = session.client();
-    let conflict_params: [Param<'_>; 4] = [&range_job, &range_version, &range_begin, &range_end];
+    let oldest_read = range_version.iter().copied().min().unwrap_or(0);
+    let conflict_params: [Param<'_>; 5] = [
+        &range_job,
+        &range_version,
+        &range_begin,
+        &range_end,
+        &oldest_read,
+    ];
     let add_params: [Param<'_>; 1] = [&add_keys];
     let mut requests: Vec<Request<'_>> =
         vec![batch(client, sql::BEGIN_COMMIT), query(client, &lock, &[])];

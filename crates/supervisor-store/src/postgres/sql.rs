@@ -99,19 +99,23 @@ pub(super) const LOCK_FOR_COMMIT: &str =
 
 /// Which transactions of a batch conflict with commits of other processes: the job index
 /// `$1[i]` read `[$3[i], $4[i])` at version `$2[i]`; a commit after that version wrote into
-/// the range.
+/// the range. `$5` is the oldest of the read versions.
 ///
 /// Written so that each read range costs an index probe, not a scan of the history: a
 /// point write (`end = begin + 0x00`, nearly every row) intersects a range exactly when
-/// its key lies in it (index `supervisor_kv_history_keys`); the few cleared ranges are
-/// checked apart (partial index `supervisor_kv_history_ranges`).
-pub(super) const CONFLICTING_JOBS: &str = "SELECT DISTINCT r.j \
+/// its key lies in it (index `supervisor_kv_history_keys`); the few cleared ranges newer
+/// than the oldest read are fetched once (partial index `supervisor_kv_history_ranges`)
+/// and compared with every read range. Left to itself the planner scanned the whole
+/// history once per read range for the latter.
+pub(super) const CONFLICTING_JOBS: &str = "WITH cleared AS MATERIALIZED ( \
+         SELECT version, begin_key, end_key FROM supervisor_kv_history \
+         WHERE end_key <> (begin_key || '\\x00'::bytea) AND version > $5) \
+     SELECT DISTINCT r.j \
      FROM unnest($1::int4[], $2::int8[], $3::bytea[], $4::bytea[]) AS r(j, v, b, e) \
      WHERE EXISTS (SELECT 1 FROM supervisor_kv_history h \
          WHERE h.begin_key >= r.b AND h.begin_key < r.e AND h.version > r.v) \
-     OR EXISTS (SELECT 1 FROM supervisor_kv_history h \
-         WHERE h.end_key <> (h.begin_key || '\\x00'::bytea) AND h.version > r.v \
-         AND h.begin_key < r.e AND h.end_key > r.b)";
+     OR EXISTS (SELECT 1 FROM cleared c \
+         WHERE c.version > r.v AND c.begin_key < r.e AND c.end_key > r.b)";
 
 /// Lets the commit transaction be acknowledged before its WAL reaches the disk (a batch
 /// whose transactions all relaxed their durability). The next durable commit flushes it.
