@@ -1193,45 +1193,6 @@ async fn submits_past_the_backlog_bound_are_refused_with_a_retry_delay_until_it_
 }
 
 #[tokio::test]
-async fn listing_page_by_page_returns_every_task_once() {
-    let f = fixture().await;
-    let mut submitted = std::collections::HashSet::new();
-    for i in 0..2_345 {
-        let t = f
-            .engine
-            .submit("default", new_task(&format!("task {i}")))
-            .await
-            .expect("submit");
-        submitted.insert(t.task.id);
-    }
-    let mut listed = std::collections::HashSet::new();
-    let mut token = None;
-    loop {
-        let page = f
-            .engine
-            .list(
-                "default",
-                &ListQuery {
-                    page_size: 1000,
-                    page_token: token,
-                    ..ListQuery::default()
-                },
-            )
-            .await
-            .expect("list");
-        for task in page.tasks {
-            assert!(listed.insert(task.id), "{} listed twice", task.id);
-        }
-        match page.next_page_token {
-            Some(next) => token = Some(next),
-            None => break,
-        }
-    }
-    assert_eq!(listed.len(), submitted.len());
-    assert_eq!(listed, submitted);
-}
-
-#[tokio::test]
 async fn a_retried_submit_gets_its_task_back_even_under_overload() {
     let f = fixture_with(EngineConfig {
         admission: AdmissionConfig {

@@ -238,6 +238,24 @@ pub(crate) fn range_read_conflict(
     }
 }
 
+/// The versionstamped keys of one transaction with their placeholders filled: the
+/// batch's commit `version` in 8 bytes, then the transaction's `order` in its batch in 2,
+/// as FoundationDB's commit proxies stamp them. `None` when a placeholder does not fit
+/// in its key.
+pub(crate) fn stamped_keys(
+    versionstamped: &[(Vec<u8>, Vec<u8>)],
+    version: u64,
+    order: u16,
+) -> Option<Vec<(Vec<u8>, &[u8])>> {
+    let mut stamp = [0u8; crate::VERSIONSTAMP_BYTES];
+    stamp[..8].copy_from_slice(&version.to_be_bytes());
+    stamp[8..].copy_from_slice(&order.to_be_bytes());
+    versionstamped
+        .iter()
+        .map(|(key, value)| stamp_key(key, &stamp).map(|k| (k, value.as_slice())))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

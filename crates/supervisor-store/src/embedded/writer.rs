@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use super::{DATA_TABLE, Durability, META_TABLE, META_VERSION_KEY, Shared, redb_error};
 use crate::StoreError;
-use crate::buffer::{Entry, RangeSet, add_le, stamp_key};
+use crate::buffer::{Entry, RangeSet, add_le, stamped_keys};
 
 /// How long conflict history is kept (FoundationDB's 5-second transaction limit).
 pub(crate) const CONFLICT_WINDOW: Duration = Duration::from_secs(5);
@@ -369,15 +369,7 @@ impl Writer {
                     }
                     // The writer clamps batches to u16::MAX requests, so this always fits.
                     let index = u16::try_from(applied.len()).unwrap_or(u16::MAX);
-                    let mut stamp = [0u8; 10];
-                    stamp[..8].copy_from_slice(&version.to_be_bytes());
-                    stamp[8..].copy_from_slice(&index.to_be_bytes());
-                    let stamped: Option<Vec<(Vec<u8>, &[u8])>> = request
-                        .writes
-                        .versionstamped
-                        .iter()
-                        .map(|(key, value)| stamp_key(key, &stamp).map(|k| (k, value.as_slice())))
-                        .collect();
+                    let stamped = stamped_keys(&request.writes.versionstamped, version, index);
                     let Some(stamped) = stamped else {
                         let _ = request.reply.send(Err(StoreError::InvalidVersionstamp(
                             "placeholder offset does not fit in the key".into(),

@@ -45,9 +45,9 @@ use super::session::Session;
 use super::txn::{Param, Request, batch, first_error, pairs, query, rollback, to_version};
 use super::watches::encode_changes;
 use super::{Phase, pg_error, sql};
-use crate::buffer::{Entry, RangeSet, WriteBuffer, add_le, stamp_key};
+use crate::StoreError;
+use crate::buffer::{Entry, RangeSet, WriteBuffer, add_le, stamped_keys};
 use crate::keys::key_after;
-use crate::{StoreError, VERSIONSTAMP_BYTES};
 
 /// Most transactions in one batch (versionstamps number them in 2 bytes).
 const MAX_BATCH: usize = 1_024;
@@ -461,16 +461,7 @@ fn resolve(
                 continue;
             }
         }
-        let mut stamp = [0u8; VERSIONSTAMP_BYTES];
-        stamp[..8].copy_from_slice(&version.to_be_bytes());
-        stamp[8..].copy_from_slice(&order.to_be_bytes());
-        let stamped: Option<Vec<(Vec<u8>, &[u8])>> = job
-            .buffer
-            .versionstamped
-            .iter()
-            .map(|(key, value)| stamp_key(key, &stamp).map(|k| (k, value.as_slice())))
-            .collect();
-        let Some(stamped) = stamped else {
+        let Some(stamped) = stamped_keys(&job.buffer.versionstamped, version, order) else {
             out.refused.push(Some(StoreError::InvalidVersionstamp(
                 "placeholder offset does not fit in the key".into(),
             )));
@@ -618,7 +609,7 @@ mod tests {
     fn versionstamps_number_the_accepted_jobs_in_order() {
         let stamped = |b: &mut WriteBuffer| {
             let mut key = b"v".to_vec();
-            key.extend_from_slice(&[0; VERSIONSTAMP_BYTES]);
+            key.extend_from_slice(&[0; crate::VERSIONSTAMP_BYTES]);
             key.extend_from_slice(&1u32.to_le_bytes());
             b.set_versionstamped(&key, b"x");
         };
