@@ -411,12 +411,17 @@ async fn commit_batch(
     } else {
         rows.pop().unwrap_or_default()
     };
+    // The batch has committed: nothing from here on may fail it (a failure would send
+    // its jobs to be committed again). A value that cannot be read counts as changed,
+    // which only fires a watch early, as watches may.
+    let changed = || Some(vec![0xff; 1]);
     let mut current = watched_rows
         .iter()
-        .map(|row| row.try_get::<_, Option<Vec<u8>>>(0))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| during(&e))?
-        .into_iter();
+        .map(|row| {
+            row.try_get::<_, Option<Vec<u8>>>(0)
+                .unwrap_or_else(|_| changed())
+        })
+        .chain(std::iter::repeat_with(changed));
     Ok(refused
         .into_iter()
         .zip(jobs)
