@@ -233,7 +233,9 @@ async fn run(args: Args) -> Result<bool> {
         "load: {} submits/s over 3 nodes; {:?} before the fault, {:?} after it is lifted",
         profile.rate, profile.warm_up, profile.cool_down
     ));
-    let chosen = if args.scenarios.is_empty() {
+    let chosen = if args.scenarios.is_empty() && args.quick {
+        Scenario::QUICK.to_vec()
+    } else if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {
         args.scenarios.clone()
