@@ -3,6 +3,8 @@
 //! throughput (first submit to last completion), submit latency percentiles, and the
 //! server's peak memory and CPU time, into `benches/results/`.
 
+#[path = "procstat.rs"]
+mod procstat;
 #[path = "utc.rs"]
 mod utc;
 
@@ -135,19 +137,8 @@ fn proc_usage(pid: u32) -> (u64, f64) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of /proc/pid/stat; index 11 and 12 here.
-    let hz = 100.0;
-    (hwm, (ticks(11) + ticks(12)) / hz)
+    let (cpu_s, _) = procstat::cpu_seconds(&format!("/proc/{pid}/stat"));
+    (hwm, cpu_s)
 }
 
 #[tokio::main]

@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+#[path = "../procstat.rs"]
+mod procstat;
 #[path = "../utc.rs"]
 mod utc;
 
@@ -915,20 +917,7 @@ fn taken(usage: &Value) -> f64 {
 /// CPU seconds used by this process (all its threads) and by its children that ended
 /// (`supervisor-bench` and, through it, the node), from /proc/self/stat.
 fn own_cpu_s() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime, stime, cutime, cstime (fields 14 to 17), in clock ticks of 1/100 s.
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (
-        (ticks(11) + ticks(12)) / 100.0,
-        (ticks(13) + ticks(14)) / 100.0,
-    )
+    procstat::cpu_seconds("/proc/self/stat")
 }
 
 /// Where the machine's CPU time went between two [`cpu_times`], in percent of it all;
