@@ -93,6 +93,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $factory;
             get_set_clear,
             read_your_writes,
+            get_many_reads_as_get_does,
             clear_range_removes_only_the_range,
             tuple_keys_sort_in_tuple_order,
             get_range_limits_and_reverse,
@@ -383,6 +384,73 @@ pub async fn read_your_writes(db: &Db) {
     assert_eq!(as_i64(fetch(db, &key("counter")).await), 8);
     assert_eq!(as_i64(fetch(db, &key("fresh")).await), -4);
     assert_eq!(as_i64(fetch(db, &key("r5")).await), 7);
+}
+
+/// `get_many` answers what `get` would for each key, in the order asked (committed
+/// values, the transaction's own sets, clears and adds, absent keys, repeats), and adds a
+/// read conflict on each key unless it is a snapshot read.
+pub async fn get_many_reads_as_get_does(db: &Db) {
+    let s = space("get_many");
+    let key = |name: &str| s.pack(&(name,));
+    put(db, &key("a"), b"1").await;
+    put(db, &key("b"), b"2").await;
+    put(db, &key("n"), &le(5)).await;
+    put(db, &key("gone"), b"x").await;
+
+    let mut txn = begin(db).await;
+    txn.set(&key("mine"), b"m");
+    txn.clear(&key("gone"));
+    txn.atomic_add(&key("n"), 2);
+    txn.atomic_add(&key("new"), 3);
+    let (a, b, n, gone, mine, new, absent) = (
+        key("a"),
+        key("b"),
+        key("n"),
+        key("gone"),
+        key("mine"),
+        key("new"),
+        key("absent"),
+    );
+    let asked: Vec<&[u8]> = vec![&b, &absent, &a, &mine, &gone, &n, &new, &a];
+    let many = ok(txn.get_many(&asked).await, "get_many");
+    let mut one_by_one = Vec::new();
+    for k in &asked {
+        one_by_one.push(ok(txn.get(k).await, "get"));
+    }
+    assert_eq!(
+        many, one_by_one,
+        "get_many must answer as get does, in order"
+    );
+    assert_eq!(many[0].as_deref(), Some(&b"2"[..]));
+    assert_eq!(many[1], None);
+    assert_eq!(as_i64(many[5].clone()), 7);
+    assert_eq!(as_i64(many[6].clone()), 3);
+    assert_eq!(
+        ok(txn.get_many(&[]).await, "get_many of nothing"),
+        Vec::<Option<Vec<u8>>>::new()
+    );
+    ok(txn.commit().await, "commit");
+
+    // A read conflict on every key read, none for a snapshot read.
+    let out = key("out");
+    let mut reader = begin(db).await;
+    ok(reader.get_many(&[&a, &b]).await, "get_many");
+    let mut snapshot_reader = begin(db).await;
+    ok(
+        snapshot_reader.get_many_snapshot(&[&a, &b]).await,
+        "get_many_snapshot",
+    );
+    put(db, &b, b"3").await;
+    reader.set(&out, b"r");
+    assert!(
+        matches!(reader.commit().await, Err(StoreError::Conflict)),
+        "a key read by get_many was written meanwhile: the commit must conflict"
+    );
+    snapshot_reader.set(&out, b"s");
+    ok(
+        snapshot_reader.commit().await,
+        "snapshot reads by get_many_snapshot must not conflict",
+    );
 }
 
 /// `clear_range` removes `[begin, end)`: the begin key but not the end key.

@@ -260,6 +260,19 @@ pub trait Backend: Send + Sync + 'static {
 pub trait RawTransaction: Send {
     /// Reads one key.
     async fn get(&mut self, key: &[u8], snapshot: bool) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Reads several keys, answering in the order asked. Backends where a read is a round
+    /// trip answer them together; the default reads them one by one.
+    async fn get_many(
+        &mut self,
+        keys: &[&[u8]],
+        snapshot: bool,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(key, snapshot).await?);
+        }
+        Ok(out)
+    }
     /// Reads the pairs with `begin <= key < end`, in order (or reverse order).
     async fn get_range(
         &mut self,

@@ -79,6 +79,22 @@ impl Transaction<'_> {
         self.raw.get(key, true).await
     }
 
+    /// Reads `keys` (a read conflict on each), answering in their order: as [`get`] on
+    /// each, in one round trip where the backend has them.
+    ///
+    /// [`get`]: Transaction::get
+    pub async fn get_many(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.raw.get_many(keys, false).await
+    }
+
+    /// Like [`Transaction::get_many`], without read conflicts.
+    pub async fn get_many_snapshot(
+        &mut self,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.raw.get_many(keys, true).await
+    }
+
     /// Reads pairs with `begin <= key < end` as `opts` says.
     pub async fn get_range(
         &mut self,

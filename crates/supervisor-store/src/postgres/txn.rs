@@ -562,6 +562,45 @@ impl RawTransaction for PgTxn {
         Ok(value)
     }
 
+    async fn get_many(
+        &mut self,
+        keys: &[&[u8]],
+        snapshot: bool,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        // What the buffer decides needs no read; the rest is one query.
+        let known: Vec<Option<Option<Vec<u8>>>> = keys
+            .iter()
+            .map(|k| self.buffer.known(k).map(|v| v.map(<[u8]>::to_vec)))
+            .collect();
+        let unknown: Vec<&[u8]> = keys
+            .iter()
+            .zip(&known)
+            .filter(|(_, known)| known.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        let fetched = self.snapshot.get_many(&unknown).await?;
+        let out = keys
+            .iter()
+            .zip(known)
+            .map(|(key, known)| match known {
+                Some(value) => value,
+                None => {
+                    let base = fetched.get(*key).cloned();
+                    match self.buffer.pending_add(key) {
+                        Some(delta) => Some(add_le(base.as_deref(), delta)),
+                        None => base,
+                    }
+                }
+            })
+            .collect();
+        if !snapshot {
+            for key in keys {
+                self.reads.push((key.to_vec(), key_after(key)));
+            }
+        }
+        Ok(out)
+    }
+
     async fn get_range(
         &mut self,
         begin: &[u8],
