@@ -316,6 +316,14 @@ pub(crate) fn quota_gate(tenant: &str) -> Vec<u8> {
     root().pack(&("quotagate", tenant))
 }
 
+/// Where the current expiry of the lease with fencing token `fence` on task `id` lives
+/// once renewed: renewals write this small key (and move the lease timer) instead of
+/// rewriting the task record, so they never conflict with the task's progress or
+/// completion, and a late renewal of an earlier lease cannot touch a later one's.
+pub(crate) fn lease_expiry(id: TaskId, fence: u64) -> Vec<u8> {
+    root().pack(&("leasex", id.to_string(), fence))
+}
+
 pub(crate) fn timer(due_micros: i64, id: TaskId) -> Vec<u8> {
     root().pack(&("timer", due_micros, id.to_string()))
 }

@@ -361,7 +361,57 @@ pub(crate) fn arm_timer(
     Ok(())
 }
 
+/// A renewed lease's expiry, kept beside the task record (see [`keyspace::lease_expiry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RenewedLease {
+    /// When the lease lapses unless renewed again (unix microseconds).
+    pub expires_at: i64,
+}
+
+/// When `lease` of task `id` lapses: its last renewal's expiry, or the one it was taken
+/// with. Read with a conflict: a renewal and a reaper deciding on the same lease
+/// serialize on it.
+pub(crate) async fn lease_expires_at(
+    txn: &mut Transaction<'_>,
+    id: TaskId,
+    lease: &supervisor_model::Lease,
+) -> Result<i64, EngineError> {
+    let stored = txn.get(&keyspace::lease_expiry(id, lease.fence)).await?;
+    current_expiry(stored.as_deref(), lease)
+}
+
+/// The expiry of `lease` given what its expiry key holds (`None`: never renewed).
+pub(crate) fn current_expiry(
+    stored: Option<&[u8]>,
+    lease: &supervisor_model::Lease,
+) -> Result<i64, EngineError> {
+    match stored {
+        Some(bytes) => Ok(decode::<RenewedLease>("lease expiry", bytes)?.expires_at),
+        None => Ok(lease.expires_at),
+    }
+}
+
+/// Moves the timer of `lease` (task `id`, tenant `tenant`) from `old` to `due` and records
+/// the new expiry beside the task, leaving the task record alone.
+pub(crate) fn extend_lease(
+    txn: &mut Transaction<'_>,
+    (tenant, id): (&str, TaskId),
+    lease: &supervisor_model::Lease,
+    old: i64,
+    due: i64,
+) -> Result<(), EngineError> {
+    txn.clear(&keyspace::timer(old, id));
+    arm_timer(txn, due, id, &TimerEntry::lease(tenant, lease))?;
+    let renewed = RenewedLease { expires_at: due };
+    txn.set(&keyspace::lease_expiry(id, lease.fence), &encode(&renewed)?);
+    Ok(())
+}
+
 /// Disarms whatever timer the task's current state armed (its lease or its retry).
+///
+/// A renewed lease's timer and expiry key are not touched (that would need a read, and
+/// make the renewal conflict with this write): the timer is left to come due, and the
+/// reaper then drops both, since the lease they guarded is gone.
 pub(crate) fn disarm_timers(txn: &mut Transaction<'_>, task: &Task) {
     if let Some(lease) = &task.lease {
         txn.clear(&keyspace::timer(lease.expires_at, task.id));

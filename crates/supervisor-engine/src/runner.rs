@@ -7,6 +7,7 @@ use std::time::Duration;
 use supervisor_model::{AttemptRecord, EventKind, Task, TaskId, TaskResult, TaskStatus};
 use supervisor_store::{Priority, RangeOptions, Watch};
 
+use crate::codec::decode;
 use crate::keyspace;
 use crate::ledger;
 use crate::nodes::EpochCheck;
@@ -136,13 +137,32 @@ pub(crate) async fn write_batch(
                 // Workflow steps that ended: their runs advance once, after the batch.
                 let mut finished_steps = Vec::new();
                 let mut epochs = EpochCheck::default();
-                for (i, item) in items.iter().enumerate() {
-                    let task_ref = match item {
+                // Every record the batch writes, read in one round trip; an item after
+                // another of the same task reads that one's write instead.
+                let refs: Vec<&TaskRef> = items
+                    .iter()
+                    .map(|item| match item {
                         RunnerWrite::Progress { task_ref, .. } => task_ref,
                         RunnerWrite::Finish(f) => &f.task_ref,
+                    })
+                    .collect();
+                let keys: Vec<Vec<u8>> = refs
+                    .iter()
+                    .map(|r| keyspace::task(&r.tenant, r.id))
+                    .collect();
+                let mut prefetched = txn.get_many(&as_slices(&keys)).await?;
+                let mut seen = std::collections::HashSet::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let task_ref = refs[i];
+                    let record = if seen.insert(task_ref.id) {
+                        prefetched[i]
+                            .take()
+                            .map(|bytes| decode::<Task>("task record", &bytes))
+                            .transpose()?
+                    } else {
+                        records::load(txn, &task_ref.tenant, task_ref.id).await?
                     };
-                    let Some(mut task) = records::load(txn, &task_ref.tenant, task_ref.id).await?
-                    else {
+                    let Some(mut task) = record else {
                         out.push(Ok(RunnerWriteResult::Refused(format!(
                             "task {} does not exist",
                             task_ref.id
@@ -447,38 +467,46 @@ impl Engine {
             .run(|txn| {
                 Box::pin(async move {
                     txn.set_priority(Priority::System);
-                    let mut out = Vec::with_capacity(refs.len());
+                    // Snapshot reads of the records: the task's own writes (progress,
+                    // finish) must not make the renewal conflict, or under load renewals
+                    // retry until leases lapse. Renewing a lease that just ended is
+                    // harmless (its timer guards nothing, and the reaper drops it); one
+                    // taken back conflicts on its expiry key, which the reclaim clears.
+                    let keys: Vec<Vec<u8>> = refs
+                        .iter()
+                        .map(|r| keyspace::task(&r.tenant, r.id))
+                        .collect();
+                    let records = txn.get_many_snapshot(&as_slices(&keys)).await?;
                     let mut epochs = EpochCheck::default();
-                    for r in refs {
-                        let Some(mut task) = records::load(txn, &r.tenant, r.id).await? else {
-                            out.push(false);
-                            continue;
-                        };
+                    let mut held = Vec::with_capacity(refs.len());
+                    for (i, (r, record)) in refs.iter().zip(records).enumerate() {
+                        let Some(bytes) = record else { continue };
+                        let task: Task = decode("task record", &bytes)?;
                         if stale(&task, r.fence).is_some() {
-                            out.push(false);
                             continue;
                         }
-                        if let Some(lease) = &task.lease
-                            && epochs
-                                .refusal(txn, &lease.node_id, lease.node_epoch)
-                                .await?
-                                .is_some()
+                        let Some(lease) = task.lease else { continue };
+                        if epochs
+                            .refusal(txn, &lease.node_id, lease.node_epoch)
+                            .await?
+                            .is_some()
                         {
-                            out.push(false);
                             continue;
                         }
-                        let Some(lease) = task.lease.as_mut() else {
-                            out.push(false);
-                            continue;
-                        };
-                        let old = lease.expires_at;
-                        lease.expires_at = now + lease_micros;
-                        let entry = TimerEntry::lease(&r.tenant, lease);
-                        let due = lease.expires_at;
-                        txn.clear(&keyspace::timer(old, r.id));
-                        records::arm_timer(txn, due, r.id, &entry)?;
-                        records::put(txn, &task)?;
-                        out.push(true);
+                        held.push((i, lease));
+                    }
+                    let expiry_keys: Vec<Vec<u8>> = held
+                        .iter()
+                        .map(|(i, lease)| keyspace::lease_expiry(refs[*i].id, lease.fence))
+                        .collect();
+                    let stored = txn.get_many(&as_slices(&expiry_keys)).await?;
+                    let due = now + lease_micros;
+                    let mut out = vec![false; refs.len()];
+                    for ((i, lease), stored) in held.iter().zip(stored) {
+                        let r = &refs[*i];
+                        let old = records::current_expiry(stored.as_deref(), lease)?;
+                        records::extend_lease(txn, (&r.tenant, r.id), lease, old, due)?;
+                        out[*i] = true;
                     }
                     Ok::<_, EngineError>(out)
                 })
@@ -591,4 +619,9 @@ impl Engine {
             })
             .await
     }
+}
+
+/// Borrows each key, as the store's multi-key reads take them.
+fn as_slices(keys: &[Vec<u8>]) -> Vec<&[u8]> {
+    keys.iter().map(Vec::as_slice).collect()
 }

@@ -691,6 +691,61 @@ async fn renewal_keeps_a_lease_alive() {
 }
 
 #[tokio::test]
+async fn renewal_leaves_the_task_record_alone_so_it_never_conflicts_with_a_finish() {
+    let f = fixture().await;
+    let id = f
+        .engine
+        .submit("default", new_task("p"))
+        .await
+        .unwrap()
+        .task
+        .id;
+    let leased = lease_one(&f).await;
+    let before = f.engine.get("default", id).await.unwrap();
+    // A writer of the task (as progress and finish are) reads the record, then a renewal
+    // commits, then the writer commits: it must not conflict.
+    let key = crate::keyspace::task("default", id);
+    let mut writer = f.engine.db().begin().await.unwrap();
+    let record = writer.get(&key).await.unwrap().expect("task record");
+    writer.set(&key, &record);
+    f.clock.advance(Duration::from_secs(6));
+    assert_eq!(
+        f.engine
+            .renew(std::slice::from_ref(&leased.task_ref))
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    writer
+        .commit()
+        .await
+        .expect("a renewal must not make a write of the task conflict");
+    assert_eq!(f.engine.get("default", id).await.unwrap(), before);
+    // The renewed expiry holds past the one the lease was taken with (10 s).
+    f.clock.advance(Duration::from_secs(6));
+    assert_eq!(f.engine.sweep_timers(10).await.unwrap().leases_reclaimed, 0);
+    let done = f
+        .engine
+        .finish(finish(&leased.task_ref, success("out")))
+        .await
+        .unwrap();
+    assert_eq!(done, RunnerWriteResult::Accepted(TaskStatus::Succeeded));
+    // The renewal's timer comes due after the finish: it guards nothing any more, and
+    // nothing of the lease is left behind.
+    f.clock.advance(Duration::from_secs(60));
+    let sweep = f.engine.sweep_timers(10).await.unwrap();
+    assert_eq!((sweep.leases_reclaimed, sweep.next_due), (0, None));
+    let task = f.engine.get("default", id).await.unwrap();
+    assert_eq!(task.status, TaskStatus::Succeeded);
+    let mut txn = f.engine.db().begin().await.unwrap();
+    let left = txn
+        .get(&crate::keyspace::lease_expiry(id, leased.task_ref.fence))
+        .await
+        .unwrap();
+    assert_eq!(left, None);
+}
+
+#[tokio::test]
 async fn event_log_is_resumable_and_the_stream_ends_at_terminal() {
     let f = fixture().await;
     let id = f

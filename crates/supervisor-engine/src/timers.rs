@@ -45,6 +45,10 @@ async fn reclaim(
     cfg: &crate::EngineConfig,
 ) -> Result<(), EngineError> {
     crate::observe::reclaimed(txn, reason);
+    if let Some(lease) = &task.lease {
+        // Conflicts with a renewal of this lease racing the reclaim (it read this key).
+        txn.clear(&keyspace::lease_expiry(task.id, lease.fence));
+    }
     records::disarm_timers(txn, task);
     let node = task
         .lease
@@ -81,6 +85,31 @@ async fn reclaim(
         )?;
         records::put(txn, task)?;
         crate::workflows::on_task_terminal(txn, task, now, cfg).await
+    }
+}
+
+/// Whether the lease timer `entry`, due `at`, still guards the lease of `task` (the
+/// task record, `None` if it is gone): the task runs under the same lease (fencing
+/// token), not since renewed past `at`. A timer that guards nothing (left by a renewal
+/// that raced the end of its lease, or moved by a later renewal) is the caller's to
+/// clear; the lease's expiry key goes here once the lease is over.
+async fn guards_lease(
+    txn: &mut Transaction<'_>,
+    task: Option<&Task>,
+    id: supervisor_model::TaskId,
+    entry: &TimerEntry,
+    at: i64,
+) -> Result<bool, EngineError> {
+    let current = task
+        .filter(|t| t.status == TaskStatus::Running)
+        .and_then(|t| t.lease.as_ref())
+        .filter(|l| l.fence == entry.fence);
+    match current {
+        Some(lease) => Ok(records::lease_expires_at(txn, id, lease).await? == at),
+        None => {
+            txn.clear(&keyspace::lease_expiry(id, entry.fence));
+            Ok(false)
+        }
     }
 }
 
@@ -142,6 +171,9 @@ impl Engine {
                             continue;
                         }
                         let Some(mut task) = records::load(txn, &entry.tenant, id).await? else {
+                            if entry.kind == TimerKind::Lease {
+                                guards_lease(txn, None, id, &entry, at).await?;
+                            }
                             continue;
                         };
                         match entry.kind {
@@ -170,10 +202,7 @@ impl Engine {
                                 }
                             }
                             TimerKind::Lease => {
-                                let live = task.status == TaskStatus::Running
-                                    && task.lease.as_ref().is_some_and(|l| {
-                                        l.fence == entry.fence && l.expires_at == at
-                                    });
+                                let live = guards_lease(txn, Some(&task), id, &entry, at).await?;
                                 if live {
                                     reclaim(
                                         txn,
@@ -230,58 +259,57 @@ impl Engine {
         let mut total = 0;
         let mut cursor = begin;
         loop {
-            let (reclaimed, next) =
-                self.inner
-                    .db
-                    .run(|txn| {
-                        let (cursor, end) = (cursor.clone(), end.clone());
-                        Box::pin(async move {
-                            let kvs = txn
-                                .get_range(&cursor, &end, RangeOptions::new().snapshot().limit(500))
-                                .await?;
-                            let next = if kvs.len() == 500 {
-                                kvs.last()
-                                    .map(|kv| supervisor_store::keys::key_after(&kv.key))
-                            } else {
-                                None
-                            };
-                            let mut reclaimed = 0;
-                            for kv in &kvs {
-                                let entry: TimerEntry = decode("timer entry", &kv.value)?;
-                                if entry.kind != TimerKind::Lease
-                                    || entry.node != node.id
-                                    || entry.epoch >= node.epoch
-                                {
-                                    continue;
-                                }
-                                let Some((at, id)) = keyspace::parse_timer(&kv.key) else {
-                                    continue;
-                                };
-                                txn.add_read_conflict_key(&kv.key);
-                                let Some(mut task) = records::load(txn, &entry.tenant, id).await?
-                                else {
-                                    txn.clear(&kv.key);
-                                    continue;
-                                };
-                                let live = task.status == TaskStatus::Running
-                                    && task.lease.as_ref().is_some_and(|l| {
-                                        l.fence == entry.fence && l.expires_at == at
-                                    });
-                                if live {
-                                    let why = format!(
-                                        "{why} (epoch {} replaced {})",
-                                        node.epoch, entry.epoch
-                                    );
-                                    reclaim(txn, &mut task, now, (reason, &why), cfg).await?;
-                                    reclaimed += 1;
-                                } else {
-                                    txn.clear(&kv.key);
-                                }
+            let (reclaimed, next) = self
+                .inner
+                .db
+                .run(|txn| {
+                    let (cursor, end) = (cursor.clone(), end.clone());
+                    Box::pin(async move {
+                        let kvs = txn
+                            .get_range(&cursor, &end, RangeOptions::new().snapshot().limit(500))
+                            .await?;
+                        let next = if kvs.len() == 500 {
+                            kvs.last()
+                                .map(|kv| supervisor_store::keys::key_after(&kv.key))
+                        } else {
+                            None
+                        };
+                        let mut reclaimed = 0;
+                        for kv in &kvs {
+                            let entry: TimerEntry = decode("timer entry", &kv.value)?;
+                            if entry.kind != TimerKind::Lease
+                                || entry.node != node.id
+                                || entry.epoch >= node.epoch
+                            {
+                                continue;
                             }
-                            Ok::<_, EngineError>((reclaimed, next))
-                        })
+                            let Some((at, id)) = keyspace::parse_timer(&kv.key) else {
+                                continue;
+                            };
+                            txn.add_read_conflict_key(&kv.key);
+                            let Some(mut task) = records::load(txn, &entry.tenant, id).await?
+                            else {
+                                guards_lease(txn, None, id, &entry, at).await?;
+                                txn.clear(&kv.key);
+                                continue;
+                            };
+                            let live = guards_lease(txn, Some(&task), id, &entry, at).await?;
+                            if live {
+                                let why = format!(
+                                    "{why} (epoch {} replaced {})",
+                                    node.epoch, entry.epoch
+                                );
+                                reclaim(txn, &mut task, now, (reason, &why), cfg).await?;
+                                reclaimed += 1;
+                            }
+                            // The timer found (a renewal may have moved it from where
+                            // the task record says) goes too.
+                            txn.clear(&kv.key);
+                        }
+                        Ok::<_, EngineError>((reclaimed, next))
                     })
-                    .await?;
+                })
+                .await?;
             total += reclaimed;
             match next {
                 Some(n) => cursor = n,

@@ -172,8 +172,13 @@ fn spawn_renewer(
 ) -> JoinHandle<()> {
     let every = engine.config().lease_duration / 3;
     tokio::spawn(async move {
+        // A fixed cadence: a renewal that took long (a slow store) is followed by the next
+        // one at once rather than a whole interval later, so leases hold while renewing
+        // them all takes up to half a lease.
+        let mut next = clock.now() + every;
         loop {
-            clock.sleep(every).await;
+            clock.sleep_until(next).await;
+            next = (next + every).max(clock.now());
             let refs: Vec<TaskRef> = match leases.lock() {
                 Ok(leases) => leases.values().cloned().collect(),
                 Err(_) => return,
