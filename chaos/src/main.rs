@@ -19,7 +19,7 @@ use supervisor_chaos::{report, today};
 #[command(name = "supervisor-chaos")]
 struct Args {
     /// Scenarios to run, in order (default: all of kill9, sigstop, partition, pg-restart,
-    /// rolling).
+    /// rolling, overload).
     scenarios: Vec<Scenario>,
     /// Short phases, for CI (each scenario takes about a minute).
     #[arg(long)]
@@ -233,9 +233,7 @@ async fn run(args: Args) -> Result<bool> {
         "load: {} submits/s over 3 nodes; {:?} before the fault, {:?} after it is lifted",
         profile.rate, profile.warm_up, profile.cool_down
     ));
-    let chosen = if args.scenarios.is_empty() && args.quick {
-        Scenario::QUICK.to_vec()
-    } else if args.scenarios.is_empty() {
+    let chosen = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {
         args.scenarios.clone()

@@ -42,17 +42,6 @@ impl Scenario {
         Scenario::Overload,
     ];
 
-    /// What `--quick` runs when no scenario is named (CI): every scenario but
-    /// `overload`, which still sees leases of a live node lapse in some runs (see the
-    /// README) and runs only when named or in a full run until that is fixed.
-    pub const QUICK: [Scenario; 5] = [
-        Scenario::Kill9,
-        Scenario::Sigstop,
-        Scenario::Partition,
-        Scenario::PgRestart,
-        Scenario::Rolling,
-    ];
-
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
         match self {
