@@ -425,7 +425,8 @@ async fn a_missing_schema_is_a_clear_error_unless_created() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_is_idempotent_even_when_run_concurrently() {
-    let url = server().url(&fresh_database().await);
+    let name = fresh_database().await;
+    let url = server().url(&name);
     let runs = futures::future::join_all((0..4).map(|_| PostgresStore::init(&url))).await;
     for result in runs {
         ok(result, "concurrent init");
@@ -438,6 +439,19 @@ async fn init_is_idempotent_even_when_run_concurrently() {
         Some(&b"v"[..]),
         "init keeps the data"
     );
+    // The kv table leaves room on its pages for in-place (HOT) updates of hot rows.
+    let options: Option<Vec<String>> = match admin(&name)
+        .await
+        .query_one(
+            "SELECT reloptions FROM pg_class WHERE relname = 'supervisor_kv'",
+            &[],
+        )
+        .await
+    {
+        Ok(row) => row.get(0),
+        Err(err) => panic!("reading supervisor_kv's options: {err}"),
+    };
+    assert_eq!(options, Some(vec!["fillfactor=50".to_string()]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

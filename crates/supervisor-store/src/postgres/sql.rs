@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS supervisor_kv (
     key bytea PRIMARY KEY,
     value bytea NOT NULL
 );
+-- Half of each page left free: the store's counters are rows nearly every batch updates,
+-- and with room on their page an update is a heap-only (HOT) one, pruned in place,
+-- instead of a new index entry and a new page per update. Measured: one node on a 64-client
+-- closed loop, 240-266 tasks/s at the default (100), 415-494 at 50, 257 at 70. It applies
+-- to pages written from now on (a database made before picks it up as pages fill, or at
+-- once after VACUUM FULL).
+ALTER TABLE supervisor_kv SET (fillfactor = 50);
 CREATE TABLE IF NOT EXISTS supervisor_kv_history (
     version bigint NOT NULL,
     begin_key bytea NOT NULL,
