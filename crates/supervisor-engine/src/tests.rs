@@ -101,6 +101,16 @@ fn failed(error: &str, retryable: bool) -> Outcome {
     }
 }
 
+/// Submits a task with `prompt` for the `default` tenant; its id.
+async fn submit_one(f: &Fixture, prompt: &str) -> TaskId {
+    f.engine
+        .submit("default", new_task(prompt))
+        .await
+        .expect("submit")
+        .task
+        .id
+}
+
 /// Renews one lease; whether it was renewed.
 async fn renew_one(f: &Fixture, task_ref: &TaskRef) -> bool {
     let renewed = f
@@ -175,13 +185,7 @@ async fn submit_lease_finish_records_one_terminal_event() {
 #[tokio::test]
 async fn lapsed_lease_makes_the_task_eligible_again() {
     let f = fixture().await;
-    let id = f
-        .engine
-        .submit("default", new_task("p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let id = submit_one(&f, "p").await;
     let first = lease_one(&f).await;
     assert!(
         f.engine.lease(&f.node, 10).await.unwrap().tasks.is_empty(),
@@ -265,13 +269,7 @@ async fn attempts_abandoned_by_a_dead_node_do_not_count_but_are_bounded() {
         "{error}"
     );
     // A real failure still counts: attempts and abandons are separate budgets.
-    let id = f
-        .engine
-        .submit("default", new_task("fails"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let id = submit_one(&f, "fails").await;
     let leased = lease_one_as(&f, &node).await;
     f.engine
         .finish(finish(&leased.task_ref, failed("boom", true)))
@@ -290,13 +288,7 @@ async fn lease_one_as(f: &Fixture, node: &NodeIdentity) -> LeasedTask {
 #[tokio::test]
 async fn stale_fencing_token_is_refused() {
     let f = fixture().await;
-    let id = f
-        .engine
-        .submit("default", new_task("p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let id = submit_one(&f, "p").await;
     let first = lease_one(&f).await;
     f.clock.advance(Duration::from_secs(11));
     f.engine.sweep_timers(100).await.unwrap();
@@ -423,13 +415,7 @@ async fn an_idempotency_key_reused_for_another_request_is_refused() {
 #[tokio::test]
 async fn terminal_task_never_changes() {
     let f = fixture().await;
-    let id = f
-        .engine
-        .submit("default", new_task("p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let id = submit_one(&f, "p").await;
     let leased = lease_one(&f).await;
     f.engine
         .finish(finish(&leased.task_ref, success("out")))
@@ -467,13 +453,7 @@ async fn terminal_task_never_changes() {
 #[tokio::test]
 async fn retry_vests_after_its_backoff() {
     let f = fixture().await;
-    let id = f
-        .engine
-        .submit("default", new_task("p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let id = submit_one(&f, "p").await;
     let leased = lease_one(&f).await;
     let res = f
         .engine
@@ -522,13 +502,7 @@ async fn attempts_run_out_and_permanent_errors_fail_at_once() {
     assert_eq!(task.status, TaskStatus::Failed);
     assert!(task.error.unwrap().contains("boom"));
 
-    let id = f
-        .engine
-        .submit("default", new_task("q"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let id = submit_one(&f, "q").await;
     let leased = lease_one(&f).await;
     f.engine
         .finish(finish(&leased.task_ref, failed("bad request", false)))
@@ -563,13 +537,7 @@ async fn higher_priority_is_leased_first_then_oldest() {
 #[tokio::test]
 async fn cancel_running_task_notifies_its_node_and_fences_the_runner() {
     let f = fixture().await;
-    let id = f
-        .engine
-        .submit("default", new_task("p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let id = submit_one(&f, "p").await;
     let leased = lease_one(&f).await;
     let (empty, _) = f.engine.take_inbox(&f.node.id).await.unwrap();
     assert!(empty.is_empty());
@@ -593,13 +561,7 @@ async fn cancel_running_task_notifies_its_node_and_fences_the_runner() {
         TaskStatus::Cancelled
     );
     // A queued task leaves the queue when cancelled.
-    let queued = f
-        .engine
-        .submit("default", new_task("q"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let queued = submit_one(&f, "q").await;
     f.engine.cancel("default", queued, "").await.unwrap();
     assert!(f.engine.lease(&f.node, 10).await.unwrap().tasks.is_empty());
 }
@@ -607,13 +569,7 @@ async fn cancel_running_task_notifies_its_node_and_fences_the_runner() {
 #[tokio::test]
 async fn retry_creates_a_new_task_and_leaves_the_original() {
     let f = fixture().await;
-    let id = f
-        .engine
-        .submit("default", new_task("p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let id = submit_one(&f, "p").await;
     let running = lease_one(&f).await;
     let err = f.engine.retry("default", id).await.unwrap_err();
     assert!(
@@ -691,13 +647,7 @@ async fn renewal_keeps_a_lease_alive() {
 #[tokio::test]
 async fn renewal_leaves_the_task_record_alone_so_it_never_conflicts_with_a_finish() {
     let f = fixture().await;
-    let id = f
-        .engine
-        .submit("default", new_task("p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let id = submit_one(&f, "p").await;
     let leased = lease_one(&f).await;
     let before = f.engine.get("default", id).await.unwrap();
     // A writer of the task (as progress and finish are) reads the record, then a renewal
@@ -740,13 +690,7 @@ async fn renewal_leaves_the_task_record_alone_so_it_never_conflicts_with_a_finis
 #[tokio::test]
 async fn event_log_is_resumable_and_the_stream_ends_at_terminal() {
     let f = fixture().await;
-    let id = f
-        .engine
-        .submit("default", new_task("p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let id = submit_one(&f, "p").await;
     let stream = f.engine.watch_events("default", id, 0).await.unwrap();
     let engine = f.engine.clone();
     let node = f.node.clone();
@@ -809,13 +753,7 @@ async fn unknown_task_is_not_found() {
         Err(EngineError::NotFound { .. })
     ));
     // Tenants are isolated.
-    let own = f
-        .engine
-        .submit("default", new_task("p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let own = submit_one(&f, "p").await;
     assert!(matches!(
         f.engine.get("other", own).await,
         Err(EngineError::NotFound { .. })
@@ -913,13 +851,7 @@ async fn large_output_is_chunked_and_read_back_whole() {
         ..EngineConfig::default()
     })
     .await;
-    let id = f
-        .engine
-        .submit("default", new_task("p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let id = submit_one(&f, "p").await;
     let leased = lease_one(&f).await;
     let big: String = (0..300_000)
         .map(|i| char::from(b'a' + (i % 26) as u8))
@@ -967,13 +899,7 @@ async fn concurrent_submits_share_transactions_and_all_land() {
 #[tokio::test]
 async fn retry_after_from_the_provider_outlasts_a_shorter_backoff() {
     let f = fixture().await;
-    let id = f
-        .engine
-        .submit("default", new_task("p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let id = submit_one(&f, "p").await;
     let leased = lease_one(&f).await;
     let outcome = Outcome::Failed {
         error: "rate limited".into(),
@@ -1007,13 +933,7 @@ async fn retry_after_from_the_provider_outlasts_a_shorter_backoff() {
 #[tokio::test]
 async fn attempts_are_recorded_and_charged_to_the_ledger() {
     let f = fixture().await;
-    let id = f
-        .engine
-        .submit("default", new_task("p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let id = submit_one(&f, "p").await;
     let first = lease_one(&f).await;
     let mut failing = finish(&first.task_ref, failed("overloaded", true));
     failing.provider = "anthropic".into();
@@ -1097,13 +1017,7 @@ async fn artifacts_are_stored_in_chunks_and_read_back() {
         ..EngineConfig::default()
     })
     .await;
-    let id = f
-        .engine
-        .submit("default", new_task("p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let id = submit_one(&f, "p").await;
     let leased = lease_one(&f).await;
     let diff: String = (0..5000).map(|i| format!("+line {i}\n")).collect();
     let mut outcome = success("done");
