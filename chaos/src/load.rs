@@ -34,6 +34,11 @@ pub struct LoadSettings {
     /// Attempts each task may take (a killed node's attempt does not count, but a task
     /// abandoned by its nodes more than three times per allowed attempt fails).
     pub max_attempts: u32,
+    /// Once the load is stopped, a submit in flight makes no further tries (its current
+    /// call still gets its answer): a flood ends when its offering ends, not up to
+    /// `give_up_after` later. Off, submits keep trying, so that a fault's last submits
+    /// still land.
+    pub stop_retrying_when_stopped: bool,
 }
 
 /// A task the cluster accepted.
@@ -194,10 +199,9 @@ async fn generate(
         pending.push(tokio::spawn(submit_one(
             settings.clone(),
             targets.clone(),
-            key,
-            first,
+            (key, first),
             (resent.clone(), refused.clone()),
-            accepted_count.clone(),
+            (accepted_count.clone(), stop.clone()),
         )));
         seq += 1;
     }
@@ -239,10 +243,9 @@ fn is_permanent(err: &ClientError) -> bool {
 async fn submit_one(
     settings: LoadSettings,
     targets: Arc<Targets>,
-    key: String,
-    first: usize,
+    (key, first): (String, usize),
     (resent, refused): (Arc<AtomicU64>, Arc<AtomicU64>),
-    accepted_count: Arc<AtomicU64>,
+    (accepted_count, stop): (Arc<AtomicU64>, Arc<AtomicBool>),
 ) -> Submit {
     let request = SubmitTaskRequest {
         r#type: TaskType::CodeAnalysis as i32,
@@ -258,6 +261,12 @@ async fn submit_one(
     let mut last_error = String::new();
     let mut node = first;
     while tokio::time::Instant::now() < deadline {
+        if calls > 0 && settings.stop_retrying_when_stopped && stop.load(Ordering::Relaxed) {
+            return Submit::GivenUp(GivenUp {
+                key,
+                last_error: format!("the load stopped; last try: {last_error}"),
+            });
+        }
         calls += 1;
         let outcome = match targets.client(node) {
             Ok(client) => {

@@ -65,6 +65,7 @@ pub async fn measure(spec: &ClusterSpec, nodes: usize, load: &ScaleLoad) -> Resu
             give_up_after: Duration::from_secs(60),
             key_prefix: format!("scale-{nodes}-{}", std::process::id()),
             max_attempts: 3,
+            stop_retrying_when_stopped: false,
         },
         cluster.targets.clone(),
     );

@@ -181,6 +181,7 @@ async fn run_inner(
             give_up_after: Duration::from_secs(90),
             key_prefix: format!("chaos-{}-{}", scenario.name(), std::process::id()),
             max_attempts: 10,
+            stop_retrying_when_stopped: false,
         },
         cluster.targets.clone(),
     );
@@ -421,6 +422,10 @@ async fn overload(
         give_up_after: Duration::from_secs(60),
         key_prefix: format!("chaos-overload-{phase}-{}", std::process::id()),
         max_attempts: 10,
+        // The flood ends when its offering ends: refused and unanswered submits are not
+        // tried again after that, or their retries would go on flooding (for up to
+        // `give_up_after`) while the drain is being measured.
+        stop_retrying_when_stopped: true,
     };
     let epochs_before = epochs(engine).await?;
 
@@ -445,7 +450,9 @@ async fn overload(
     let load = Load::start(settings(rate, "flood"), cluster.targets.clone());
     tokio::time::sleep(profile.overload_for).await;
     let flood = load.finish().await?;
-    let stopped = now_micros();
+    // The drain is measured from when the offering stopped (the submits in flight then
+    // got their last answer while the backlog was draining).
+    let stopped = flood.stopped_at;
     outcome.submits = format!(
         "{} accepted in the burst; {} offered at {rate:.0}/s for {:?}: {} accepted, {} \
          refused with RESOURCE_EXHAUSTED and retried, {} given up",
