@@ -198,6 +198,16 @@ impl WriteBuffer {
             _ => None,
         }
     }
+
+    /// The value this transaction sees at `key` when the buffer alone does not decide it
+    /// ([`Self::known`] is `None`): the snapshot's value `base` with the pending atomic add,
+    /// if any, applied.
+    pub(crate) fn over_snapshot(&self, key: &[u8], base: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        match self.pending_add(key) {
+            Some(delta) => Some(add_le(base.as_deref(), delta)),
+            None => base,
+        }
+    }
 }
 
 /// Replaces the placeholder of a versionstamped key and strips its 4-byte offset suffix.

@@ -105,10 +105,7 @@ impl EmbeddedTxn {
             return Ok(known.map(<[u8]>::to_vec));
         }
         let base = self.snapshot_get(key)?;
-        Ok(match self.buffer.pending_add(key) {
-            Some(delta) => Some(add_le(base.as_deref(), delta)),
-            None => base,
-        })
+        Ok(self.buffer.over_snapshot(key, base))
     }
 
     /// Reads `[begin, end)` merged with the buffer, stopping after `limit` pairs.

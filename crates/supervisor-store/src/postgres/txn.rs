@@ -196,10 +196,7 @@ impl PgTxn {
             return Ok(known.map(<[u8]>::to_vec));
         }
         let base = self.snapshot.get(key).await?;
-        Ok(match self.buffer.pending_add(key) {
-            Some(delta) => Some(add_le(base.as_deref(), delta)),
-            None => base,
-        })
+        Ok(self.buffer.over_snapshot(key, base))
     }
 
     /// Reads `[begin, end)` merged with the buffer, stopping after `limit` pairs.
@@ -297,13 +294,10 @@ impl PgTxn {
                 }
                 match &snapshot_values {
                     None => Seen::Current,
-                    Some(values) => {
-                        let base = values.get(&w.key).map(Vec::as_slice);
-                        Seen::Value(match self.buffer.pending_add(&w.key) {
-                            Some(delta) => Some(add_le(base, delta)),
-                            None => base.map(<[u8]>::to_vec),
-                        })
-                    }
+                    Some(values) => Seen::Value(
+                        self.buffer
+                            .over_snapshot(&w.key, values.get(&w.key).cloned()),
+                    ),
                 }
             })
             .collect())
@@ -584,13 +578,7 @@ impl RawTransaction for PgTxn {
             .zip(known)
             .map(|(key, known)| match known {
                 Some(value) => value,
-                None => {
-                    let base = fetched.get(*key).cloned();
-                    match self.buffer.pending_add(key) {
-                        Some(delta) => Some(add_le(base.as_deref(), delta)),
-                        None => base,
-                    }
-                }
+                None => self.buffer.over_snapshot(key, fetched.get(*key).cloned()),
             })
             .collect();
         if !snapshot {
