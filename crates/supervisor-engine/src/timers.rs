@@ -287,19 +287,14 @@ impl Engine {
                                 continue;
                             };
                             txn.add_read_conflict_key(&kv.key);
-                            let Some(mut task) = records::load(txn, &entry.tenant, id).await?
-                            else {
-                                guards_lease(txn, None, id, &entry, at).await?;
-                                txn.clear(&kv.key);
-                                continue;
-                            };
-                            let live = guards_lease(txn, Some(&task), id, &entry, at).await?;
-                            if live {
+                            let mut task = records::load(txn, &entry.tenant, id).await?;
+                            let live = guards_lease(txn, task.as_ref(), id, &entry, at).await?;
+                            if let Some(task) = task.as_mut().filter(|_| live) {
                                 let why = format!(
                                     "{why} (epoch {} replaced {})",
                                     node.epoch, entry.epoch
                                 );
-                                reclaim(txn, &mut task, now, (reason, &why), cfg).await?;
+                                reclaim(txn, task, now, (reason, &why), cfg).await?;
                                 reclaimed += 1;
                             }
                             // The timer found (a renewal may have moved it from where
