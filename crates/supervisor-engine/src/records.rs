@@ -22,6 +22,33 @@ pub(crate) async fn load(
     }
 }
 
+/// Reads the records of `tasks` (tenant, id) in one round trip where the store has one,
+/// in order, `None` for a task that does not exist: [`load`] on each, or without read
+/// conflicts when `snapshot`.
+pub(crate) async fn load_many(
+    txn: &mut Transaction<'_>,
+    tasks: &[(&str, TaskId)],
+    snapshot: bool,
+) -> Result<Vec<Option<Task>>, EngineError> {
+    let keys: Vec<Vec<u8>> = tasks
+        .iter()
+        .map(|(tenant, id)| keyspace::task(tenant, *id))
+        .collect();
+    let records = if snapshot {
+        txn.get_many_snapshot(&keys).await?
+    } else {
+        txn.get_many(&keys).await?
+    };
+    records
+        .into_iter()
+        .map(|record| {
+            record
+                .map(|bytes| decode("task record", &bytes))
+                .transpose()
+        })
+        .collect()
+}
+
 /// Reads a task record that must exist.
 pub(crate) async fn load_existing(
     txn: &mut Transaction<'_>,

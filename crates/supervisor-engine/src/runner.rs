@@ -7,7 +7,6 @@ use std::time::Duration;
 use supervisor_model::{AttemptRecord, EventKind, Task, TaskId, TaskResult, TaskStatus};
 use supervisor_store::{Priority, RangeOptions, Watch};
 
-use crate::codec::decode;
 use crate::keyspace;
 use crate::ledger;
 use crate::nodes::EpochCheck;
@@ -146,19 +145,14 @@ pub(crate) async fn write_batch(
                         RunnerWrite::Finish(f) => &f.task_ref,
                     })
                     .collect();
-                let keys: Vec<Vec<u8>> = refs
-                    .iter()
-                    .map(|r| keyspace::task(&r.tenant, r.id))
-                    .collect();
-                let mut prefetched = txn.get_many(&as_slices(&keys)).await?;
+                let ids: Vec<(&str, TaskId)> =
+                    refs.iter().map(|r| (r.tenant.as_str(), r.id)).collect();
+                let mut prefetched = records::load_many(txn, &ids, false).await?;
                 let mut seen = std::collections::HashSet::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     let task_ref = refs[i];
                     let record = if seen.insert(task_ref.id) {
-                        prefetched[i]
-                            .take()
-                            .map(|bytes| decode::<Task>("task record", &bytes))
-                            .transpose()?
+                        prefetched[i].take()
                     } else {
                         records::load(txn, &task_ref.tenant, task_ref.id).await?
                     };
@@ -472,16 +466,13 @@ impl Engine {
                     // retry until leases lapse. Renewing a lease that just ended is
                     // harmless (its timer guards nothing, and the reaper drops it); one
                     // taken back conflicts on its expiry key, which the reclaim clears.
-                    let keys: Vec<Vec<u8>> = refs
-                        .iter()
-                        .map(|r| keyspace::task(&r.tenant, r.id))
-                        .collect();
-                    let records = txn.get_many_snapshot(&as_slices(&keys)).await?;
+                    let ids: Vec<(&str, TaskId)> =
+                        refs.iter().map(|r| (r.tenant.as_str(), r.id)).collect();
+                    let tasks = records::load_many(txn, &ids, true).await?;
                     let mut epochs = EpochCheck::default();
                     let mut held = Vec::with_capacity(refs.len());
-                    for (i, (r, record)) in refs.iter().zip(records).enumerate() {
-                        let Some(bytes) = record else { continue };
-                        let task: Task = decode("task record", &bytes)?;
+                    for (i, (r, task)) in refs.iter().zip(tasks).enumerate() {
+                        let Some(task) = task else { continue };
                         if stale(&task, r.fence).is_some() {
                             continue;
                         }
@@ -499,7 +490,7 @@ impl Engine {
                         .iter()
                         .map(|(i, lease)| keyspace::lease_expiry(refs[*i].id, lease.fence))
                         .collect();
-                    let stored = txn.get_many(&as_slices(&expiry_keys)).await?;
+                    let stored = txn.get_many(&expiry_keys).await?;
                     let due = now + lease_micros;
                     let mut out = vec![false; refs.len()];
                     for ((i, lease), stored) in held.iter().zip(stored) {
@@ -619,9 +610,4 @@ impl Engine {
             })
             .await
     }
-}
-
-/// Borrows each key, as the store's multi-key reads take them.
-fn as_slices(keys: &[Vec<u8>]) -> Vec<&[u8]> {
-    keys.iter().map(Vec::as_slice).collect()
 }

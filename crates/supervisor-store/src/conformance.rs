@@ -426,7 +426,7 @@ pub async fn get_many_reads_as_get_does(db: &Db) {
     assert_eq!(as_i64(many[5].clone()), 7);
     assert_eq!(as_i64(many[6].clone()), 3);
     assert_eq!(
-        ok(txn.get_many(&[]).await, "get_many of nothing"),
+        ok(txn.get_many::<&[u8]>(&[]).await, "get_many of nothing"),
         Vec::<Option<Vec<u8>>>::new()
     );
     ok(txn.commit().await, "commit");

@@ -83,16 +83,21 @@ impl Transaction<'_> {
     /// each, in one round trip where the backend has them.
     ///
     /// [`get`]: Transaction::get
-    pub async fn get_many(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        self.raw.get_many(keys, false).await
+    pub async fn get_many<K: AsRef<[u8]>>(
+        &mut self,
+        keys: &[K],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let keys: Vec<&[u8]> = keys.iter().map(AsRef::as_ref).collect();
+        self.raw.get_many(&keys, false).await
     }
 
     /// Like [`Transaction::get_many`], without read conflicts.
-    pub async fn get_many_snapshot(
+    pub async fn get_many_snapshot<K: AsRef<[u8]>>(
         &mut self,
-        keys: &[&[u8]],
+        keys: &[K],
     ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        self.raw.get_many(keys, true).await
+        let keys: Vec<&[u8]> = keys.iter().map(AsRef::as_ref).collect();
+        self.raw.get_many(&keys, true).await
     }
 
     /// Reads pairs with `begin <= key < end` as `opts` says.
