@@ -34,6 +34,11 @@
 //! - `("quota", tenant)` → its fair-queueing weight, running limit and lock policy;
 //!   `("running", tenant)` → its running attempts; `("quotagate", tenant)` → written by
 //!   every lease that counts against its running limit
+//! - `("expt", tenant, finished_micros, id)` / `("expw", tenant, finished_micros, id)` →
+//!   empty: a terminal task / ended workflow run, oldest first per tenant, for the
+//!   retention sweeper (`retention`); `("expmig", tenant, status)` → the task id up to
+//!   which tasks finished before these entries existed have been given one (empty once
+//!   all have), `("expmigdone",)` → empty: all tenants' have
 //! - `("timer", due_micros, id)` → timer entry: a retry waiting to vest or a lease to check
 //! - `("ix", "status"|"type"|"label", tenant, value, id)` → empty: list indexes
 //! - `("stat", "status", status)` / `("stat", "provider", name, field)` → counters
@@ -89,6 +94,16 @@ pub(crate) fn artifact_range(tenant: &str, id: TaskId, name: &str) -> (Vec<u8>, 
     root()
         .subspace(&("art", tenant, id.to_string(), name))
         .range()
+}
+
+/// Every artifact of a task.
+pub(crate) fn artifacts_of(tenant: &str, id: TaskId) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("art", tenant, id.to_string())).range()
+}
+
+/// Every event of a task.
+pub(crate) fn events_of(tenant: &str, id: TaskId) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("ev", tenant, id.to_string())).range()
 }
 
 pub(crate) fn event(tenant: &str, id: TaskId, seq: u64) -> Vec<u8> {
@@ -324,6 +339,85 @@ pub(crate) fn lease_expiry(id: TaskId, fence: u64) -> Vec<u8> {
     root().pack(&("leasex", id.to_string(), fence))
 }
 
+/// Which records the retention sweeper deletes: terminal tasks or ended workflow runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiring {
+    Task,
+    Run,
+}
+
+impl Expiring {
+    fn name(self) -> &'static str {
+        match self {
+            Expiring::Task => "expt",
+            Expiring::Run => "expw",
+        }
+    }
+}
+
+/// The retention entry of a task or run that ended at `ended_micros`.
+pub(crate) fn expiry(kind: Expiring, tenant: &str, ended_micros: i64, id: TaskId) -> Vec<u8> {
+    root().pack(&(kind.name(), tenant, ended_micros, id.to_string()))
+}
+
+/// Every retention entry of `kind` (all tenants), for finding the tenants that have some.
+pub(crate) fn expiries(kind: Expiring) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&(kind.name(),)).range()
+}
+
+/// `tenant`'s retention entries of `kind` for records that ended before `before_micros`.
+pub(crate) fn expiries_before(
+    kind: Expiring,
+    tenant: &str,
+    before_micros: i64,
+) -> (Vec<u8>, Vec<u8>) {
+    let (begin, _) = root().subspace(&(kind.name(), tenant)).range();
+    (begin, root().pack(&(kind.name(), tenant, before_micros)))
+}
+
+/// Every retention entry of `kind` of `tenant`.
+pub(crate) fn expiries_of(kind: Expiring, tenant: &str) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&(kind.name(), tenant)).range()
+}
+
+/// The tenant, end time and id of a retention entry.
+pub(crate) fn parse_expiry(key: &[u8]) -> Option<(String, i64, TaskId)> {
+    let (_, tenant, at, id): (String, String, i64, String) = root().unpack(key).ok()?;
+    Some((tenant, at, id.parse().ok()?))
+}
+
+/// How far the giving of retention entries to tasks that finished before they existed
+/// has come, for one tenant and terminal status: the last task id handled.
+pub(crate) fn expiry_backfill(tenant: &str, status: TaskStatus) -> Vec<u8> {
+    root().pack(&("expmig", tenant, status.as_str()))
+}
+
+/// Every tenant that has a status index (a task, even a deleted one, once had one).
+pub(crate) fn status_indexes() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("ix", "status")).range()
+}
+
+/// Every status index entry of `tenant`.
+pub(crate) fn status_index_of(tenant: &str) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("ix", "status", tenant)).range()
+}
+
+/// Set once every task that finished before retention entries existed has one.
+pub(crate) fn expiry_backfill_done() -> Vec<u8> {
+    root().pack(&("expmigdone",))
+}
+
+/// The tenant of a status index key.
+pub(crate) fn parse_status_index_tenant(key: &[u8]) -> Option<String> {
+    let (_, _, tenant, _, _): (String, String, String, String, String) = root().unpack(key).ok()?;
+    Some(tenant)
+}
+
+/// Every lease expiry key of a task.
+pub(crate) fn lease_expiries(id: TaskId) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("leasex", id.to_string())).range()
+}
+
 pub(crate) fn timer(due_micros: i64, id: TaskId) -> Vec<u8> {
     root().pack(&("timer", due_micros, id.to_string()))
 }
@@ -485,6 +579,11 @@ pub(crate) fn parse_workflow_chunk(key: &[u8]) -> Option<(TaskId, u32)> {
 
 pub(crate) fn workflow_range(tenant: &str) -> (Vec<u8>, Vec<u8>) {
     root().subspace(&("wf", tenant)).range()
+}
+
+/// Every event of a workflow run.
+pub(crate) fn workflow_events(tenant: &str, id: TaskId) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("wfev", tenant, id.to_string())).range()
 }
 
 pub(crate) fn workflow_event(tenant: &str, id: TaskId, seq: u64) -> Vec<u8> {

@@ -14,6 +14,7 @@
 
 mod admission;
 mod analytics;
+pub mod archive;
 mod batch;
 mod clock;
 mod codec;
@@ -27,6 +28,7 @@ mod nodes;
 mod observe;
 mod records;
 mod resources;
+mod retention;
 mod rollups;
 mod runner;
 mod schedules;
@@ -43,6 +45,8 @@ mod identity_tests;
 mod membership_tests;
 #[cfg(test)]
 mod resources_tests;
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -75,6 +79,7 @@ pub use resources::{
     Allocation, BudgetStatus, DEFAULT_ANSWER_TOKENS, Estimate, Estimator, LeaseOptions,
     LimitStatus, MAX_LISTED, TenantQuotaInfo, WaitingTask, parse_scope,
 };
+pub use retention::{RETENTION_DUTY, RetentionConfig, RetentionSweep};
 pub use runner::{Finish, LeaseBatch, LeasedTask, Outcome, RunnerWriteResult, Streamed, TaskRef};
 pub use schedules::{MAX_SCHEDULE_NAME_BYTES, SCHEDULER_DUTY, SchedulePage, ScheduleRecord};
 pub use slices::{Grant, WINDOW_MICROS};

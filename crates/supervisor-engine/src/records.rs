@@ -60,6 +60,74 @@ pub(crate) async fn load_existing(
         .ok_or(EngineError::NotFound { id })
 }
 
+/// Reads a task record with its output and artifacts' content filled in.
+pub(crate) async fn load_full(
+    txn: &mut Transaction<'_>,
+    tenant: &str,
+    id: TaskId,
+) -> Result<Option<Task>, EngineError> {
+    let Some(mut task) = load(txn, tenant, id).await? else {
+        return Ok(None);
+    };
+    if let Some(result) = task.result.clone() {
+        let output = read_output(txn, &task).await?;
+        let mut contents = Vec::with_capacity(result.artifacts.len());
+        for a in &result.artifacts {
+            contents.push(read_artifact(txn, &task, &a.name, a.size_bytes).await?);
+        }
+        if let Some(result) = task.result.as_mut() {
+            result.output = output;
+            for (a, content) in result.artifacts.iter_mut().zip(contents) {
+                a.content = content;
+            }
+        }
+    }
+    Ok(Some(task))
+}
+
+/// Deletes a terminal task and everything kept beside it (output, artifacts, events,
+/// lease expiry keys, index entries, its retention entry `expiry`, its idempotency key
+/// when that still names it), keeping the status counters in step. The cost ledger,
+/// spend and analytics rollups are separate records and stay.
+pub(crate) async fn delete(
+    txn: &mut Transaction<'_>,
+    task: &Task,
+    expiry: &[u8],
+) -> Result<(), EngineError> {
+    debug_assert!(task.status.is_terminal(), "only terminal tasks are deleted");
+    let (tenant, id) = (task.tenant.as_str(), task.id);
+    txn.clear(&keyspace::task(tenant, id));
+    for (begin, end) in [
+        keyspace::output_range(tenant, id),
+        keyspace::artifacts_of(tenant, id),
+        keyspace::events_of(tenant, id),
+        keyspace::lease_expiries(id),
+    ] {
+        txn.clear_range(&begin, &end);
+    }
+    txn.clear(&keyspace::index(tenant, Index::Status(task.status), id));
+    txn.clear(&keyspace::index(
+        tenant,
+        Index::Type(task.task_type.as_str()),
+        id,
+    ));
+    for label in &task.labels {
+        txn.clear(&keyspace::index(tenant, Index::Label(label), id));
+    }
+    txn.atomic_add(&keyspace::status_counter(task.status), -1);
+    count_for_tenant(txn, tenant, task.status, -1);
+    if let Some(key) = &task.idempotency_key {
+        let idem = keyspace::idempotency(tenant, key);
+        if let Some(bytes) = txn.get(&idem).await?
+            && crate::idempotency::Entry::decode(&bytes)?.task == id
+        {
+            txn.clear(&idem);
+        }
+    }
+    txn.clear(expiry);
+    Ok(())
+}
+
 /// Writes a task record.
 pub(crate) fn put(txn: &mut Transaction<'_>, task: &Task) -> Result<(), EngineError> {
     txn.set(&keyspace::task(&task.tenant, task.id), &encode(task)?);
@@ -186,6 +254,11 @@ pub(crate) fn transition(
         // Any write still carrying an earlier token is now stale.
         task.fence += 1;
         crate::rollups::record_finished(txn, task);
+        // The retention sweeper finds it here once its time is up.
+        txn.set(
+            &keyspace::expiry(keyspace::Expiring::Task, &task.tenant, now, task.id),
+            &[],
+        );
     }
     append_event_by(txn, task, now, kind, message, String::new(), writer)
 }

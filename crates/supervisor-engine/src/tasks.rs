@@ -341,22 +341,9 @@ impl Engine {
     /// Reads a task with its full output.
     pub async fn get(&self, tenant: &str, id: TaskId) -> Result<Task, EngineError> {
         let mut txn = self.inner.db.begin().await?;
-        let mut task = records::load_existing(&mut txn, tenant, id).await?;
-        if let Some(result) = task.result.clone() {
-            let output = records::read_output(&mut txn, &task).await?;
-            let mut contents = Vec::with_capacity(result.artifacts.len());
-            for a in &result.artifacts {
-                contents
-                    .push(records::read_artifact(&mut txn, &task, &a.name, a.size_bytes).await?);
-            }
-            if let Some(result) = task.result.as_mut() {
-                result.output = output;
-                for (a, content) in result.artifacts.iter_mut().zip(contents) {
-                    a.content = content;
-                }
-            }
-        }
-        Ok(task)
+        records::load_full(&mut txn, tenant, id)
+            .await?
+            .ok_or(EngineError::NotFound { id })
     }
 
     /// Lists tasks newest first. Picks the most selective index among the filters, applies

@@ -102,7 +102,7 @@ fn failed(error: &str, retryable: bool) -> Outcome {
 }
 
 /// Submits a task with `prompt` for the `default` tenant; its id.
-async fn submit_one(f: &Fixture, prompt: &str) -> TaskId {
+pub(crate) async fn submit_one(f: &Fixture, prompt: &str) -> TaskId {
     f.engine
         .submit("default", new_task(prompt))
         .await
@@ -121,7 +121,7 @@ async fn renew_one(f: &Fixture, task_ref: &TaskRef) -> bool {
     renewed == [true]
 }
 
-async fn lease_one(f: &Fixture) -> LeasedTask {
+pub(crate) async fn lease_one(f: &Fixture) -> LeasedTask {
     let mut batch = f.engine.lease(&f.node, 1).await.expect("lease");
     assert_eq!(batch.tasks.len(), 1, "expected one task to lease");
     batch.tasks.remove(0)

@@ -858,3 +858,64 @@ async fn a_run_is_followed_live_until_it_ends_and_resumed_by_sequence_number() {
         Err(EngineError::RunNotFound { .. })
     ));
 }
+
+const TWO_STEPS: &str = r#"
+name: two
+steps:
+  - id: first
+    task: { type: code_analysis, prompt: "first" }
+  - id: second
+    needs: [first]
+    task: { type: bug_fix, prompt: "after {{ steps.first.output }}" }
+"#;
+
+#[tokio::test]
+async fn retention_leaves_a_going_run_alone_and_deletes_its_steps_only_after_it() {
+    let f = fixture().await;
+    let cfg = RetentionConfig {
+        keep: Duration::from_secs(3),
+        ..RetentionConfig::default()
+    };
+    let run = f
+        .engine
+        .submit_workflow("default", def(TWO_STEPS), BTreeMap::new())
+        .await
+        .unwrap();
+    let first = f.engine.lease(&f.node, 1).await.unwrap().tasks.remove(0);
+    finish_as(&f, &first.task_ref, Ok("one".into())).await;
+    let second = f.engine.lease(&f.node, 1).await.unwrap().tasks.remove(0);
+    // The first step's task is long over, but its run goes on.
+    f.clock.advance(Duration::from_secs(60));
+    let sweep = f.engine.sweep_retention(&cfg, None, None).await.unwrap();
+    assert_eq!((sweep.tasks_deleted, sweep.runs_deleted), (0, 0));
+    assert!(f.engine.get("default", first.task.id).await.is_ok());
+    finish_as(&f, &second.task_ref, Ok("two".into())).await;
+    assert_eq!(
+        f.engine
+            .get_workflow("default", run.id)
+            .await
+            .unwrap()
+            .status,
+        RunStatus::Succeeded
+    );
+    // The run has ended but is not yet due: its steps stay with it.
+    f.clock.advance(Duration::from_secs(2));
+    let sweep = f.engine.sweep_retention(&cfg, None, None).await.unwrap();
+    assert_eq!((sweep.tasks_deleted, sweep.runs_deleted), (0, 0));
+    f.clock.advance(Duration::from_secs(2));
+    let sweep = f.engine.sweep_retention(&cfg, None, None).await.unwrap();
+    assert_eq!(sweep.runs_deleted, 1);
+    assert!(matches!(
+        f.engine.get_workflow("default", run.id).await,
+        Err(EngineError::RunNotFound { .. })
+    ));
+    // Its steps go once the run is gone (this sweep or the next).
+    let sweep2 = f.engine.sweep_retention(&cfg, None, None).await.unwrap();
+    assert_eq!(sweep.tasks_deleted + sweep2.tasks_deleted, 2);
+    for id in [first.task.id, second.task.id] {
+        assert!(matches!(
+            f.engine.get("default", id).await,
+            Err(EngineError::NotFound { .. })
+        ));
+    }
+}

@@ -112,7 +112,7 @@ fn run_key(tenant: &str, id: TaskId) -> Vec<u8> {
 /// A run's record is stored in chunks under the value limit.
 const RUN_CHUNK_BYTES: usize = 64 * 1024;
 
-async fn load_run(
+pub(crate) async fn load_run(
     txn: &mut Transaction<'_>,
     tenant: &str,
     id: TaskId,
@@ -127,6 +127,18 @@ async fn load_run(
         bytes.extend_from_slice(&kv.value);
     }
     Ok(Some(decode("workflow run", &bytes)?))
+}
+
+/// Deletes an ended run's record and event log, and its retention entry `expiry` (its
+/// steps' tasks are deleted on their own, once the run is gone).
+pub(crate) fn delete_run(txn: &mut Transaction<'_>, run: &WorkflowRun, expiry: &[u8]) {
+    for (begin, end) in [
+        keyspace::workflow_chunks(&run.tenant, run.id),
+        keyspace::workflow_events(&run.tenant, run.id),
+    ] {
+        txn.clear_range(&begin, &end);
+    }
+    txn.clear(expiry);
 }
 
 fn put_run(txn: &mut Transaction<'_>, run: &WorkflowRun) -> Result<(), EngineError> {
@@ -449,6 +461,11 @@ fn finish_run(
 ) -> Result<(), EngineError> {
     run.status = status;
     run.finished_at = Some(now);
+    // The retention sweeper finds it here once its time is up.
+    txn.set(
+        &keyspace::expiry(keyspace::Expiring::Run, &run.tenant, now, run.id),
+        &[],
+    );
     if let Some(at) = run.deadline_at.take() {
         txn.clear(&keyspace::timer(at, run.id));
     }
@@ -920,7 +937,14 @@ impl Engine {
                     run.steps = retry_plan(&run.steps);
                     run.failures.clear();
                     run.status = RunStatus::Running;
-                    run.finished_at = None;
+                    if let Some(ended) = run.finished_at.take() {
+                        txn.clear(&keyspace::expiry(
+                            keyspace::Expiring::Run,
+                            &run.tenant,
+                            ended,
+                            run.id,
+                        ));
+                    }
                     run.retries += 1;
                     run.deadline_at = run.def.policy.deadline.map(|d| now + d.as_micros() as i64);
                     if let Some(at) = run.deadline_at {
