@@ -52,6 +52,7 @@ pub struct RetentionConfig {
     pub tenants: BTreeMap<String, humantime_serde::Serde<Duration>>,
     /// Append what is deleted to zstd-compressed JSON-lines files in this directory, one
     /// per tenant and hour (`supervisor archive read FILE` prints one). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub archive_dir: Option<PathBuf>,
     /// Most records deleted per transaction (per tenant and kind). Default 128.
     pub batch: usize,
@@ -61,7 +62,7 @@ pub struct RetentionConfig {
     pub pause: Duration,
     /// How often the sweeper looks when nothing was due. Default: a tenth of the
     /// shortest retention period, within 1s to 1m.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub every: Option<Duration>,
 }
 

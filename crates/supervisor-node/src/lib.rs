@@ -49,6 +49,7 @@ mod routing;
 mod scheduler;
 mod spans;
 mod supervision;
+mod sweeper;
 mod wire;
 
 pub use clock::{Clock, ManualClock};

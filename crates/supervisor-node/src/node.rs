@@ -29,6 +29,7 @@ use crate::routing::SharedLimits;
 use crate::routing::{ProviderHandle, ProviderSnapshot, Router};
 use crate::scheduler::Scheduler;
 use crate::supervision::{ChildSpec, OneForOne, OneForOneArgs, SupervisorMsg, TreeHealth};
+use crate::sweeper::Sweeper;
 
 /// A provider to run, with its node-local limits.
 #[derive(Clone)]
@@ -65,6 +66,8 @@ pub struct NodeSetup {
     /// Whether other nodes share its store: then its providers' per-minute limits and
     /// configured `max_concurrency` hold for the whole cluster (through the store).
     pub shared_store: bool,
+    /// What finished work the retention sweeper deletes, and when (`[retention]`).
+    pub retention: supervisor_engine::RetentionConfig,
 }
 
 impl NodeSetup {
@@ -87,6 +90,7 @@ impl NodeSetup {
             rng: Rng::from_entropy(),
             data_dir: None,
             shared_store: false,
+            retention: supervisor_engine::RetentionConfig::default(),
         }
     }
 }
@@ -210,6 +214,12 @@ fn children(
         let duties = duties.clone();
         ChildSpec::actor(format!("{scope}/scheduler"), Duty::new(), move || {
             duties.args(Scheduler)
+        })
+    });
+    children.push({
+        let (duties, retention) = (duties.clone(), setup.retention.clone());
+        ChildSpec::actor(format!("{scope}/sweeper"), Duty::new(), move || {
+            duties.args(Sweeper::new(retention.clone()))
         })
     });
     children.push({

@@ -54,6 +54,8 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// Traces and metrics: the OTLP collector, sampling, label caps.
     pub telemetry: supervisor_telemetry::TelemetryConfig,
+    /// How long finished tasks and workflow runs are kept, and where they are archived.
+    pub retention: supervisor_engine::RetentionConfig,
     /// Where each provider's configuration came from (set by [`Config::load`]; not a
     /// key of the file).
     #[serde(skip)]
@@ -273,6 +275,7 @@ impl Config {
             self.cluster.validate(),
             self.auth.validate(),
             self.telemetry.validate(),
+            self.retention.validate(),
         ];
         for (name, provider) in &self.providers.0 {
             if let ProviderConfig::Mock(m) = provider {

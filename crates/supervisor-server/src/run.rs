@@ -303,6 +303,7 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
             cluster: cfg.cluster.clone(),
             data_dir: Some(data_dir.clone()),
             shared_store: !matches!(url, store::StoreUrl::Embedded(_)),
+            retention: cfg.retention.clone(),
             ..NodeSetup::new(
                 engine,
                 cfg.node.clone(),

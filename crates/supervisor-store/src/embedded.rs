@@ -35,9 +35,12 @@
 //! finishes the queued commits, makes everything durable and exits (the drop waits for it).
 //! The file itself is closed once transactions still in flight are dropped too.
 
+mod maintenance;
 mod txn;
 mod watches;
 mod writer;
+
+pub use maintenance::{BackupInfo, Compaction, StoreSpace, accept_backup, compact, space};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -354,6 +357,31 @@ impl EmbeddedStore {
         }
     }
 
+    /// Writes a consistent copy of the store (one read snapshot) to a new file at `to`
+    /// while commits go on. Blocks for the copy's duration: call it off the async
+    /// runtime's threads.
+    pub fn backup_to(&self, to: &Path) -> Result<BackupInfo, StoreError> {
+        maintenance::backup(&self.shared, to)
+    }
+
+    /// How the file is used: size, pages in use, free space. Taken by the writer thread
+    /// between two batches (commits wait for the walk over every page): for operators'
+    /// requests, not for every metrics scrape.
+    pub fn space(&self) -> Result<StoreSpace, StoreError> {
+        let (reply, answer) = mpsc::channel();
+        if !self.shared.send(writer::Message::Space(reply)) {
+            return Err(StoreError::Closed);
+        }
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// The file's size in bytes (a metadata read: cheap).
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.shared.path)
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
     /// Holds the writer thread before its next batch until the returned guard is dropped
     /// (see [`CommitPause`]).
     pub fn pause_commits(&self) -> CommitPause {
@@ -395,6 +423,10 @@ impl Backend for EmbeddedStore {
     /// only by a crash of that process or of its machine.
     fn relaxed_commits_die_with_process(&self) -> bool {
         true
+    }
+
+    fn as_embedded(&self) -> Option<&EmbeddedStore> {
+        Some(self)
     }
 }
 

@@ -242,6 +242,11 @@ pub trait Backend: Send + Sync + 'static {
     fn relaxed_commits_die_with_process(&self) -> bool {
         false
     }
+    /// The embedded store behind this backend, for its file maintenance (backups, space
+    /// figures); `None` for shared stores, whose database has its own tools.
+    fn as_embedded(&self) -> Option<&embedded::EmbeddedStore> {
+        None
+    }
 }
 
 /// One backend transaction. Callers use [`Transaction`], which validates sizes and wraps this.
@@ -402,6 +407,11 @@ impl Db {
     /// [`Backend::relaxed_commits_die_with_process`]).
     pub fn relaxed_commits_die_with_process(&self) -> bool {
         self.backend.relaxed_commits_die_with_process()
+    }
+
+    /// The embedded store, when this handle is on one (see [`Backend::as_embedded`]).
+    pub fn embedded(&self) -> Option<&embedded::EmbeddedStore> {
+        self.backend.as_embedded()
     }
 
     /// Starts a single transaction with no retry loop (tests, and callers that retry

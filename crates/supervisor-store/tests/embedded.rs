@@ -568,3 +568,139 @@ async fn conflict_history_follows_live_readers_not_the_write_rate() {
     put(&db, b"after", b"v").await;
     assert!(store.stats().history_keys <= 1, "{:?}", store.stats());
 }
+
+/// Writes `n` keys `prefix/i` with 1 KB values, `per_txn` per transaction.
+async fn fill(db: &Db, prefix: &str, n: usize, per_txn: usize) {
+    for start in (0..n).step_by(per_txn) {
+        let mut txn = ok(db.begin().await, "begin");
+        for i in start..(start + per_txn).min(n) {
+            txn.set(format!("{prefix}/{i:08}").as_bytes(), &[7u8; 1024]);
+        }
+        ok(txn.commit().await, "commit");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_load_is_one_snapshot_and_restores_as_a_store() {
+    let dir = temp_dir();
+    let path = dir.path().join("live.redb");
+    let store = ok(
+        EmbeddedStore::open(&path, EmbeddedOptions::default()),
+        "open",
+    );
+    let db = Db::new(store.clone());
+    fill(&db, "before", 2000, 200).await;
+    // Commits go on while the backup copies.
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for round in 0..50 {
+                fill(&db, &format!("during{round:02}"), 100, 100).await;
+            }
+        })
+    };
+    let to = dir.path().join("backup.redb");
+    let backup = {
+        let (store, to) = (store.clone(), to.clone());
+        ok(
+            tokio::task::spawn_blocking(move || store.backup_to(&to))
+                .await
+                .expect("join"),
+            "backup",
+        )
+    };
+    writer.await.expect("writer");
+    // Never over an existing file.
+    let again = store.backup_to(&to);
+    assert!(matches!(again, Err(StoreError::Io(ref m)) if m.contains("never overwrites")));
+    let live_version = store.stats().version;
+    assert!(backup.version <= live_version);
+    assert!(backup.keys >= 2000);
+    drop(db);
+    drop(store);
+
+    // The copy opens only once accepted, and holds exactly the snapshot: every key
+    // before, and of the commits during, whole transactions only.
+    let restored = dir.path().join("restored.redb");
+    std::fs::copy(&to, &restored).expect("copy");
+    assert_eq!(
+        ok(
+            supervisor_store::embedded::accept_backup(&restored),
+            "accept"
+        ),
+        backup.version
+    );
+    let db = ok(
+        open_db(&restored, EmbeddedOptions::default()),
+        "open restored",
+    );
+    let mut txn = ok(db.begin().await, "begin");
+    let all = ok(
+        txn.get_range(b"", &[0xff], RangeOptions::new()).await,
+        "range",
+    );
+    assert_eq!(all.len() as u64, backup.keys);
+    let before = all
+        .iter()
+        .filter(|kv| kv.key.starts_with(b"before/"))
+        .count();
+    assert_eq!(before, 2000);
+    let during = all.len() - before;
+    assert_eq!(
+        during % 100,
+        0,
+        "a transaction is in the copy whole or not at all"
+    );
+    // A second accept refuses: the file is a store now, not a finished backup.
+    drop(txn);
+    drop(db);
+    let refused = supervisor_store::embedded::accept_backup(&restored);
+    assert!(
+        matches!(refused, Err(StoreError::Corrupt(ref m)) if m.contains("not a finished backup"))
+    );
+}
+
+#[tokio::test]
+async fn space_is_reported_and_compaction_gives_freed_pages_back() {
+    let dir = temp_dir();
+    let path = dir.path().join("space.redb");
+    let store = ok(
+        EmbeddedStore::open(&path, EmbeddedOptions::default()),
+        "open",
+    );
+    let db = Db::new(store.clone());
+    fill(&db, "bulk", 20_000, 1000).await;
+    let full = ok(store.space(), "space");
+    assert!(full.stored_bytes >= 20_000 * 1024, "{full:?}");
+    assert!(full.file_bytes >= full.allocated_bytes, "{full:?}");
+    let mut txn = ok(db.begin().await, "begin");
+    txn.clear_range(b"bulk/", b"bulk0");
+    ok(txn.commit().await, "clear");
+    fill(&db, "small", 10, 10).await;
+    let emptied = ok(store.space(), "space");
+    assert!(
+        emptied.stored_bytes < full.stored_bytes / 100,
+        "{emptied:?}"
+    );
+    assert!(
+        emptied.free_bytes() > full.free_bytes(),
+        "{full:?} then {emptied:?}"
+    );
+    // Compaction refuses an open file, and shrinks a closed one.
+    assert!(supervisor_store::embedded::compact(&path).is_err());
+    drop(db);
+    drop(store);
+    let done = ok(supervisor_store::embedded::compact(&path), "compact");
+    assert!(
+        done.after_bytes < done.before_bytes / 4,
+        "{done:?}: the freed 20 MB went back to the file system"
+    );
+    let db = ok(open_db(&path, EmbeddedOptions::default()), "reopen");
+    let mut txn = ok(db.begin().await, "begin");
+    let left = ok(
+        txn.get_range(b"small/", b"small0", RangeOptions::new())
+            .await,
+        "read",
+    );
+    assert_eq!(left.len(), 10);
+}

@@ -41,6 +41,8 @@ pub(crate) enum Message {
     Commit(CommitRequest),
     /// Finish what is queued and exit.
     Shutdown,
+    /// Take the file's space figures between two batches.
+    Space(std::sync::mpsc::Sender<Result<super::StoreSpace, StoreError>>),
 }
 
 /// The writes of one transaction, in their net form (see [`crate::buffer::WriteBuffer`]).
@@ -238,6 +240,10 @@ impl Writer {
             match first {
                 Message::Commit(request) => batch.push(request),
                 Message::Shutdown => break,
+                Message::Space(reply) => {
+                    let _ = reply.send(self.space());
+                    continue;
+                }
             }
             self.shared.pause.wait_while_paused();
             while batch.len() < self.max_batch {
@@ -246,6 +252,9 @@ impl Writer {
                     Ok(Message::Shutdown) => {
                         shutdown = true;
                         break;
+                    }
+                    Ok(Message::Space(reply)) => {
+                        let _ = reply.send(self.space());
                     }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
@@ -267,6 +276,11 @@ impl Writer {
         }
         self.shared.watches.close();
         tracing::debug!(version = self.version, "embedded store writer stopped");
+    }
+
+    /// The file's space figures (no batch is open: the walk sees the latest commit).
+    fn space(&self) -> Result<super::StoreSpace, StoreError> {
+        super::maintenance::space_of(&self.shared.db, &self.shared.path)
     }
 
     /// Makes every earlier commit durable (Relaxed mode).
