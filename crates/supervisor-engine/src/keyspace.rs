@@ -608,6 +608,11 @@ pub(crate) fn all_schedules() -> (Vec<u8>, Vec<u8>) {
     root().subspace(&("sched",)).range()
 }
 
+/// Every singleton duty's lease.
+pub(crate) fn singletons() -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("singleton",)).range()
+}
+
 pub(crate) fn singleton(duty: &str) -> Vec<u8> {
     root().pack(&("singleton", duty))
 }

@@ -261,3 +261,53 @@ async fn the_archive_holds_what_was_deleted_and_reads_back() {
         "the torn frame is reported ({good} good bytes)"
     );
 }
+
+#[tokio::test]
+async fn after_a_restore_no_node_of_the_old_incarnation_completes_anything() {
+    let f = fixture().await;
+    let id = submit_one(&f, "p").await;
+    let leased = lease_one(&f).await;
+    let reaper = f
+        .engine
+        .acquire_singleton(REAPER_DUTY, &f.node, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("the node takes the duty");
+    let fenced = f
+        .engine
+        .fence_all_after_restore("restored from a backup")
+        .await
+        .unwrap();
+    assert_eq!(fenced, 1);
+    // The running attempt's completion is refused, and so is the old duty token.
+    let late = f
+        .engine
+        .finish(crate::tests::finish(&leased.task_ref, success("late")))
+        .await
+        .unwrap();
+    assert!(matches!(late, RunnerWriteResult::Refused(_)), "{late:?}");
+    let sweep = f.engine.sweep_timers_as_reaper(10, reaper).await.unwrap();
+    assert!(sweep.lost_duty);
+    assert!(matches!(
+        f.engine.heartbeat(&f.node, Default::default()).await,
+        Err(EngineError::Fenced { .. })
+    ));
+    // A new start runs the task once more, and only that run counts.
+    let node = f
+        .engine
+        .register_node("node-a", &NodeAnnouncement::default())
+        .await
+        .unwrap();
+    assert!(node.epoch > f.node.epoch + 1);
+    f.clock.advance(Duration::from_secs(11));
+    f.engine.sweep_timers(10).await.unwrap();
+    let mut batch = f.engine.lease(&node, 1).await.unwrap();
+    let again = batch.tasks.remove(0);
+    assert_eq!(again.task.id, id);
+    let done = f
+        .engine
+        .finish(crate::tests::finish(&again.task_ref, success("once")))
+        .await
+        .unwrap();
+    assert_eq!(done, RunnerWriteResult::Accepted(TaskStatus::Succeeded));
+}

@@ -134,6 +134,25 @@ pub(crate) async fn holds_duty(
     Ok(lease.fence == fence && lease.expires_at > now)
 }
 
+/// Voids every singleton duty's lease: whoever held one holds it no more, and the next
+/// taker gets a fencing token no earlier holder ever had.
+pub(crate) async fn void_singletons(
+    txn: &mut supervisor_store::Transaction<'_>,
+) -> Result<usize, EngineError> {
+    let (begin, end) = keyspace::singletons();
+    let leases = txn.get_range(&begin, &end, RangeOptions::new()).await?;
+    for kv in &leases {
+        let mut lease = decode::<SingletonLease>("singleton lease", &kv.value)?;
+        // Tokens grow by one per taker; a wide jump clears any handed out after a
+        // backup the store was restored from.
+        lease.fence += 1_000_000;
+        lease.expires_at = 0;
+        lease.node.clear();
+        txn.set(&kv.key, &encode(&lease)?);
+    }
+    Ok(leases.len())
+}
+
 impl Engine {
     /// Creates or replaces the schedule `name`. The definition and the cron rules are
     /// checked first; errors name the field.
