@@ -110,6 +110,7 @@ pub struct Node {
     health: watch::Receiver<TreeHealth>,
     router: Arc<Router>,
     tree: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    retention: supervisor_engine::RetentionConfig,
 }
 
 /// What membership shares with the node it runs in.
@@ -306,6 +307,7 @@ impl Node {
         }
         let engine = setup.engine.clone();
         let cfg = setup.config.clone();
+        let retention = setup.retention.clone();
         let announcement = NodeAnnouncement {
             address: setup.advertise.clone(),
             cluster_address: setup.cluster.advertised().to_string(),
@@ -429,6 +431,7 @@ impl Node {
             health,
             router,
             tree: std::sync::Mutex::new(Some(tree)),
+            retention,
         })
     }
 
@@ -463,6 +466,11 @@ impl Node {
     /// networking).
     pub fn links(&self) -> Vec<SessionInfo> {
         self.net.as_ref().map(|n| n.sessions()).unwrap_or_default()
+    }
+
+    /// What its retention sweeper keeps (`[retention]`).
+    pub fn retention(&self) -> &supervisor_engine::RetentionConfig {
+        &self.retention
     }
 
     /// The engine it runs on.

@@ -26,6 +26,20 @@ impl Sweeper {
     }
 }
 
+/// Counts what a sweep deleted in the node's metrics.
+fn count(sweep: &supervisor_engine::RetentionSweep) {
+    if !supervisor_telemetry::metrics_on() {
+        return;
+    }
+    let m = supervisor_telemetry::metrics();
+    for (kind, n) in [("task", sweep.tasks_deleted), ("workflow_run", sweep.runs_deleted)] {
+        if n > 0 {
+            m.retention_deleted
+                .add(n as u64, &[opentelemetry::KeyValue::new("kind", kind)]);
+        }
+    }
+}
+
 impl Work for Sweeper {
     fn key(&self) -> &'static str {
         RETENTION_DUTY
@@ -37,8 +51,14 @@ impl Work for Sweeper {
             .await
         {
             Ok(sweep) if sweep.lost_duty => Round::LostDuty,
-            Ok(sweep) if sweep.more => Round::After(self.config.pause),
-            Ok(_) => Round::After(self.config.sweep_every()),
+            Ok(sweep) if sweep.more => {
+                count(&sweep);
+                Round::After(self.config.pause)
+            }
+            Ok(sweep) => {
+                count(&sweep);
+                Round::After(self.config.sweep_every())
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "the retention sweep failed; retrying shortly");
                 Round::Retry(Duration::from_secs(5).min(self.config.sweep_every()))

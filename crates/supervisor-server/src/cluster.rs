@@ -10,7 +10,9 @@ use supervisor_proto::v1;
 use supervisor_proto::v1::cluster_service_server::ClusterService;
 use tonic::{Request, Response, Status};
 
+use crate::auth::principal_in;
 use crate::convert::{invalid, status_from};
+use crate::identity::cluster_admin_only;
 
 /// `supervisor.v1.ClusterService` over a running node.
 #[derive(Clone)]
@@ -120,5 +122,162 @@ impl ClusterService for ClusterApi {
         Ok(Response::new(v1::DrainNodeResponse {
             node: Some(self.status_of(info, &views)),
         }))
+    }
+
+    async fn get_store_stats(
+        &self,
+        req: Request<v1::GetStoreStatsRequest>,
+    ) -> Result<Response<v1::StoreStats>, Status> {
+        cluster_admin_only(&principal_in(req.extensions()), "reading the store's figures")?;
+        Ok(Response::new(self.store_stats().await?))
+    }
+
+    type BackupStoreStream = BackupStream;
+
+    async fn backup_store(
+        &self,
+        req: Request<v1::BackupStoreRequest>,
+    ) -> Result<Response<BackupStream>, Status> {
+        cluster_admin_only(&principal_in(req.extensions()), "backing up the store")?;
+        Ok(Response::new(self.backup().await?))
+    }
+}
+
+/// The stream of a backup's chunks.
+pub type BackupStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<v1::BackupChunk, Status>> + Send>>;
+
+/// Bytes per backup chunk (under the default 4 MiB gRPC message limit).
+const BACKUP_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Streams the backup file at `path` as chunks then a trailer, and removes it after.
+fn stream_backup(path: std::path::PathBuf, info: supervisor_store::embedded::BackupInfo) -> BackupStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<v1::BackupChunk, Status>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        let send = |chunk| tx.blocking_send(chunk).is_ok();
+        let result = (|| -> std::io::Result<bool> {
+            let mut file = std::fs::File::open(&path)?;
+            let mut hasher = blake3::Hasher::new();
+            let mut total = 0u64;
+            let mut buf = vec![0u8; BACKUP_CHUNK_BYTES];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                total += n as u64;
+                let data = v1::backup_chunk::Part::Data(buf[..n].to_vec());
+                if !send(Ok(v1::BackupChunk { part: Some(data) })) {
+                    return Ok(false);
+                }
+            }
+            let trailer = v1::BackupTrailer {
+                total_bytes: total,
+                blake3: hasher.finalize().to_hex().to_string(),
+                keys: info.keys,
+                version: info.version,
+            };
+            Ok(send(Ok(v1::BackupChunk {
+                part: Some(v1::backup_chunk::Part::Trailer(trailer)),
+            })))
+        })();
+        if let Err(e) = result {
+            send(Err(Status::internal(format!(
+                "reading the backup file {} failed: {e}",
+                path.display()
+            ))));
+        }
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a streamed backup file");
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+impl ClusterApi {
+    /// The store's figures: the file's (embedded) and the counters'.
+    async fn store_stats(&self) -> Result<v1::StoreStats, Status> {
+        let engine = self.node.engine();
+        let db = engine.db().clone();
+        let space = match db.embedded() {
+            Some(_) => {
+                let db = db.clone();
+                let figures = tokio::task::spawn_blocking(move || {
+                    db.embedded().map(|store| (store.path().display().to_string(), store.space()))
+                })
+                .await
+                .map_err(|e| Status::internal(format!("the space walk stopped: {e}")))?;
+                match figures {
+                    Some((path, Ok(space))) => Some((path, space)),
+                    Some((_, Err(e))) => return Err(status_from(e.into())),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let tasks = engine
+            .status_counts()
+            .await
+            .map_err(status_from)?
+            .counts
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        let (path, space) = space.unwrap_or_default();
+        Ok(v1::StoreStats {
+            answered_by: self.node.identity().id,
+            backend: db.backend_name().to_string(),
+            path,
+            file_bytes: space.file_bytes,
+            allocated_bytes: space.allocated_bytes,
+            stored_bytes: space.stored_bytes,
+            metadata_bytes: space.metadata_bytes,
+            fragmented_bytes: space.fragmented_bytes,
+            free_bytes: space.free_bytes(),
+            tasks,
+            retention_keep_seconds: self.node.retention().keep.as_secs(),
+        })
+    }
+
+    /// Takes a backup of the embedded store beside its file and streams it.
+    async fn backup(&self) -> Result<BackupStream, Status> {
+        let db = self.node.engine().db().clone();
+        let Some(store) = db.embedded() else {
+            return Err(Status::failed_precondition(format!(
+                "this node runs on the shared {} store, which its own tools back up (pg_dump for PostgreSQL: see docs/data.md); BackupStore copies an embedded store",
+                db.backend_name()
+            )));
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let mut name = store.path().as_os_str().to_owned();
+        name.push(format!(".backup-{nanos}.partial"));
+        let path = std::path::PathBuf::from(name);
+        let taken = {
+            let (db, path) = (db.clone(), path.clone());
+            tokio::task::spawn_blocking(move || {
+                db.embedded()
+                    .map(|store| store.backup_to(&path))
+                    .unwrap_or(Err(supervisor_store::StoreError::Closed))
+            })
+            .await
+            .map_err(|e| Status::internal(format!("the backup stopped: {e}")))?
+        };
+        match taken {
+            Ok(info) => {
+                tracing::info!(keys = info.keys, bytes = info.bytes, version = info.version, "store backup taken");
+                Ok(stream_backup(path, info))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(Status::unavailable(format!(
+                    "the backup could not be written beside the store ({e}); check free disk space in its directory"
+                )))
+            }
+        }
     }
 }

@@ -47,6 +47,9 @@ async fn sample(node: &Node) -> Result<(), supervisor_engine::EngineError> {
     }
 
     let engine = node.engine();
+    if let Some(store) = engine.db().embedded() {
+        m.store_file_bytes.record(store.file_bytes(), &[]);
+    }
     let members = engine.list_nodes().await?;
     for state in [
         NodeState::Active,

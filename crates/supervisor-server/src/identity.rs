@@ -17,7 +17,7 @@ use crate::auth::{Authenticator, principal_in};
 use crate::convert::{invalid, status_from};
 
 /// Refuses what only an admin of the whole cluster (of the `default` tenant) may do.
-fn cluster_admin_only(p: &Principal, what: &str) -> Result<(), Status> {
+pub(crate) fn cluster_admin_only(p: &Principal, what: &str) -> Result<(), Status> {
     if p.cluster_admin {
         Ok(())
     } else {

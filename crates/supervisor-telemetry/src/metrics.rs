@@ -89,6 +89,10 @@ pub struct Metrics {
     pub budget_used_ratio: Gauge<f64>,
     /// Spans not exported: queue full or collector unreachable.
     pub spans_dropped: Counter<u64>,
+    /// Size of this node's embedded store file, bytes (its growth is `deriv()` of it).
+    pub store_file_bytes: Gauge<u64>,
+    /// Finished records the retention sweeper deleted [kind: task, workflow_run].
+    pub retention_deleted: Counter<u64>,
 }
 
 impl Metrics {
@@ -207,6 +211,15 @@ impl Metrics {
             spans_dropped: meter
                 .u64_counter("supervisor.telemetry.spans_dropped")
                 .with_description("Spans not exported (queue full or collector unreachable)")
+                .build(),
+            store_file_bytes: meter
+                .u64_gauge("supervisor.store.file_bytes")
+                .with_unit("By")
+                .with_description("Size of this node's embedded store file")
+                .build(),
+            retention_deleted: meter
+                .u64_counter("supervisor.retention.deleted")
+                .with_description("Finished records deleted past their retention period, by kind")
                 .build(),
         }
     }

@@ -86,6 +86,14 @@ pub const TABLE: &[(&str, Permission)] = &[
         "/supervisor.v1.ClusterService/DrainNode",
         Permission::Operate,
     ),
+    (
+        "/supervisor.v1.ClusterService/GetStoreStats",
+        Permission::Administer,
+    ),
+    (
+        "/supervisor.v1.ClusterService/BackupStore",
+        Permission::Administer,
+    ),
     // Resources.
     (
         "/supervisor.v1.ResourceService/SetBudget",
