@@ -14,7 +14,6 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 use supervisor_server::config::{self, Config};
-use supervisor_server::store::{self, StoreUrl};
 
 use commands::{
     ClientArgs, ClusterCommand, GlobalArgs, NodeCommand, OutputFormat, ProviderCommand,
@@ -179,39 +178,16 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Prepare a store for nodes.
+    /// Prepare a store, read its size and free space, back it up, restore it, compact it.
     Store {
         #[command(subcommand)]
-        command: StoreCommand,
+        command: commands::store::StoreCommand,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum StoreCommand {
-    /// Create the store's schema (PostgreSQL; harmless to repeat) or check that the store
-    /// is reachable.
-    Init {
-        /// The store's URL (default: `store.url` from the config).
-        #[arg(long, value_name = "URL")]
-        store: Option<String>,
-        /// A TOML config file.
-        #[arg(long, value_name = "FILE", env = "SUPERVISOR_CONFIG")]
-        config: Option<std::path::PathBuf>,
+    /// Read what the retention sweeper archived before deleting it.
+    Archive {
+        #[command(subcommand)]
+        command: commands::store::ArchiveCommand,
     },
-}
-
-async fn store_command(command: StoreCommand) -> anyhow::Result<()> {
-    match command {
-        StoreCommand::Init { store, config } => {
-            let mut cfg = Config::load(config.as_deref())?;
-            if let Some(url) = store {
-                cfg.store.url = url;
-            }
-            let url = StoreUrl::parse(&cfg.store.url)?;
-            println!("{}", store::init(&url, &cfg.store, &cfg.data_dir.0).await?);
-        }
-    }
-    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,7 +240,8 @@ fn local_subject(command: &Command) -> Option<&'static str> {
     match command {
         Command::Up(_) => Some("up"),
         Command::Config { .. } => Some("config"),
-        Command::Store { .. } => Some("store"),
+        Command::Store { command } if command.is_local() => Some("store"),
+        Command::Archive { .. } => Some("archive"),
         _ => None,
     }
 }
@@ -295,7 +272,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Config { command } => config_command(command),
-        Command::Store { command } => store_command(command).await,
+        Command::Store { command } => commands::store::run(command, global).await,
+        Command::Archive { command } => commands::store::run_archive(command),
         Command::Task { client, command } => commands::task::run(command, &global(&client)).await,
         Command::Providers { client, command } => {
             commands::providers::run(command, &global(&client)).await

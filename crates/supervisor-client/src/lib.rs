@@ -315,6 +315,31 @@ impl Client {
         })
     }
 
+    /// The store of the node the client is connected to: its backend, its file's size
+    /// and free space (embedded store), what it keeps (admins of the default tenant).
+    pub async fn store_stats(&self) -> Result<v1::StoreStats, ClientError> {
+        let request = v1::GetStoreStatsRequest {};
+        Ok(self
+            .cluster
+            .clone()
+            .get_store_stats(request)
+            .await?
+            .into_inner())
+    }
+
+    /// A consistent backup of the embedded store of the node the client is connected
+    /// to, as a stream of chunks ending in a trailer (admins of the default tenant);
+    /// `FAILED_PRECONDITION` on a shared store.
+    pub async fn backup_store(&self) -> Result<tonic::Streaming<v1::BackupChunk>, ClientError> {
+        let request = v1::BackupStoreRequest {};
+        Ok(self
+            .cluster
+            .clone()
+            .backup_store(request)
+            .await?
+            .into_inner())
+    }
+
     /// The providers of the node the client is connected to, with their counters.
     pub async fn providers(&self) -> Result<Vec<ProviderInfo>, ClientError> {
         let request = ListProvidersRequest {};

@@ -32,7 +32,10 @@ fn count(sweep: &supervisor_engine::RetentionSweep) {
         return;
     }
     let m = supervisor_telemetry::metrics();
-    for (kind, n) in [("task", sweep.tasks_deleted), ("workflow_run", sweep.runs_deleted)] {
+    for (kind, n) in [
+        ("task", sweep.tasks_deleted),
+        ("workflow_run", sweep.runs_deleted),
+    ] {
         if n > 0 {
             m.retention_deleted
                 .add(n as u64, &[opentelemetry::KeyValue::new("kind", kind)]);

@@ -128,7 +128,10 @@ impl ClusterService for ClusterApi {
         &self,
         req: Request<v1::GetStoreStatsRequest>,
     ) -> Result<Response<v1::StoreStats>, Status> {
-        cluster_admin_only(&principal_in(req.extensions()), "reading the store's figures")?;
+        cluster_admin_only(
+            &principal_in(req.extensions()),
+            "reading the store's figures",
+        )?;
         Ok(Response::new(self.store_stats().await?))
     }
 
@@ -151,7 +154,10 @@ pub type BackupStream =
 const BACKUP_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Streams the backup file at `path` as chunks then a trailer, and removes it after.
-fn stream_backup(path: std::path::PathBuf, info: supervisor_store::embedded::BackupInfo) -> BackupStream {
+fn stream_backup(
+    path: std::path::PathBuf,
+    info: supervisor_store::embedded::BackupInfo,
+) -> BackupStream {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<v1::BackupChunk, Status>>(4);
     tokio::task::spawn_blocking(move || {
         use std::io::Read as _;
@@ -205,7 +211,8 @@ impl ClusterApi {
             Some(_) => {
                 let db = db.clone();
                 let figures = tokio::task::spawn_blocking(move || {
-                    db.embedded().map(|store| (store.path().display().to_string(), store.space()))
+                    db.embedded()
+                        .map(|store| (store.path().display().to_string(), store.space()))
                 })
                 .await
                 .map_err(|e| Status::internal(format!("the space walk stopped: {e}")))?;
@@ -269,7 +276,12 @@ impl ClusterApi {
         };
         match taken {
             Ok(info) => {
-                tracing::info!(keys = info.keys, bytes = info.bytes, version = info.version, "store backup taken");
+                tracing::info!(
+                    keys = info.keys,
+                    bytes = info.bytes,
+                    version = info.version,
+                    "store backup taken"
+                );
                 Ok(stream_backup(path, info))
             }
             Err(e) => {

@@ -25,6 +25,7 @@ mod parse;
 pub mod providers;
 pub mod resources;
 pub mod schedule;
+pub mod store;
 pub mod task;
 mod terminal;
 pub mod workflow;
