@@ -181,7 +181,7 @@ fn append_event_by(
     };
     txn.set(
         &keyspace::event(&task.tenant, task.id, event.seq),
-        &encode(&event)?,
+        &crate::codec::encode_large(&event)?,
     );
     task.next_event_seq += 1;
     Ok(event)
@@ -521,7 +521,8 @@ pub(crate) fn disarm_timers(txn: &mut Transaction<'_>, task: &Task) {
     }
 }
 
-/// Writes `text` in chunks of at most `chunk_bytes` under `[begin, end)` (cleared first),
+/// Writes `text` (compressed when long: [`crate::codec::pack_text`]) in chunks of at most
+/// `chunk_bytes` under `[begin, end)` (cleared first),
 /// keying chunk `i` with `key(i)`; returns its length.
 fn write_chunks(
     txn: &mut Transaction<'_>,
@@ -531,11 +532,11 @@ fn write_chunks(
     chunk_bytes: usize,
 ) -> u64 {
     txn.clear_range(&begin, &end);
-    let bytes = text.as_bytes();
-    for (i, chunk) in bytes.chunks(chunk_bytes.max(1)).enumerate() {
+    let stored = crate::codec::pack_text(text);
+    for (i, chunk) in stored.chunks(chunk_bytes.max(1)).enumerate() {
         txn.set(&key(i as u32), chunk);
     }
-    bytes.len() as u64
+    text.len() as u64
 }
 
 /// Reads back what [`write_chunks`] wrote under `[begin, end)`.
@@ -559,8 +560,7 @@ async fn read_chunks(
     for kv in chunks {
         bytes.extend_from_slice(&kv.value);
     }
-    String::from_utf8(bytes)
-        .map_err(|_| EngineError::Corrupt(format!("stored {what} is not UTF-8")))
+    crate::codec::unpack_text(what, &bytes)
 }
 
 /// Stores output text in chunks under the value limit; returns its length.

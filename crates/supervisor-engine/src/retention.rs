@@ -46,10 +46,11 @@ pub const RETENTION_DUTY: &str = "retention";
 pub struct RetentionConfig {
     /// How long a terminal task or ended workflow run is kept after it ended, with its
     /// output, artifacts and events; `0` keeps everything forever. Default 30d.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "period")]
     pub keep: Duration,
     /// Tenants kept for another period than `keep` (`acme = "90d"`, `0` for forever).
-    pub tenants: BTreeMap<String, humantime_serde::Serde<Duration>>,
+    #[serde(with = "periods")]
+    pub tenants: BTreeMap<String, Duration>,
     /// Append what is deleted to zstd-compressed JSON-lines files in this directory, one
     /// per tenant and hour (`supervisor archive read FILE` prints one). Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,14 +83,14 @@ impl Default for RetentionConfig {
 impl RetentionConfig {
     /// How long `tenant`'s finished work is kept (zero: forever).
     pub fn keep_for(&self, tenant: &str) -> Duration {
-        self.tenants.get(tenant).map(|d| **d).unwrap_or(self.keep)
+        self.tenants.get(tenant).copied().unwrap_or(self.keep)
     }
 
     /// How often the sweeper looks when nothing was due.
     pub fn sweep_every(&self) -> Duration {
         self.every.unwrap_or_else(|| {
             let shortest = std::iter::once(self.keep)
-                .chain(self.tenants.values().map(|d| **d))
+                .chain(self.tenants.values().copied())
                 .filter(|d| !d.is_zero())
                 .min()
                 .unwrap_or(Duration::from_secs(600));
@@ -110,6 +111,74 @@ impl RetentionConfig {
             return Err("retention.every must be above zero".into());
         }
         Ok(())
+    }
+}
+
+/// A retention period in the configuration: a duration (`"30d"`), or `0` (as a number
+/// or a string) for forever, the way an environment variable gives it too.
+mod period {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub(super) enum Given {
+        Text(String),
+        Number(u64),
+    }
+
+    pub(super) fn parse(given: Given) -> Result<Duration, String> {
+        match given {
+            Given::Number(0) => Ok(Duration::ZERO),
+            Given::Number(n) => Err(format!(
+                "a retention period is a duration like \"30d\" or \"12h\" (or 0 for forever), not the number {n}"
+            )),
+            Given::Text(text) => humantime::parse_duration(text.trim()).map_err(|e| {
+                format!("{text:?} is not a retention period ({e}); write a duration like \"30d\" or \"12h\", or 0 for forever")
+            }),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        parse(Given::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+
+    pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        humantime_serde::serialize(value, s)
+    }
+}
+
+/// Per-tenant retention periods, each as [`period`] reads one.
+mod periods {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Duration>, D::Error> {
+        BTreeMap::<String, super::period::Given>::deserialize(d)?
+            .into_iter()
+            .map(|(tenant, given)| {
+                super::period::parse(given)
+                    .map(|period| (tenant.clone(), period))
+                    .map_err(|e| serde::de::Error::custom(format!("tenant {tenant}: {e}")))
+            })
+            .collect()
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &BTreeMap<String, Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(value.len()))?;
+        for (tenant, period) in value {
+            map.serialize_entry(tenant, &humantime::format_duration(*period).to_string())?;
+        }
+        map.end()
     }
 }
 
@@ -522,5 +591,56 @@ impl Engine {
             tenants.push(tenant);
         }
         Ok(tenants)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<RetentionConfig, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn periods_read_as_durations_or_zero_and_name_what_is_wrong() {
+        assert_eq!(parse(r#"{"keep": 0}"#).unwrap().keep, Duration::ZERO);
+        assert_eq!(parse(r#"{"keep": "0"}"#).unwrap().keep, Duration::ZERO);
+        assert_eq!(
+            parse(r#"{"keep": "3s"}"#).unwrap().keep,
+            Duration::from_secs(3)
+        );
+        let cfg = parse(r#"{"tenants": {"acme": "90d", "lab": 0}}"#).unwrap();
+        assert_eq!(cfg.keep_for("acme"), Duration::from_secs(90 * 86_400));
+        assert_eq!(cfg.keep_for("lab"), Duration::ZERO);
+        assert_eq!(cfg.keep_for("other"), RetentionConfig::default().keep);
+        let err = parse(r#"{"keep": 30}"#).unwrap_err();
+        assert!(err.contains("not the number 30"), "{err}");
+        let err = parse(r#"{"tenants": {"acme": "soon"}}"#).unwrap_err();
+        assert!(
+            err.contains("tenant acme") && err.contains("\"soon\""),
+            "{err}"
+        );
+        // Serialized back, a period reads the same.
+        let text = serde_json::to_string(&cfg).unwrap();
+        assert_eq!(parse(&text).unwrap(), cfg);
+    }
+
+    #[test]
+    fn the_sweep_interval_follows_the_shortest_period() {
+        let short = RetentionConfig {
+            keep: Duration::from_secs(3),
+            ..RetentionConfig::default()
+        };
+        assert_eq!(short.sweep_every(), Duration::from_secs(1));
+        assert_eq!(
+            RetentionConfig::default().sweep_every(),
+            Duration::from_secs(60)
+        );
+        let forever = RetentionConfig {
+            keep: Duration::ZERO,
+            ..RetentionConfig::default()
+        };
+        assert_eq!(forever.sweep_every(), Duration::from_secs(60));
     }
 }

@@ -154,7 +154,7 @@ async fn keep_zero_and_tenant_periods_are_honoured() {
     let mut longer = keep(1);
     longer
         .tenants
-        .insert("default".into(), Duration::from_secs(7200).into());
+        .insert("default".into(), Duration::from_secs(7200));
     let sweep = f.engine.sweep_retention(&longer, None, None).await.unwrap();
     assert_eq!(sweep.tasks_deleted, 0);
     assert!(f.engine.get("default", id).await.is_ok());

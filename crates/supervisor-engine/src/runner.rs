@@ -117,6 +117,24 @@ pub enum RunnerWriteResult {
     Refused(String),
 }
 
+/// The events streamed pieces make: one per activity line, and one per run of output
+/// pieces between them (their text joined), so a flush of many small pieces costs one
+/// event, not one each.
+fn events_of(streamed: &[Streamed]) -> Vec<(EventKind, String, String)> {
+    let mut events: Vec<(EventKind, String, String)> = Vec::new();
+    for piece in streamed {
+        match piece {
+            Streamed::Output(t) if t.is_empty() => {}
+            Streamed::Output(t) => match events.last_mut() {
+                Some((EventKind::Output, _, text)) => text.push_str(t),
+                _ => events.push((EventKind::Output, String::new(), t.clone())),
+            },
+            Streamed::Activity(m) => events.push((EventKind::Activity, m.clone(), String::new())),
+        }
+    }
+    events
+}
+
 pub(crate) async fn write_batch(
     inner: &Inner,
     items: Vec<RunnerWrite>,
@@ -185,16 +203,7 @@ pub(crate) async fn write_batch(
                         RunnerWrite::Progress { items, .. } => items,
                         RunnerWrite::Finish(f) => &f.trailing,
                     };
-                    for piece in streamed {
-                        let (kind, message, output) = match piece {
-                            Streamed::Output(t) if !t.is_empty() => {
-                                (EventKind::Output, String::new(), t.clone())
-                            }
-                            Streamed::Activity(m) => {
-                                (EventKind::Activity, m.clone(), String::new())
-                            }
-                            Streamed::Output(_) => continue,
-                        };
+                    for (kind, message, output) in events_of(streamed) {
                         records::append_event(txn, &mut task, now, kind, message, output)?;
                     }
                     if let RunnerWrite::Finish(f) = item {
@@ -609,5 +618,30 @@ impl Engine {
                 })
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_of_output_pieces_make_one_event_and_activity_lines_one_each() {
+        let streamed = [
+            Streamed::Output("a".into()),
+            Streamed::Output(String::new()),
+            Streamed::Output("b".into()),
+            Streamed::Activity("running tests".into()),
+            Streamed::Output("c".into()),
+        ];
+        let events: Vec<(EventKind, String, String)> = events_of(&streamed);
+        assert_eq!(
+            events,
+            vec![
+                (EventKind::Output, String::new(), "ab".into()),
+                (EventKind::Activity, "running tests".into(), String::new()),
+                (EventKind::Output, String::new(), "c".into()),
+            ]
+        );
     }
 }

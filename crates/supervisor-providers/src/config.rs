@@ -57,6 +57,9 @@ pub struct MockConfig {
     pub output_tokens: u64,
     /// Pieces the output is streamed in (spread over the latency). Default 4.
     pub stream_chunks: u32,
+    /// Pads every output to at least this many bytes with deterministic filler lines
+    /// (for measuring what large outputs cost); at most 1 MiB. Default 0 (no padding).
+    pub output_bytes: u64,
     /// Price charged per million tokens, in millionths of a dollar. Default 0 (free).
     pub price_micros_per_mtok: u64,
     /// Limits (concurrency defaults to 1024 for the mock).
@@ -74,6 +77,7 @@ impl Default for MockConfig {
             input_tokens: 0,
             output_tokens: 0,
             stream_chunks: 4,
+            output_bytes: 0,
             price_micros_per_mtok: 0,
             limits: Limits::default(),
         }
@@ -92,6 +96,12 @@ impl MockConfig {
                     "providers.mock.{name} must be between 0 and 1, got {v}"
                 ));
             }
+        }
+        if self.output_bytes > 1024 * 1024 {
+            return Err(format!(
+                "providers.mock.output_bytes must be at most 1048576, got {}",
+                self.output_bytes
+            ));
         }
         Ok(())
     }

@@ -117,7 +117,12 @@ impl Provider for MockProvider {
                 request.task_id, request.attempt
             );
         }
-        let output = Self::output_for(request.task_type, &request.prompt);
+        let mut output = Self::output_for(request.task_type, &request.prompt);
+        let mut line = 0u64;
+        while (output.len() as u64) < self.cfg.output_bytes {
+            line += 1;
+            output.push_str(&format!("filler line {line} of the padded mock output\n"));
+        }
         let chunks = self.cfg.stream_chunks.max(1) as usize;
         let pieces = split_in(&output, chunks);
         let pause = total / pieces.len().max(1) as u32;
