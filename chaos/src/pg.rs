@@ -96,6 +96,11 @@ impl PgServer {
         self.root.join("server.log")
     }
 
+    /// Where the server's programs are (`pg_dump`, `pg_restore`, `psql` beside them).
+    pub fn bin_dir(&self) -> &std::path::Path {
+        &self.bin
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
