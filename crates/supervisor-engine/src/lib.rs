@@ -28,6 +28,7 @@ mod nodes;
 mod observe;
 mod records;
 mod resources;
+mod restore;
 mod retention;
 mod rollups;
 mod runner;

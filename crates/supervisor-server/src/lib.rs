@@ -19,6 +19,7 @@ mod gauges;
 mod grpc_trace;
 pub mod http;
 mod identity;
+pub mod maintenance;
 mod request_limit;
 mod resources;
 mod run;

@@ -6,21 +6,16 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use supervisor_client::v1;
-use supervisor_engine::{Engine, EngineConfig, SystemClock};
 use supervisor_server::config::Config;
+use supervisor_server::maintenance;
 use supervisor_server::store::{self, StoreUrl};
-use supervisor_store::embedded::{self, EmbeddedOptions, EmbeddedStore, StoreSpace};
 
 use crate::commands::output::{OutputFormat, print_json, print_stdout};
 use crate::commands::{ClientArgs, GlobalArgs, connect};
-
-/// The embedded store's file in a data directory.
-const STORE_FILE: &str = "supervisor.redb";
 
 /// Work on a store.
 #[derive(Debug, Subcommand)]
@@ -109,20 +104,6 @@ pub enum ArchiveCommand {
     },
 }
 
-/// The store file of a data directory, or the file itself when given one.
-fn store_file(data_dir: &Path) -> PathBuf {
-    if data_dir.is_file() {
-        data_dir.to_path_buf()
-    } else {
-        data_dir.join(STORE_FILE)
-    }
-}
-
-/// An engine over `db` for the offline commands.
-fn engine_on(db: supervisor_store::Db) -> Engine {
-    Engine::new(db, EngineConfig::default(), Arc::new(SystemClock))
-}
-
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -184,48 +165,6 @@ fn stats_json(stats: &v1::StoreStats) -> serde_json::Value {
         "free_bytes": stats.free_bytes,
         "tasks": stats.tasks,
         "retention_keep_seconds": stats.retention_keep_seconds,
-    })
-}
-
-/// The figures of a stopped node's embedded store.
-async fn offline_stats(data_dir: &Path) -> anyhow::Result<v1::StoreStats> {
-    let path = store_file(data_dir);
-    if !path.exists() {
-        bail!(
-            "{} does not exist: give the data directory of a node that ran on the embedded store",
-            path.display()
-        );
-    }
-    let store = EmbeddedStore::open(&path, EmbeddedOptions::default()).with_context(|| {
-        format!(
-            "reading {} (a running node holds its file: ask it with `supervisor store stats` without --data-dir)",
-            path.display()
-        )
-    })?;
-    let space: StoreSpace = store.space()?;
-    let engine = engine_on(supervisor_store::Db::new(store));
-    let tasks = engine
-        .status_counts()
-        .await?
-        .counts
-        .iter()
-        .map(|(_, n)| n)
-        .sum();
-    let keep = Config::load(None)
-        .map(|c| c.retention.keep.as_secs())
-        .unwrap_or_default();
-    Ok(v1::StoreStats {
-        answered_by: String::new(),
-        backend: "embedded".into(),
-        path: path.display().to_string(),
-        file_bytes: space.file_bytes,
-        allocated_bytes: space.allocated_bytes,
-        stored_bytes: space.stored_bytes,
-        metadata_bytes: space.metadata_bytes,
-        fragmented_bytes: space.fragmented_bytes,
-        free_bytes: space.free_bytes(),
-        tasks,
-        retention_keep_seconds: keep,
     })
 }
 
@@ -295,61 +234,6 @@ async fn receive_backup(
     Ok(trailer)
 }
 
-/// Restores `from` as the store of `data_dir`.
-async fn restore(from: &Path, data_dir: &Path, force: bool) -> anyhow::Result<String> {
-    if !from.is_file() {
-        bail!(
-            "{} is not a file: give a backup written by `supervisor store backup`",
-            from.display()
-        );
-    }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let target = data_dir.join(STORE_FILE);
-    if target.exists() && !force {
-        bail!(
-            "{} already holds a store; restore into an empty data directory, or pass --force to replace it (the current file is kept as {STORE_FILE}.before-restore)",
-            data_dir.display()
-        );
-    }
-    let staging = data_dir.join(format!("{STORE_FILE}.restoring"));
-    let _ = std::fs::remove_file(&staging);
-    std::fs::copy(from, &staging)
-        .with_context(|| format!("cannot copy {} into {}", from.display(), data_dir.display()))?;
-    let version = match embedded::accept_backup(&staging) {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = std::fs::remove_file(&staging);
-            return Err(e).with_context(|| format!("{} cannot be restored", from.display()));
-        }
-    };
-    let fenced = {
-        let db = embedded::open_db(&staging, EmbeddedOptions::default())?;
-        let engine = engine_on(db);
-        let note = format!(
-            "fenced at the restore of {} (backup up to commit version {version})",
-            from.display()
-        );
-        let fenced = engine.fence_all_after_restore(&note).await?;
-        drop(engine);
-        fenced
-    };
-    if target.exists() {
-        std::fs::rename(
-            &target,
-            data_dir.join(format!("{STORE_FILE}.before-restore")),
-        )?;
-    }
-    std::fs::rename(&staging, &target)?;
-    std::fs::File::open(data_dir)?.sync_all()?;
-    Ok(format!(
-        "restored {} into {} (everything committed up to version {version}); fenced {fenced} node record(s) of the original, so none of them completes anything here; start a node with --data-dir {}",
-        from.display(),
-        target.display(),
-        data_dir.display()
-    ))
-}
-
 /// Runs a `store` subcommand.
 pub async fn run(
     command: StoreCommand,
@@ -367,7 +251,7 @@ pub async fn run(
         StoreCommand::Stats { client, data_dir } => {
             let global = global(&client);
             let stats = match data_dir {
-                Some(dir) => offline_stats(&dir).await?,
+                Some(dir) => maintenance::offline_stats(&dir, None).await?,
                 None => connect(&global).await?.store_stats().await?,
             };
             match global.output {
@@ -398,15 +282,19 @@ pub async fn run(
             from,
             data_dir,
             force,
-        } => println!("{}", restore(&from, &data_dir, force).await?),
+        } => {
+            let done = maintenance::restore(&from, &data_dir, force).await?;
+            println!(
+                "restored {} into {} (everything committed up to version {}); fenced {} node record(s) of the original, so none of them completes anything here; start a node with --data-dir {}",
+                from.display(),
+                done.file.display(),
+                done.version,
+                done.fenced,
+                data_dir.display()
+            );
+        }
         StoreCommand::Compact { data_dir } => {
-            let path = store_file(&data_dir);
-            let done = embedded::compact(&path).with_context(|| {
-                format!(
-                    "compacting {} (it needs the node stopped: a running node reuses free pages by itself)",
-                    path.display()
-                )
-            })?;
+            let (path, done) = maintenance::compact(&data_dir)?;
             println!(
                 "compacted {}: {} -> {} ({} given back)",
                 path.display(),
@@ -421,10 +309,7 @@ pub async fn run(
                 cfg.store.url = url;
             }
             let url = StoreUrl::parse(&cfg.store.url)?;
-            let db = store::open(&url, &cfg.store, &cfg.data_dir.0).await?;
-            let fenced = engine_on(db)
-                .fence_all_after_restore("fenced after the store was restored (store fence-all)")
-                .await?;
+            let fenced = maintenance::fence_all(&url, &cfg).await?;
             println!(
                 "fenced {fenced} node record(s) in {}; nodes started from now on run normally",
                 url.display(&cfg.data_dir.0)
@@ -438,7 +323,7 @@ pub async fn run(
 pub fn run_archive(command: ArchiveCommand) -> anyhow::Result<()> {
     match command {
         ArchiveCommand::Read { file, id } => {
-            let (records, error) = supervisor_engine::archive::read(&file);
+            let (records, error) = maintenance::read_archive(&file);
             let mut out = String::new();
             for record in records
                 .iter()
