@@ -16,20 +16,21 @@
 //! and `.json` (`-quick` with `--quick`).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use clap::Parser;
 use serde_json::{Value, json};
 use supervisor_client::Client;
 use supervisor_proto::v1;
 use supervisor_store::embedded::{EmbeddedOptions, EmbeddedStore};
 
+#[path = "../node.rs"]
+mod node;
 #[path = "../utc.rs"]
 mod utc;
 
@@ -63,58 +64,25 @@ const OUTPUTS: &[u64] = &[0, 10 * 1024];
 /// The aim of the data-lifecycle issue for a no-op task on the embedded store.
 const AIM_NOOP_EMBEDDED: f64 = 1536.0;
 
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_node(
     bin: &Path,
     data_dir: &Path,
     store: Option<&str>,
     output_bytes: u64,
-) -> anyhow::Result<Node> {
-    let mut cmd = Command::new(bin);
-    cmd.args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .env("SUPERVISOR_SERVER__HTTP_LISTEN", "")
-        .env("SUPERVISOR_RETENTION__KEEP", "0")
-        .env(
+) -> anyhow::Result<node::Node> {
+    let mut env = vec![
+        ("SUPERVISOR_RETENTION__KEEP", "0".to_string()),
+        (
             "SUPERVISOR_PROVIDERS__MOCK__OUTPUT_BYTES",
             output_bytes.to_string(),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        ),
+    ];
+    let mut args = Vec::new();
     if let Some(url) = store {
-        cmd.args(["--store", url]);
+        args = vec!["--store", url, "--join", "--node-id", "footprint"];
+        env.push(("SUPERVISOR_CLUSTER__COOKIE", "footprint".to_string()));
     }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let stdout = child.stdout.take().context("node stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !sent && let Some(addr) = line.split("listening on ").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
-                sent = true;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .context("the node did not report its address within 60s")?;
-    Ok(Node { child, addr })
+    node::start(bin, data_dir, &args, &env)
 }
 
 /// Submits `tasks` tasks from `clients` clients and waits until all have succeeded.
@@ -156,22 +124,6 @@ async fn run_tasks(addr: &str, tasks: usize, clients: usize) -> anyhow::Result<(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn stop(mut node: Node) -> anyhow::Result<()> {
-    // SAFETY: kill(2) on our own child with SIGTERM.
-    unsafe {
-        libc::kill(node.child.id() as i32, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while node.child.try_wait()?.is_none() {
-        ensure!(
-            Instant::now() < deadline,
-            "the node did not stop within 60s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 /// The family of a key: the first element after the engine's root, `("sv", family, ...)`
@@ -266,7 +218,7 @@ fn per_task(bytes: &Value, tasks: usize) -> f64 {
 fn report(runs: &[Value], tasks: usize, date: &str, time: &str) -> String {
     let mut md = format!(
         "# Bytes on disk per finished task ({date} {time} UTC)\n\n\
-         `footprint` (benches/src/bin/footprint.rs): a release `supervisor up`, the mock provider at zero latency, retention off; {tasks} tasks submitted by 64 gRPC clients, all succeeded, then the store is measured. A no-op task is the mock's own output (~200 bytes); the other is padded to 10 KB. Per task = measure / tasks.\n\n\
+         `footprint` (benches/src/bin/footprint.rs): a release `supervisor up`, the mock provider at zero latency, retention off; {tasks} tasks submitted by 64 gRPC clients, all succeeded, then the store is measured. A no-op task is the mock's own output (~200 bytes); the other is padded to 10 KB with repetitive filler lines, which zstd shrinks about 30 times (real model output shrinks 3 to 4 times, so expect a few KB more per task than measured here). Per task = measure / tasks. PostgreSQL: the tables' total size (heap, indexes, TOAST, with the dead rows autovacuum has not yet removed), and after `VACUUM FULL`; `supervisor_kv` is kept at fillfactor 50 (docs/cluster.md).\n\n\
          | store | output | file per task | in pages per task | data per task | after compaction / VACUUM FULL per task |\n|---|---|---|---|---|---|\n"
     );
     for r in runs {
@@ -336,25 +288,13 @@ async fn main() -> anyhow::Result<()> {
     let tasks = args
         .tasks
         .unwrap_or(if args.quick { 2_000 } else { 20_000 });
-    let bin = match &args.supervisor {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("the bench's directory")?
-            .join("supervisor"),
-    };
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it (cargo build --release -p supervisor-cli) or pass --supervisor",
-            bin.display()
-        );
-    }
+    let bin = node::supervisor_bin(args.supervisor.as_deref())?;
     let mut runs = Vec::new();
     for &output in OUTPUTS {
         let dir = tempfile::tempdir()?;
         let node = start_node(&bin, dir.path(), None, output)?;
         run_tasks(&node.addr, tasks, args.clients).await?;
-        stop(node)?;
+        node::stop(node)?;
         let measure = measure_embedded(&dir.path().join("supervisor.redb")).await?;
         eprintln!("embedded, output {output}: {measure}");
         runs.push(json!({"store": "embedded", "output_bytes": output, "measure": measure}));
@@ -373,7 +313,7 @@ async fn main() -> anyhow::Result<()> {
             let pg_dir = tempfile::tempdir()?;
             let node = start_node(&bin, pg_dir.path(), Some(&url), output)?;
             run_tasks(&node.addr, tasks, args.clients).await?;
-            stop(node)?;
+            node::stop(node)?;
             let measure = measure_postgres(&url)?;
             eprintln!("postgres, output {output}: {measure}");
             runs.push(json!({"store": "postgres", "output_bytes": output, "measure": measure}));

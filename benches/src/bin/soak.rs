@@ -9,19 +9,18 @@
 //! memory stopped growing (the last half of the run against the first half's end), and
 //! writes `<out>/<date>-soak.md`, `.json` and `.svg` (the plot).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::json;
 use supervisor_client::Client;
 use supervisor_proto::v1;
 
+#[path = "../node.rs"]
+mod node;
 #[path = "../utc.rs"]
 mod utc;
 
@@ -54,50 +53,6 @@ struct Args {
 /// Growth of the file or memory over the second half of the load, above which the run
 /// reports it as still growing.
 const BOUNDED_GROWTH: f64 = 0.10;
-
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(bin: &Path, data_dir: &Path, keep: Duration) -> anyhow::Result<Node> {
-    let mut child = Command::new(bin)
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .env("SUPERVISOR_SERVER__HTTP_LISTEN", "")
-        .env(
-            "SUPERVISOR_RETENTION__KEEP",
-            humantime::format_duration(keep).to_string(),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let stdout = child.stdout.take().context("node stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !sent && let Some(addr) = line.split("listening on ").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
-                sent = true;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .context("the node did not report its address within 60s")?;
-    Ok(Node { child, addr })
-}
 
 /// Resident memory of `pid` in bytes.
 fn rss(pid: u32) -> u64 {
@@ -223,22 +178,16 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Duration::from_secs(5)
     });
-    let bin = match &args.supervisor {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("the bench's directory")?
-            .join("supervisor"),
-    };
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it (cargo build --release -p supervisor-cli) or pass --supervisor",
-            bin.display()
-        );
-    }
+    let bin = node::supervisor_bin(args.supervisor.as_deref())?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("supervisor.redb");
-    let node = start_node(&bin, dir.path(), keep)?;
+    let keep_text = humantime::format_duration(keep).to_string();
+    let node = node::start(
+        &bin,
+        dir.path(),
+        &[],
+        &[("SUPERVISOR_RETENTION__KEEP", keep_text)],
+    )?;
     let pid = node.child.id();
     let client = Client::connect(&format!("http://{}", node.addr)).await?;
 
@@ -286,7 +235,6 @@ async fn main() -> anyhow::Result<()> {
     let mut samples = Vec::new();
     // After the load: long enough for every task to pass its retention period and be swept.
     let tail = keep + Duration::from_secs(10);
-    let mut finished_total = 0;
     while started.elapsed() < duration + tail {
         tokio::time::sleep(every).await;
         let stats = client.stats().await?;
@@ -296,14 +244,13 @@ async fn main() -> anyhow::Result<()> {
             + stats.succeeded
             + stats.failed
             + stats.cancelled;
-        finished_total = stats.succeeded + stats.failed + stats.cancelled;
         let s = Sample {
             at_s: started.elapsed().as_secs_f64(),
             file_bytes: std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0),
             rss_bytes: rss(pid),
             held,
             submitted: submitted.load(Ordering::Relaxed),
-            finished: finished_total,
+            finished: stats.succeeded + stats.failed + stats.cancelled,
         };
         eprintln!("{s:?}");
         samples.push(s);
@@ -340,13 +287,14 @@ async fn main() -> anyhow::Result<()> {
          ![soak]({stem}.svg)\n\n\
          | | |\n|---|---|\n\
          | submits offered / refused | {offered} / {refused} |\n\
-         | tasks finished (held by the store at the end) | {finished_total} ({held_end}) |\n\
+         | tasks accepted (held by the store at the end) | {accepted} ({held_end}) |\n\
          | most tasks held at once | {max_held} |\n\
          | store file: largest / at the end | {max_file:.1} MiB / {end_file:.1} MiB ({end_free:.1} MiB of it free) |\n\
          | store file growth over the load's second half | {fg:+.1}% ({fgv}) |\n\
          | node RSS: largest | {max_rss:.1} MiB |\n\
          | node RSS growth over the load's second half | {rg:+.1}% ({rgv}) |\n\n\
-         Without retention the store would hold all {finished_total} tasks (see the footprint report for bytes per task).\n",
+         Without retention the store would hold all {accepted} tasks (see the footprint report for bytes per task).\n",
+        accepted = offered - refused,
         keep = humantime::format_duration(keep),
         rate = args.rate,
         dur = humantime::format_duration(duration),

@@ -217,10 +217,7 @@ async fn holds(
     fence: Option<u64>,
     now: i64,
 ) -> Result<bool, EngineError> {
-    match fence {
-        Some(fence) => crate::schedules::holds_duty(txn, RETENTION_DUTY, fence, now).await,
-        None => Ok(true),
-    }
+    crate::schedules::holds_duty_if(txn, RETENTION_DUTY, fence, now).await
 }
 
 /// What to do with the task entry `(at, id)` of `tenant`, reading with conflicts.
@@ -262,6 +259,19 @@ async fn run_fate(
     }
 }
 
+/// The event log in `range`, in order (snapshot reads).
+async fn events_in<E: serde::de::DeserializeOwned>(
+    txn: &mut Transaction<'_>,
+    (begin, end): (Vec<u8>, Vec<u8>),
+    what: &str,
+) -> Result<Vec<E>, EngineError> {
+    txn.get_range(&begin, &end, RangeOptions::new().snapshot())
+        .await?
+        .iter()
+        .map(|kv| decode::<E>(what, &kv.value))
+        .collect()
+}
+
 /// Reads the archive form of the records behind `entries` (snapshot reads).
 async fn archive_records(
     txn: &mut Transaction<'_>,
@@ -276,26 +286,20 @@ async fn archive_records(
                 let Some(task) = records::load_full(txn, tenant, *id).await? else {
                     continue;
                 };
-                let (begin, end) = keyspace::events_of(tenant, *id);
-                let events = txn
-                    .get_range(&begin, &end, RangeOptions::new().snapshot())
-                    .await?
-                    .iter()
-                    .map(|kv| decode::<TaskEvent>("task event", &kv.value))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let events: Vec<TaskEvent> =
+                    events_in(txn, keyspace::events_of(tenant, *id), "task event").await?;
                 ArchiveRecord::task(*at, task, events)?
             }
             Expiring::Run => {
                 let Some(run) = workflows::load_run(txn, tenant, *id).await? else {
                     continue;
                 };
-                let (begin, end) = keyspace::workflow_events(tenant, *id);
-                let events = txn
-                    .get_range(&begin, &end, RangeOptions::new().snapshot())
-                    .await?
-                    .iter()
-                    .map(|kv| decode::<WorkflowEvent>("workflow event", &kv.value))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let events: Vec<WorkflowEvent> = events_in(
+                    txn,
+                    keyspace::workflow_events(tenant, *id),
+                    "workflow event",
+                )
+                .await?;
                 ArchiveRecord::run(*at, run, events)?
             }
         };
@@ -361,20 +365,34 @@ impl Engine {
         Ok(sweep)
     }
 
-    /// The tenants that have retention entries of `kind` (one short read per tenant).
+    /// The tenants that have retention entries of `kind`.
     async fn tenants_with_entries(&self, kind: Expiring) -> Result<Vec<String>, EngineError> {
+        self.tenants_in(
+            keyspace::expiries(kind),
+            |key| keyspace::parse_expiry(key).map(|(tenant, _, _)| tenant),
+            |tenant| keyspace::expiries_of(kind, tenant).1,
+        )
+        .await
+    }
+
+    /// The distinct tenants of the keys in `range` (ordered by tenant first): one short
+    /// read per tenant, then on past that tenant's keys (`past`).
+    async fn tenants_in(
+        &self,
+        (mut begin, end): (Vec<u8>, Vec<u8>),
+        tenant_of: impl Fn(&[u8]) -> Option<String>,
+        past: impl Fn(&str) -> Vec<u8>,
+    ) -> Result<Vec<String>, EngineError> {
         let mut txn = self.inner.db.begin().await?;
-        let (mut begin, end) = keyspace::expiries(kind);
         let mut tenants = Vec::new();
         loop {
             let first = txn
                 .get_range(&begin, &end, RangeOptions::new().limit(1).snapshot())
                 .await?;
-            let Some((tenant, _, _)) = first.first().and_then(|kv| keyspace::parse_expiry(&kv.key))
-            else {
+            let Some(tenant) = first.first().and_then(|kv| tenant_of(&kv.key)) else {
                 break;
             };
-            begin = keyspace::expiries_of(kind, &tenant).1;
+            begin = past(&tenant);
             tenants.push(tenant);
         }
         Ok(tenants)
@@ -574,23 +592,12 @@ impl Engine {
 
     /// Tenants with a status index, i.e. that have (or had) tasks.
     async fn tenants_with_tasks(&self) -> Result<Vec<String>, EngineError> {
-        let mut txn = self.inner.db.begin().await?;
-        let (mut begin, end) = keyspace::status_indexes();
-        let mut tenants = Vec::new();
-        loop {
-            let first = txn
-                .get_range(&begin, &end, RangeOptions::new().limit(1).snapshot())
-                .await?;
-            let Some(tenant) = first
-                .first()
-                .and_then(|kv| keyspace::parse_status_index_tenant(&kv.key))
-            else {
-                break;
-            };
-            begin = keyspace::status_index_of(&tenant).1;
-            tenants.push(tenant);
-        }
-        Ok(tenants)
+        self.tenants_in(
+            keyspace::status_indexes(),
+            keyspace::parse_status_index_tenant,
+            |tenant| keyspace::status_index_of(tenant).1,
+        )
+        .await
     }
 }
 

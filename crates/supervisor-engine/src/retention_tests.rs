@@ -33,20 +33,12 @@ async fn keys_mentioning(engine: &Engine, id: TaskId) -> Vec<String> {
 #[tokio::test]
 async fn a_finished_task_goes_with_everything_beside_it_and_its_spend_stays() {
     let f = fixture().await;
-    let done = f
-        .engine
-        .submit(
-            "default",
-            NewTask {
-                labels: vec!["nightly".into()],
-                idempotency_key: Some("build-1".into()),
-                ..new_task("finishes")
-            },
-        )
-        .await
-        .unwrap()
-        .task
-        .id;
+    let nightly = || NewTask {
+        labels: vec!["nightly".into()],
+        idempotency_key: Some("build-1".into()),
+        ..new_task("finishes")
+    };
+    let done = f.engine.submit("default", nightly()).await.unwrap().task.id;
     let leased = lease_one(&f).await;
     assert_eq!(leased.task.id, done);
     let mut result = success(&"x".repeat(200_000));
@@ -69,20 +61,12 @@ async fn a_finished_task_goes_with_everything_beside_it_and_its_spend_stays() {
 
     // Not yet: the period has not passed.
     f.clock.advance(Duration::from_secs(2));
-    let sweep = f
-        .engine
-        .sweep_retention(&keep(3), None, None)
-        .await
-        .unwrap();
+    let sweep = sweep_with(&f, &keep(3)).await;
     assert_eq!(sweep.tasks_deleted, 0);
     assert!(f.engine.get("default", done).await.is_ok());
 
     f.clock.advance(Duration::from_secs(2));
-    let sweep = f
-        .engine
-        .sweep_retention(&keep(3), None, None)
-        .await
-        .unwrap();
+    let sweep = sweep_with(&f, &keep(3)).await;
     assert_eq!(sweep.tasks_deleted, 1);
     assert!(matches!(
         f.engine.get("default", done).await,
@@ -110,18 +94,7 @@ async fn a_finished_task_goes_with_everything_beside_it_and_its_spend_stays() {
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].attempts, rows[0].cost_micros), (1, 30));
     // The idempotency key went with its task: the same submit makes a new one.
-    let again = f
-        .engine
-        .submit(
-            "default",
-            NewTask {
-                labels: vec!["nightly".into()],
-                idempotency_key: Some("build-1".into()),
-                ..new_task("finishes")
-            },
-        )
-        .await
-        .unwrap();
+    let again = f.engine.submit("default", nightly()).await.unwrap();
     assert!(again.created);
     assert_ne!(again.task.id, done);
     f.engine
@@ -134,32 +107,39 @@ async fn a_finished_task_goes_with_everything_beside_it_and_its_spend_stays() {
     );
 }
 
-#[tokio::test]
-async fn keep_zero_and_tenant_periods_are_honoured() {
-    let f = fixture().await;
-    let id = submit_one(&f, "p").await;
-    let leased = lease_one(&f).await;
+/// One sweep with `cfg`, on behalf of anyone.
+async fn sweep_with(f: &crate::tests::Fixture, cfg: &RetentionConfig) -> RetentionSweep {
+    f.engine.sweep_retention(cfg, None, None).await.unwrap()
+}
+
+/// Submits a task and runs it to success; its id.
+async fn run_one(f: &crate::tests::Fixture, prompt: &str) -> TaskId {
+    let id = submit_one(f, prompt).await;
+    let leased = lease_one(f).await;
     f.engine
         .finish(crate::tests::finish(&leased.task_ref, success("ok")))
         .await
         .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn keep_zero_and_tenant_periods_are_honoured() {
+    let f = fixture().await;
+    let id = run_one(&f, "p").await;
     f.clock.advance(Duration::from_secs(3600));
     let forever = keep(0);
-    let sweep = f
-        .engine
-        .sweep_retention(&forever, None, None)
-        .await
-        .unwrap();
+    let sweep = sweep_with(&f, &forever).await;
     assert_eq!(sweep.tasks_deleted, 0);
     let mut longer = keep(1);
     longer
         .tenants
         .insert("default".into(), Duration::from_secs(7200));
-    let sweep = f.engine.sweep_retention(&longer, None, None).await.unwrap();
+    let sweep = sweep_with(&f, &longer).await;
     assert_eq!(sweep.tasks_deleted, 0);
     assert!(f.engine.get("default", id).await.is_ok());
     f.clock.advance(Duration::from_secs(3601));
-    let sweep = f.engine.sweep_retention(&longer, None, None).await.unwrap();
+    let sweep = sweep_with(&f, &longer).await;
     assert_eq!(sweep.tasks_deleted, 1);
 }
 
@@ -167,12 +147,7 @@ async fn keep_zero_and_tenant_periods_are_honoured() {
 async fn sweeps_go_in_batches_and_tasks_finished_before_entries_existed_are_found() {
     let f = fixture().await;
     for i in 0..5 {
-        submit_one(&f, &format!("t{i}")).await;
-        let leased = lease_one(&f).await;
-        f.engine
-            .finish(crate::tests::finish(&leased.task_ref, success("ok")))
-            .await
-            .unwrap();
+        run_one(&f, &format!("t{i}")).await;
     }
     // As an earlier version left them: no retention entries.
     let mut txn = f.engine.inner.db.begin().await.unwrap();
@@ -187,7 +162,7 @@ async fn sweeps_go_in_batches_and_tasks_finished_before_entries_existed_are_foun
     let mut deleted = 0;
     let mut backfilled = 0;
     for _ in 0..10 {
-        let sweep = f.engine.sweep_retention(&cfg, None, None).await.unwrap();
+        let sweep = sweep_with(&f, &cfg).await;
         assert!(sweep.tasks_deleted <= 2, "at most a batch at a time");
         deleted += sweep.tasks_deleted;
         backfilled += sweep.backfilled;

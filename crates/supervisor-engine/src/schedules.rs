@@ -153,6 +153,20 @@ pub(crate) async fn void_singletons(
     Ok(leases.len())
 }
 
+/// [`holds_duty`] for work done on behalf of a duty (`Some(fence)`) or of anyone (`None`:
+/// tests and operators' tools), which always may.
+pub(crate) async fn holds_duty_if(
+    txn: &mut supervisor_store::Transaction<'_>,
+    duty: &str,
+    fence: Option<u64>,
+    now: i64,
+) -> Result<bool, EngineError> {
+    match fence {
+        Some(fence) => holds_duty(txn, duty, fence, now).await,
+        None => Ok(true),
+    }
+}
+
 impl Engine {
     /// Creates or replaces the schedule `name`. The definition and the cron rules are
     /// checked first; errors name the field.

@@ -232,20 +232,13 @@ impl ClusterApi {
             .iter()
             .map(|(_, n)| n)
             .sum();
-        let (path, space) = space.unwrap_or_default();
-        Ok(v1::StoreStats {
-            answered_by: self.node.identity().id,
-            backend: db.backend_name().to_string(),
-            path,
-            file_bytes: space.file_bytes,
-            allocated_bytes: space.allocated_bytes,
-            stored_bytes: space.stored_bytes,
-            metadata_bytes: space.metadata_bytes,
-            fragmented_bytes: space.fragmented_bytes,
-            free_bytes: space.free_bytes(),
+        Ok(crate::maintenance::stats_of(
+            self.node.identity().id,
+            db.backend_name(),
+            space,
             tasks,
-            retention_keep_seconds: self.node.retention().keep.as_secs(),
-        })
+            self.node.retention().keep.as_secs(),
+        ))
     }
 
     /// Takes a backup of the embedded store beside its file and streams it.

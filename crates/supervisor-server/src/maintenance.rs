@@ -91,10 +91,29 @@ pub async fn offline_stats(
     let keep = Config::load(config)
         .map(|c| c.retention.keep.as_secs())
         .unwrap_or_default();
-    Ok(v1::StoreStats {
-        answered_by: String::new(),
-        backend: "embedded".into(),
-        path: path.display().to_string(),
+    Ok(stats_of(
+        String::new(),
+        "embedded",
+        Some((path.display().to_string(), space)),
+        tasks,
+        keep,
+    ))
+}
+
+/// A store's figures as the API gives them: `file` is the embedded store's path and
+/// space (none for a shared store).
+pub fn stats_of(
+    answered_by: String,
+    backend: &str,
+    file: Option<(String, StoreSpace)>,
+    tasks: u64,
+    retention_keep_seconds: u64,
+) -> v1::StoreStats {
+    let (path, space) = file.unwrap_or_default();
+    v1::StoreStats {
+        answered_by,
+        backend: backend.to_string(),
+        path,
         file_bytes: space.file_bytes,
         allocated_bytes: space.allocated_bytes,
         stored_bytes: space.stored_bytes,
@@ -102,8 +121,8 @@ pub async fn offline_stats(
         fragmented_bytes: space.fragmented_bytes,
         free_bytes: space.free_bytes(),
         tasks,
-        retention_keep_seconds: keep,
-    })
+        retention_keep_seconds,
+    }
 }
 
 /// What a restore did.

@@ -58,10 +58,7 @@ async fn holds(
     duty: Option<u64>,
     now: i64,
 ) -> Result<bool, EngineError> {
-    match duty {
-        Some(fence) => crate::schedules::holds_duty(txn, ROLLER_DUTY, fence, now).await,
-        None => Ok(true),
-    }
+    crate::schedules::holds_duty_if(txn, ROLLER_DUTY, duty, now).await
 }
 
 /// Folds what one tenant's minute gained since it was last folded.
