@@ -1,11 +1,13 @@
 //! The `supervisor` command: `up` runs a node; `task`, `workflow`, `schedule`,
 //! `providers`, `cluster` and `node` talk to one over gRPC; `config default` prints the
 //! annotated default configuration, `config show` the one a node started here would
-//! run with, and `store init` prepares a store.
+//! run with; `store` prepares, measures, backs up, restores and compacts a store, and
+//! `archive read` prints what retention archived.
 //!
 //! Only the subjects that talk to a node take `--server` and `--output` (after their
-//! name, or before it: `supervisor --server ADDR task list`); `up`, `config` and `store`
-//! work on this machine and refuse them.
+//! name, or before it: `supervisor --server ADDR task list`); `up`, `config`, `archive`
+//! and the `store` commands that work on this machine refuse them (`store backup` and
+//! `store stats` ask a node and take them after their name).
 
 mod commands;
 mod up;
