@@ -159,22 +159,26 @@ async fn under_steady_load_with_a_short_retention_the_data_file_stops_growing() 
             .await;
         }
     };
-    for n in 0..4 {
+    let mut sizes = Vec::new();
+    for n in 0..12 {
         round(n).await;
+        sizes.push(size());
     }
-    let settled = size();
     let store = client.store_stats().await.unwrap();
-    for n in 4..12 {
-        round(n).await;
-    }
-    let after = size();
-    // Eight more rounds (1,600 tasks, about 3 MB of records without deletion) fit in the
-    // pages the first rounds freed.
-    assert!(
-        after <= settled + settled / 10,
-        "the data file grew from {settled} to {after} bytes over eight rounds of work that retention deleted"
-    );
     assert!(store.file_bytes > 0 && store.tasks == 0, "{store:?}");
+    // The last six rounds' 1,200 tasks would take at least 3 MB more without deletion (a
+    // no-op task's keys and values alone are about 2,600 bytes: benches/results,
+    // footprint); with retention they fit in pages earlier rounds freed. The file's size
+    // moves up and down between rounds (redb gives a free tail back), so the rounds are
+    // compared by their largest size.
+    eprintln!("data file after each round: {sizes:?}");
+    let without_deletion = 6 * 200 * 2600;
+    let first = sizes[..6].iter().max().copied().unwrap_or(0);
+    let last = sizes[6..].iter().max().copied().unwrap_or(0);
+    assert!(
+        last.saturating_sub(first) <= without_deletion / 2,
+        "the data file grew from at most {first} to {last} bytes over six rounds of work that retention deleted (sizes after each round: {sizes:?})"
+    );
 }
 
 fn output_of(task: &v1::Task) -> String {
