@@ -145,7 +145,23 @@ mod period {
     }
 
     pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        humantime_serde::serialize(value, s)
+        s.serialize_str(&format(*value))
+    }
+
+    /// A period as people write it: whole days, hours, minutes or seconds when it is one
+    /// (`"90d"`, not humantime's `"2months 29days 2h 52m 48s"`).
+    pub(super) fn format(period: Duration) -> String {
+        let secs = period.as_secs();
+        if period.subsec_nanos() != 0 {
+            return humantime::format_duration(period).to_string();
+        }
+        match secs {
+            0 => "0".into(),
+            s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+            s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+            s if s % 60 == 0 => format!("{}m", s / 60),
+            s => format!("{s}s"),
+        }
     }
 }
 
@@ -176,7 +192,7 @@ mod periods {
     ) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(value.len()))?;
         for (tenant, period) in value {
-            map.serialize_entry(tenant, &humantime::format_duration(*period).to_string())?;
+            map.serialize_entry(tenant, &super::period::format(*period))?;
         }
         map.end()
     }
@@ -628,9 +644,15 @@ mod tests {
             err.contains("tenant acme") && err.contains("\"soon\""),
             "{err}"
         );
-        // Serialized back, a period reads the same.
+        // Serialized back, a period reads the same, written as people write it.
         let text = serde_json::to_string(&cfg).unwrap();
+        assert!(
+            text.contains(r#""acme":"90d""#) && text.contains(r#""keep":"30d""#),
+            "{text}"
+        );
         assert_eq!(parse(&text).unwrap(), cfg);
+        let odd = parse(r#"{"keep": "90m 5s"}"#).unwrap();
+        assert_eq!(parse(&serde_json::to_string(&odd).unwrap()).unwrap(), odd);
     }
 
     #[test]

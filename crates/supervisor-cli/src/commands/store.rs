@@ -123,14 +123,13 @@ fn stats_text(stats: &v1::StoreStats) -> String {
             }
         };
         out.push_str(&format!(
-            "file: {}\nsize: {}\nin use: {} ({:.0}%): data {}, page overhead {}, unused in pages {}\nfree: {} ({:.0}%; reused by new writes, given back by `supervisor store compact`)\n",
+            "file: {}\nsize: {}\nin use: {} ({:.0}%): keys and values {}, page overhead {}, the rest unused space inside pages\nfree: {} ({:.0}%; reused by new writes, given back by `supervisor store compact`)\n",
             stats.path,
             mib(stats.file_bytes),
             mib(stats.allocated_bytes),
             share(stats.allocated_bytes),
             mib(stats.stored_bytes),
             mib(stats.metadata_bytes),
-            mib(stats.fragmented_bytes),
             mib(stats.free_bytes),
             share(stats.free_bytes),
         ));

@@ -5,7 +5,8 @@
 //! later one) into a new redb file while commits go on; the copy is a store file a node
 //! or `supervisor store restore` opens as it is. Space figures come from redb's own page
 //! accounting, which walks every page of the tree: the writer thread takes them between
-//! two batches, so commits wait for the walk (tens of milliseconds per hundred MB).
+//! two batches, so commits wait for the walk (0.2 s for a 408 MiB file, measured end to
+//! end through `supervisor store stats`).
 //! Compaction needs the file closed (redb moves pages in place); a running node refuses
 //! it through the file lock.
 
