@@ -95,6 +95,9 @@ fn start_server(args: &Args, bin: &PathBuf) -> anyhow::Result<Server> {
         .env("SUPERVISOR_STORE__DURABILITY", &args.durability)
         .env("SUPERVISOR_PROVIDERS__MOCK__LATENCY", &args.latency)
         .env("RUST_LOG", "warn")
+        // The run ends when the status counters show every task finished; retention
+        // would empty them, so it is off unless `--server-env` sets it.
+        .env("SUPERVISOR_RETENTION__KEEP", "0")
         .envs(args.server_env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
