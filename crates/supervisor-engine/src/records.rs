@@ -105,17 +105,10 @@ pub(crate) async fn delete(
     ] {
         txn.clear_range(&begin, &end);
     }
-    txn.clear(&keyspace::index(tenant, Index::Status(task.status), id));
-    txn.clear(&keyspace::index(
-        tenant,
-        Index::Type(task.task_type.as_str()),
-        id,
-    ));
-    for label in &task.labels {
-        txn.clear(&keyspace::index(tenant, Index::Label(label), id));
+    for key in index_keys(task) {
+        txn.clear(&key);
     }
-    txn.atomic_add(&keyspace::status_counter(task.status), -1);
-    count_for_tenant(txn, tenant, task.status, -1);
+    count_status(txn, tenant, task.status, -1);
     if let Some(key) = &task.idempotency_key {
         let idem = keyspace::idempotency(tenant, key);
         if let Some(bytes) = txn.get(&idem).await?
@@ -187,12 +180,26 @@ fn append_event_by(
     Ok(event)
 }
 
-/// Keeps a tenant's own status counter in step (the `default` tenant's count is the
-/// cluster's minus every other tenant's, so tasks from before tenants existed count).
-fn count_for_tenant(txn: &mut Transaction<'_>, tenant: &str, status: TaskStatus, delta: i64) {
+/// Adds `delta` to the count of `status`: the cluster's, and the tenant's own (the
+/// `default` tenant's count is the cluster's minus every other tenant's, so tasks from
+/// before tenants existed count).
+fn count_status(txn: &mut Transaction<'_>, tenant: &str, status: TaskStatus, delta: i64) {
+    txn.atomic_add(&keyspace::status_counter(status), delta);
     if tenant != supervisor_model::DEFAULT_TENANT {
         txn.atomic_add(&keyspace::tenant_status_counter(tenant, status), delta);
     }
+}
+
+/// The list-index entries of a task in its current status (status, type, each label):
+/// written when it is made, cleared when it is deleted.
+fn index_keys(task: &Task) -> impl Iterator<Item = Vec<u8>> + '_ {
+    [
+        Index::Status(task.status),
+        Index::Type(task.task_type.as_str()),
+    ]
+    .into_iter()
+    .chain(task.labels.iter().map(|l| Index::Label(l)))
+    .map(|ix| keyspace::index(&task.tenant, ix, task.id))
 }
 
 /// Moves a task to `to`, keeping the status index and counters in step, and appends the
@@ -223,8 +230,8 @@ pub(crate) fn transition(
         &keyspace::index(&task.tenant, Index::Status(to), task.id),
         &[],
     );
-    txn.atomic_add(&keyspace::status_counter(from), -1);
-    txn.atomic_add(&keyspace::status_counter(to), 1);
+    count_status(txn, &task.tenant, from, -1);
+    count_status(txn, &task.tenant, to, 1);
     crate::observe::transition(txn, task, from, to, now);
     if from == TaskStatus::Queued {
         txn.atomic_add(&keyspace::queued_counter(task.priority), -1);
@@ -232,8 +239,6 @@ pub(crate) fn transition(
     if to == TaskStatus::Queued {
         txn.atomic_add(&keyspace::queued_counter(task.priority), 1);
     }
-    count_for_tenant(txn, &task.tenant, from, -1);
-    count_for_tenant(txn, &task.tenant, to, 1);
     if from == TaskStatus::Running {
         release_holds(txn, task);
         txn.atomic_add(&keyspace::running(&task.tenant), -1);
@@ -265,22 +270,10 @@ pub(crate) fn transition(
 
 /// Writes the indexes and counters of a brand-new task (status index included).
 pub(crate) fn index_new(txn: &mut Transaction<'_>, task: &Task) {
-    txn.set(
-        &keyspace::index(&task.tenant, Index::Status(task.status), task.id),
-        &[],
-    );
-    txn.set(
-        &keyspace::index(&task.tenant, Index::Type(task.task_type.as_str()), task.id),
-        &[],
-    );
-    for label in &task.labels {
-        txn.set(
-            &keyspace::index(&task.tenant, Index::Label(label), task.id),
-            &[],
-        );
+    for key in index_keys(task) {
+        txn.set(&key, &[]);
     }
-    txn.atomic_add(&keyspace::status_counter(task.status), 1);
-    count_for_tenant(txn, &task.tenant, task.status, 1);
+    count_status(txn, &task.tenant, task.status, 1);
     if task.status == TaskStatus::Queued {
         txn.atomic_add(&keyspace::queued_counter(task.priority), 1);
     }
