@@ -202,28 +202,35 @@ fn stream_backup(
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
+/// Runs `work` on the embedded store behind `db` on a blocking thread (the file's
+/// maintenance blocks for its duration); `None` on a shared store.
+async fn on_embedded<T: Send + 'static>(
+    db: &supervisor_store::Db,
+    what: &str,
+    work: impl FnOnce(&supervisor_store::embedded::EmbeddedStore) -> T + Send + 'static,
+) -> Result<Option<T>, Status> {
+    if db.embedded().is_none() {
+        return Ok(None);
+    }
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || db.embedded().map(work))
+        .await
+        .map_err(|e| Status::internal(format!("{what} stopped: {e}")))
+}
+
 impl ClusterApi {
     /// The store's figures: the file's (embedded) and the counters'.
     async fn store_stats(&self) -> Result<v1::StoreStats, Status> {
         let engine = self.node.engine();
         let db = engine.db().clone();
-        let space = match db.embedded() {
-            Some(_) => {
-                let db = db.clone();
-                let figures = tokio::task::spawn_blocking(move || {
-                    db.embedded()
-                        .map(|store| (store.path().display().to_string(), store.space()))
-                })
-                .await
-                .map_err(|e| Status::internal(format!("the space walk stopped: {e}")))?;
-                match figures {
-                    Some((path, Ok(space))) => Some((path, space)),
-                    Some((_, Err(e))) => return Err(status_from(e.into())),
-                    None => None,
-                }
-            }
-            None => None,
-        };
+        let space = on_embedded(&db, "the space walk", |store| {
+            store
+                .space()
+                .map(|space| (store.path().display().to_string(), space))
+        })
+        .await?
+        .transpose()
+        .map_err(|e| status_from(e.into()))?;
         let tasks = engine
             .status_counts()
             .await
@@ -258,14 +265,10 @@ impl ClusterApi {
         name.push(format!(".backup-{nanos}.partial"));
         let path = std::path::PathBuf::from(name);
         let taken = {
-            let (db, path) = (db.clone(), path.clone());
-            tokio::task::spawn_blocking(move || {
-                db.embedded()
-                    .map(|store| store.backup_to(&path))
-                    .unwrap_or(Err(supervisor_store::StoreError::Closed))
-            })
-            .await
-            .map_err(|e| Status::internal(format!("the backup stopped: {e}")))?
+            let path = path.clone();
+            on_embedded(&db, "the backup", move |store| store.backup_to(&path))
+                .await?
+                .unwrap_or(Err(supervisor_store::StoreError::Closed))
         };
         match taken {
             Ok(info) => {
