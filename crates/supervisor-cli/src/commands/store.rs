@@ -14,7 +14,7 @@ use supervisor_server::config::Config;
 use supervisor_server::maintenance;
 use supervisor_server::store::{self, StoreUrl};
 
-use crate::commands::output::{OutputFormat, print_json, print_stdout};
+use crate::commands::output::{OutputFormat, bytes, print_json, print_stdout};
 use crate::commands::{ClientArgs, GlobalArgs, connect};
 
 /// Work on a store.
@@ -104,10 +104,6 @@ pub enum ArchiveCommand {
     },
 }
 
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
-
 /// The stats as people read them.
 fn stats_text(stats: &v1::StoreStats) -> String {
     let mut out = format!("backend: {}\n", stats.backend);
@@ -125,12 +121,12 @@ fn stats_text(stats: &v1::StoreStats) -> String {
         out.push_str(&format!(
             "file: {}\nsize: {}\nin use: {} ({:.0}%): keys and values {}, page overhead {}, the rest unused space inside pages\nfree: {} ({:.0}%; reused by new writes, given back by `supervisor store compact`)\n",
             stats.path,
-            mib(stats.file_bytes),
-            mib(stats.allocated_bytes),
+            bytes(stats.file_bytes),
+            bytes(stats.allocated_bytes),
             share(stats.allocated_bytes),
-            mib(stats.stored_bytes),
-            mib(stats.metadata_bytes),
-            mib(stats.free_bytes),
+            bytes(stats.stored_bytes),
+            bytes(stats.metadata_bytes),
+            bytes(stats.free_bytes),
             share(stats.free_bytes),
         ));
     }
@@ -271,7 +267,7 @@ pub async fn run(
             println!(
                 "backup written to {}: {} ({} keys, everything committed up to version {}); restore it with `supervisor store restore --from {} --data-dir DIR`",
                 to.display(),
-                mib(trailer.total_bytes),
+                bytes(trailer.total_bytes),
                 trailer.keys,
                 trailer.version,
                 to.display()
@@ -297,9 +293,9 @@ pub async fn run(
             println!(
                 "compacted {}: {} -> {} ({} given back)",
                 path.display(),
-                mib(done.before_bytes),
-                mib(done.after_bytes),
-                mib(done.before_bytes.saturating_sub(done.after_bytes))
+                bytes(done.before_bytes),
+                bytes(done.after_bytes),
+                bytes(done.before_bytes.saturating_sub(done.after_bytes))
             );
         }
         StoreCommand::FenceAll { store, config } => {

@@ -2,29 +2,13 @@
 
 use supervisor_proto::v1::{Allocation, BudgetStatus, NodeResources, TenantQuota, WaitingTask};
 
-use crate::commands::output::{Table, field_lines, rfc3339_seconds};
+use crate::commands::output::{Table, bytes, field_lines, rfc3339_seconds};
 
 /// An amount of a limit's metric in words.
 pub fn amount(metric: &str, value: u64) -> String {
     match metric {
         "usd" => format!("${:.2}", value as f64 / 1e6),
         _ => format!("{value} tokens"),
-    }
-}
-
-/// Bytes in binary units.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
