@@ -75,6 +75,11 @@ impl StatusCounts {
             .map(|(_, n)| *n)
             .unwrap_or(0)
     }
+
+    /// Every task counted, whatever its status: the tasks the store holds.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|(_, n)| n).sum()
+    }
 }
 
 /// Durable counters of one provider, cluster-wide.

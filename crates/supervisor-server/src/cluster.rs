@@ -231,14 +231,7 @@ impl ClusterApi {
         .await?
         .transpose()
         .map_err(|e| status_from(e.into()))?;
-        let tasks = engine
-            .status_counts()
-            .await
-            .map_err(status_from)?
-            .counts
-            .iter()
-            .map(|(_, n)| n)
-            .sum();
+        let tasks = engine.status_counts().await.map_err(status_from)?.total();
         Ok(crate::maintenance::stats_of(
             self.node.identity().id,
             db.backend_name(),

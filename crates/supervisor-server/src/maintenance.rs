@@ -81,13 +81,7 @@ pub async fn offline_stats(
     })?;
     let space: StoreSpace = store.space()?;
     let engine = engine_on(supervisor_store::Db::new(store));
-    let tasks = engine
-        .status_counts()
-        .await?
-        .counts
-        .iter()
-        .map(|(_, n)| n)
-        .sum();
+    let tasks = engine.status_counts().await?.total();
     let keep = Config::load(config)
         .map(|c| c.retention.keep.as_secs())
         .unwrap_or_default();
