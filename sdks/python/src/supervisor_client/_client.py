@@ -1,0 +1,350 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, Callable, TypeVar
+
+import grpc
+
+from ._errors import SupervisorError, from_rpc_error
+from ._follow import Follower, ResumePolicy, deadline_after
+from ._models import (
+    TASK_TYPES,
+    Identity,
+    RunStatus,
+    Schedule,
+    Task,
+    TaskEvent,
+    TaskStats,
+    TaskStatus,
+    Validation,
+    WorkflowEvent,
+    WorkflowRun,
+    enum_value,
+    run_status_value,
+    status_value,
+)
+from ._proto.supervisor.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    tasks_pb2,
+    tasks_pb2_grpc,
+    workflows_pb2,
+    workflows_pb2_grpc,
+)
+from ._requests import (
+    CHANNEL_OPTIONS,
+    TLS,
+    WorkflowInput,
+    connection,
+    schedule_request,
+    submit_request,
+    workflow_source,
+)
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+_Event = TypeVar("_Event")
+
+
+class Client:
+    """A blocking client of one node (any node of a cluster serves every call).
+
+    `address` is `host:port`, `http://host:port` or `https://host:port` (TLS); None reads
+    `SUPERVISOR_SERVER`, else 127.0.0.1:50051. `token` is an API key (None reads
+    `SUPERVISOR_TOKEN` or the file `SUPERVISOR_TOKEN_FILE` names). `tls` is a `TLS` (CA
+    file, client certificate), True for the system's authorities, or None to follow the
+    address's scheme. `timeout` bounds each single call, in seconds; `resume` is how
+    `watch` and `wait` ride out a node restart.
+
+    Failed calls raise `SupervisorError` (a subclass per gRPC code). Use it as a context
+    manager, or call `close()`. The generated stubs are there too, for the rest of the
+    API: `client.tasks`, `client.workflows`.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token: str | None = None,
+        tls: TLS | bool | None = None,
+        timeout: float | None = 30.0,
+        resume: ResumePolicy = ResumePolicy(),
+    ) -> None:
+        conn = connection(address, token, tls)
+        self.address: str = conn.target
+        self.timeout = timeout
+        self.resume = resume
+        self._metadata = conn.metadata
+        if conn.credentials is not None:
+            self._channel = grpc.secure_channel(conn.target, conn.credentials, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.insecure_channel(conn.target, options=CHANNEL_OPTIONS)
+        #: The generated TaskService stub (call it with `metadata=client.metadata`).
+        self.tasks = tasks_pb2_grpc.TaskServiceStub(self._channel)
+        #: The generated WorkflowService stub.
+        self.workflows = workflows_pb2_grpc.WorkflowServiceStub(self._channel)
+        #: The generated AuthService stub (tenants, keys, audit).
+        self.auth = auth_pb2_grpc.AuthServiceStub(self._channel)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The metadata every call carries (the key), for calls on the raw stubs."""
+        return self._metadata
+
+    def close(self) -> None:
+        """Closes the connection; streams still open end."""
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: grpc.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req) -> _Resp:
+        try:
+            return method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    def whoami(self) -> Identity:
+        """The tenant and role the node gives this client's key."""
+        return Identity.from_proto(self._call(self.auth.WhoAmI, auth_pb2.WhoAmIRequest()))
+
+    # Tasks.
+
+    def submit(self, type: str | int, prompt: str, **options: Any) -> Task:
+        """Submits a task and returns it as stored (QUEUED). `type` is a name as the CLI
+        spells it ("testing", "bug_fix", "pr_review", ...; see `TASK_TYPES`). Options:
+        priority ("low" ... "critical"), labels, context, idempotency_key, max_attempts,
+        timeout_ms, specialty, routing_strategy, preferred_providers,
+        excluded_providers, max_cost_usd."""
+        return Task.from_proto(self._call(self.tasks.SubmitTask, submit_request(type, prompt, **options)))
+
+    def get(self, id: str) -> Task:
+        """Reads a task, with its result once it has one."""
+        return Task.from_proto(self._call(self.tasks.GetTask, tasks_pb2.GetTaskRequest(id=id)))
+
+    def list_tasks(
+        self,
+        *,
+        status: TaskStatus | str | None = None,
+        type: str | None = None,
+        label: str = "",
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> Iterator[Task]:
+        """Tasks, newest first, filtered by status, type and label, fetched a page at a
+        time as the iterator is read (at most `limit`). Results carry no output text."""
+        request = tasks_pb2.ListTasksRequest(
+            status=status_value(status) if status is not None else 0,  # type: ignore[arg-type]
+            type=enum_value("task type", TASK_TYPES, type) if type is not None else 0,  # type: ignore[arg-type]
+            label=label,
+            page_size=page_size,
+        )
+        yielded = 0
+        while True:
+            page = self._call(self.tasks.ListTasks, request)
+            for task in page.tasks:
+                if limit is not None and yielded >= limit:
+                    return
+                yielded += 1
+                yield Task.from_proto(task)
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    def cancel(self, id: str, reason: str = "") -> Task:
+        """Cancels a task that has not finished (a cancelled one stays as it is)."""
+        return Task.from_proto(self._call(self.tasks.CancelTask, tasks_pb2.CancelTaskRequest(id=id, reason=reason)))
+
+    def retry(self, id: str) -> Task:
+        """Re-runs a failed or cancelled task as a new task (its `retry_of` names `id`)."""
+        return Task.from_proto(self._call(self.tasks.RetryTask, tasks_pb2.RetryTaskRequest(id=id)))
+
+    def stats(self) -> TaskStats:
+        """Tasks by status, cluster-wide."""
+        return TaskStats.from_proto(self._call(self.tasks.GetTaskStats, tasks_pb2.GetTaskStatsRequest()))
+
+    def watch(self, id: str, after_seq: int = 0) -> Iterator[TaskEvent]:
+        """A task's events after `after_seq`, live, ending after its terminal event. When
+        the stream breaks (the node restarts, the connection drops), the watch resumes
+        after the last event seen, as `resume` says: no event is lost or repeated."""
+        return self._follow_task(id, after_seq, None)
+
+    def wait(self, id: str, timeout: float | None = None) -> Task:
+        """Waits until the task ends and returns it as it ended (see `.status`). Raises
+        `WaitTimeout` (a `TimeoutError`) after `timeout` seconds; None waits for ever."""
+        for _ in self._follow_task(id, 0, deadline_after(timeout)):
+            pass
+        return self.get(id)
+
+    def _follow_task(self, id: str, after_seq: int, deadline: float | None) -> Iterator[TaskEvent]:
+        return self._follow(
+            Follower(f"task {id}", after_seq, self.resume, deadline),
+            lambda seq, timeout: self.tasks.WatchTask(
+                tasks_pb2.WatchTaskRequest(id=id, after_seq=seq), timeout=timeout, metadata=self._metadata
+            ),
+            TaskEvent.from_proto,
+            lambda event: event.is_terminal,
+            lambda: self.get(id).status.is_terminal,
+        )
+
+    def _follow(
+        self,
+        follower: Follower,
+        open_stream: Callable[[int, float | None], Iterator[_Resp]],
+        convert: Callable[[_Resp], _Event],
+        is_last: Callable[[_Event], bool],
+        has_ended: Callable[[], bool],
+    ) -> Iterator[_Event]:
+        """Reads a log through `follower`'s resumes (see `_follow.Follower`)."""
+        while True:
+            stream = None
+            try:
+                stream = open_stream(follower.last_seq, follower.remaining())
+                for message in stream:
+                    event = convert(message)
+                    follower.received(getattr(message, "seq"))
+                    yield event
+                    if is_last(event):
+                        return
+                if has_ended():
+                    return
+                failure: SupervisorError = follower.closed_early()
+            except grpc.RpcError as err:
+                failure = from_rpc_error(err)
+            except SupervisorError as err:
+                failure = err
+            finally:
+                if stream is not None and hasattr(stream, "cancel"):
+                    stream.cancel()
+            time.sleep(follower.pause_after(failure))
+
+    # Workflows.
+
+    def validate_workflow(self, workflow: WorkflowInput) -> Validation:
+        """Checks a definition (a YAML/JSON file path or a dict): every error and warning."""
+        request = workflows_pb2.ValidateWorkflowRequest(source=workflow_source(workflow))
+        return Validation.from_proto(self._call(self.workflows.ValidateWorkflow, request))
+
+    def submit_workflow(self, workflow: WorkflowInput, vars: Mapping[str, str] | None = None) -> WorkflowRun:
+        """Starts a run of a workflow (a YAML/JSON file path or a dict), with variables
+        over the definition's. An invalid definition raises `InvalidArgument` listing
+        every problem."""
+        request = workflows_pb2.SubmitWorkflowRequest(source=workflow_source(workflow), vars=dict(vars or {}))
+        return WorkflowRun.from_proto(self._call(self.workflows.SubmitWorkflow, request))
+
+    def get_workflow(self, id: str) -> WorkflowRun:
+        """Reads a run: each step's state, task id and output summary."""
+        return WorkflowRun.from_proto(self._call(self.workflows.GetWorkflow, workflows_pb2.GetWorkflowRequest(id=id)))
+
+    def list_workflows(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str = "",
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> Iterator[WorkflowRun]:
+        """Runs, newest first, filtered by status and workflow name, a page at a time."""
+        request = workflows_pb2.ListWorkflowsRequest(
+            status=run_status_value(status) if status is not None else 0,  # type: ignore[arg-type]
+            name=name,
+            page_size=page_size,
+        )
+        yielded = 0
+        while True:
+            page = self._call(self.workflows.ListWorkflows, request)
+            for run in page.runs:
+                if limit is not None and yielded >= limit:
+                    return
+                yielded += 1
+                yield WorkflowRun.from_proto(run)
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    def cancel_workflow(self, id: str, reason: str = "") -> WorkflowRun:
+        """Cancels a running run: running steps are cancelled, pending ones skipped."""
+        request = workflows_pb2.CancelWorkflowRequest(id=id, reason=reason)
+        return WorkflowRun.from_proto(self._call(self.workflows.CancelWorkflow, request))
+
+    def retry_workflow(self, id: str) -> WorkflowRun:
+        """Resumes a failed or cancelled run from its unfinished steps."""
+        request = workflows_pb2.RetryWorkflowRequest(id=id)
+        return WorkflowRun.from_proto(self._call(self.workflows.RetryWorkflow, request))
+
+    def watch_workflow(self, id: str, after_seq: int = 0) -> Iterator[WorkflowEvent]:
+        """A run's events after `after_seq`, live, until the run ends; resumes after
+        breaks like `watch`."""
+        return self._follow_run(id, after_seq, None)
+
+    def wait_workflow(self, id: str, timeout: float | None = None) -> WorkflowRun:
+        """Waits until the run ends and returns it (see `.status` and `.steps`). Raises
+        `WaitTimeout` after `timeout` seconds; None waits for ever."""
+        for _ in self._follow_run(id, 0, deadline_after(timeout)):
+            pass
+        return self.get_workflow(id)
+
+    def _follow_run(self, id: str, after_seq: int, deadline: float | None) -> Iterator[WorkflowEvent]:
+        # A retried run goes on after its terminal event: read until the node closes the
+        # stream, then check the run has ended.
+        return self._follow(
+            Follower(f"workflow run {id}", after_seq, self.resume, deadline),
+            lambda seq, timeout: self.workflows.WatchWorkflow(
+                workflows_pb2.WatchWorkflowRequest(id=id, after_seq=seq), timeout=timeout, metadata=self._metadata
+            ),
+            WorkflowEvent.from_proto,
+            lambda event: False,
+            lambda: self.get_workflow(id).status.is_terminal,
+        )
+
+    # Schedules.
+
+    def create_schedule(
+        self,
+        name: str,
+        workflow: WorkflowInput,
+        *,
+        cron: str = "",
+        timezone: str = "",
+        missed: str = "",
+        vars: Mapping[str, str] | None = None,
+    ) -> Schedule:
+        """Creates (or replaces, by name) a schedule starting runs of `workflow`. Empty
+        cron, timezone and missed come from the definition's `schedule:` block."""
+        request = schedule_request(name, workflow, cron=cron, timezone=timezone, missed=missed, vars=vars)
+        return Schedule.from_proto(self._call(self.workflows.CreateSchedule, request))
+
+    def list_schedules(self) -> list[Schedule]:
+        """Every schedule of the caller's tenant, by name."""
+        schedules: list[Schedule] = []
+        request = workflows_pb2.ListSchedulesRequest(page_size=1000)
+        while True:
+            page = self._call(self.workflows.ListSchedules, request)
+            schedules += [Schedule.from_proto(s) for s in page.schedules]
+            if not page.next_page_token:
+                return schedules
+            request.page_token = page.next_page_token
+
+    def pause_schedule(self, name: str) -> Schedule:
+        """Stops a schedule's ticks until it is resumed."""
+        return Schedule.from_proto(self._call(self.workflows.PauseSchedule, workflows_pb2.ScheduleRef(name=name)))
+
+    def resume_schedule(self, name: str) -> Schedule:
+        """Starts a paused schedule's ticks again."""
+        return Schedule.from_proto(self._call(self.workflows.ResumeSchedule, workflows_pb2.ScheduleRef(name=name)))
+
+    def trigger_schedule(self, name: str) -> WorkflowRun:
+        """Starts a run now, outside the schedule's ticks."""
+        return WorkflowRun.from_proto(
+            self._call(self.workflows.TriggerSchedule, workflows_pb2.ScheduleRef(name=name))
+        )
+
+    def delete_schedule(self, name: str) -> Schedule:
+        """Deletes a schedule (its runs stay); returns it as it was."""
+        return Schedule.from_proto(self._call(self.workflows.DeleteSchedule, workflows_pb2.ScheduleRef(name=name)))

@@ -1,0 +1,98 @@
+"""Following an event log with resume: the decisions, written once for both clients.
+
+A watch stream may break (the node restarts, the connection drops) or close before the
+log's last event (the node shut down cleanly). `Follower` keeps the last sequence number
+seen and says what to do next: open the stream again after it, after a pause that doubles
+on each failure in a row, or give up with the error. The clients only do the I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ._errors import DeadlineExceeded, InvalidArgument, StreamEnded, SupervisorError, WaitTimeout, is_transient
+
+
+@dataclass(frozen=True)
+class ResumePolicy:
+    """How a watch resumes after a break: `max_consecutive_failures` attempts in a row
+    without an event before giving up, pausing `initial_backoff` seconds, doubled after
+    each failure up to `max_backoff`. The default (10 attempts, 0.1 s to 2 s) rides out
+    about 13 s of a node being away."""
+
+    max_consecutive_failures: int = 10
+    initial_backoff: float = 0.1
+    max_backoff: float = 2.0
+
+    @classmethod
+    def never(cls) -> ResumePolicy:
+        """Never resume: the first break raises."""
+        return cls(max_consecutive_failures=0)
+
+    def pauses(self) -> Iterator[float]:
+        """The pauses of one run of failures, one per allowed failure."""
+        pause = min(self.initial_backoff, self.max_backoff)
+        for _ in range(self.max_consecutive_failures):
+            yield pause
+            pause = min(pause * 2, self.max_backoff)
+
+
+class Follower:
+    """The state of one resuming watch of `what` (e.g. "task 0192..."), from `after_seq`,
+    within `deadline` (a `time.monotonic()` instant, or None)."""
+
+    def __init__(self, what: str, after_seq: int, policy: ResumePolicy, deadline: float | None) -> None:
+        self.what = what
+        self.last_seq = after_seq
+        self.policy = policy
+        self.deadline = deadline
+        self._pauses = policy.pauses()
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (for the next call's timeout), or None."""
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self.timeout()
+        return left
+
+    def timeout(self) -> WaitTimeout:
+        """The error of a wait that ran out of time."""
+        return WaitTimeout(f"{self.what} had not ended when the wait's time ran out; it goes on")
+
+    def received(self, seq: int) -> None:
+        """An event arrived: resume after it, with a fresh run of pauses."""
+        self.last_seq = max(self.last_seq, seq)
+        self._pauses = self.policy.pauses()
+
+    def closed_early(self) -> StreamEnded:
+        """The stream closed while the log had not ended."""
+        return StreamEnded(f"the event stream of {self.what} ended before its last event")
+
+    def pause_after(self, err: SupervisorError) -> float:
+        """The pause before opening the stream again after `err`, or raises the error to
+        give to the caller (not transient, attempts used up, or past the deadline)."""
+        if isinstance(err, DeadlineExceeded) and self.deadline is not None:
+            if time.monotonic() >= self.deadline - 0.001:
+                raise self.timeout() from err
+        if not (isinstance(err, StreamEnded) or is_transient(err)):
+            raise err
+        pause = next(self._pauses, None)
+        if pause is None:
+            raise err
+        if self.deadline is not None and time.monotonic() + pause >= self.deadline:
+            raise self.timeout() from err
+        return pause
+
+
+def deadline_after(timeout: float | None) -> float | None:
+    """The monotonic instant `timeout` seconds from now (None: no deadline)."""
+    if timeout is None:
+        return None
+    if timeout < 0:
+        raise InvalidArgument(f"timeout must be zero or more seconds, not {timeout}")
+    return time.monotonic() + timeout
+
