@@ -200,3 +200,17 @@ def test_the_resume_policy_doubles_its_pauses_to_the_cap() -> None:
     assert list(sv.ResumePolicy(3, initial_backoff=5, max_backoff=2).pauses()) == [2, 2, 2]
 
 
+
+
+def test_pages_stop_at_the_limit_or_the_last_page() -> None:
+    from supervisor_client._proto.supervisor.v1 import tasks_pb2
+    from supervisor_client._requests import Pages
+
+    request = tasks_pb2.ListTasksRequest(page_size=2)
+    pages: Pages[str] = Pages(request, 3, str)
+    assert pages.take([1, 2], "t1") == ["1", "2"] and not pages.done
+    assert request.page_token == "t1"
+    assert pages.take([3, 4], "t2") == ["3"] and pages.done
+    unlimited: Pages[str] = Pages(tasks_pb2.ListTasksRequest(), None, str)
+    assert unlimited.take([1], "") == ["1"] and unlimited.done
+    assert Pages(tasks_pb2.ListTasksRequest(), 0, str).done

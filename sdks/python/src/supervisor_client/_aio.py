@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 
 from ._errors import SupervisorError, from_rpc_error
-from ._follow import Follower, ResumePolicy, deadline_after
+from ._follow import Follower, Log, ResumePolicy, deadline_after, run_log, task_log
 from ._models import (
     Identity,
-    TASK_TYPES,
     RunStatus,
     Schedule,
     Task,
@@ -23,9 +22,6 @@ from ._models import (
     Validation,
     WorkflowEvent,
     WorkflowRun,
-    enum_value,
-    run_status_value,
-    status_value,
 )
 from ._proto.supervisor.v1 import (
     auth_pb2,
@@ -38,15 +34,17 @@ from ._proto.supervisor.v1 import (
 from ._requests import (
     CHANNEL_OPTIONS,
     TLS,
+    Pages,
     WorkflowInput,
     connection,
+    list_tasks_request,
+    list_workflows_request,
     schedule_request,
     submit_request,
     workflow_source,
 )
 
-_Req = TypeVar("_Req")
-_Resp = TypeVar("_Resp")
+_Item = TypeVar("_Item")
 _Event = TypeVar("_Event")
 
 
@@ -97,31 +95,33 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, method: Callable[..., Any], request: Any) -> Any:
+    async def _call(self, method: Any, request: Any) -> Any:
         try:
             return await method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
+    async def _pages(self, method: Any, pages: Pages[_Item], items: str) -> AsyncIterator[_Item]:
+        while not pages.done:
+            page = await self._call(method, pages.request)
+            for item in pages.take(getattr(page, items), page.next_page_token):
+                yield item
+
     async def whoami(self) -> Identity:
         """The tenant and role the node gives this client's key."""
-        response: auth_pb2.WhoAmIResponse = await self._call(self.auth.WhoAmI, auth_pb2.WhoAmIRequest())
-        return Identity.from_proto(response)
+        return Identity.from_proto(await self._call(self.auth.WhoAmI, auth_pb2.WhoAmIRequest()))
 
     # Tasks.
 
     async def submit(self, type: str | int, prompt: str, **options: Any) -> Task:
         """Submits a task and returns it as stored; see `Client.submit`."""
-        request = submit_request(type, prompt, **options)
-        response: tasks_pb2.Task = await self._call(self.tasks.SubmitTask, request)
-        return Task.from_proto(response)
+        return Task.from_proto(await self._call(self.tasks.SubmitTask, submit_request(type, prompt, **options)))
 
     async def get(self, id: str) -> Task:
         """Reads a task, with its result once it has one."""
-        response: tasks_pb2.Task = await self._call(self.tasks.GetTask, tasks_pb2.GetTaskRequest(id=id))
-        return Task.from_proto(response)
+        return Task.from_proto(await self._call(self.tasks.GetTask, tasks_pb2.GetTaskRequest(id=id)))
 
-    async def list_tasks(
+    def list_tasks(
         self,
         *,
         status: TaskStatus | str | None = None,
@@ -131,84 +131,48 @@ class AsyncClient:
         limit: int | None = None,
     ) -> AsyncIterator[Task]:
         """Tasks, newest first, a page at a time; see `Client.list_tasks`."""
-        request = tasks_pb2.ListTasksRequest(
-            status=status_value(status) if status is not None else 0,  # type: ignore[arg-type]
-            type=enum_value("task type", TASK_TYPES, type) if type is not None else 0,  # type: ignore[arg-type]
-            label=label,
-            page_size=page_size,
-        )
-        yielded = 0
-        while True:
-            page: tasks_pb2.ListTasksResponse = await self._call(self.tasks.ListTasks, request)
-            for task in page.tasks:
-                if limit is not None and yielded >= limit:
-                    return
-                yielded += 1
-                yield Task.from_proto(task)
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
+        request = list_tasks_request(status, type, label, page_size)
+        return self._pages(self.tasks.ListTasks, Pages(request, limit, Task.from_proto), "tasks")
 
     async def cancel(self, id: str, reason: str = "") -> Task:
         """Cancels a task that has not finished."""
         request = tasks_pb2.CancelTaskRequest(id=id, reason=reason)
-        response: tasks_pb2.Task = await self._call(self.tasks.CancelTask, request)
-        return Task.from_proto(response)
+        return Task.from_proto(await self._call(self.tasks.CancelTask, request))
 
     async def retry(self, id: str) -> Task:
         """Re-runs a failed or cancelled task as a new task."""
-        response: tasks_pb2.Task = await self._call(self.tasks.RetryTask, tasks_pb2.RetryTaskRequest(id=id))
-        return Task.from_proto(response)
+        return Task.from_proto(await self._call(self.tasks.RetryTask, tasks_pb2.RetryTaskRequest(id=id)))
 
     async def stats(self) -> TaskStats:
         """Tasks by status, cluster-wide."""
-        response: tasks_pb2.TaskStats = await self._call(self.tasks.GetTaskStats, tasks_pb2.GetTaskStatsRequest())
-        return TaskStats.from_proto(response)
+        return TaskStats.from_proto(await self._call(self.tasks.GetTaskStats, tasks_pb2.GetTaskStatsRequest()))
 
     def watch(self, id: str, after_seq: int = 0) -> AsyncIterator[TaskEvent]:
         """A task's events after `after_seq`, live, resuming after breaks; see `Client.watch`."""
-        return self._follow_task(id, after_seq, None)
+        return self._follow(task_log(id), after_seq, None)
 
     async def wait(self, id: str, timeout: float | None = None) -> Task:
         """Waits until the task ends and returns it; see `Client.wait`."""
-        async for _ in self._follow_task(id, 0, deadline_after(timeout)):
+        async for _ in self._follow(task_log(id), 0, deadline_after(timeout)):
             pass
         return await self.get(id)
 
-    def _follow_task(self, id: str, after_seq: int, deadline: float | None) -> AsyncIterator[TaskEvent]:
-        async def has_ended() -> bool:
-            return (await self.get(id)).status.is_terminal
-
-        return self._follow(
-            Follower(f"task {id}", after_seq, self.resume, deadline),
-            lambda seq, timeout: self.tasks.WatchTask(
-                tasks_pb2.WatchTaskRequest(id=id, after_seq=seq), timeout=timeout, metadata=self._metadata
-            ),
-            TaskEvent.from_proto,
-            lambda event: event.is_terminal,
-            has_ended,
-        )
-
-    async def _follow(
-        self,
-        follower: Follower,
-        open_stream: Callable[[int, float | None], Any],
-        convert: Callable[[Any], _Event],
-        is_last: Callable[[_Event], bool],
-        has_ended: Callable[[], Any],
-    ) -> AsyncIterator[_Event]:
-        """Reads a log through `follower`'s resumes (see `_follow.Follower`)."""
+    async def _follow(self, log: Log[_Event], after_seq: int, deadline: float | None) -> AsyncIterator[_Event]:
+        """Reads `log` from `after_seq`, resuming after breaks (see `_follow.Follower`)."""
+        follower = Follower(log.what, after_seq, self.resume, deadline)
+        service = getattr(self, log.service)
         while True:
             call = None
             try:
-                call = open_stream(follower.last_seq, follower.remaining())
+                request = log.watch_request(follower.last_seq)
+                call = getattr(service, log.watch)(request, timeout=follower.remaining(), metadata=self._metadata)
                 async for message in call:
-                    event = convert(message)
+                    event = log.convert(message)
                     follower.received(message.seq)
                     yield event
-                    if is_last(event):
+                    if log.is_last(event):
                         return
-                if await has_ended():
+                if log.has_ended(await self._call(getattr(service, log.get), log.get_request)):
                     return
                 failure: SupervisorError = follower.closed_early()
             except grpc.RpcError as err:
@@ -225,19 +189,19 @@ class AsyncClient:
     async def validate_workflow(self, workflow: WorkflowInput) -> Validation:
         """Checks a definition: every error and warning."""
         request = workflows_pb2.ValidateWorkflowRequest(source=workflow_source(workflow))
-        response: workflows_pb2.ValidateWorkflowResponse = await self._call(self.workflows.ValidateWorkflow, request)
-        return Validation.from_proto(response)
+        return Validation.from_proto(await self._call(self.workflows.ValidateWorkflow, request))
 
     async def submit_workflow(self, workflow: WorkflowInput, vars: Mapping[str, str] | None = None) -> WorkflowRun:
         """Starts a run of a workflow; see `Client.submit_workflow`."""
         request = workflows_pb2.SubmitWorkflowRequest(source=workflow_source(workflow), vars=dict(vars or {}))
-        return await self._run(self.workflows.SubmitWorkflow, request)
+        return WorkflowRun.from_proto(await self._call(self.workflows.SubmitWorkflow, request))
 
     async def get_workflow(self, id: str) -> WorkflowRun:
         """Reads a run."""
-        return await self._run(self.workflows.GetWorkflow, workflows_pb2.GetWorkflowRequest(id=id))
+        request = workflows_pb2.GetWorkflowRequest(id=id)
+        return WorkflowRun.from_proto(await self._call(self.workflows.GetWorkflow, request))
 
-    async def list_workflows(
+    def list_workflows(
         self,
         *,
         status: RunStatus | str | None = None,
@@ -246,58 +210,28 @@ class AsyncClient:
         limit: int | None = None,
     ) -> AsyncIterator[WorkflowRun]:
         """Runs, newest first, a page at a time; see `Client.list_workflows`."""
-        request = workflows_pb2.ListWorkflowsRequest(
-            status=run_status_value(status) if status is not None else 0,  # type: ignore[arg-type]
-            name=name,
-            page_size=page_size,
-        )
-        yielded = 0
-        while True:
-            page: workflows_pb2.ListWorkflowsResponse = await self._call(self.workflows.ListWorkflows, request)
-            for run in page.runs:
-                if limit is not None and yielded >= limit:
-                    return
-                yielded += 1
-                yield WorkflowRun.from_proto(run)
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
+        request = list_workflows_request(status, name, page_size)
+        return self._pages(self.workflows.ListWorkflows, Pages(request, limit, WorkflowRun.from_proto), "runs")
 
     async def cancel_workflow(self, id: str, reason: str = "") -> WorkflowRun:
         """Cancels a running run."""
-        return await self._run(self.workflows.CancelWorkflow, workflows_pb2.CancelWorkflowRequest(id=id, reason=reason))
+        request = workflows_pb2.CancelWorkflowRequest(id=id, reason=reason)
+        return WorkflowRun.from_proto(await self._call(self.workflows.CancelWorkflow, request))
 
     async def retry_workflow(self, id: str) -> WorkflowRun:
         """Resumes a failed or cancelled run from its unfinished steps."""
-        return await self._run(self.workflows.RetryWorkflow, workflows_pb2.RetryWorkflowRequest(id=id))
+        request = workflows_pb2.RetryWorkflowRequest(id=id)
+        return WorkflowRun.from_proto(await self._call(self.workflows.RetryWorkflow, request))
 
     def watch_workflow(self, id: str, after_seq: int = 0) -> AsyncIterator[WorkflowEvent]:
         """A run's events after `after_seq`, live, until the run ends; resumes after breaks."""
-        return self._follow_run(id, after_seq, None)
+        return self._follow(run_log(id), after_seq, None)
 
     async def wait_workflow(self, id: str, timeout: float | None = None) -> WorkflowRun:
         """Waits until the run ends and returns it; see `Client.wait_workflow`."""
-        async for _ in self._follow_run(id, 0, deadline_after(timeout)):
+        async for _ in self._follow(run_log(id), 0, deadline_after(timeout)):
             pass
         return await self.get_workflow(id)
-
-    def _follow_run(self, id: str, after_seq: int, deadline: float | None) -> AsyncIterator[WorkflowEvent]:
-        async def has_ended() -> bool:
-            return (await self.get_workflow(id)).status.is_terminal
-
-        return self._follow(
-            Follower(f"workflow run {id}", after_seq, self.resume, deadline),
-            lambda seq, timeout: self.workflows.WatchWorkflow(
-                workflows_pb2.WatchWorkflowRequest(id=id, after_seq=seq), timeout=timeout, metadata=self._metadata
-            ),
-            WorkflowEvent.from_proto,
-            lambda event: False,
-            has_ended,
-        )
-
-    async def _run(self, method: Callable[..., Any], request: Any) -> WorkflowRun:
-        response: workflows_pb2.WorkflowRun = await self._call(method, request)
-        return WorkflowRun.from_proto(response)
 
     # Schedules.
 
@@ -313,35 +247,29 @@ class AsyncClient:
     ) -> Schedule:
         """Creates (or replaces, by name) a schedule; see `Client.create_schedule`."""
         request = schedule_request(name, workflow, cron=cron, timezone=timezone, missed=missed, vars=vars)
-        return await self._schedule(self.workflows.CreateSchedule, request)
+        return Schedule.from_proto(await self._call(self.workflows.CreateSchedule, request))
 
     async def list_schedules(self) -> list[Schedule]:
         """Every schedule of the caller's tenant, by name."""
-        schedules: list[Schedule] = []
-        request = workflows_pb2.ListSchedulesRequest(page_size=1000)
-        while True:
-            page: workflows_pb2.ListSchedulesResponse = await self._call(self.workflows.ListSchedules, request)
-            schedules += [Schedule.from_proto(s) for s in page.schedules]
-            if not page.next_page_token:
-                return schedules
-            request.page_token = page.next_page_token
+        pages: Pages[Schedule] = Pages(workflows_pb2.ListSchedulesRequest(page_size=1000), None, Schedule.from_proto)
+        return [s async for s in self._pages(self.workflows.ListSchedules, pages, "schedules")]
 
     async def pause_schedule(self, name: str) -> Schedule:
         """Stops a schedule's ticks until it is resumed."""
-        return await self._schedule(self.workflows.PauseSchedule, workflows_pb2.ScheduleRef(name=name))
+        request = workflows_pb2.ScheduleRef(name=name)
+        return Schedule.from_proto(await self._call(self.workflows.PauseSchedule, request))
 
     async def resume_schedule(self, name: str) -> Schedule:
         """Starts a paused schedule's ticks again."""
-        return await self._schedule(self.workflows.ResumeSchedule, workflows_pb2.ScheduleRef(name=name))
+        request = workflows_pb2.ScheduleRef(name=name)
+        return Schedule.from_proto(await self._call(self.workflows.ResumeSchedule, request))
 
     async def trigger_schedule(self, name: str) -> WorkflowRun:
         """Starts a run now, outside the schedule's ticks."""
-        return await self._run(self.workflows.TriggerSchedule, workflows_pb2.ScheduleRef(name=name))
+        request = workflows_pb2.ScheduleRef(name=name)
+        return WorkflowRun.from_proto(await self._call(self.workflows.TriggerSchedule, request))
 
     async def delete_schedule(self, name: str) -> Schedule:
         """Deletes a schedule (its runs stay); returns it as it was."""
-        return await self._schedule(self.workflows.DeleteSchedule, workflows_pb2.ScheduleRef(name=name))
-
-    async def _schedule(self, method: Callable[..., Any], request: Any) -> Schedule:
-        response: workflows_pb2.Schedule = await self._call(method, request)
-        return Schedule.from_proto(response)
+        request = workflows_pb2.ScheduleRef(name=name)
+        return Schedule.from_proto(await self._call(self.workflows.DeleteSchedule, request))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
 from ._errors import SupervisorError, from_rpc_error
-from ._follow import Follower, ResumePolicy, deadline_after
+from ._follow import Follower, Log, ResumePolicy, deadline_after, run_log, task_log
 from ._models import (
-    TASK_TYPES,
     Identity,
     RunStatus,
     Schedule,
@@ -22,9 +21,6 @@ from ._models import (
     Validation,
     WorkflowEvent,
     WorkflowRun,
-    enum_value,
-    run_status_value,
-    status_value,
 )
 from ._proto.supervisor.v1 import (
     auth_pb2,
@@ -37,8 +33,11 @@ from ._proto.supervisor.v1 import (
 from ._requests import (
     CHANNEL_OPTIONS,
     TLS,
+    Pages,
     WorkflowInput,
     connection,
+    list_tasks_request,
+    list_workflows_request,
     schedule_request,
     submit_request,
     workflow_source,
@@ -46,6 +45,7 @@ from ._requests import (
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+_Item = TypeVar("_Item")
 _Event = TypeVar("_Event")
 
 
@@ -61,7 +61,7 @@ class Client:
 
     Failed calls raise `SupervisorError` (a subclass per gRPC code). Use it as a context
     manager, or call `close()`. The generated stubs are there too, for the rest of the
-    API: `client.tasks`, `client.workflows`.
+    API: `client.tasks`, `client.workflows`, `client.auth`.
     """
 
     def __init__(
@@ -110,6 +110,11 @@ class Client:
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
+    def _pages(self, method: Any, pages: Pages[_Item], items: str) -> Iterator[_Item]:
+        while not pages.done:
+            page = self._call(method, pages.request)
+            yield from pages.take(getattr(page, items), page.next_page_token)
+
     def whoami(self) -> Identity:
         """The tenant and role the node gives this client's key."""
         return Identity.from_proto(self._call(self.auth.WhoAmI, auth_pb2.WhoAmIRequest()))
@@ -139,23 +144,8 @@ class Client:
     ) -> Iterator[Task]:
         """Tasks, newest first, filtered by status, type and label, fetched a page at a
         time as the iterator is read (at most `limit`). Results carry no output text."""
-        request = tasks_pb2.ListTasksRequest(
-            status=status_value(status) if status is not None else 0,  # type: ignore[arg-type]
-            type=enum_value("task type", TASK_TYPES, type) if type is not None else 0,  # type: ignore[arg-type]
-            label=label,
-            page_size=page_size,
-        )
-        yielded = 0
-        while True:
-            page = self._call(self.tasks.ListTasks, request)
-            for task in page.tasks:
-                if limit is not None and yielded >= limit:
-                    return
-                yielded += 1
-                yield Task.from_proto(task)
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
+        request = list_tasks_request(status, type, label, page_size)
+        return self._pages(self.tasks.ListTasks, Pages(request, limit, Task.from_proto), "tasks")
 
     def cancel(self, id: str, reason: str = "") -> Task:
         """Cancels a task that has not finished (a cancelled one stays as it is)."""
@@ -173,46 +163,31 @@ class Client:
         """A task's events after `after_seq`, live, ending after its terminal event. When
         the stream breaks (the node restarts, the connection drops), the watch resumes
         after the last event seen, as `resume` says: no event is lost or repeated."""
-        return self._follow_task(id, after_seq, None)
+        return self._follow(task_log(id), after_seq, None)
 
     def wait(self, id: str, timeout: float | None = None) -> Task:
         """Waits until the task ends and returns it as it ended (see `.status`). Raises
         `WaitTimeout` (a `TimeoutError`) after `timeout` seconds; None waits for ever."""
-        for _ in self._follow_task(id, 0, deadline_after(timeout)):
+        for _ in self._follow(task_log(id), 0, deadline_after(timeout)):
             pass
         return self.get(id)
 
-    def _follow_task(self, id: str, after_seq: int, deadline: float | None) -> Iterator[TaskEvent]:
-        return self._follow(
-            Follower(f"task {id}", after_seq, self.resume, deadline),
-            lambda seq, timeout: self.tasks.WatchTask(
-                tasks_pb2.WatchTaskRequest(id=id, after_seq=seq), timeout=timeout, metadata=self._metadata
-            ),
-            TaskEvent.from_proto,
-            lambda event: event.is_terminal,
-            lambda: self.get(id).status.is_terminal,
-        )
-
-    def _follow(
-        self,
-        follower: Follower,
-        open_stream: Callable[[int, float | None], Iterator[_Resp]],
-        convert: Callable[[_Resp], _Event],
-        is_last: Callable[[_Event], bool],
-        has_ended: Callable[[], bool],
-    ) -> Iterator[_Event]:
-        """Reads a log through `follower`'s resumes (see `_follow.Follower`)."""
+    def _follow(self, log: Log[_Event], after_seq: int, deadline: float | None) -> Iterator[_Event]:
+        """Reads `log` from `after_seq`, resuming after breaks (see `_follow.Follower`)."""
+        follower = Follower(log.what, after_seq, self.resume, deadline)
+        service = getattr(self, log.service)
         while True:
             stream = None
             try:
-                stream = open_stream(follower.last_seq, follower.remaining())
+                request = log.watch_request(follower.last_seq)
+                stream = getattr(service, log.watch)(request, timeout=follower.remaining(), metadata=self._metadata)
                 for message in stream:
-                    event = convert(message)
-                    follower.received(getattr(message, "seq"))
+                    event = log.convert(message)
+                    follower.received(message.seq)
                     yield event
-                    if is_last(event):
+                    if log.is_last(event):
                         return
-                if has_ended():
+                if log.has_ended(self._call(getattr(service, log.get), log.get_request)):
                     return
                 failure: SupervisorError = follower.closed_early()
             except grpc.RpcError as err:
@@ -220,7 +195,7 @@ class Client:
             except SupervisorError as err:
                 failure = err
             finally:
-                if stream is not None and hasattr(stream, "cancel"):
+                if stream is not None:
                     stream.cancel()
             time.sleep(follower.pause_after(failure))
 
@@ -251,22 +226,8 @@ class Client:
         limit: int | None = None,
     ) -> Iterator[WorkflowRun]:
         """Runs, newest first, filtered by status and workflow name, a page at a time."""
-        request = workflows_pb2.ListWorkflowsRequest(
-            status=run_status_value(status) if status is not None else 0,  # type: ignore[arg-type]
-            name=name,
-            page_size=page_size,
-        )
-        yielded = 0
-        while True:
-            page = self._call(self.workflows.ListWorkflows, request)
-            for run in page.runs:
-                if limit is not None and yielded >= limit:
-                    return
-                yielded += 1
-                yield WorkflowRun.from_proto(run)
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
+        request = list_workflows_request(status, name, page_size)
+        return self._pages(self.workflows.ListWorkflows, Pages(request, limit, WorkflowRun.from_proto), "runs")
 
     def cancel_workflow(self, id: str, reason: str = "") -> WorkflowRun:
         """Cancels a running run: running steps are cancelled, pending ones skipped."""
@@ -281,27 +242,14 @@ class Client:
     def watch_workflow(self, id: str, after_seq: int = 0) -> Iterator[WorkflowEvent]:
         """A run's events after `after_seq`, live, until the run ends; resumes after
         breaks like `watch`."""
-        return self._follow_run(id, after_seq, None)
+        return self._follow(run_log(id), after_seq, None)
 
     def wait_workflow(self, id: str, timeout: float | None = None) -> WorkflowRun:
         """Waits until the run ends and returns it (see `.status` and `.steps`). Raises
         `WaitTimeout` after `timeout` seconds; None waits for ever."""
-        for _ in self._follow_run(id, 0, deadline_after(timeout)):
+        for _ in self._follow(run_log(id), 0, deadline_after(timeout)):
             pass
         return self.get_workflow(id)
-
-    def _follow_run(self, id: str, after_seq: int, deadline: float | None) -> Iterator[WorkflowEvent]:
-        # A retried run goes on after its terminal event: read until the node closes the
-        # stream, then check the run has ended.
-        return self._follow(
-            Follower(f"workflow run {id}", after_seq, self.resume, deadline),
-            lambda seq, timeout: self.workflows.WatchWorkflow(
-                workflows_pb2.WatchWorkflowRequest(id=id, after_seq=seq), timeout=timeout, metadata=self._metadata
-            ),
-            WorkflowEvent.from_proto,
-            lambda event: False,
-            lambda: self.get_workflow(id).status.is_terminal,
-        )
 
     # Schedules.
 
@@ -322,14 +270,8 @@ class Client:
 
     def list_schedules(self) -> list[Schedule]:
         """Every schedule of the caller's tenant, by name."""
-        schedules: list[Schedule] = []
-        request = workflows_pb2.ListSchedulesRequest(page_size=1000)
-        while True:
-            page = self._call(self.workflows.ListSchedules, request)
-            schedules += [Schedule.from_proto(s) for s in page.schedules]
-            if not page.next_page_token:
-                return schedules
-            request.page_token = page.next_page_token
+        pages: Pages[Schedule] = Pages(workflows_pb2.ListSchedulesRequest(page_size=1000), None, Schedule.from_proto)
+        return list(self._pages(self.workflows.ListSchedules, pages, "schedules"))
 
     def pause_schedule(self, name: str) -> Schedule:
         """Stops a schedule's ticks until it is resumed."""
@@ -341,9 +283,7 @@ class Client:
 
     def trigger_schedule(self, name: str) -> WorkflowRun:
         """Starts a run now, outside the schedule's ticks."""
-        return WorkflowRun.from_proto(
-            self._call(self.workflows.TriggerSchedule, workflows_pb2.ScheduleRef(name=name))
-        )
+        return WorkflowRun.from_proto(self._call(self.workflows.TriggerSchedule, workflows_pb2.ScheduleRef(name=name)))
 
     def delete_schedule(self, name: str) -> Schedule:
         """Deletes a schedule (its runs stay); returns it as it was."""

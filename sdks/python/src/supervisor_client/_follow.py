@@ -9,10 +9,15 @@ on each failure in a row, or give up with the error. The clients only do the I/O
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from ._errors import DeadlineExceeded, InvalidArgument, StreamEnded, SupervisorError, WaitTimeout, is_transient
+from ._models import RunStatus, TaskEvent, TaskStatus, WorkflowEvent
+from ._proto.supervisor.v1 import tasks_pb2, workflows_pb2
+
+_Event = TypeVar("_Event")
 
 
 @dataclass(frozen=True)
@@ -96,3 +101,51 @@ def deadline_after(timeout: float | None) -> float | None:
         raise InvalidArgument(f"timeout must be zero or more seconds, not {timeout}")
     return time.monotonic() + timeout
 
+
+
+@dataclass(frozen=True)
+class Log(Generic[_Event]):
+    """An event log to follow: which stub (`service`) and methods read it, and how to
+    tell its end. A task's log ends with its terminal event; a workflow run's stream is
+    read until the node closes it (a retried run goes on after its terminal event), and
+    the run is then read to check that it ended."""
+
+    what: str
+    service: str
+    watch: str
+    watch_request: Callable[[int], Any]
+    get: str
+    get_request: Any
+    convert: Callable[[Any], _Event]
+    is_last: Callable[[_Event], bool]
+    has_ended: Callable[[Any], bool]
+
+
+def task_log(id: str) -> Log[TaskEvent]:
+    """Task `id`'s event log."""
+    return Log(
+        what=f"task {id}",
+        service="tasks",
+        watch="WatchTask",
+        watch_request=lambda seq: tasks_pb2.WatchTaskRequest(id=id, after_seq=seq),
+        get="GetTask",
+        get_request=tasks_pb2.GetTaskRequest(id=id),
+        convert=TaskEvent.from_proto,
+        is_last=lambda event: event.is_terminal,
+        has_ended=lambda task: TaskStatus.from_proto(task.status).is_terminal,
+    )
+
+
+def run_log(id: str) -> Log[WorkflowEvent]:
+    """Workflow run `id`'s event log."""
+    return Log(
+        what=f"workflow run {id}",
+        service="workflows",
+        watch="WatchWorkflow",
+        watch_request=lambda seq: workflows_pb2.WatchWorkflowRequest(id=id, after_seq=seq),
+        get="GetWorkflow",
+        get_request=workflows_pb2.GetWorkflowRequest(id=id),
+        convert=WorkflowEvent.from_proto,
+        is_last=lambda event: False,
+        has_ended=lambda run: RunStatus.from_proto(run.status).is_terminal,
+    )

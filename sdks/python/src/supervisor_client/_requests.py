@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Generic, TypeVar, Union
 
 import grpc
 
 from ._errors import InvalidArgument
-from ._models import PRIORITIES, TASK_TYPES, enum_value
+from ._models import (
+    PRIORITIES,
+    TASK_TYPES,
+    RunStatus,
+    TaskStatus,
+    enum_value,
+    run_status_value,
+    status_value,
+)
 from ._proto.supervisor.v1 import tasks_pb2, workflows_pb2
 
 #: Where a client connects when given no address and `SUPERVISOR_SERVER` is not set.
@@ -203,3 +211,53 @@ def schedule_request(
         source=workflow_source(workflow),
         vars=dict(vars or {}),
     )
+
+
+def list_tasks_request(
+    status: TaskStatus | str | None, type: str | None, label: str, page_size: int
+) -> tasks_pb2.ListTasksRequest:
+    """A ListTasksRequest; status and type names are checked here."""
+    return tasks_pb2.ListTasksRequest(
+        status=status_value(status) if status is not None else 0,  # type: ignore[arg-type]
+        type=enum_value("task type", TASK_TYPES, type) if type is not None else 0,  # type: ignore[arg-type]
+        label=label,
+        page_size=page_size,
+    )
+
+
+def list_workflows_request(
+    status: RunStatus | str | None, name: str, page_size: int
+) -> workflows_pb2.ListWorkflowsRequest:
+    """A ListWorkflowsRequest; the status name is checked here."""
+    return workflows_pb2.ListWorkflowsRequest(
+        status=run_status_value(status) if status is not None else 0,  # type: ignore[arg-type]
+        name=name,
+        page_size=page_size,
+    )
+
+
+_Item = TypeVar("_Item")
+
+
+class Pages(Generic[_Item]):
+    """Reads a paged list: `request` is sent again with each `next_page_token` until the
+    last page or `limit` items. The clients send; `take` converts one page's items."""
+
+    def __init__(self, request: Any, limit: int | None, convert: Callable[[Any], _Item]) -> None:
+        self.request = request
+        self.left = limit
+        self.convert = convert
+        self.done = limit is not None and limit <= 0
+
+    def take(self, items: Iterable[Any], next_page_token: str) -> list[_Item]:
+        """The items of a page (converted) that are within the limit."""
+        taken: list[_Item] = []
+        for item in items:
+            if self.left is not None:
+                if self.left <= 0:
+                    break
+                self.left -= 1
+            taken.append(self.convert(item))
+        self.request.page_token = next_page_token
+        self.done = not next_page_token or self.left == 0
+        return taken
