@@ -1,16 +1,19 @@
 //! Repository automation, run as `cargo xtask <command>` (an alias in `.cargo/config.toml`).
 //!
-//! `cargo xtask check` keeps the workspace's structure true to `docs/ARCHITECTURE.md`; it
-//! reads files only (no build) and fails when any of three rules is broken:
+//! `cargo xtask check` keeps the workspace true to its documentation; it reads files only
+//! (no build) and fails when any of four rules is broken:
 //!
 //! 1. [`layers`]: a crate's `[dependencies]` name only the workspace crates its layer may
-//!    use (the table in `layers.rs`, mirrored in the architecture doc);
+//!    use (the table in `layers.rs`, mirrored in `docs/ARCHITECTURE.md`);
 //! 2. [`unused`]: every dependency a crate declares is mentioned by its code;
 //! 3. [`cycles`]: the top-level modules of a crate's `src/` do not import each other in a
-//!    cycle.
+//!    cycle;
+//! 4. [`api_docs`]: `docs/api.md` is what `cargo xtask api-docs` generates from the
+//!    comments of the protos under `proto/`.
 //!
 //! Each rule is a pure function over data read here, so its tests need no files.
 
+mod api_docs;
 mod cycles;
 mod layers;
 mod unused;
@@ -19,11 +22,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask check
+const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  check   fail when a crate depends on a workspace crate its layer may not use, declares
-          a dependency its code never mentions, or has top-level modules in a cycle";
+  check      fail when a crate depends on a workspace crate its layer may not use, declares
+             a dependency its code never mentions, or has top-level modules in a cycle, or
+             when docs/api.md is out of date
+  api-docs   write docs/api.md, the API reference, from the comments in proto/";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,6 +41,13 @@ fn main() -> ExitCode {
         ["check"] => match check(&workspace_root()) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
+            Err(err) => {
+                eprintln!("xtask: {err}");
+                ExitCode::FAILURE
+            }
+        },
+        ["api-docs"] => match write_api_docs(&workspace_root()) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("xtask: {err}");
                 ExitCode::FAILURE
@@ -82,11 +94,59 @@ fn check(root: &Path) -> Result<bool, Error> {
         }
     }
     report("module cycles", &module_cycles, &mut problems);
+    if problems > 0 {
+        println!("see docs/ARCHITECTURE.md (Layers) for the structural rules");
+    }
+
+    let generated = api_docs::render(&api_docs::compile(&root.join(api_docs::PROTO_ROOT))?);
+    let committed = read_if_exists(&root.join(api_docs::OUTPUT))?;
+    let stale = api_docs::drift(committed.as_deref(), &generated);
+    report("api docs", stale.as_slice(), &mut problems);
 
     if problems > 0 {
-        println!("xtask check: {problems} problem(s); see docs/ARCHITECTURE.md (Layers)");
+        println!("xtask check: {problems} problem(s)");
     }
     Ok(problems == 0)
+}
+
+/// Writes `docs/api.md` from the protos under `root` (unless it is already what they
+/// give), and lists the elements that have no comment.
+fn write_api_docs(root: &Path) -> Result<(), Error> {
+    let set = api_docs::compile(&root.join(api_docs::PROTO_ROOT))?;
+    let page = api_docs::render(&set);
+    let path = root.join(api_docs::OUTPUT);
+    if read_if_exists(&path)?.is_some_and(|old| old == page) {
+        println!("{} is up to date", api_docs::OUTPUT);
+    } else {
+        std::fs::write(&path, &page).map_err(|e| Error::Write(path.clone(), e))?;
+        println!("wrote {} ({} bytes)", api_docs::OUTPUT, page.len());
+    }
+    let missing = api_docs::undocumented(&api_docs::model(&set));
+    let (minor, major): (Vec<_>, Vec<_>) = missing
+        .iter()
+        .partition(|item| matches!(item.kind, "field" | "value" | "oneof"));
+    if !major.is_empty() {
+        println!("services, RPCs, messages and enums without a comment in the protos:");
+        for item in &major {
+            println!("  {item}");
+        }
+    }
+    if !minor.is_empty() {
+        println!(
+            "{} fields, oneofs and enum values have no comment either",
+            minor.len()
+        );
+    }
+    Ok(())
+}
+
+/// The file's text, or `None` when it does not exist.
+fn read_if_exists(path: &Path) -> Result<Option<String>, Error> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Io(path.to_path_buf(), e)),
+    }
 }
 
 fn report(rule: &str, found: &[impl fmt::Display], problems: &mut usize) {
@@ -154,6 +214,10 @@ pub enum Error {
     Io(PathBuf, std::io::Error),
     /// A `Cargo.toml` is not what the xtask understands.
     Manifest(PathBuf, String),
+    /// A file could not be written.
+    Write(PathBuf, std::io::Error),
+    /// The protos do not compile; says which file and why.
+    Proto(String),
 }
 
 impl fmt::Display for Error {
@@ -161,6 +225,8 @@ impl fmt::Display for Error {
         match self {
             Error::Io(path, err) => write!(f, "could not read {}: {err}", path.display()),
             Error::Manifest(path, why) => write!(f, "{}: {why}", path.display()),
+            Error::Write(path, err) => write!(f, "could not write {}: {err}", path.display()),
+            Error::Proto(why) => write!(f, "could not compile the protos: {why}"),
         }
     }
 }
