@@ -35,6 +35,26 @@
 //! ```
 //!
 //! The [`Client`] is cheap to clone: clones share one HTTP/2 connection.
+//!
+//! # Examples
+//!
+//! The crate's `examples/` directory holds complete programs, each run against a real
+//! node by the test `crates/supervisor-cli/tests/sdk_examples.rs`. Each takes the server
+//! from `--server ADDR`, else `SUPERVISOR_SERVER`, else [`DEFAULT_ADDR`], and a token from
+//! the environment ([`ConnectOptions::from_env`]):
+//!
+//! - `examples/submit_and_wait.rs`: submits a task with [`Client::submit`], waits for it
+//!   with [`Client::wait`], prints its status and output
+//!   (`cargo run -p supervisor-client --example submit_and_wait -- "fix the pager"`);
+//! - `examples/watch.rs`: submits a task and prints each of its events as
+//!   [`Client::follow`] delivers them (resuming after a broken connection, as the
+//!   [`ResumePolicy`] says) until the terminal event
+//!   (`cargo run -p supervisor-client --example watch`);
+//! - `examples/workflow.rs`: submits a workflow from a YAML or JSON file
+//!   ([`read_workflow_source`]) or an inline definition ([`workflow_source`]), waits for
+//!   the run with [`Client::wait_workflow`], prints each step's state
+//!   (`cargo run -p supervisor-client --example workflow -- examples/review-pr.yaml`,
+//!   from the repository's root).
 
 #![warn(missing_docs)]
 
@@ -279,7 +299,8 @@ impl Client {
         Ok(self.tasks.clone().retry_task(request).await?.into_inner())
     }
 
-    /// Counts tasks by status, cluster-wide.
+    /// Counts tasks by status: the whole cluster's, or the caller's tenant's when the
+    /// node checks credentials.
     pub async fn stats(&self) -> Result<TaskStats, ClientError> {
         let request = GetTaskStatsRequest {};
         Ok(self

@@ -156,7 +156,7 @@ class Client:
         return Task.from_proto(self._call(self.tasks.RetryTask, tasks_pb2.RetryTaskRequest(id=id)))
 
     def stats(self) -> TaskStats:
-        """Tasks by status, cluster-wide."""
+        """Tasks by status: the cluster's, or the caller's tenant's with authentication on."""
         return TaskStats.from_proto(self._call(self.tasks.GetTaskStats, tasks_pb2.GetTaskStatsRequest()))
 
     def watch(self, id: str, after_seq: int = 0) -> Iterator[TaskEvent]:
