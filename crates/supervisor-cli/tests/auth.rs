@@ -139,6 +139,20 @@ async fn credentials_roles_revocation_and_the_audit_log() {
         )
         .await
         .unwrap();
+    // A page over the limit is refused, as every list call does, not clamped.
+    let (c, m) = code(
+        admin
+            .audit_up_to(
+                v1::ListAuditRequest {
+                    page_size: 1001,
+                    ..Default::default()
+                },
+                10,
+            )
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(m.contains("page_size") && m.contains("1000"), "{m}");
     let refused = |principal: &str, rpc: &str, code: &str| {
         entries.iter().any(|e| {
             e.principal.starts_with(principal)

@@ -160,13 +160,9 @@ pub(crate) fn task_id_in(field: &str, raw: &str) -> Result<TaskId, Status> {
     id_in(field, raw, "task id")
 }
 
-/// Checks a list request's paging: the page size within the limit (0 means the default)
-/// and the token, when given, one a previous `rpc` response returned.
-pub(crate) fn paging_in(
-    page_size: u32,
-    page_token: &str,
-    rpc: &str,
-) -> Result<(usize, Option<TaskId>), Status> {
+/// Checks a list request's page size (0 means the default): above the limit is refused,
+/// never clamped.
+pub(crate) fn page_size_in(page_size: u32) -> Result<(), Status> {
     if page_size > crate::MAX_PAGE_SIZE {
         return Err(invalid(
             "page_size",
@@ -176,6 +172,17 @@ pub(crate) fn paging_in(
             ),
         ));
     }
+    Ok(())
+}
+
+/// Checks a list request's paging: the page size within the limit (0 means the default)
+/// and the token, when given, one a previous `rpc` response returned.
+pub(crate) fn paging_in(
+    page_size: u32,
+    page_token: &str,
+    rpc: &str,
+) -> Result<(usize, Option<TaskId>), Status> {
+    page_size_in(page_size)?;
     let token = if page_token.is_empty() {
         None
     } else {

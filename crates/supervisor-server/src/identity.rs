@@ -14,7 +14,7 @@ use supervisor_proto::v1::auth_service_server::AuthService;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Authenticator, principal_in};
-use crate::convert::{invalid, status_from};
+use crate::convert::{invalid, page_size_in, status_from};
 
 /// Refuses what only an admin of the whole cluster (of the `default` tenant) may do.
 pub(crate) fn cluster_admin_only(p: &Principal, what: &str) -> Result<(), Status> {
@@ -205,6 +205,7 @@ impl AuthService for IdentityApi {
         if r.all_tenants {
             cluster_admin_only(&p, "reading every tenant's audit log")?;
         }
+        page_size_in(r.page_size)?;
         let query = AuditQuery {
             since: r.since.as_ref().map(micros_of),
             principal: Some(r.principal).filter(|s| !s.is_empty()),

@@ -17,7 +17,7 @@ use supervisor_proto::v1;
 use supervisor_proto::v1::workflow_service_server::WorkflowService;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{check_providers, id_in, invalid, paging_in, status_from};
+use crate::convert::{check_providers, id_in, invalid, page_size_in, paging_in, status_from};
 
 /// Parses a workflow run id field.
 fn run_id_in(field: &str, raw: &str) -> Result<supervisor_model::TaskId, Status> {
@@ -595,16 +595,7 @@ impl WorkflowService for WorkflowApi {
     ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
         let tenant = &tenant(&req);
         let r = req.into_inner();
-        if r.page_size > crate::MAX_PAGE_SIZE {
-            return Err(invalid(
-                "page_size",
-                format!(
-                    "{} is too large; the limit is {}",
-                    r.page_size,
-                    crate::MAX_PAGE_SIZE
-                ),
-            ));
-        }
+        page_size_in(r.page_size)?;
         let page_size = match r.page_size {
             0 => crate::DEFAULT_PAGE_SIZE,
             n => n,
