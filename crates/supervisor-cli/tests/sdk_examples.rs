@@ -117,7 +117,6 @@ async fn connect(node: &NodeProcess) -> Client {
 async fn submit_and_wait_prints_the_task_it_submitted_and_its_output() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = start_node(dir.path());
-    // The address from the environment, as the CLI takes it.
     let out = run_example_async(
         "submit_and_wait",
         vec!["Fix".into(), "the pager".into()],
@@ -152,16 +151,10 @@ async fn submit_and_wait_prints_the_task_it_submitted_and_its_output() {
 async fn watch_prints_every_event_in_order_ending_with_the_terminal_one() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = start_node(dir.path());
-    // The address as an argument.
     let out = run_example_async(
         "watch",
-        vec![
-            "--server".into(),
-            node.addr.clone(),
-            "Review".into(),
-            "it".into(),
-        ],
-        vec![],
+        vec!["Review".into(), "it".into()],
+        vec![("SUPERVISOR_SERVER".into(), node.addr.clone())],
     )
     .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -225,8 +218,8 @@ async fn workflow_runs_the_inline_definition_and_a_file_printing_each_step() {
     // Without a file: the example's own three-step definition.
     let out = run_example_async(
         "workflow",
-        vec!["--server".into(), node.addr.clone()],
         vec![],
+        vec![("SUPERVISOR_SERVER".into(), node.addr.clone())],
     )
     .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -297,7 +290,7 @@ async fn assert_steps_succeeded(client: &Client, stdout: &str, steps: &[&str]) -
 fn examples_fail_with_a_clear_message_when_no_server_answers() {
     for name in ["submit_and_wait", "watch", "workflow"] {
         // Port 1 on loopback: nothing listens there in the test environment.
-        let out = run_example(name, &["--server", "127.0.0.1:1"], &[]);
+        let out = run_example(name, &[], &[("SUPERVISOR_SERVER", "127.0.0.1:1")]);
         assert_eq!(out.code, Some(2), "{name}: {}", out.stderr);
         assert!(
             out.stderr.starts_with(&format!(

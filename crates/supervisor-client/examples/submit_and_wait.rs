@@ -1,10 +1,10 @@
 //! Submits a task, waits for it to end, and prints its status and output.
 //!
 //! ```text
-//! cargo run -p supervisor-client --example submit_and_wait -- [--server ADDR] [PROMPT...]
+//! cargo run -p supervisor-client --example submit_and_wait -- [PROMPT...]
 //! ```
 //!
-//! The server is `--server`, else `SUPERVISOR_SERVER`, else `127.0.0.1:50051`; the token,
+//! The server is `SUPERVISOR_SERVER`, else `127.0.0.1:50051`; the token,
 //! when the node checks credentials, comes from `SUPERVISOR_TOKEN` (or the file
 //! `SUPERVISOR_TOKEN_FILE` names). Exits with 1 when the task does not succeed, and with 2
 //! when it cannot be submitted or followed.
@@ -12,8 +12,6 @@
 use std::process::ExitCode;
 
 use supervisor_client::{Client, ConnectOptions, DEFAULT_ADDR, v1};
-
-const USAGE: &str = "usage: submit_and_wait [--server ADDR] [PROMPT...]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -29,7 +27,8 @@ async fn main() -> ExitCode {
 
 /// Returns whether the task succeeded.
 async fn run() -> Result<bool, Box<dyn std::error::Error>> {
-    let (server, words) = parse_args(std::env::args().skip(1))?;
+    let server = std::env::var("SUPERVISOR_SERVER").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
+    let words: Vec<String> = std::env::args().skip(1).collect();
     let prompt = if words.is_empty() {
         "Find the off-by-one in the pager".to_owned()
     } else {
@@ -67,34 +66,4 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
 fn status_name(status: v1::TaskStatus) -> &'static str {
     let name = status.as_str_name();
     name.strip_prefix("TASK_STATUS_").unwrap_or(name)
-}
-
-/// The server address (`--server`, else `SUPERVISOR_SERVER`, else the default) and the
-/// other arguments.
-fn parse_args(
-    mut args: impl Iterator<Item = String>,
-) -> Result<(String, Vec<String>), Box<dyn std::error::Error>> {
-    let mut server = std::env::var("SUPERVISOR_SERVER")
-        .ok()
-        .filter(|s| !s.is_empty());
-    let mut rest = Vec::new();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--server" => {
-                let addr = args
-                    .next()
-                    .ok_or_else(|| format!("--server needs an address\n{USAGE}"))?;
-                server = Some(addr);
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            flag if flag.starts_with('-') => {
-                return Err(format!("unknown option {flag}\n{USAGE}").into());
-            }
-            _ => rest.push(arg),
-        }
-    }
-    Ok((server.unwrap_or_else(|| DEFAULT_ADDR.to_owned()), rest))
 }

@@ -2,14 +2,14 @@
 //! terminal event (`SUCCEEDED`, `FAILED` or `CANCELLED`).
 //!
 //! ```text
-//! cargo run -p supervisor-client --example watch -- [--server ADDR] [PROMPT...]
+//! cargo run -p supervisor-client --example watch -- [PROMPT...]
 //! ```
 //!
 //! [`Client::follow`] resumes the watch from the last event seen when the connection
 //! breaks (a server restarting, say), so no event is printed twice or lost; the
 //! [`ResumePolicy`] says how long it keeps trying.
 //!
-//! The server is `--server`, else `SUPERVISOR_SERVER`, else `127.0.0.1:50051`; the token,
+//! The server is `SUPERVISOR_SERVER`, else `127.0.0.1:50051`; the token,
 //! when the node checks credentials, comes from `SUPERVISOR_TOKEN` (or the file
 //! `SUPERVISOR_TOKEN_FILE` names). Exits with 1 when the task does not succeed, and with 2
 //! when it cannot be submitted or followed.
@@ -19,8 +19,6 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use supervisor_client::{Client, ConnectOptions, DEFAULT_ADDR, ResumePolicy, v1};
-
-const USAGE: &str = "usage: watch [--server ADDR] [PROMPT...]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -36,7 +34,8 @@ async fn main() -> ExitCode {
 
 /// Returns whether the task succeeded.
 async fn run() -> Result<bool, Box<dyn std::error::Error>> {
-    let (server, words) = parse_args(std::env::args().skip(1))?;
+    let server = std::env::var("SUPERVISOR_SERVER").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
+    let words: Vec<String> = std::env::args().skip(1).collect();
     let prompt = if words.is_empty() {
         "Review the retry logic of the uploader".to_owned()
     } else {
@@ -108,34 +107,4 @@ fn describe(event: &v1::TaskEvent) -> String {
 /// A protobuf enum name without its prefix: `SUCCEEDED` for `TASK_STATUS_SUCCEEDED`.
 fn name(full: &'static str, prefix: &str) -> &'static str {
     full.strip_prefix(prefix).unwrap_or(full)
-}
-
-/// The server address (`--server`, else `SUPERVISOR_SERVER`, else the default) and the
-/// other arguments.
-fn parse_args(
-    mut args: impl Iterator<Item = String>,
-) -> Result<(String, Vec<String>), Box<dyn std::error::Error>> {
-    let mut server = std::env::var("SUPERVISOR_SERVER")
-        .ok()
-        .filter(|s| !s.is_empty());
-    let mut rest = Vec::new();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--server" => {
-                let addr = args
-                    .next()
-                    .ok_or_else(|| format!("--server needs an address\n{USAGE}"))?;
-                server = Some(addr);
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            flag if flag.starts_with('-') => {
-                return Err(format!("unknown option {flag}\n{USAGE}").into());
-            }
-            _ => rest.push(arg),
-        }
-    }
-    Ok((server.unwrap_or_else(|| DEFAULT_ADDR.to_owned()), rest))
 }

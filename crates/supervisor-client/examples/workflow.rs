@@ -2,7 +2,7 @@
 //! state, task and output summary.
 //!
 //! ```text
-//! cargo run -p supervisor-client --example workflow -- [--server ADDR] [--var NAME=VALUE]... [FILE]
+//! cargo run -p supervisor-client --example workflow -- [--var NAME=VALUE]... [FILE]
 //! ```
 //!
 //! `FILE` is a definition in YAML (`.yaml`, `.yml`) or JSON (`.json`), such as
@@ -10,7 +10,7 @@
 //! the small definition in [`INLINE`]. Each `--var` overrides one of the definition's
 //! variables.
 //!
-//! The server is `--server`, else `SUPERVISOR_SERVER`, else `127.0.0.1:50051`; the token,
+//! The server is `SUPERVISOR_SERVER`, else `127.0.0.1:50051`; the token,
 //! when the node checks credentials, comes from `SUPERVISOR_TOKEN` (or the file
 //! `SUPERVISOR_TOKEN_FILE` names). Exits with 1 when the run does not succeed, and with 2
 //! when it cannot be submitted or followed (an invalid definition is refused with every
@@ -24,7 +24,7 @@ use supervisor_client::{
     Client, ConnectOptions, DEFAULT_ADDR, SourceFormat, read_workflow_source, v1, workflow_source,
 };
 
-const USAGE: &str = "usage: workflow [--server ADDR] [--var NAME=VALUE]... [FILE]";
+const USAGE: &str = "usage: workflow [--var NAME=VALUE]... [FILE]";
 
 /// The workflow run when no file is given: an analysis, then a fix and its tests side by
 /// side, both fed the analysis.
@@ -99,22 +99,14 @@ fn run_status_name(status: v1::RunStatus) -> &'static str {
     name.strip_prefix("RUN_STATUS_").unwrap_or(name)
 }
 
-/// The server address (`--server`, else `SUPERVISOR_SERVER`, else the default), the
-/// variables and the definition file.
+/// The server address (`SUPERVISOR_SERVER`, else the default), the variables and the
+/// definition file.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Box<dyn std::error::Error>> {
-    let mut server = std::env::var("SUPERVISOR_SERVER")
-        .ok()
-        .filter(|s| !s.is_empty());
+    let server = std::env::var("SUPERVISOR_SERVER").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
     let mut vars = HashMap::new();
     let mut file = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--server" => {
-                let addr = args
-                    .next()
-                    .ok_or_else(|| format!("--server needs an address\n{USAGE}"))?;
-                server = Some(addr);
-            }
             "--var" => {
                 let pair = args
                     .next()
@@ -140,9 +132,5 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Box<dyn st
             _ => file = Some(PathBuf::from(arg)),
         }
     }
-    Ok(Args {
-        server: server.unwrap_or_else(|| DEFAULT_ADDR.to_owned()),
-        vars,
-        file,
-    })
+    Ok(Args { server, vars, file })
 }

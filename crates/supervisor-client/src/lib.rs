@@ -40,8 +40,8 @@
 //!
 //! The crate's `examples/` directory holds complete programs, each run against a real
 //! node by the test `crates/supervisor-cli/tests/sdk_examples.rs`. Each takes the server
-//! from `--server ADDR`, else `SUPERVISOR_SERVER`, else [`DEFAULT_ADDR`], and a token from
-//! the environment ([`ConnectOptions::from_env`]):
+//! from `SUPERVISOR_SERVER`, else [`DEFAULT_ADDR`], and a token from the environment
+//! ([`ConnectOptions::from_env`]):
 //!
 //! - `examples/submit_and_wait.rs`: submits a task with [`Client::submit`], waits for it
 //!   with [`Client::wait`], prints its status and output
