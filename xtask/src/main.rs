@@ -305,3 +305,25 @@ fn load_crate(dir: &Path) -> Result<Crate, Error> {
         deps,
     })
 }
+
+/// Every file under `dir` whose name ends in `.ext`, recursively and in a stable order
+/// (none when `dir` does not exist).
+fn files_with_extension(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::Io(dir.to_path_buf(), e))?;
+    let mut paths = entries
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Io(dir.to_path_buf(), e))?;
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            files_with_extension(&path, ext, out)?;
+        } else if path.extension().is_some_and(|e| e == ext) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

@@ -80,23 +80,7 @@ pub fn crate_sources(dir: &Path) -> Result<Vec<String>, Error> {
 
 /// Every `.rs` file under `dir` (none when it does not exist), in a stable order.
 pub fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<(), Error> {
-    if !dir.is_dir() {
-        return Ok(());
-    }
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::Io(dir.to_path_buf(), e))?;
-    let mut paths = entries
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Io(dir.to_path_buf(), e))?;
-    paths.sort();
-    for path in paths {
-        if path.is_dir() {
-            rust_files(&path, out)?;
-        } else if path.extension().is_some_and(|ext| ext == "rs") {
-            out.push(path);
-        }
-    }
-    Ok(())
+    crate::files_with_extension(dir, "rs", out)
 }
 
 /// The name code uses for a dependency: `-` becomes `_`.

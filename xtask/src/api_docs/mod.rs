@@ -16,7 +16,7 @@
 mod markdown;
 mod model;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use prost_types::FileDescriptorSet;
 use protox::Compiler;
@@ -43,7 +43,7 @@ pub const REGENERATE: &str = "cargo xtask api-docs";
 /// Fails when a file cannot be read or does not compile, naming it.
 pub fn compile(proto_root: &Path) -> Result<FileDescriptorSet, Error> {
     let mut paths = Vec::new();
-    proto_files(proto_root, &mut paths)?;
+    crate::files_with_extension(proto_root, "proto", &mut paths)?;
     if paths.is_empty() {
         return Err(Error::Proto(format!(
             "no .proto file under {}",
@@ -52,24 +52,6 @@ pub fn compile(proto_root: &Path) -> Result<FileDescriptorSet, Error> {
     }
     let mut compiler = Compiler::new([proto_root]).map_err(proto_error)?;
     descriptor_set(&mut compiler, &paths).map_err(proto_error)
-}
-
-/// Every `.proto` file under `dir`, in a stable order.
-fn proto_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::Io(dir.to_path_buf(), e))?;
-    let mut paths = entries
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Io(dir.to_path_buf(), e))?;
-    paths.sort();
-    for path in paths {
-        if path.is_dir() {
-            proto_files(&path, out)?;
-        } else if path.extension().is_some_and(|ext| ext == "proto") {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// The files `compiler` compiles from `paths` (names or paths under an include root),
