@@ -943,3 +943,57 @@ async fn a_task_with_a_huge_result_is_read_back_under_4_mib() {
     assert_eq!(page.tasks.len(), 1);
     assert!(page.tasks[0].truncated_fields.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_not_serving_when_the_drain_begins() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start(dir.path(), &[("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "5s")]);
+    let client = connect(&node).await;
+    let task = client
+        .submit(submit_req("keeps the drain busy"))
+        .await
+        .unwrap();
+    while client.get(&task.id).await.unwrap().status() != v1::TaskStatus::Running {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let channel = tonic::transport::Channel::from_shared(node.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    let now = health.check(status("")).await.unwrap().into_inner().status;
+    assert_eq!(now, ServingStatus::Serving as i32);
+    let http = node.http_addr.clone().expect("the HTTP side");
+    let (code, _) = common::receivers::http_request("GET", &http, "/healthz", None).unwrap();
+    assert_eq!(code, 200);
+
+    // SIGTERM: the running attempt has seconds to go, so the node drains meanwhile, still
+    // answering calls but no longer saying it serves.
+    node.signal(libc::SIGTERM);
+    let mut seen = Vec::new();
+    for service in ["", "supervisor.v1.TaskService"] {
+        loop {
+            let now = health
+                .check(status(service))
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            if now == ServingStatus::NotServing as i32 {
+                break;
+            }
+            seen.push(now);
+            assert!(seen.len() < 200, "still {seen:?} 10 s into the drain");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (code, body) = common::receivers::http_request("GET", &http, "/healthz", None).unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!((code, body.contains("draining")), (503, true), "{body}");
+    assert!(node.terminate().success(), "the drain ends in a clean exit");
+}

@@ -108,6 +108,8 @@ pub struct Node {
     cfg: NodeConfig,
     supervisor: ActorRef<SupervisorMsg>,
     health: watch::Receiver<TreeHealth>,
+    /// Set when [`Node::shutdown`] begins: the node stops serving from then on.
+    leaving: watch::Sender<bool>,
     router: Arc<Router>,
     tree: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     retention: supervisor_engine::RetentionConfig,
@@ -429,6 +431,7 @@ impl Node {
             cfg,
             supervisor,
             health,
+            leaving: watch::Sender::new(false),
             router,
             tree: std::sync::Mutex::new(Some(tree)),
             retention,
@@ -481,6 +484,25 @@ impl Node {
     /// Live health of the supervision tree.
     pub fn health(&self) -> watch::Receiver<TreeHealth> {
         self.health.clone()
+    }
+
+    /// Whether the node serves (what health checks report): its supervision tree is whole
+    /// and it is not draining. Otherwise, why not.
+    pub fn serving(&self) -> Result<(), String> {
+        if *self.leaving.borrow() {
+            return Err("draining: finishing or handing back its attempts, then leaving".into());
+        }
+        match &*self.health.borrow() {
+            TreeHealth::Serving => Ok(()),
+            TreeHealth::Restarting(why) => Err(format!("restarting {why}")),
+            TreeHealth::Stopped(why) => Err(format!("stopped: {why}")),
+        }
+    }
+
+    /// Turns true when the node begins to drain ([`Node::shutdown`]); with
+    /// [`Node::health`], what changes [`Node::serving`].
+    pub fn leaving(&self) -> watch::Receiver<bool> {
+        self.leaving.subscribe()
     }
 
     fn scope(&self) -> String {
@@ -541,6 +563,8 @@ impl Node {
     /// Stops leasing, lets running attempts finish within the drain timeout, hands back the
     /// rest, then stops the tree. Nothing is lost either way.
     pub async fn shutdown(&self) -> DrainReport {
+        // Health checks say NOT_SERVING from now on: load balancers stop sending new work.
+        self.leaving.send_replace(true);
         let timeout = self.cfg.drain_timeout;
         let identity = self.identity();
         if let Err(err) = self.engine.set_node_leaving(&identity, true).await {

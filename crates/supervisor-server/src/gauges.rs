@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use supervisor_engine::NodeState;
-use supervisor_node::{Node, TreeHealth};
+use supervisor_node::Node;
 use supervisor_telemetry::{metrics, tenant_kv};
 
 /// How often the gauges are read.
@@ -31,7 +31,7 @@ pub fn spawn(node: Arc<Node>) -> tokio::task::JoinHandle<()> {
 
 async fn sample(node: &Node) -> Result<(), supervisor_engine::EngineError> {
     let m = metrics();
-    let serving = matches!(*node.health().borrow(), TreeHealth::Serving);
+    let serving = node.serving().is_ok();
     m.node_serving.record(u64::from(serving), &[]);
     let me = node.identity();
     m.node_epoch

@@ -1,6 +1,6 @@
 //! The node's HTTP side, next to the gRPC listener: `/metrics` (Prometheus text format)
-//! and `/healthz` (200 while the node's supervision tree is whole, 503 otherwise). Plain
-//! HTTP/1.1; what it shows is counts and names, no task content, and it takes no token
+//! and `/healthz` (200 while the node serves: its supervision tree whole and not draining;
+//! 503 otherwise). Plain HTTP/1.1; what it shows is counts and names, no task content, and it takes no token
 //! (Prometheus scrapes it), so it binds to loopback unless told otherwise.
 
 use std::convert::Infallible;
@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use supervisor_node::{Node, TreeHealth};
+use supervisor_node::Node;
 use supervisor_telemetry::Telemetry;
 
 /// What the HTTP side serves from.
@@ -83,17 +83,14 @@ fn respond(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             "text/plain; version=0.0.4; charset=utf-8",
             state.telemetry.prometheus_text(),
         ),
-        "/healthz" => {
-            let health = state.node.health().borrow().clone();
-            match health {
-                TreeHealth::Serving => text(StatusCode::OK, PLAIN, "serving\n".into()),
-                other => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    PLAIN,
-                    format!("not serving: {other:?}\n"),
-                ),
-            }
-        }
+        "/healthz" => match state.node.serving() {
+            Ok(()) => text(StatusCode::OK, PLAIN, "serving\n".into()),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                PLAIN,
+                format!("not serving: {why}\n"),
+            ),
+        },
         other => text(
             StatusCode::NOT_FOUND,
             PLAIN,

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use supervisor_engine::{Engine, ListQuery};
 use supervisor_model::{MAX_REQUEST_BYTES, Permission, TaskStatus};
-use supervisor_node::{Node, TreeHealth};
+use supervisor_node::Node;
 use supervisor_proto::v1;
 use supervisor_proto::v1::analytics_service_server::AnalyticsServiceServer;
 use supervisor_proto::v1::auth_service_server::AuthServiceServer;
@@ -485,9 +485,9 @@ pub const HEALTH_SERVICES: &[&str] = &[
 ];
 
 /// Serves every service on `listener` until `shutdown` resolves, every call going through
-/// the auth layer of `auth`. Health follows the node's supervision tree: SERVING while it
-/// is whole, NOT_SERVING while a child restarts, after it gave up, and from the moment
-/// shutdown begins.
+/// the auth layer of `auth`. Health follows [`Node::serving`]: SERVING while the node's
+/// supervision tree is whole, NOT_SERVING while a child restarts, after it gave up, and
+/// from the moment the node begins to drain (its calls are still answered meanwhile).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: Arc<Node>,
@@ -500,12 +500,15 @@ pub async fn serve(
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let mut tree = node.health();
+    let mut leaving = node.leaving();
     let follow = {
         let reporter = reporter.clone();
+        let node = node.clone();
         tokio::spawn(async move {
             loop {
-                let serving = matches!(*tree.borrow_and_update(), TreeHealth::Serving);
-                let status = if serving {
+                tree.borrow_and_update();
+                leaving.borrow_and_update();
+                let status = if node.serving().is_ok() {
                     tonic_health::ServingStatus::Serving
                 } else {
                     tonic_health::ServingStatus::NotServing
@@ -514,7 +517,11 @@ pub async fn serve(
                 for name in HEALTH_SERVICES {
                     reporter.set_service_status(*name, status).await;
                 }
-                if tree.changed().await.is_err() {
+                let gone = tokio::select! {
+                    changed = tree.changed() => changed.is_err(),
+                    changed = leaving.changed() => changed.is_err(),
+                };
+                if gone {
                     reporter
                         .set_service_status("", tonic_health::ServingStatus::NotServing)
                         .await;

@@ -97,13 +97,18 @@ impl NodeProcess {
         self.stop_with(libc::SIGTERM)
     }
 
-    /// Sends `signal` (SIGTERM, SIGINT) and waits for the node to exit; returns the exit
-    /// status.
-    pub fn stop_with(&mut self, signal: i32) -> std::process::ExitStatus {
+    /// Sends `signal` (SIGTERM, SIGINT...) without waiting.
+    pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) with a pid we own and a valid signal number.
         unsafe {
             libc::kill(self.child.id() as i32, signal);
         }
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT) and waits for the node to exit; returns the exit
+    /// status.
+    pub fn stop_with(&mut self, signal: i32) -> std::process::ExitStatus {
+        self.signal(signal);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
