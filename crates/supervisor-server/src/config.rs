@@ -21,6 +21,11 @@ use crate::store::{StoreConfig, StoreUrl};
 /// The annotated default configuration, shipped with the binary.
 pub const EXAMPLE: &str = include_str!("../../../supervisor.example.toml");
 
+/// `SUPERVISOR_*` variables that are not the node's configuration: the client's address,
+/// key and CA file (`supervisor task ...` in the same shell reads them) and the config
+/// file's path.
+const CLIENT_ENV_KEYS: [&str; 5] = ["server", "token", "token_file", "ca_file", "config"];
+
 /// Everything a node reads at start.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -194,12 +199,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        // SUPERVISOR_SERVER (the client's server address) and SUPERVISOR_CONFIG (the config
-        // file's path) are not keys of the node's config.
+        // SUPERVISOR_SERVER, SUPERVISOR_TOKEN, SUPERVISOR_TOKEN_FILE and SUPERVISOR_CA_FILE
+        // (what a client uses to reach a node, set in the same shell) and SUPERVISOR_CONFIG
+        // (the config file's path) are not keys of the node's config.
         let env = || {
             Env::prefixed("SUPERVISOR_")
                 .split("__")
-                .ignore(&["server", "config"])
+                .ignore(&CLIENT_ENV_KEYS)
         };
         figment = figment.merge(env());
         let mut config: Config = figment.extract().map_err(|error| ConfigError::Parse {
@@ -394,6 +400,10 @@ mod tests {
             jail.set_env("SUPERVISOR_PROVIDERS__MOCK__LATENCY", "50ms");
             jail.set_env("SUPERVISOR_SERVER", "127.0.0.1:1");
             jail.set_env("SUPERVISOR_CONFIG", "/somewhere/supervisor.toml");
+            // A shell that talks to a node as a client may start one too.
+            jail.set_env("SUPERVISOR_TOKEN", "svk_a_b");
+            jail.set_env("SUPERVISOR_TOKEN_FILE", "/somewhere/admin.key");
+            jail.set_env("SUPERVISOR_CA_FILE", "/somewhere/ca.pem");
             let cfg = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(cfg.engine.lease_duration, std::time::Duration::from_secs(5));
             assert_eq!(
