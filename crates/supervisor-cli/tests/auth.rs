@@ -366,6 +366,18 @@ async fn the_cli_makes_tenants_and_keys_and_reads_the_audit_log() {
     let id = made["id"].as_str().expect("id").to_string();
     assert!(key.starts_with("svk_") && key.contains(&id), "{out}");
     assert_eq!(made["info"]["tenant"], "team-a");
+    // As text, standard output holds the key alone (`> ci.key` keeps a usable file); the
+    // reminder goes to standard error.
+    let (code, out, err) = cli(
+        &["key", "create", "--tenant", "team-a", "--role", "viewer"],
+        admin,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("svk_") && out.trim_end().lines().count() == 1,
+        "{out}"
+    );
+    assert!(err.contains("store it now"), "{err}");
 
     // The new key, through --token: its tenant and role.
     let (code, out, err) = supervisor(

@@ -11,7 +11,7 @@ use supervisor_proto::v1::{CreateKeyRequest, ListAuditRequest};
 
 use crate::commands::{
     GlobalArgs, connect,
-    output::{OutputFormat, print_json, print_line, print_stdout},
+    output::{OutputFormat, print_json, print_line, print_stderr_line, print_stdout},
     parse::parse_timeout,
 };
 
@@ -136,10 +136,15 @@ pub async fn run_key(cmd: KeyCommand, global: &GlobalArgs) -> anyhow::Result<()>
                     "key": made.key,
                     "info": KeyJson::from(&info),
                 })),
-                OutputFormat::Text => Ok(print_stdout(&format!(
-                    "{}\n# key {} for tenant {} as {}: store it now, it is not shown again\n",
-                    made.key, info.id, info.tenant, info.role
-                ))?),
+                OutputFormat::Text => {
+                    // The key alone on standard output, so `> ci.key` keeps just the key.
+                    print_stdout(&format!("{}\n", made.key))?;
+                    print_stderr_line(&format!(
+                        "# key {} for tenant {} as {}: store it now, it is not shown again",
+                        info.id, info.tenant, info.role
+                    ));
+                    Ok(())
+                }
             }
         }
         KeyCommand::List { all_tenants } => {
