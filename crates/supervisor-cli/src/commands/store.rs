@@ -139,6 +139,13 @@ fn stats_text(stats: &v1::StoreStats) -> String {
     }
     out.push_str(&match stats.retention_keep_seconds {
         0 => "retention: finished work is kept forever\n".to_string(),
+        // Whole days as people write them in the config ("30d"); humantime says "30days".
+        s if s % 86_400 == 0 => {
+            format!(
+                "retention: finished work is deleted {}d after it ends\n",
+                s / 86_400
+            )
+        }
         s => format!(
             "retention: finished work is deleted {} after it ends\n",
             humantime::format_duration(std::time::Duration::from_secs(s))
