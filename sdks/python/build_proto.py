@@ -36,7 +36,7 @@ def proto_dir() -> Path:
     candidates = []
     if os.environ.get(PROTO_DIR_ENV):
         candidates.append(Path(os.environ[PROTO_DIR_ENV]))
-    candidates += [HERE.parent.parent / "proto", HERE / "proto"]
+    candidates += [HERE / "proto", HERE.parent.parent / "proto"]
     for candidate in candidates:
         if (candidate / "supervisor" / "v1").is_dir():
             return candidate

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from ._errors import SupervisorError, from_rpc_error
-from ._follow import Follower, Log, ResumePolicy, deadline_after, run_log, task_log
+from ._errors import SupervisorError, WaitTimeout, from_rpc_error
+from ._follow import LAST_LOOK, Follower, Log, ResumePolicy, deadline_after, final_timeout, run_log, task_log
 from ._models import (
     Identity,
     RunStatus,
@@ -33,8 +33,10 @@ from ._proto.supervisor.v1 import (
 )
 from ._requests import (
     CHANNEL_OPTIONS,
+    PER_CALL,
     TLS,
     Pages,
+    PerCall,
     WorkflowInput,
     connection,
     list_tasks_request,
@@ -95,11 +97,29 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, method: Any, request: Any) -> Any:
+    async def _call(self, method: Any, request: Any, timeout: float | None | PerCall = PER_CALL) -> Any:
+        """Calls `method` within `timeout` seconds (by default the client's per-call timeout)."""
         try:
-            return await method(request, timeout=self.timeout, metadata=self._metadata)
+            limit = self.timeout if isinstance(timeout, PerCall) else timeout
+            return await method(request, timeout=limit, metadata=self._metadata)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
+
+    async def _wait(self, log: Log[Any], deadline: float | None) -> Any:
+        """Follows `log` to its end, then reads its owner as it ended; see `Client._wait`."""
+        get = getattr(getattr(self, log.service), log.get)
+        try:
+            async for _ in self._follow(log, 0, deadline):
+                pass
+        except WaitTimeout as timed_out:
+            try:
+                owner = await self._call(get, log.get_request, min(LAST_LOOK, self.timeout or LAST_LOOK))
+            except SupervisorError:
+                raise timed_out from None
+            if log.has_ended(owner):
+                return owner
+            raise
+        return await self._call(get, log.get_request, final_timeout(deadline, self.timeout))
 
     async def _pages(self, method: Any, pages: Pages[_Item], items: str) -> AsyncIterator[_Item]:
         while not pages.done:
@@ -153,9 +173,7 @@ class AsyncClient:
 
     async def wait(self, id: str, timeout: float | None = None) -> Task:
         """Waits until the task ends and returns it; see `Client.wait`."""
-        async for _ in self._follow(task_log(id), 0, deadline_after(timeout)):
-            pass
-        return await self.get(id)
+        return Task.from_proto(await self._wait(task_log(id), deadline_after(timeout)))
 
     async def _follow(self, log: Log[_Event], after_seq: int, deadline: float | None) -> AsyncIterator[_Event]:
         """Reads `log` from `after_seq`, resuming after breaks (see `_follow.Follower`)."""
@@ -167,12 +185,14 @@ class AsyncClient:
                 request = log.watch_request(follower.last_seq)
                 call = getattr(service, log.watch)(request, timeout=follower.remaining(), metadata=self._metadata)
                 async for message in call:
+                    if not follower.received(message.seq):
+                        continue
                     event = log.convert(message)
-                    follower.received(message.seq)
                     yield event
                     if log.is_last(event):
                         return
-                if log.has_ended(await self._call(getattr(service, log.get), log.get_request)):
+                owner = await self._call(getattr(service, log.get), log.get_request, follower.call_timeout(self.timeout))
+                if log.has_ended(owner):
                     return
                 failure: SupervisorError = follower.closed_early()
             except grpc.RpcError as err:
@@ -229,9 +249,7 @@ class AsyncClient:
 
     async def wait_workflow(self, id: str, timeout: float | None = None) -> WorkflowRun:
         """Waits until the run ends and returns it; see `Client.wait_workflow`."""
-        async for _ in self._follow(run_log(id), 0, deadline_after(timeout)):
-            pass
-        return await self.get_workflow(id)
+        return WorkflowRun.from_proto(await self._wait(run_log(id), deadline_after(timeout)))
 
     # Schedules.
 

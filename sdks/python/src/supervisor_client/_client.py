@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ._errors import SupervisorError, from_rpc_error
-from ._follow import Follower, Log, ResumePolicy, deadline_after, run_log, task_log
+from ._errors import SupervisorError, WaitTimeout, from_rpc_error
+from ._follow import LAST_LOOK, Follower, Log, ResumePolicy, deadline_after, final_timeout, run_log, task_log
 from ._models import (
     Identity,
     RunStatus,
@@ -32,8 +32,10 @@ from ._proto.supervisor.v1 import (
 )
 from ._requests import (
     CHANNEL_OPTIONS,
+    PER_CALL,
     TLS,
     Pages,
+    PerCall,
     WorkflowInput,
     connection,
     list_tasks_request,
@@ -55,7 +57,7 @@ class Client:
     `address` is `host:port`, `http://host:port` or `https://host:port` (TLS); None reads
     `SUPERVISOR_SERVER`, else 127.0.0.1:50051. `token` is an API key (None reads
     `SUPERVISOR_TOKEN` or the file `SUPERVISOR_TOKEN_FILE` names). `tls` is a `TLS` (CA
-    file, client certificate), True for the system's authorities, or None to follow the
+    file, client certificate), True for the public authorities grpcio ships, or None to follow the
     address's scheme. `timeout` bounds each single call, in seconds; `resume` is how
     `watch` and `wait` ride out a node restart.
 
@@ -104,11 +106,32 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: grpc.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req) -> _Resp:
+    def _call(
+        self, method: grpc.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req, timeout: float | None | PerCall = PER_CALL
+    ) -> _Resp:
+        """Calls `method` within `timeout` seconds (by default the client's per-call timeout)."""
         try:
-            return method(request, timeout=self.timeout, metadata=self._metadata)
+            limit = self.timeout if isinstance(timeout, PerCall) else timeout
+            return method(request, timeout=limit, metadata=self._metadata)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
+
+    def _wait(self, log: Log[Any], deadline: float | None) -> Any:
+        """Follows `log` to its end, then reads its owner (the task or run) as it ended. When
+        the time runs out, one last look: it may have ended just then."""
+        get = getattr(getattr(self, log.service), log.get)
+        try:
+            for _ in self._follow(log, 0, deadline):
+                pass
+        except WaitTimeout as timed_out:
+            try:
+                owner = self._call(get, log.get_request, min(LAST_LOOK, self.timeout or LAST_LOOK))
+            except SupervisorError:
+                raise timed_out from None
+            if log.has_ended(owner):
+                return owner
+            raise
+        return self._call(get, log.get_request, final_timeout(deadline, self.timeout))
 
     def _pages(self, method: Any, pages: Pages[_Item], items: str) -> Iterator[_Item]:
         while not pages.done:
@@ -168,9 +191,7 @@ class Client:
     def wait(self, id: str, timeout: float | None = None) -> Task:
         """Waits until the task ends and returns it as it ended (see `.status`). Raises
         `WaitTimeout` (a `TimeoutError`) after `timeout` seconds; None waits for ever."""
-        for _ in self._follow(task_log(id), 0, deadline_after(timeout)):
-            pass
-        return self.get(id)
+        return Task.from_proto(self._wait(task_log(id), deadline_after(timeout)))
 
     def _follow(self, log: Log[_Event], after_seq: int, deadline: float | None) -> Iterator[_Event]:
         """Reads `log` from `after_seq`, resuming after breaks (see `_follow.Follower`)."""
@@ -182,12 +203,14 @@ class Client:
                 request = log.watch_request(follower.last_seq)
                 stream = getattr(service, log.watch)(request, timeout=follower.remaining(), metadata=self._metadata)
                 for message in stream:
+                    if not follower.received(message.seq):
+                        continue
                     event = log.convert(message)
-                    follower.received(message.seq)
                     yield event
                     if log.is_last(event):
                         return
-                if log.has_ended(self._call(getattr(service, log.get), log.get_request)):
+                owner = self._call(getattr(service, log.get), log.get_request, follower.call_timeout(self.timeout))
+                if log.has_ended(owner):
                     return
                 failure: SupervisorError = follower.closed_early()
             except grpc.RpcError as err:
@@ -247,9 +270,7 @@ class Client:
     def wait_workflow(self, id: str, timeout: float | None = None) -> WorkflowRun:
         """Waits until the run ends and returns it (see `.status` and `.steps`). Raises
         `WaitTimeout` after `timeout` seconds; None waits for ever."""
-        for _ in self._follow(run_log(id), 0, deadline_after(timeout)):
-            pass
-        return self.get_workflow(id)
+        return WorkflowRun.from_proto(self._wait(run_log(id), deadline_after(timeout)))
 
     # Schedules.
 

@@ -68,10 +68,23 @@ class Follower:
         """The error of a wait that ran out of time."""
         return WaitTimeout(f"{self.what} had not ended when the wait's time ran out; it goes on")
 
-    def received(self, seq: int) -> None:
-        """An event arrived: resume after it, with a fresh run of pauses."""
-        self.last_seq = max(self.last_seq, seq)
+    def call_timeout(self, per_call: float | None) -> float | None:
+        """The timeout of a call made for this watch: the client's per-call timeout, cut
+        to what is left before the deadline."""
+        left = self.remaining()
+        if left is None:
+            return per_call
+        return left if per_call is None else min(per_call, left)
+
+    def received(self, seq: int) -> bool:
+        """An event arrived: whether it is new (past the last one seen). A new one moves
+        the watch on and starts a fresh run of pauses; one seen already is dropped (a
+        server repeating itself never resets the budget of failures)."""
+        if seq <= self.last_seq:
+            return False
+        self.last_seq = seq
         self._pauses = self.policy.pauses()
+        return True
 
     def closed_early(self) -> StreamEnded:
         """The stream closed while the log had not ended."""
@@ -91,6 +104,20 @@ class Follower:
         if self.deadline is not None and time.monotonic() + pause >= self.deadline:
             raise self.timeout() from err
         return pause
+
+
+#: Seconds a wait whose time ran out still gives its last look at the task or run (it
+#: may have ended just then).
+LAST_LOOK = 1.0
+
+
+def final_timeout(deadline: float | None, per_call: float | None) -> float | None:
+    """The timeout of the read that ends a wait: the time left (at least `LAST_LOOK`),
+    cut to the client's per-call timeout."""
+    if deadline is None:
+        return per_call
+    left = max(deadline - time.monotonic(), LAST_LOOK)
+    return left if per_call is None else min(per_call, left)
 
 
 def deadline_after(timeout: float | None) -> float | None:

@@ -3,12 +3,13 @@ settings (address, TLS, key) they share. Nothing here does I/O but reading files
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar, Union
+from typing import Any, Callable, Generic, ParamSpec, TypeVar, Union
 
 import grpc
 
@@ -39,7 +40,8 @@ WorkflowInput = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 @dataclass(frozen=True)
 class TLS:
     """TLS settings: the authority that signed the node's certificate (`ca_file`, PEM;
-    None trusts the system's), and a client certificate when the node asks for one."""
+    None trusts the public ones grpcio ships, not the system's store), and a client
+    certificate when the node asks for one."""
 
     ca_file: str | None = None
     cert_file: str | None = None
@@ -97,14 +99,16 @@ def connection(address: str | None, token: str | None, tls: TLS | bool | None) -
         tls = TLS(ca_file=ca_file)
     if tls is not False and scheme == "http":
         raise InvalidArgument(f"TLS is asked for but {address!r} is http://; use https:// or host:port")
+    if tls is False and scheme == "https":
+        raise InvalidArgument(f"{address!r} is https:// but tls=False; use http:// or host:port for plain text")
     credentials = tls.credentials() if isinstance(tls, TLS) else None
     if token is None:
         token = _token_from_env()
     metadata: tuple[tuple[str, str], ...] = ()
     if token:
         token = token.strip()
-        if not token.isprintable() or " " in token:
-            raise InvalidArgument("the token holds spaces or control characters; pass the key as created")
+        if not (token.isascii() and token.isprintable()) or " " in token:
+            raise InvalidArgument("the token holds spaces, control characters or non-ASCII text; pass the key as created")
         metadata = (("authorization", f"Bearer {token}"),)
     return Connection(target, credentials, metadata)
 
@@ -120,14 +124,52 @@ def _token_from_env() -> str | None:
     return None
 
 
-#: Channel options: find a dead connection under a long watch within ~40 s.
+#: Channel options: find a dead connection under a long watch within ~40 s, and try a
+#: lost node again within 2 s at most (grpc's own reconnect delay grows to 2 minutes:
+#: calls made meanwhile would fail at once, using up a watch's resume attempts while the
+#: node is back).
 CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 
 
+class PerCall:
+    """The client's own per-call timeout, as a call's default (see `PER_CALL`)."""
+
+
+PER_CALL = PerCall()
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def checked(what: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Turns the `TypeError` or `ValueError` of a request built from bad arguments (a
+    negative count, a misspelt option, a label that is not a string...) into
+    `InvalidArgument` naming `what` was being built."""
+
+    def wrap(build: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(build)
+        def built(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return build(*args, **kwargs)
+            except InvalidArgument:
+                raise
+            except (TypeError, ValueError) as err:
+                raise InvalidArgument(f"bad arguments for {what}: {err}") from None
+
+        return built
+
+    return wrap
+
+
+@checked("a task")
 def submit_request(
     type: str | int,
     prompt: str,
@@ -164,12 +206,13 @@ def submit_request(
     )
 
 
+@checked("a workflow")
 def workflow_source(workflow: WorkflowInput) -> workflows_pb2.WorkflowSource:
     """A WorkflowSource: a `.yaml`/`.yml`/`.json` file is sent as text (the node parses
     and validates it, naming lines), a dict as JSON."""
     if isinstance(workflow, Mapping):
         try:
-            text = json.dumps(workflow)
+            text = json.dumps(workflow, allow_nan=False)
         except (TypeError, ValueError) as err:
             raise InvalidArgument(f"the workflow dict cannot be sent as JSON: {err}") from err
         return workflows_pb2.WorkflowSource(json=text)
@@ -192,6 +235,7 @@ def workflow_source(workflow: WorkflowInput) -> workflows_pb2.WorkflowSource:
     return workflows_pb2.WorkflowSource(yaml=text)
 
 
+@checked("a schedule")
 def schedule_request(
     name: str,
     workflow: WorkflowInput,
@@ -213,6 +257,7 @@ def schedule_request(
     )
 
 
+@checked("a task list")
 def list_tasks_request(
     status: TaskStatus | str | None, type: str | None, label: str, page_size: int
 ) -> tasks_pb2.ListTasksRequest:
@@ -225,6 +270,7 @@ def list_tasks_request(
     )
 
 
+@checked("a run list")
 def list_workflows_request(
     status: RunStatus | str | None, name: str, page_size: int
 ) -> workflows_pb2.ListWorkflowsRequest:
