@@ -327,9 +327,15 @@ impl<W: Watched> Follow<W> {
                 },
             };
             let failure = match stream.message().await {
+                // An event at or before the last one seen (a server repeating itself)
+                // is dropped, and does not renew the budget of failures.
+                Ok(Some(event)) if W::seq(&event) <= self.last_seq => {
+                    self.inner = Some(stream);
+                    continue;
+                }
                 Ok(Some(event)) => {
                     self.pauses = self.policy.resume_pauses();
-                    self.last_seq = self.last_seq.max(W::seq(&event));
+                    self.last_seq = W::seq(&event);
                     if W::is_last(&event) {
                         self.done = true;
                     } else {

@@ -52,6 +52,11 @@ impl TaskService for Fake {
                 status: v1::TaskStatus::Succeeded as i32,
                 ..Default::default()
             })),
+            "repeat" => Ok(Response::new(v1::Task {
+                id,
+                status: v1::TaskStatus::Queued as i32,
+                ..Default::default()
+            })),
             _ => Err(Status::not_found(format!("no task with id {id}"))),
         }
     }
@@ -120,6 +125,11 @@ impl TaskService for Fake {
             "t1" => {}
             // Finished long ago: nothing after the given seq.
             "done" => return Ok(Response::new(futures::stream::empty().boxed())),
+            // A server repeating itself: event 1 again on every watch, then it closes.
+            "repeat" => {
+                let again = event(1, E::Submitted, S::Queued);
+                return Ok(Response::new(futures::stream::iter([Ok(again)]).boxed()));
+            }
             other => return Err(Status::not_found(format!("no task with id {other}"))),
         }
         let items: Vec<Result<v1::TaskEvent, Status>> = match calls {
@@ -191,6 +201,17 @@ async fn follow_resumes_from_the_last_seq_after_unavailable() {
         .collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
     assert_eq!(*fake.watch_calls.lock().expect("lock"), [0, 2, 2]);
+}
+
+#[tokio::test]
+async fn follow_drops_events_it_has_seen_and_gives_up_on_a_server_repeating_itself() {
+    let (client, fake) = start().await;
+    let items: Vec<_> = client.follow("repeat", 0).collect().await;
+    assert_eq!(items.len(), 2, "one event, then the error: {items:?}");
+    assert_eq!(items[0].as_ref().expect("the first event").seq, 1);
+    assert!(items[1].is_err(), "{items:?}");
+    // The first watch and three resumes (the policy's budget), not one per repetition.
+    assert_eq!(fake.watch_calls.lock().expect("lock").len(), 4);
 }
 
 #[tokio::test]
