@@ -181,7 +181,7 @@ job "supervisor" {
           http_listen = "0.0.0.0:50052"
 
           [store]
-          url = "{{ with nomadVar "nomad/jobs/supervisor" }}{{ .store_url }}{{ end }}"
+          url = {{ with nomadVar "nomad/jobs/supervisor" }}{{ .store_url | toJSON }}{{ end }}
 
           [node]
           id = "supervisor-{{ env "NOMAD_ALLOC_INDEX" }}"
