@@ -97,6 +97,17 @@ fn status_lists_the_node_and_drain_makes_it_finish_and_leave() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    // `--wait` asked of the node it talks to: the node leaves, and the command says so
+    // (it may see the node's record say "left" first, or lose the connection first).
+    let (code, out, err) = cli(&node.url(), &["node", "drain", "drain-node", "--wait"]);
+    match code {
+        0 => assert!(out.contains("drained and left"), "{out}"),
+        _ => assert!(
+            err.contains("lost the node this command talks to") && err.contains("--server OTHER"),
+            "{err}"
+        ),
+    }
 }
 
 #[test]

@@ -81,7 +81,15 @@ pub async fn run_node(cmd: NodeCommand, global: &GlobalArgs) -> anyhow::Result<(
                         );
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
-                    let status = client.cluster_status().await?;
+                    let status = match client.cluster_status().await {
+                        Err(err) if err.is_unavailable() => bail!(
+                            "lost the node this command talks to ({}) while node {id} drained: \
+                             if that is {id}, it has left (or stopped); ask another node: \
+                             supervisor --server OTHER cluster status ({err})",
+                            client.addr()
+                        ),
+                        other => other?,
+                    };
                     match status.nodes.into_iter().find(|n| n.id == id) {
                         Some(n) => node = n,
                         None => bail!("node {id} vanished from the cluster's records"),
