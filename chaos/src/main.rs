@@ -135,8 +135,9 @@ async fn run(args: Args) -> Result<bool> {
     let mut header = vec![
         format!("binary: {}", supervisor.display()),
         format!(
-            "node settings: mock latency {}, lease {:?}, heartbeat {:?}, failure timeout {:?}{}",
+            "node settings: mock latency {} ({} in overload), lease {:?}, heartbeat {:?}, failure timeout {:?}{}",
             args.latency,
+            scenario::OVERLOAD_MOCK_LATENCY,
             timing.lease,
             timing.heartbeat,
             timing.failure_timeout,

@@ -164,7 +164,8 @@ async fn run_inner(
         // and a backlog bound low enough that admission control takes part.
         spec.env
             .retain(|(k, _)| k != MOCK_LATENCY && k != MAX_QUEUED);
-        spec.env.push((MOCK_LATENCY.into(), "5ms".into()));
+        spec.env
+            .push((MOCK_LATENCY.into(), OVERLOAD_MOCK_LATENCY.into()));
         spec.env
             .push((MAX_QUEUED.into(), profile.overload_max_queued.to_string()));
     }
@@ -398,6 +399,8 @@ async fn rolling(
 
 /// The mock provider's latency setting.
 const MOCK_LATENCY: &str = "SUPERVISOR_PROVIDERS__MOCK__LATENCY";
+/// The mock's latency in the overload scenario (whatever the run's `--latency`).
+pub const OVERLOAD_MOCK_LATENCY: &str = "5ms";
 /// Admission control's backlog bound.
 const MAX_QUEUED: &str = "SUPERVISOR_ENGINE__ADMISSION__MAX_QUEUED";
 
