@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import grpc
 
 from ._errors import SupervisorError, WaitTimeout, from_rpc_error
-from ._follow import LAST_LOOK, Follower, Log, ResumePolicy, deadline_after, final_timeout, run_log, task_log
+from ._follow import Follower, Log, ResumePolicy, deadline_after, final_timeout, run_log, task_log
 from ._models import (
     Identity,
     RunStatus,
@@ -125,7 +125,7 @@ class Client:
                 pass
         except WaitTimeout as timed_out:
             try:
-                owner = self._call(get, log.get_request, min(LAST_LOOK, self.timeout or LAST_LOOK))
+                owner = self._call(get, log.get_request, final_timeout(deadline, self.timeout))
             except SupervisorError:
                 raise timed_out from None
             if log.has_ended(owner):

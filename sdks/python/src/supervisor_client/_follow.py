@@ -71,10 +71,7 @@ class Follower:
     def call_timeout(self, per_call: float | None) -> float | None:
         """The timeout of a call made for this watch: the client's per-call timeout, cut
         to what is left before the deadline."""
-        left = self.remaining()
-        if left is None:
-            return per_call
-        return left if per_call is None else min(per_call, left)
+        return _cut(per_call, self.remaining())
 
     def received(self, seq: int) -> bool:
         """An event arrived: whether it is new (past the last one seen). A new one moves
@@ -112,11 +109,17 @@ LAST_LOOK = 1.0
 
 
 def final_timeout(deadline: float | None, per_call: float | None) -> float | None:
-    """The timeout of the read that ends a wait: the time left (at least `LAST_LOOK`),
-    cut to the client's per-call timeout."""
+    """The timeout of the read that ends a wait, or takes its last look once the time ran
+    out: the time left (at least `LAST_LOOK`), cut to the client's per-call timeout."""
     if deadline is None:
         return per_call
-    left = max(deadline - time.monotonic(), LAST_LOOK)
+    return _cut(per_call, max(deadline - time.monotonic(), LAST_LOOK))
+
+
+def _cut(per_call: float | None, left: float | None) -> float | None:
+    """A per-call timeout cut to `left` seconds (None on either side: no bound there)."""
+    if left is None:
+        return per_call
     return left if per_call is None else min(per_call, left)
 
 
@@ -127,7 +130,6 @@ def deadline_after(timeout: float | None) -> float | None:
     if timeout < 0:
         raise InvalidArgument(f"timeout must be zero or more seconds, not {timeout}")
     return time.monotonic() + timeout
-
 
 
 @dataclass(frozen=True)

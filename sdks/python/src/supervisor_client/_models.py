@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -81,9 +81,7 @@ class TaskStatus(str, Enum):
     @classmethod
     def from_proto(cls, number: int) -> TaskStatus:
         """The status of `tasks_pb2.TaskStatus` value `number`."""
-        value = _enum(tasks_pb2, "TaskStatus").values_by_number.get(number)
-        name = value.name.removeprefix("TASK_STATUS_").lower() if value is not None else ""
-        return cls(name or "unspecified")
+        return _status_of(cls, _enum(tasks_pb2, "TaskStatus"), "TASK_STATUS_", number)
 
     def to_proto(self) -> int:
         """This status as a `tasks_pb2.TaskStatus` value."""
@@ -107,31 +105,41 @@ class RunStatus(str, Enum):
     @classmethod
     def from_proto(cls, number: int) -> RunStatus:
         """The status of `workflows_pb2.RunStatus` value `number`."""
-        value = _enum(workflows_pb2, "RunStatus").values_by_number.get(number)
-        name = value.name.removeprefix("RUN_STATUS_").lower() if value is not None else ""
-        return cls(name or "unspecified")
+        return _status_of(cls, _enum(workflows_pb2, "RunStatus"), "RUN_STATUS_", number)
 
     def to_proto(self) -> int:
         """This status as a `workflows_pb2.RunStatus` value."""
         return int(workflows_pb2.RunStatus.Value("RUN_STATUS_" + self.value.upper()))
 
 
+_Status = TypeVar("_Status", TaskStatus, RunStatus)
+
+
+def _status_of(cls: type[_Status], enum: EnumDescriptor, prefix: str, number: int) -> _Status:
+    """The member of `cls` for value `number` of `enum` (unspecified when unknown)."""
+    value = enum.values_by_number.get(number)
+    name = value.name.removeprefix(prefix).lower() if value is not None else ""
+    return cls(name or "unspecified")
+
+
+def _status_value(cls: type[_Status], kind: str, status: _Status | str) -> int:
+    """A status given by name (or member) as its proto value; `InvalidArgument` listing
+    the names for one `cls` does not have."""
+    try:
+        return cls(status.lower() if isinstance(status, str) else status).to_proto()
+    except ValueError:
+        names = ", ".join(s.value for s in cls if s.value != "unspecified")
+        raise InvalidArgument(f"unknown {kind} {status!r}; expected one of: {names}") from None
+
+
 def status_value(status: TaskStatus | str) -> int:
     """A task status given by name ("succeeded") as its proto value."""
-    try:
-        return TaskStatus(status.lower() if isinstance(status, str) else status).to_proto()
-    except ValueError:
-        names = ", ".join(s.value for s in TaskStatus if s is not TaskStatus.UNSPECIFIED)
-        raise InvalidArgument(f"unknown task status {status!r}; expected one of: {names}") from None
+    return _status_value(TaskStatus, "task status", status)
 
 
 def run_status_value(status: RunStatus | str) -> int:
     """A run status given by name ("failed") as its proto value."""
-    try:
-        return RunStatus(status.lower() if isinstance(status, str) else status).to_proto()
-    except ValueError:
-        names = ", ".join(s.value for s in RunStatus if s is not RunStatus.UNSPECIFIED)
-        raise InvalidArgument(f"unknown run status {status!r}; expected one of: {names}") from None
+    return _status_value(RunStatus, "run status", status)
 
 
 @dataclass(frozen=True)
