@@ -80,7 +80,7 @@ pub use resources::{
     Allocation, BudgetStatus, DEFAULT_ANSWER_TOKENS, Estimate, Estimator, LeaseOptions,
     LimitStatus, MAX_LISTED, TenantQuotaInfo, WaitingTask, parse_scope,
 };
-pub use retention::{RETENTION_DUTY, RetentionConfig, RetentionSweep};
+pub use retention::{RETENTION_DUTY, RetentionConfig, RetentionSweep, format_period};
 pub use runner::{Finish, LeaseBatch, LeasedTask, Outcome, RunnerWriteResult, Streamed, TaskRef};
 pub use schedules::{MAX_SCHEDULE_NAME_BYTES, SCHEDULER_DUTY, SchedulePage, ScheduleRecord};
 pub use slices::{Grant, WINDOW_MICROS};

@@ -145,23 +145,23 @@ mod period {
     }
 
     pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(*value))
+        s.serialize_str(&super::format_period(*value))
     }
+}
 
-    /// A period as people write it: whole days, hours, minutes or seconds when it is one
-    /// (`"90d"`, not humantime's `"2months 29days 2h 52m 48s"`).
-    pub(super) fn format(period: Duration) -> String {
-        let secs = period.as_secs();
-        if period.subsec_nanos() != 0 {
-            return humantime::format_duration(period).to_string();
-        }
-        match secs {
-            0 => "0".into(),
-            s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-            s if s % 3_600 == 0 => format!("{}h", s / 3_600),
-            s if s % 60 == 0 => format!("{}m", s / 60),
-            s => format!("{s}s"),
-        }
+/// A retention period as people write it: whole days, hours, minutes or seconds when it
+/// is one (`"90d"`, not humantime's `"2months 29days 2h 52m 48s"`); `"0"` for forever.
+pub fn format_period(period: Duration) -> String {
+    let secs = period.as_secs();
+    if period.subsec_nanos() != 0 {
+        return humantime::format_duration(period).to_string();
+    }
+    match secs {
+        0 => "0".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 
@@ -192,7 +192,7 @@ mod periods {
     ) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(value.len()))?;
         for (tenant, period) in value {
-            map.serialize_entry(tenant, &super::period::format(*period))?;
+            map.serialize_entry(tenant, &super::format_period(*period))?;
         }
         map.end()
     }

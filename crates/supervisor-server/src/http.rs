@@ -1,7 +1,8 @@
 //! The node's HTTP side, next to the gRPC listener: `/metrics` (Prometheus text format)
 //! and `/healthz` (200 while the node serves: its supervision tree whole and not draining;
-//! 503 otherwise). Plain HTTP/1.1; what it shows is counts and names, no task content, and it takes no token
-//! (Prometheus scrapes it), so it binds to loopback unless told otherwise.
+//! 503 otherwise). Plain HTTP/1.1; what it shows is counts and names, no task content,
+//! and it takes no token (Prometheus scrapes it), so it binds to loopback unless told
+//! otherwise.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::store::{self, OpenError, StoreUrl};
 
 pub use supervisor_engine::archive::{ArchiveRecord, read as read_archive};
+pub use supervisor_engine::format_period;
 
 /// The embedded store's file in a data directory.
 pub const STORE_FILE: &str = "supervisor.redb";

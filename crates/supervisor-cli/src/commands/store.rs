@@ -139,16 +139,10 @@ fn stats_text(stats: &v1::StoreStats) -> String {
     }
     out.push_str(&match stats.retention_keep_seconds {
         0 => "retention: finished work is kept forever\n".to_string(),
-        // Whole days as people write them in the config ("30d"); humantime says "30days".
-        s if s % 86_400 == 0 => {
-            format!(
-                "retention: finished work is deleted {}d after it ends\n",
-                s / 86_400
-            )
-        }
+        // As the config spells it ("30d"), not humantime's "30days".
         s => format!(
             "retention: finished work is deleted {} after it ends\n",
-            humantime::format_duration(std::time::Duration::from_secs(s))
+            maintenance::format_period(std::time::Duration::from_secs(s))
         ),
     });
     out
@@ -341,4 +335,33 @@ pub fn run_archive(command: ArchiveCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_reads_as_the_config_spells_it() {
+        let line = |keep: u64| {
+            let stats = v1::StoreStats {
+                retention_keep_seconds: keep,
+                ..Default::default()
+            };
+            stats_text(&stats)
+                .lines()
+                .find(|l| l.starts_with("retention: "))
+                .map(str::to_owned)
+                .unwrap_or_default()
+        };
+        assert_eq!(line(0), "retention: finished work is kept forever");
+        assert_eq!(
+            line(30 * 86_400),
+            "retention: finished work is deleted 30d after it ends"
+        );
+        assert_eq!(
+            line(3),
+            "retention: finished work is deleted 3s after it ends"
+        );
+    }
 }
