@@ -311,6 +311,29 @@ impl Client {
             .into_inner())
     }
 
+    /// Streams the task counts of [`Client::stats`]: at once, then each time they change,
+    /// at most every `min_interval` ([`Duration::ZERO`]: the server's default, 1 s; the
+    /// server raises intervals under 200 ms). Never ends by itself while the server runs;
+    /// not resumed when it breaks (its last item is then the error).
+    pub fn watch_stats(
+        &self,
+        min_interval: Duration,
+    ) -> BoxStream<'static, Result<TaskStats, ClientError>> {
+        let mut tasks = self.tasks.clone();
+        let request = v1::WatchTaskStatsRequest {
+            min_interval_ms: interval_millis(min_interval),
+        };
+        futures::stream::once(async move { tasks.watch_task_stats(request).await })
+            .flat_map(|started| match started {
+                Ok(response) => response
+                    .into_inner()
+                    .map(|item| item.map_err(ClientError::from))
+                    .boxed(),
+                Err(status) => futures::stream::iter([Err(ClientError::from(status))]).boxed(),
+            })
+            .boxed()
+    }
+
     /// Every node of the cluster as the store records it, judged by the node the client
     /// is connected to.
     pub async fn cluster_status(&self) -> Result<GetClusterStatusResponse, ClientError> {

@@ -165,6 +165,15 @@ impl TaskService for Fake {
             ..Default::default()
         }))
     }
+
+    type WatchTaskStatsStream = futures::stream::BoxStream<'static, Result<v1::TaskStats, Status>>;
+
+    async fn watch_task_stats(
+        &self,
+        _: Request<v1::WatchTaskStatsRequest>,
+    ) -> Result<Response<Self::WatchTaskStatsStream>, Status> {
+        Err(Status::unimplemented("the fake serves no stats stream"))
+    }
 }
 
 async fn start() -> (Client, Arc<Fake>) {

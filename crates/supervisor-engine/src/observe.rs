@@ -107,7 +107,34 @@ pub struct ClusterGauges {
     pub budgets: Vec<crate::BudgetStatus>,
 }
 
+/// Queued tasks per priority, cluster-wide, from the counters every move into or out of
+/// the queue keeps.
+async fn queued_by_priority(
+    txn: &mut supervisor_store::Transaction<'static>,
+) -> Result<Vec<(supervisor_model::Priority, u64)>, crate::EngineError> {
+    let mut counts = Vec::with_capacity(supervisor_model::Priority::ALL.len());
+    for p in supervisor_model::Priority::ALL {
+        let v = txn
+            .get_snapshot(&crate::keyspace::queued_counter(*p))
+            .await?;
+        let n = v
+            .as_deref()
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, i64::from_le_bytes);
+        counts.push((*p, n.max(0) as u64));
+    }
+    Ok(counts)
+}
+
 impl crate::Engine {
+    /// Queued tasks per priority across every tenant.
+    pub async fn queued_by_priority(
+        &self,
+    ) -> Result<Vec<(supervisor_model::Priority, u64)>, crate::EngineError> {
+        let mut txn = self.db().begin().await?;
+        queued_by_priority(&mut txn).await
+    }
+
     /// Reads [`ClusterGauges`], looking at no more than `max_tenants` tenants for the
     /// oldest queued task and the budgets (`default` first, then by name).
     pub async fn cluster_gauges(
@@ -117,17 +144,7 @@ impl crate::Engine {
         use supervisor_store::RangeOptions;
         let by_status = self.status_counts().await?;
         let mut txn = self.db().begin().await?;
-        let mut queued_by_priority = Vec::new();
-        for p in supervisor_model::Priority::ALL {
-            let v = txn
-                .get_snapshot(&crate::keyspace::queued_counter(*p))
-                .await?;
-            let n = v
-                .as_deref()
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, i64::from_le_bytes);
-            queued_by_priority.push((*p, n.max(0) as u64));
-        }
+        let queued_by_priority = queued_by_priority(&mut txn).await?;
         let (begin, end) = crate::keyspace::tenant_status_counters();
         let counters = txn
             .get_range(&begin, &end, RangeOptions::new().snapshot())

@@ -84,9 +84,12 @@ impl Default for DataDir {
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:50051`.
     pub listen: String,
-    /// Address of the node's HTTP side (`/metrics` for Prometheus, `/healthz`).
-    /// Default `127.0.0.1:50052`; empty turns it off.
+    /// Address of the node's HTTP side (`/metrics` for Prometheus, `/healthz`, the web
+    /// console). Default `127.0.0.1:50052`; empty turns it off.
     pub http_listen: String,
+    /// Whether the HTTP side serves the web console and the API as gRPC-Web for it
+    /// (with the same authentication as the gRPC listener). Default true.
+    pub console: bool,
     /// TLS on the API (`https://` for clients); plain HTTP/2 when absent.
     pub tls: Option<crate::tls::ServerTls>,
 }
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:50051".into(),
             http_listen: "127.0.0.1:50052".into(),
+            console: true,
             tls: None,
         }
     }
@@ -337,7 +341,8 @@ impl Config {
                 source,
             })?;
         if !self.server.http_listen.is_empty() {
-            self.server
+            let http = self
+                .server
                 .http_listen
                 .parse::<std::net::SocketAddr>()
                 .map_err(|e| {
@@ -346,6 +351,14 @@ impl Config {
                         self.server.http_listen
                     ))
                 })?;
+            // The HTTP side is plain text: credentials sent to the console there would
+            // cross the network unencrypted while the gRPC listener encrypts them.
+            if self.server.console && self.server.tls.is_some() && !http.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "server.http_listen {} is not a loopback address and serves the console and its API in plain text, while the gRPC listener uses TLS: set server.console = false (metrics and health stay), or bind http_listen to 127.0.0.1 and put a TLS proxy in front",
+                    self.server.http_listen
+                )));
+            }
         }
         Ok(())
     }

@@ -1,19 +1,33 @@
-//! The node's HTTP side, next to the gRPC listener: `/metrics` (Prometheus text format)
-//! and `/healthz` (200 while the node serves: its supervision tree whole and not draining;
-//! 503 otherwise). Plain HTTP/1.1; what it shows is counts and names, no task content,
-//! and it takes no token (Prometheus scrapes it), so it binds to loopback unless told
-//! otherwise.
+//! The node's HTTP side, next to the gRPC listener:
+//!
+//! - `/metrics` (Prometheus text format) and `/healthz` (200 while the node serves: its
+//!   supervision tree whole and not draining; 503 otherwise). They take no token
+//!   (Prometheus scrapes them) and show counts and names, no task content.
+//! - The web console ([`crate::console`]): its page at every path without a file
+//!   extension (the console routes in the browser), its assets under `/assets/`.
+//! - The API as gRPC-Web (`POST /supervisor.v1.<Service>/<Method>` with a
+//!   `application/grpc-web*` content type), for the console: the same services and the
+//!   same authentication, permissions, tenants and audit as the gRPC listener.
+//!
+//! Plain HTTP/1.1 and no CORS: only pages this node serves may call the API from a
+//! browser. It binds to loopback unless told otherwise.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use supervisor_node::Node;
 use supervisor_telemetry::Telemetry;
+use tonic::body::Body;
+use tower::ServiceExt as _;
+
+/// The API as gRPC-Web, built by [`crate::web_api`].
+pub type WebApi = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
 /// What the HTTP side serves from.
 #[derive(Clone)]
@@ -22,6 +36,8 @@ pub struct HttpState {
     pub telemetry: Arc<Telemetry>,
     /// The node, for `/healthz`.
     pub node: Arc<Node>,
+    /// The API for the console; `None` serves neither the API nor the console.
+    pub web: Option<WebApi>,
 }
 
 /// Serves `listener` until `shutdown` resolves. A connection that fails is dropped and
@@ -31,9 +47,10 @@ pub async fn serve(
     state: HttpState,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let local = listener.local_addr().ok();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(err) => {
@@ -43,11 +60,13 @@ pub async fn serve(
             },
             _ = &mut shutdown => return,
         };
+        // Small gRPC-Web frames must not wait for delayed ACKs.
+        let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(&state, &req)) }
+                async move { Ok::<_, Infallible>(respond(&state, req, peer, local).await) }
             });
             if let Err(err) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -59,8 +78,10 @@ pub async fn serve(
     }
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+const PLAIN: &str = "text/plain; charset=utf-8";
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(Body::new(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -69,13 +90,29 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     response
 }
 
-fn respond(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    const PLAIN: &str = "text/plain; charset=utf-8";
+/// Whether `req` is a gRPC-Web call of the API.
+fn is_api_call<B>(req: &Request<B>) -> bool {
+    req.uri().path().starts_with("/supervisor.v1.")
+}
+
+async fn respond(
+    state: &HttpState,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Response<Body> {
+    if is_api_call(&req) {
+        return api_call(state, req, peer, local).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
             PLAIN,
-            format!("{} is not served here; use GET\n", req.method()),
+            format!(
+                "{} is not served at {}; use GET (API calls are POST /supervisor.v1.<Service>/<Method> as gRPC-Web)\n",
+                req.method(),
+                req.uri().path()
+            ),
         );
     }
     match req.uri().path() {
@@ -92,10 +129,108 @@ fn respond(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                 format!("not serving: {why}\n"),
             ),
         },
+        path if state.web.is_some() => console_file(path),
         other => text(
             StatusCode::NOT_FOUND,
             PLAIN,
-            format!("nothing at {other}; this node serves /metrics and /healthz\n"),
+            format!(
+                "nothing at {other}; this node serves /metrics and /healthz (the console is off: [server] console = false)\n"
+            ),
         ),
     }
+}
+
+async fn api_call(
+    state: &HttpState,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Response<Body> {
+    let Some(web) = state.web.clone() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            PLAIN,
+            "the API is not served on this port: the console is off ([server] console = false); call the gRPC listener\n".into(),
+        );
+    };
+    let grpc_web = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc-web"));
+    if req.method() != Method::POST || !grpc_web {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PLAIN,
+            format!(
+                "{} is an API method: this port serves it as gRPC-Web only (POST with content-type application/grpc-web+proto); gRPC clients call the node's gRPC listener\n",
+                req.uri().path()
+            ),
+        );
+    }
+    let mut req = req.map(Body::new);
+    // The audit log records the caller's address, as for gRPC calls.
+    req.extensions_mut()
+        .insert(tonic::transport::server::TcpConnectInfo {
+            local_addr: local,
+            remote_addr: Some(peer),
+        });
+    match web.oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// A file of the console, or its page for a path that names none (the console's own
+/// routes: `/tasks/<id>`...); 404 for a missing file.
+fn console_file(path: &str) -> Response<Body> {
+    let (file, page) = match crate::console::file(path) {
+        Some(found) => (found, false),
+        None if !last_segment_has_extension(path) => match crate::console::file("/index.html") {
+            Some(index) => (index, true),
+            None => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    PLAIN,
+                    "this binary was built without the console (console/dist was missing): run scripts/build-console, then build again\n".into(),
+                );
+            }
+        },
+        None => {
+            return text(StatusCode::NOT_FOUND, PLAIN, format!("nothing at {path}\n"));
+        }
+    };
+    let mut response = Response::new(Body::new(Full::new(Bytes::from_static(file.content))));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(file.content_type),
+    );
+    // Hashed asset names change with their content; the page itself is always re-read.
+    let cache = if file.immutable && !page {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+fn last_segment_has_extension(path: &str) -> bool {
+    path.rsplit('/').next().is_some_and(|s| s.contains('.'))
 }

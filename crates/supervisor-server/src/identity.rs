@@ -75,12 +75,14 @@ impl AuthService for IdentityApi {
         req: Request<v1::WhoAmIRequest>,
     ) -> Result<Response<v1::WhoAmIResponse>, Status> {
         let p = principal_in(req.extensions());
+        let methods = crate::auth::permissions::allowed(&p);
         Ok(Response::new(v1::WhoAmIResponse {
             tenant: p.tenant,
             role: p.role.as_str().into(),
             principal: p.id,
             name: p.name,
             auth_enabled: self.auth.enabled(),
+            methods,
         }))
     }
 

@@ -13,6 +13,7 @@ mod analytics;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod console;
 mod convert;
 mod fit;
 mod gauges;
@@ -258,22 +259,80 @@ impl TaskService for TaskApi {
         req: Request<v1::GetTaskStatsRequest>,
     ) -> Result<Response<v1::TaskStats>, Status> {
         let principal = auth::principal_in(req.extensions());
-        // Without authentication the one caller sees the whole cluster, as before tenants.
-        let counts = if principal == supervisor_model::Principal::anonymous() {
-            self.engine.status_counts().await
-        } else {
-            self.engine.tenant_status_counts(&principal.tenant).await
-        }
-        .map_err(status_from)?;
-        Ok(Response::new(v1::TaskStats {
-            queued: counts.get(TaskStatus::Queued),
-            running: counts.get(TaskStatus::Running),
-            retry_wait: counts.get(TaskStatus::RetryWait),
-            succeeded: counts.get(TaskStatus::Succeeded),
-            failed: counts.get(TaskStatus::Failed),
-            cancelled: counts.get(TaskStatus::Cancelled),
-        }))
+        Ok(Response::new(task_stats(&self.engine, &principal).await?))
     }
+
+    type WatchTaskStatsStream = Pin<Box<dyn Stream<Item = Result<v1::TaskStats, Status>> + Send>>;
+
+    async fn watch_task_stats(
+        &self,
+        req: Request<v1::WatchTaskStatsRequest>,
+    ) -> Result<Response<Self::WatchTaskStatsStream>, Status> {
+        let principal = auth::principal_in(req.extensions());
+        let interval = match req.get_ref().min_interval_ms {
+            0 => std::time::Duration::from_millis(1000),
+            ms => std::time::Duration::from_millis(u64::from(ms).max(200)),
+        };
+        let first = task_stats(&self.engine, &principal).await?;
+        let engine = self.engine.clone();
+        // The counters are a few keys: re-reading them each interval is cheaper than a
+        // change feed, and only a change is sent.
+        let stream =
+            futures::stream::unfold((Some(first.clone()), first), move |(pending, last)| {
+                let engine = engine.clone();
+                let principal = principal.clone();
+                async move {
+                    if let Some(p) = pending {
+                        return Some((Ok(p), (None, last)));
+                    }
+                    loop {
+                        tokio::time::sleep(interval).await;
+                        match task_stats(&engine, &principal).await {
+                            Ok(now) if now == last => continue,
+                            Ok(now) => return Some((Ok(now.clone()), (None, now))),
+                            Err(e) => return Some((Err(e), (None, last))),
+                        }
+                    }
+                }
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The task counts `principal` may see: the whole cluster's without authentication (as
+/// before tenants), else its tenant's; queued tasks by priority only for callers who see
+/// the whole cluster (no authentication, or administrators of the default tenant).
+async fn task_stats(
+    engine: &Engine,
+    principal: &supervisor_model::Principal,
+) -> Result<v1::TaskStats, Status> {
+    let anonymous = *principal == supervisor_model::Principal::anonymous();
+    let counts = if anonymous {
+        engine.status_counts().await
+    } else {
+        engine.tenant_status_counts(&principal.tenant).await
+    }
+    .map_err(status_from)?;
+    let queued_by_priority = if principal.cluster_admin {
+        engine
+            .queued_by_priority()
+            .await
+            .map_err(status_from)?
+            .into_iter()
+            .map(|(p, n)| (p.as_str().to_string(), n))
+            .collect()
+    } else {
+        Default::default()
+    };
+    Ok(v1::TaskStats {
+        queued: counts.get(TaskStatus::Queued),
+        running: counts.get(TaskStatus::Running),
+        retry_wait: counts.get(TaskStatus::RetryWait),
+        succeeded: counts.get(TaskStatus::Succeeded),
+        failed: counts.get(TaskStatus::Failed),
+        cancelled: counts.get(TaskStatus::Cancelled),
+        queued_by_priority,
+    })
 }
 
 /// `supervisor.v1.ProviderService` over a running node.
@@ -474,6 +533,54 @@ pub enum ServeError {
     },
 }
 
+/// The API's own services (tasks, workflows, clusters, providers, resources, analytics,
+/// identity), each behind its request-size limit: served over gRPC by [`serve`] and over
+/// gRPC-Web by the HTTP side ([`web_api`]), behind the same trace and auth layers.
+fn api_routes(node: Arc<Node>, auth: Arc<auth::Authenticator>) -> tonic::service::Routes {
+    tonic::service::Routes::new(RequestLimit::new(
+        TaskServiceServer::new(TaskApi::new(node.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    ))
+    .add_service(RequestLimit::new(
+        WorkflowServiceServer::new(WorkflowApi::new(node.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    ))
+    .add_service(RequestLimit::new(
+        ClusterServiceServer::new(cluster::ClusterApi::new(node.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    ))
+    .add_service(RequestLimit::new(
+        ProviderServiceServer::new(ProviderApi::new(node))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    ))
+    .add_service(RequestLimit::new(
+        ResourceServiceServer::new(ResourceApi::new(auth.engine().clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    ))
+    .add_service(RequestLimit::new(
+        AnalyticsServiceServer::new(AnalyticsApi::new(auth.engine().clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    ))
+    .add_service(RequestLimit::new(
+        AuthServiceServer::new(IdentityApi::new(auth)).max_decoding_message_size(MAX_REQUEST_BYTES),
+    ))
+}
+
+/// The API as the HTTP side serves it to the console: gRPC-Web (binary or base64 text)
+/// translated to gRPC, then the same trace and auth layers and services as the gRPC
+/// listener, so a browser can do exactly what its credentials allow over gRPC.
+pub fn web_api(node: Arc<Node>, auth: Arc<auth::Authenticator>) -> http::WebApi {
+    let trace = grpc_trace::TraceLayer::new(&node.identity().id);
+    let layers = auth::AuthLayer::new(auth.clone());
+    tower::util::BoxCloneSyncService::new(
+        tower::ServiceBuilder::new()
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(trace)
+            .layer(layers)
+            .service(api_routes(node, auth)),
+    )
+}
+
 /// Service names the health service reports on (besides the empty "whole server" name).
 pub const HEALTH_SERVICES: &[&str] = &[
     "supervisor.v1.TaskService",
@@ -545,40 +652,14 @@ pub async fn serve(
         .transpose()
         .map_err(ServeError::Tls)?;
     let drain_reporter = reporter.clone();
-    let router = tonic::transport::Server::builder()
-        .layer(grpc_trace::TraceLayer::new(&node.identity().id))
-        .layer(auth::AuthLayer::new(auth.clone()))
+    let routes = api_routes(node.clone(), auth.clone())
         .add_service(health_service)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(RequestLimit::new(
-            TaskServiceServer::new(TaskApi::new(node.clone()))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
-        ))
-        .add_service(RequestLimit::new(
-            WorkflowServiceServer::new(WorkflowApi::new(node.clone()))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
-        ))
-        .add_service(RequestLimit::new(
-            ClusterServiceServer::new(cluster::ClusterApi::new(node.clone()))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
-        ))
-        .add_service(RequestLimit::new(
-            ProviderServiceServer::new(ProviderApi::new(node))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
-        ))
-        .add_service(RequestLimit::new(
-            ResourceServiceServer::new(ResourceApi::new(auth.engine().clone()))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
-        ))
-        .add_service(RequestLimit::new(
-            AnalyticsServiceServer::new(AnalyticsApi::new(auth.engine().clone()))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
-        ))
-        .add_service(RequestLimit::new(
-            AuthServiceServer::new(IdentityApi::new(auth))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
-        ));
+        .add_service(reflection_v1alpha);
+    let router = tonic::transport::Server::builder()
+        .layer(grpc_trace::TraceLayer::new(&node.identity().id))
+        .layer(auth::AuthLayer::new(auth))
+        .add_routes(routes);
     let stop = async move {
         shutdown.await;
         follow.abort();

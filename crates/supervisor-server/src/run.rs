@@ -111,11 +111,15 @@ pub enum RunError {
     Serve(#[from] ServeError),
     /// The API would listen beyond this host without authentication.
     #[error(
-        "server.listen {addr} can be reached from other hosts, and authentication is off: anyone reaching it could run agents. Turn it on ([auth] enabled = true, or SUPERVISOR_AUTH__ENABLED=true; the first start writes an admin key to <data_dir>/admin.key), listen on 127.0.0.1, or pass --insecure to run open anyway"
+        "{setting} {addr} can be reached from other hosts, and authentication is off: anyone reaching it could run agents. Turn it on ([auth] enabled = true, or SUPERVISOR_AUTH__ENABLED=true; the first start writes an admin key to <data_dir>/admin.key), {remedy}, or pass --insecure to run open anyway"
     )]
     Insecure {
-        /// `server.listen`.
+        /// The setting: `server.listen`, or `server.http_listen` (the console's API).
+        setting: &'static str,
+        /// Its address.
         addr: String,
+        /// What else would close it.
+        remedy: &'static str,
     },
     /// `[auth]` does not hold together (an unreadable JWT file...).
     #[error("invalid configuration: {0}")]
@@ -130,19 +134,32 @@ pub enum RunError {
     },
 }
 
-/// Refuses an open API that other hosts can reach, unless asked to.
+/// Refuses an open API that other hosts can reach, unless asked to: on the gRPC
+/// listener, and on the HTTP side when it serves the console's API.
 fn refuse_open_network(cfg: &Config, options: RunOptions) -> Result<(), RunError> {
-    let loopback = cfg
-        .server
-        .listen
-        .parse::<std::net::SocketAddr>()
-        .is_ok_and(|a| a.ip().is_loopback());
-    if cfg.auth.enabled || loopback || options.insecure {
+    if cfg.auth.enabled || options.insecure {
         return Ok(());
     }
-    Err(RunError::Insecure {
-        addr: cfg.server.listen.clone(),
-    })
+    let loopback = |addr: &str| {
+        addr.parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback())
+    };
+    if !loopback(&cfg.server.listen) {
+        return Err(RunError::Insecure {
+            setting: "server.listen",
+            addr: cfg.server.listen.clone(),
+            remedy: "listen on 127.0.0.1",
+        });
+    }
+    let http = &cfg.server.http_listen;
+    if cfg.server.console && !http.is_empty() && !loopback(http) {
+        return Err(RunError::Insecure {
+            setting: "server.http_listen (the web console and its API)",
+            addr: http.clone(),
+            remedy: "bind http_listen to 127.0.0.1, set server.console = false (metrics and health stay)",
+        });
+    }
+    Ok(())
 }
 
 /// With authentication on and no admin key in the store, makes one and writes it to
@@ -345,6 +362,9 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
     let http = match http_listener {
         Some(listener) => {
             let http_addr = listener.local_addr().map_err(RunError::ListenAddress)?;
+            if cfg.server.console {
+                println!("console: http://{http_addr}/");
+            }
             println!(
                 "metrics: http://{http_addr}/metrics (Prometheus), health: http://{http_addr}/healthz"
             );
@@ -353,6 +373,10 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
                 crate::http::HttpState {
                     telemetry: telemetry.clone(),
                     node: node.clone(),
+                    web: cfg
+                        .server
+                        .console
+                        .then(|| crate::web_api(node.clone(), auth.clone())),
                 },
                 async move {
                     let _ = stop_http_rx.await;

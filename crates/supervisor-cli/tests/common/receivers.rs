@@ -370,11 +370,46 @@ pub fn http_request(
     path: &str,
     body: Option<(&str, &[u8])>,
 ) -> std::io::Result<(u16, Vec<u8>)> {
+    http_exchange(method, addr, path, &[], body).map(|a| (a.status, a.body))
+}
+
+/// An HTTP answer: status, headers (names in lower case) and body.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    /// The status code.
+    pub status: u16,
+    /// The headers, names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    /// The first header named `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Like [`http_request`], with extra request headers, answering the headers too.
+pub fn http_exchange(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> std::io::Result<HttpAnswer> {
     use std::io::{Error, ErrorKind};
     let bad = |what: &str| Error::new(ErrorKind::InvalidData, format!("HTTP answer: {what}"));
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request += &format!("{name}: {value}\r\n");
+    }
     if let Some((content_type, bytes)) = body {
         request += &format!(
             "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
@@ -389,20 +424,26 @@ pub fn http_request(
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer)?;
     let end = find(&answer, b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
-    let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+    let head = String::from_utf8_lossy(&answer[..end]).into_owned();
     let mut rest = &answer[end + 4..];
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| bad("no status"))?;
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     let header = |name: &str| {
-        head.lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim() == name)
-            .map(|(_, v)| v.trim().to_string())
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     };
-    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
         let mut body = Vec::new();
         loop {
             let line_end = find(rest, b"\r\n").ok_or_else(|| bad("truncated chunk"))?;
@@ -411,21 +452,28 @@ pub fn http_request(
             let size = usize::from_str_radix(size, 16).map_err(|_| bad("chunk size"))?;
             rest = &rest[line_end + 2..];
             if size == 0 {
-                return Ok((status, body));
+                break body;
             }
             let chunk = rest.get(..size).ok_or_else(|| bad("truncated chunk"))?;
             body.extend_from_slice(chunk);
             rest = rest.get(size + 2..).ok_or_else(|| bad("truncated chunk"))?;
         }
-    }
-    match header("content-length") {
-        Some(len) => {
-            let len: usize = len.parse().map_err(|_| bad("content-length"))?;
-            let body = rest.get(..len).ok_or_else(|| bad("truncated body"))?;
-            Ok((status, body.to_vec()))
+    } else {
+        match header("content-length") {
+            Some(len) => {
+                let len: usize = len.parse().map_err(|_| bad("content-length"))?;
+                rest.get(..len)
+                    .ok_or_else(|| bad("truncated body"))?
+                    .to_vec()
+            }
+            None => rest.to_vec(),
         }
-        None => Ok((status, rest.to_vec())),
-    }
+    };
+    Ok(HttpAnswer {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -4,6 +4,28 @@
 
 use supervisor_model::Permission;
 
+/// RPCs that, beyond their permission, only administrators of the default tenant may
+/// call (their handlers refuse anyone else): they concern the whole cluster.
+pub const CLUSTER_ADMIN_ONLY: &[&str] = &[
+    "/supervisor.v1.AuthService/CreateTenant",
+    "/supervisor.v1.AuthService/ListTenants",
+    "/supervisor.v1.ClusterService/GetStoreStats",
+    "/supervisor.v1.ClusterService/BackupStore",
+    "/supervisor.v1.ResourceService/SetQuota",
+];
+
+/// The RPCs `principal` may call, as full method paths.
+pub fn allowed(principal: &supervisor_model::Principal) -> Vec<String> {
+    TABLE
+        .iter()
+        .filter(|(path, need)| {
+            principal.role.allows(*need)
+                && (principal.cluster_admin || !CLUSTER_ADMIN_ONLY.contains(path))
+        })
+        .map(|(path, _)| (*path).to_string())
+        .collect()
+}
+
 /// `(full method path, permission)`, for every RPC of `supervisor.v1`.
 pub const TABLE: &[(&str, Permission)] = &[
     // Tasks.
@@ -14,6 +36,10 @@ pub const TABLE: &[(&str, Permission)] = &[
     ("/supervisor.v1.TaskService/RetryTask", Permission::Write),
     ("/supervisor.v1.TaskService/WatchTask", Permission::Read),
     ("/supervisor.v1.TaskService/GetTaskStats", Permission::Read),
+    (
+        "/supervisor.v1.TaskService/WatchTaskStats",
+        Permission::Read,
+    ),
     // Workflows and schedules.
     (
         "/supervisor.v1.WorkflowService/ValidateWorkflow",
@@ -195,6 +221,39 @@ mod tests {
     use super::*;
     use prost::Message as _;
     use supervisor_model::Role;
+
+    #[test]
+    fn what_a_principal_is_told_it_may_call() {
+        for path in CLUSTER_ADMIN_ONLY {
+            assert!(TABLE.iter().any(|(p, _)| p == path), "{path} is not an RPC");
+        }
+        let of = |tenant: &str, role| {
+            supervisor_model::Principal::new(tenant.into(), role, "key:k".into(), "k".into())
+        };
+        let viewer = allowed(&of("default", Role::Viewer));
+        assert!(
+            viewer
+                .iter()
+                .any(|m| m == "/supervisor.v1.TaskService/GetTask")
+        );
+        assert!(
+            !viewer
+                .iter()
+                .any(|m| m == "/supervisor.v1.TaskService/CancelTask")
+        );
+        let tenant_admin = allowed(&of("acme", Role::Admin));
+        assert!(
+            tenant_admin
+                .iter()
+                .any(|m| m == "/supervisor.v1.AuthService/CreateKey")
+        );
+        assert!(
+            !tenant_admin
+                .iter()
+                .any(|m| m == "/supervisor.v1.ClusterService/GetStoreStats")
+        );
+        assert_eq!(allowed(&of("default", Role::Admin)).len(), TABLE.len());
+    }
 
     /// Every RPC the descriptor set declares, as a full path.
     fn declared_rpcs() -> Vec<String> {

@@ -473,6 +473,7 @@ mod tests {
             succeeded: 4,
             failed: 5,
             cancelled: 6,
+            ..Default::default()
         };
         let value = serde_json::to_value(StatsJson::from(&stats)).expect("serializes");
         assert_eq!(value["total"], 21);
