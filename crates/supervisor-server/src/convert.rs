@@ -334,6 +334,7 @@ fn task_message(t: Task) -> v1::Task {
         attempt: t.attempt,
         abandoned_attempts: t.abandoned_attempts,
         waiting_for: t.waiting_for.unwrap_or_default(),
+        submitted_by: t.submitted_by.clone().unwrap_or_default(),
         trace_id: t
             .trace
             .as_deref()

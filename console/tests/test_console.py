@@ -1,0 +1,232 @@
+"""The console in a real browser against a real node: sign-in, live task and workflow
+pages, what each role is offered and refused, and the overview's numbers against the API.
+Every page is photographed into target/console-screenshots/."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from playwright.sync_api import Page, expect
+from supervisor_client import Client, PermissionDenied
+
+from conftest import Node, screenshot, sign_in
+
+WORKFLOW = """\
+name: console-check
+steps:
+  - id: plan
+    task: { type: code_analysis, prompt: "plan the change" }
+  - id: build
+    needs: [plan]
+    task: { type: feature, prompt: "build it" }
+  - id: document
+    needs: [plan]
+    task: { type: documentation, prompt: "document it" }
+  - id: review
+    needs: [build, document]
+    task: { type: pr_review, prompt: "review it" }
+"""
+
+# Set once the page has loaded: still there at the end means the page never reloaded.
+MARK = "window.__notReloaded = true"
+MARKED = "window.__notReloaded === true"
+
+
+def test_sign_in_refuses_a_bad_key_then_accepts_the_admin(page: Page, node: Node) -> None:
+    page.goto(node.url + "/")
+    expect(page.get_by_label("API key or JWT")).to_be_visible()
+    screenshot(page, "login")
+    page.get_by_label("API key or JWT").fill("svk_not_a_key")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("Unauthenticated: the API key is malformed")
+    page.get_by_label("API key or JWT").fill(node.admin_key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("navigation", name="Pages")).to_be_visible()
+    expect(page.get_by_text("admin · tenant default")).to_be_visible()
+
+
+def test_a_task_submitted_from_the_page_reaches_succeeded_live(page: Page, node: Node) -> None:
+    key = node.key("developer", "console developer")
+    sign_in(page, node, key, "/tasks")
+    page.evaluate(MARK)
+    form = page.get_by_test_id("submit-form")
+    form.get_by_test_id("submit-type").select_option(label="testing")
+    form.get_by_test_id("submit-prompt").fill("write the missing tests for the parser")
+    form.get_by_test_id("submit-button").click()
+    page.wait_for_url(re.compile(r"/tasks/[0-9a-f-]{36}$"))
+    status = page.get_by_test_id("task-status")
+    # It is seen waiting or running before it is seen done, on the same page.
+    expect(status).not_to_have_attribute("data-status", "succeeded", timeout=1000)
+    screenshot(page, "task-running")
+    expect(status).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    assert page.evaluate(MARKED), "the page reloaded"
+    # The event log shows the task's events, as WatchTask gives them.
+    task_id = page.url.rsplit("/", 1)[1]
+    with Client(node.address, token=key) as client:
+        events = list(client.watch(task_id))
+    expect(page.get_by_test_id("event-row")).to_have_count(len(events))
+    screenshot(page, "task-detail")
+    # The shareable URL opens the same task.
+    page.goto(node.url + f"/tasks/{task_id}")
+    expect(page.get_by_test_id("task-status")).to_have_attribute("data-status", "succeeded")
+
+
+def test_a_workflow_submitted_from_yaml_changes_colour_step_by_step(page: Page, node: Node) -> None:
+    key = node.key("developer", "console workflows")
+    sign_in(page, node, key, "/workflows")
+    page.evaluate(MARK)
+    editor = page.get_by_test_id("workflow-editor")
+    # A mistake is shown in place, and submitting is not possible.
+    editor.fill(WORKFLOW.replace("needs: [build, document]", "needs: [build, nowhere]"))
+    expect(page.get_by_test_id("workflow-issue").first).to_contain_text("nowhere", timeout=10_000)
+    expect(page.get_by_test_id("workflow-submit")).to_be_disabled()
+    screenshot(page, "workflow-invalid")
+    editor.fill(WORKFLOW)
+    expect(page.get_by_test_id("workflow-issue")).to_have_count(0, timeout=10_000)
+    page.get_by_test_id("workflow-submit").click()
+    page.wait_for_url(re.compile(r"/workflows/runs/[^/]+$"))
+    nodes = page.get_by_test_id("dag-node")
+    expect(nodes).to_have_count(4)
+    # Every status each step shows, in order, as the page changes it.
+    page.evaluate(
+        """() => {
+        window.__seen = {};
+        const note = (el) => {
+          const step = el.dataset.step, status = el.dataset.status;
+          const seen = (window.__seen[step] ??= []);
+          if (seen[seen.length - 1] !== status) seen.push(status);
+        };
+        document.querySelectorAll('[data-testid="dag-node"]').forEach(note);
+        new MutationObserver((changes) => {
+          for (const c of changes) {
+            const el = c.target.closest ? c.target.closest('[data-testid="dag-node"]') : null;
+            if (el) note(el);
+          }
+          document.querySelectorAll('[data-testid="dag-node"]').forEach(note);
+        }).observe(document.body, { subtree: true, attributes: true, childList: true });
+      }"""
+    )
+    screenshot(page, "workflow-running")
+    for step in ("plan", "build", "document", "review"):
+        expect(page.locator(f'[data-testid="dag-node"][data-step="{step}"]')).to_have_attribute(
+            "data-status", "succeeded", timeout=60_000
+        )
+    seen: dict[str, list[str]] = page.evaluate("window.__seen")
+    assert page.evaluate(MARKED), "the page reloaded"
+    for step in ("plan", "build", "document", "review"):
+        assert seen[step][-1] == "succeeded", seen
+        assert len(seen[step]) >= 2, f"step {step} was never seen before it succeeded: {seen}"
+    # The last step waited for the others: it was seen in a waiting state.
+    assert seen["review"][0] != "running", seen
+    screenshot(page, "workflow-done")
+
+
+def test_a_viewer_is_offered_nothing_it_may_not_do_and_a_forged_cancel_is_refused(page: Page, node: Node) -> None:
+    viewer = node.key("viewer", "console viewer")
+    with Client(node.address, token=node.admin_key) as admin:
+        # A long task, so that a cancel would still be possible for a role allowed it.
+        task = admin.submit("testing", "a slow task a viewer looks at", labels={"console": "viewer"})
+    sign_in(page, node, viewer, f"/tasks/{task.id}")
+    expect(page.get_by_test_id("task-status")).to_be_visible()
+    expect(page.get_by_test_id("cancel-button")).to_have_count(0)
+    expect(page.get_by_test_id("retry-button")).to_have_count(0)
+    screenshot(page, "task-viewer")
+    page.goto(node.url + "/tasks")
+    expect(page.get_by_test_id("task-list")).to_be_visible()
+    expect(page.get_by_test_id("submit-form")).to_have_count(0)
+    page.goto(node.url + "/workflows")
+    expect(page.get_by_test_id("workflow-submit")).to_have_count(0)
+    # The same call the cancel button would make, forged in the viewer's page with its key.
+    status = page.evaluate(
+        """async (id) => {
+        const enc = new TextEncoder().encode(id);
+        const msg = new Uint8Array([0x0a, enc.length, ...enc]);
+        const frame = new Uint8Array(5 + msg.length);
+        new DataView(frame.buffer).setUint32(1, msg.length);
+        frame.set(msg, 5);
+        const r = await fetch('/supervisor.v1.TaskService/CancelTask', {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/grpc-web+proto',
+            'x-grpc-web': '1',
+            authorization: 'Bearer ' + sessionStorage.getItem('supervisor.token'),
+          },
+          body: frame,
+        });
+        const header = r.headers.get('grpc-status');
+        if (header) return { status: Number(header), message: r.headers.get('grpc-message') };
+        const text = new TextDecoder().decode(await r.arrayBuffer());
+        const m = /grpc-status:\\s*(\\d+)/.exec(text);
+        return { status: m ? Number(m[1]) : -1, message: text };
+      }""",
+        task.id,
+    )
+    assert status["status"] == 7, f"a viewer's cancel was not refused with PERMISSION_DENIED: {status}"
+    with Client(node.address, token=viewer) as client:
+        with pytest.raises(PermissionDenied):
+            client.cancel(task.id)
+        assert client.get(task.id).status.value != "cancelled"
+
+
+def test_tenants_see_only_their_own_tasks(page: Page, node: Node) -> None:
+    node.cli("tenant", "create", "console-other")
+    other = node.key("developer", "other tenant", tenant="console-other")
+    with Client(node.address, token=node.admin_key) as admin:
+        mine = admin.submit("testing", "a task of the default tenant")
+    sign_in(page, node, other, f"/tasks/{mine.id}")
+    expect(page.get_by_role("alert")).to_contain_text("NotFound")
+    page.goto(node.url + "/tasks")
+    expect(page.get_by_test_id("task-list")).to_be_visible()
+    expect(page.locator(f'[data-task-id="{mine.id}"]')).to_have_count(0)
+
+
+def test_the_overview_shows_the_numbers_the_api_returns(page: Page, node: Node) -> None:
+    key = node.key("admin", "console overview")
+    with Client(node.address, token=key) as client:
+        done = [client.submit("documentation", f"overview task {i}") for i in range(3)]
+        for t in done:
+            client.wait(t.id, timeout=60)
+        sign_in(page, node, key, "/")
+        # Counts change while other tests' tasks run: compare once both agree on a
+        # settled moment, read twice around the page's numbers.
+        fields = ("queued", "running", "retry_wait", "succeeded", "failed", "cancelled")
+        deadline = time.monotonic() + 60
+        while True:
+            before = client.stats()
+            shown = {f: page.get_by_test_id(f"stat-{f}").get_attribute("data-value") for f in fields}
+            after = client.stats()
+            api = {f: str(getattr(after, f)) for f in fields}
+            if before == after and shown == api:
+                break
+            assert time.monotonic() < deadline, f"the overview shows {shown}, GetTaskStats says {api}"
+            page.wait_for_timeout(500)
+        for f in fields:
+            assert page.get_by_test_id(f"stat-{f}").inner_text().replace(",", "") == api[f]
+    screenshot(page, "overview")
+
+
+PAGES = ["/", "/tasks", "/workflows", "/schedules", "/providers", "/cluster", "/budgets", "/analytics"]
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_every_page_opens_without_errors(page: Page, node: Node, theme: str) -> None:
+    page.add_init_script(f"localStorage.setItem('supervisor.theme', '{theme}')")
+    sign_in(page, node, node.admin_key)
+    for path in PAGES:
+        page.goto(node.url + path)
+        expect(page.get_by_role("heading", level=1).first).to_be_visible()
+        # Live pages keep a stream open, so the network never idles: give the first
+        # answers a moment to render before the photograph.
+        page.wait_for_timeout(1500)
+        # A page that failed to load says so in an alert.
+        alerts = page.get_by_role("alert")
+        assert alerts.count() == 0, f"{path}: {alerts.all_inner_texts()}"
+        name = "overview" if path == "/" else path.strip("/")
+        screenshot(page, f"{name}-{theme}")
+    page.goto(node.url + "/cluster")
+    node_id = page.get_by_test_id("node-row").first.get_attribute("data-node")
+    page.goto(node.url + f"/cluster/nodes/{node_id}")
+    expect(page.get_by_role("heading", level=1).first).to_be_visible()
+    screenshot(page, f"node-{theme}")
