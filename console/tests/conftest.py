@@ -46,11 +46,19 @@ class Node:
 
     def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
         self.data_dir = data_dir
+        self.env = env
         self.port = free_port()
         self.http_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.output: list[str] = []
+        self.start()
+        self.admin_key = (data_dir / "admin.key").read_text().strip()
+
+    def start(self) -> None:
+        """Starts the process (again, on the same ports and data) and waits until it serves."""
+        env = self.env
+        data_dir = self.data_dir
         full_env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")},
             "RUST_LOG": "warn",
@@ -81,7 +89,10 @@ class Node:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 pytest.fail("the node did not start:\n" + "".join(self.output))
-        self.admin_key = (data_dir / "admin.key").read_text().strip()
+
+    def kill9(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
     def cli(self, *args: str, token: str | None = None) -> str:
         """Runs `supervisor ARGS --server ADDR` as `token` (the admin's by default)."""

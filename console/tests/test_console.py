@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -205,6 +206,28 @@ def test_the_overview_shows_the_numbers_the_api_returns(page: Page, node: Node) 
         for f in fields:
             assert page.get_by_test_id(f"stat-{f}").inner_text().replace(",", "") == api[f]
     screenshot(page, "overview")
+
+
+def test_live_pages_pick_up_again_after_the_node_restarts(page: Page, tmp_path: Path) -> None:
+    own = Node(tmp_path / "data", {"SUPERVISOR_PROVIDERS__MOCK__LATENCY": "100ms"})
+    try:
+        with Client(own.address, token=own.admin_key) as client:
+            first = client.submit("testing", "before the crash")
+            client.wait(first.id, timeout=60)
+        sign_in(page, own, own.admin_key, "/")
+        page.evaluate(MARK)
+        succeeded = page.get_by_test_id("stat-succeeded")
+        expect(succeeded).to_have_attribute("data-value", "1")
+        own.kill9()
+        own.start()
+        with Client(own.address, token=own.admin_key) as client:
+            second = client.submit("testing", "after the restart")
+            client.wait(second.id, timeout=60)
+        # The overview's stream broke with the process and resumed by itself.
+        expect(succeeded).to_have_attribute("data-value", "2", timeout=30_000)
+        assert page.evaluate(MARKED), "the page reloaded"
+    finally:
+        own.stop()
 
 
 PAGES = ["/", "/tasks", "/workflows", "/schedules", "/providers", "/cluster", "/budgets", "/analytics"]
