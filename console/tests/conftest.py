@@ -136,6 +136,14 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 
 
 @pytest.fixture(scope="session")
+def slow_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    # Tasks that stay running while a test looks at them.
+    n = Node(tmp_path_factory.mktemp("console-slow-node"), {"SUPERVISOR_PROVIDERS__MOCK__LATENCY": "600s"})
+    yield n
+    n.stop()
+
+
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     executable = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     if not Path(executable).exists():

@@ -45,9 +45,12 @@ export function duration(seconds: number): string {
   if (!Number.isFinite(seconds)) return "—";
   const s = Math.max(0, seconds);
   if (s < 1) return `${Math.round(s * 1000)} ms`;
-  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
-  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+  if (s < 59.5) return `${s.toFixed(s < 9.95 ? 1 : 0)} s`;
+  // Rounded before splitting, so that 119.7 s reads "2 min 0 s", not "1 min 60 s".
+  const whole = Math.round(s);
+  if (whole < 3600) return `${Math.floor(whole / 60)} min ${whole % 60} s`;
+  const minutes = Math.round(s / 60);
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
 /** Between two timestamps, or from one to now. */

@@ -140,11 +140,11 @@ export function typing(event: KeyboardEvent): boolean {
 
 /**
  * Whether the signed-in principal administers the whole cluster (an admin of the default
- * tenant): store statistics and quotas are for it alone, which WhoAmI's method list does
- * not tell apart from a tenant's admin.
+ * tenant): WhoAmI lists the cluster-only RPCs (ListTenants, GetStoreStats, SetQuota...)
+ * for it alone.
  */
-export function clusterAdmin(identity: { role: string; tenant: string } | null | undefined): boolean {
-  return identity?.role === "admin" && identity?.tenant === "default";
+export function clusterAdmin(identity: { methods: Set<string> } | null | undefined): boolean {
+  return identity?.methods.has("/supervisor.v1.AuthService/ListTenants") ?? false;
 }
 
 /** An action that moves the keyboard focus to its element when it appears (confirm steps). */

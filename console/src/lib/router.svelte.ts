@@ -21,7 +21,8 @@ class Router {
     if (replace) history.replaceState(null, "", url);
     else history.pushState(null, "", url);
     this.sync();
-    window.scrollTo(0, 0);
+    // A new page starts at the top; a filter or sort of the same page stays where it is.
+    if (!replace) window.scrollTo(0, 0);
   }
 
   /** Replaces the query parameters of the current path (filters), without a new entry. */
@@ -39,7 +40,14 @@ class Router {
     if (want.length !== have.length) return null;
     const params: Record<string, string> = {};
     for (let i = 0; i < want.length; i++) {
-      if (want[i].startsWith(":")) params[want[i].slice(1)] = decodeURIComponent(have[i]);
+      if (want[i].startsWith(":")) {
+        try {
+          params[want[i].slice(1)] = decodeURIComponent(have[i]);
+        } catch {
+          // A malformed escape: the raw segment, which the page then reports as not found.
+          params[want[i].slice(1)] = have[i];
+        }
+      }
       else if (want[i] !== have[i]) return null;
     }
     return params;

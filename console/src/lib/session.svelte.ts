@@ -1,5 +1,5 @@
 // Who is signed in, what they may call, and the tenant an administrator looks at.
-import { auth, credentials, describe } from "./api";
+import { auth, Code, ConnectError, credentials, describe } from "./api";
 
 const STORAGE_KEY = "supervisor.token";
 
@@ -20,6 +20,8 @@ class Session {
   actingTenant = $state("");
   error = $state("");
   checking = $state(true);
+  /** Whether the last sign-in failed for want of valid credentials (not a broken link). */
+  unauthenticated = false;
 
   /** Whether the principal may call `service/method` (e.g. "TaskService/CancelTask"). */
   can(method: string): boolean {
@@ -63,6 +65,7 @@ class Session {
       this.identity = null;
       credentials.token = "";
       this.error = describe(err);
+      this.unauthenticated = ConnectError.from(err).code === Code.Unauthenticated;
       return false;
     } finally {
       this.checking = false;
@@ -82,10 +85,13 @@ class Session {
   async resume() {
     const kept = sessionStorage.getItem(STORAGE_KEY) ?? "";
     const ok = await this.signIn(kept, true);
-    if (!ok && kept) {
-      sessionStorage.removeItem(STORAGE_KEY);
+    if (ok) return;
+    if (this.unauthenticated) {
+      // The kept key no longer works (revoked, expired), or the node wants one.
+      if (kept) sessionStorage.removeItem(STORAGE_KEY);
+      else this.error = "";
     }
-    if (!ok) this.error = kept ? this.error : "";
+    // Any other error (the node is down...) stays on the sign-in page for people to read.
   }
 }
 

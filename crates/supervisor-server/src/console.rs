@@ -28,11 +28,6 @@ pub fn file(path: &str) -> Option<File> {
         })
 }
 
-/// Whether this binary carries the console.
-pub fn built_in() -> bool {
-    !FILES.is_empty()
-}
-
 fn content_type(path: &str) -> &'static str {
     match path.rsplit('.').next().unwrap_or_default() {
         "html" => "text/html; charset=utf-8",
@@ -55,7 +50,7 @@ mod tests {
     #[test]
     fn every_file_has_a_known_type_and_the_page_is_there() {
         assert!(
-            built_in(),
+            !FILES.is_empty(),
             "console/dist is missing: run scripts/build-console"
         );
         assert!(file("/").is_some(), "console/dist has no index.html");

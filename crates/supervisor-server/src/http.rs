@@ -38,6 +38,10 @@ pub struct HttpState {
     pub node: Arc<Node>,
     /// The API for the console; `None` serves neither the API nor the console.
     pub web: Option<WebApi>,
+    /// Whether API calls must name this machine by address (`Host` an IP address or
+    /// `localhost`): on when authentication is off, so that no web page can reach the
+    /// API through a name it points at this machine (DNS rebinding).
+    pub literal_hosts_only: bool,
 }
 
 /// Serves `listener` until `shutdown` resolves. A connection that fails is dropped and
@@ -69,6 +73,8 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(respond(&state, req, peer, local).await) }
             });
             if let Err(err) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
@@ -79,6 +85,9 @@ pub async fn serve(
 }
 
 const PLAIN: &str = "text/plain; charset=utf-8";
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut response = Response::new(Body::new(Full::new(Bytes::from(body))));
@@ -134,7 +143,7 @@ async fn respond(
             StatusCode::NOT_FOUND,
             PLAIN,
             format!(
-                "nothing at {other}; this node serves /metrics and /healthz (the console is off: [server] console = false)\n"
+                "nothing at {other}; this node serves /metrics and /healthz, and its console is off (set [server] console = true to serve it)\n"
             ),
         ),
     }
@@ -150,7 +159,7 @@ async fn api_call(
         return text(
             StatusCode::NOT_FOUND,
             PLAIN,
-            "the API is not served on this port: the console is off ([server] console = false); call the gRPC listener\n".into(),
+            "the API is not served on this port while the console is off (set [server] console = true to serve it); gRPC clients call the node's gRPC listener\n".into(),
         );
     };
     let grpc_web = req
@@ -168,6 +177,9 @@ async fn api_call(
             ),
         );
     }
+    if let Err(why) = same_origin(&req, state.literal_hosts_only) {
+        return text(StatusCode::FORBIDDEN, PLAIN, format!("{why}\n"));
+    }
     let mut req = req.map(Body::new);
     // The audit log records the caller's address, as for gRPC calls.
     req.extensions_mut()
@@ -181,12 +193,50 @@ async fn api_call(
     }
 }
 
-/// A file of the console, or its page for a path that names none (the console's own
-/// routes: `/tasks/<id>`...); 404 for a missing file.
+/// Refuses an API call a page of another origin made: its `Origin`, when sent, must be
+/// this `Host`; and with `literal_hosts_only`, the `Host` must be an IP address or
+/// `localhost` (a name someone points at this machine is how a web page would reach a
+/// node without authentication).
+fn same_origin<B>(req: &Request<B>, literal_hosts_only: bool) -> Result<(), String> {
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+    };
+    let host = header(header::HOST).unwrap_or_default();
+    if let Some(origin) = header(header::ORIGIN) {
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or_default();
+        if origin_host != host {
+            return Err(format!(
+                "refused: a page of {origin} called the API of {host}; the API answers only the console this node serves"
+            ));
+        }
+    }
+    if literal_hosts_only {
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h),
+        };
+        let literal = name == "localhost" || name.parse::<std::net::IpAddr>().is_ok();
+        if !literal {
+            return Err(format!(
+                "refused: authentication is off, so the API answers only requests addressed to this machine by IP address or as localhost, not by the name {name:?}; open the console at http://127.0.0.1:<port>/, or turn authentication on"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A file of the console, or its page for any path that is not one of its files (the
+/// console's own routes: `/tasks/<id>`, `/cluster/nodes/<id.with.dots>`...); 404 only
+/// under `/assets/`, where every name is a file's.
 fn console_file(path: &str) -> Response<Body> {
     let (file, page) = match crate::console::file(path) {
         Some(found) => (found, false),
-        None if !last_segment_has_extension(path) => match crate::console::file("/index.html") {
+        None if !path.starts_with("/assets/") => match crate::console::file("/index.html") {
             Some(index) => (index, true),
             None => {
                 return text(
@@ -229,8 +279,4 @@ fn console_file(path: &str) -> Response<Body> {
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
-}
-
-fn last_segment_has_extension(path: &str) -> bool {
-    path.rsplit('/').next().is_some_and(|s| s.contains('.'))
 }

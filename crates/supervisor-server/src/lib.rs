@@ -13,7 +13,7 @@ mod analytics;
 pub mod auth;
 pub mod cluster;
 pub mod config;
-pub mod console;
+mod console;
 mod convert;
 mod fit;
 mod gauges;
@@ -275,6 +275,7 @@ impl TaskService for TaskApi {
         };
         let first = task_stats(&self.engine, &principal).await?;
         let engine = self.engine.clone();
+        let leaving = until_leaving(&self.node);
         // The counters are a few keys: re-reading them each interval is cheaper than a
         // change feed, and only a change is sent.
         let stream =
@@ -294,14 +295,25 @@ impl TaskService for TaskApi {
                         }
                     }
                 }
-            });
+            })
+            .take_until(leaving);
         Ok(Response::new(Box::pin(stream)))
     }
 }
 
+/// Resolves when `node` begins to leave: streams that never end by themselves end then,
+/// so that they do not hold the server's graceful shutdown open.
+fn until_leaving(node: &Node) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut leaving = node.leaving();
+    async move {
+        let _ = leaving.wait_for(|l| *l).await;
+    }
+}
+
 /// The task counts `principal` may see: the whole cluster's without authentication (as
-/// before tenants), else its tenant's; queued tasks by priority only for callers who see
-/// the whole cluster (no authentication, or administrators of the default tenant).
+/// before tenants), else its tenant's; and, for administrators of the whole cluster
+/// (everyone without authentication, else admins of the default tenant), the queued tasks
+/// of every tenant by priority.
 async fn task_stats(
     engine: &Engine,
     principal: &supervisor_model::Principal,
@@ -430,6 +442,7 @@ impl ProviderService for ProviderApi {
         let mut changes = self.node.provider_changes();
         changes.borrow_and_update();
         let first = api.list(totals).await?;
+        let leaving = until_leaving(&self.node);
         // State: the service, the list still to send, the last list sent, the change feed.
         let stream = futures::stream::unfold(
             (api, Some(first), None::<v1::ListProvidersResponse>, changes),
@@ -449,7 +462,8 @@ impl ProviderService for ProviderApi {
                     }
                 }
             },
-        );
+        )
+        .take_until(leaving);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -569,7 +583,7 @@ fn api_routes(node: Arc<Node>, auth: Arc<auth::Authenticator>) -> tonic::service
 /// The API as the HTTP side serves it to the console: gRPC-Web (binary or base64 text)
 /// translated to gRPC, then the same trace and auth layers and services as the gRPC
 /// listener, so a browser can do exactly what its credentials allow over gRPC.
-pub fn web_api(node: Arc<Node>, auth: Arc<auth::Authenticator>) -> http::WebApi {
+pub(crate) fn web_api(node: Arc<Node>, auth: Arc<auth::Authenticator>) -> http::WebApi {
     let trace = grpc_trace::TraceLayer::new(&node.identity().id);
     let layers = auth::AuthLayer::new(auth.clone());
     tower::util::BoxCloneSyncService::new(

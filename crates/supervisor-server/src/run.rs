@@ -377,6 +377,7 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
                         .server
                         .console
                         .then(|| crate::web_api(node.clone(), auth.clone())),
+                    literal_hosts_only: !auth.enabled(),
                 },
                 async move {
                     let _ = stop_http_rx.await;

@@ -241,6 +241,15 @@ async fn admit(
         ));
         return Err((Some(principal), status));
     }
+    if permissions::CLUSTER_ADMIN_ONLY.contains(&path) && !principal.cluster_admin {
+        let status = Status::permission_denied(format!(
+            "{} concerns the whole cluster and takes an admin of the default tenant; {} administers tenant {} only",
+            method_name(path),
+            principal.id,
+            principal.tenant
+        ));
+        return Err((Some(principal), status));
+    }
     if let Err(wait) = auth.rate_limit(&principal) {
         let status = Status::with_error_details(
             tonic::Code::ResourceExhausted,
