@@ -37,7 +37,12 @@ pub const LAYERS: &[(&str, Allowed)] = &[
     ),
     (
         "supervisor-providers",
-        Allowed::Only(&["supervisor-model", "supervisor-telemetry"]),
+        // The proto crate for the plugin contract (supervisor.plugin.v1).
+        Allowed::Only(&[
+            "supervisor-model",
+            "supervisor-telemetry",
+            "supervisor-proto",
+        ]),
     ),
     ("supervisor-proto", Allowed::Only(&["supervisor-model"])),
     (

@@ -190,6 +190,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::store::ArchiveCommand,
     },
+    /// Check a provider plugin against the plugin contract (proto/supervisor/plugin/v1).
+    Plugin {
+        #[command(subcommand)]
+        command: commands::plugin::PluginCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +249,7 @@ fn local_subject(command: &Command) -> Option<&'static str> {
         Command::Config { .. } => Some("config"),
         Command::Store { command } if command.is_local() => Some("store"),
         Command::Archive { .. } => Some("archive"),
+        Command::Plugin { .. } => Some("plugin"),
         _ => None,
     }
 }
@@ -276,6 +282,7 @@ async fn main() -> ExitCode {
         Command::Config { command } => config_command(command),
         Command::Store { command } => commands::store::run(command, global).await,
         Command::Archive { command } => commands::store::run_archive(command),
+        Command::Plugin { command } => commands::plugin::run(command).await,
         Command::Task { client, command } => commands::task::run(command, &global(&client)).await,
         Command::Providers { client, command } => {
             commands::providers::run(command, &global(&client)).await

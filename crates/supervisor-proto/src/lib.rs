@@ -22,7 +22,24 @@ pub mod supervisor {
     pub mod v1 {
         tonic::include_proto!("supervisor.v1");
     }
+
+    /// The `supervisor.plugin.v1` package: the service a provider plugin serves.
+    pub mod plugin {
+        /// Version 1.
+        #[allow(
+            missing_docs,
+            clippy::all,
+            clippy::pedantic,
+            clippy::nursery,
+            rustdoc::all
+        )]
+        pub mod v1 {
+            tonic::include_proto!("supervisor.plugin.v1");
+        }
+    }
 }
+
+pub use supervisor::plugin;
 
 pub use supervisor::v1;
 

@@ -303,6 +303,84 @@ impl ClaudeCliConfig {
     }
 }
 
+/// A provider in another process, speaking `supervisor.plugin.v1.ProviderPlugin`: one the
+/// node starts and supervises (`command`), or one already running (`address`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Whether routing may use it. Default true.
+    pub enabled: bool,
+    /// The plugin's address (`http://127.0.0.1:7400`), when something else runs it.
+    pub address: Option<String>,
+    /// The program and its arguments, when the node starts it: it must listen on the
+    /// address in `SUPERVISOR_PLUGIN_LISTEN` (`127.0.0.1:<port>`, chosen by the node).
+    pub command: Vec<String>,
+    /// The working directory of `command` (unset: the node's).
+    pub working_dir: Option<PathBuf>,
+    /// Environment variables for `command`, literal values. Nothing of the node's
+    /// environment but `PATH`, `HOME`, `LANG`, `LC_*`, `TZ` and the names in `pass_env`
+    /// reaches it.
+    pub env: BTreeMap<String, String>,
+    /// Names of the node's environment variables `command` gets (an API key the plugin
+    /// needs, say).
+    pub pass_env: Vec<String>,
+    /// How long the plugin may take to answer its first health check after a start.
+    /// Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub start_timeout: Duration,
+    /// How long a health check or a cancel may take. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Longest pause between restarts of a plugin that keeps exiting (the pause doubles
+    /// from 0.5s up to this). Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub max_restart_backoff: Duration,
+    /// Largest output (and each artifact) accepted from the plugin, in bytes. Default
+    /// 16 MiB: a result past it fails the attempt (permanently).
+    pub max_output_bytes: u64,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        PluginConfig {
+            enabled: true,
+            address: None,
+            command: Vec::new(),
+            working_dir: None,
+            env: BTreeMap::new(),
+            pass_env: Vec::new(),
+            start_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(5),
+            max_restart_backoff: Duration::from_secs(30),
+            max_output_bytes: 16 * 1024 * 1024,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl PluginConfig {
+    /// Checks that exactly one of `address` and `command` is given, naming what is wrong.
+    pub fn validate(&self, name: &str) -> Result<(), String> {
+        match (&self.address, self.command.is_empty()) {
+            (Some(_), false) => Err(format!(
+                "providers.{name}: give either address (a plugin already running) or command (one the node starts), not both"
+            )),
+            (None, true) => Err(format!(
+                "providers.{name}: a plugin needs address = \"http://host:port\" (one already running) or command = [\"program\", \"arg\"...] (one the node starts)"
+            )),
+            (Some(a), true) if !(a.starts_with("http://") || a.starts_with("https://")) => Err(
+                format!("providers.{name}.address {a:?} is not a URL like http://127.0.0.1:7400"),
+            ),
+            _ if self.max_output_bytes == 0 => Err(format!(
+                "providers.{name}.max_output_bytes must be more than 0"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// One configured provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -315,16 +393,19 @@ pub enum ProviderConfig {
     Openai(OpenAiConfig),
     /// The Claude Code CLI.
     ClaudeCli(ClaudeCliConfig),
+    /// A provider in another process (a plugin).
+    Plugin(PluginConfig),
 }
 
 impl ProviderConfig {
-    /// The implementation's name (`mock`, `anthropic`, `openai`, `claude_cli`).
+    /// The implementation's name (`mock`, `anthropic`, `openai`, `claude_cli`, `plugin`).
     pub fn kind(&self) -> &'static str {
         match self {
             ProviderConfig::Mock(_) => "mock",
             ProviderConfig::Anthropic(_) => "anthropic",
             ProviderConfig::Openai(_) => "openai",
             ProviderConfig::ClaudeCli(_) => "claude_cli",
+            ProviderConfig::Plugin(_) => "plugin",
         }
     }
 
@@ -335,6 +416,7 @@ impl ProviderConfig {
             ProviderConfig::Anthropic(c) => c.enabled,
             ProviderConfig::Openai(c) => c.enabled,
             ProviderConfig::ClaudeCli(c) => c.enabled,
+            ProviderConfig::Plugin(c) => c.enabled,
         }
     }
 
@@ -345,6 +427,7 @@ impl ProviderConfig {
             ProviderConfig::Anthropic(c) => &c.limits,
             ProviderConfig::Openai(c) => &c.limits,
             ProviderConfig::ClaudeCli(c) => &c.limits,
+            ProviderConfig::Plugin(c) => &c.limits,
         }
     }
 

@@ -24,5 +24,6 @@ pub fn build(
         ProviderConfig::Anthropic(c) => crate::anthropic::build(name, c, prices, ctx)?,
         ProviderConfig::Openai(c) => crate::openai::build(name, c, prices, ctx)?,
         ProviderConfig::ClaudeCli(c) => crate::claude_cli::build(name, c, prices, ctx)?,
+        ProviderConfig::Plugin(c) => crate::plugin::build(name, c, prices, ctx)?,
     })
 }

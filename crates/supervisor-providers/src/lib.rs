@@ -14,6 +14,7 @@ pub mod factory;
 pub mod http;
 pub mod mock;
 pub mod openai;
+pub mod plugin;
 pub mod pricing;
 pub mod secret;
 pub mod sse;

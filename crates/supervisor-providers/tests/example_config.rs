@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use supervisor_providers::config::{
-    AnthropicConfig, ClaudeCliConfig, OpenAiConfig, ProviderConfig,
+    AnthropicConfig, ClaudeCliConfig, OpenAiConfig, PluginConfig, ProviderConfig,
 };
 
 const EXAMPLE: &str = include_str!("../../../supervisor.example.toml");
@@ -98,6 +98,9 @@ fn every_documented_provider_block_parses_and_names_every_key() {
             ProviderConfig::ClaudeCli(_) => {
                 keys_of(serde_json::to_value(ClaudeCliConfig::default()).expect("json"))
             }
+            ProviderConfig::Plugin(_) => {
+                keys_of(serde_json::to_value(PluginConfig::default()).expect("json"))
+            }
             ProviderConfig::Mock(_) => panic!("the mock is configured uncommented"),
         };
         for key in keys {
@@ -123,7 +126,7 @@ fn every_documented_provider_block_parses_and_names_every_key() {
         kinds.push(config.kind());
     }
     kinds.sort_unstable();
-    assert_eq!(kinds, vec!["anthropic", "claude_cli", "openai"]);
+    assert_eq!(kinds, vec!["anthropic", "claude_cli", "openai", "plugin"]);
 }
 
 #[test]

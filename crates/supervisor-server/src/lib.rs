@@ -696,3 +696,11 @@ pub async fn serve(
     };
     result.map_err(|source| ServeError::Transport { addr, source })
 }
+
+/// Provider plugins (`[providers.<name>] kind = "plugin"`): the conformance checks the
+/// CLI's `supervisor plugin check` runs, and the variable a started plugin reads the
+/// address to listen on from.
+pub mod plugins {
+    pub use supervisor_providers::plugin::LISTEN_VAR;
+    pub use supervisor_providers::plugin::conformance::{Check, run as check};
+}

@@ -22,6 +22,7 @@ mod follow;
 mod harness;
 mod output;
 mod parse;
+pub mod plugin;
 pub mod providers;
 pub mod resources;
 pub mod schedule;

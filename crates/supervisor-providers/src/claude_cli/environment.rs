@@ -39,7 +39,7 @@ const RESERVED: &[(&str, &str)] = &[
 
 /// The variables every child gets from the node: `PATH` (or a default), the locale and
 /// `TERM`, when set.
-fn basics() -> Vec<(OsString, OsString)> {
+pub(crate) fn basics() -> Vec<(OsString, OsString)> {
     let mut vars = Vec::new();
     let path = std::env::var_os("PATH")
         .filter(|p| !p.is_empty())
@@ -56,7 +56,7 @@ fn basics() -> Vec<(OsString, OsString)> {
 }
 
 /// Whether `name` can be an environment variable name.
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with(|c: char| c.is_ascii_digit())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

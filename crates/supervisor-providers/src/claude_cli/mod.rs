@@ -17,9 +17,9 @@
 //! that died).
 
 mod command;
-mod environment;
+pub(crate) mod environment;
 mod recovery;
-mod sandbox;
+pub(crate) mod sandbox;
 mod shim;
 mod stream;
 mod worktree;

@@ -33,7 +33,7 @@ use super::shim::{self, Confinement, Plan, UserMaps};
 use crate::config::IsolationMode;
 
 /// How long a signalled CLI gets to exit before everything is killed.
-pub(super) const GRACE: Duration = Duration::from_secs(2);
+pub(crate) const GRACE: Duration = Duration::from_secs(2);
 
 /// How long to wait for the shim to exit after it was told to kill everything.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
@@ -54,7 +54,7 @@ pub(super) enum Isolation {
 
 /// The detected isolation and what the provider says about it.
 #[derive(Debug, Clone)]
-pub(super) struct Sandbox {
+pub(crate) struct Sandbox {
     isolation: Isolation,
     /// Whether the shim can list its children to find orphans.
     children_listing: bool,
@@ -65,7 +65,7 @@ pub(super) struct Sandbox {
 impl Sandbox {
     /// Finds the mechanism `mode` asks for: the best available one for `auto`, else that
     /// one or an error saying why it cannot be used here.
-    pub(super) fn detect(mode: IsolationMode) -> Result<Sandbox, String> {
+    pub(crate) fn detect(mode: IsolationMode) -> Result<Sandbox, String> {
         let children_listing = std::fs::File::open("/proc/thread-self/children").is_ok();
         let mut passed_over = Vec::new();
         let wanted = |m: IsolationMode| mode == IsolationMode::Auto || mode == m;
@@ -109,7 +109,7 @@ impl Sandbox {
     }
 
     /// A few words for a health detail: `pid namespace`, `cgroup`, `subreaper`.
-    pub(super) fn summary(&self) -> &'static str {
+    pub(crate) fn summary(&self) -> &'static str {
         match self.isolation {
             Isolation::PidNamespace {
                 user_namespace: false,
@@ -123,7 +123,7 @@ impl Sandbox {
     }
 
     /// What the mechanism guarantees, and why better ones were not used.
-    pub(super) fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut text = match &self.isolation {
             Isolation::PidNamespace { user_namespace } => format!(
                 "pid namespace{}: each attempt runs under an init that is PID 1 of its own PID namespace; when the attempt ends (done, failed, timed out, cancelled) or the node dies, the kernel kills every process in it, including those that left the CLI's session",
@@ -167,7 +167,7 @@ impl Sandbox {
 
     /// Starts `cmd` under the shim, stdin closed, stdout and stderr piped, in the cgroup
     /// `cgroup` (made here) when there is one.
-    pub(super) fn spawn(
+    pub(crate) fn spawn(
         &self,
         mut cmd: Command,
         cgroup: Option<&Path>,
@@ -243,7 +243,7 @@ impl Sandbox {
 /// everything at once (the shim sees its lifeline close); [`AgentProcess::terminate`] is
 /// the polite way.
 #[derive(Debug)]
-pub(super) struct AgentProcess {
+pub(crate) struct AgentProcess {
     pid: libc::pid_t,
     child: Child,
     lifeline: Option<OwnedFd>,
@@ -252,9 +252,14 @@ pub(super) struct AgentProcess {
 }
 
 impl AgentProcess {
+    /// The pid of the process the node started (the confining one).
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid.unsigned_abs()
+    }
+
     /// Waits for the CLI to exit (the shim exits once it has, and once everything the CLI
     /// left is dead), with the CLI's status. Cancel safe.
-    pub(super) async fn wait(&mut self) -> io::Result<ExitStatus> {
+    pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
         self.child.wait().await
     }
 
@@ -280,7 +285,7 @@ impl AgentProcess {
 
     /// Kills everything now, without waiting: closes the lifeline (the shim kills its
     /// tree with SIGKILL and exits) and kills the cgroup, if any.
-    pub(super) fn kill_now(&mut self) {
+    pub(crate) fn kill_now(&mut self) {
         self.lifeline = None;
         if let Some(dir) = &self.cgroup {
             kill_cgroup(dir);
@@ -289,7 +294,7 @@ impl AgentProcess {
 
     /// Ends the attempt's processes: SIGTERM to the CLI, up to [`GRACE`] for it to exit,
     /// then SIGKILL to everything left, and reaps the shim; removes the cgroup.
-    pub(super) async fn terminate(mut self) {
+    pub(crate) async fn terminate(mut self) {
         self.signal(libc::SIGTERM);
         let _ = tokio::time::timeout(GRACE, self.child.wait()).await;
         self.finish().await;
@@ -297,7 +302,7 @@ impl AgentProcess {
 
     /// After [`AgentProcess::kill_now`] (or instead of it): makes sure everything is dead
     /// and reaped, and removes the cgroup.
-    pub(super) async fn finish(&mut self) {
+    pub(crate) async fn finish(&mut self) {
         self.kill_now();
         if tokio::time::timeout(REAP_LIMIT, self.child.wait())
             .await
