@@ -267,9 +267,9 @@ async fn prometheus_sees_tasks_move_and_a_dead_collector_costs_only_dropped_span
     let http = node.http_addr.clone().expect("the node serves /metrics");
     let (status, body) = http_request("GET", &http, "/healthz", None).expect("healthz");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let (status, body) = http_request("GET", &http, "/nothing.txt", None).expect("404");
+    let (status, body) = http_request("GET", &http, "/assets/nothing.txt", None).expect("404");
     assert_eq!(status, 404);
-    assert!(String::from_utf8_lossy(&body).contains("nothing at /nothing.txt"));
+    assert!(String::from_utf8_lossy(&body).contains("nothing at /assets/nothing.txt"));
 
     let prometheus = Prometheus::start(std::slice::from_ref(&http));
     const N: usize = 20;
