@@ -1,8 +1,8 @@
 """How the web console holds up with many tasks: one node, N finished tasks, one browser.
 
-Run from the repository's root (the binary defaults to a copy of the debug build):
+Run from the repository's root (the binary is target/release/supervisor when built,
+else target/debug/supervisor; `--binary` names another):
 
-    cp target/debug/supervisor /tmp/cm-supervisor
     target/py-venv/bin/python benches/console/measure.py --tasks 10000
 
 Starts `supervisor up` (mock provider, no latency) in a temporary folder, submits N
@@ -11,7 +11,7 @@ tasks with the Python SDK and waits until all finished, then drives Debian's Chr
 time to page the whole list in by scrolling to its end, the row elements in the DOM,
 requestAnimationFrame intervals while scrolling through the loaded list, the JS heap,
 and the overview's time to show every task succeeded. Writes a markdown report
-(`--out`, default benches/results/2026-12-04-console.md). Never downloads a browser.
+(`--out`, default benches/results/<today>-console.md). Never downloads a browser.
 """
 
 from __future__ import annotations
@@ -257,12 +257,14 @@ Chromium {r['chromium']} at 1360x900, one run. Numbers are from that run alone.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", type=int, default=10_000)
-    ap.add_argument("--binary", default="/tmp/cm-supervisor", help="a copy of target/debug/supervisor by default")
+    release = ROOT / "target/release/supervisor"
+    default_binary = release if release.exists() else ROOT / "target/debug/supervisor"
+    ap.add_argument("--binary", default=str(default_binary), help="default: target/release/supervisor if built, else target/debug/supervisor")
     ap.add_argument("--build", choices=["debug", "release"],
                     help="how the binary was built (default: release if its path has /release/, else debug)")
     ap.add_argument("--threads", type=int, default=8, help="submitting threads")
     ap.add_argument("--scroll-seconds", type=float, default=5.0)
-    ap.add_argument("--out", default=str(ROOT / "benches/results/2026-12-04-console.md"))
+    ap.add_argument("--out", default=str(ROOT / f"benches/results/{time.strftime('%Y-%m-%d')}-console.md"))
     a = ap.parse_args()
     build = a.build or ("release" if "/release/" in str(Path(a.binary).resolve()) else "debug")
     tmp = tempfile.mkdtemp(prefix="console-measure-")
