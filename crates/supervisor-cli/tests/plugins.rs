@@ -166,7 +166,7 @@ async fn a_node_runs_tasks_on_the_plugin_and_restarts_it_when_it_crashes() {
     std::fs::write(
         &config,
         format!(
-            "[providers.plans]\nkind = \"plugin\"\ncommand = [{:?}]\nmax_restart_backoff = \"1s\"\n[providers.plans.env]\nPYTHON = {:?}\nPLUGIN_DELAY = \"0.01\"\n",
+            "[providers.plans]\nkind = \"plugin\"\ncommand = [{:?}]\nmax_restart_backoff = \"1s\"\n[providers.plans.env]\nPYTHON = {:?}\nPLUGIN_DELAY = \"0.1\"\n",
             sample(),
             python()
         ),
@@ -206,14 +206,46 @@ async fn a_node_runs_tasks_on_the_plugin_and_restarts_it_when_it_crashes() {
         before.len() >= 2,
         "the plugin runs under its confining process: {before:?}"
     );
+    // Tasks running when it crashes (each takes a couple of seconds of streamed words).
+    let mut caught = Vec::new();
+    for i in 0..3 {
+        let t = client
+            .submit(v1::SubmitTaskRequest {
+                r#type: v1::TaskType::BugFix as i32,
+                prompt: format!("caught by the crash {i}"),
+                ..Default::default()
+            })
+            .await
+            .expect("submit");
+        caught.push(t.id);
+    }
+    wait_for("the tasks run on the plugin", || async {
+        let stats = client.stats().await.ok()?;
+        (stats.running >= 1).then_some(())
+    })
+    .await;
     // SAFETY: kill has no memory-safety preconditions.
     unsafe {
         libc::kill(python_pid as i32, libc::SIGKILL);
     }
-    let during = submit_and_wait(&client, 4, "during the restart").await;
+    let during = submit_and_wait(&client, 2, "during the restart").await;
     for task in &during {
         assert_eq!(task.status, v1::TaskStatus::Succeeded as i32, "{task:?}");
     }
+    // The attempts the crash cut short failed as retryable and ran again.
+    let mut retried = 0;
+    for id in &caught {
+        let task = tokio::time::timeout(PATIENCE, client.wait(id))
+            .await
+            .expect("the task ends")
+            .expect("wait");
+        assert_eq!(task.status, v1::TaskStatus::Succeeded as i32, "{task:?}");
+        retried += usize::from(task.attempts.len() > 1);
+    }
+    assert!(
+        retried >= 1,
+        "no running attempt was cut short by the crash"
+    );
     let again = wait_for("the plugin is running again", || async {
         let pid = plugin_pid(&client).await?;
         (pid != shim).then_some(pid)

@@ -587,7 +587,7 @@ fn retry_after(err: &ProviderError) -> Option<Duration> {
 }
 
 /// Errors that concern one provider, not the task: another provider may serve it.
-const PROVIDER_ONLY: &[&str] = &["auth", "not_installed"];
+const PROVIDER_ONLY: &[&str] = &["auth", "not_installed", "unsupported"];
 
 /// A provider's error as the task sees it when `others` (other providers able to serve
 /// it) exist: a `retry-after` only keeps traffic off that provider (its throttle) instead

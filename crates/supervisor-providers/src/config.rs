@@ -318,17 +318,19 @@ pub struct PluginConfig {
     /// The working directory of `command` (unset: the node's).
     pub working_dir: Option<PathBuf>,
     /// Environment variables for `command`, literal values. Nothing of the node's
-    /// environment but `PATH`, `HOME`, `LANG`, `LC_*`, `TZ` and the names in `pass_env`
-    /// reaches it.
+    /// environment but `PATH`, `HOME`, `LANG`, `LC_*`, `TERM`, `TZ` and the names in
+    /// `pass_env` reaches it.
     pub env: BTreeMap<String, String>,
     /// Names of the node's environment variables `command` gets (an API key the plugin
     /// needs, say).
     pub pass_env: Vec<String>,
-    /// How long the plugin may take to answer its first health check after a start.
-    /// Default 30s.
+    /// How long a started plugin may take to answer its first health check (it is killed
+    /// and started again past it), and how long the node waits at start for a plugin to
+    /// say what it can do. Default 30s.
     #[serde(with = "humantime_serde")]
     pub start_timeout: Duration,
-    /// How long a health check or a cancel may take. Default 5s.
+    /// How long connecting, a health check, GetCapabilities or a cancel may take, and
+    /// how long a call waits for a restarting plugin. Default 5s.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
     /// Longest pause between restarts of a plugin that keeps exiting (the pause doubles
@@ -370,9 +372,12 @@ impl PluginConfig {
             (None, true) => Err(format!(
                 "providers.{name}: a plugin needs address = \"http://host:port\" (one already running) or command = [\"program\", \"arg\"...] (one the node starts)"
             )),
-            (Some(a), true) if !(a.starts_with("http://") || a.starts_with("https://")) => Err(
-                format!("providers.{name}.address {a:?} is not a URL like http://127.0.0.1:7400"),
-            ),
+            (Some(a), true) if !a.starts_with("http://") => Err(format!(
+                "providers.{name}.address {a:?} is not a URL like http://127.0.0.1:7400 (plugins are reached over plain HTTP/2: keep them on loopback or a private network, or behind a TLS-terminating proxy of yours)"
+            )),
+            _ if self.start_timeout.is_zero() || self.call_timeout.is_zero() => Err(format!(
+                "providers.{name}: start_timeout and call_timeout must be more than 0"
+            )),
             _ if self.max_output_bytes == 0 => Err(format!(
                 "providers.{name}.max_output_bytes must be more than 0"
             )),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
@@ -120,11 +121,15 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=float(os.environ.get("PLUGIN_DELAY", "0.02")),
                         help="seconds between two streamed words (default 0.02)")
     args = parser.parse_args()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+    # Each running Execute holds a worker thread: keep room for Health and Cancel beside
+    # the node's max_concurrency (16 by default) of executions.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), maximum_concurrent_rpcs=48)
     pb_grpc.add_ProviderPluginServicer_to_server(Provider(args.delay), server)
     if server.add_insecure_port(args.listen) == 0:
         sys.exit(f"could not listen on {args.listen}")
     server.start()
+    # The node stops a plugin with SIGTERM: finish what runs for a moment, then go.
+    signal.signal(signal.SIGTERM, lambda *_: server.stop(grace=1.0))
     print(f"python plugin listening on {args.listen} (pid {os.getpid()})", flush=True)
     server.wait_for_termination()
 

@@ -35,6 +35,13 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Most artifacts one result may carry.
 const MAX_ARTIFACTS: usize = 64;
 
+/// Most events one execution may send (output pieces, activity lines, usage updates).
+const MAX_EVENTS: u64 = 200_000;
+
+/// Largest token count or cost (in micro-dollars) taken from a plugin: a trillion. Larger
+/// values are a broken or hostile plugin, not usage.
+const MAX_REPORTED: u64 = 1_000_000_000_000;
+
 /// Builds the plugin provider `name`.
 pub fn build(
     name: &str,
@@ -43,12 +50,15 @@ pub fn build(
     _ctx: &BuildContext,
 ) -> Result<Arc<dyn Provider>, String> {
     cfg.validate(name)?;
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(format!(
+            "provider {name}: a plugin provider is built from within the node's runtime"
+        ));
+    }
     let target = match &cfg.address {
         Some(address) => {
-            let channel = Endpoint::from_shared(address.clone())
+            let channel = endpoint(address, cfg.call_timeout)
                 .map_err(|e| format!("providers.{name}.address {address:?}: {e}"))?
-                .connect_timeout(cfg.call_timeout)
-                .tcp_nodelay(true)
                 .connect_lazy();
             Target::Remote {
                 address: address.clone(),
@@ -67,6 +77,18 @@ pub fn build(
     };
     provider.learn_capabilities_at_start();
     Ok(Arc::new(provider))
+}
+
+/// The endpoint of a plugin: HTTP/2 keep-alive pings, so that a plugin that vanished
+/// ends its calls instead of leaving them to the attempt's timeout.
+pub(crate) fn endpoint(address: &str, connect_timeout: Duration) -> Result<Endpoint, String> {
+    Ok(Endpoint::from_shared(address.to_string())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true))
 }
 
 enum Target {
@@ -112,16 +134,33 @@ fn assumed_capabilities() -> Capabilities {
 fn capabilities_in(c: wire::Capabilities) -> Result<(Capabilities, String), String> {
     let mut task_types = Vec::new();
     for t in &c.task_types {
-        let parsed = t
-            .parse::<TaskType>()
-            .map_err(|_| format!("the plugin names task type {t:?}, which is not one"))?;
-        task_types.push(parsed);
+        match t.parse::<TaskType>() {
+            Ok(parsed) if !task_types.contains(&parsed) => task_types.push(parsed),
+            Ok(_) => {}
+            // A newer plugin may know types this node does not: those are not routed to it.
+            Err(_) => {
+                tracing::warn!(task_type = %t, "the plugin names a task type this node does not know; ignored")
+            }
+        }
     }
-    if task_types.is_empty() {
+    if c.task_types.is_empty() {
         task_types = TaskType::ALL.to_vec();
+    } else if task_types.is_empty() {
+        return Err(format!(
+            "the plugin serves no task type this node knows ({:?}); the types are {}",
+            c.task_types,
+            TaskType::ALL
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
-    if c.models.iter().any(|m| m.is_empty() || m.len() > 200) {
-        return Err("the plugin names an empty model, or one longer than 200 bytes".into());
+    task_types.sort_by_key(|t| t.as_str());
+    if let Some(bad) = c.models.iter().find(|m| m.is_empty() || m.len() > 200) {
+        return Err(format!(
+            "the plugin names the model {bad:?}: model names are 1 to 200 bytes"
+        ));
     }
     Ok((
         Capabilities {
@@ -241,7 +280,10 @@ impl PluginProvider {
             return;
         };
         let timeout = self.cfg.call_timeout;
-        tokio::spawn(async move {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
             let mut client = ProviderPluginClient::new(channel);
             let _ =
                 tokio::time::timeout(timeout, client.cancel(wire::CancelRequest { execution_id }))
@@ -266,13 +308,32 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
-fn usage_in(u: &wire::Usage) -> Usage {
-    Usage {
-        input_tokens: u.input_tokens,
-        output_tokens: u.output_tokens,
-        cache_read_tokens: u.cache_read_tokens,
-        cache_write_tokens: u.cache_write_tokens,
+/// Tokens and cost as the plugin reported them, refused past [`MAX_REPORTED`].
+fn usage_in(u: &wire::Usage) -> Result<(Usage, u64), ProviderError> {
+    let all = [
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_read_tokens,
+        u.cache_write_tokens,
+        u.cost_micros,
+    ];
+    if all.iter().any(|v| *v > MAX_REPORTED) {
+        return Err(ProviderError::Permanent {
+            kind: "plugin_protocol",
+            message: format!(
+                "the plugin reported usage past {MAX_REPORTED} tokens or micro-dollars: {u:?}"
+            ),
+        });
     }
+    Ok((
+        Usage {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cache_read_tokens: u.cache_read_tokens,
+            cache_write_tokens: u.cache_write_tokens,
+        },
+        u.cost_micros,
+    ))
 }
 
 fn broken(message: String) -> ProviderError {
@@ -337,40 +398,56 @@ impl Provider for PluginProvider {
             execution_id,
             armed: true,
         };
+        let mut call = tonic::Request::new(wire_request);
+        call.set_timeout(request.timeout);
         let mut stream = client
-            .execute(wire_request)
+            .execute(call)
             .await
             .map_err(|s| status_error("Execute", &s))?
             .into_inner();
         let limit = self.cfg.max_output_bytes;
+        // Output and activity together: what the node stores and shows of the attempt.
         let mut streamed: u64 = 0;
+        let mut events: u64 = 0;
         let mut last_usage: Option<(Usage, u64)> = None;
         while let Some(item) = stream.next().await {
             let event = item.map_err(|s| status_error("Execute", &s))?;
+            events += 1;
+            if events > MAX_EVENTS {
+                return Err(ProviderError::Permanent {
+                    kind: "plugin_protocol",
+                    message: format!(
+                        "the plugin sent more than {MAX_EVENTS} events for one execution"
+                    ),
+                });
+            }
+            let too_much = || ProviderError::Permanent {
+                kind: "output_too_large",
+                message: format!(
+                    "the plugin streamed more than {limit} bytes of output and activity (max_output_bytes)"
+                ),
+            };
             match event.event {
                 Some(wire::execute_event::Event::Output(text)) => {
                     streamed += text.len() as u64;
                     if streamed > limit {
-                        return Err(ProviderError::Permanent {
-                            kind: "output_too_large",
-                            message: format!(
-                                "the plugin streamed more than {limit} bytes of output (max_output_bytes)"
-                            ),
-                        });
+                        return Err(too_much());
                     }
                     sink.send(ProviderEvent::Output(text));
                 }
                 Some(wire::execute_event::Event::Activity(line)) => {
                     let line: String = line.chars().take(1000).collect();
+                    streamed += line.len() as u64;
+                    if streamed > limit {
+                        return Err(too_much());
+                    }
                     sink.send(ProviderEvent::Activity(line.replace('\n', " ")));
                 }
                 Some(wire::execute_event::Event::Usage(u)) => {
-                    let usage = usage_in(&u);
-                    last_usage = Some((usage, u.cost_micros));
-                    sink.send(ProviderEvent::Usage {
-                        usage,
-                        cost_micros: u.cost_micros,
-                    });
+                    let (usage, cost) = usage_in(&u)?;
+                    let cost_micros = self.priced(&usage, cost, "");
+                    last_usage = Some((usage, cost_micros));
+                    sink.send(ProviderEvent::Usage { usage, cost_micros });
                 }
                 Some(wire::execute_event::Event::Result(result)) => {
                     guard.armed = false;
@@ -445,11 +522,18 @@ impl Provider for PluginProvider {
         let known = self.capabilities.read().ok().and_then(|c| c.clone());
         if health.healthy {
             match (known, self.fetch_capabilities().await) {
-                (None, _) => health.detail.push_str(
-                    "; it did not say what it can do when the node started: routing assumes every task type until the node restarts",
-                ),
+                (None, _) => {
+                    // Routing would assume every task type: keep work away instead.
+                    health.healthy = false;
+                    health.detail.push_str(
+                        "; it did not say what it can do within start_timeout when the node started: restart the node once the plugin answers GetCapabilities",
+                    );
+                }
                 (Some((before, _)), Ok((now, _))) if now != before => {
-                    health.healthy = !before.task_types.iter().any(|t| !now.task_types.contains(t));
+                    health.healthy = !before
+                        .task_types
+                        .iter()
+                        .any(|t| !now.task_types.contains(t));
                     health.detail.push_str("; its capabilities changed since the node started: restart the node to route by them");
                 }
                 (Some((_, description)), Ok(_)) => {
@@ -490,6 +574,25 @@ impl Provider for PluginProvider {
 }
 
 impl PluginProvider {
+    /// The cost of `usage`: what the plugin reported, or, when it reported none, what the
+    /// price table says for `model` (or the plugin's first model), so that budgets count
+    /// it like any provider's.
+    fn priced(&self, usage: &Usage, reported: u64, model: &str) -> u64 {
+        if reported > 0 {
+            return reported;
+        }
+        let model = if model.is_empty() {
+            self.capabilities()
+                .models
+                .first()
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            model.to_string()
+        };
+        self.prices.cost_micros(&model, usage).unwrap_or(0)
+    }
+
     fn result_in(
         &self,
         result: wire::Result,
@@ -503,17 +606,27 @@ impl PluginProvider {
         if result.output.len() as u64 > limit {
             return Err(too_large("the plugin's output".into()));
         }
+        let refused = |message: String| ProviderError::Permanent {
+            kind: "plugin_protocol",
+            message,
+        };
         if result.artifacts.len() > MAX_ARTIFACTS {
-            return Err(broken(format!(
+            return Err(refused(format!(
                 "the plugin returned {} artifacts; at most {MAX_ARTIFACTS}",
                 result.artifacts.len()
             )));
         }
-        let mut artifacts = Vec::with_capacity(result.artifacts.len());
+        let mut artifacts: Vec<Artifact> = Vec::with_capacity(result.artifacts.len());
         for a in result.artifacts {
             if a.name.is_empty() || a.name.len() > 200 || a.name.contains(['/', '\0']) {
-                return Err(broken(format!(
+                return Err(refused(format!(
                     "the plugin returned an artifact named {:?}: names are 1 to 200 bytes without '/'",
+                    a.name
+                )));
+            }
+            if artifacts.iter().any(|b| b.name == a.name) {
+                return Err(refused(format!(
+                    "the plugin returned two artifacts named {:?}: names are unique",
                     a.name
                 )));
             }
@@ -530,10 +643,6 @@ impl PluginProvider {
                 content: a.content,
             });
         }
-        let (usage, cost_micros) = match result.usage {
-            Some(u) => (usage_in(&u), u.cost_micros),
-            None => last_usage.unwrap_or_default(),
-        };
         let model = if result.model.is_empty() {
             self.capabilities()
                 .models
@@ -542,6 +651,13 @@ impl PluginProvider {
                 .unwrap_or_else(|| self.name.clone())
         } else {
             result.model.chars().take(200).collect()
+        };
+        let (usage, cost_micros) = match result.usage {
+            Some(u) => {
+                let (usage, cost) = usage_in(&u)?;
+                (usage, self.priced(&usage, cost, &model))
+            }
+            None => last_usage.unwrap_or_default(),
         };
         Ok(ProviderOutput {
             output: result.output,
@@ -563,8 +679,13 @@ fn status_error(call: &str, s: &tonic::Status) -> ProviderError {
         s.message().chars().take(2000).collect::<String>()
     );
     match s.code() {
-        Code::InvalidArgument
-        | Code::Unimplemented
+        // What the docs tell plugins to answer for a task they do not serve: another
+        // provider may take it.
+        Code::InvalidArgument => ProviderError::Permanent {
+            kind: "unsupported",
+            message,
+        },
+        Code::Unimplemented
         | Code::PermissionDenied
         | Code::Unauthenticated
         | Code::FailedPrecondition

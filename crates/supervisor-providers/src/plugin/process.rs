@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use supervisor_proto::plugin::v1 as wire;
+use supervisor_proto::plugin::v1::provider_plugin_client::ProviderPluginClient;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, BufReader};
 use tokio::sync::{oneshot, watch};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::claude_cli::environment;
 use crate::claude_cli::sandbox::{AgentProcess, Sandbox};
@@ -47,7 +49,7 @@ pub(crate) struct Running {
 /// The supervised process; dropping it stops the process and everything it started.
 pub(crate) struct PluginProcess {
     state: watch::Receiver<Running>,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
+    stop: Option<oneshot::Sender<()>>,
     sandbox: Arc<Sandbox>,
 }
 
@@ -64,12 +66,13 @@ impl PluginProcess {
     /// runtime.
     pub(crate) fn start(name: &str, cfg: &PluginConfig) -> Result<PluginProcess, String> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            format!("provider {name}: a plugin's process is started from within the node's runtime")
+            format!("provider {name}: a plugin's process is started from within the node's Tokio runtime (an internal error: report it)")
         })?;
         let sandbox = Arc::new(
             Sandbox::detect(IsolationMode::Auto).map_err(|e| format!("provider {name}: {e}"))?,
         );
         let env = environment_of(name, cfg)?;
+        findable(name, cfg, &env)?;
         let (state_tx, state) = watch::channel(Running::default());
         let (stop, stopped) = oneshot::channel();
         let supervise = Supervise {
@@ -78,13 +81,14 @@ impl PluginProcess {
             working_dir: cfg.working_dir.clone(),
             env,
             max_backoff: cfg.max_restart_backoff.max(FIRST_BACKOFF),
+            start_timeout: cfg.start_timeout,
             sandbox: sandbox.clone(),
             state: state_tx,
         };
         runtime.spawn(supervise.run(stopped));
         Ok(PluginProcess {
             state,
-            stop: Mutex::new(Some(stop)),
+            stop: Some(stop),
             sandbox,
         })
     }
@@ -106,15 +110,22 @@ impl PluginProcess {
 
     /// How the plugin's processes are confined, in one sentence.
     pub(crate) fn describe(&self) -> String {
-        self.sandbox.describe()
+        // The plugin gets the shim but no cgroup of its own: a PID namespace when the
+        // machine offers one, else the shim as subreaper.
+        if self.sandbox.summary().starts_with("pid namespace") {
+            format!(
+                "{}: the plugin is PID 1's child in a PID namespace of its own; when the node stops or dies, the kernel kills every process in it",
+                self.sandbox.summary()
+            )
+        } else {
+            "subreaper: a supervising process adopts every orphan of the plugin's processes and kills them all when the node stops or dies; they survive only if that supervisor is itself killed from outside".to_string()
+        }
     }
 }
 
 impl Drop for PluginProcess {
     fn drop(&mut self) {
-        if let Ok(mut stop) = self.stop.lock()
-            && let Some(stop) = stop.take()
-        {
+        if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
     }
@@ -157,12 +168,47 @@ fn environment_of(name: &str, cfg: &PluginConfig) -> Result<Vec<(OsString, OsStr
     Ok(vars.into_iter().collect())
 }
 
+/// Refuses a `command` whose program cannot be found (a typo would otherwise restart
+/// forever), looking it up as the plugin's `PATH` would.
+fn findable(name: &str, cfg: &PluginConfig, env: &[(OsString, OsString)]) -> Result<(), String> {
+    let Some(program) = cfg.command.first() else {
+        return Err(format!("providers.{name}.command is empty"));
+    };
+    let is_file = |p: &std::path::Path| p.is_file();
+    let found = if program.contains('/') {
+        let path = PathBuf::from(program);
+        let path = match (&cfg.working_dir, path.is_relative()) {
+            (Some(dir), true) => dir.join(path),
+            _ => path,
+        };
+        is_file(&path)
+    } else {
+        env.iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| std::env::split_paths(v).any(|dir| is_file(&dir.join(program))))
+            .unwrap_or(false)
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "providers.{name}.command: {program:?} is not a file{}: give its path, or install it",
+            if program.contains('/') {
+                ""
+            } else {
+                " on the plugin's PATH"
+            }
+        ))
+    }
+}
+
 struct Supervise {
     name: String,
     command: Vec<String>,
     working_dir: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
     max_backoff: Duration,
+    start_timeout: Duration,
     sandbox: Arc<Sandbox>,
     state: watch::Sender<Running>,
 }
@@ -173,16 +219,40 @@ impl Supervise {
         loop {
             let began = Instant::now();
             let ended = match self.start_once() {
-                Ok((mut process, address)) => {
-                    let outcome = tokio::select! {
-                        status = process.wait() => Some(status),
-                        _ = &mut stop => None,
+                Ok((mut process, address, channel)) => {
+                    // Calls go to it only once it answers: until then they wait (up to
+                    // call_timeout) for the channel instead of failing an attempt.
+                    let ready = ready(channel.clone(), self.start_timeout);
+                    tokio::pin!(ready);
+                    let mut waiting = true;
+                    let mut never_answered = false;
+                    let outcome = loop {
+                        tokio::select! {
+                            status = process.wait() => break Some(status),
+                            _ = &mut stop => break None,
+                            answered = &mut ready, if waiting => {
+                                waiting = false;
+                                if answered {
+                                    self.state.send_modify(|r| r.channel = Some(channel.clone()));
+                                } else {
+                                    never_answered = true;
+                                    process.kill_now();
+                                }
+                            }
+                        }
                     };
                     match outcome {
                         Some(status) => {
                             // Reap what it left and mark it gone.
                             process.finish().await;
-                            exit_text(status)
+                            if never_answered {
+                                format!(
+                                    "did not answer Health within start_timeout ({:?}), so it was killed",
+                                    self.start_timeout
+                                )
+                            } else {
+                                exit_text(status)
+                            }
                         }
                         None => {
                             tracing::info!(provider = %self.name, %address, "stopping the plugin");
@@ -215,8 +285,9 @@ impl Supervise {
         }
     }
 
-    /// Starts one process on a fresh loopback port.
-    fn start_once(&self) -> Result<(AgentProcess, String), String> {
+    /// Starts one process on a fresh loopback port; its channel is published once it
+    /// answers.
+    fn start_once(&self) -> Result<(AgentProcess, String, Channel), String> {
         let address = free_loopback_address()
             .map_err(|e| format!("could not find a free loopback port: {e}"))?;
         let Some((program, args)) = self.command.split_first() else {
@@ -234,20 +305,38 @@ impl Supervise {
             .map_err(|e| format!("could not start {program:?}: {e}"))?;
         forward(self.name.clone(), "stdout", stdout);
         forward(self.name.clone(), "stderr", stderr);
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        let channel = super::endpoint(&format!("http://{address}"), Duration::from_secs(2))
             .map_err(|e| format!("bad plugin address {address}: {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
+            .connect_lazy();
         let pid = process.pid();
         tracing::info!(provider = %self.name, %address, pid, "started the plugin");
         self.state.send_modify(|r| {
-            r.channel = Some(channel);
+            r.channel = None;
             r.address = address.clone();
             r.pid = Some(pid);
             r.starts += 1;
         });
-        Ok((process, address))
+        Ok((process, address, channel))
+    }
+}
+
+/// Whether the plugin at `channel` answers Health within `limit`.
+async fn ready(channel: Channel, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut client = ProviderPluginClient::new(channel);
+    loop {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.health(wire::HealthRequest {}),
+        )
+        .await;
+        if matches!(answer, Ok(Ok(_))) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
