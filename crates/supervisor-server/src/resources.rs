@@ -157,6 +157,14 @@ fn quota_out(q: TenantQuotaInfo) -> v1::TenantQuota {
     }
 }
 
+/// The task an attempt's work directory (`<task id>-a<n>`) belongs to; `None` for
+/// anything else a node measured (a process's command).
+fn attempt_task(name: &str) -> Option<supervisor_model::TaskId> {
+    let (id, n) = name.rsplit_once("-a")?;
+    n.parse::<u32>().ok()?;
+    id.parse().ok()
+}
+
 #[tonic::async_trait]
 impl ResourceService for ResourceApi {
     async fn set_budget(
@@ -304,9 +312,26 @@ impl ResourceService for ResourceApi {
 
     async fn list_node_resources(
         &self,
-        _req: Request<v1::ListNodeResourcesRequest>,
+        req: Request<v1::ListNodeResourcesRequest>,
     ) -> Result<Response<v1::ListNodeResourcesResponse>, Status> {
-        let nodes = self.engine.list_nodes().await.map_err(status_from)?;
+        let p = principal_in(req.extensions());
+        let mut nodes = self.engine.list_nodes().await.map_err(status_from)?;
+        // Attempts of other tenants' tasks (their work directories name the task) are
+        // for administrators of the whole cluster only.
+        if !p.cluster_admin {
+            for n in &mut nodes {
+                let mut mine = Vec::new();
+                for a in std::mem::take(&mut n.load.resources.attempts) {
+                    let Some(id) = attempt_task(&a.attempt) else {
+                        continue;
+                    };
+                    if self.engine.get(&p.tenant, id).await.is_ok() {
+                        mine.push(a);
+                    }
+                }
+                n.load.resources.attempts = mine;
+            }
+        }
         Ok(Response::new(v1::ListNodeResourcesResponse {
             nodes: nodes
                 .into_iter()
@@ -349,5 +374,19 @@ impl ResourceService for ResourceApi {
                 })
                 .collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_names_its_task() {
+        let id = supervisor_model::TaskId::generate();
+        assert_eq!(attempt_task(&format!("{id}-a2")), Some(id));
+        assert_eq!(attempt_task("python3 plugin.py"), None);
+        assert_eq!(attempt_task(&format!("{id}-ax")), None);
+        assert_eq!(attempt_task("not-a-uuid-a1"), None);
     }
 }
