@@ -10,7 +10,7 @@ use futures::StreamExt as _;
 use supervisor_model::TaskType;
 use supervisor_proto::plugin::v1 as wire;
 use supervisor_proto::plugin::v1::provider_plugin_client::ProviderPluginClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// How long any one check may take.
 const CHECK_LIMIT: Duration = Duration::from_secs(60);
@@ -129,9 +129,8 @@ async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> Resu
 
 /// Runs every check against the plugin at `address` (`http://host:port`).
 pub async fn run(address: &str) -> Result<Vec<Check>, String> {
-    let channel = Endpoint::from_shared(address.to_string())
+    let channel = super::endpoint(address, Duration::from_secs(5))
         .map_err(|e| format!("{address} is not an address like http://127.0.0.1:7400: {e}"))?
-        .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
         .map_err(|e| format!("could not connect to the plugin at {address}: {e}"))?;
