@@ -380,3 +380,159 @@ async fn a_repository_task_returns_its_diff_as_an_artifact() {
     assert_eq!(code, 1);
     assert!(err.contains("do not apply"), "{err}");
 }
+
+/// The fake CLI of the hooks test: it counts its runs in `<dir>/runs`; the first adds a
+/// line with trailing whitespace to `lib.rs` (`git diff --check` refuses it), the second a
+/// clean line but marks the tests as failing (`status.txt`), the third does it right.
+fn three_tries_cli(dir: &Path) -> String {
+    format!(
+        "#!/bin/bash\n\
+         if [ \"$1\" = \"--version\" ]; then echo '1.0.0 (Claude Code)'; exit 0; fi\n\
+         n=$(( $(cat {d}/runs 2>/dev/null || echo 0) + 1 )); echo $n > {d}/runs\n\
+         case $n in\n\
+           1) printf 'fn fixed() -> u32 {{ 2 }}   \\n' >> lib.rs ;;\n\
+           2) printf 'fn fixed() -> u32 {{ 2 }}\\n' >> lib.rs; echo broken > status.txt ;;\n\
+           *) printf 'fn fixed() -> u32 {{ 2 }}\\n' >> lib.rs ;;\n\
+         esac\n\
+         echo '{{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"try '$n'\",\"num_turns\":1,\"usage\":{{\"input_tokens\":10,\"output_tokens\":5}}}}'\n",
+        d = dir.display()
+    )
+}
+
+/// Whether the task's event log has an event whose message contains `text`.
+async fn logged(client: &Client, id: &str, text: &str) -> bool {
+    let mut events = client.watch(id, 0);
+    while let Some(event) = tokio_stream::StreamExt::next(&mut events).await {
+        let event = event.unwrap();
+        if event.message.contains(text) {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_hooks_turn_bad_attempts_into_retries_and_a_strict_one_fails_the_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init_repo(&repo);
+    std::fs::write(repo.join("status.txt"), "ok\n").unwrap();
+    let committed = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "git add status.txt && git -c user.name=t -c user.email=t@example.invalid commit -qm status",
+        ])
+        .current_dir(&repo)
+        .status()
+        .unwrap()
+        .success();
+    assert!(committed, "commit status.txt");
+    let config = fake_cli_config(dir.path(), &three_tries_cli(dir.path()));
+    // A check for every bug fix in a repository, one named by the task (which also sees
+    // none of the node's environment), and a strict one.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        "\n[hooks.diff-check]\ncommand = [\"git\", \"diff\", \"--check\"]\ntask_types = [\"bug_fix\"]\n\
+         \n[hooks.tests]\ncommand = [\"sh\", \"-c\", \"test -z \\\"$NODE_SECRET\\\" && test \\\"$(cat status.txt)\\\" = ok\"]\n\
+         \n[hooks.strict]\ncommand = [\"sh\", \"-c\", \"echo not today; exit 3\"]\non_failure = \"fail\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let config = config.display().to_string();
+    let node = NodeProcess::start(
+        &dir.path().join("data"),
+        &[
+            ("SUPERVISOR_CONFIG", config.as_str()),
+            ("NODE_SECRET", "hunter2"),
+        ],
+    );
+    let client = Client::connect(&node.url()).await.unwrap();
+    let mut context = std::collections::HashMap::new();
+    context.insert("repo".to_string(), repo.display().to_string());
+    context.insert("hooks".to_string(), "tests".to_string());
+    let task = client
+        .submit(v1::SubmitTaskRequest {
+            context: context.clone(),
+            max_attempts: 3,
+            ..bug_fix(None)
+        })
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(PATIENCE, client.wait(&task.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        done.status,
+        v1::TaskStatus::Succeeded as i32,
+        "{}",
+        done.error
+    );
+    let outcomes: Vec<&str> = done.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["hook_failed", "hook_failed", "succeeded"]);
+    let result = done.result.expect("result");
+    assert_eq!(result.output, "try 3");
+    assert!(logged(&client, &task.id, "hook diff-check failed").await);
+    assert!(logged(&client, &task.id, "hook tests failed: exit status 1").await);
+    assert!(logged(&client, &task.id, "hook tests passed").await);
+    let diff = result
+        .artifacts
+        .iter()
+        .find(|a| a.name == "changes.diff")
+        .expect("a diff artifact");
+    assert!(
+        diff.content.contains("+fn fixed() -> u32 { 2 }\n"),
+        "{}",
+        diff.content
+    );
+
+    // A strict hook fails the task at its first attempt, quoting the hook's output.
+    context.insert("hooks".to_string(), "strict".to_string());
+    let task = client
+        .submit(v1::SubmitTaskRequest {
+            context: context.clone(),
+            r#type: v1::TaskType::Documentation as i32,
+            max_attempts: 3,
+            ..bug_fix(None)
+        })
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(PATIENCE, client.wait(&task.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, v1::TaskStatus::Failed as i32);
+    assert_eq!(done.attempts.len(), 1);
+    assert!(
+        done.error.contains("hook strict failed: exit status 3")
+            && done.error.contains("not today"),
+        "{}",
+        done.error
+    );
+
+    // A hook the node does not have fails the task before the agent runs.
+    let runs_before = std::fs::read_to_string(dir.path().join("runs")).unwrap();
+    context.insert("hooks".to_string(), "lint".to_string());
+    let task = client
+        .submit(v1::SubmitTaskRequest {
+            context,
+            max_attempts: 3,
+            ..bug_fix(None)
+        })
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(PATIENCE, client.wait(&task.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, v1::TaskStatus::Failed as i32);
+    assert!(
+        done.error.contains("\"lint\"") && done.error.contains("diff-check, strict, tests"),
+        "{}",
+        done.error
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("runs")).unwrap(),
+        runs_before,
+        "the agent did not run"
+    );
+}

@@ -112,6 +112,8 @@ impl MockConfig {
 pub struct BuildContext {
     /// The node's data directory (the Claude CLI makes worktrees under it by default).
     pub data_dir: PathBuf,
+    /// The node's hooks (run by providers that work in a directory of their own).
+    pub hooks: crate::hooks::Hooks,
 }
 
 /// The Anthropic Messages API.

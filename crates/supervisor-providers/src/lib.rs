@@ -11,6 +11,7 @@ pub mod anthropic;
 pub mod claude_cli;
 pub mod config;
 pub mod factory;
+pub mod hooks;
 pub mod http;
 pub mod mock;
 pub mod openai;

@@ -46,6 +46,7 @@ fn setup_with(url: &str, prices: PriceTable) -> Setup {
     };
     let ctx = BuildContext {
         data_dir: dir.path().to_path_buf(),
+        hooks: Default::default(),
     };
     let provider = supervisor_providers::anthropic::build("claude", &cfg, Arc::new(prices), &ctx)
         .expect("build");
@@ -550,6 +551,7 @@ fn build_fails_naming_a_missing_env_var() {
     };
     let ctx = BuildContext {
         data_dir: std::env::temp_dir(),
+        hooks: Default::default(),
     };
     let err = supervisor_providers::anthropic::build(
         "claude",

@@ -95,6 +95,7 @@ impl Fake {
     fn provider_with(&self, cfg: ClaudeCliConfig) -> Arc<dyn Provider> {
         let ctx = BuildContext {
             data_dir: self.path("data"),
+            hooks: Default::default(),
         };
         claude_cli::build("cli", &cfg, Arc::new(PriceTable::default()), &ctx).expect("build")
     }
@@ -620,6 +621,7 @@ impl Hanging {
 fn provider_in(fake: &Fake, mode: IsolationMode) -> Option<Arc<dyn Provider>> {
     let ctx = BuildContext {
         data_dir: fake.path("data"),
+        hooks: Default::default(),
     };
     let cfg = ClaudeCliConfig {
         isolation: mode,
@@ -773,6 +775,7 @@ async fn node_process_helper() {
     };
     let ctx = BuildContext {
         data_dir: PathBuf::from(&root),
+        hooks: Default::default(),
     };
     let provider =
         claude_cli::build("cli", &cfg, Arc::new(PriceTable::default()), &ctx).expect("build");
@@ -969,6 +972,7 @@ async fn a_bad_commit_author_is_refused_at_build() {
     let fake = Fake::printing(&[]);
     let ctx = BuildContext {
         data_dir: fake.path("data"),
+        hooks: Default::default(),
     };
     let cfg = ClaudeCliConfig {
         commit_author: "nobody".into(),

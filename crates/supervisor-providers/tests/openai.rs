@@ -46,6 +46,7 @@ fn setup_with(url: &str, model: &str, with_key: bool) -> Setup {
     };
     let ctx = BuildContext {
         data_dir: dir.path().to_path_buf(),
+        hooks: Default::default(),
     };
     let provider =
         supervisor_providers::openai::build("gpt", &cfg, Arc::new(PriceTable::default()), &ctx)
@@ -523,6 +524,7 @@ fn build_fails_naming_a_missing_env_var() {
     };
     let ctx = BuildContext {
         data_dir: std::env::temp_dir(),
+        hooks: Default::default(),
     };
     let err =
         supervisor_providers::openai::build("gpt", &cfg, Arc::new(PriceTable::default()), &ctx)

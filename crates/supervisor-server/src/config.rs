@@ -53,6 +53,9 @@ pub struct Config {
     pub routing: RoutingConfig,
     /// Prices per million tokens by model (or model prefix), over the built-in table.
     pub prices: PriceTable,
+    /// Checks run on an agent's work before its result is accepted, `[hooks.<name>]`
+    /// (see `supervisor_providers::hooks`).
+    pub hooks: BTreeMap<String, supervisor_providers::hooks::HookConfig>,
     /// Logging.
     pub log: LogConfig,
     /// Who may call the API.
@@ -286,6 +289,7 @@ impl Config {
             self.auth.validate(),
             self.telemetry.validate(),
             self.retention.validate(),
+            supervisor_providers::hooks::Hooks::new(self.hooks.clone()).map(|_| ()),
         ];
         for (name, provider) in &self.providers.0 {
             if let ProviderConfig::Mock(m) = provider {

@@ -102,21 +102,28 @@ impl TaskApi {
     }
 }
 
-/// Refuses a task that names a repository when no provider of the cluster can work in
-/// one: it would otherwise wait or fail only when it runs.
+/// Refuses a task that names a repository (or hooks, which run in an attempt's own
+/// directory) when no provider of the cluster can work in one: it would otherwise wait or
+/// fail only when it runs.
 fn repository_servable(
     context: &std::collections::BTreeMap<String, String>,
     node: &Node,
 ) -> Result<(), Status> {
-    let Some(repo) = context.get(supervisor_providers::REPO_KEY) else {
-        return Ok(());
+    let what = match context.get(supervisor_providers::REPO_KEY) {
+        Some(repo) => format!(
+            "names repository {} (context {}=)",
+            supervisor_model::quote(repo),
+            supervisor_providers::REPO_KEY
+        ),
+        None if supervisor_providers::hooks::names_any(context) => format!(
+            "names hooks (context {}=), which run in an attempt's worktree",
+            supervisor_providers::hooks::HOOKS_KEY
+        ),
+        None => return Ok(()),
     };
     if node.repository_providers().is_empty() {
         return Err(Status::failed_precondition(format!(
-            "the task names repository {} (context {}=), but no provider in the cluster can work in a repository: configure a provider of kind claude_cli on a node, or submit without {}=",
-            supervisor_model::quote(repo),
-            supervisor_providers::REPO_KEY,
-            supervisor_providers::REPO_KEY
+            "the task {what}, but no provider in the cluster can work in a repository: configure a provider of kind claude_cli on a node, or submit without it"
         )));
     }
     Ok(())

@@ -281,6 +281,8 @@ pub async fn run(cfg: Config, options: RunOptions) -> Result<(), RunError> {
     let prices = Arc::new(cfg.prices.clone());
     let build_ctx = BuildContext {
         data_dir: data_dir.clone(),
+        hooks: supervisor_providers::hooks::Hooks::new(cfg.hooks.clone())
+            .map_err(|e| RunError::Config(ConfigError::Invalid(e)))?,
     };
     let enabled: Vec<_> = cfg
         .providers

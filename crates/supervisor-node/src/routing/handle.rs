@@ -23,6 +23,8 @@ const NOT_PROVIDER_FAULT: &[&str] = &[
     "rate_limited",
     "cancelled",
     "output_too_large",
+    // A team's check refused the agent's work: the provider answered.
+    "hook_failed",
 ];
 
 #[derive(Debug)]

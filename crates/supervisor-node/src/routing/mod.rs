@@ -64,9 +64,11 @@ pub struct RouteRequest<'a> {
 }
 
 impl RouteRequest<'_> {
-    /// Whether the task names a repository to work in.
+    /// Whether the task names a repository to work in, or hooks to run (they run in the
+    /// attempt's own directory, which only providers that work in a repository have).
     fn needs_repository(&self) -> bool {
         self.request.context.contains_key(REPO_KEY)
+            || supervisor_providers::hooks::names_any(&self.request.context)
     }
 }
 
@@ -340,7 +342,7 @@ impl Router {
             }
             if req.needs_repository() && !p.capabilities.repository {
                 rejected.push(format!(
-                    "{}: cannot work in a repository (the task names {REPO_KEY}=)",
+                    "{}: cannot work in a repository (the task names {REPO_KEY}= or hooks=)",
                     p.name
                 ));
                 continue;

@@ -18,6 +18,7 @@
 
 mod command;
 pub(crate) mod environment;
+mod hooks;
 mod recovery;
 pub(crate) mod sandbox;
 mod shim;
@@ -84,6 +85,7 @@ pub struct ClaudeCliProvider {
     key: Option<ApiKey>,
     author: Author,
     sandbox: Sandbox,
+    hooks: crate::hooks::Hooks,
 }
 
 /// What one execution holds that must not outlive it. Dropping it (the execute future was
@@ -209,6 +211,7 @@ impl ClaudeCliProvider {
             key,
             author,
             sandbox,
+            hooks: ctx.hooks.clone(),
         })
     }
 
@@ -318,6 +321,8 @@ impl ClaudeCliProvider {
         run: &mut Run,
     ) -> Result<ProviderOutput, ProviderError> {
         let deadline = Instant::now() + request.timeout;
+        // Before the agent runs: a hook this node does not have fails the task now.
+        let hooks = self.hooks.select(request.task_type, &request.context)?;
         let Some(ws) = run.workspace.as_mut() else {
             return Err(ProviderError::Retryable {
                 kind: "worktree_failed",
@@ -458,6 +463,28 @@ impl ClaudeCliProvider {
                 });
             }
         };
+        if !hooks.is_empty()
+            && let Some(ws) = run.workspace.as_ref()
+        {
+            let checks = hooks::HookRun {
+                sandbox: &self.sandbox,
+                cgroup: cgroup.as_deref(),
+                dir: ws.path(),
+                env: environment::agent(
+                    &self.cfg,
+                    None,
+                    AttemptDirs {
+                        home: ws.home(),
+                        tmp: ws.tmp(),
+                    },
+                ),
+                deadline,
+            };
+            checks
+                .run_all(&hooks, request, sink)
+                .await
+                .map_err(|e| self.redact_error(e))?;
+        }
         let artifacts = self.collect_changes(request, sink, run).await?;
         run.keep_branch = true;
         Ok(ProviderOutput {
