@@ -103,6 +103,14 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Talk with an agent in a thread: each message's reply is a task, streamed as it is
+    /// written; threads are kept and can be turned into tasks.
+    Chat {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: commands::chat::ChatArgs,
+    },
     /// Who the credentials stand for (tenant, role, principal).
     Whoami {
         #[command(flatten)]
@@ -299,6 +307,7 @@ async fn main() -> ExitCode {
         Command::Node { client, command } => {
             commands::cluster::run_node(command, &global(&client)).await
         }
+        Command::Chat { client, args } => commands::chat::run(args, &global(&client)).await,
         Command::Whoami { client } => commands::access::run_whoami(&global(&client)).await,
         Command::Tenant { client, command } => {
             commands::access::run_tenant(command, &global(&client)).await

@@ -77,9 +77,9 @@ use supervisor_proto::v1::{
     ListTasksRequest, ListTasksResponse, NodeStatus, ProviderInfo, RetryTaskRequest,
     SubmitTaskRequest, Task, TaskStats, WatchProvidersRequest,
     analytics_service_client::AnalyticsServiceClient, auth_service_client::AuthServiceClient,
-    cluster_service_client::ClusterServiceClient, provider_service_client::ProviderServiceClient,
-    resource_service_client::ResourceServiceClient, task_service_client::TaskServiceClient,
-    workflow_service_client::WorkflowServiceClient,
+    chat_service_client::ChatServiceClient, cluster_service_client::ClusterServiceClient,
+    provider_service_client::ProviderServiceClient, resource_service_client::ResourceServiceClient,
+    task_service_client::TaskServiceClient, workflow_service_client::WorkflowServiceClient,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -123,6 +123,7 @@ pub struct Client {
     auth: AuthServiceClient<Transport>,
     resources: ResourceServiceClient<Transport>,
     analytics: AnalyticsServiceClient<Transport>,
+    chat: ChatServiceClient<Transport>,
     resume: ResumePolicy,
 }
 
@@ -196,8 +197,9 @@ impl Client {
             auth: AuthServiceClient::new(transport.clone()),
             resources: ResourceServiceClient::new(transport.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            analytics: AnalyticsServiceClient::new(transport)
+            analytics: AnalyticsServiceClient::new(transport.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            chat: ChatServiceClient::new(transport).max_decoding_message_size(MAX_MESSAGE_BYTES),
             resume: ResumePolicy::default(),
         }
     }
@@ -222,6 +224,11 @@ impl Client {
     /// The generated provider client, for calls this SDK does not wrap.
     pub fn provider_service(&self) -> ProviderServiceClient<Transport> {
         self.providers.clone()
+    }
+
+    /// The generated chat client: conversation threads (`ChatService`).
+    pub fn chat_service(&self) -> ChatServiceClient<Transport> {
+        self.chat.clone()
     }
 
     /// The generated workflow client, for calls this SDK does not wrap.

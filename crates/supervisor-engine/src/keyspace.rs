@@ -9,6 +9,8 @@
 //!   (`idempotency::Entry`; older entries hold the bare task id)
 //! - `("wf", tenant, id, chunk)` → workflow run record, chunked; `("wfev", tenant, id,
 //!   seq)` → its events
+//! - `("thread", tenant, id)` → conversation thread; `("thmsg", tenant, id, seq)` → its
+//!   messages (`threads`)
 //! - `("sched", tenant, name)` → schedule; `("singleton", duty)` → who holds a duty
 //! - `("rq", tenant, 4 - priority, id)` → empty: a tenant's tasks waiting to be leased,
 //!   highest priority first, oldest first within a priority (ids are time-ordered);
@@ -594,6 +596,25 @@ pub(crate) fn workflow_event(tenant: &str, id: TaskId, seq: u64) -> Vec<u8> {
 pub(crate) fn workflow_events_after(tenant: &str, id: TaskId, after: u64) -> (Vec<u8>, Vec<u8>) {
     let (_, end) = root().subspace(&("wfev", tenant, id.to_string())).range();
     seqs_after(after, end, |seq| workflow_event(tenant, id, seq))
+}
+
+pub(crate) fn thread(tenant: &str, id: TaskId) -> Vec<u8> {
+    root().pack(&("thread", tenant, id.to_string()))
+}
+
+/// A tenant's threads, in id (creation) order.
+pub(crate) fn thread_range(tenant: &str) -> (Vec<u8>, Vec<u8>) {
+    root().subspace(&("thread", tenant)).range()
+}
+
+pub(crate) fn thread_message(tenant: &str, id: TaskId, seq: u64) -> Vec<u8> {
+    root().pack(&("thmsg", tenant, id.to_string(), seq as i64))
+}
+
+/// A thread's messages with `seq > after`.
+pub(crate) fn thread_messages_after(tenant: &str, id: TaskId, after: u64) -> (Vec<u8>, Vec<u8>) {
+    let (_, end) = root().subspace(&("thmsg", tenant, id.to_string())).range();
+    seqs_after(after, end, |seq| thread_message(tenant, id, seq))
 }
 
 pub(crate) fn schedule(tenant: &str, name: &str) -> Vec<u8> {

@@ -35,6 +35,8 @@ mod runner;
 mod schedules;
 mod slices;
 mod tasks;
+mod thread_log;
+mod threads;
 mod timers;
 mod workflows;
 
@@ -86,6 +88,10 @@ pub use schedules::{MAX_SCHEDULE_NAME_BYTES, SCHEDULER_DUTY, SchedulePage, Sched
 pub use slices::{Grant, WINDOW_MICROS};
 pub use supervisor_workflow as workflow;
 pub use tasks::{ListPage, ListQuery, ProviderStats, StatusCounts, Submitted};
+pub use threads::{
+    DEFAULT_WINDOW_TOKENS, MAX_MESSAGE_BYTES, MAX_TITLE_CHARS, NewThread, Posted, Role, SearchHit,
+    ThreadMessage, ThreadPage, ThreadRecord, ThreadUpdate,
+};
 pub use timers::{REAPER_DUTY, TimerSweep};
 pub use workflows::{WorkflowEvent, WorkflowPage, WorkflowQuery, WorkflowRun, run_status_name};
 
@@ -138,6 +144,12 @@ pub enum EngineError {
     ScheduleNotFound {
         /// The name that was looked up.
         name: String,
+    },
+    /// No such conversation thread (gRPC `NOT_FOUND`).
+    #[error("no thread with id {id}; `supervisor chat --list` shows them")]
+    ThreadNotFound {
+        /// The id that was looked up.
+        id: TaskId,
     },
     /// No such node in the cluster (gRPC `NOT_FOUND`).
     #[error(

@@ -210,7 +210,9 @@ pub(crate) async fn write_batch(
                         armed_retry |= finish(txn, &mut task, f, now, jitter[i], cfg)?;
                     }
                     records::put(txn, &task)?;
-                    if task.status.is_terminal() && task.workflow.is_some() {
+                    if task.status.is_terminal()
+                        && (task.workflow.is_some() || task.thread.is_some())
+                    {
                         finished_steps.push(task.clone());
                     }
                     out.push(Ok(RunnerWriteResult::Accepted(task.status)));

@@ -138,6 +138,7 @@ fn build_task(item: &SubmitItem, cfg: &crate::EngineConfig) -> Task {
         waiting_for: None,
         holds: Default::default(),
         trace: r.trace.clone(),
+        thread: None,
     }
 }
 
@@ -249,6 +250,25 @@ pub(crate) async fn submit_batch(
 }
 
 impl SubmitItem {
+    /// A thread's turn: the caller chose the id and validated `request`.
+    pub(crate) fn for_thread(
+        tenant: &str,
+        request: NewTask,
+        task_type: TaskType,
+        id: TaskId,
+        now: i64,
+    ) -> Self {
+        SubmitItem {
+            tenant: tenant.to_string(),
+            task_type,
+            request,
+            id,
+            now,
+            retry_of: None,
+            workflow: None,
+        }
+    }
+
     /// A workflow step's task: the caller chose the id and validated `request`.
     pub(crate) fn for_workflow(
         tenant: &str,

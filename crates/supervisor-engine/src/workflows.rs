@@ -484,7 +484,7 @@ fn finish_run(
 }
 
 /// Called in the transaction that made `task` terminal: records its step's outcome and
-/// advances the run. Tasks outside workflows are ignored.
+/// advances the run, or records its reply in its thread. Other tasks are ignored.
 pub(crate) async fn on_task_terminal(
     txn: &mut Transaction<'_>,
     task: &Task,
@@ -503,6 +503,7 @@ pub(crate) async fn on_tasks_terminal(
     now: i64,
     cfg: &crate::EngineConfig,
 ) -> Result<(), EngineError> {
+    crate::thread_log::on_turns_ended(txn, tasks, now).await?;
     let mut by_run: BTreeMap<(String, TaskId), Vec<&Task>> = BTreeMap::new();
     for task in tasks {
         if let Some(wref) = &task.workflow

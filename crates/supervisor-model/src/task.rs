@@ -621,6 +621,9 @@ pub struct Task {
     /// run's); `None` when tracing was off at submit.
     #[serde(default)]
     pub trace: Option<String>,
+    /// The conversation thread whose reply it writes, if any.
+    #[serde(default)]
+    pub thread: Option<TaskId>,
 }
 
 /// What happened to a task, in order. The event log is append-only and resumable by

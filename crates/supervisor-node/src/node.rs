@@ -542,6 +542,16 @@ impl Node {
         self.router.repository_names()
     }
 
+    /// The context window (tokens) a task of `task_type` preferring `preferred` can count
+    /// on (see `Router::context_window`); `None` when no provider serves the type.
+    pub fn context_window(
+        &self,
+        task_type: supervisor_model::TaskType,
+        preferred: &[String],
+    ) -> Option<u64> {
+        self.router.context_window(task_type, preferred)
+    }
+
     /// Fires whenever any provider's live state changes (health, breaker, throttle, an
     /// execution's report).
     pub fn provider_changes(&self) -> watch::Receiver<u64> {

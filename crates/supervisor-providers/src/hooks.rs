@@ -110,7 +110,7 @@ impl Hooks {
                 return Err(format!("hooks.{name}: timeout must be more than 0"));
             }
             for (var, value) in &hook.env {
-                if !crate::claude_cli::environment::valid_name(var) {
+                if !crate::valid_env_name(var) {
                     return Err(format!(
                         "hooks.{name}: env key {var:?} is not a variable name (letters, digits, _)"
                     ));

@@ -26,6 +26,14 @@ use std::time::Duration;
 use supervisor_model::{Specialty, TaskType, ToolPolicy, Usage};
 use tokio::sync::mpsc;
 
+/// Whether `name` can be an environment variable name (letters, digits and `_`, not
+/// starting with a digit).
+pub(crate) fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// What a provider is asked to do: one attempt of one task.
 #[derive(Debug, Clone)]
 pub struct ProviderRequest {

@@ -438,7 +438,8 @@ pub(crate) fn status_from(err: EngineError) -> Status {
         EngineError::FailedPrecondition(m) => Status::failed_precondition(m),
         e @ (EngineError::NodeNotFound { .. }
         | EngineError::KeyNotFound { .. }
-        | EngineError::ScheduleNotFound { .. }) => Status::not_found(e.to_string()),
+        | EngineError::ScheduleNotFound { .. }
+        | EngineError::ThreadNotFound { .. }) => Status::not_found(e.to_string()),
         EngineError::AlreadyExists(m) => Status::already_exists(m),
         e @ EngineError::Fenced { .. } => Status::unavailable(e.to_string()),
         EngineError::Store(e) if e.is_retryable() => Status::unavailable(format!(

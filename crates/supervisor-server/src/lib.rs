@@ -11,6 +11,7 @@
 
 mod analytics;
 pub mod auth;
+mod chat;
 pub mod cluster;
 pub mod config;
 mod console;
@@ -45,6 +46,7 @@ use supervisor_node::Node;
 use supervisor_proto::v1;
 use supervisor_proto::v1::analytics_service_server::AnalyticsServiceServer;
 use supervisor_proto::v1::auth_service_server::AuthServiceServer;
+use supervisor_proto::v1::chat_service_server::ChatServiceServer;
 use supervisor_proto::v1::cluster_service_server::ClusterServiceServer;
 use supervisor_proto::v1::provider_service_server::{ProviderService, ProviderServiceServer};
 use supervisor_proto::v1::resource_service_server::ResourceServiceServer;
@@ -571,7 +573,7 @@ fn api_routes(node: Arc<Node>, auth: Arc<auth::Authenticator>) -> tonic::service
             .max_decoding_message_size(MAX_REQUEST_BYTES),
     ))
     .add_service(RequestLimit::new(
-        ProviderServiceServer::new(ProviderApi::new(node))
+        ProviderServiceServer::new(ProviderApi::new(node.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
     ))
     .add_service(RequestLimit::new(
@@ -580,6 +582,10 @@ fn api_routes(node: Arc<Node>, auth: Arc<auth::Authenticator>) -> tonic::service
     ))
     .add_service(RequestLimit::new(
         AnalyticsServiceServer::new(AnalyticsApi::new(auth.engine().clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    ))
+    .add_service(RequestLimit::new(
+        ChatServiceServer::new(chat::ChatApi::new(node))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
     ))
     .add_service(RequestLimit::new(

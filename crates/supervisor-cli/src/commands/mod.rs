@@ -16,6 +16,7 @@
 
 pub mod access;
 pub mod analytics;
+pub mod chat;
 pub mod cluster;
 mod follow;
 #[cfg(test)]

@@ -286,6 +286,29 @@ impl Router {
         names
     }
 
+    /// The context window (tokens) a task of `task_type` can count on: the first of
+    /// `preferred` that serves the type, else the smallest among the providers that do
+    /// (the task may go to any of them); `None` when none does.
+    pub fn context_window(&self, task_type: TaskType, preferred: &[String]) -> Option<u64> {
+        let remote = self.remote_providers();
+        let serving: Vec<_> = self
+            .providers
+            .iter()
+            .chain(remote.iter())
+            .filter(|p| p.capabilities.task_types.contains(&task_type))
+            .filter(|p| p.capabilities.max_context_tokens > 0)
+            .collect();
+        for name in preferred {
+            if let Some(p) = serving.iter().find(|p| &p.name == name) {
+                return Some(p.capabilities.max_context_tokens);
+            }
+        }
+        serving
+            .iter()
+            .map(|p| p.capabilities.max_context_tokens)
+            .min()
+    }
+
     /// Fires whenever any provider's state changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()

@@ -55,12 +55,7 @@ pub(crate) fn basics() -> Vec<(OsString, OsString)> {
     vars
 }
 
-/// Whether `name` can be an environment variable name.
-pub(crate) fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+pub(crate) use crate::valid_env_name as valid_name;
 
 /// Checks the provider's `env` table and `api_key_var`, naming the first wrong entry.
 pub(super) fn validate(provider: &str, cfg: &ClaudeCliConfig) -> Result<(), String> {

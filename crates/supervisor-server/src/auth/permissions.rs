@@ -162,6 +162,16 @@ pub const TABLE: &[(&str, Permission)] = &[
         Permission::Read,
     ),
     // Identity.
+    ("/supervisor.v1.ChatService/CreateThread", Permission::Write),
+    ("/supervisor.v1.ChatService/GetThread", Permission::Read),
+    ("/supervisor.v1.ChatService/ListThreads", Permission::Read),
+    ("/supervisor.v1.ChatService/PostMessage", Permission::Write),
+    ("/supervisor.v1.ChatService/WatchThread", Permission::Read),
+    ("/supervisor.v1.ChatService/SearchThreads", Permission::Read),
+    (
+        "/supervisor.v1.ChatService/ConvertThread",
+        Permission::Write,
+    ),
     ("/supervisor.v1.AuthService/WhoAmI", Permission::Read),
     (
         "/supervisor.v1.AuthService/CreateTenant",
