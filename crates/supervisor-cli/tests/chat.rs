@@ -361,3 +361,103 @@ async fn bad_requests_name_what_is_wrong() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
 }
+
+/// A fake Claude CLI for thread turns: it records its arguments (`<dir>/args-<n>`, NUL
+/// separated), adds a line to `notes.txt` in its working directory, starts a session
+/// `sess-<n>` (marking its HOME) or, with `--resume`, checks that its HOME kept the mark,
+/// and answers with how many lines `notes.txt` has and which session it resumed.
+fn thread_cli(dir: &std::path::Path) -> String {
+    format!(
+        "#!/bin/bash\n\
+         if [ \"$1\" = \"--version\" ]; then echo '1.0.0 (Claude Code)'; exit 0; fi\n\
+         n=$(( $(cat {d}/runs 2>/dev/null || echo 0) + 1 )); echo $n > {d}/runs\n\
+         printf '%s\\0' \"$@\" > {d}/args-$n\n\
+         resumed=no\n\
+         while [ $# -gt 0 ]; do if [ \"$1\" = --resume ]; then resumed=$2; fi; shift; done\n\
+         if [ $resumed != no ] && [ ! -e \"$HOME/.claude/mark\" ]; then echo 'no session here' >&2; exit 1; fi\n\
+         mkdir -p \"$HOME/.claude\" && touch \"$HOME/.claude/mark\"\n\
+         echo \"turn $n\" >> notes.txt\n\
+         lines=$(wc -l < notes.txt)\n\
+         echo '{{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"sess-'$n'\",\"model\":\"claude-test\",\"tools\":[],\"cwd\":\".\"}}'\n\
+         echo '{{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"lines='$lines' resumed='$resumed'\",\"num_turns\":1,\"usage\":{{\"input_tokens\":10,\"output_tokens\":5}}}}'\n",
+        d = dir.display()
+    )
+}
+
+fn args_of(dir: &std::path::Path, run: u32) -> Vec<String> {
+    std::fs::read(dir.join(format!("args-{run}")))
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_cli_turns_resume_their_session_on_the_threads_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    std::fs::write(repo.join("README"), "start\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "start"]);
+    let config = common::fake_cli_config(dir.path(), &thread_cli(dir.path()));
+    let config = config.display().to_string();
+    let node = NodeProcess::start(
+        &dir.path().join("data"),
+        &[("SUPERVISOR_CONFIG", config.as_str())],
+    );
+    let client = connect(&node).await;
+    let thread = client
+        .chat_service()
+        .create_thread(CreateThreadRequest {
+            r#type: v1::TaskType::BugFix as i32,
+            context: [("repo".to_string(), repo.display().to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let one = turn(&client, &thread.id, "Look at the README.").await;
+    assert_eq!(one.reply.text, "lines=1 resumed=no", "{:?}", one.reply);
+    let first = args_of(dir.path(), 1);
+    assert!(!first.contains(&"--resume".to_string()), "{first:?}");
+
+    let two = turn(&client, &thread.id, "Now fix the typo.").await;
+    assert_eq!(
+        two.reply.text, "lines=2 resumed=sess-1",
+        "the second turn saw the first turn's change and resumed its session"
+    );
+    let second = args_of(dir.path(), 2);
+    let prompt = &second[second.iter().position(|a| a == "-p").unwrap() + 1];
+    assert_eq!(
+        prompt, "Now fix the typo.",
+        "only the new message: {second:?}"
+    );
+
+    // Both turns' commits are on the thread's branch.
+    let log = Command::new("git")
+        .args([
+            "log",
+            "--format=%s",
+            &format!("supervisor/thread-{}", thread.id),
+        ])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert_eq!(log.lines().count(), 3, "{log}");
+}

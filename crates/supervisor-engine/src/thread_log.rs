@@ -138,7 +138,7 @@ pub(crate) async fn on_turns_ended(
     now: i64,
 ) -> Result<(), EngineError> {
     for task in tasks {
-        let Some(thread_id) = task.thread else {
+        let Some(thread_id) = task.thread.map(|r| r.thread) else {
             continue;
         };
         if !task.status.is_terminal() {

@@ -22,6 +22,7 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use supervisor_model::{
     EventKind, FieldError, NewTask, Priority, RoutingPrefs, Task, TaskId, TaskStatus, TaskType,
+    ThreadRef,
 };
 use supervisor_store::{RangeOptions, Transaction, Watch};
 
@@ -146,14 +147,15 @@ fn render(m: &ThreadMessage) -> String {
 
 /// The conversation as a prompt: `about` (what the thread is about), the history that
 /// fits `budget` tokens, and the new message (`new`, or for a conversion the
-/// instruction). Returns the prompt and how many messages were left out.
+/// instruction). Returns the prompt, how many messages were left out, and where `new`
+/// starts in the prompt.
 pub fn compose(
     about: &str,
     history: &[ThreadMessage],
     new: &str,
     new_heading: &str,
     budget: u64,
-) -> (String, u32) {
+) -> (String, u32, usize) {
     let budget = budget.min(supervisor_model::MAX_PROMPT_BYTES as u64 / 4);
     let tail = format!("{new_heading}\n{new}\n");
     let mut left = budget.saturating_sub(tokens(&tail) + 64);
@@ -209,8 +211,13 @@ pub fn compose(
             }
         }
     }
+    let message_at = prompt.len() + new_heading.len() + 1;
     prompt.push_str(&tail);
-    (prompt, u32::try_from(omitted).unwrap_or(u32::MAX))
+    (
+        prompt,
+        u32::try_from(omitted).unwrap_or(u32::MAX),
+        message_at,
+    )
 }
 
 /// What the thread is about, in words, read now (empty when nothing, or when it is gone).
@@ -578,7 +585,7 @@ impl Engine {
                     let history = messages_after(txn, tenant, id, 0, MAX_MESSAGES as usize).await?;
                     let about = about_text(txn, &thread).await?;
                     let budget = thread_window(&thread, window_tokens) * 3 / 4;
-                    let (prompt, omitted) =
+                    let (prompt, omitted, message_at) =
                         compose(&about, &history, text, "[user, the message to answer now]", budget);
                     let request = NewTask {
                         task_type: Some(thread.task_type),
@@ -597,7 +604,11 @@ impl Engine {
                     let task_type = request.validate()?;
                     let item = SubmitItem::for_thread(tenant, request, task_type, task_id, now);
                     let mut turn = crate::tasks::create_in_txn(txn, &item, cfg)?;
-                    turn.thread = Some(id);
+                    turn.thread = Some(ThreadRef {
+                        thread: id,
+                        seq: thread.next_seq,
+                        message_at: u32::try_from(message_at).unwrap_or(u32::MAX),
+                    });
                     records::put(txn, &turn)?;
                     if thread.title.is_empty() {
                         thread.title = title_from(text);
@@ -733,7 +744,7 @@ impl Engine {
         }
         let about = about_text(&mut txn, &thread).await?;
         let budget = thread_window(&thread, window_tokens) * 3 / 4;
-        let (prompt, _) = compose(&about, &history, instruction, "[what to do now]", budget);
+        let (prompt, _, _) = compose(&about, &history, instruction, "[what to do now]", budget);
         Ok((thread, prompt))
     }
 }
@@ -796,11 +807,12 @@ mod tests {
                 msg(i, role, &format!("message {i} {}", "x".repeat(400)))
             })
             .collect();
-        let (all, omitted) = compose("", &history, "next?", "[now]", 100_000);
+        let (all, omitted, at) = compose("", &history, "next?", "[now]", 100_000);
+        assert_eq!(&all[at..], "next?\n");
         assert_eq!(omitted, 0);
         assert!(all.contains("message 1 ") && all.contains("message 20 "));
         // Room for about five messages of ~110 tokens each.
-        let (some, omitted) = compose("", &history, "next?", "[now]", 700);
+        let (some, omitted, _) = compose("", &history, "next?", "[now]", 700);
         assert!(omitted > 10 && omitted < 19, "{omitted}");
         assert!(some.contains("message 1 "), "the first message is kept");
         assert!(some.contains("message 20 "), "the newest is kept");
@@ -814,7 +826,7 @@ mod tests {
     fn the_prompt_never_exceeds_what_a_task_may_hold() {
         let big = "y".repeat(30_000);
         let history: Vec<ThreadMessage> = (1..=10).map(|i| msg(i, Role::User, &big)).collect();
-        let (prompt, omitted) = compose("", &history, "go", "[now]", u64::MAX);
+        let (prompt, omitted, _) = compose("", &history, "go", "[now]", u64::MAX);
         assert!(
             prompt.len() <= supervisor_model::MAX_PROMPT_BYTES,
             "{}",
@@ -828,7 +840,7 @@ mod tests {
         let mut failed = msg(2, Role::Assistant, "");
         failed.status = Some(TaskStatus::Failed);
         failed.error = Some("rate limited".into());
-        let (prompt, _) = compose(
+        let (prompt, _, _) = compose(
             "",
             &[msg(1, Role::User, "hi"), failed],
             "again",

@@ -621,9 +621,32 @@ pub struct Task {
     /// run's); `None` when tracing was off at submit.
     #[serde(default)]
     pub trace: Option<String>,
-    /// The conversation thread whose reply it writes, if any.
+    /// The conversation turn whose reply it writes, if any.
     #[serde(default)]
-    pub thread: Option<TaskId>,
+    pub thread: Option<ThreadRef>,
+}
+
+/// The conversation turn a task answers: the thread, the message and where that message
+/// starts in the task's prompt (after the conversation before it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadRef {
+    /// The thread.
+    pub thread: TaskId,
+    /// The sequence number of the message it answers.
+    pub seq: u64,
+    /// Byte offset of that message in the prompt.
+    pub message_at: u32,
+}
+
+impl Task {
+    /// The message this task answers, when it writes a thread's reply: the end of its
+    /// prompt (without the conversation before it).
+    pub fn thread_message(&self) -> Option<&str> {
+        let at = self.thread?.message_at as usize;
+        self.prompt
+            .get(at..)
+            .map(|m| m.strip_suffix('\n').unwrap_or(m))
+    }
 }
 
 /// What happened to a task, in order. The event log is append-only and resumable by

@@ -37,6 +37,9 @@ pub struct WireRequest {
     /// the task's trace. Absent from nodes that trace nothing.
     #[serde(default)]
     trace: Option<String>,
+    /// The conversation turn (thread id, message seq, message), absent from older peers.
+    #[serde(default)]
+    thread: Option<(String, u64, String)>,
 }
 
 /// A provider's answer on the wire.
@@ -150,6 +153,10 @@ pub fn encode_request(r: &ProviderRequest) -> Vec<u8> {
         system_prompt: r.system_prompt.clone(),
         tools: r.tools.clone(),
         trace: supervisor_telemetry::context::current_traceparent(),
+        thread: r
+            .thread
+            .as_ref()
+            .map(|t| (t.id.clone(), t.seq, t.message.clone())),
     })
 }
 
@@ -166,6 +173,9 @@ pub fn decode_request(bytes: &[u8]) -> Result<(ProviderRequest, Option<String>),
         specialty: w.specialty,
         system_prompt: w.system_prompt,
         tools: w.tools,
+        thread: w
+            .thread
+            .map(|(id, seq, message)| supervisor_providers::ThreadTurn { id, seq, message }),
     };
     Ok((request, w.trace))
 }
@@ -342,6 +352,11 @@ mod tests {
             Duration::from_secs(7),
         );
         req.context.insert("file".into(), "a.rs".into());
+        req.thread = Some(supervisor_providers::ThreadTurn {
+            id: "th-1".into(),
+            seq: 5,
+            message: "and now?".into(),
+        });
         let (back, _) = decode_request(&encode_request(&req)).unwrap();
         assert_eq!(format!("{back:?}"), format!("{req:?}"));
 

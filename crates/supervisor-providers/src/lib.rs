@@ -55,6 +55,22 @@ pub struct ProviderRequest {
     pub system_prompt: String,
     /// What the agent may do with tools (providers that run tools must enforce it).
     pub tools: ToolPolicy,
+    /// The conversation turn it answers, when it writes a thread's reply (its prompt then
+    /// holds the conversation so far; a provider that keeps a session of its own may
+    /// send only the new message).
+    pub thread: Option<ThreadTurn>,
+}
+
+/// The conversation turn a request answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadTurn {
+    /// The thread's id.
+    pub id: String,
+    /// The sequence number of the message it answers (the previous reply's message was
+    /// `seq - 2`).
+    pub seq: u64,
+    /// The message alone.
+    pub message: String,
 }
 
 impl ProviderRequest {
@@ -71,6 +87,7 @@ impl ProviderRequest {
             specialty,
             system_prompt: specialty.system_prompt().to_string(),
             tools: specialty.tools(),
+            thread: None,
         }
     }
 

@@ -48,6 +48,11 @@ pub fn provider_request(task: &Task) -> ProviderRequest {
         specialty: choice.specialty,
         system_prompt: choice.specialty.system_prompt().to_string(),
         tools: choice.specialty.tools(),
+        thread: task.thread.map(|r| supervisor_providers::ThreadTurn {
+            id: r.thread.to_string(),
+            seq: r.seq,
+            message: task.thread_message().unwrap_or_default().to_string(),
+        }),
     }
 }
 

@@ -56,11 +56,17 @@ fn is_write_tool(tool: &str) -> bool {
     })
 }
 
-/// The arguments after the binary, for one attempt of `request`.
+/// The arguments after the binary, for one attempt of `request`: a new session with the
+/// request's prompt, or with `resume` the CLI's session of that id, continued with only
+/// the thread's new message.
 ///
 /// A read-only request (`tools.can_write == false`) always runs in `plan` mode with the
 /// write tools disallowed, whatever its policy lists.
-pub(super) fn args(cfg: &ClaudeCliConfig, request: &ProviderRequest) -> Vec<OsString> {
+pub(super) fn args(
+    cfg: &ClaudeCliConfig,
+    request: &ProviderRequest,
+    resume: Option<&str>,
+) -> Vec<OsString> {
     let policy = &request.tools;
     let mut allowed = policy.allowed_tools.clone();
     let mut disallowed = policy.disallowed_tools.clone();
@@ -80,13 +86,21 @@ pub(super) fn args(cfg: &ClaudeCliConfig, request: &ProviderRequest) -> Vec<OsSt
         "plan".to_string()
     };
 
+    let prompt = match (resume, &request.thread) {
+        (Some(_), Some(turn)) => &turn.message,
+        _ => &request.prompt,
+    };
     let mut args: Vec<OsString> = vec![
         "-p".into(),
-        prompt_with_context(&request.prompt, &request.context).into(),
+        prompt_with_context(prompt, &request.context).into(),
         "--output-format".into(),
         "stream-json".into(),
         "--verbose".into(),
     ];
+    if let Some(session) = resume {
+        args.push("--resume".into());
+        args.push(session.into());
+    }
     if !request.system_prompt.is_empty() {
         args.push("--append-system-prompt".into());
         args.push(request.system_prompt.clone().into());
@@ -150,7 +164,7 @@ mod tests {
         // Even a policy that lists write tools loses them when it cannot write.
         req.tools.allowed_tools.push("Bash(rm:*)".into());
         req.tools.permission_mode = "acceptEdits".into();
-        let a = strings(&args(&ClaudeCliConfig::default(), &req));
+        let a = strings(&args(&ClaudeCliConfig::default(), &req, None));
         let at = |flag: &str| {
             a.iter()
                 .position(|x| x == flag)

@@ -23,6 +23,7 @@ mod recovery;
 pub(crate) mod sandbox;
 mod shim;
 mod stream;
+mod thread;
 mod worktree;
 
 use std::path::PathBuf;
@@ -86,6 +87,8 @@ pub struct ClaudeCliProvider {
     author: Author,
     sandbox: Sandbox,
     hooks: crate::hooks::Hooks,
+    /// Where conversation threads keep their HOME and session between turns.
+    thread_root: PathBuf,
 }
 
 /// What one execution holds that must not outlive it. Dropping it (the execute future was
@@ -212,6 +215,10 @@ impl ClaudeCliProvider {
             author,
             sandbox,
             hooks: ctx.hooks.clone(),
+            thread_root: std::path::absolute(ctx.data_dir.join("claude-threads").join(name))
+                .map_err(|e| {
+                    format!("provider {name}: the data directory cannot be made absolute: {e}")
+                })?,
         })
     }
 
@@ -265,25 +272,44 @@ impl ClaudeCliProvider {
     }
 
     /// Makes the attempt directory: a worktree of the context's `repo` at `ref`, or a
-    /// scratch dir, with the agent's HOME and TMPDIR.
-    async fn workspace(&self, request: &ProviderRequest) -> Result<Workspace, ProviderError> {
-        let name = worktree::slug(&request.task_id, request.attempt);
-        let repo = request.context.get("repo").map(|repo| {
-            let git_ref = request
-                .context
-                .get("ref")
-                .map(|r| r.trim())
-                .filter(|r| !r.is_empty())
-                .unwrap_or("HEAD");
-            (repo.as_str(), git_ref)
-        });
-        Workspace::create(
-            &self.worktree_root,
-            &name,
-            repo,
-            &format!("supervisor/{name}"),
-        )
-        .await
+    /// scratch dir, with the agent's HOME and TMPDIR. A thread's turn works in the
+    /// thread's directory, on the thread's branch from its tip once an earlier turn made
+    /// it (see `thread`); the second value says so (that branch is then kept whatever
+    /// happens to this attempt).
+    async fn workspace(
+        &self,
+        request: &ProviderRequest,
+    ) -> Result<(Workspace, bool), ProviderError> {
+        let (name, branch) = match &request.thread {
+            Some(turn) => (thread::workspace_name(&turn.id), thread::branch(&turn.id)),
+            None => {
+                let name = worktree::slug(&request.task_id, request.attempt);
+                let branch = format!("supervisor/{name}");
+                (name, branch)
+            }
+        };
+        let mut existing = false;
+        let repo = match request.context.get("repo") {
+            Some(repo) => {
+                let mut git_ref = request
+                    .context
+                    .get("ref")
+                    .map(|r| r.trim())
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or("HEAD");
+                if request.thread.is_some() && worktree::branch_exists(repo, &branch).await {
+                    existing = true;
+                    git_ref = &branch;
+                }
+                Some((repo.as_str(), git_ref))
+            }
+            None => None,
+        };
+        let mut ws = Workspace::create(&self.worktree_root, &name, repo, &branch).await?;
+        if existing {
+            ws.keep_branch_always()?;
+        }
+        Ok((ws, existing))
     }
 
     /// `text` without the provider's key, which the agent has in its environment and
@@ -337,12 +363,35 @@ impl ClaudeCliProvider {
         if cgroup.is_some() {
             ws.set_cgroup(cgroup.clone())?;
         }
-        let args = command::args(&self.cfg, request);
+        // A thread's turn: its own HOME, and its CLI session resumed when this node ran
+        // the turn before.
+        let thread = match &request.thread {
+            Some(turn) => Some((
+                turn,
+                thread::ThreadState::open(&self.thread_root, &turn.id).await?,
+            )),
+            None => None,
+        };
+        let resume = match &thread {
+            Some((turn, state)) => state.resumable(turn.seq).await,
+            None => None,
+        };
+        match (&thread, &resume) {
+            (Some(_), Some(session)) => sink.send(ProviderEvent::Activity(format!(
+                "resuming the thread's session {session} with the new message"
+            ))),
+            (Some(_), None) => sink.send(ProviderEvent::Activity(
+                "a new session for the thread, the conversation so far in the prompt".into(),
+            )),
+            _ => {}
+        }
+        let home = thread.as_ref().map_or(ws.home(), |(_, state)| state.home());
+        let args = command::args(&self.cfg, request, resume.as_deref());
         let env = environment::agent(
             &self.cfg,
             self.key.as_ref(),
             AttemptDirs {
-                home: ws.home(),
+                home,
                 tmp: ws.tmp(),
             },
         );
@@ -437,6 +486,7 @@ impl ClaudeCliProvider {
                 description: "exit status unknown".into(),
             },
         };
+        let session = parser.session().map(str::to_string);
         let outcome = match parser.finish(&exit, &tail.excerpt(), self.cfg.max_turns) {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -487,6 +537,9 @@ impl ClaudeCliProvider {
         }
         let artifacts = self.collect_changes(request, sink, run).await?;
         run.keep_branch = true;
+        if let (Some((turn, state)), Some(session)) = (&thread, &session) {
+            state.save(session, turn.seq).await;
+        }
         Ok(ProviderOutput {
             output: self.redact(outcome.output),
             usage: outcome.usage,
@@ -575,9 +628,18 @@ impl Provider for ClaudeCliProvider {
         sink: EventSink,
     ) -> Result<ProviderOutput, ProviderError> {
         let mut run = Run::default();
-        run.workspace = Some(self.workspace(&request).await?);
+        let (workspace, keep) = self.workspace(&request).await?;
+        run.workspace = Some(workspace);
+        run.keep_branch = keep;
         let result = self.attempt(&request, &sink, &mut run).await;
         run.cleanup().await;
+        if result.is_err()
+            && let Some(turn) = &request.thread
+            && let Ok(state) = thread::ThreadState::open(&self.thread_root, &turn.id).await
+        {
+            // The next attempt starts a new session with the whole conversation.
+            state.forget().await;
+        }
         result.map_err(|e| self.redact_error(e))
     }
 
@@ -634,7 +696,18 @@ impl Provider for ClaudeCliProvider {
 
     async fn recover(&self) -> Recovery {
         let root = self.worktree_root.clone();
-        match tokio::task::spawn_blocking(move || recover(&root)).await {
+        let threads = self.thread_root.clone();
+        let swept = move || {
+            let removed = thread::sweep(&threads);
+            if removed > 0 {
+                tracing::info!(
+                    removed,
+                    "claude_cli: removed thread directories unused for 30 days"
+                );
+            }
+            recover(&root)
+        };
+        match tokio::task::spawn_blocking(swept).await {
             Ok(report) => report,
             Err(e) => Recovery {
                 problems: vec![format!(

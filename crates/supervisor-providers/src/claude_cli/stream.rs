@@ -161,6 +161,8 @@ pub(super) struct StreamParser {
     result: Option<ResultLine>,
     /// The key the CLI was given, kept out of every event (a tool may print it).
     key: Option<ApiKey>,
+    /// The CLI's session id, from its init line.
+    session: Option<String>,
 }
 
 impl StreamParser {
@@ -183,7 +185,13 @@ impl StreamParser {
             reported: None,
             result: None,
             key,
+            session: None,
         }
+    }
+
+    /// The CLI's session id, once its init line named it.
+    pub(super) fn session(&self) -> Option<&str> {
+        self.session.as_deref()
     }
 
     /// `text` without the key.
@@ -283,6 +291,9 @@ impl StreamParser {
             .filter(|m| !m.is_empty());
         if let Some(m) = model {
             self.model = Some(m.to_string());
+        }
+        if let Some(id) = value.get("session_id").and_then(Value::as_str) {
+            self.session = Some(id.to_string());
         }
         let tools = value
             .get("tools")

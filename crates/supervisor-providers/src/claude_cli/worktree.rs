@@ -210,7 +210,33 @@ async fn resolve(repo: &str, git_ref: &str) -> Result<(PathBuf, String), Provide
     Ok((repo_path, base))
 }
 
+/// Whether `branch` exists in `repo` (a repository that cannot be read has none).
+pub(super) async fn branch_exists(repo: &str, branch: &str) -> bool {
+    let spec = format!("refs/heads/{branch}");
+    git(
+        Path::new(repo),
+        &[
+            "rev-parse".as_ref(),
+            "--verify".as_ref(),
+            "--quiet".as_ref(),
+            "--end-of-options".as_ref(),
+            spec.as_ref(),
+        ],
+    )
+    .await
+    .is_ok_and(|out| out.status.success())
+}
+
 impl Workspace {
+    /// Keeps the branch whatever happens to this attempt (a thread's branch, which holds
+    /// earlier turns' commits).
+    pub(super) fn keep_branch_always(&mut self) -> Result<(), ProviderError> {
+        self.record.keep_branch = true;
+        self.record
+            .write(&self.dir)
+            .map_err(|e| failed(format!("cannot write {}: {e}", self.dir.display())))
+    }
+
     /// A new attempt directory `<root>/<name>` whose `work/` is a worktree of `repo` at
     /// `git_ref` on the new branch `branch` when a repository is given, an empty
     /// directory otherwise. A `repo` that is not a git repository or a `git_ref` that is

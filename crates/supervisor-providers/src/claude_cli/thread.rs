@@ -1,0 +1,194 @@
+//! Conversation turns on the Claude Code CLI: a thread keeps one CLI session, one HOME
+//! and one branch across its turns.
+//!
+//! Each turn of a thread runs in the same place: the attempt directory is named after the
+//! thread (`thread-<id>`), so the CLI's working directory is the same path every turn and
+//! its session (which the CLI files under `$HOME/.claude` by working directory) can be
+//! resumed; HOME is the thread's own, kept under `<data_dir>/claude-threads/<provider>/
+//! <id>/home` between turns (private to the node's user); the worktree is made on the
+//! branch `supervisor/thread-<id>` from its tip, so a turn sees the changes earlier turns
+//! committed. A turn resumes the CLI's session (`--resume <session>`, with only the new
+//! message as the prompt) when this node ran the thread's previous turn and saved its
+//! session; otherwise (the first turn, a previous turn on another node, a resumed run
+//! that failed) it starts a new session with the whole conversation in the prompt.
+//! Thread directories unused for [`IDLE_LIMIT`] are removed when the node starts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ProviderError;
+
+/// Thread directories unused this long are removed at start.
+pub(super) const IDLE_LIMIT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// What is saved after a turn: the CLI's session and the message it answered.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    session: String,
+    seq: u64,
+}
+
+/// A thread's directory on this node.
+#[derive(Debug)]
+pub(super) struct ThreadState {
+    dir: PathBuf,
+    home: PathBuf,
+}
+
+/// `id` made safe for a directory or branch name.
+fn safe(id: &str) -> String {
+    let s: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(64)
+        .collect();
+    if s.is_empty() { "thread".into() } else { s }
+}
+
+/// The attempt directory of a thread's turns (the same every turn).
+pub(super) fn workspace_name(id: &str) -> String {
+    format!("thread-{}", safe(id))
+}
+
+/// The branch a thread's turns commit to.
+pub(super) fn branch(id: &str) -> String {
+    format!("supervisor/thread-{}", safe(id))
+}
+
+fn failed(message: String) -> ProviderError {
+    ProviderError::Retryable {
+        kind: "worktree_failed",
+        message,
+        retry_after: None,
+    }
+}
+
+impl ThreadState {
+    /// Opens (making it when needed) the directory of thread `id` under `root`.
+    pub(super) async fn open(root: &Path, id: &str) -> Result<ThreadState, ProviderError> {
+        let dir = root.join(safe(id));
+        let home = dir.join("home");
+        let make = |path: PathBuf| async move {
+            use std::os::unix::fs::DirBuilderExt;
+            tokio::task::spawn_blocking(move || {
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .recursive(true)
+                    .create(&path)
+                    .map_err(|e| format!("cannot create {}: {e}", path.display()))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        };
+        make(home.clone()).await.map_err(failed)?;
+        // Touched each turn: the idle sweep goes by it.
+        let _ = mark_used(&dir);
+        Ok(ThreadState { dir, home })
+    }
+
+    /// The thread's HOME.
+    pub(super) fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The session to resume for the turn answering message `seq`: the one saved by the
+    /// turn that answered the message before it (`seq - 2`) on this node.
+    pub(super) async fn resumable(&self, seq: u64) -> Option<String> {
+        let bytes = tokio::fs::read(self.dir.join("session.json")).await.ok()?;
+        let saved: Saved = serde_json::from_slice(&bytes).ok()?;
+        let ok = saved.seq.checked_add(2) == Some(seq)
+            && !saved.session.is_empty()
+            && saved.session.len() <= 128
+            && saved
+                .session
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        ok.then_some(saved.session)
+    }
+
+    /// Saves the session of the turn that answered message `seq`.
+    pub(super) async fn save(&self, session: &str, seq: u64) {
+        let saved = Saved {
+            session: session.to_string(),
+            seq,
+        };
+        let Ok(bytes) = serde_json::to_vec(&saved) else {
+            return;
+        };
+        let tmp = self.dir.join("session.json.tmp");
+        let ok = tokio::fs::write(&tmp, bytes).await.is_ok()
+            && tokio::fs::rename(&tmp, self.dir.join("session.json"))
+                .await
+                .is_ok();
+        if !ok {
+            tracing::warn!(dir = %self.dir.display(), "claude_cli: could not save the thread's session; its next turn starts a new one");
+        }
+    }
+
+    /// Forgets the saved session (a resumed run failed: the next attempt starts anew).
+    pub(super) async fn forget(&self) {
+        let _ = tokio::fs::remove_file(self.dir.join("session.json")).await;
+    }
+}
+
+/// Marks the thread used now (the idle sweep reads the time of `.used`).
+fn mark_used(dir: &Path) -> std::io::Result<()> {
+    let stamp = dir.join(".used");
+    std::fs::write(&stamp, b"")?;
+    Ok(())
+}
+
+/// Removes the thread directories under `root` not used for [`IDLE_LIMIT`]; returns how
+/// many.
+pub(super) fn sweep(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.filter_map(Result::ok) {
+        let dir = entry.path();
+        let used = std::fs::metadata(dir.join(".used"))
+            .or_else(|_| std::fs::metadata(&dir))
+            .and_then(|m| m.modified());
+        let idle = used
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > IDLE_LIMIT);
+        if idle && std::fs::remove_dir_all(&dir).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_session_resumes_only_the_turn_after_the_one_that_saved_it() {
+        let root = tempfile::tempdir().unwrap();
+        let t = ThreadState::open(root.path(), "0192f5e4-7c2a")
+            .await
+            .unwrap();
+        assert!(t.home().is_dir());
+        assert_eq!(t.resumable(3).await, None);
+        t.save("abc-123", 1).await;
+        assert_eq!(t.resumable(3).await.as_deref(), Some("abc-123"));
+        assert_eq!(
+            t.resumable(5).await,
+            None,
+            "a turn ran elsewhere in between"
+        );
+        t.save("bad session id; rm -rf", 3).await;
+        assert_eq!(t.resumable(5).await, None);
+        t.save("abc-123", 3).await;
+        t.forget().await;
+        assert_eq!(t.resumable(5).await, None);
+        assert_eq!(workspace_name("../x y"), "thread-xy");
+        assert_eq!(branch("a/b"), "supervisor/thread-ab");
+        assert_eq!(sweep(root.path()), 0, "just used");
+    }
+}
