@@ -252,7 +252,137 @@ def test_live_pages_pick_up_again_after_the_node_restarts(page: Page, tmp_path: 
         own.stop()
 
 
-PAGES = ["/", "/tasks", "/workflows", "/schedules", "/providers", "/cluster", "/budgets", "/analytics"]
+# Records, in the page, every text the open reply's bubble shows (per turn task), the
+# turn statuses it shows, and the thread's final replies as they appear.
+RECORD_CHAT = """() => {
+  window.__chat = { streamed: {}, statuses: [], finals: {} };
+  const note = () => {
+    const reply = document.querySelector('[data-testid="chat-reply"]');
+    if (reply) {
+      const task = reply.dataset.taskId;
+      const seen = (window.__chat.streamed[task] ??= []);
+      const el = reply.querySelector('[data-testid="chat-reply-text"]');
+      const text = el ? el.textContent : "";
+      if (text && seen[seen.length - 1] !== text) seen.push(text);
+      const st = window.__chat.statuses;
+      if (st[st.length - 1] !== reply.dataset.status) st.push(reply.dataset.status);
+    }
+    for (const m of document.querySelectorAll('[data-testid="chat-message"][data-role="assistant"]')) {
+      const task = m.dataset.taskId;
+      if (!(task in window.__chat.finals)) {
+        // How many streamed texts had been seen when the reply itself arrived.
+        window.__chat.finals[task] = (window.__chat.streamed[task] ?? []).length;
+      }
+    }
+  };
+  new MutationObserver(note).observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
+}"""
+
+# Hides the tab (follow() closes its stream) and shows it again (it resumes from the
+# last message's seq, and the open reply is sent again from its first byte).
+HIDE_TAB = """() => {
+  Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+SHOW_TAB = """() => {
+  delete document.visibilityState;
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_a_chat_thread_streams_its_replies_token_by_token(page: Page, node: Node) -> None:
+    key = node.key("developer", "console chat")
+    watches: list[str] = []
+    page.on("request", lambda r: watches.append(r.url) if r.url.endswith("ChatService/WatchThread") else None)
+    sign_in(page, node, key, "/chat")
+    page.evaluate(MARK)
+    form = page.get_by_test_id("chat-create-form")
+    form.get_by_test_id("chat-create-title").fill("console chat check")
+    form.get_by_test_id("chat-create-type").select_option(label="code analysis")
+    form.get_by_test_id("chat-create-context").fill("ticket=CON-7")
+    form.get_by_test_id("chat-create-button").click()
+    page.wait_for_url(re.compile(r"/chat/[0-9a-f-]{36}$"))
+    thread_id = page.url.rsplit("/", 1)[1]
+    expect(page.get_by_test_id("chat-title")).to_have_text("console chat check")
+    expect(page.get_by_test_id("chat-empty")).to_be_visible()
+    page.evaluate(RECORD_CHAT)
+    box = page.get_by_test_id("chat-input")
+    replies = page.locator('[data-testid="chat-message"][data-role="assistant"]')
+
+    # The first message: Enter sends it; the box is closed while the reply is written.
+    box.fill("what does the <b>parser</b> do?")
+    box.press("Enter")
+    expect(box).to_be_disabled()
+    expect(page.get_by_test_id("chat-turn-status")).to_be_visible()
+    screenshot(page, "chat-replying")
+    expect(replies).to_have_count(1, timeout=30_000)
+    expect(box).to_be_enabled()
+
+    # The second, on two lines (Shift+Enter); the tab is hidden and shown again while its
+    # reply streams, so that the watch resumes and is sent the reply again from byte 0.
+    box.press_sequentially("and the lexer?")
+    box.press("Shift+Enter")
+    box.press_sequentially("in short")
+    box.press("Enter")
+    page.wait_for_function(
+        """() => (document.querySelector('[data-testid="chat-reply-text"]')?.textContent ?? "").length > 0""",
+        timeout=30_000,
+    )
+    opened = len(watches)
+    page.evaluate(HIDE_TAB)
+    page.wait_for_timeout(300)
+    page.evaluate(SHOW_TAB)
+    expect(replies).to_have_count(2, timeout=30_000)
+    expect(box).to_be_enabled()
+    expect(page.get_by_test_id("chat-reply")).to_have_count(0)
+    assert len(watches) > opened, "the watch was not opened again after the tab showed"
+    assert page.evaluate(MARKED), "the page reloaded"
+
+    messages = page.get_by_test_id("chat-message")
+    expect(messages).to_have_count(4)
+    assert [m.get_attribute("data-role") for m in messages.all()] == ["user", "assistant", "user", "assistant"]
+    texts = [m.get_by_test_id("chat-text").text_content() or "" for m in messages.all()]
+    # Text, never HTML: the markup typed is shown as typed.
+    assert texts[0] == "what does the <b>parser</b> do?"
+    assert messages.nth(0).locator("b").count() == 0
+    assert texts[2] == "and the lexer?\nin short"
+    record = page.evaluate("window.__chat")
+    for reply in replies.all():
+        assert reply.get_attribute("data-status") == "succeeded"
+        task_id = reply.get_attribute("data-task-id") or ""
+        assert reply.get_by_test_id("chat-turn-task").get_attribute("href") == f"/tasks/{task_id}"
+        final = reply.get_by_test_id("chat-text").text_content() or ""
+        streamed: list[str] = record["streamed"].get(task_id, [])
+        # The bubble grew piece by piece before the reply arrived, every text the start of
+        # the reply (nothing repeated when the resumed watch sent it again from byte 0).
+        assert len(streamed) >= 2, f"the reply of {task_id} was not seen streaming: {streamed}"
+        assert record["finals"][task_id] == len(streamed), record
+        for shorter, longer in zip(streamed, streamed[1:]):
+            assert longer.startswith(shorter) and len(longer) > len(shorter), streamed
+        assert final.startswith(streamed[-1]), (streamed, final)
+    # The turn's status showed while it ran.
+    assert "running" in record["statuses"], record["statuses"]
+    screenshot(page, "chat-thread")
+
+    # The page shows what GetThread (through the CLI) says the thread holds.
+    shown = ""
+    for m, text in zip(messages.all(), texts):
+        who = "you" if m.get_attribute("data-role") == "user" else "agent"
+        shown += f"#{m.get_attribute('data-seq')} {who} ({m.get_attribute('data-author')}):\n{text}"
+        shown += "" if text.endswith("\n") else "\n"
+    assert node.cli("chat", thread_id, "--show", token=key) == shown
+
+    # The list finds the thread by a message's text, and the thread becomes a task.
+    page.goto(node.url + "/chat?q=LEXER")
+    expect(page.locator(f'[data-testid="chat-hit"][data-thread-id="{thread_id}"]')).to_have_count(1)
+    page.goto(node.url + f"/chat/{thread_id}")
+    expect(messages).to_have_count(4)
+    page.get_by_test_id("chat-convert").click()
+    page.wait_for_url(re.compile(r"/tasks/[0-9a-f-]{36}$"))
+    expect(page.get_by_test_id("task-prompt")).to_contain_text("in short")
+
+
+PAGES = ["/", "/tasks", "/workflows", "/schedules", "/chat", "/providers", "/cluster", "/budgets", "/analytics"]
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])

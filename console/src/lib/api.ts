@@ -4,6 +4,7 @@ import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AnalyticsService } from "../gen/supervisor/v1/analytics_pb";
 import { AuthService } from "../gen/supervisor/v1/auth_pb";
+import { ChatService } from "../gen/supervisor/v1/chat_pb";
 import { ClusterService } from "../gen/supervisor/v1/cluster_pb";
 import { ProviderService } from "../gen/supervisor/v1/providers_pb";
 import { ResourceService } from "../gen/supervisor/v1/resources_pb";
@@ -32,6 +33,7 @@ export const cluster = createClient(ClusterService, transport);
 export const resources = createClient(ResourceService, transport);
 export const analytics = createClient(AnalyticsService, transport);
 export const auth = createClient(AuthService, transport);
+export const chat = createClient(ChatService, transport);
 
 /** A call's error as people read it: the server's message, with its code's name. */
 export function describe(err: unknown): string {
