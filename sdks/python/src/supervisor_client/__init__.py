@@ -7,11 +7,14 @@
         done = client.wait(task.id, timeout=60)
         print(done.status, done.output)
 
-`AsyncClient` has the same methods on asyncio. Failed calls raise `SupervisorError`
+Conversations: `create_thread`, then `ask(thread.id, "...", on_text=print)` returns each
+reply as it ends (`watch_thread` follows a thread live). `AsyncClient` has the same
+methods on asyncio. Failed calls raise `SupervisorError`
 subclasses carrying the gRPC code and the server's message.
 """
 
 from ._aio import AsyncClient
+from ._chat import Reply, ReplyDelta, SearchHit, Thread, ThreadEvent, ThreadMessage, TurnStatus
 from ._client import Client
 from ._errors import (
     AlreadyExists,
@@ -61,10 +64,13 @@ __all__ = [
     "NotFound",
     "PRIORITIES",
     "PermissionDenied",
+    "Reply",
+    "ReplyDelta",
     "ResourceExhausted",
     "ResumePolicy",
     "RunStatus",
     "Schedule",
+    "SearchHit",
     "StepRun",
     "StreamEnded",
     "SupervisorError",
@@ -74,6 +80,10 @@ __all__ = [
     "TaskEvent",
     "TaskStats",
     "TaskStatus",
+    "Thread",
+    "ThreadEvent",
+    "ThreadMessage",
+    "TurnStatus",
     "Unauthenticated",
     "Unavailable",
     "Usage",

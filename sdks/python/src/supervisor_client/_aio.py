@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 
+from ._chat import (
+    Reply,
+    ReplyDelta,
+    SearchHit,
+    Thread,
+    ThreadEvent,
+    ThreadMessage,
+    convert_request,
+    create_thread_request,
+    event_of,
+)
 from ._errors import SupervisorError, WaitTimeout, from_rpc_error
 from ._follow import Follower, Log, ResumePolicy, deadline_after, final_timeout, run_log, task_log
 from ._models import (
@@ -26,6 +37,8 @@ from ._models import (
 from ._proto.supervisor.v1 import (
     auth_pb2,
     auth_pb2_grpc,
+    chat_pb2,
+    chat_pb2_grpc,
     tasks_pb2,
     tasks_pb2_grpc,
     workflows_pb2,
@@ -81,6 +94,8 @@ class AsyncClient:
         self.workflows = workflows_pb2_grpc.WorkflowServiceStub(self._channel)
         #: The generated AuthService stub on grpc.aio (tenants, keys, audit).
         self.auth = auth_pb2_grpc.AuthServiceStub(self._channel)
+        #: The generated ChatService stub on grpc.aio (conversation threads).
+        self.chat = chat_pb2_grpc.ChatServiceStub(self._channel)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -291,3 +306,91 @@ class AsyncClient:
         """Deletes a schedule (its runs stay); returns it as it was."""
         request = workflows_pb2.ScheduleRef(name=name)
         return Schedule.from_proto(await self._call(self.workflows.DeleteSchedule, request))
+
+    # Conversations.
+
+    async def create_thread(
+        self,
+        type: str | int | None = None,
+        *,
+        title: str = "",
+        context: Mapping[str, str] | None = None,
+        about_task: str = "",
+        preferred_providers: list[str] | None = None,
+    ) -> Thread:
+        """Starts a thread; see `Client.create_thread`."""
+        request = create_thread_request(type, title, context, about_task, preferred_providers)
+        return Thread.from_proto(await self._call(self.chat.CreateThread, request))
+
+    async def get_thread(self, id: str) -> Thread:
+        """A thread with its messages."""
+        return Thread.from_proto(await self._call(self.chat.GetThread, chat_pb2.GetThreadRequest(id=id)))
+
+    def list_threads(self, *, page_size: int = 100, limit: int | None = None) -> AsyncIterator[Thread]:
+        """Threads, newest first, without their messages, a page at a time."""
+        request = chat_pb2.ListThreadsRequest(page_size=page_size)
+        return self._pages(self.chat.ListThreads, Pages(request, limit, Thread.from_proto), "threads")
+
+    async def post(self, thread_id: str, text: str) -> ThreadMessage:
+        """Posts a message; see `Client.post`."""
+        request = chat_pb2.PostMessageRequest(thread_id=thread_id, text=text)
+        posted = await self._call(self.chat.PostMessage, request)
+        return ThreadMessage.from_proto(posted.message)
+
+    async def watch_thread(
+        self, thread_id: str, after_seq: int = 0, timeout: float | None = None
+    ) -> AsyncGenerator[ThreadEvent, None]:
+        """A thread live, resuming after breaks; see `Client.watch_thread`."""
+        follower = Follower(f"thread {thread_id}", after_seq, self.resume, deadline_after(timeout))
+        while True:
+            call = None
+            try:
+                request = chat_pb2.WatchThreadRequest(thread_id=thread_id, after_seq=follower.last_seq)
+                call = self.chat.WatchThread(request, timeout=follower.remaining(), metadata=self._metadata)
+                async for item in call:
+                    event = event_of(item)
+                    if isinstance(event, ThreadMessage) and not follower.received(event.seq):
+                        continue
+                    if event is not None:
+                        yield event
+                failure: SupervisorError = follower.closed_early()
+            except grpc.RpcError as err:
+                failure = from_rpc_error(err)
+            finally:
+                if call is not None:
+                    call.cancel()
+            await asyncio.sleep(follower.pause_after(failure))
+
+    async def ask(
+        self,
+        thread_id: str,
+        text: str,
+        timeout: float | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> ThreadMessage:
+        """Posts `text` and returns its reply once its turn ended; see `Client.ask`."""
+        posted = await self.post(thread_id, text)
+        reply = Reply(posted.task_id)
+        events = self.watch_thread(thread_id, posted.seq, timeout)
+        try:
+            async for event in events:
+                if isinstance(event, ReplyDelta):
+                    fresh = reply.add(event)
+                    if fresh and on_text is not None:
+                        on_text(fresh)
+                elif isinstance(event, ThreadMessage) and event.role == "assistant" and event.task_id == posted.task_id:
+                    return event
+        finally:
+            await events.aclose()
+        raise AssertionError("watch_thread never ends by itself")
+
+    async def search_threads(self, query: str, limit: int = 20) -> list[SearchHit]:
+        """Messages containing `query` (case-insensitive), newest threads first."""
+        request = chat_pb2.SearchThreadsRequest(query=query, limit=limit)
+        found = await self._call(self.chat.SearchThreads, request)
+        return [SearchHit(h.thread_id, h.title, ThreadMessage.from_proto(h.message), h.excerpt) for h in found.hits]
+
+    async def convert_thread(self, thread_id: str, type: str | int | None = None, instruction: str = "") -> Task:
+        """Starts a task that does what the conversation agreed; see `Client.convert_thread`."""
+        request = convert_request(thread_id, type, instruction, "", None)
+        return Task.from_proto((await self._call(self.chat.ConvertThread, request)).task)

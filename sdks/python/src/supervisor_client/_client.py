@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any, TypeVar
 
 import grpc
 
+from ._chat import (
+    Reply,
+    ReplyDelta,
+    SearchHit,
+    Thread,
+    ThreadEvent,
+    ThreadMessage,
+    convert_request,
+    create_thread_request,
+    event_of,
+)
 from ._errors import SupervisorError, WaitTimeout, from_rpc_error
 from ._follow import Follower, Log, ResumePolicy, deadline_after, final_timeout, run_log, task_log
 from ._models import (
@@ -25,6 +36,8 @@ from ._models import (
 from ._proto.supervisor.v1 import (
     auth_pb2,
     auth_pb2_grpc,
+    chat_pb2,
+    chat_pb2_grpc,
     tasks_pb2,
     tasks_pb2_grpc,
     workflows_pb2,
@@ -90,6 +103,8 @@ class Client:
         self.workflows = workflows_pb2_grpc.WorkflowServiceStub(self._channel)
         #: The generated AuthService stub (tenants, keys, audit).
         self.auth = auth_pb2_grpc.AuthServiceStub(self._channel)
+        #: The generated ChatService stub (conversation threads).
+        self.chat = chat_pb2_grpc.ChatServiceStub(self._channel)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -309,3 +324,100 @@ class Client:
     def delete_schedule(self, name: str) -> Schedule:
         """Deletes a schedule (its runs stay); returns it as it was."""
         return Schedule.from_proto(self._call(self.workflows.DeleteSchedule, workflows_pb2.ScheduleRef(name=name)))
+
+    # Conversations.
+
+    def create_thread(
+        self,
+        type: str | int | None = None,
+        *,
+        title: str = "",
+        context: Mapping[str, str] | None = None,
+        about_task: str = "",
+        preferred_providers: list[str] | None = None,
+    ) -> Thread:
+        """Starts a thread whose replies are tasks of `type` (default "code_analysis"),
+        with `context` (e.g. `{"repo": "/src/app"}`), about the task `about_task` if given."""
+        request = create_thread_request(type, title, context, about_task, preferred_providers)
+        return Thread.from_proto(self._call(self.chat.CreateThread, request))
+
+    def get_thread(self, id: str) -> Thread:
+        """A thread with its messages."""
+        return Thread.from_proto(self._call(self.chat.GetThread, chat_pb2.GetThreadRequest(id=id)))
+
+    def list_threads(self, *, page_size: int = 100, limit: int | None = None) -> Iterator[Thread]:
+        """Threads, newest first, without their messages, a page at a time."""
+        request = chat_pb2.ListThreadsRequest(page_size=page_size)
+        return self._pages(self.chat.ListThreads, Pages(request, limit, Thread.from_proto), "threads")
+
+    def post(self, thread_id: str, text: str) -> ThreadMessage:
+        """Posts a message; its `task_id` is the task writing the reply. Raises
+        `FailedPrecondition` while the previous reply has not ended."""
+        request = chat_pb2.PostMessageRequest(thread_id=thread_id, text=text)
+        posted = self._call(self.chat.PostMessage, request)
+        return ThreadMessage.from_proto(posted.message)
+
+    def watch_thread(
+        self, thread_id: str, after_seq: int = 0, timeout: float | None = None
+    ) -> Generator[ThreadEvent, None, None]:
+        """A thread live: its messages after `after_seq`, the open reply's pieces
+        (`ReplyDelta`) and status changes (`TurnStatus`), each reply once its turn ended;
+        it never ends by itself (stop reading, or give `timeout`, which raises
+        `WaitTimeout`). After a break it resumes after the last message seen; the open
+        reply's pieces then come again from its start (`Reply` skips what it has)."""
+        follower = Follower(f"thread {thread_id}", after_seq, self.resume, deadline_after(timeout))
+        while True:
+            stream = None
+            try:
+                request = chat_pb2.WatchThreadRequest(thread_id=thread_id, after_seq=follower.last_seq)
+                stream = self.chat.WatchThread(request, timeout=follower.remaining(), metadata=self._metadata)
+                for item in stream:
+                    event = event_of(item)
+                    if isinstance(event, ThreadMessage) and not follower.received(event.seq):
+                        continue
+                    if event is not None:
+                        yield event
+                failure: SupervisorError = follower.closed_early()
+            except grpc.RpcError as err:
+                failure = from_rpc_error(err)
+            finally:
+                if stream is not None:
+                    stream.cancel()
+            time.sleep(follower.pause_after(failure))
+
+    def ask(
+        self,
+        thread_id: str,
+        text: str,
+        timeout: float | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> ThreadMessage:
+        """Posts `text` and returns its reply once its turn ended (check `.status`: a
+        failed turn's reply has none, and says why in `.error`). `on_text` gets each new
+        piece of the reply as it is written. Raises `WaitTimeout` after `timeout` seconds."""
+        posted = self.post(thread_id, text)
+        reply = Reply(posted.task_id)
+        events = self.watch_thread(thread_id, posted.seq, timeout)
+        try:
+            for event in events:
+                if isinstance(event, ReplyDelta):
+                    fresh = reply.add(event)
+                    if fresh and on_text is not None:
+                        on_text(fresh)
+                elif isinstance(event, ThreadMessage) and event.role == "assistant" and event.task_id == posted.task_id:
+                    return event
+        finally:
+            events.close()
+        raise AssertionError("watch_thread never ends by itself")
+
+    def search_threads(self, query: str, limit: int = 20) -> list[SearchHit]:
+        """Messages containing `query` (case-insensitive), newest threads first."""
+        request = chat_pb2.SearchThreadsRequest(query=query, limit=limit)
+        found = self._call(self.chat.SearchThreads, request)
+        return [SearchHit(h.thread_id, h.title, ThreadMessage.from_proto(h.message), h.excerpt) for h in found.hits]
+
+    def convert_thread(self, thread_id: str, type: str | int | None = None, instruction: str = "") -> Task:
+        """Starts a task (of `type`, default the thread's) that does what the conversation
+        agreed: its prompt is the conversation, then `instruction`."""
+        request = convert_request(thread_id, type, instruction, "", None)
+        return Task.from_proto(self._call(self.chat.ConvertThread, request).task)
