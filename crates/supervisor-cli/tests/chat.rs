@@ -91,6 +91,15 @@ fn streamed(deltas: &[v1::ReplyDelta]) -> String {
     text
 }
 
+async fn get_thread(client: &Client, id: &str) -> v1::Thread {
+    client
+        .chat_service()
+        .get_thread(GetThreadRequest { id: id.to_string() })
+        .await
+        .expect("get the thread")
+        .into_inner()
+}
+
 async fn connect(node: &NodeProcess) -> Client {
     Client::connect(&node.url()).await.expect("connect")
 }
@@ -153,14 +162,7 @@ async fn a_three_turn_thread_streams_each_reply_and_survives_kill_9() {
 
     let mut node = NodeProcess::start(&data, &SLOW_MOCK);
     let client = connect(&node).await;
-    let got = client
-        .chat_service()
-        .get_thread(GetThreadRequest {
-            id: thread.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get_thread(&client, &thread.id).await;
     assert_eq!(got.messages.len(), 6, "nothing lost: {:?}", got.messages);
     assert_eq!(got.title, "Where is the parser's weak point?");
 
@@ -203,14 +205,7 @@ async fn a_three_turn_thread_streams_each_reply_and_survives_kill_9() {
         task.prompt
             .ends_with("Fourth: the node dies while you answer.\n")
     );
-    let got = client
-        .chat_service()
-        .get_thread(GetThreadRequest {
-            id: thread.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get_thread(&client, &thread.id).await;
     let roles: Vec<i32> = got.messages.iter().map(|m| m.role).collect();
     let user = ThreadRole::User as i32;
     let agent = ThreadRole::Assistant as i32;
@@ -291,14 +286,7 @@ async fn a_three_turn_thread_streams_each_reply_and_survives_kill_9() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.matches("[mock provider]").count(), 2, "{stdout}");
-    let got = client
-        .chat_service()
-        .get_thread(GetThreadRequest {
-            id: thread.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get_thread(&client, &thread.id).await;
     assert_eq!(got.messages.len(), 14);
     assert_eq!(got.messages[10].text, "Sixth, on two \nlines.");
     let (code, out, _) = cli(&node.url(), &["chat", "--search", "seventh"]);

@@ -399,6 +399,15 @@ fn three_tries_cli(dir: &Path) -> String {
     )
 }
 
+/// Submits `request` and waits (bounded) until the task ends.
+async fn run_to_end(client: &Client, request: v1::SubmitTaskRequest) -> v1::Task {
+    let task = client.submit(request).await.unwrap();
+    tokio::time::timeout(PATIENCE, client.wait(&task.id))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// Whether the task's event log has an event whose message contains `text`.
 async fn logged(client: &Client, id: &str, text: &str) -> bool {
     let mut events = client.watch(id, 0);
@@ -449,18 +458,15 @@ async fn failing_hooks_turn_bad_attempts_into_retries_and_a_strict_one_fails_the
     let mut context = std::collections::HashMap::new();
     context.insert("repo".to_string(), repo.display().to_string());
     context.insert("hooks".to_string(), "tests".to_string());
-    let task = client
-        .submit(v1::SubmitTaskRequest {
+    let done = run_to_end(
+        &client,
+        v1::SubmitTaskRequest {
             context: context.clone(),
             max_attempts: 3,
             ..bug_fix(None)
-        })
-        .await
-        .unwrap();
-    let done = tokio::time::timeout(PATIENCE, client.wait(&task.id))
-        .await
-        .unwrap()
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(
         done.status,
         v1::TaskStatus::Succeeded as i32,
@@ -471,9 +477,9 @@ async fn failing_hooks_turn_bad_attempts_into_retries_and_a_strict_one_fails_the
     assert_eq!(outcomes, ["hook_failed", "hook_failed", "succeeded"]);
     let result = done.result.expect("result");
     assert_eq!(result.output, "try 3");
-    assert!(logged(&client, &task.id, "hook diff-check failed").await);
-    assert!(logged(&client, &task.id, "hook tests failed: exit status 1").await);
-    assert!(logged(&client, &task.id, "hook tests passed").await);
+    assert!(logged(&client, &done.id, "hook diff-check failed").await);
+    assert!(logged(&client, &done.id, "hook tests failed: exit status 1").await);
+    assert!(logged(&client, &done.id, "hook tests passed").await);
     let diff = result
         .artifacts
         .iter()
@@ -487,19 +493,16 @@ async fn failing_hooks_turn_bad_attempts_into_retries_and_a_strict_one_fails_the
 
     // A strict hook fails the task at its first attempt, quoting the hook's output.
     context.insert("hooks".to_string(), "strict".to_string());
-    let task = client
-        .submit(v1::SubmitTaskRequest {
+    let done = run_to_end(
+        &client,
+        v1::SubmitTaskRequest {
             context: context.clone(),
             r#type: v1::TaskType::Documentation as i32,
             max_attempts: 3,
             ..bug_fix(None)
-        })
-        .await
-        .unwrap();
-    let done = tokio::time::timeout(PATIENCE, client.wait(&task.id))
-        .await
-        .unwrap()
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(done.status, v1::TaskStatus::Failed as i32);
     assert_eq!(done.attempts.len(), 1);
     assert!(
@@ -512,18 +515,15 @@ async fn failing_hooks_turn_bad_attempts_into_retries_and_a_strict_one_fails_the
     // A hook the node does not have fails the task before the agent runs.
     let runs_before = std::fs::read_to_string(dir.path().join("runs")).unwrap();
     context.insert("hooks".to_string(), "lint".to_string());
-    let task = client
-        .submit(v1::SubmitTaskRequest {
+    let done = run_to_end(
+        &client,
+        v1::SubmitTaskRequest {
             context,
             max_attempts: 3,
             ..bug_fix(None)
-        })
-        .await
-        .unwrap();
-    let done = tokio::time::timeout(PATIENCE, client.wait(&task.id))
-        .await
-        .unwrap()
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(done.status, v1::TaskStatus::Failed as i32);
     assert!(
         done.error.contains("\"lint\"") && done.error.contains("diff-check, strict, tests"),
