@@ -131,14 +131,16 @@ fn tokens(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4)
 }
 
-/// One message as the history shows it.
+/// One message as the history shows it, with the blank line after it.
 fn render(m: &ThreadMessage) -> String {
     match m.role {
-        Role::User => format!("[user]\n{}\n", m.text.trim_end()),
+        Role::User => format!("[user]\n{}\n\n", m.text.trim_end()),
         Role::Assistant => match m.status {
-            Some(TaskStatus::Succeeded) | None => format!("[assistant]\n{}\n", m.text.trim_end()),
+            Some(TaskStatus::Succeeded) | None => {
+                format!("[assistant]\n{}\n\n", m.text.trim_end())
+            }
             Some(status) => format!(
-                "[assistant: no reply, the turn {status}: {}]\n",
+                "[assistant: no reply, the turn {status}: {}]\n\n",
                 m.error.as_deref().unwrap_or("no reason given")
             ),
         },
@@ -201,7 +203,6 @@ pub fn compose(
         for (i, text) in rendered.iter().enumerate() {
             if keep[i] {
                 prompt.push_str(text);
-                prompt.push('\n');
             } else if !noted {
                 prompt.push_str(&format!(
                     "[{omitted} earlier message{} left out to fit the context window]\n\n",
@@ -833,6 +834,20 @@ mod tests {
             prompt.len()
         );
         assert!(omitted >= 8);
+    }
+
+    #[test]
+    fn many_short_messages_fit_too() {
+        let history: Vec<ThreadMessage> = (1..=9000).map(|i| msg(i, Role::User, "ok")).collect();
+        let about = "a".repeat(100_000);
+        let (prompt, omitted, _) =
+            compose(&about, &history, &"n".repeat(30_000), "[now]", u64::MAX);
+        assert!(
+            prompt.len() <= supervisor_model::MAX_PROMPT_BYTES,
+            "{}",
+            prompt.len()
+        );
+        assert!(omitted > 0);
     }
 
     #[test]
