@@ -7,10 +7,13 @@ import { ThreadRole, type ReplyDelta, type ThreadEvent, type ThreadMessage, type
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** The reply being written: the turn's task, its attempt and what it wrote so far. */
+/** The reply being written: the turn's task, its attempt (lease) and what it wrote so far. */
 export interface OpenReply {
   taskId: string;
-  /** The attempt whose text this is (0 before the first delta). */
+  /** The lease of the attempt whose text this is (0 before the first delta): it grows with
+   * every attempt, also one that repeats an attempt number after a node was lost. */
+  lease: bigint;
+  /** That attempt's number, for display. */
   attempt: number;
   text: string;
   /** Bytes of `text` in UTF-8: deltas' offsets count bytes. */
@@ -22,17 +25,17 @@ export interface OpenReply {
 }
 
 export function newReply(taskId: string): OpenReply {
-  return { taskId, attempt: 0, text: "", bytes: 0, status: TaskStatus.QUEUED, message: "" };
+  return { taskId, lease: 0n, attempt: 0, text: "", bytes: 0, status: TaskStatus.QUEUED, message: "" };
 }
 
 /**
- * The reply with a delta added. A new attempt starts the text over; a delta of an earlier
- * attempt, or bytes already held (a resumed watch sends the open reply again from 0),
+ * The reply with a delta added. A new lease (attempt) starts the text over; a delta of an
+ * earlier lease, or bytes already held (a resumed watch sends the open reply again from 0),
  * add nothing and the same object comes back.
  */
 export function applyDelta(reply: OpenReply, d: ReplyDelta): OpenReply {
-  if (d.taskId !== reply.taskId || d.attempt < reply.attempt) return reply;
-  const base = d.attempt > reply.attempt ? { ...reply, attempt: d.attempt, text: "", bytes: 0 } : reply;
+  if (d.taskId !== reply.taskId || d.lease < reply.lease) return reply;
+  const base = d.lease > reply.lease ? { ...reply, lease: d.lease, attempt: d.attempt, text: "", bytes: 0 } : reply;
   const offset = Number(d.offset);
   const piece = encoder.encode(d.text);
   const end = offset + piece.length;

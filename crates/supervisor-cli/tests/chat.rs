@@ -82,9 +82,9 @@ async fn follow(client: &Client, thread: &str, after_seq: u64, task: &str) -> Tu
 
 /// The reply as its pieces of the last attempt spell it.
 fn streamed(deltas: &[v1::ReplyDelta]) -> String {
-    let last = deltas.iter().map(|d| d.attempt).max().unwrap_or(0);
+    let last = deltas.iter().map(|d| d.lease).max().unwrap_or(0);
     let mut text = String::new();
-    for d in deltas.iter().filter(|d| d.attempt == last) {
+    for d in deltas.iter().filter(|d| d.lease == last) {
         assert_eq!(d.offset as usize, text.len(), "pieces follow each other");
         text.push_str(&d.text);
     }
@@ -178,14 +178,40 @@ async fn a_three_turn_thread_streams_each_reply_and_survives_kill_9() {
         .into_inner();
     let fourth = posted.message.unwrap();
     let turn_task = posted.turn.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed once a piece of the reply is out.
+    let mut watch = client
+        .chat_service()
+        .watch_thread(WatchThreadRequest {
+            thread_id: thread.id.clone(),
+            after_seq: fourth.seq,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(event) = watch.next().await {
+            if let Some(Event::Delta(_)) = event.unwrap().event {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a piece of the fourth reply");
     node.kill9();
+    drop(watch);
     drop(client);
     let node = NodeProcess::start(&data, &SLOW_MOCK);
     let client = connect(&node).await;
     let four = follow(&client, &thread.id, fourth.seq, &fourth.task_id).await;
     assert_eq!(four.reply.seq, 8);
     assert_eq!(four.reply.status, v1::TaskStatus::Succeeded as i32);
+    // The interrupted attempt and the one that finished ran under two leases (with the
+    // same attempt number: a lost node's attempt does not count); the last one's pieces
+    // spell the reply from offset 0.
+    let mut leases: Vec<u64> = four.deltas.iter().map(|d| d.lease).collect();
+    leases.dedup();
+    assert_eq!(leases.len(), 2, "{:?}", four.deltas);
+    assert_eq!(streamed(&four.deltas), four.reply.text);
 
     // Each reply's prompt carried the conversation before it.
     let task = client.get(&turn_task.id).await.unwrap();
@@ -292,6 +318,37 @@ async fn a_three_turn_thread_streams_each_reply_and_survives_kill_9() {
     let (code, out, _) = cli(&node.url(), &["chat", "--search", "seventh"]);
     assert_eq!(code, 0);
     assert!(out.contains(&thread.id), "{out}");
+
+    // A turn cancelled while it runs is the thread's reply too, and the thread goes on.
+    let posted = client
+        .chat_service()
+        .post_message(PostMessageRequest {
+            thread_id: thread.id.clone(),
+            text: "Never mind.".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let message = posted.message.unwrap();
+    client
+        .cancel(&message.task_id, "changed my mind")
+        .await
+        .unwrap();
+    let cancelled = follow(&client, &thread.id, message.seq, &message.task_id).await;
+    assert_eq!(cancelled.reply.status, v1::TaskStatus::Cancelled as i32);
+    assert!(
+        cancelled.reply.error.contains("changed my mind"),
+        "{:?}",
+        cancelled.reply
+    );
+    let after = turn(&client, &thread.id, "Back to the tokenizer.").await;
+    assert_eq!(after.reply.status, v1::TaskStatus::Succeeded as i32);
+    let task = client.get(&after.reply.task_id).await.unwrap();
+    assert!(
+        task.prompt.contains("no reply, the turn cancelled"),
+        "{}",
+        task.prompt
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +420,7 @@ fn thread_cli(dir: &std::path::Path) -> String {
          resumed=no\n\
          while [ $# -gt 0 ]; do if [ \"$1\" = --resume ]; then resumed=$2; fi; shift; done\n\
          if [ $resumed != no ] && [ ! -e \"$HOME/.claude/mark\" ]; then echo 'no session here' >&2; exit 1; fi\n\
-         mkdir -p \"$HOME/.claude\" && touch \"$HOME/.claude/mark\"\n\
+         mkdir -p \"$HOME/.claude/projects/w\" && touch \"$HOME/.claude/mark\" \"$HOME/.claude/projects/w/sess-$n.jsonl\"\n\
          echo \"turn $n\" >> notes.txt\n\
          lines=$(wc -l < notes.txt)\n\
          echo '{{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"sess-'$n'\",\"model\":\"claude-test\",\"tools\":[],\"cwd\":\".\"}}'\n\

@@ -130,6 +130,48 @@ pub(crate) async fn messages_after(
         .collect()
 }
 
+/// The newest messages of a thread after message `after`, oldest first, read newest
+/// first until their texts hold `max_bytes` (or all of them): what a prompt's history or
+/// a response has room for, whatever the thread's length.
+pub(crate) async fn newest_messages(
+    txn: &mut Transaction<'_>,
+    tenant: &str,
+    id: TaskId,
+    after: u64,
+    max_bytes: usize,
+) -> Result<Vec<ThreadMessage>, EngineError> {
+    let (begin, mut end) = keyspace::thread_messages_after(tenant, id, after);
+    let mut newest_first = Vec::new();
+    let mut bytes = 0usize;
+    while bytes < max_bytes {
+        let kvs = txn
+            .get_range(
+                &begin,
+                &end,
+                RangeOptions::new().snapshot().reverse().limit(64),
+            )
+            .await?;
+        let Some(last) = kvs.last() else {
+            break;
+        };
+        end = last.key.clone();
+        let done = kvs.len() < 64;
+        for kv in &kvs {
+            let m: ThreadMessage = decode("thread message", &kv.value)?;
+            bytes += m.text.len() + m.error.as_ref().map_or(0, String::len) + 64;
+            newest_first.push(m);
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
 /// Called in the transaction that ended `tasks`: each one that writes a thread's reply
 /// appends it (its output, or why it failed) and closes the turn.
 pub(crate) async fn on_turns_ended(
@@ -150,41 +192,93 @@ pub(crate) async fn on_turns_ended(
         if thread.open_turn != Some(task.id) {
             continue;
         }
-        let text = if task.status == TaskStatus::Succeeded {
-            let output = match &task.result {
-                Some(r) if !r.output.is_empty() => r.output.clone(),
-                _ => records::read_output(txn, task).await?,
-            };
-            cut_reply(output, task.id)
-        } else {
-            String::new()
-        };
-        let author = task
-            .attempts
-            .last()
-            .map(|a| a.provider.clone())
-            .unwrap_or_default();
-        append(
-            txn,
-            &mut thread,
-            ThreadMessage {
-                seq: 0,
-                role: Role::Assistant,
-                text,
-                task: Some(task.id),
-                status: Some(task.status),
-                error: task
-                    .error
-                    .clone()
-                    .filter(|_| task.status != TaskStatus::Succeeded),
-                author,
-                at: now,
-            },
-        )?;
-        thread.open_turn = None;
-        put(txn, &thread)?;
+        record_reply(txn, &mut thread, task, now).await?;
     }
     Ok(())
+}
+
+/// Appends `task`'s reply (terminal) to `thread` and closes the turn.
+async fn record_reply(
+    txn: &mut Transaction<'_>,
+    thread: &mut ThreadRecord,
+    task: &Task,
+    now: i64,
+) -> Result<(), EngineError> {
+    let text = if task.status == TaskStatus::Succeeded {
+        let output = match &task.result {
+            Some(r) if !r.output.is_empty() => r.output.clone(),
+            _ => records::read_output(txn, task).await?,
+        };
+        cut_reply(output, task.id)
+    } else {
+        String::new()
+    };
+    let author = task
+        .attempts
+        .last()
+        .map(|a| a.provider.clone())
+        .unwrap_or_default();
+    append(
+        txn,
+        thread,
+        ThreadMessage {
+            seq: 0,
+            role: Role::Assistant,
+            text,
+            task: Some(task.id),
+            status: Some(task.status),
+            error: task
+                .error
+                .clone()
+                .filter(|_| task.status != TaskStatus::Succeeded),
+            author,
+            at: now,
+        },
+    )?;
+    thread.open_turn = None;
+    put(txn, thread)
+}
+
+/// Closes a turn whose reply never came in: its task ended without its end reaching the
+/// thread (a node of an older release ran it) or is gone (retention). The reply is
+/// recorded from the task as it ended, or as failed when it is gone; a turn whose task
+/// still runs is left alone. Returns whether the thread changed.
+pub(crate) async fn close_orphan_turn(
+    txn: &mut Transaction<'_>,
+    thread: &mut ThreadRecord,
+    now: i64,
+) -> Result<bool, EngineError> {
+    let Some(open) = thread.open_turn else {
+        return Ok(false);
+    };
+    match records::load(txn, &thread.tenant, open).await? {
+        Some(task) if !task.status.is_terminal() => Ok(false),
+        Some(task) => {
+            record_reply(txn, thread, &task, now).await?;
+            Ok(true)
+        }
+        None => {
+            append(
+                txn,
+                thread,
+                ThreadMessage {
+                    seq: 0,
+                    role: Role::Assistant,
+                    text: String::new(),
+                    task: Some(open),
+                    status: Some(TaskStatus::Failed),
+                    error: Some(format!(
+                        "the turn's task {open} is gone (deleted by retention) without a reply"
+                    )),
+                    author: String::new(),
+                    at: now,
+                },
+            )?;
+            thread.open_turn = None;
+            put(txn, thread)?;
+            Ok(true)
+        }
+    }
 }
 
 fn cut_reply(mut text: String, task: TaskId) -> String {

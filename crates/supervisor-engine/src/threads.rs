@@ -29,7 +29,9 @@ use supervisor_store::{RangeOptions, Transaction, Watch};
 use crate::codec::decode;
 use crate::event_log::{self, EventLog};
 use crate::tasks::SubmitItem;
-use crate::thread_log::{append, load, messages_after, not_found, put};
+use crate::thread_log::{
+    append, close_orphan_turn, load, messages_after, newest_messages, not_found, put,
+};
 use crate::{Engine, EngineError, keyspace, records};
 
 pub use crate::thread_log::{Role, ThreadMessage, ThreadRecord};
@@ -42,6 +44,10 @@ pub const MAX_MESSAGE_BYTES: usize = supervisor_model::MAX_PROMPT_BYTES / 2;
 pub const MAX_MESSAGES: u64 = 10_000;
 /// Threads a search looks through, newest first.
 pub const SEARCH_THREADS: usize = 1000;
+/// Bytes of messages a search reads at most before it stops (`truncated`).
+pub const SEARCH_BYTES: usize = 64 * 1024 * 1024;
+/// Largest `context_tokens` a thread may ask for.
+pub const MAX_CONTEXT_TOKENS: u64 = 10_000_000;
 /// Context window assumed when nothing says otherwise, in tokens.
 pub const DEFAULT_WINDOW_TOKENS: u64 = 100_000;
 
@@ -86,7 +92,10 @@ pub enum ThreadUpdate {
     Delta {
         /// The turn's task.
         task: TaskId,
-        /// Its attempt (a new one starts the reply over).
+        /// The lease of the attempt writing it (its fencing token): a new value starts
+        /// the reply over.
+        lease: u64,
+        /// Its attempt number.
         attempt: u32,
         /// Where the text starts in the attempt's reply, in bytes.
         offset: u64,
@@ -149,11 +158,13 @@ fn render(m: &ThreadMessage) -> String {
 
 /// The conversation as a prompt: `about` (what the thread is about), the history that
 /// fits `budget` tokens, and the new message (`new`, or for a conversion the
-/// instruction). Returns the prompt, how many messages were left out, and where `new`
-/// starts in the prompt.
+/// instruction). `history` is the thread's first message then its newest ones, with
+/// `unread` messages between those two that were not read (all too old to fit). Returns
+/// the prompt, how many messages were left out, and where `new` starts in the prompt.
 pub fn compose(
     about: &str,
     history: &[ThreadMessage],
+    unread: usize,
     new: &str,
     new_heading: &str,
     budget: u64,
@@ -191,7 +202,7 @@ pub fn compose(
         keep[i] = true;
         left -= t;
     }
-    let omitted = keep.iter().filter(|k| !**k).count();
+    let omitted = keep.iter().filter(|k| !**k).count() + unread;
     let mut prompt = String::new();
     if !about.is_empty() {
         prompt.push_str(&about);
@@ -201,6 +212,13 @@ pub fn compose(
         prompt.push_str("The conversation so far:\n\n");
         let mut noted = false;
         for (i, text) in rendered.iter().enumerate() {
+            if i == 1 && unread > 0 && !noted {
+                prompt.push_str(&format!(
+                    "[{omitted} earlier message{} left out to fit the context window]\n\n",
+                    if omitted == 1 { "" } else { "s" }
+                ));
+                noted = true;
+            }
             if keep[i] {
                 prompt.push_str(text);
             } else if !noted {
@@ -329,13 +347,59 @@ struct Follow {
     log: ThreadLog,
     after: u64,
     pending: VecDeque<ThreadUpdate>,
-    /// The open turn being streamed: its events, the attempt and its reply's length.
-    turn: Option<(TaskId, TaskEvents, u32, u64, Option<TaskStatus>)>,
-    /// The last turn streamed (not streamed again if the thread still names it).
+    /// The open turn being streamed.
+    turn: Option<OpenTurn>,
+    /// The last turn streamed (not streamed again if the thread still names it: then
+    /// its end never reached the thread, which is repaired).
     streamed: Option<TaskId>,
     /// Set when caught up: fires when the thread changes.
     watch: Option<Watch>,
     done: bool,
+}
+
+/// The turn a watch streams: its task's events, and where its reply stands.
+struct OpenTurn {
+    task: TaskId,
+    events: TaskEvents,
+    /// The lease (fencing token) of the attempt writing the reply: every attempt has a
+    /// new one, also one that repeats an attempt number after a node was lost.
+    lease: u64,
+    attempt: u32,
+    /// Bytes of the attempt's reply sent so far.
+    offset: u64,
+    status: Option<TaskStatus>,
+}
+
+impl OpenTurn {
+    /// What one of the task's events means for the thread's watchers, if anything.
+    fn update(&mut self, ev: supervisor_model::TaskEvent) -> Option<ThreadUpdate> {
+        if matches!(ev.kind, EventKind::Output | EventKind::Started) && ev.fence != self.lease {
+            // Another attempt: its reply starts over.
+            self.lease = ev.fence;
+            self.attempt = ev.attempt;
+            self.offset = 0;
+        }
+        if ev.kind == EventKind::Output {
+            let offset = self.offset;
+            self.offset += ev.output.len() as u64;
+            return Some(ThreadUpdate::Delta {
+                task: self.task,
+                lease: self.lease,
+                attempt: self.attempt,
+                offset,
+                text: ev.output,
+            });
+        }
+        if self.status == Some(ev.status) && ev.kind == EventKind::Activity {
+            return None;
+        }
+        self.status = Some(ev.status);
+        Some(ThreadUpdate::Turn {
+            task: self.task,
+            status: ev.status,
+            message: ev.message,
+        })
+    }
 }
 
 impl Follow {
@@ -347,35 +411,11 @@ impl Follow {
             if self.done {
                 return None;
             }
-            if let Some((task, events, attempt, offset, last_status)) = self.turn.as_mut() {
-                match events.next().await {
+            if let Some(turn) = self.turn.as_mut() {
+                match turn.events.next().await {
                     Some(Ok(ev)) => {
-                        if ev.kind == EventKind::Output {
-                            if ev.attempt != *attempt {
-                                *attempt = ev.attempt;
-                                *offset = 0;
-                            }
-                            let text = ev.output;
-                            let len = text.len() as u64;
-                            self.pending.push_back(ThreadUpdate::Delta {
-                                task: *task,
-                                attempt: *attempt,
-                                offset: *offset,
-                                text,
-                            });
-                            *offset += len;
-                        } else if *last_status != Some(ev.status) || ev.kind != EventKind::Activity
-                        {
-                            if ev.kind == EventKind::Started && ev.attempt != *attempt {
-                                *attempt = ev.attempt;
-                                *offset = 0;
-                            }
-                            *last_status = Some(ev.status);
-                            self.pending.push_back(ThreadUpdate::Turn {
-                                task: *task,
-                                status: ev.status,
-                                message: ev.message,
-                            });
+                        if let Some(update) = turn.update(ev) {
+                            self.pending.push_back(update);
                         }
                         continue;
                     }
@@ -412,25 +452,83 @@ impl Follow {
             if !caught_up {
                 continue;
             }
-            match thread.open_turn {
-                Some(task) if self.streamed != Some(task) => {
-                    self.streamed = Some(task);
-                    match self.engine.watch_events(&self.log.tenant, task, 0).await {
-                        Ok(events) => {
-                            self.turn = Some((task, Box::pin(events), 0, 0, None));
-                        }
-                        // Gone (retention) or unreadable: the thread's record says so.
-                        Err(EngineError::NotFound { .. }) => self.watch = Some(watch),
-                        Err(e) => {
-                            self.done = true;
-                            return Some(Err(e));
-                        }
-                    }
+            let Some(task) = thread.open_turn else {
+                self.watch = Some(watch);
+                continue;
+            };
+            if self.streamed == Some(task) {
+                // Streamed to its end, yet the thread still waits for it (or its task is
+                // gone): record what there is to record, then read on.
+                if let Err(e) = self
+                    .engine
+                    .close_orphan_turn(&self.log.tenant, self.log.id)
+                    .await
+                {
+                    self.done = true;
+                    return Some(Err(e));
                 }
-                _ => self.watch = Some(watch),
+                self.watch = Some(watch);
+                continue;
+            }
+            self.streamed = Some(task);
+            match self.engine.watch_events(&self.log.tenant, task, 0).await {
+                Ok(events) => {
+                    self.turn = Some(OpenTurn {
+                        task,
+                        events: Box::pin(events),
+                        lease: 0,
+                        attempt: 0,
+                        offset: 0,
+                        status: None,
+                    });
+                }
+                // Gone (retention): the next round records the turn as failed.
+                Err(EngineError::NotFound { .. }) => {}
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
             }
         }
     }
+}
+
+/// A thread's history for a prompt: its first message, then its newest messages until
+/// twice what a prompt may hold (more could never fit), and how many lie between those
+/// unread.
+async fn history(
+    txn: &mut Transaction<'_>,
+    tenant: &str,
+    id: TaskId,
+) -> Result<(Vec<ThreadMessage>, usize), EngineError> {
+    let mut history = messages_after(txn, tenant, id, 0, 1).await?;
+    let recent =
+        newest_messages(txn, tenant, id, 1, 2 * supervisor_model::MAX_PROMPT_BYTES).await?;
+    let unread = match (history.first(), recent.first()) {
+        (Some(first), Some(oldest)) => usize::try_from(oldest.seq - first.seq - 1).unwrap_or(0),
+        _ => 0,
+    };
+    history.extend(recent);
+    Ok((history, unread))
+}
+
+/// What a post that already committed answered: its message and its turn's task.
+async fn posted_again(
+    txn: &mut Transaction<'_>,
+    thread: &ThreadRecord,
+    task_id: TaskId,
+) -> Result<Posted, EngineError> {
+    let seq = thread.next_seq.saturating_sub(1);
+    let message = messages_after(txn, &thread.tenant, thread.id, seq.saturating_sub(1), 1)
+        .await?
+        .pop()
+        .ok_or_else(|| EngineError::Internal(format!("thread {} lost message {seq}", thread.id)))?;
+    let turn = records::load_existing(txn, &thread.tenant, task_id).await?;
+    Ok(Posted {
+        message,
+        turn,
+        omitted: 0,
+    })
 }
 
 impl Engine {
@@ -449,6 +547,16 @@ impl Engine {
             .into());
         }
         supervisor_model::check_text("title", "the title", &new.title)?;
+        if new.context_tokens > MAX_CONTEXT_TOKENS {
+            return Err(FieldError::new(
+                "context_tokens",
+                format!(
+                    "{} is more than any model's window; at most {MAX_CONTEXT_TOKENS} (0: from the providers)",
+                    new.context_tokens
+                ),
+            )
+            .into());
+        }
         let task_type = new.task_type.unwrap_or(TaskType::CodeAnalysis);
         // The replies' tasks must be valid: checked now, with a stand-in prompt.
         NewTask {
@@ -501,18 +609,50 @@ impl Engine {
             .await
     }
 
-    /// A thread and all of its messages.
+    /// A thread and its messages: all of them, or the newest whose texts hold about
+    /// `max_bytes` (a response's room; older ones are read with [`Engine::watch_thread`]).
     pub async fn get_thread(
         &self,
         tenant: &str,
         id: TaskId,
+        max_bytes: usize,
     ) -> Result<(ThreadRecord, Vec<ThreadMessage>), EngineError> {
         let mut txn = self.inner.db.begin().await?;
         let thread = load(&mut txn, tenant, id)
             .await?
             .ok_or_else(|| not_found(id))?;
-        let messages = messages_after(&mut txn, tenant, id, 0, MAX_MESSAGES as usize).await?;
+        let messages = newest_messages(&mut txn, tenant, id, 0, max_bytes).await?;
         Ok((thread, messages))
+    }
+
+    /// Records the reply of a thread's open turn whose task ended without it (or is
+    /// gone); nothing when the turn still runs.
+    pub async fn close_orphan_turn(&self, tenant: &str, id: TaskId) -> Result<(), EngineError> {
+        let now = self.now_micros();
+        self.inner
+            .db
+            .run(|txn| {
+                Box::pin(async move {
+                    let Some(mut thread) = load(txn, tenant, id).await? else {
+                        return Ok(());
+                    };
+                    close_orphan_turn(txn, &mut thread, now).await?;
+                    Ok::<_, EngineError>(())
+                })
+            })
+            .await
+    }
+
+    /// A thread's record, without its messages.
+    pub async fn thread_record(
+        &self,
+        tenant: &str,
+        id: TaskId,
+    ) -> Result<ThreadRecord, EngineError> {
+        let mut txn = self.inner.db.begin().await?;
+        load(&mut txn, tenant, id)
+            .await?
+            .ok_or_else(|| not_found(id))
     }
 
     /// Up to `limit` threads of a tenant, newest first, before `before` when given.
@@ -568,26 +708,39 @@ impl Engine {
                 let trace = trace.clone();
                 Box::pin(async move {
                     let mut thread = load(txn, tenant, id).await?.ok_or_else(|| not_found(id))?;
+                    if thread.open_turn == Some(task_id) {
+                        // This transaction already committed (its commit's result was
+                        // unknown and it ran again): the same answer.
+                        return posted_again(txn, &thread, task_id).await;
+                    }
+                    close_orphan_turn(txn, &mut thread, now).await?;
                     if let Some(open) = thread.open_turn {
-                        let running = records::load(txn, tenant, open)
-                            .await?
-                            .is_some_and(|t| !t.status.is_terminal());
-                        if running {
-                            return Err(EngineError::FailedPrecondition(format!(
-                                "the reply to the previous message (task {open}) has not ended; wait for it (supervisor chat shows it) or cancel that task, then post again"
-                            )));
-                        }
+                        return Err(EngineError::FailedPrecondition(format!(
+                            "the reply to the previous message (task {open}) has not ended; wait for it (supervisor chat shows it) or cancel that task, then post again"
+                        )));
                     }
                     if thread.next_seq + 2 > MAX_MESSAGES {
                         return Err(EngineError::FailedPrecondition(format!(
                             "thread {id} holds {MAX_MESSAGES} messages, the most a thread may; start a new thread (ConvertThread turns this one into a task)"
                         )));
                     }
-                    let history = messages_after(txn, tenant, id, 0, MAX_MESSAGES as usize).await?;
+                    let (history, unread) = history(txn, tenant, id).await?;
+                    // The reply before, when it succeeded: a provider with a session of its
+                    // own resumes it only if it wrote that reply.
+                    let previous = history
+                        .last()
+                        .filter(|m| m.role == Role::Assistant && m.status == Some(TaskStatus::Succeeded))
+                        .and_then(|m| m.task);
                     let about = about_text(txn, &thread).await?;
-                    let budget = thread_window(&thread, window_tokens) * 3 / 4;
-                    let (prompt, omitted, message_at) =
-                        compose(&about, &history, text, "[user, the message to answer now]", budget);
+                    let budget = thread_window(&thread, window_tokens).saturating_mul(3) / 4;
+                    let (prompt, omitted, message_at) = compose(
+                        &about,
+                        &history,
+                        unread,
+                        text,
+                        "[user, the message to answer now]",
+                        budget,
+                    );
                     let request = NewTask {
                         task_type: Some(thread.task_type),
                         prompt,
@@ -609,6 +762,7 @@ impl Engine {
                         thread: id,
                         seq: thread.next_seq,
                         message_at: u32::try_from(message_at).unwrap_or(u32::MAX),
+                        previous,
                     });
                     records::put(txn, &turn)?;
                     if thread.title.is_empty() {
@@ -689,9 +843,9 @@ impl Engine {
             return Err(FieldError::new("query", "give 1 to 200 characters to search for").into());
         }
         let (begin, end) = keyspace::thread_range(tenant);
-        let mut txn = self.inner.db.begin().await?;
-        let kvs = txn
-            .get_range(
+        let kvs = {
+            let mut txn = self.inner.db.begin().await?;
+            txn.get_range(
                 &begin,
                 &end,
                 RangeOptions::new()
@@ -699,25 +853,47 @@ impl Engine {
                     .reverse()
                     .limit(SEARCH_THREADS + 1),
             )
-            .await?;
-        let truncated = kvs.len() > SEARCH_THREADS;
+            .await?
+        };
+        let mut truncated = kvs.len() > SEARCH_THREADS;
         let mut hits = Vec::new();
+        let mut scanned = 0usize;
+        // Each page of messages in a transaction of its own, and the whole search within
+        // a bound of bytes read: a tenant's chats can be far larger than one transaction.
         'threads: for kv in kvs.iter().take(SEARCH_THREADS) {
             let thread: ThreadRecord = decode("thread", &kv.value)?;
-            let messages =
-                messages_after(&mut txn, tenant, thread.id, 0, MAX_MESSAGES as usize).await?;
-            for message in messages {
-                let Some(excerpt) = excerpt(&message.text, &needle) else {
-                    continue;
-                };
-                hits.push(SearchHit {
-                    thread: thread.id,
-                    title: thread.title.clone(),
-                    message,
-                    excerpt,
-                });
-                if hits.len() >= limit {
+            let mut after = 0;
+            loop {
+                if scanned > SEARCH_BYTES {
+                    truncated = true;
                     break 'threads;
+                }
+                let page = {
+                    let mut txn = self.inner.db.begin().await?;
+                    messages_after(&mut txn, tenant, thread.id, after, 256).await?
+                };
+                let Some(last) = page.last() else {
+                    break;
+                };
+                after = last.seq;
+                let full = page.len() == 256;
+                for message in page {
+                    scanned += message.text.len() + 64;
+                    let Some(excerpt) = excerpt(&message.text, &needle) else {
+                        continue;
+                    };
+                    hits.push(SearchHit {
+                        thread: thread.id,
+                        title: thread.title.clone(),
+                        message,
+                        excerpt,
+                    });
+                    if hits.len() >= limit {
+                        break 'threads;
+                    }
+                }
+                if !full {
+                    break;
                 }
             }
         }
@@ -737,15 +913,33 @@ impl Engine {
         let thread = load(&mut txn, tenant, id)
             .await?
             .ok_or_else(|| not_found(id))?;
-        let history = messages_after(&mut txn, tenant, id, 0, MAX_MESSAGES as usize).await?;
+        if instruction.len() > MAX_MESSAGE_BYTES {
+            return Err(FieldError::new(
+                "instruction",
+                format!(
+                    "the instruction is {} bytes; at most {MAX_MESSAGE_BYTES}",
+                    instruction.len()
+                ),
+            )
+            .into());
+        }
+        supervisor_model::check_text("instruction", "the instruction", instruction)?;
+        let (history, unread) = history(&mut txn, tenant, id).await?;
         if history.is_empty() {
             return Err(EngineError::FailedPrecondition(format!(
                 "thread {id} has no messages yet: post one first"
             )));
         }
         let about = about_text(&mut txn, &thread).await?;
-        let budget = thread_window(&thread, window_tokens) * 3 / 4;
-        let (prompt, _, _) = compose(&about, &history, instruction, "[what to do now]", budget);
+        let budget = thread_window(&thread, window_tokens).saturating_mul(3) / 4;
+        let (prompt, _, _) = compose(
+            &about,
+            &history,
+            unread,
+            instruction,
+            "[what to do now]",
+            budget,
+        );
         Ok((thread, prompt))
     }
 }
@@ -761,13 +955,23 @@ fn thread_window(thread: &ThreadRecord, window_tokens: u64) -> u64 {
 
 /// The text around the first case-insensitive match of `needle` (lowercase) in `text`.
 fn excerpt(text: &str, needle: &str) -> Option<String> {
-    let lower = text.to_lowercase();
-    let at = lower.find(needle)?;
-    // Lowercasing can change byte lengths; map the position back by characters.
-    let chars_before = lower[..at].chars().count();
+    // Lowercased character by character, remembering which character of `text` each
+    // lowercased byte came from (lowercasing may change lengths: 'İ' becomes two chars).
     let chars: Vec<char> = text.chars().collect();
-    let start = chars_before.saturating_sub(60);
-    let end = (chars_before + needle.chars().count() + 60).min(chars.len());
+    let mut lower = String::with_capacity(text.len());
+    let mut origin = Vec::with_capacity(text.len());
+    for (i, c) in chars.iter().enumerate() {
+        for l in c.to_lowercase() {
+            let before = lower.len();
+            lower.push(l);
+            origin.extend(std::iter::repeat_n(i, lower.len() - before));
+        }
+    }
+    let at = lower.find(needle)?;
+    let first = origin[at];
+    let last = origin[(at + needle.len()).saturating_sub(1).min(origin.len() - 1)];
+    let start = first.saturating_sub(60);
+    let end = (last + 1 + 60).min(chars.len()).max(start);
     let mut out: String = chars[start..end].iter().collect();
     out = out.replace('\n', " ");
     if start > 0 {
@@ -808,12 +1012,12 @@ mod tests {
                 msg(i, role, &format!("message {i} {}", "x".repeat(400)))
             })
             .collect();
-        let (all, omitted, at) = compose("", &history, "next?", "[now]", 100_000);
+        let (all, omitted, at) = compose("", &history, 0, "next?", "[now]", 100_000);
         assert_eq!(&all[at..], "next?\n");
         assert_eq!(omitted, 0);
         assert!(all.contains("message 1 ") && all.contains("message 20 "));
         // Room for about five messages of ~110 tokens each.
-        let (some, omitted, _) = compose("", &history, "next?", "[now]", 700);
+        let (some, omitted, _) = compose("", &history, 0, "next?", "[now]", 700);
         assert!(omitted > 10 && omitted < 19, "{omitted}");
         assert!(some.contains("message 1 "), "the first message is kept");
         assert!(some.contains("message 20 "), "the newest is kept");
@@ -827,7 +1031,7 @@ mod tests {
     fn the_prompt_never_exceeds_what_a_task_may_hold() {
         let big = "y".repeat(30_000);
         let history: Vec<ThreadMessage> = (1..=10).map(|i| msg(i, Role::User, &big)).collect();
-        let (prompt, omitted, _) = compose("", &history, "go", "[now]", u64::MAX);
+        let (prompt, omitted, _) = compose("", &history, 0, "go", "[now]", u64::MAX);
         assert!(
             prompt.len() <= supervisor_model::MAX_PROMPT_BYTES,
             "{}",
@@ -837,11 +1041,24 @@ mod tests {
     }
 
     #[test]
+    fn unread_messages_count_as_left_out_after_the_first() {
+        let history = vec![
+            msg(1, Role::User, "the goal"),
+            msg(52, Role::Assistant, "newest reply"),
+        ];
+        let (prompt, omitted, _) = compose("", &history, 50, "next", "[now]", 10_000);
+        assert_eq!(omitted, 50);
+        let note = prompt.find("[50 earlier messages left out").expect(&prompt);
+        assert!(prompt.find("the goal").unwrap() < note);
+        assert!(note < prompt.find("newest reply").unwrap());
+    }
+
+    #[test]
     fn many_short_messages_fit_too() {
         let history: Vec<ThreadMessage> = (1..=9000).map(|i| msg(i, Role::User, "ok")).collect();
         let about = "a".repeat(100_000);
         let (prompt, omitted, _) =
-            compose(&about, &history, &"n".repeat(30_000), "[now]", u64::MAX);
+            compose(&about, &history, 0, &"n".repeat(30_000), "[now]", u64::MAX);
         assert!(
             prompt.len() <= supervisor_model::MAX_PROMPT_BYTES,
             "{}",
@@ -858,6 +1075,7 @@ mod tests {
         let (prompt, _, _) = compose(
             "",
             &[msg(1, Role::User, "hi"), failed],
+            0,
             "again",
             "[now]",
             1000,
@@ -878,5 +1096,9 @@ mod tests {
         let long = format!("{}needle{}", "a".repeat(100), "b".repeat(100));
         let e = excerpt(&long, "needle").unwrap();
         assert!(e.starts_with('…') && e.ends_with('…') && e.contains("needle"));
+        // Lowercasing that changes lengths moves nothing out of place.
+        let turkish = format!("{}NEEDLE", "İ".repeat(100));
+        let e = excerpt(&turkish, "needle").unwrap();
+        assert!(e.ends_with("NEEDLE") && e.starts_with('…'), "{e}");
     }
 }

@@ -636,6 +636,9 @@ pub struct ThreadRef {
     pub seq: u64,
     /// Byte offset of that message in the prompt.
     pub message_at: u32,
+    /// The task that wrote the reply before, when that reply succeeded.
+    #[serde(default)]
+    pub previous: Option<TaskId>,
 }
 
 impl Task {

@@ -37,9 +37,19 @@ pub struct WireRequest {
     /// the task's trace. Absent from nodes that trace nothing.
     #[serde(default)]
     trace: Option<String>,
-    /// The conversation turn (thread id, message seq, message), absent from older peers.
+    /// The conversation turn, absent from older peers.
     #[serde(default)]
-    thread: Option<(String, u64, String)>,
+    thread: Option<WireThread>,
+}
+
+/// A [`supervisor_providers::ThreadTurn`] on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct WireThread {
+    id: String,
+    seq: u64,
+    message: String,
+    #[serde(default)]
+    previous: Option<String>,
 }
 
 /// A provider's answer on the wire.
@@ -153,10 +163,12 @@ pub fn encode_request(r: &ProviderRequest) -> Vec<u8> {
         system_prompt: r.system_prompt.clone(),
         tools: r.tools.clone(),
         trace: supervisor_telemetry::context::current_traceparent(),
-        thread: r
-            .thread
-            .as_ref()
-            .map(|t| (t.id.clone(), t.seq, t.message.clone())),
+        thread: r.thread.as_ref().map(|t| WireThread {
+            id: t.id.clone(),
+            seq: t.seq,
+            message: t.message.clone(),
+            previous: t.previous.clone(),
+        }),
     })
 }
 
@@ -173,9 +185,12 @@ pub fn decode_request(bytes: &[u8]) -> Result<(ProviderRequest, Option<String>),
         specialty: w.specialty,
         system_prompt: w.system_prompt,
         tools: w.tools,
-        thread: w
-            .thread
-            .map(|(id, seq, message)| supervisor_providers::ThreadTurn { id, seq, message }),
+        thread: w.thread.map(|t| supervisor_providers::ThreadTurn {
+            id: t.id,
+            seq: t.seq,
+            message: t.message,
+            previous: t.previous,
+        }),
     };
     Ok((request, w.trace))
 }
@@ -356,6 +371,7 @@ mod tests {
             id: "th-1".into(),
             seq: 5,
             message: "and now?".into(),
+            previous: Some("t-0".into()),
         });
         let (back, _) = decode_request(&encode_request(&req)).unwrap();
         assert_eq!(format!("{back:?}"), format!("{req:?}"));

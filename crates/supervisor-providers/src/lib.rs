@@ -71,6 +71,9 @@ pub struct ThreadTurn {
     pub seq: u64,
     /// The message alone.
     pub message: String,
+    /// The task that wrote the reply before, when that reply succeeded: a provider
+    /// resumes its own session only when that session wrote that reply.
+    pub previous: Option<String>,
 }
 
 impl ProviderRequest {

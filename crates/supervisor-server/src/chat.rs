@@ -91,6 +91,7 @@ fn update_out(u: ThreadUpdate) -> v1::ThreadEvent {
         ThreadUpdate::Message(m) => Event::Message(message_out(m)),
         ThreadUpdate::Delta {
             task,
+            lease,
             attempt,
             offset,
             text,
@@ -99,6 +100,7 @@ fn update_out(u: ThreadUpdate) -> v1::ThreadEvent {
             attempt,
             offset,
             text,
+            lease,
         }),
         ThreadUpdate::Turn {
             task,
@@ -182,7 +184,7 @@ impl ChatService for ChatApi {
         let id = thread_id_in("id", &req.get_ref().id)?;
         let (thread, messages) = self
             .engine
-            .get_thread(&tenant, id)
+            .get_thread(&tenant, id, crate::fit::ITEM_BUDGET / 2)
             .await
             .map_err(status_from)?;
         let mut out = thread_out(thread, messages);
@@ -232,9 +234,9 @@ impl ChatService for ChatApi {
         let principal = auth::principal_in(req.extensions());
         let r = req.into_inner();
         let id = thread_id_in("thread_id", &r.thread_id)?;
-        let (thread, _) = self
+        let thread = self
             .engine
-            .get_thread(&principal.tenant, id)
+            .thread_record(&principal.tenant, id)
             .await
             .map_err(status_from)?;
         let span = crate::submit_span(Some(thread.task_type));
@@ -312,9 +314,9 @@ impl ChatService for ChatApi {
             "" => DEFAULT_INSTRUCTION.to_string(),
             text => text.to_string(),
         };
-        let (thread, _) = self
+        let thread = self
             .engine
-            .get_thread(&principal.tenant, id)
+            .thread_record(&principal.tenant, id)
             .await
             .map_err(status_from)?;
         let window = self.window(&thread);

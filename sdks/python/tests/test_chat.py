@@ -74,12 +74,12 @@ def test_the_async_client_asks_too(chat_node: Node) -> None:
 
 def test_a_reply_is_pieced_together_once() -> None:
     reply = sv.Reply("t")
-    assert reply.add(sv.ReplyDelta("t", 1, 0, "héllo ")) == "héllo "
+    assert reply.add(sv.ReplyDelta("t", 1, 0, "héllo ", lease=7)) == "héllo "
     # A resumed watch sends the open reply again from its start.
-    assert reply.add(sv.ReplyDelta("t", 1, 0, "héllo ")) == ""
-    assert reply.add(sv.ReplyDelta("t", 1, 0, "héllo wor")) == "wor"
-    assert reply.add(sv.ReplyDelta("other", 1, 10, "x")) == ""
-    # A new attempt starts over.
-    assert reply.add(sv.ReplyDelta("t", 2, 0, "again")) == "again"
+    assert reply.add(sv.ReplyDelta("t", 1, 0, "héllo ", lease=7)) == ""
+    assert reply.add(sv.ReplyDelta("t", 1, 0, "héllo wor", lease=7)) == "wor"
+    assert reply.add(sv.ReplyDelta("other", 1, 10, "x", lease=7)) == ""
+    # A new attempt (a new lease, even under the same attempt number) starts over.
+    assert reply.add(sv.ReplyDelta("t", 1, 0, "again", lease=9)) == "again"
     assert reply.restarted and reply.text == "again"
-    assert reply.add(sv.ReplyDelta("t", 1, 10, "late")) == ""
+    assert reply.add(sv.ReplyDelta("t", 1, 10, "late", lease=7)) == ""

@@ -97,6 +97,13 @@ pub async fn run(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }
     };
     if args.show {
+        let shown = thread.messages.len() as u64;
+        if shown < thread.message_count {
+            eprintln!(
+                "(the newest {shown} of {} messages; the others are too many for one answer)",
+                thread.message_count
+            );
+        }
         for m in &thread.messages {
             print_message(m)?;
         }
@@ -170,9 +177,16 @@ impl Session {
                     let task_type = if kind.is_empty() {
                         0
                     } else {
-                        TaskType::from_str_name(&format!("TASK_TYPE_{}", kind.to_uppercase()))
-                            .map(|t| t as i32)
-                            .with_context(|| format!("{kind:?} is not a task type"))?
+                        match TaskType::from_str_name(&format!("TASK_TYPE_{}", kind.to_uppercase()))
+                        {
+                            Some(t) => t as i32,
+                            None => {
+                                eprintln!(
+                                    "{kind:?} is not a task type (bug_fix, testing, pr_review...)"
+                                );
+                                continue;
+                            }
+                        }
                     };
                     let converted = self
                         .chat
@@ -193,8 +207,11 @@ impl Session {
                 }
                 _ => {}
             }
-            // A reply that failed was said so; the conversation goes on.
-            self.turn(&text).await?;
+            // A reply that failed was said so; a message the node refused is said now; the
+            // conversation goes on either way.
+            if let Err(e) = self.turn(&text).await {
+                go_on_after(e)?;
+            }
         }
     }
 
@@ -239,11 +256,13 @@ impl Session {
                     continue;
                 }
             };
+            let mut broke = false;
             while let Some(item) = stream.next().await {
                 let event = match item {
                     Ok(e) => e,
                     Err(status) => {
                         wait_or_give_up(&mut broken_since, &status, &self.client).await?;
+                        broke = true;
                         break;
                     }
                 };
@@ -283,24 +302,33 @@ impl Session {
                     _ => {}
                 }
             }
+            if !broke {
+                // The stream ended cleanly (the node is leaving): a break like any other.
+                let leaving = tonic::Status::unavailable("the node ended the stream");
+                wait_or_give_up(&mut broken_since, &leaving, &self.client).await?;
+            }
         }
     }
 }
 
-/// What of the open reply was printed: its attempt and how many bytes.
+/// What of the open reply was printed: the lease of its attempt and how many bytes.
 #[derive(Default)]
 struct Shown {
-    attempt: u32,
+    lease: u64,
     bytes: u64,
 }
 
 impl Shown {
     fn delta(&mut self, d: &v1::ReplyDelta) -> anyhow::Result<()> {
-        if d.attempt != self.attempt {
+        if d.lease < self.lease {
+            // An earlier attempt's piece, sent again by a resumed watch.
+            return Ok(());
+        }
+        if d.lease > self.lease {
             if self.bytes > 0 {
                 eprintln!("\n(attempt {} starts the reply over)", d.attempt);
             }
-            self.attempt = d.attempt;
+            self.lease = d.lease;
             self.bytes = 0;
         }
         let end = d.offset + d.text.len() as u64;
@@ -318,6 +346,31 @@ impl Shown {
     /// Bytes of a final reply of `len` bytes already shown.
     fn len(&self, len: usize) -> usize {
         usize::try_from(self.bytes).unwrap_or(usize::MAX).min(len)
+    }
+}
+
+/// In the REPL, after a call failed: a refusal of this message or command (bad input, a
+/// turn still running, an unknown thread) is printed and the session goes on; anything
+/// else ends it.
+fn go_on_after(e: anyhow::Error) -> anyhow::Result<()> {
+    let refused = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<tonic::Status>())
+        .map(|s| {
+            matches!(
+                s.code(),
+                tonic::Code::InvalidArgument
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::ResourceExhausted
+            )
+            .then(|| s.message().to_string())
+        });
+    match refused {
+        Some(Some(message)) => {
+            eprintln!("({message})");
+            Ok(())
+        }
+        _ => Err(e),
     }
 }
 

@@ -52,6 +52,7 @@ pub fn provider_request(task: &Task) -> ProviderRequest {
             id: r.thread.to_string(),
             seq: r.seq,
             message: task.thread_message().unwrap_or_default().to_string(),
+            previous: r.previous.map(|p| p.to_string()),
         }),
     }
 }

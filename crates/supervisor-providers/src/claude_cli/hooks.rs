@@ -14,8 +14,11 @@ use super::stream::Tail;
 use crate::hooks::{ChosenHook, OnFailure};
 use crate::{EventSink, ProviderError, ProviderEvent, ProviderRequest};
 
-/// Bytes of a hook's output kept (the end of it), for its event and error.
+/// Bytes of a hook's output kept (the end of it; its event and error quote the last
+/// 2,000 characters).
 const OUTPUT_CAP: usize = 16 * 1024;
+/// After a hook exits, how long its output pipes may stay open.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// Where and how the hooks of one attempt run.
 pub(super) struct HookRun<'a> {
@@ -29,6 +32,9 @@ pub(super) struct HookRun<'a> {
     pub env: BTreeMap<OsString, OsString>,
     /// When the attempt's time runs out.
     pub deadline: Instant,
+    /// Takes the provider's key out of what a hook printed (the agent may have written
+    /// it into a file a test prints).
+    pub redact: &'a (dyn Fn(String) -> String + Sync),
 }
 
 impl HookRun<'_> {
@@ -60,6 +66,7 @@ impl HookRun<'_> {
                     if !output.is_empty() {
                         message.push_str(&format!("; its output ends:\n{output}"));
                     }
+                    let message = (self.redact)(message);
                     sink.send(ProviderEvent::Activity(message.clone()));
                     return Err(match hook.config.on_failure {
                         OnFailure::Retry => ProviderError::Retryable {
@@ -132,7 +139,7 @@ impl HookRun<'_> {
                     }
                 }
             })?;
-        let limit = (Instant::now() + hook.config.timeout).min(self.deadline);
+        let mut limit = (Instant::now() + hook.config.timeout).min(self.deadline);
         let mut tail = Tail::new(OUTPUT_CAP);
         let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
         let (mut out_eof, mut err_eof) = (false, false);
@@ -151,7 +158,12 @@ impl HookRun<'_> {
                     Ok(n) => tail.push(&err_buf[..n]),
                 },
                 st = process.wait(), if status.is_none() => match st {
-                    Ok(st) => status = Some(st),
+                    Ok(st) => {
+                        status = Some(st);
+                        // Something it started may hold its output open: a moment to
+                        // drain, then the rest is killed below.
+                        limit = limit.min(Instant::now() + DRAIN);
+                    }
                     Err(e) => {
                         process.terminate().await;
                         return Err(ProviderError::Retryable {
@@ -170,7 +182,7 @@ impl HookRun<'_> {
         if timed_out {
             if Instant::now() >= self.deadline {
                 return Err(ProviderError::Retryable {
-                    kind: "timeout",
+                    kind: "hook_failed",
                     message: format!(
                         "hook {} did not finish within the attempt's time limit of {:?}",
                         hook.name, request.timeout

@@ -100,6 +100,8 @@ struct Run {
     workspace: Option<Workspace>,
     /// Whether a kept branch may stay (the run succeeded).
     keep_branch: bool,
+    /// A thread's lock: held until the workspace is gone (see `thread`).
+    lock: Option<std::fs::File>,
 }
 
 impl Run {
@@ -110,6 +112,7 @@ impl Run {
         if let Some(w) = self.workspace.take() {
             w.remove(self.keep_branch).await;
         }
+        self.lock = None;
     }
 }
 
@@ -118,6 +121,7 @@ impl Drop for Run {
         let mut process = self.process.take();
         let workspace = self.workspace.take();
         let keep_branch = self.keep_branch;
+        let lock = self.lock.take();
         if let Some(p) = process.as_mut() {
             // Synchronously: the shim kills the attempt's processes as soon as its
             // lifeline closes, whether or not the task below ever runs.
@@ -136,6 +140,7 @@ impl Drop for Run {
                 if let Some(w) = workspace {
                     w.remove(keep_branch).await;
                 }
+                drop(lock);
             });
         }
     }
@@ -276,10 +281,7 @@ impl ClaudeCliProvider {
     /// thread's directory, on the thread's branch from its tip once an earlier turn made
     /// it (see `thread`); the second value says so (that branch is then kept whatever
     /// happens to this attempt).
-    async fn workspace(
-        &self,
-        request: &ProviderRequest,
-    ) -> Result<(Workspace, bool), ProviderError> {
+    async fn workspace(&self, request: &ProviderRequest) -> Result<Workspace, ProviderError> {
         let (name, branch) = match &request.thread {
             Some(turn) => (thread::workspace_name(&turn.id), thread::branch(&turn.id)),
             None => {
@@ -307,9 +309,9 @@ impl ClaudeCliProvider {
         };
         let mut ws = Workspace::create(&self.worktree_root, &name, repo, &branch).await?;
         if existing {
-            ws.keep_branch_always()?;
+            ws.thread_branch()?;
         }
-        Ok((ws, existing))
+        Ok(ws)
     }
 
     /// `text` without the provider's key, which the agent has in its environment and
@@ -373,7 +375,7 @@ impl ClaudeCliProvider {
             None => None,
         };
         let resume = match &thread {
-            Some((turn, state)) => state.resumable(turn.seq).await,
+            Some((turn, state)) => state.resumable(turn.previous.as_deref()).await,
             None => None,
         };
         match (&thread, &resume) {
@@ -529,6 +531,7 @@ impl ClaudeCliProvider {
                     },
                 ),
                 deadline,
+                redact: &|text| self.redact(text),
             };
             checks
                 .run_all(&hooks, request, sink)
@@ -537,8 +540,8 @@ impl ClaudeCliProvider {
         }
         let artifacts = self.collect_changes(request, sink, run).await?;
         run.keep_branch = true;
-        if let (Some((turn, state)), Some(session)) = (&thread, &session) {
-            state.save(session, turn.seq).await;
+        if let (Some((_, state)), Some(session)) = (&thread, &session) {
+            state.save(session, &request.task_id).await;
         }
         Ok(ProviderOutput {
             output: self.redact(outcome.output),
@@ -628,9 +631,11 @@ impl Provider for ClaudeCliProvider {
         sink: EventSink,
     ) -> Result<ProviderOutput, ProviderError> {
         let mut run = Run::default();
-        let (workspace, keep) = self.workspace(&request).await?;
-        run.workspace = Some(workspace);
-        run.keep_branch = keep;
+        if let Some(turn) = &request.thread {
+            let state = thread::ThreadState::open(&self.thread_root, &turn.id).await?;
+            run.lock = Some(state.lock().await?);
+        }
+        run.workspace = Some(self.workspace(&request).await?);
         let result = self.attempt(&request, &sink, &mut run).await;
         run.cleanup().await;
         if result.is_err()

@@ -8,10 +8,13 @@
 //! <id>/home` between turns (private to the node's user); the worktree is made on the
 //! branch `supervisor/thread-<id>` from its tip, so a turn sees the changes earlier turns
 //! committed. A turn resumes the CLI's session (`--resume <session>`, with only the new
-//! message as the prompt) when this node ran the thread's previous turn and saved its
-//! session; otherwise (the first turn, a previous turn on another node, a resumed run
-//! that failed) it starts a new session with the whole conversation in the prompt.
-//! Thread directories unused for [`IDLE_LIMIT`] are removed when the node starts.
+//! message as the prompt) when the thread's previous reply is the one this node's session
+//! wrote (the request names that reply's task) and the CLI's session file is still there;
+//! otherwise (the first turn, a previous reply written elsewhere or refused, an attempt
+//! that failed) it starts a new session with the whole conversation in the prompt. One
+//! attempt of a thread at a time works in its directory on this node (a lock held for the
+//! whole attempt, its cleanup included). Thread directories unused for [`IDLE_LIMIT`] are
+//! removed when the node starts.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,11 +26,20 @@ use crate::ProviderError;
 /// Thread directories unused this long are removed at start.
 pub(super) const IDLE_LIMIT: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// What is saved after a turn: the CLI's session and the message it answered.
+/// What is saved after a turn: the CLI's session and the task whose reply it wrote.
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
     session: String,
-    seq: u64,
+    task: String,
+}
+
+/// Whether `id` looks like a session id the CLI gave (and cannot be read as an option).
+fn valid_session(id: &str) -> bool {
+    id.len() <= 128
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// A thread's directory on this node.
@@ -93,26 +105,38 @@ impl ThreadState {
         &self.home
     }
 
-    /// The session to resume for the turn answering message `seq`: the one saved by the
-    /// turn that answered the message before it (`seq - 2`) on this node.
-    pub(super) async fn resumable(&self, seq: u64) -> Option<String> {
+    /// The session to resume after the reply `previous` wrote (the thread's reply before
+    /// this turn, when it succeeded): the one saved here by that very task, when the CLI
+    /// still has its file (`$HOME/.claude/projects/*/<session>.jsonl`).
+    pub(super) async fn resumable(&self, previous: Option<&str>) -> Option<String> {
+        let previous = previous?;
         let bytes = tokio::fs::read(self.dir.join("session.json")).await.ok()?;
         let saved: Saved = serde_json::from_slice(&bytes).ok()?;
-        let ok = saved.seq.checked_add(2) == Some(seq)
-            && !saved.session.is_empty()
-            && saved.session.len() <= 128
-            && saved
-                .session
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        ok.then_some(saved.session)
+        if saved.task != previous || !valid_session(&saved.session) {
+            return None;
+        }
+        let projects = self.home.join(".claude").join("projects");
+        let file = format!("{}.jsonl", saved.session);
+        let mut dirs = tokio::fs::read_dir(&projects).await.ok()?;
+        while let Ok(Some(dir)) = dirs.next_entry().await {
+            if tokio::fs::try_exists(dir.path().join(&file))
+                .await
+                .unwrap_or(false)
+            {
+                return Some(saved.session);
+            }
+        }
+        None
     }
 
-    /// Saves the session of the turn that answered message `seq`.
-    pub(super) async fn save(&self, session: &str, seq: u64) {
+    /// Saves the session of the turn `task` ran.
+    pub(super) async fn save(&self, session: &str, task: &str) {
+        if !valid_session(session) {
+            return;
+        }
         let saved = Saved {
             session: session.to_string(),
-            seq,
+            task: task.to_string(),
         };
         let Ok(bytes) = serde_json::to_vec(&saved) else {
             return;
@@ -130,6 +154,34 @@ impl ThreadState {
     /// Forgets the saved session (a resumed run failed: the next attempt starts anew).
     pub(super) async fn forget(&self) {
         let _ = tokio::fs::remove_file(self.dir.join("session.json")).await;
+    }
+
+    /// Waits until no other attempt of the thread works here, and holds that until the
+    /// returned file is dropped (an exclusive `flock` on `<dir>/lock`).
+    pub(super) async fn lock(&self) -> Result<std::fs::File, ProviderError> {
+        let path = self.dir.join("lock");
+        tokio::task::spawn_blocking(move || {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            // SAFETY: flock on a descriptor this function owns; no memory is involved.
+            let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if locked != 0 {
+                return Err(format!(
+                    "cannot lock {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Ok(file)
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(failed)
     }
 }
 
@@ -168,27 +220,43 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_session_resumes_only_the_turn_after_the_one_that_saved_it() {
+    async fn a_session_resumes_only_after_the_reply_it_wrote() {
         let root = tempfile::tempdir().unwrap();
         let t = ThreadState::open(root.path(), "0192f5e4-7c2a")
             .await
             .unwrap();
         assert!(t.home().is_dir());
-        assert_eq!(t.resumable(3).await, None);
-        t.save("abc-123", 1).await;
-        assert_eq!(t.resumable(3).await.as_deref(), Some("abc-123"));
+        assert_eq!(t.resumable(Some("task-1")).await, None);
+        t.save("abc-123", "task-1").await;
         assert_eq!(
-            t.resumable(5).await,
+            t.resumable(Some("task-1")).await,
             None,
-            "a turn ran elsewhere in between"
+            "the CLI has no such session file"
         );
-        t.save("bad session id; rm -rf", 3).await;
-        assert_eq!(t.resumable(5).await, None);
-        t.save("abc-123", 3).await;
+        let project = t.home().join(".claude/projects/-work-x");
+        std::fs::create_dir_all(&project).unwrap();
+        std::fs::write(project.join("abc-123.jsonl"), "{}").unwrap();
+        assert_eq!(
+            t.resumable(Some("task-1")).await.as_deref(),
+            Some("abc-123")
+        );
+        assert_eq!(
+            t.resumable(Some("task-2")).await,
+            None,
+            "another task wrote the reply"
+        );
+        assert_eq!(t.resumable(None).await, None, "the reply before failed");
+        t.save("-rf", "task-3").await;
+        assert_eq!(t.resumable(Some("task-3")).await, None, "not a session id");
         t.forget().await;
-        assert_eq!(t.resumable(5).await, None);
+        assert_eq!(t.resumable(Some("task-1")).await, None);
         assert_eq!(workspace_name("../x y"), "thread-xy");
         assert_eq!(branch("a/b"), "supervisor/thread-ab");
         assert_eq!(sweep(root.path()), 0, "just used");
+        let held = t.lock().await.unwrap();
+        let again = tokio::time::timeout(std::time::Duration::from_millis(200), t.lock()).await;
+        assert!(again.is_err(), "a second attempt waits");
+        drop(held);
+        t.lock().await.unwrap();
     }
 }

@@ -54,6 +54,8 @@ pub(super) struct Workspace {
     git: Option<GitWorktree>,
     record: RunRecord,
     removed: bool,
+    /// A thread's branch: put back to `base` unless the attempt succeeded.
+    reset_on_failure: bool,
 }
 
 #[derive(Debug)]
@@ -228,9 +230,11 @@ pub(super) async fn branch_exists(repo: &str, branch: &str) -> bool {
 }
 
 impl Workspace {
-    /// Keeps the branch whatever happens to this attempt (a thread's branch, which holds
-    /// earlier turns' commits).
-    pub(super) fn keep_branch_always(&mut self) -> Result<(), ProviderError> {
+    /// Makes the branch a thread's, which holds earlier turns' commits: never deleted
+    /// (recovery after a crash keeps it too), and put back to where it was when this
+    /// attempt fails, so a failed attempt's own commits go with it.
+    pub(super) fn thread_branch(&mut self) -> Result<(), ProviderError> {
+        self.reset_on_failure = true;
         self.record.keep_branch = true;
         self.record
             .write(&self.dir)
@@ -288,6 +292,7 @@ impl Workspace {
             dir,
             git: linked,
             removed: false,
+            reset_on_failure: false,
         };
         // From here on the workspace owns the directory: an early return removes it.
         if let Err(e) = ws.record.write(&ws.dir) {
@@ -507,7 +512,14 @@ impl Workspace {
         }
         if let Some(g) = &self.git {
             let _ = git(&g.repo, &["worktree".as_ref(), "prune".as_ref()]).await;
-            if !(keep_branch && self.record.keep_branch) {
+            if self.reset_on_failure && !keep_branch {
+                let branch = format!("refs/heads/{}", g.branch);
+                let _ = git(
+                    &g.repo,
+                    &["update-ref".as_ref(), branch.as_ref(), g.base.as_ref()],
+                )
+                .await;
+            } else if !(keep_branch && self.record.keep_branch) {
                 let out = git(
                     &g.repo,
                     &[
@@ -558,7 +570,12 @@ impl Workspace {
         }
         if let Some(g) = &self.git {
             run(&g.repo, &["worktree".as_ref(), "prune".as_ref()]);
-            if !self.record.keep_branch {
+            if self.reset_on_failure {
+                // Dropped without `remove`: the attempt did not succeed.
+                let branch: OsString = format!("refs/heads/{}", g.branch).into();
+                let base: OsString = g.base.clone().into();
+                run(&g.repo, &["update-ref".as_ref(), &branch, &base]);
+            } else if !self.record.keep_branch {
                 run(
                     &g.repo,
                     &[

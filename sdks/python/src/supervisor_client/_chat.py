@@ -84,13 +84,14 @@ class Thread:
 @dataclass(frozen=True)
 class ReplyDelta:
     """A piece of a reply being written: `text` starts at byte `offset` of the reply of
-    the turn's `attempt` (a resumed watch sends the open reply again from 0; a new attempt
-    starts over)."""
+    the attempt running under `lease` (a resumed watch sends the open reply again from 0;
+    a new lease, which every attempt gets, starts over)."""
 
     task_id: str
     attempt: int
     offset: int
     text: str
+    lease: int = 0
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def event_of(ev: chat_pb2.ThreadEvent) -> ThreadEvent | None:
         return ThreadMessage.from_proto(ev.message)
     if kind == "delta":
         d = ev.delta
-        return ReplyDelta(d.task_id, d.attempt, d.offset, d.text)
+        return ReplyDelta(d.task_id, d.attempt, d.offset, d.text, d.lease)
     if kind == "turn":
         return TurnStatus(ev.turn.task_id, TaskStatus.from_proto(ev.turn.status), ev.turn.message)
     return None
@@ -131,12 +132,12 @@ def event_of(ev: chat_pb2.ThreadEvent) -> ThreadEvent | None:
 
 class Reply:
     """The reply of one turn as its pieces arrive: `add` returns the text not seen
-    before (nothing for bytes already held or an older attempt; a new attempt starts the
-    text over, and `restarted` says so)."""
+    before (nothing for bytes already held or an older attempt's; a new attempt starts
+    the text over, and `restarted` says so)."""
 
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
-        self.attempt = 0
+        self.lease = 0
         self.text = ""
         self._bytes = 0
         self.restarted = False
@@ -144,11 +145,11 @@ class Reply:
     def add(self, d: ReplyDelta) -> str:
         """Takes a piece; returns its new text ("" when it adds nothing)."""
         self.restarted = False
-        if d.task_id != self.task_id or d.attempt < self.attempt:
+        if d.task_id != self.task_id or d.lease < self.lease:
             return ""
-        if d.attempt > self.attempt:
-            self.restarted = self.attempt != 0 and self._bytes > 0
-            self.attempt, self.text, self._bytes = d.attempt, "", 0
+        if d.lease > self.lease:
+            self.restarted = self._bytes > 0
+            self.lease, self.text, self._bytes = d.lease, "", 0
         piece = d.text.encode()
         end = d.offset + len(piece)
         if end <= self._bytes or d.offset > self._bytes:
