@@ -381,6 +381,14 @@ def test_a_chat_thread_streams_its_replies_token_by_token(page: Page, node: Node
     page.wait_for_url(re.compile(r"/tasks/[0-9a-f-]{36}$"))
     expect(page.get_by_test_id("task-prompt")).to_contain_text("in short")
 
+    # Deleted after a confirm step: back on the list, and gone from the node.
+    page.goto(node.url + f"/chat/{thread_id}")
+    page.get_by_test_id("chat-delete").click()
+    page.get_by_test_id("chat-delete-confirm").click()
+    page.wait_for_url(re.compile(r"/chat$"))
+    with pytest.raises(AssertionError, match="no thread with id"):
+        node.cli("chat", thread_id, "--show", token=key)
+
 
 PAGES = ["/", "/tasks", "/workflows", "/schedules", "/chat", "/providers", "/cluster", "/budgets", "/analytics"]
 

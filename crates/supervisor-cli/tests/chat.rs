@@ -349,6 +349,39 @@ async fn a_three_turn_thread_streams_each_reply_and_survives_kill_9() {
         "{}",
         task.prompt
     );
+
+    // Deleting a thread whose reply runs cancels that reply; the thread is gone.
+    let count = get_thread(&client, &thread.id).await.message_count;
+    let running = client
+        .chat_service()
+        .post_message(PostMessageRequest {
+            thread_id: thread.id.clone(),
+            text: "One more.".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap();
+    let (code, out, err) = cli(&node.url(), &["chat", &thread.id, "--delete"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("its {} messages", count + 1)) && out.contains(&running.task_id),
+        "{out}"
+    );
+    let gone = client
+        .chat_service()
+        .get_thread(GetThreadRequest {
+            id: thread.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    let task = tokio::time::timeout(PATIENCE, client.wait(&running.task_id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(task.status, v1::TaskStatus::Cancelled as i32);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

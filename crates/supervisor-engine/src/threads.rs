@@ -643,6 +643,37 @@ impl Engine {
             .await
     }
 
+    /// Deletes a thread and its messages; a turn still running is cancelled (its task
+    /// stays, like every turn's). Returns how many messages went and the cancelled task.
+    pub async fn delete_thread(
+        &self,
+        tenant: &str,
+        id: TaskId,
+    ) -> Result<(u64, Option<TaskId>), EngineError> {
+        let (deleted, open) = self
+            .inner
+            .db
+            .run(|txn| {
+                Box::pin(async move {
+                    let thread = load(txn, tenant, id).await?.ok_or_else(|| not_found(id))?;
+                    let (begin, end) = keyspace::thread_messages_after(tenant, id, 0);
+                    txn.clear_range(&begin, &end);
+                    txn.clear(&keyspace::thread(tenant, id));
+                    Ok::<_, EngineError>((thread.next_seq.saturating_sub(1), thread.open_turn))
+                })
+            })
+            .await?;
+        let mut cancelled = None;
+        if let Some(task) = open {
+            match self.cancel(tenant, task, "its thread was deleted").await {
+                Ok(t) if t.status == TaskStatus::Cancelled => cancelled = Some(task),
+                Ok(_) | Err(EngineError::NotFound { .. } | EngineError::FailedPrecondition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((deleted, cancelled))
+    }
+
     /// A thread's record, without its messages.
     pub async fn thread_record(
         &self,

@@ -363,4 +363,21 @@ impl ChatService for ChatApi {
             run_id: String::new(),
         }))
     }
+
+    async fn delete_thread(
+        &self,
+        req: Request<v1::DeleteThreadRequest>,
+    ) -> Result<Response<v1::DeleteThreadResponse>, Status> {
+        let tenant = tenant(&req);
+        let id = thread_id_in("id", &req.get_ref().id)?;
+        let (messages_deleted, cancelled) = self
+            .engine
+            .delete_thread(&tenant, id)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(v1::DeleteThreadResponse {
+            messages_deleted,
+            cancelled_task_id: cancelled.map(|t| t.to_string()).unwrap_or_default(),
+        }))
+    }
 }

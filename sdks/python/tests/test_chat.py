@@ -57,6 +57,10 @@ def test_a_conversation_streams_its_replies_and_becomes_a_task(chat_node: Node) 
         with pytest.raises(sv.InvalidArgument):
             client.create_thread("no_such_type")
 
+        assert client.delete_thread(thread.id) == 5
+        with pytest.raises(sv.NotFound):
+            client.get_thread(thread.id)
+
 
 def test_the_async_client_asks_too(chat_node: Node) -> None:
     async def main() -> None:

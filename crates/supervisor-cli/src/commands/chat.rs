@@ -16,9 +16,9 @@ use futures::StreamExt as _;
 use supervisor_client::{Client, Transport};
 use supervisor_proto::v1::chat_service_client::ChatServiceClient;
 use supervisor_proto::v1::{
-    self, ConvertThreadRequest, CreateThreadRequest, GetThreadRequest, ListThreadsRequest,
-    PostMessageRequest, SearchThreadsRequest, TaskStatus, TaskType, ThreadRole, WatchThreadRequest,
-    thread_event::Event,
+    self, ConvertThreadRequest, CreateThreadRequest, DeleteThreadRequest, GetThreadRequest,
+    ListThreadsRequest, PostMessageRequest, SearchThreadsRequest, TaskStatus, TaskType, ThreadRole,
+    WatchThreadRequest, thread_event::Event,
 };
 
 use crate::commands::{
@@ -50,6 +50,9 @@ pub struct ChatArgs {
     /// Turn the thread into a task ("do what we discussed"); prints its id and exits.
     #[arg(long, requires = "thread", conflicts_with = "message")]
     pub to_task: bool,
+    /// Delete the thread and its messages for good (a reply still running is cancelled).
+    #[arg(long, requires = "thread", conflicts_with_all = ["message", "to_task", "show"])]
+    pub delete: bool,
     /// What the task (or the reply type of a new thread) is: review, bug_fix... (default:
     /// code_analysis for a thread, the thread's type for a task).
     #[arg(long = "type", value_name = "TYPE", value_parser = EnumArg::<TaskType>::new())]
@@ -77,6 +80,24 @@ pub async fn run(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     }
     if let Some(text) = &args.search {
         return search(&mut chat, text, global.output).await;
+    }
+    if let (true, Some(id)) = (args.delete, &args.thread) {
+        let gone = chat
+            .delete_thread(DeleteThreadRequest { id: id.clone() })
+            .await?
+            .into_inner();
+        let mut line = format!(
+            "deleted thread {id} and its {} messages",
+            gone.messages_deleted
+        );
+        if !gone.cancelled_task_id.is_empty() {
+            line.push_str(&format!(
+                "; cancelled its running reply (task {})",
+                gone.cancelled_task_id
+            ));
+        }
+        print_line(&line)?;
+        return Ok(());
     }
     let thread = match &args.thread {
         Some(id) => chat

@@ -172,6 +172,7 @@ pub const TABLE: &[(&str, Permission)] = &[
         "/supervisor.v1.ChatService/ConvertThread",
         Permission::Write,
     ),
+    ("/supervisor.v1.ChatService/DeleteThread", Permission::Write),
     ("/supervisor.v1.AuthService/WhoAmI", Permission::Read),
     (
         "/supervisor.v1.AuthService/CreateTenant",
@@ -321,7 +322,7 @@ mod tests {
             // The few a viewer may not call are exactly the mutating ones.
             let mutating = [
                 "Submit", "Cancel", "Retry", "Create", "Pause", "Resume", "Trigger", "Delete",
-                "Drain", "Revoke",
+                "Drain", "Revoke", "Post", "Convert",
             ];
             let is_mutating = mutating.iter().any(|m| method_name(&path).starts_with(m));
             assert_eq!(

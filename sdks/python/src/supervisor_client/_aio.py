@@ -394,3 +394,8 @@ class AsyncClient:
         """Starts a task that does what the conversation agreed; see `Client.convert_thread`."""
         request = convert_request(thread_id, type, instruction, "", None)
         return Task.from_proto((await self._call(self.chat.ConvertThread, request)).task)
+
+    async def delete_thread(self, thread_id: str) -> int:
+        """Deletes a thread and its messages; see `Client.delete_thread`."""
+        request = chat_pb2.DeleteThreadRequest(id=thread_id)
+        return int((await self._call(self.chat.DeleteThread, request)).messages_deleted)

@@ -421,3 +421,9 @@ class Client:
         agreed: its prompt is the conversation, then `instruction`."""
         request = convert_request(thread_id, type, instruction, "", None)
         return Task.from_proto(self._call(self.chat.ConvertThread, request).task)
+
+    def delete_thread(self, thread_id: str) -> int:
+        """Deletes a thread and its messages for good (a reply still running is
+        cancelled); returns how many messages went."""
+        request = chat_pb2.DeleteThreadRequest(id=thread_id)
+        return int(self._call(self.chat.DeleteThread, request).messages_deleted)
