@@ -242,9 +242,11 @@ pub fn compose(
 /// What the thread is about, in words, read now (empty when nothing, or when it is gone).
 async fn about_text(txn: &mut Transaction<'_>, t: &ThreadRecord) -> Result<String, EngineError> {
     let mut text = String::new();
+    // A snapshot read: a post does not conflict with the progress of the task it is about.
     if let Some(id) = t.about_task
-        && let Some(task) = records::load(txn, &t.tenant, id).await?
+        && let Some(bytes) = txn.get_snapshot(&keyspace::task(&t.tenant, id)).await?
     {
+        let task: Task = decode("task record", &bytes)?;
         text.push_str(&format!(
             "This conversation is about task {id} ({}, {}).\nIts prompt:\n{}\n",
             task.task_type, task.status, task.prompt
