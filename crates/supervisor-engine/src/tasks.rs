@@ -144,7 +144,7 @@ fn build_task(item: &SubmitItem, cfg: &crate::EngineConfig) -> Task {
 
 /// `Ok(Err(..))` when the task needs a repository lock that is held and its tenant's
 /// lock policy is `reject`.
-async fn refuse_if_lock_held(
+pub(crate) async fn refuse_if_lock_held(
     txn: &mut supervisor_store::Transaction<'_>,
     item: &SubmitItem,
     cfg: &crate::EngineConfig,

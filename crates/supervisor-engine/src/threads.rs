@@ -790,6 +790,8 @@ impl Engine {
                     };
                     let task_type = request.validate()?;
                     let item = SubmitItem::for_thread(tenant, request, task_type, task_id, now);
+                    // A tenant whose lock policy is `reject` is refused here as at a submit.
+                    crate::tasks::refuse_if_lock_held(txn, &item, cfg).await??;
                     let mut turn = crate::tasks::create_in_txn(txn, &item, cfg)?;
                     turn.thread = Some(ThreadRef {
                         thread: id,
