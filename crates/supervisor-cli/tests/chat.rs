@@ -450,11 +450,13 @@ fn thread_cli(dir: &std::path::Path) -> String {
          if [ \"$1\" = \"--version\" ]; then echo '1.0.0 (Claude Code)'; exit 0; fi\n\
          n=$(( $(cat {d}/runs 2>/dev/null || echo 0) + 1 )); echo $n > {d}/runs\n\
          printf '%s\\0' \"$@\" > {d}/args-$n\n\
+         all=\"$*\"\n\
          resumed=no\n\
          while [ $# -gt 0 ]; do if [ \"$1\" = --resume ]; then resumed=$2; fi; shift; done\n\
          if [ $resumed != no ] && [ ! -e \"$HOME/.claude/mark\" ]; then echo 'no session here' >&2; exit 1; fi\n\
          mkdir -p \"$HOME/.claude/projects/w\" && touch \"$HOME/.claude/mark\" \"$HOME/.claude/projects/w/sess-$n.jsonl\"\n\
          echo \"turn $n\" >> notes.txt\n\
+         case \"$all\" in *BREAK*) git add -A && git -c user.name=a -c user.email=a@example.invalid commit -qm 'half done'; exit 1;; esac\n\
          lines=$(wc -l < notes.txt)\n\
          echo '{{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"sess-'$n'\",\"model\":\"claude-test\",\"tools\":[],\"cwd\":\".\"}}'\n\
          echo '{{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"lines='$lines' resumed='$resumed'\",\"num_turns\":1,\"usage\":{{\"input_tokens\":10,\"output_tokens\":5}}}}'\n",
@@ -538,4 +540,25 @@ async fn claude_cli_turns_resume_their_session_on_the_threads_branch() {
         .unwrap();
     let log = String::from_utf8_lossy(&log.stdout);
     assert_eq!(log.lines().count(), 3, "{log}");
+
+    // A turn whose attempts commit and then fail leaves the branch as the turns before
+    // left it.
+    let broken = turn(&client, &thread.id, "BREAK it, please.").await;
+    assert_eq!(
+        broken.reply.status,
+        v1::TaskStatus::Failed as i32,
+        "{:?}",
+        broken.reply
+    );
+    let log = Command::new("git")
+        .args([
+            "log",
+            "--format=%s",
+            &format!("supervisor/thread-{}", thread.id),
+        ])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert_eq!(log.lines().count(), 3, "no half-done commit: {log}");
 }

@@ -518,14 +518,14 @@ async fn history(
 async fn posted_again(
     txn: &mut Transaction<'_>,
     thread: &ThreadRecord,
-    task_id: TaskId,
+    turn: Task,
 ) -> Result<Posted, EngineError> {
-    let seq = thread.next_seq.saturating_sub(1);
+    let seq = turn.thread.map_or(0, |r| r.seq);
     let message = messages_after(txn, &thread.tenant, thread.id, seq.saturating_sub(1), 1)
         .await?
         .pop()
+        .filter(|m| m.seq == seq)
         .ok_or_else(|| EngineError::Internal(format!("thread {} lost message {seq}", thread.id)))?;
-    let turn = records::load_existing(txn, &thread.tenant, task_id).await?;
     Ok(Posted {
         message,
         turn,
@@ -741,10 +741,11 @@ impl Engine {
                 let trace = trace.clone();
                 Box::pin(async move {
                     let mut thread = load(txn, tenant, id).await?.ok_or_else(|| not_found(id))?;
-                    if thread.open_turn == Some(task_id) {
+                    if let Some(turn) = records::load(txn, tenant, task_id).await? {
                         // This transaction already committed (its commit's result was
-                        // unknown and it ran again): the same answer.
-                        return posted_again(txn, &thread, task_id).await;
+                        // unknown and it ran again): the same answer, whatever became of
+                        // the turn since.
+                        return posted_again(txn, &thread, turn).await;
                     }
                     close_orphan_turn(txn, &mut thread, now).await?;
                     if let Some(open) = thread.open_turn {
@@ -873,7 +874,8 @@ impl Engine {
         query: &str,
         limit: usize,
     ) -> Result<(Vec<SearchHit>, bool), EngineError> {
-        let needle = query.trim().to_lowercase();
+        // Lowered character by character, as the texts are (see `excerpt`).
+        let needle: String = query.trim().chars().flat_map(char::to_lowercase).collect();
         if needle.is_empty() || needle.chars().count() > 200 {
             return Err(FieldError::new("query", "give 1 to 200 characters to search for").into());
         }

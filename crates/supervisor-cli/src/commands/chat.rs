@@ -303,10 +303,17 @@ impl Session {
                             continue;
                         }
                         if m.status == TaskStatus::Succeeded as i32 {
-                            // What the stream did not show (or all of it when nothing
-                            // streamed).
-                            let rest = m.text.get(shown.len(m.text.len())..).unwrap_or("");
-                            print_stdout(rest)?;
+                            // What the stream did not show; all of it when what it showed
+                            // is not how the reply begins (another attempt's text).
+                            match m.text.strip_prefix(shown.text.as_str()) {
+                                Some(rest) => print_stdout(rest)?,
+                                None => {
+                                    if !shown.text.is_empty() {
+                                        eprintln!("\n(the reply, as its last attempt wrote it:)");
+                                    }
+                                    print_stdout(&m.text)?;
+                                }
+                            }
                             if !m.text.ends_with('\n') {
                                 print_stdout("\n")?;
                             }
@@ -332,11 +339,13 @@ impl Session {
     }
 }
 
-/// What of the open reply was printed: the lease of its attempt and how many bytes.
+/// What of the open reply was printed: the lease of its attempt, how many bytes and
+/// which text.
 #[derive(Default)]
 struct Shown {
     lease: u64,
     bytes: u64,
+    text: String,
 }
 
 impl Shown {
@@ -351,6 +360,7 @@ impl Shown {
             }
             self.lease = d.lease;
             self.bytes = 0;
+            self.text.clear();
         }
         let end = d.offset + d.text.len() as u64;
         if end <= self.bytes || d.offset > self.bytes {
@@ -359,14 +369,10 @@ impl Shown {
         let skip = usize::try_from(self.bytes - d.offset).unwrap_or(usize::MAX);
         if let Some(new) = d.text.get(skip..) {
             print_stdout(new)?;
+            self.text.push_str(new);
             self.bytes = end;
         }
         Ok(())
-    }
-
-    /// Bytes of a final reply of `len` bytes already shown.
-    fn len(&self, len: usize) -> usize {
-        usize::try_from(self.bytes).unwrap_or(usize::MAX).min(len)
     }
 }
 

@@ -142,6 +142,11 @@ impl Drop for Run {
                 }
                 drop(lock);
             });
+        } else {
+            // The workspace's own Drop cleans up (blocking) before the thread's lock goes.
+            drop(process);
+            drop(workspace);
+            drop(lock);
         }
     }
 }
@@ -307,11 +312,7 @@ impl ClaudeCliProvider {
             }
             None => None,
         };
-        let mut ws = Workspace::create(&self.worktree_root, &name, repo, &branch).await?;
-        if existing {
-            ws.thread_branch()?;
-        }
-        Ok(ws)
+        Workspace::create(&self.worktree_root, &name, repo, &branch, existing).await
     }
 
     /// `text` without the provider's key, which the agent has in its environment and
@@ -378,6 +379,11 @@ impl ClaudeCliProvider {
             Some((turn, state)) => state.resumable(turn.previous.as_deref()).await,
             None => None,
         };
+        if let (Some((_, state)), Some(_)) = (&thread, &resume) {
+            // Taken, under the thread's lock: only this attempt's success saves a session
+            // again, so one that failed half-way is never resumed.
+            state.forget().await;
+        }
         match (&thread, &resume) {
             (Some(_), Some(session)) => sink.send(ProviderEvent::Activity(format!(
                 "resuming the thread's session {session} with the new message"
@@ -633,18 +639,11 @@ impl Provider for ClaudeCliProvider {
         let mut run = Run::default();
         if let Some(turn) = &request.thread {
             let state = thread::ThreadState::open(&self.thread_root, &turn.id).await?;
-            run.lock = Some(state.lock().await?);
+            run.lock = Some(state.lock(request.timeout).await?);
         }
         run.workspace = Some(self.workspace(&request).await?);
         let result = self.attempt(&request, &sink, &mut run).await;
         run.cleanup().await;
-        if result.is_err()
-            && let Some(turn) = &request.thread
-            && let Ok(state) = thread::ThreadState::open(&self.thread_root, &turn.id).await
-        {
-            // The next attempt starts a new session with the whole conversation.
-            state.forget().await;
-        }
         result.map_err(|e| self.redact_error(e))
     }
 

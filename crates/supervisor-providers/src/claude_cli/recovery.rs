@@ -72,6 +72,10 @@ pub(super) struct RunRecord {
     pub cgroup: Option<PathBuf>,
     /// Whether the branch holds the finished attempt's commit and is to be kept.
     pub keep_branch: bool,
+    /// A thread's branch, which existed before the attempt: put back to this commit
+    /// unless the attempt succeeded (never deleted).
+    #[serde(default)]
+    pub reset_to: Option<String>,
 }
 
 impl RunRecord {
@@ -166,6 +170,18 @@ pub(super) fn clean_attempt_dir(dir: &Path, record: Option<&RunRecord>, report: 
     let Some(repo) = repo else { return };
     let _ = git(&repo, &["worktree", "prune"], None);
     let keep = record.is_some_and(|r| r.keep_branch);
+    let reset_to = record.and_then(|r| r.reset_to.clone());
+    if let (Some(branch), Some(base), false) = (&branch, &reset_to, keep) {
+        // A thread's branch: what the dead attempt committed goes, the turns before stay.
+        let full = format!("refs/heads/{branch}");
+        if let Err(e) = git(&repo, &["update-ref", &full, base], None) {
+            report.problems.push(format!(
+                "could not put branch {branch} back to {base} in {}: {e}",
+                repo.display()
+            ));
+        }
+        return;
+    }
     if let Some(branch) = branch.filter(|b| b.starts_with("supervisor/"))
         && !keep
     {
@@ -329,6 +345,7 @@ mod tests {
     fn records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let record = RunRecord {
+            reset_to: None,
             owner: Owner::current(),
             repo: Some("/src/repo".into()),
             branch: Some("supervisor/t-a1".into()),

@@ -156,32 +156,40 @@ impl ThreadState {
         let _ = tokio::fs::remove_file(self.dir.join("session.json")).await;
     }
 
-    /// Waits until no other attempt of the thread works here, and holds that until the
-    /// returned file is dropped (an exclusive `flock` on `<dir>/lock`).
-    pub(super) async fn lock(&self) -> Result<std::fs::File, ProviderError> {
+    /// Waits until no other attempt of the thread works here, at most `patience`, and
+    /// holds that until the returned file is dropped (an exclusive `flock` on
+    /// `<dir>/lock`, polled so that no thread blocks on it).
+    pub(super) async fn lock(&self, patience: Duration) -> Result<std::fs::File, ProviderError> {
+        use std::os::fd::AsRawFd;
         let path = self.dir.join("lock");
-        tokio::task::spawn_blocking(move || {
-            use std::os::fd::AsRawFd;
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| failed(format!("cannot open {}: {e}", path.display())))?;
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
             // SAFETY: flock on a descriptor this function owns; no memory is involved.
-            let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if locked != 0 {
-                return Err(format!(
-                    "cannot lock {}: {}",
-                    path.display(),
-                    std::io::Error::last_os_error()
-                ));
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(file);
             }
-            Ok(file)
-        })
-        .await
-        .map_err(|e| failed(e.to_string()))?
-        .map_err(failed)
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(failed(format!("cannot lock {}: {e}", path.display())));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ProviderError::Retryable {
+                    kind: "timeout",
+                    message: format!(
+                        "another attempt of this thread still works in {} after {patience:?}",
+                        self.dir.display()
+                    ),
+                    retry_after: None,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -253,10 +261,10 @@ mod tests {
         assert_eq!(workspace_name("../x y"), "thread-xy");
         assert_eq!(branch("a/b"), "supervisor/thread-ab");
         assert_eq!(sweep(root.path()), 0, "just used");
-        let held = t.lock().await.unwrap();
-        let again = tokio::time::timeout(std::time::Duration::from_millis(200), t.lock()).await;
-        assert!(again.is_err(), "a second attempt waits");
+        let held = t.lock(Duration::from_secs(1)).await.unwrap();
+        let again = t.lock(Duration::from_millis(200)).await;
+        assert!(again.is_err(), "a second attempt waits, then gives up");
         drop(held);
-        t.lock().await.unwrap();
+        t.lock(Duration::from_secs(1)).await.unwrap();
     }
 }

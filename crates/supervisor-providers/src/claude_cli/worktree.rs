@@ -230,17 +230,6 @@ pub(super) async fn branch_exists(repo: &str, branch: &str) -> bool {
 }
 
 impl Workspace {
-    /// Makes the branch a thread's, which holds earlier turns' commits: never deleted
-    /// (recovery after a crash keeps it too), and put back to where it was when this
-    /// attempt fails, so a failed attempt's own commits go with it.
-    pub(super) fn thread_branch(&mut self) -> Result<(), ProviderError> {
-        self.reset_on_failure = true;
-        self.record.keep_branch = true;
-        self.record
-            .write(&self.dir)
-            .map_err(|e| failed(format!("cannot write {}: {e}", self.dir.display())))
-    }
-
     /// A new attempt directory `<root>/<name>` whose `work/` is a worktree of `repo` at
     /// `git_ref` on the new branch `branch` when a repository is given, an empty
     /// directory otherwise. A `repo` that is not a git repository or a `git_ref` that is
@@ -250,6 +239,7 @@ impl Workspace {
         name: &str,
         repo: Option<(&str, &str)>,
         branch: &str,
+        thread_branch: bool,
     ) -> Result<Workspace, ProviderError> {
         let resolved = match repo {
             Some((repo, git_ref)) => Some(resolve(repo, git_ref).await?),
@@ -288,11 +278,17 @@ impl Workspace {
                 branch: linked.as_ref().map(|g| g.branch.clone()),
                 cgroup: None,
                 keep_branch: false,
+                // A thread's branch (it existed: the base is its tip) is never deleted, by
+                // this attempt or by recovery after a crash: only put back.
+                reset_to: linked
+                    .as_ref()
+                    .filter(|_| thread_branch)
+                    .map(|g| g.base.clone()),
             },
             dir,
             git: linked,
             removed: false,
-            reset_on_failure: false,
+            reset_on_failure: thread_branch,
         };
         // From here on the workspace owns the directory: an early return removes it.
         if let Err(e) = ws.record.write(&ws.dir) {
@@ -512,7 +508,9 @@ impl Workspace {
         }
         if let Some(g) = &self.git {
             let _ = git(&g.repo, &["worktree".as_ref(), "prune".as_ref()]).await;
-            if self.reset_on_failure && !keep_branch {
+            if self.reset_on_failure && keep_branch {
+                // A thread's branch after a success: it stays, with or without a commit.
+            } else if self.reset_on_failure {
                 let branch = format!("refs/heads/{}", g.branch);
                 let _ = git(
                     &g.repo,

@@ -375,8 +375,11 @@ class Client:
                     event = event_of(item)
                     if isinstance(event, ThreadMessage) and not follower.received(event.seq):
                         continue
-                    if event is not None:
-                        yield event
+                    if event is None:
+                        continue
+                    if not isinstance(event, ThreadMessage):
+                        follower.progressed()
+                    yield event
                 failure: SupervisorError = follower.closed_early()
             except grpc.RpcError as err:
                 failure = from_rpc_error(err)

@@ -83,6 +83,11 @@ class Follower:
         self._pauses = self.policy.pauses()
         return True
 
+    def progressed(self) -> None:
+        """Something new arrived that has no sequence number (a piece of a reply): the
+        watch is alive, so a fresh run of pauses starts."""
+        self._pauses = self.policy.pauses()
+
     def closed_early(self) -> StreamEnded:
         """The stream closed while the log had not ended."""
         return StreamEnded(f"the event stream of {self.what} ended before its last event")
