@@ -464,6 +464,16 @@ fn thread_cli(dir: &std::path::Path) -> String {
     )
 }
 
+/// The subjects of the commits on a thread's branch, newest first.
+fn branch_log(repo: &std::path::Path, thread: &str) -> String {
+    let log = Command::new("git")
+        .args(["log", "--format=%s", &format!("supervisor/thread-{thread}")])
+        .current_dir(repo)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&log.stdout).into_owned()
+}
+
 fn args_of(dir: &std::path::Path, run: u32) -> Vec<String> {
     std::fs::read(dir.join(format!("args-{run}")))
         .unwrap()
@@ -529,16 +539,7 @@ async fn claude_cli_turns_resume_their_session_on_the_threads_branch() {
     );
 
     // Both turns' commits are on the thread's branch.
-    let log = Command::new("git")
-        .args([
-            "log",
-            "--format=%s",
-            &format!("supervisor/thread-{}", thread.id),
-        ])
-        .current_dir(&repo)
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&log.stdout);
+    let log = branch_log(&repo, &thread.id);
     assert_eq!(log.lines().count(), 3, "{log}");
 
     // A turn whose attempts commit and then fail leaves the branch as the turns before
@@ -550,15 +551,6 @@ async fn claude_cli_turns_resume_their_session_on_the_threads_branch() {
         "{:?}",
         broken.reply
     );
-    let log = Command::new("git")
-        .args([
-            "log",
-            "--format=%s",
-            &format!("supervisor/thread-{}", thread.id),
-        ])
-        .current_dir(&repo)
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&log.stdout);
+    let log = branch_log(&repo, &thread.id);
     assert_eq!(log.lines().count(), 3, "no half-done commit: {log}");
 }

@@ -250,13 +250,16 @@ pub(crate) async fn submit_batch(
 }
 
 impl SubmitItem {
-    /// A thread's turn: the caller chose the id and validated `request`.
-    pub(crate) fn for_thread(
+    /// A task made inside another operation's transaction (a thread's turn, or a
+    /// workflow step's task when `workflow` names it): the caller chose the id and
+    /// validated `request`.
+    pub(crate) fn prepared(
         tenant: &str,
         request: NewTask,
         task_type: TaskType,
         id: TaskId,
         now: i64,
+        workflow: Option<supervisor_model::WorkflowRef>,
     ) -> Self {
         SubmitItem {
             tenant: tenant.to_string(),
@@ -265,32 +268,12 @@ impl SubmitItem {
             id,
             now,
             retry_of: None,
-            workflow: None,
-        }
-    }
-
-    /// A workflow step's task: the caller chose the id and validated `request`.
-    pub(crate) fn for_workflow(
-        tenant: &str,
-        request: NewTask,
-        task_type: TaskType,
-        id: TaskId,
-        now: i64,
-        workflow: supervisor_model::WorkflowRef,
-    ) -> Self {
-        SubmitItem {
-            tenant: tenant.to_string(),
-            task_type,
-            request,
-            id,
-            now,
-            retry_of: None,
-            workflow: Some(workflow),
+            workflow,
         }
     }
 }
 
-/// Creates a task inside the caller's transaction (workflow steps).
+/// Creates a task inside the caller's transaction (workflow steps, thread turns).
 pub(crate) fn create_in_txn(
     txn: &mut Transaction<'_>,
     item: &SubmitItem,

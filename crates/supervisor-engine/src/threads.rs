@@ -790,7 +790,7 @@ impl Engine {
                         ..NewTask::default()
                     };
                     let task_type = request.validate()?;
-                    let item = SubmitItem::for_thread(tenant, request, task_type, task_id, now);
+                    let item = SubmitItem::prepared(tenant, request, task_type, task_id, now, None);
                     // A tenant whose lock policy is `reject` is refused here as at a submit.
                     crate::tasks::refuse_if_lock_held(txn, &item, cfg).await??;
                     let mut turn = crate::tasks::create_in_txn(txn, &item, cfg)?;

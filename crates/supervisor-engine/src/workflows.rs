@@ -312,16 +312,16 @@ async fn advance(
                     Ok(task_type) => {
                         new.trace = run.trace.clone();
                         let id = TaskId::generate();
-                        let item = tasks::SubmitItem::for_workflow(
+                        let item = tasks::SubmitItem::prepared(
                             &run.tenant,
                             new,
                             task_type,
                             id,
                             now,
-                            WorkflowRef {
+                            Some(WorkflowRef {
                                 run: run.id,
                                 step: step_id.clone(),
-                            },
+                            }),
                         );
                         let task = tasks::create_in_txn(txn, &item, engine_cfg)?;
                         run.steps
