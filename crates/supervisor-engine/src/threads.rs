@@ -938,13 +938,13 @@ impl Engine {
     }
 
     /// The conversation of a thread as a prompt for a task that does what it agreed,
-    /// trimmed to `window_tokens` like a reply's.
+    /// trimmed like a reply's to the window `window` gives for the thread (0: unknown).
     pub async fn thread_transcript(
         &self,
         tenant: &str,
         id: TaskId,
         instruction: &str,
-        window_tokens: u64,
+        window: impl FnOnce(&ThreadRecord) -> u64,
     ) -> Result<(ThreadRecord, String), EngineError> {
         let mut txn = self.inner.db.begin().await?;
         let thread = load(&mut txn, tenant, id)
@@ -968,7 +968,7 @@ impl Engine {
             )));
         }
         let about = about_text(&mut txn, &thread).await?;
-        let budget = thread_window(&thread, window_tokens).saturating_mul(3) / 4;
+        let budget = thread_window(&thread, window(&thread)).saturating_mul(3) / 4;
         let (prompt, _, _) = compose(
             &about,
             &history,

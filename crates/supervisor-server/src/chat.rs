@@ -314,15 +314,9 @@ impl ChatService for ChatApi {
             "" => DEFAULT_INSTRUCTION.to_string(),
             text => text.to_string(),
         };
-        let thread = self
-            .engine
-            .thread_record(&principal.tenant, id)
-            .await
-            .map_err(status_from)?;
-        let window = self.window(&thread);
         let (thread, transcript) = self
             .engine
-            .thread_transcript(&principal.tenant, id, &instruction, window)
+            .thread_transcript(&principal.tenant, id, &instruction, |t| self.window(t))
             .await
             .map_err(status_from)?;
         if !r.workflow.trim().is_empty() {

@@ -100,7 +100,9 @@ struct Run {
     workspace: Option<Workspace>,
     /// Whether a kept branch may stay (the run succeeded).
     keep_branch: bool,
-    /// A thread's lock: held until the workspace is gone (see `thread`).
+    /// A thread's turn: the thread's directory on this node (see `thread`).
+    thread: Option<thread::ThreadState>,
+    /// A thread's lock: held until the workspace is gone.
     lock: Option<std::fs::File>,
 }
 
@@ -284,8 +286,8 @@ impl ClaudeCliProvider {
     /// Makes the attempt directory: a worktree of the context's `repo` at `ref`, or a
     /// scratch dir, with the agent's HOME and TMPDIR. A thread's turn works in the
     /// thread's directory, on the thread's branch from its tip once an earlier turn made
-    /// it (see `thread`); the second value says so (that branch is then kept whatever
-    /// happens to this attempt).
+    /// it (see `thread`): that branch is then never deleted, only put back when the
+    /// attempt fails.
     async fn workspace(&self, request: &ProviderRequest) -> Result<Workspace, ProviderError> {
         let (name, branch) = match &request.thread {
             Some(turn) => (thread::workspace_name(&turn.id), thread::branch(&turn.id)),
@@ -368,13 +370,7 @@ impl ClaudeCliProvider {
         }
         // A thread's turn: its own HOME, and its CLI session resumed when this node ran
         // the turn before.
-        let thread = match &request.thread {
-            Some(turn) => Some((
-                turn,
-                thread::ThreadState::open(&self.thread_root, &turn.id).await?,
-            )),
-            None => None,
-        };
+        let thread = request.thread.as_ref().zip(run.thread.as_ref());
         let resume = match &thread {
             Some((turn, state)) => state.resumable(turn.previous.as_deref()).await,
             None => None,
@@ -546,7 +542,7 @@ impl ClaudeCliProvider {
         }
         let artifacts = self.collect_changes(request, sink, run).await?;
         run.keep_branch = true;
-        if let (Some((_, state)), Some(session)) = (&thread, &session) {
+        if let (Some(state), Some(session)) = (&run.thread, &session) {
             state.save(session, &request.task_id).await;
         }
         Ok(ProviderOutput {
@@ -640,6 +636,7 @@ impl Provider for ClaudeCliProvider {
         if let Some(turn) = &request.thread {
             let state = thread::ThreadState::open(&self.thread_root, &turn.id).await?;
             run.lock = Some(state.lock(request.timeout).await?);
+            run.thread = Some(state);
         }
         run.workspace = Some(self.workspace(&request).await?);
         let result = self.attempt(&request, &sink, &mut run).await;

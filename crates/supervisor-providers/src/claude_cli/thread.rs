@@ -82,19 +82,9 @@ impl ThreadState {
     pub(super) async fn open(root: &Path, id: &str) -> Result<ThreadState, ProviderError> {
         let dir = root.join(safe(id));
         let home = dir.join("home");
-        let make = |path: PathBuf| async move {
-            use std::os::unix::fs::DirBuilderExt;
-            tokio::task::spawn_blocking(move || {
-                std::fs::DirBuilder::new()
-                    .mode(0o700)
-                    .recursive(true)
-                    .create(&path)
-                    .map_err(|e| format!("cannot create {}: {e}", path.display()))
-            })
+        super::worktree::create_private_dir(&home)
             .await
-            .map_err(|e| e.to_string())?
-        };
-        make(home.clone()).await.map_err(failed)?;
+            .map_err(|e| failed(format!("cannot create {}: {e}", home.display())))?;
         // Touched each turn: the idle sweep goes by it.
         let _ = mark_used(&dir);
         Ok(ThreadState { dir, home })

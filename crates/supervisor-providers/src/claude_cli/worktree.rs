@@ -618,13 +618,18 @@ async fn run_git_with_input(
         .map_err(|e| failed(format!("could not run git: {e}")))
 }
 
-/// Creates a directory only its owner can read.
-async fn create_private_dir(path: &Path) -> io::Result<()> {
+/// Creates a directory, with any missing parents, only its owner can read.
+pub(super) async fn create_private_dir(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || std::fs::DirBuilder::new().mode(0o700).create(path))
-        .await
-        .map_err(io::Error::other)?
+    tokio::task::spawn_blocking(move || {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(path)
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 /// Creates the worktree root and returns it absolute and canonical (so the CLI's cwd can
