@@ -339,12 +339,11 @@ impl Session {
     }
 }
 
-/// What of the open reply was printed: the lease of its attempt, how many bytes and
-/// which text.
+/// What of the open reply was printed: the lease of its attempt and the text (from the
+/// attempt's offset 0, so its length in bytes is where the next piece must start).
 #[derive(Default)]
 struct Shown {
     lease: u64,
-    bytes: u64,
     text: String,
 }
 
@@ -355,22 +354,21 @@ impl Shown {
             return Ok(());
         }
         if d.lease > self.lease {
-            if self.bytes > 0 {
+            if !self.text.is_empty() {
                 eprintln!("\n(attempt {} starts the reply over)", d.attempt);
             }
             self.lease = d.lease;
-            self.bytes = 0;
             self.text.clear();
         }
+        let held = self.text.len() as u64;
         let end = d.offset + d.text.len() as u64;
-        if end <= self.bytes || d.offset > self.bytes {
+        if end <= held || d.offset > held {
             return Ok(());
         }
-        let skip = usize::try_from(self.bytes - d.offset).unwrap_or(usize::MAX);
+        let skip = usize::try_from(held - d.offset).unwrap_or(usize::MAX);
         if let Some(new) = d.text.get(skip..) {
             print_stdout(new)?;
             self.text.push_str(new);
-            self.bytes = end;
         }
         Ok(())
     }
