@@ -11,17 +11,15 @@ import grpc.aio
 
 from ._chat import (
     Reply,
-    ReplyDelta,
     SearchHit,
     Thread,
     ThreadEvent,
     ThreadMessage,
     convert_request,
     create_thread_request,
-    event_of,
 )
 from ._errors import SupervisorError, WaitTimeout, from_rpc_error
-from ._follow import Follower, Log, ResumePolicy, deadline_after, final_timeout, run_log, task_log
+from ._follow import Follower, Log, ResumePolicy, accepted, deadline_after, final_timeout, run_log, task_log, thread_log
 from ._models import (
     Identity,
     RunStatus,
@@ -122,19 +120,21 @@ class AsyncClient:
 
     async def _wait(self, log: Log[Any], deadline: float | None) -> Any:
         """Follows `log` to its end, then reads its owner as it ended; see `Client._wait`."""
-        get = getattr(getattr(self, log.service), log.get)
+        owner = log.owner
+        assert owner is not None, f"{log.what} never ends: there is no end to wait for"
+        get = getattr(getattr(self, log.service), owner.get)
         try:
             async for _ in self._follow(log, 0, deadline):
                 pass
         except WaitTimeout as timed_out:
             try:
-                owner = await self._call(get, log.get_request, final_timeout(deadline, self.timeout))
+                ended = await self._call(get, owner.request, final_timeout(deadline, self.timeout))
             except SupervisorError:
                 raise timed_out from None
-            if log.has_ended(owner):
-                return owner
+            if owner.has_ended(ended):
+                return ended
             raise
-        return await self._call(get, log.get_request, final_timeout(deadline, self.timeout))
+        return await self._call(get, owner.request, final_timeout(deadline, self.timeout))
 
     async def _pages(self, method: Any, pages: Pages[_Item], items: str) -> AsyncIterator[_Item]:
         while not pages.done:
@@ -190,7 +190,7 @@ class AsyncClient:
         """Waits until the task ends and returns it; see `Client.wait`."""
         return Task.from_proto(await self._wait(task_log(id), deadline_after(timeout)))
 
-    async def _follow(self, log: Log[_Event], after_seq: int, deadline: float | None) -> AsyncIterator[_Event]:
+    async def _follow(self, log: Log[_Event], after_seq: int, deadline: float | None) -> AsyncGenerator[_Event, None]:
         """Reads `log` from `after_seq`, resuming after breaks (see `_follow.Follower`)."""
         follower = Follower(log.what, after_seq, self.resume, deadline)
         service = getattr(self, log.service)
@@ -199,16 +199,19 @@ class AsyncClient:
             try:
                 request = log.watch_request(follower.last_seq)
                 call = getattr(service, log.watch)(request, timeout=follower.remaining(), metadata=self._metadata)
-                async for message in call:
-                    if not follower.received(message.seq):
+                async for item in call:
+                    event = accepted(follower, log, item)
+                    if event is None:
                         continue
-                    event = log.convert(message)
                     yield event
                     if log.is_last(event):
                         return
-                owner = await self._call(getattr(service, log.get), log.get_request, follower.call_timeout(self.timeout))
-                if log.has_ended(owner):
-                    return
+                if log.owner is not None:
+                    owner = await self._call(
+                        getattr(service, log.owner.get), log.owner.request, follower.call_timeout(self.timeout)
+                    )
+                    if log.owner.has_ended(owner):
+                        return
                 failure: SupervisorError = follower.closed_early()
             except grpc.RpcError as err:
                 failure = from_rpc_error(err)
@@ -337,32 +340,11 @@ class AsyncClient:
         posted = await self._call(self.chat.PostMessage, request)
         return ThreadMessage.from_proto(posted.message)
 
-    async def watch_thread(
+    def watch_thread(
         self, thread_id: str, after_seq: int = 0, timeout: float | None = None
     ) -> AsyncGenerator[ThreadEvent, None]:
         """A thread live, resuming after breaks; see `Client.watch_thread`."""
-        follower = Follower(f"thread {thread_id}", after_seq, self.resume, deadline_after(timeout))
-        while True:
-            call = None
-            try:
-                request = chat_pb2.WatchThreadRequest(thread_id=thread_id, after_seq=follower.last_seq)
-                call = self.chat.WatchThread(request, timeout=follower.remaining(), metadata=self._metadata)
-                async for item in call:
-                    event = event_of(item)
-                    if isinstance(event, ThreadMessage) and not follower.received(event.seq):
-                        continue
-                    if event is None:
-                        continue
-                    if not isinstance(event, ThreadMessage):
-                        follower.progressed()
-                    yield event
-                failure: SupervisorError = follower.closed_early()
-            except grpc.RpcError as err:
-                failure = from_rpc_error(err)
-            finally:
-                if call is not None:
-                    call.cancel()
-            await asyncio.sleep(follower.pause_after(failure))
+        return self._follow(thread_log(thread_id), after_seq, deadline_after(timeout))
 
     async def ask(
         self,
@@ -377,12 +359,9 @@ class AsyncClient:
         events = self.watch_thread(thread_id, posted.seq, timeout)
         try:
             async for event in events:
-                if isinstance(event, ReplyDelta):
-                    fresh = reply.add(event)
-                    if fresh and on_text is not None:
-                        on_text(fresh)
-                elif isinstance(event, ThreadMessage) and event.role == "assistant" and event.task_id == posted.task_id:
-                    return event
+                ended = reply.take(event, on_text)
+                if ended is not None:
+                    return ended
         finally:
             await events.aclose()
         raise AssertionError("watch_thread never ends by itself")
@@ -391,7 +370,7 @@ class AsyncClient:
         """Messages containing `query` (case-insensitive), newest threads first."""
         request = chat_pb2.SearchThreadsRequest(query=query, limit=limit)
         found = await self._call(self.chat.SearchThreads, request)
-        return [SearchHit(h.thread_id, h.title, ThreadMessage.from_proto(h.message), h.excerpt) for h in found.hits]
+        return [SearchHit.from_proto(h) for h in found.hits]
 
     async def convert_thread(self, thread_id: str, type: str | int | None = None, instruction: str = "") -> Task:
         """Starts a task that does what the conversation agreed; see `Client.convert_thread`."""

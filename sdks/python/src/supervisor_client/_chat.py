@@ -3,7 +3,7 @@ together of a reply from its streamed parts, written once for both clients."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Union
@@ -116,6 +116,11 @@ class SearchHit:
     message: ThreadMessage
     excerpt: str
 
+    @classmethod
+    def from_proto(cls, h: chat_pb2.SearchHit) -> SearchHit:
+        """From the API's hit."""
+        return cls(h.thread_id, h.title, ThreadMessage.from_proto(h.message), h.excerpt)
+
 
 def event_of(ev: chat_pb2.ThreadEvent) -> ThreadEvent | None:
     """The SDK's form of one stream item (None for a kind this SDK does not know)."""
@@ -158,6 +163,17 @@ class Reply:
         self.text += fresh
         self._bytes = end
         return fresh
+
+    def take(self, event: ThreadEvent, on_text: Callable[[str], None] | None) -> ThreadMessage | None:
+        """Takes one event of the thread's watch: a piece of this reply is added (its new
+        text given to `on_text`); the turn's reply message is returned, which ends it."""
+        if isinstance(event, ReplyDelta):
+            fresh = self.add(event)
+            if fresh and on_text is not None:
+                on_text(fresh)
+        elif isinstance(event, ThreadMessage) and event.role == "assistant" and event.task_id == self.task_id:
+            return event
+        return None
 
 
 def create_thread_request(

@@ -10,17 +10,15 @@ import grpc
 
 from ._chat import (
     Reply,
-    ReplyDelta,
     SearchHit,
     Thread,
     ThreadEvent,
     ThreadMessage,
     convert_request,
     create_thread_request,
-    event_of,
 )
 from ._errors import SupervisorError, WaitTimeout, from_rpc_error
-from ._follow import Follower, Log, ResumePolicy, deadline_after, final_timeout, run_log, task_log
+from ._follow import Follower, Log, ResumePolicy, accepted, deadline_after, final_timeout, run_log, task_log, thread_log
 from ._models import (
     Identity,
     RunStatus,
@@ -134,19 +132,21 @@ class Client:
     def _wait(self, log: Log[Any], deadline: float | None) -> Any:
         """Follows `log` to its end, then reads its owner (the task or run) as it ended. When
         the time runs out, one last look: it may have ended just then."""
-        get = getattr(getattr(self, log.service), log.get)
+        owner = log.owner
+        assert owner is not None, f"{log.what} never ends: there is no end to wait for"
+        get = getattr(getattr(self, log.service), owner.get)
         try:
             for _ in self._follow(log, 0, deadline):
                 pass
         except WaitTimeout as timed_out:
             try:
-                owner = self._call(get, log.get_request, final_timeout(deadline, self.timeout))
+                ended = self._call(get, owner.request, final_timeout(deadline, self.timeout))
             except SupervisorError:
                 raise timed_out from None
-            if log.has_ended(owner):
-                return owner
+            if owner.has_ended(ended):
+                return ended
             raise
-        return self._call(get, log.get_request, final_timeout(deadline, self.timeout))
+        return self._call(get, owner.request, final_timeout(deadline, self.timeout))
 
     def _pages(self, method: Any, pages: Pages[_Item], items: str) -> Iterator[_Item]:
         while not pages.done:
@@ -208,7 +208,7 @@ class Client:
         `WaitTimeout` (a `TimeoutError`) after `timeout` seconds; None waits for ever."""
         return Task.from_proto(self._wait(task_log(id), deadline_after(timeout)))
 
-    def _follow(self, log: Log[_Event], after_seq: int, deadline: float | None) -> Iterator[_Event]:
+    def _follow(self, log: Log[_Event], after_seq: int, deadline: float | None) -> Generator[_Event, None, None]:
         """Reads `log` from `after_seq`, resuming after breaks (see `_follow.Follower`)."""
         follower = Follower(log.what, after_seq, self.resume, deadline)
         service = getattr(self, log.service)
@@ -217,16 +217,19 @@ class Client:
             try:
                 request = log.watch_request(follower.last_seq)
                 stream = getattr(service, log.watch)(request, timeout=follower.remaining(), metadata=self._metadata)
-                for message in stream:
-                    if not follower.received(message.seq):
+                for item in stream:
+                    event = accepted(follower, log, item)
+                    if event is None:
                         continue
-                    event = log.convert(message)
                     yield event
                     if log.is_last(event):
                         return
-                owner = self._call(getattr(service, log.get), log.get_request, follower.call_timeout(self.timeout))
-                if log.has_ended(owner):
-                    return
+                if log.owner is not None:
+                    owner = self._call(
+                        getattr(service, log.owner.get), log.owner.request, follower.call_timeout(self.timeout)
+                    )
+                    if log.owner.has_ended(owner):
+                        return
                 failure: SupervisorError = follower.closed_early()
             except grpc.RpcError as err:
                 failure = from_rpc_error(err)
@@ -365,28 +368,7 @@ class Client:
         it never ends by itself (stop reading, or give `timeout`, which raises
         `WaitTimeout`). After a break it resumes after the last message seen; the open
         reply's pieces then come again from its start (`Reply` skips what it has)."""
-        follower = Follower(f"thread {thread_id}", after_seq, self.resume, deadline_after(timeout))
-        while True:
-            stream = None
-            try:
-                request = chat_pb2.WatchThreadRequest(thread_id=thread_id, after_seq=follower.last_seq)
-                stream = self.chat.WatchThread(request, timeout=follower.remaining(), metadata=self._metadata)
-                for item in stream:
-                    event = event_of(item)
-                    if isinstance(event, ThreadMessage) and not follower.received(event.seq):
-                        continue
-                    if event is None:
-                        continue
-                    if not isinstance(event, ThreadMessage):
-                        follower.progressed()
-                    yield event
-                failure: SupervisorError = follower.closed_early()
-            except grpc.RpcError as err:
-                failure = from_rpc_error(err)
-            finally:
-                if stream is not None:
-                    stream.cancel()
-            time.sleep(follower.pause_after(failure))
+        return self._follow(thread_log(thread_id), after_seq, deadline_after(timeout))
 
     def ask(
         self,
@@ -403,12 +385,9 @@ class Client:
         events = self.watch_thread(thread_id, posted.seq, timeout)
         try:
             for event in events:
-                if isinstance(event, ReplyDelta):
-                    fresh = reply.add(event)
-                    if fresh and on_text is not None:
-                        on_text(fresh)
-                elif isinstance(event, ThreadMessage) and event.role == "assistant" and event.task_id == posted.task_id:
-                    return event
+                ended = reply.take(event, on_text)
+                if ended is not None:
+                    return ended
         finally:
             events.close()
         raise AssertionError("watch_thread never ends by itself")
@@ -417,7 +396,7 @@ class Client:
         """Messages containing `query` (case-insensitive), newest threads first."""
         request = chat_pb2.SearchThreadsRequest(query=query, limit=limit)
         found = self._call(self.chat.SearchThreads, request)
-        return [SearchHit(h.thread_id, h.title, ThreadMessage.from_proto(h.message), h.excerpt) for h in found.hits]
+        return [SearchHit.from_proto(h) for h in found.hits]
 
     def convert_thread(self, thread_id: str, type: str | int | None = None, instruction: str = "") -> Task:
         """Starts a task (of `type`, default the thread's) that does what the conversation

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._errors import DeadlineExceeded, InvalidArgument, StreamEnded, SupervisorError, WaitTimeout, is_transient
+from ._chat import ThreadEvent, ThreadMessage, event_of
 from ._models import RunStatus, TaskEvent, TaskStatus, WorkflowEvent
-from ._proto.supervisor.v1 import tasks_pb2, workflows_pb2
+from ._proto.supervisor.v1 import chat_pb2, tasks_pb2, workflows_pb2
 
 _Event = TypeVar("_Event")
 
@@ -138,21 +139,33 @@ def deadline_after(timeout: float | None) -> float | None:
 
 
 @dataclass(frozen=True)
+class Owner:
+    """What a log belongs to (a task, a run), read when its stream closes to tell whether
+    the log has ended: the method (`get`) and request that read it, and the test."""
+
+    get: str
+    request: Any
+    has_ended: Callable[[Any], bool]
+
+
+@dataclass(frozen=True)
 class Log(Generic[_Event]):
-    """An event log to follow: which stub (`service`) and methods read it, and how to
-    tell its end. A task's log ends with its terminal event; a workflow run's stream is
-    read until the node closes it (a retried run goes on after its terminal event), and
-    the run is then read to check that it ended."""
+    """An event log to follow: which stub (`service`) and method read it, how its items
+    become events, and how to tell its end. A task's log ends with its terminal event; a
+    workflow run's stream is read until the node closes it (a retried run goes on after
+    its terminal event), and the run is then read to check that it ended; a thread's
+    never ends (it has no `owner`)."""
 
     what: str
     service: str
     watch: str
     watch_request: Callable[[int], Any]
-    get: str
-    get_request: Any
-    convert: Callable[[Any], _Event]
+    #: The SDK's form of a stream item (None: a kind this SDK does not know, skipped).
+    convert: Callable[[Any], _Event | None]
+    #: An event's sequence number, or None for one without (a piece of a reply).
+    seq_of: Callable[[_Event], int | None]
     is_last: Callable[[_Event], bool]
-    has_ended: Callable[[Any], bool]
+    owner: Owner | None
 
 
 def task_log(id: str) -> Log[TaskEvent]:
@@ -162,11 +175,14 @@ def task_log(id: str) -> Log[TaskEvent]:
         service="tasks",
         watch="WatchTask",
         watch_request=lambda seq: tasks_pb2.WatchTaskRequest(id=id, after_seq=seq),
-        get="GetTask",
-        get_request=tasks_pb2.GetTaskRequest(id=id),
         convert=TaskEvent.from_proto,
+        seq_of=lambda event: event.seq,
         is_last=lambda event: event.is_terminal,
-        has_ended=lambda task: TaskStatus.from_proto(task.status).is_terminal,
+        owner=Owner(
+            get="GetTask",
+            request=tasks_pb2.GetTaskRequest(id=id),
+            has_ended=lambda task: TaskStatus.from_proto(task.status).is_terminal,
+        ),
     )
 
 
@@ -177,9 +193,41 @@ def run_log(id: str) -> Log[WorkflowEvent]:
         service="workflows",
         watch="WatchWorkflow",
         watch_request=lambda seq: workflows_pb2.WatchWorkflowRequest(id=id, after_seq=seq),
-        get="GetWorkflow",
-        get_request=workflows_pb2.GetWorkflowRequest(id=id),
         convert=WorkflowEvent.from_proto,
+        seq_of=lambda event: event.seq,
         is_last=lambda event: False,
-        has_ended=lambda run: RunStatus.from_proto(run.status).is_terminal,
+        owner=Owner(
+            get="GetWorkflow",
+            request=workflows_pb2.GetWorkflowRequest(id=id),
+            has_ended=lambda run: RunStatus.from_proto(run.status).is_terminal,
+        ),
     )
+
+
+def thread_log(id: str) -> Log[ThreadEvent]:
+    """Thread `id`'s live log: its messages (numbered), the open reply's pieces and turn
+    changes (not numbered: they only show the watch is alive)."""
+    return Log(
+        what=f"thread {id}",
+        service="chat",
+        watch="WatchThread",
+        watch_request=lambda seq: chat_pb2.WatchThreadRequest(thread_id=id, after_seq=seq),
+        convert=event_of,
+        seq_of=lambda event: event.seq if isinstance(event, ThreadMessage) else None,
+        is_last=lambda event: False,
+        owner=None,
+    )
+
+
+def accepted(follower: Follower, log: Log[_Event], item: Any) -> _Event | None:
+    """The event a stream item is, if the watch should pass it on: None for an unknown
+    kind and for a numbered event seen already. A new one moves `follower` on."""
+    event = log.convert(item)
+    if event is None:
+        return None
+    seq = log.seq_of(event)
+    if seq is None:
+        follower.progressed()
+    elif not follower.received(seq):
+        return None
+    return event
