@@ -95,6 +95,21 @@ pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
     })
 }
 
+/// A page of records from a range read for one more than `limit`: the first `limit`
+/// decoded, and whether more follow them.
+pub(crate) fn decode_page<T: DeserializeOwned>(
+    what: &str,
+    kvs: &[supervisor_store::KeyValue],
+    limit: usize,
+) -> Result<(Vec<T>, bool), EngineError> {
+    let records = kvs
+        .iter()
+        .take(limit)
+        .map(|kv| decode(what, &kv.value))
+        .collect::<Result<_, _>>()?;
+    Ok((records, kvs.len() > limit))
+}
+
 /// Reads a little-endian counter as written by atomic adds.
 pub(crate) fn counter(bytes: Option<&[u8]>) -> i64 {
     let mut buf = [0u8; 8];

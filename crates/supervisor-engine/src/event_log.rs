@@ -52,11 +52,11 @@ pub(crate) trait EventLog: Send + Sync + 'static {
 }
 
 /// Events read per page while following a log.
-const FOLLOW_PAGE: usize = 256;
+pub(crate) const FOLLOW_PAGE: usize = 256;
 
 /// How long to wait on a watch before reading again anyway (a watch may be lost with a
 /// store connection).
-const RECHECK: Duration = Duration::from_secs(30);
+pub(crate) const RECHECK: Duration = Duration::from_secs(30);
 
 /// Reads up to `limit` events after `after_seq`, the owner, and a watch that fires when
 /// the owner changes next, all from one snapshot. Fails with the owner's "not found"

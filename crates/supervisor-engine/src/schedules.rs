@@ -16,7 +16,7 @@ use supervisor_model::{FieldError, TaskId};
 use supervisor_store::{RangeOptions, Transaction};
 use supervisor_workflow::{ScheduleDef, WorkflowDef};
 
-use crate::codec::{decode, encode};
+use crate::codec::{decode, decode_page, encode};
 use crate::nodes::NodeIdentity;
 use crate::workflows::{WorkflowRun, start_run_in_txn};
 use crate::{Engine, EngineError, keyspace};
@@ -252,12 +252,7 @@ impl Engine {
                 RangeOptions::new().snapshot().limit(limit + 1),
             )
             .await?;
-        let more = kvs.len() > limit;
-        let schedules = kvs
-            .iter()
-            .take(limit)
-            .map(|kv| decode("schedule", &kv.value))
-            .collect::<Result<_, _>>()?;
+        let (schedules, more) = decode_page("schedule", &kvs, limit)?;
         Ok(SchedulePage { schedules, more })
     }
 

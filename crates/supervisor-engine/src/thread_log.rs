@@ -79,10 +79,6 @@ pub struct ThreadMessage {
     pub at: i64,
 }
 
-pub(crate) fn not_found(id: TaskId) -> EngineError {
-    EngineError::ThreadNotFound { id }
-}
-
 pub(crate) async fn load(
     txn: &mut Transaction<'_>,
     tenant: &str,
@@ -92,6 +88,17 @@ pub(crate) async fn load(
         Some(bytes) => Ok(Some(decode("thread", &bytes)?)),
         None => Ok(None),
     }
+}
+
+/// Reads a thread that must exist.
+pub(crate) async fn load_existing(
+    txn: &mut Transaction<'_>,
+    tenant: &str,
+    id: TaskId,
+) -> Result<ThreadRecord, EngineError> {
+    load(txn, tenant, id)
+        .await?
+        .ok_or(EngineError::ThreadNotFound { id })
 }
 
 pub(crate) fn put(txn: &mut Transaction<'_>, t: &ThreadRecord) -> Result<(), EngineError> {
@@ -205,11 +212,8 @@ async fn record_reply(
     now: i64,
 ) -> Result<(), EngineError> {
     let text = if task.status == TaskStatus::Succeeded {
-        let output = match &task.result {
-            Some(r) if !r.output.is_empty() => r.output.clone(),
-            _ => records::read_output(txn, task).await?,
-        };
-        cut_reply(output, task.id)
+        // A stored task's result holds no output: it is kept in chunks of its own.
+        cut_reply(records::read_output(txn, task).await?, task.id)
     } else {
         String::new()
     };
@@ -285,11 +289,10 @@ fn cut_reply(mut text: String, task: TaskId) -> String {
     if text.len() <= MAX_STORED_REPLY_BYTES {
         return text;
     }
-    let mut cut = MAX_STORED_REPLY_BYTES;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text.truncate(cut);
+    text.truncate(supervisor_model::floor_char_boundary(
+        &text,
+        MAX_STORED_REPLY_BYTES,
+    ));
     text.push_str(&format!(
         "\n[... the reply goes on; task {task}'s output has all of it]"
     ));

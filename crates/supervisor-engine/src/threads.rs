@@ -26,11 +26,11 @@ use supervisor_model::{
 };
 use supervisor_store::{RangeOptions, Transaction, Watch};
 
-use crate::codec::decode;
-use crate::event_log::{self, EventLog};
+use crate::codec::{decode, decode_page};
+use crate::event_log::{self, EventLog, FOLLOW_PAGE, RECHECK};
 use crate::tasks::SubmitItem;
 use crate::thread_log::{
-    append, close_orphan_turn, load, messages_after, newest_messages, not_found, put,
+    append, close_orphan_turn, load, load_existing, messages_after, newest_messages, put,
 };
 use crate::{Engine, EngineError, keyspace, records};
 
@@ -176,11 +176,8 @@ pub fn compose(
     if !about.is_empty() {
         let cap = left / 4;
         if tokens(&about) > cap {
-            let mut cut = (cap * 4) as usize;
-            while cut > 0 && !about.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            about.truncate(cut);
+            let cut = usize::try_from(cap * 4).unwrap_or(usize::MAX);
+            about.truncate(supervisor_model::floor_char_boundary(&about, cut));
             about.push_str("\n[... cut to fit the context window]\n");
         }
         left = left.saturating_sub(tokens(&about));
@@ -210,9 +207,11 @@ pub fn compose(
     }
     if !rendered.is_empty() {
         prompt.push_str("The conversation so far:\n\n");
+        // Where the first message left out would be (the unread ones come right after
+        // the first message), one note says how many were.
         let mut noted = false;
         for (i, text) in rendered.iter().enumerate() {
-            if i == 1 && unread > 0 && !noted {
+            if !noted && ((i == 1 && unread > 0) || !keep[i]) {
                 prompt.push_str(&format!(
                     "[{omitted} earlier message{} left out to fit the context window]\n\n",
                     if omitted == 1 { "" } else { "s" }
@@ -221,12 +220,6 @@ pub fn compose(
             }
             if keep[i] {
                 prompt.push_str(text);
-            } else if !noted {
-                prompt.push_str(&format!(
-                    "[{omitted} earlier message{} left out to fit the context window]\n\n",
-                    if omitted == 1 { "" } else { "s" }
-                ));
-                noted = true;
             }
         }
     }
@@ -277,17 +270,33 @@ fn check_message(text: &str) -> Result<(), EngineError> {
     if text.trim().is_empty() {
         return Err(FieldError::new("text", "the message is empty").into());
     }
+    check_message_text(
+        "text",
+        "the message",
+        text,
+        " (attach large inputs as files in the thread's repository)",
+    )
+}
+
+/// Checks what a caller wrote into a thread (a message, a conversion's instruction):
+/// within [`MAX_MESSAGE_BYTES`] (`hint` follows the limit) and free text.
+fn check_message_text(
+    field: &'static str,
+    what: &str,
+    text: &str,
+    hint: &str,
+) -> Result<(), EngineError> {
     if text.len() > MAX_MESSAGE_BYTES {
         return Err(FieldError::new(
-            "text",
+            field,
             format!(
-                "the message is {} bytes; at most {MAX_MESSAGE_BYTES} (attach large inputs as files in the thread's repository)",
+                "{what} is {} bytes; at most {MAX_MESSAGE_BYTES}{hint}",
                 text.len()
             ),
         )
         .into());
     }
-    supervisor_model::check_text("text", "the message", text)?;
+    supervisor_model::check_text(field, what, text)?;
     Ok(())
 }
 
@@ -309,9 +318,7 @@ impl EventLog for ThreadLog {
     const EVENT: &'static str = "thread message";
 
     async fn load_owner(&self, txn: &mut Transaction<'_>) -> Result<ThreadRecord, EngineError> {
-        load(txn, &self.tenant, self.id)
-            .await?
-            .ok_or_else(|| not_found(self.id))
+        load_existing(txn, &self.tenant, self.id).await
     }
 
     fn owner_key(&self) -> Vec<u8> {
@@ -335,11 +342,6 @@ impl EventLog for ThreadLog {
     }
 }
 
-/// Messages read per page while following a thread.
-const FOLLOW_PAGE: usize = 256;
-/// How long a caught-up watch waits before reading again anyway.
-const RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
-
 type TaskEvents =
     Pin<Box<dyn Stream<Item = Result<supervisor_model::TaskEvent, EngineError>> + Send>>;
 
@@ -356,6 +358,8 @@ struct Follow {
     streamed: Option<TaskId>,
     /// Set when caught up: fires when the thread changes.
     watch: Option<Watch>,
+    /// The read made when the watch began (it found the thread), used for the first item.
+    first: Option<(Vec<ThreadMessage>, ThreadRecord, Watch)>,
     done: bool,
 }
 
@@ -435,16 +439,19 @@ impl Follow {
             if let Some(watch) = self.watch.take() {
                 let _ = tokio::time::timeout(RECHECK, watch).await;
             }
-            let (messages, thread, watch) =
-                match event_log::read(&self.engine.inner.db, &self.log, self.after, FOLLOW_PAGE)
-                    .await
-                {
-                    Ok(read) => read,
-                    Err(e) => {
-                        self.done = true;
-                        return Some(Err(e));
-                    }
-                };
+            let read = match self.first.take() {
+                Some(first) => Ok(first),
+                None => {
+                    event_log::read(&self.engine.inner.db, &self.log, self.after, FOLLOW_PAGE).await
+                }
+            };
+            let (messages, thread, watch) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
             if let Some(last) = messages.last() {
                 self.after = last.seq;
             }
@@ -620,9 +627,7 @@ impl Engine {
         max_bytes: usize,
     ) -> Result<(ThreadRecord, Vec<ThreadMessage>), EngineError> {
         let mut txn = self.inner.db.begin().await?;
-        let thread = load(&mut txn, tenant, id)
-            .await?
-            .ok_or_else(|| not_found(id))?;
+        let thread = load_existing(&mut txn, tenant, id).await?;
         let messages = newest_messages(&mut txn, tenant, id, 0, max_bytes).await?;
         Ok((thread, messages))
     }
@@ -657,7 +662,7 @@ impl Engine {
             .db
             .run(|txn| {
                 Box::pin(async move {
-                    let thread = load(txn, tenant, id).await?.ok_or_else(|| not_found(id))?;
+                    let thread = load_existing(txn, tenant, id).await?;
                     let (begin, end) = keyspace::thread_messages_after(tenant, id, 0);
                     txn.clear_range(&begin, &end);
                     txn.clear(&keyspace::thread(tenant, id));
@@ -683,9 +688,7 @@ impl Engine {
         id: TaskId,
     ) -> Result<ThreadRecord, EngineError> {
         let mut txn = self.inner.db.begin().await?;
-        load(&mut txn, tenant, id)
-            .await?
-            .ok_or_else(|| not_found(id))
+        load_existing(&mut txn, tenant, id).await
     }
 
     /// Up to `limit` threads of a tenant, newest first, before `before` when given.
@@ -708,12 +711,7 @@ impl Engine {
                 RangeOptions::new().snapshot().reverse().limit(limit + 1),
             )
             .await?;
-        let more = kvs.len() > limit;
-        let threads = kvs
-            .iter()
-            .take(limit)
-            .map(|kv| decode("thread", &kv.value))
-            .collect::<Result<_, _>>()?;
+        let (threads, more) = decode_page("thread", &kvs, limit)?;
         Ok(ThreadPage { threads, more })
     }
 
@@ -740,7 +738,7 @@ impl Engine {
             .run(|txn| {
                 let trace = trace.clone();
                 Box::pin(async move {
-                    let mut thread = load(txn, tenant, id).await?.ok_or_else(|| not_found(id))?;
+                    let mut thread = load_existing(txn, tenant, id).await?;
                     if let Some(turn) = records::load(txn, tenant, task_id).await? {
                         // This transaction already committed (its commit's result was
                         // unknown and it ran again): the same answer, whatever became of
@@ -847,9 +845,7 @@ impl Engine {
             id,
         };
         // Fails now for a thread that does not exist.
-        let mut txn = self.inner.db.begin().await?;
-        log.load_owner(&mut txn).await?;
-        drop(txn);
+        let first = event_log::read(&self.inner.db, &log, after_seq, FOLLOW_PAGE).await?;
         let follow = Follow {
             engine: self.clone(),
             log,
@@ -858,6 +854,7 @@ impl Engine {
             turn: None,
             streamed: None,
             watch: None,
+            first: Some(first),
             done: false,
         };
         Ok(futures::stream::unfold(follow, |mut f| async move {
@@ -947,20 +944,8 @@ impl Engine {
         window: impl FnOnce(&ThreadRecord) -> u64,
     ) -> Result<(ThreadRecord, String), EngineError> {
         let mut txn = self.inner.db.begin().await?;
-        let thread = load(&mut txn, tenant, id)
-            .await?
-            .ok_or_else(|| not_found(id))?;
-        if instruction.len() > MAX_MESSAGE_BYTES {
-            return Err(FieldError::new(
-                "instruction",
-                format!(
-                    "the instruction is {} bytes; at most {MAX_MESSAGE_BYTES}",
-                    instruction.len()
-                ),
-            )
-            .into());
-        }
-        supervisor_model::check_text("instruction", "the instruction", instruction)?;
+        let thread = load_existing(&mut txn, tenant, id).await?;
+        check_message_text("instruction", "the instruction", instruction, "")?;
         let (history, unread) = history(&mut txn, tenant, id).await?;
         if history.is_empty() {
             return Err(EngineError::FailedPrecondition(format!(

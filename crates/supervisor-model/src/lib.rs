@@ -21,7 +21,9 @@ pub use predict::*;
 pub use resources::*;
 pub use specialty::*;
 pub use task::*;
-pub use text::{MAX_QUOTED_CHARS, check_name, check_text, forbidden_in_name, quote};
+pub use text::{
+    MAX_QUOTED_CHARS, check_name, check_text, floor_char_boundary, forbidden_in_name, quote,
+};
 
 /// The tenant every task belongs to until authentication introduces more.
 pub const DEFAULT_TENANT: &str = "default";

@@ -28,6 +28,19 @@ pub fn quote(text: &str) -> String {
     }
 }
 
+/// The largest character boundary of `text` at or before byte `max`: where to cut it to
+/// at most `max` bytes without splitting a character.
+pub fn floor_char_boundary(text: &str, max: usize) -> usize {
+    if max >= text.len() {
+        return text.len();
+    }
+    let mut at = max;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
 /// Why `c` may not appear in a name, if it may not.
 pub fn forbidden_in_name(c: char) -> Option<&'static str> {
     match c {
@@ -77,6 +90,15 @@ pub fn check_text(field: &'static str, what: &str, value: &str) -> Result<(), Fi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cuts_fall_on_character_boundaries() {
+        assert_eq!(floor_char_boundary("aé", 2), 1);
+        assert_eq!(floor_char_boundary("aé", 3), 3);
+        assert_eq!(floor_char_boundary("aé", 9), 3);
+        assert_eq!(floor_char_boundary("éé", 1), 0);
+        assert_eq!(floor_char_boundary("", 0), 0);
+    }
 
     #[test]
     fn quotes_are_cut_and_escaped() {

@@ -21,14 +21,7 @@ pub(crate) const ITEM_BUDGET: usize = MAX_RESPONSE_BYTES - ROOM;
 
 /// `text` cut to at most `max` bytes, on a character boundary.
 fn cut(text: &mut String, max: usize) {
-    if text.len() <= max {
-        return;
-    }
-    let mut at = max;
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    text.truncate(at);
+    text.truncate(supervisor_model::floor_char_boundary(text, max));
 }
 
 /// Shares `available` bytes among texts of the given lengths, smallest first: a text

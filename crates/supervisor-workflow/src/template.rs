@@ -207,10 +207,7 @@ fn push_truncated(out: &mut String, output: &str, step: &str, max: usize) {
         push(out, output);
         return;
     }
-    let mut cut = max;
-    while !output.is_char_boundary(cut) {
-        cut -= 1;
-    }
+    let cut = supervisor_model::floor_char_boundary(output, max);
     push(out, &output[..cut]);
     let _ = write!(
         out,
