@@ -213,16 +213,20 @@ impl ChatService for ChatApi {
             .list_threads(&tenant, before, page_size)
             .await
             .map_err(status_from)?;
-        let next_page_token = match (page.more, page.threads.last()) {
-            (true, Some(last)) => last.id.to_string(),
-            _ => String::new(),
+        let mut threads: Vec<v1::Thread> = page
+            .threads
+            .into_iter()
+            .map(|t| thread_out(t, Vec::new()))
+            .collect();
+        // Within the response limit, as every list: a page of large contexts ends early.
+        let cut = crate::fit::page(&mut threads);
+        let next_page_token = if cut || page.more {
+            threads.last().map(|t| t.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
         };
         Ok(Response::new(v1::ListThreadsResponse {
-            threads: page
-                .threads
-                .into_iter()
-                .map(|t| thread_out(t, Vec::new()))
-                .collect(),
+            threads,
             next_page_token,
         }))
     }
