@@ -354,6 +354,19 @@ impl Engine {
             .ok_or(EngineError::NotFound { id })
     }
 
+    /// Which of `ids` are tasks of `tenant`, in order, from one snapshot read of their
+    /// records (without outputs).
+    pub async fn tasks_exist(
+        &self,
+        tenant: &str,
+        ids: &[TaskId],
+    ) -> Result<Vec<bool>, EngineError> {
+        let keys: Vec<(&str, TaskId)> = ids.iter().map(|id| (tenant, *id)).collect();
+        let mut txn = self.inner.db.begin().await?;
+        let records = records::load_many(&mut txn, &keys, true).await?;
+        Ok(records.iter().map(Option::is_some).collect())
+    }
+
     /// Lists tasks newest first. Picks the most selective index among the filters, applies
     /// the others while scanning, and examines a bounded number of entries per call (a
     /// page may come back short with a token to continue).

@@ -184,6 +184,20 @@ impl TaskId {
     }
 }
 
+/// The task and attempt an attempt's work directory is named after, `<task id>-a<n>`
+/// (the hyphenated id), when `name` has that shape.
+pub fn attempt_of_dir(name: &str) -> Option<(TaskId, u32)> {
+    let (id, attempt) = name.rsplit_once("-a")?;
+    let shaped = id.len() == 36
+        && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        && !attempt.is_empty()
+        && attempt.chars().all(|c| c.is_ascii_digit());
+    if !shaped {
+        return None;
+    }
+    Some((id.parse().ok()?, attempt.parse().ok()?))
+}
+
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
         self.0.hyphenated().fmt(f)
@@ -706,6 +720,17 @@ named_enum!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attempt_directory_names_its_task_and_attempt() {
+        let id = TaskId::generate();
+        assert_eq!(attempt_of_dir(&format!("{id}-a2")), Some((id, 2)));
+        assert_eq!(attempt_of_dir("python3 plugin.py"), None);
+        assert_eq!(attempt_of_dir(&format!("{id}-ax")), None);
+        assert_eq!(attempt_of_dir(&format!("{id}-a")), None);
+        assert_eq!(attempt_of_dir("not-a-uuid-a1"), None);
+        assert_eq!(attempt_of_dir("home-a1"), None);
+    }
 
     #[test]
     fn parses_names_case_and_dash_insensitively() {

@@ -242,12 +242,7 @@ fn attempt_of(mut pid: u32, me: u32, processes: &HashMap<u32, Process>) -> Optio
 fn attempt_dir_name(path: &Path) -> Option<String> {
     path.components().rev().find_map(|c| {
         let name = c.as_os_str().to_str()?;
-        let (id, attempt) = name.rsplit_once("-a")?;
-        let ok = id.len() == 36
-            && id.chars().all(|ch| ch.is_ascii_hexdigit() || ch == '-')
-            && !attempt.is_empty()
-            && attempt.chars().all(|ch| ch.is_ascii_digit());
-        ok.then(|| name.to_string())
+        supervisor_model::attempt_of_dir(name).map(|_| name.to_string())
     })
 }
 

@@ -157,14 +157,6 @@ fn quota_out(q: TenantQuotaInfo) -> v1::TenantQuota {
     }
 }
 
-/// The task an attempt's work directory (`<task id>-a<n>`) belongs to; `None` for
-/// anything else a node measured (a process's command).
-fn attempt_task(name: &str) -> Option<supervisor_model::TaskId> {
-    let (id, n) = name.rsplit_once("-a")?;
-    n.parse::<u32>().ok()?;
-    id.parse().ok()
-}
-
 #[tonic::async_trait]
 impl ResourceService for ResourceApi {
     async fn set_budget(
@@ -313,19 +305,30 @@ impl ResourceService for ResourceApi {
         let p = principal_in(req.extensions());
         let mut nodes = self.engine.list_nodes().await.map_err(status_from)?;
         // Attempts of other tenants' tasks (their work directories name the task) are
-        // for administrators of the whole cluster only.
+        // for administrators of the whole cluster only. What a node measured that is not
+        // an attempt (a process's command) goes too, as does every attempt when the
+        // tasks cannot be read.
         if !p.cluster_admin {
+            let tasks: Vec<_> = nodes
+                .iter()
+                .flat_map(|n| &n.load.resources.attempts)
+                .filter_map(|a| supervisor_model::attempt_of_dir(&a.attempt).map(|(id, _)| id))
+                .collect();
+            let exist = self
+                .engine
+                .tasks_exist(&p.tenant, &tasks)
+                .await
+                .unwrap_or_default();
+            let mine: std::collections::HashSet<_> = tasks
+                .iter()
+                .zip(exist)
+                .filter_map(|(id, exists)| exists.then_some(*id))
+                .collect();
             for n in &mut nodes {
-                let mut mine = Vec::new();
-                for a in std::mem::take(&mut n.load.resources.attempts) {
-                    let Some(id) = attempt_task(&a.attempt) else {
-                        continue;
-                    };
-                    if self.engine.get(&p.tenant, id).await.is_ok() {
-                        mine.push(a);
-                    }
-                }
-                n.load.resources.attempts = mine;
+                n.load.resources.attempts.retain(|a| {
+                    supervisor_model::attempt_of_dir(&a.attempt)
+                        .is_some_and(|(id, _)| mine.contains(&id))
+                });
             }
         }
         Ok(Response::new(v1::ListNodeResourcesResponse {
@@ -370,19 +373,5 @@ impl ResourceService for ResourceApi {
                 })
                 .collect(),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_attempt_names_its_task() {
-        let id = supervisor_model::TaskId::generate();
-        assert_eq!(attempt_task(&format!("{id}-a2")), Some(id));
-        assert_eq!(attempt_task("python3 plugin.py"), None);
-        assert_eq!(attempt_task(&format!("{id}-ax")), None);
-        assert_eq!(attempt_task("not-a-uuid-a1"), None);
     }
 }
