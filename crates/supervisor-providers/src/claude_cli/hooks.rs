@@ -17,8 +17,6 @@ use crate::{EventSink, ProviderError, ProviderEvent, ProviderRequest};
 /// Bytes of a hook's output kept (the end of it; its event and error quote the last
 /// 2,000 characters).
 const OUTPUT_CAP: usize = 16 * 1024;
-/// After a hook exits, how long its output pipes may stay open.
-const DRAIN: Duration = Duration::from_secs(2);
 
 /// Where and how the hooks of one attempt run.
 pub(super) struct HookRun<'a> {
@@ -144,9 +142,11 @@ impl HookRun<'_> {
         let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
         let (mut out_eof, mut err_eof) = (false, false);
         let mut status = None;
-        let timed_out = loop {
+        // Its exit status once it ended and its output was read (or its drain time
+        // passed); `None` when its time ran out first.
+        let ended = loop {
             if status.is_some() && out_eof && err_eof {
-                break false;
+                break status;
             }
             tokio::select! {
                 n = stdout.read(&mut out_buf), if !out_eof => match n {
@@ -162,7 +162,7 @@ impl HookRun<'_> {
                         status = Some(st);
                         // Something it started may hold its output open: a moment to
                         // drain, then the rest is killed below.
-                        limit = limit.min(Instant::now() + DRAIN);
+                        limit = limit.min(Instant::now() + super::DRAIN);
                     }
                     Err(e) => {
                         process.terminate().await;
@@ -173,13 +173,13 @@ impl HookRun<'_> {
                         });
                     }
                 },
-                _ = tokio::time::sleep_until(limit) => break status.is_none(),
+                _ = tokio::time::sleep_until(limit) => break status,
             }
         };
         // Whatever it left behind ends with it, as the agent's processes do.
         process.terminate().await;
         let output = tail.excerpt();
-        if timed_out {
+        let Some(status) = ended else {
             if Instant::now() >= self.deadline {
                 return Err(ProviderError::Retryable {
                     kind: "hook_failed",
@@ -197,12 +197,8 @@ impl HookRun<'_> {
                 ),
                 output,
             )));
-        }
-        Ok(match status {
-            Some(st) if st.success() => None,
-            Some(st) => Some((super::describe(&st), output)),
-            None => Some(("its exit status is unknown".into(), output)),
-        })
+        };
+        Ok((!status.success()).then(|| (super::describe(&status), output)))
     }
 }
 

@@ -371,23 +371,21 @@ impl ClaudeCliProvider {
         // A thread's turn: its own HOME, and its CLI session resumed when this node ran
         // the turn before.
         let thread = request.thread.as_ref().zip(run.thread.as_ref());
-        let resume = match &thread {
-            Some((turn, state)) => state.resumable(turn.previous.as_deref()).await,
-            None => None,
-        };
-        if let (Some((_, state)), Some(_)) = (&thread, &resume) {
-            // Taken, under the thread's lock: only this attempt's success saves a session
-            // again, so one that failed half-way is never resumed.
-            state.forget().await;
-        }
-        match (&thread, &resume) {
-            (Some(_), Some(session)) => sink.send(ProviderEvent::Activity(format!(
-                "resuming the thread's session {session} with the new message"
-            ))),
-            (Some(_), None) => sink.send(ProviderEvent::Activity(
-                "a new session for the thread, the conversation so far in the prompt".into(),
-            )),
-            _ => {}
+        let mut resume = None;
+        if let Some((turn, state)) = &thread {
+            resume = state.resumable(turn.previous.as_deref()).await;
+            let activity = match &resume {
+                Some(session) => {
+                    // Taken, under the thread's lock: only this attempt's success saves a
+                    // session again, so one that failed half-way is never resumed.
+                    state.forget().await;
+                    format!("resuming the thread's session {session} with the new message")
+                }
+                None => {
+                    "a new session for the thread, the conversation so far in the prompt".into()
+                }
+            };
+            sink.send(ProviderEvent::Activity(activity));
         }
         let home = thread.as_ref().map_or(ws.home(), |(_, state)| state.home());
         let args = command::args(&self.cfg, request, resume.as_deref());

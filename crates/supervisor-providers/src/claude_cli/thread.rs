@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::worktree::failed;
 use crate::ProviderError;
 
 /// Thread directories unused this long are removed at start.
@@ -67,14 +68,6 @@ pub(super) fn workspace_name(id: &str) -> String {
 /// The branch a thread's turns commit to.
 pub(super) fn branch(id: &str) -> String {
     format!("supervisor/thread-{}", safe(id))
-}
-
-fn failed(message: String) -> ProviderError {
-    ProviderError::Retryable {
-        kind: "worktree_failed",
-        message,
-        retry_after: None,
-    }
 }
 
 impl ThreadState {

@@ -54,8 +54,6 @@ pub(super) struct Workspace {
     git: Option<GitWorktree>,
     record: RunRecord,
     removed: bool,
-    /// A thread's branch: put back to `base` unless the attempt succeeded.
-    reset_on_failure: bool,
 }
 
 #[derive(Debug)]
@@ -130,7 +128,8 @@ fn bad_request(message: String) -> ProviderError {
     }
 }
 
-fn failed(message: String) -> ProviderError {
+/// A failure to set up or clean an attempt's directories: retryable.
+pub(super) fn failed(message: String) -> ProviderError {
     ProviderError::Retryable {
         kind: "worktree_failed",
         message,
@@ -288,7 +287,6 @@ impl Workspace {
             dir,
             git: linked,
             removed: false,
-            reset_on_failure: thread_branch,
         };
         // From here on the workspace owns the directory: an early return removes it.
         if let Err(e) = ws.record.write(&ws.dir) {
@@ -508,15 +506,17 @@ impl Workspace {
         }
         if let Some(g) = &self.git {
             let _ = git(&g.repo, &["worktree".as_ref(), "prune".as_ref()]).await;
-            if self.reset_on_failure && keep_branch {
-                // A thread's branch after a success: it stays, with or without a commit.
-            } else if self.reset_on_failure {
-                let branch = format!("refs/heads/{}", g.branch);
-                let _ = git(
-                    &g.repo,
-                    &["update-ref".as_ref(), branch.as_ref(), g.base.as_ref()],
-                )
-                .await;
+            if self.is_thread_branch() {
+                // A thread's branch stays after a success, with or without a commit, and
+                // is put back otherwise.
+                if !keep_branch {
+                    let branch = format!("refs/heads/{}", g.branch);
+                    let _ = git(
+                        &g.repo,
+                        &["update-ref".as_ref(), branch.as_ref(), g.base.as_ref()],
+                    )
+                    .await;
+                }
             } else if !(keep_branch && self.record.keep_branch) {
                 let out = git(
                     &g.repo,
@@ -536,6 +536,12 @@ impl Workspace {
             }
         }
         self.removed = true;
+    }
+
+    /// Whether the attempt works on a thread's branch, which is put back to `base`
+    /// unless the attempt succeeded (never deleted).
+    fn is_thread_branch(&self) -> bool {
+        self.record.reset_to.is_some()
     }
 
     fn remove_blocking(&mut self) {
@@ -568,7 +574,7 @@ impl Workspace {
         }
         if let Some(g) = &self.git {
             run(&g.repo, &["worktree".as_ref(), "prune".as_ref()]);
-            if self.reset_on_failure {
+            if self.is_thread_branch() {
                 // Dropped without `remove`: the attempt did not succeed.
                 let branch: OsString = format!("refs/heads/{}", g.branch).into();
                 let base: OsString = g.base.clone().into();
