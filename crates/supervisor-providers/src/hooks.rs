@@ -83,6 +83,12 @@ pub struct ChosenHook<'a> {
     pub config: &'a HookConfig,
 }
 
+/// Variables a hook's `env` may not set, and why.
+const RESERVED_ENV: &[(&str, &str)] = &[
+    ("HOME", "it is the attempt's own directory"),
+    ("TMPDIR", "it is the attempt's own directory"),
+];
+
 impl Hooks {
     /// The node's hooks, checked: an error names the first wrong entry and what to fix.
     pub fn new(hooks: BTreeMap<String, HookConfig>) -> Result<Hooks, String> {
@@ -110,21 +116,8 @@ impl Hooks {
                 return Err(format!("hooks.{name}: timeout must be more than 0"));
             }
             for (var, value) in &hook.env {
-                if !crate::valid_env_name(var) {
-                    return Err(format!(
-                        "hooks.{name}: env key {var:?} is not a variable name (letters, digits, _)"
-                    ));
-                }
-                if matches!(var.as_str(), "HOME" | "TMPDIR") {
-                    return Err(format!(
-                        "hooks.{name}: env may not set {var}: it is the attempt's own directory"
-                    ));
-                }
-                if value.contains('\0') {
-                    return Err(format!(
-                        "hooks.{name}: env value of {var} contains a NUL byte"
-                    ));
-                }
+                crate::check_env_entry(var, value, RESERVED_ENV)
+                    .map_err(|e| format!("hooks.{name}: {e}"))?;
             }
         }
         Ok(Hooks(Arc::new(hooks)))

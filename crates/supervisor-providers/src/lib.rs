@@ -34,6 +34,28 @@ pub(crate) fn valid_env_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Checks one entry of a configured `env` table: a variable name, none of `reserved`
+/// (each with why it may not be set), a value without NUL. The caller puts where the
+/// table is before the error.
+pub(crate) fn check_env_entry(
+    name: &str,
+    value: &str,
+    reserved: &[(&str, &str)],
+) -> Result<(), String> {
+    if !valid_env_name(name) {
+        return Err(format!(
+            "env key {name:?} is not a variable name (letters, digits, _)"
+        ));
+    }
+    if let Some((_, why)) = reserved.iter().find(|(r, _)| *r == name) {
+        return Err(format!("env may not set {name}: {why}"));
+    }
+    if value.contains('\0') {
+        return Err(format!("env value of {name} contains a NUL byte"));
+    }
+    Ok(())
+}
+
 /// What a provider is asked to do: one attempt of one task.
 #[derive(Debug, Clone)]
 pub struct ProviderRequest {
@@ -237,6 +259,13 @@ pub struct Capabilities {
 
 /// The context key naming the repository a task works in.
 pub const REPO_KEY: &str = "repo";
+
+/// Whether a task with this context needs a provider that works in a repository
+/// ([`Capabilities::repository`]): it names a repository, or hooks, which run in the
+/// attempt's own directory.
+pub fn needs_repository(context: &std::collections::BTreeMap<String, String>) -> bool {
+    context.contains_key(REPO_KEY) || hooks::names_any(context)
+}
 
 /// The result of a health check.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -70,11 +70,10 @@ pub struct RouteRequest<'a> {
 }
 
 impl RouteRequest<'_> {
-    /// Whether the task names a repository to work in, or hooks to run (they run in the
-    /// attempt's own directory, which only providers that work in a repository have).
+    /// Whether the task needs a provider that works in a repository (see
+    /// [`supervisor_providers::needs_repository`]).
     fn needs_repository(&self) -> bool {
-        self.request.context.contains_key(REPO_KEY)
-            || supervisor_providers::hooks::names_any(&self.request.context)
+        supervisor_providers::needs_repository(&self.request.context)
     }
 }
 
@@ -233,7 +232,8 @@ impl Router {
                 .iter()
                 .filter(|p| {
                     p.capabilities.task_types.contains(&task.task_type)
-                        && (p.capabilities.repository || !task.context.contains_key(REPO_KEY))
+                        && (p.capabilities.repository
+                            || !supervisor_providers::needs_repository(&task.context))
                         && !task.routing.excluded_providers.iter().any(|e| e == &p.name)
                 })
                 .map(|p| p.provider.estimate_cost(&request))

@@ -55,35 +55,20 @@ pub(crate) fn basics() -> Vec<(OsString, OsString)> {
     vars
 }
 
-pub(crate) use crate::valid_env_name as valid_name;
-
 /// Checks the provider's `env` table and `api_key_var`, naming the first wrong entry.
 pub(super) fn validate(provider: &str, cfg: &ClaudeCliConfig) -> Result<(), String> {
-    if !valid_name(&cfg.api_key_var) {
+    if !crate::valid_env_name(&cfg.api_key_var) {
         return Err(format!(
             "provider {provider}: api_key_var {:?} is not a variable name",
             cfg.api_key_var
         ));
     }
     for (name, value) in &cfg.env {
-        if !valid_name(name) {
-            return Err(format!(
-                "provider {provider}: env key {name:?} is not a variable name (letters, digits, _)"
-            ));
-        }
-        if let Some((_, instead)) = RESERVED.iter().find(|(r, _)| r == name) {
-            return Err(format!(
-                "provider {provider}: env may not set {name}: {instead}"
-            ));
-        }
+        crate::check_env_entry(name, value, RESERVED)
+            .map_err(|e| format!("provider {provider}: {e}"))?;
         if *name == cfg.api_key_var {
             return Err(format!(
                 "provider {provider}: env may not set {name}, the key's variable (api_key_var): put secrets in api_key_env or api_key_file"
-            ));
-        }
-        if value.contains('\0') {
-            return Err(format!(
-                "provider {provider}: env value of {name} contains a NUL byte"
             ));
         }
     }

@@ -141,7 +141,7 @@ fn environment_of(name: &str, cfg: &PluginConfig) -> Result<Vec<(OsString, OsStr
         }
     }
     for key in &cfg.pass_env {
-        if !environment::valid_name(key) {
+        if !crate::valid_env_name(key) {
             return Err(format!(
                 "providers.{name}.pass_env: {key:?} is not a variable name"
             ));
@@ -158,7 +158,7 @@ fn environment_of(name: &str, cfg: &PluginConfig) -> Result<Vec<(OsString, OsStr
         }
     }
     for (key, value) in &cfg.env {
-        if !environment::valid_name(key) || key == LISTEN_VAR {
+        if !crate::valid_env_name(key) || key == LISTEN_VAR {
             return Err(format!(
                 "providers.{name}.env: {key:?} is not a variable name the plugin may be given"
             ));
