@@ -14,6 +14,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use futures::StreamExt as _;
 use supervisor_client::{Client, Transport};
+use supervisor_proto::convert::EnumName as _;
 use supervisor_proto::v1::chat_service_client::ChatServiceClient;
 use supervisor_proto::v1::{
     self, ConvertThreadRequest, CreateThreadRequest, DeleteThreadRequest, GetThreadRequest,
@@ -198,13 +199,10 @@ impl Session {
                     let task_type = if kind.is_empty() {
                         0
                     } else {
-                        match TaskType::from_str_name(&format!("TASK_TYPE_{}", kind.to_uppercase()))
-                        {
-                            Some(t) => t as i32,
-                            None => {
-                                eprintln!(
-                                    "{kind:?} is not a task type (bug_fix, testing, pr_review...)"
-                                );
+                        match TaskType::from_name(kind) {
+                            Ok(t) => t as i32,
+                            Err(e) => {
+                                eprintln!("{e}");
                                 continue;
                             }
                         }
@@ -270,72 +268,79 @@ impl Session {
                     after_seq: self.last_seq,
                 })
                 .await;
-            let mut stream = match stream {
-                Ok(s) => s.into_inner(),
-                Err(status) => {
-                    wait_or_give_up(&mut broken_since, &status, &self.client).await?;
-                    continue;
-                }
-            };
-            let mut broke = false;
-            while let Some(item) = stream.next().await {
-                let event = match item {
-                    Ok(e) => e,
-                    Err(status) => {
-                        wait_or_give_up(&mut broken_since, &status, &self.client).await?;
-                        broke = true;
-                        break;
-                    }
-                };
-                broken_since = None;
-                match event.event {
-                    Some(Event::Delta(d)) if d.task_id == task => shown.delta(&d)?,
-                    Some(Event::Turn(t)) if t.task_id == task => {
-                        let status = TaskStatus::try_from(t.status).unwrap_or_default();
-                        if matches!(status, TaskStatus::RetryWait) {
-                            eprintln!("\n({})", t.message);
-                        }
-                    }
-                    Some(Event::Message(m)) => {
-                        self.last_seq = m.seq;
-                        let reply = m.role == ThreadRole::Assistant as i32 && m.task_id == task;
-                        if !reply {
-                            continue;
-                        }
-                        if m.status == TaskStatus::Succeeded as i32 {
-                            // What the stream did not show; all of it when what it showed
-                            // is not how the reply begins (another attempt's text).
-                            match m.text.strip_prefix(shown.text.as_str()) {
-                                Some(rest) => print_stdout(rest)?,
-                                None => {
-                                    if !shown.text.is_empty() {
-                                        eprintln!("\n(the reply, as its last attempt wrote it:)");
-                                    }
-                                    print_stdout(&m.text)?;
+            // What ended this stream; a clean end (the node is leaving) is a break like
+            // any other.
+            let broke = match stream {
+                Err(status) => status,
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    loop {
+                        match stream.next().await {
+                            None => break tonic::Status::unavailable("the node ended the stream"),
+                            Some(Err(status)) => break status,
+                            Some(Ok(event)) => {
+                                broken_since = None;
+                                if let Some(replied) = self.on_event(event, task, &mut shown)? {
+                                    return Ok(replied);
                                 }
                             }
-                            if !m.text.ends_with('\n') {
-                                print_stdout("\n")?;
-                            }
-                            return Ok(true);
                         }
-                        let status = TaskStatus::try_from(m.status).unwrap_or_default();
-                        eprintln!(
-                            "\n(no reply: the turn {}: {})",
-                            status.as_str_name(),
-                            m.error
-                        );
-                        return Ok(false);
                     }
-                    _ => {}
+                }
+            };
+            wait_or_give_up(&mut broken_since, &broke, &self.client).await?;
+        }
+    }
+
+    /// What one event of the thread means while waiting for the reply of `task`: its
+    /// pieces are printed as they come; `Some(whether it succeeded)` once it arrived.
+    fn on_event(
+        &mut self,
+        event: v1::ThreadEvent,
+        task: &str,
+        shown: &mut Shown,
+    ) -> anyhow::Result<Option<bool>> {
+        match event.event {
+            Some(Event::Delta(d)) if d.task_id == task => shown.delta(&d)?,
+            Some(Event::Turn(t)) if t.task_id == task => {
+                let status = TaskStatus::try_from(t.status).unwrap_or_default();
+                if matches!(status, TaskStatus::RetryWait) {
+                    eprintln!("\n({})", t.message);
                 }
             }
-            if !broke {
-                // The stream ended cleanly (the node is leaving): a break like any other.
-                let leaving = tonic::Status::unavailable("the node ended the stream");
-                wait_or_give_up(&mut broken_since, &leaving, &self.client).await?;
+            Some(Event::Message(m)) => {
+                self.last_seq = m.seq;
+                let reply = m.role == ThreadRole::Assistant as i32 && m.task_id == task;
+                if !reply {
+                    return Ok(None);
+                }
+                if m.status == TaskStatus::Succeeded as i32 {
+                    // What the stream did not show; all of it when what it showed is not
+                    // how the reply begins (another attempt's text).
+                    match m.text.strip_prefix(shown.text.as_str()) {
+                        Some(rest) => print_stdout(rest)?,
+                        None => {
+                            if !shown.text.is_empty() {
+                                eprintln!("\n(the reply, as its last attempt wrote it:)");
+                            }
+                            print_stdout(&m.text)?;
+                        }
+                    }
+                    if !m.text.ends_with('\n') {
+                        print_stdout("\n")?;
+                    }
+                    return Ok(Some(true));
+                }
+                eprintln!(
+                    "\n(no reply: the turn {}: {})",
+                    TaskStatus::name_of(m.status),
+                    m.error
+                );
+                return Ok(Some(false));
             }
+            _ => {}
         }
+        Ok(None)
     }
 }
 
