@@ -46,6 +46,8 @@ pub const MAX_MESSAGES: u64 = 10_000;
 pub const SEARCH_THREADS: usize = 1000;
 /// Bytes of messages a search reads at most before it stops (`truncated`).
 pub const SEARCH_BYTES: usize = 64 * 1024 * 1024;
+/// Messages a search reads per transaction.
+const SEARCH_PAGE: usize = 256;
 /// Largest `context_tokens` a thread may ask for.
 pub const MAX_CONTEXT_TOKENS: u64 = 10_000_000;
 /// Context window assumed when nothing says otherwise, in tokens.
@@ -904,13 +906,13 @@ impl Engine {
                 }
                 let page = {
                     let mut txn = self.inner.db.begin().await?;
-                    messages_after(&mut txn, tenant, thread.id, after, 256).await?
+                    messages_after(&mut txn, tenant, thread.id, after, SEARCH_PAGE).await?
                 };
                 let Some(last) = page.last() else {
                     break;
                 };
                 after = last.seq;
-                let full = page.len() == 256;
+                let full = page.len() == SEARCH_PAGE;
                 for message in page {
                     scanned += message.text.len() + 64;
                     let Some(excerpt) = excerpt(&message.text, &needle) else {
